@@ -1,0 +1,457 @@
+//! Code generation for the struct and the impl block.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{FnArg, ImplItem, ItemImpl, ItemStruct, Pat, ReturnType, Type, Visibility};
+
+use crate::parse::{push, Input, StructArgs};
+
+pub(crate) fn distributed(args: TokenStream, input: TokenStream) -> TokenStream {
+    let item: Input = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(e) => {
+            // Keep the user's item so that its other errors stay readable.
+            let mut out = e.to_compile_error();
+            out.extend(input);
+            return out;
+        }
+    };
+    match item {
+        Input::Struct(s) => match StructArgs::parse(args).and_then(|a| expand_struct(&s, a)) {
+            Ok(out) => out,
+            Err(e) => fallback(e, s.to_token_stream()),
+        },
+        Input::Impl(mut i) => {
+            if !args.is_empty() {
+                let e = syn::Error::new(
+                    args.span(),
+                    "options go on the struct's #[distributed(...)], not on the impl block",
+                );
+                strip_method_attrs(&mut i);
+                return fallback(e, i.to_token_stream());
+            }
+            match expand_impl(&i) {
+                Ok(out) => out,
+                Err(e) => {
+                    strip_method_attrs(&mut i);
+                    fallback(e, i.to_token_stream())
+                }
+            }
+        }
+    }
+}
+
+fn fallback(e: syn::Error, item: TokenStream) -> TokenStream {
+    let mut out = e.to_compile_error();
+    out.extend(item);
+    out
+}
+
+fn krate(args: &StructArgs) -> TokenStream {
+    match &args.krate {
+        Some(p) => p.to_token_stream(),
+        None => quote!(::processhub),
+    }
+}
+
+fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
+    if !s.generics.params.is_empty() {
+        return Err(syn::Error::new(
+            s.generics.span(),
+            "a #[distributed] component cannot have generic parameters: every node must be \
+             able to start it by name; wrap a concrete instantiation in a struct of its own",
+        ));
+    }
+    let ph = krate(&args);
+    let ident = &s.ident;
+    let vis = &s.vis;
+    let handle = format_ident!("{}Handle", ident);
+    let type_name = match &args.name {
+        Some(lit) => quote!(#lit),
+        None => {
+            let name = ident.to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #name))
+        }
+    };
+    let handle_doc = format!(
+        "A handle on one running [`{ident}`], by id: each method calls it wherever it runs. \
+         Cheap to clone; `Send + Sync`."
+    );
+    let serde_check = quote_spanned! {ident.span()=>
+        const _: fn() = || {
+            fn assert_state<T: #ph::__private::serde::Serialize + #ph::__private::serde::de::DeserializeOwned + ::core::marker::Send + 'static>() {}
+            assert_state::<#ident>();
+        };
+    };
+    // serde's derives name `serde` unless told otherwise: point them at our re-export so
+    // users need no serde dependency of their own.
+    let mut s = s.clone();
+    if derives_serde(&s)
+        && !s.attrs.iter().any(|a| {
+            a.path().is_ident("serde") && a.to_token_stream().to_string().contains("crate")
+        })
+    {
+        let path = format!("{}::__private::serde", ph.to_string().replace(' ', ""));
+        s.attrs.push(syn::parse_quote!(#[serde(crate = #path)]));
+    }
+    Ok(quote! {
+        #s
+
+        #[doc = #handle_doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #handle {
+            core: #ph::__private::HandleCore,
+        }
+
+        #serde_check
+
+        const _: () = {
+            #[automatically_derived]
+            impl #ph::__private::Component for #ident {
+                const TYPE_NAME: &'static str = #type_name;
+            }
+
+            #[#ph::__private::linkme::distributed_slice(#ph::__private::COMPONENTS)]
+            #[linkme(crate = #ph::__private::linkme)]
+            static COMPONENT: #ph::__private::ComponentVTable =
+                #ph::__private::ComponentVTable::of::<#ident>();
+
+            #[automatically_derived]
+            impl #ident {
+                /// Starts a component with this id and state on its owner node, and
+                /// returns a handle on it once it runs there.
+                pub async fn start(
+                    hub: &#ph::Hub,
+                    id: impl ::core::convert::Into<::std::string::String>,
+                    state: Self,
+                ) -> ::core::result::Result<#handle, #ph::StartError> {
+                    let id: ::std::string::String = id.into();
+                    #ph::__private::start::<Self>(hub, ::core::clone::Clone::clone(&id), state).await?;
+                    ::core::result::Result::Ok(#handle { core: #ph::__private::HandleCore::new(hub, id) })
+                }
+
+                /// Starts many components; one result per item, in order.
+                pub async fn start_many(
+                    hub: &#ph::Hub,
+                    items: ::std::vec::Vec<(::std::string::String, Self)>,
+                ) -> ::std::vec::Vec<::core::result::Result<#handle, #ph::StartError>> {
+                    let ids: ::std::vec::Vec<::std::string::String> =
+                        items.iter().map(|(id, _)| ::core::clone::Clone::clone(id)).collect();
+                    #ph::__private::start_many::<Self>(hub, items)
+                        .await
+                        .into_iter()
+                        .zip(ids)
+                        .map(|(r, id)| r.map(|()| #handle { core: #ph::__private::HandleCore::new(hub, id) }))
+                        .collect()
+                }
+
+                /// A handle on the component with this id, wherever it runs. Nothing is
+                /// checked until a call.
+                pub fn handle(
+                    hub: &#ph::Hub,
+                    id: impl ::core::convert::Into<::std::string::String>,
+                ) -> #handle {
+                    #handle { core: #ph::__private::HandleCore::new(hub, id) }
+                }
+
+                /// Stops the component with this id, wherever it runs.
+                pub async fn stop(
+                    hub: &#ph::Hub,
+                    id: &str,
+                ) -> ::core::result::Result<(), #ph::StopError> {
+                    #ph::__private::stop::<Self>(hub, id).await
+                }
+            }
+
+            #[automatically_derived]
+            impl #handle {
+                /// The component's id.
+                pub fn id(&self) -> &str {
+                    self.core.id()
+                }
+            }
+        };
+    })
+}
+
+fn derives_serde(s: &ItemStruct) -> bool {
+    s.attrs.iter().any(|a| {
+        a.path().is_ident("derive") && {
+            let text = a.to_token_stream().to_string();
+            text.contains("Serialize") || text.contains("Deserialize")
+        }
+    })
+}
+
+/// A method that becomes a call.
+struct Method<'a> {
+    sig: &'a syn::Signature,
+    vis: &'a Visibility,
+    write: bool,
+    args: Vec<(&'a syn::Ident, &'a Type)>,
+}
+
+fn is_skip(attr: &syn::Attribute) -> bool {
+    attr.path().is_ident("distributed")
+        && attr.parse_args::<syn::Ident>().is_ok_and(|i| i == "skip")
+}
+
+fn strip_method_attrs(item: &mut ItemImpl) {
+    for it in &mut item.items {
+        if let ImplItem::Fn(f) = it {
+            f.attrs.retain(|a| !a.path().is_ident("distributed"));
+        }
+    }
+}
+
+fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
+    let ph = quote!(::processhub);
+    let mut errors: Option<syn::Error> = None;
+    if let Some((_, path, _)) = &item.trait_ {
+        return Err(syn::Error::new(
+            path.span(),
+            "#[distributed] goes on the component's own impl block, not on a trait impl",
+        ));
+    }
+    if !item.generics.params.is_empty() {
+        push(
+            &mut errors,
+            syn::Error::new(
+                item.generics.span(),
+                "a #[distributed] impl cannot be generic",
+            ),
+        );
+    }
+    let self_ident = match &*item.self_ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last().map(|s| s.ident.clone()),
+        _ => None,
+    };
+    let Some(self_ident) = self_ident else {
+        return Err(syn::Error::new(
+            item.self_ty.span(),
+            "#[distributed] goes on `impl MyComponent { ... }` of a #[distributed] struct",
+        ));
+    };
+    let self_ty = &item.self_ty;
+    let handle = format_ident!("{}Handle", self_ident);
+
+    let mut methods = Vec::new();
+    let mut skipped: Vec<bool> = Vec::new();
+    for it in &item.items {
+        let ImplItem::Fn(f) = it else {
+            skipped.push(true);
+            continue;
+        };
+        let skip = f.attrs.iter().any(is_skip);
+        for a in f
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("distributed") && !is_skip(a))
+        {
+            push(
+                &mut errors,
+                syn::Error::new(
+                    a.span(),
+                    "on a method, write `#[distributed(skip)]` to keep it local",
+                ),
+            );
+        }
+        let public = matches!(f.vis, Visibility::Public(_));
+        skipped.push(skip || !public);
+        if skip || !public {
+            continue;
+        }
+        match method(f) {
+            Ok(m) => methods.push(m),
+            Err(e) => push(&mut errors, e),
+        }
+    }
+    if let Some(e) = errors {
+        return Err(e);
+    }
+
+    let mut msgs = Vec::new();
+    let mut handle_fns = Vec::new();
+    let mut arms = Vec::new();
+    for m in &methods {
+        let name = &m.sig.ident;
+        let name_str = name.to_string();
+        let msg = format_ident!("__{}_{}", self_ident, name);
+        let arg_names: Vec<_> = m.args.iter().map(|(n, _)| *n).collect();
+        let arg_types: Vec<_> = m.args.iter().map(|(_, t)| *t).collect();
+        let ret = match &m.sig.output {
+            ReturnType::Default => quote!(()),
+            ReturnType::Type(_, t) => t.to_token_stream(),
+        };
+        let call = if m.sig.asyncness.is_some() {
+            quote!(state.#name(#(#arg_names),*).await)
+        } else {
+            quote!(state.#name(#(#arg_names),*))
+        };
+        let vis = m.vis;
+        let read = !m.write;
+        let doc = format!("Calls [`{self_ident}::{name}`] on the component, wherever it runs.");
+        let bounds = m.args.iter().map(|(_, t)| {
+            quote_spanned! {t.span()=>
+                let _ = assert_arg::<#t>;
+            }
+        });
+        let ret_span = match &m.sig.output {
+            ReturnType::Default => m.sig.ident.span(),
+            ReturnType::Type(_, t) => t.span(),
+        };
+        let ret_check = quote_spanned! {ret_span=>
+            let _ = assert_ret::<#ret>;
+        };
+        msgs.push(quote! {
+            #[derive(#ph::__private::serde::Serialize, #ph::__private::serde::Deserialize)]
+            #[serde(crate = "::processhub::__private::serde")]
+            #[allow(non_camel_case_types)]
+            #[doc(hidden)]
+            pub struct #msg(#(#arg_types,)*);
+
+            const _: fn() = || {
+                fn assert_arg<T: #ph::__private::serde::Serialize + #ph::__private::serde::de::DeserializeOwned + ::core::marker::Send + 'static>() {}
+                fn assert_ret<T: #ph::__private::serde::Serialize + #ph::__private::serde::de::DeserializeOwned + ::core::marker::Send + 'static>() {}
+                #(#bounds)*
+                #ret_check
+            };
+
+            #[automatically_derived]
+            impl #ph::__private::Message<#msg> for #ph::__private::ComponentActor<#self_ty> {
+                type Reply = ::core::result::Result<#ret, #ph::CallError>;
+
+                async fn handle(
+                    &mut self,
+                    msg: #msg,
+                    _: &mut #ph::__private::Context<Self, Self::Reply>,
+                ) -> Self::Reply {
+                    let (id, node, epoch, events) = self.__context();
+                    let state = self.__state();
+                    let #msg(#(#arg_names,)*) = msg;
+                    #ph::__private::ComponentActor::<#self_ty>::__guard(id, node, epoch, events, async move { #call }).await
+                }
+            }
+        });
+        handle_fns.push(quote! {
+            #[doc = #doc]
+            #vis async fn #name(&self, #(#arg_names: #arg_types),*) -> ::core::result::Result<#ret, #ph::CallError> {
+                self.core.call::<#self_ty, #msg, #ret>(#name_str, #read, #msg(#(#arg_names,)*)).await
+            }
+        });
+        arms.push(quote! {
+            #name_str => ::std::boxed::Box::pin(#ph::__private::dispatch_one::<#self_ty, #msg, #ret>(actor, args)),
+        });
+    }
+
+    let mut item = item.clone();
+    strip_method_attrs(&mut item);
+    Ok(quote! {
+        #item
+
+        const _: () = {
+            #(#msgs)*
+
+            #[automatically_derived]
+            impl #handle {
+                #(#handle_fns)*
+            }
+
+            #[automatically_derived]
+            impl #ph::__private::Dispatch for #self_ty {
+                fn dispatch(
+                    actor: #ph::__private::ActorRef<#ph::__private::ComponentActor<Self>>,
+                    method: &str,
+                    args: ::std::vec::Vec<u8>,
+                ) -> #ph::__private::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<u8>, #ph::CallError>> {
+                    let _ = &args;
+                    match method {
+                        #(#arms)*
+                        other => {
+                            let err = #ph::CallError::UnknownMethod {
+                                type_name: <Self as #ph::__private::Component>::TYPE_NAME.into(),
+                                method: other.into(),
+                            };
+                            ::std::boxed::Box::pin(async move { ::core::result::Result::Err(err) })
+                        }
+                    }
+                }
+            }
+        };
+    })
+}
+
+fn method(f: &syn::ImplItemFn) -> syn::Result<Method<'_>> {
+    let sig = &f.sig;
+    let mut errors: Option<syn::Error> = None;
+    if !sig.generics.params.is_empty() {
+        push(
+            &mut errors,
+            syn::Error::new(
+                sig.generics.span(),
+                "a component method cannot be generic: its arguments travel over the network",
+            ),
+        );
+    }
+    let mut write = None;
+    let mut args = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => {
+                if r.reference.is_none() {
+                    push(
+                        &mut errors,
+                        syn::Error::new(r.span(), "take `&self` (a read) or `&mut self` (a write): the component keeps its state"),
+                    );
+                }
+                write = Some(r.mutability.is_some());
+            }
+            FnArg::Typed(t) => {
+                let Pat::Ident(pi) = &*t.pat else {
+                    push(
+                        &mut errors,
+                        syn::Error::new(t.pat.span(), "name each argument (`name: Type`)"),
+                    );
+                    continue;
+                };
+                if let Type::Reference(r) = &*t.ty {
+                    let hint = match &*r.elem {
+                        Type::Path(p) if p.path.is_ident("str") => "take `String`".to_string(),
+                        Type::Slice(_) => "take a `Vec`".to_string(),
+                        other => format!("take `{}` by value", other.to_token_stream()),
+                    };
+                    push(
+                        &mut errors,
+                        syn::Error::new(
+                            t.ty.span(),
+                            format!("arguments travel over the network; {hint}"),
+                        ),
+                    );
+                    continue;
+                }
+                args.push((&pi.ident, &*t.ty));
+            }
+        }
+    }
+    let Some(write) = write else {
+        push(
+            &mut errors,
+            syn::Error::new(
+                sig.ident.span(),
+                "a public method of a component takes `&self` or `&mut self`; mark associated functions `#[distributed(skip)]`",
+            ),
+        );
+        return Err(errors.expect("just pushed"));
+    };
+    if let Some(e) = errors {
+        return Err(e);
+    }
+    let _ = Span::call_site();
+    Ok(Method {
+        sig,
+        vis: &f.vis,
+        write,
+        args,
+    })
+}

@@ -1,0 +1,203 @@
+//! The registry: every child of the cluster, held in full on every node.
+//!
+//! Each node is the authority for the children it hosts: it publishes an [`Entry`]
+//! when one starts and a removal when one stops, as deltas over its connections, and a
+//! full snapshot of its own entries when a connection opens (anti-entropy). Conflicts
+//! are settled by the epoch: a higher epoch wins; at an equal epoch the larger node id
+//! wins, so every node settles the same way without talking.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::NodeId;
+
+/// One registered child, as every node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    /// The component type's wire name.
+    pub(crate) type_name: Arc<str>,
+    /// The node that runs it.
+    pub(crate) owner: NodeId,
+    /// Bumped on every move or restart.
+    pub(crate) epoch: u64,
+    /// The state it was started with, to restart it elsewhere if its node dies.
+    #[serde(with = "serde_bytes")]
+    pub(crate) start_state: Vec<u8>,
+    /// Set by the planner on every node when the owner died or left: `owner` is then the
+    /// node expected to restart it, which has not confirmed yet.
+    #[serde(skip)]
+    pub(crate) pending: bool,
+}
+
+/// What an upsert did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Upsert {
+    /// The entry is now the one given.
+    Applied,
+    /// The registry holds a winning entry; the given one was ignored.
+    Ignored,
+}
+
+/// Whether entry `a` wins over entry `b` for the same id.
+pub(crate) fn wins(a: &Entry, b: &Entry) -> bool {
+    (a.epoch, a.owner) > (b.epoch, b.owner)
+}
+
+/// The registry of one node.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    entries: HashMap<Box<str>, Entry>,
+    type_names: HashMap<Box<str>, Arc<str>>,
+}
+
+impl Registry {
+    /// The entry of `id`.
+    pub(crate) fn get(&self, id: &str) -> Option<&Entry> {
+        self.entries.get(id)
+    }
+
+    /// Number of entries.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Every entry.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.entries.iter().map(|(k, v)| (&**k, v))
+    }
+
+    /// One shared allocation per type name, however many children it has.
+    pub(crate) fn intern(&mut self, type_name: &str) -> Arc<str> {
+        if let Some(t) = self.type_names.get(type_name) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(type_name);
+        self.type_names.insert(type_name.into(), t.clone());
+        t
+    }
+
+    /// Inserts `entry` unless the registry holds one that wins over it (or the same).
+    pub(crate) fn upsert(&mut self, id: &str, mut entry: Entry) -> Upsert {
+        entry.type_name = self.intern(&entry.type_name);
+        match self.entries.get_mut(id) {
+            Some(old) if old.epoch == entry.epoch && old.owner == entry.owner => {
+                // The owner confirms what the planner predicted.
+                *old = entry;
+                Upsert::Applied
+            }
+            Some(old) if !wins(&entry, old) => Upsert::Ignored,
+            Some(old) => {
+                *old = entry;
+                Upsert::Applied
+            }
+            None => {
+                self.entries.insert(id.into(), entry);
+                Upsert::Applied
+            }
+        }
+    }
+
+    /// Removes `id` if `origin` owns it at an epoch no newer than `epoch`.
+    pub(crate) fn remove(&mut self, id: &str, origin: NodeId, epoch: u64) -> Option<Entry> {
+        match self.entries.get(id) {
+            Some(e) if e.owner == origin && e.epoch <= epoch => self.entries.remove(id),
+            _ => None,
+        }
+    }
+
+    /// Replaces everything `origin` owns with `snapshot` (a full list from that node).
+    pub(crate) fn replace_origin(&mut self, origin: NodeId, snapshot: Vec<(String, Entry)>) {
+        let keep: std::collections::HashSet<&str> =
+            snapshot.iter().map(|(id, _)| id.as_str()).collect();
+        self.entries
+            .retain(|id, e| e.owner != origin || e.pending || keep.contains(&**id));
+        for (id, entry) in snapshot {
+            self.upsert(&id, entry);
+        }
+    }
+
+    /// Entries owned by `node`.
+    pub(crate) fn owned_by(&self, node: NodeId) -> Vec<(String, Entry)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.owner == node)
+            .map(|(id, e)| (id.to_string(), e.clone()))
+            .collect()
+    }
+
+    /// Mutable access for the planner.
+    pub(crate) fn entries_mut(&mut self) -> impl Iterator<Item = (&str, &mut Entry)> {
+        self.entries.iter_mut().map(|(k, v)| (&**k, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(port: u16) -> NodeId {
+        NodeId::new(([127, 0, 0, 1], port).into(), 1)
+    }
+
+    fn entry(owner: NodeId, epoch: u64) -> Entry {
+        Entry {
+            type_name: "T".into(),
+            owner,
+            epoch,
+            start_state: vec![],
+            pending: false,
+        }
+    }
+
+    #[test]
+    fn higher_epoch_wins_then_larger_node() {
+        let mut r = Registry::default();
+        assert_eq!(r.upsert("a", entry(node(1), 2)), Upsert::Applied);
+        assert_eq!(r.upsert("a", entry(node(2), 1)), Upsert::Ignored);
+        assert_eq!(r.upsert("a", entry(node(2), 2)), Upsert::Applied);
+        assert_eq!(r.upsert("a", entry(node(1), 2)), Upsert::Ignored);
+        assert_eq!(r.get("a").unwrap().owner, node(2));
+    }
+
+    #[test]
+    fn removal_needs_the_owner_and_an_epoch_at_least_as_new() {
+        let mut r = Registry::default();
+        r.upsert("a", entry(node(1), 3));
+        assert!(r.remove("a", node(2), 9).is_none());
+        assert!(r.remove("a", node(1), 2).is_none());
+        assert!(r.remove("a", node(1), 3).is_some());
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn snapshot_replaces_what_the_origin_owns() {
+        let mut r = Registry::default();
+        r.upsert("a", entry(node(1), 1));
+        r.upsert("b", entry(node(1), 1));
+        r.upsert("c", entry(node(2), 1));
+        r.replace_origin(
+            node(1),
+            vec![
+                ("b".into(), entry(node(1), 1)),
+                ("d".into(), entry(node(1), 1)),
+            ],
+        );
+        let mut ids: Vec<&str> = r.iter().map(|(id, _)| id).collect();
+        ids.sort();
+        assert_eq!(ids, ["b", "c", "d"]);
+    }
+
+    #[test]
+    fn type_names_are_shared() {
+        let mut r = Registry::default();
+        r.upsert("a", entry(node(1), 1));
+        r.upsert("b", entry(node(1), 1));
+        assert!(Arc::ptr_eq(
+            &r.get("a").unwrap().type_name,
+            &r.get("b").unwrap().type_name
+        ));
+    }
+}

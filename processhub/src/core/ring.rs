@@ -1,0 +1,142 @@
+//! Consistent-hash ring over the live members, built on the `hashring` crate.
+//!
+//! Keys are hashed from their bytes with SipHash-2-4 under fixed keys (hashring's
+//! default builder), so every node and every build agrees on placement. Each member
+//! gets [`VNODES`] virtual nodes, hashed from its address and the vnode index.
+
+use std::hash::{Hash, Hasher};
+
+use hashring::HashRing;
+
+use crate::NodeId;
+
+/// Virtual nodes per member: enough that a 4th node takes close to a quarter of the keys.
+pub(crate) const VNODES: u16 = 160;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct VNode {
+    node: NodeId,
+    index: u16,
+}
+
+impl Hash for VNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Stable bytes only: the address text and the index, never the incarnation, so a
+        // restarted node takes back the same arcs of the ring.
+        state.write(self.node.addr().to_string().as_bytes());
+        state.write(&self.index.to_le_bytes());
+    }
+}
+
+struct KeyBytes<'a>(&'a [u8]);
+
+impl Hash for KeyBytes<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.0);
+    }
+}
+
+/// The ring of a set of members.
+pub(crate) struct Ring {
+    ring: HashRing<VNode>,
+    members: Vec<NodeId>,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("members", &self.members)
+            .finish()
+    }
+}
+
+impl Ring {
+    /// A ring of these members (order does not matter; duplicates are ignored).
+    pub(crate) fn new(members: impl IntoIterator<Item = NodeId>) -> Self {
+        let mut members: Vec<NodeId> = members.into_iter().collect();
+        members.sort();
+        members.dedup();
+        let mut ring = HashRing::new();
+        let vnodes = members
+            .iter()
+            .flat_map(|&node| (0..VNODES).map(move |index| VNode { node, index }))
+            .collect();
+        ring.batch_add(vnodes);
+        Self { ring, members }
+    }
+
+    /// The members, sorted.
+    pub(crate) fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    /// Whether `node` is a member.
+    pub(crate) fn contains(&self, node: NodeId) -> bool {
+        self.members.binary_search(&node).is_ok()
+    }
+
+    /// The owner of `id`, or `None` when the ring is empty.
+    pub(crate) fn owner(&self, id: &str) -> Option<NodeId> {
+        self.ring.get(&KeyBytes(id.as_bytes())).map(|v| v.node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(port: u16) -> NodeId {
+        NodeId::new(([127, 0, 0, 1], port).into(), 1)
+    }
+
+    #[test]
+    fn empty_ring_has_no_owner() {
+        assert_eq!(Ring::new([]).owner("a"), None);
+    }
+
+    #[test]
+    fn placement_is_exact_and_stable() {
+        let ring = Ring::new([node(7001), node(7002), node(7003)]);
+        // Fixed expectations: a change of hashing would move every component of a
+        // running cluster during a rolling upgrade, so it must show up here.
+        let got: Vec<u16> = ["user-42", "a", "b", "c", "🦀 with/slash"]
+            .iter()
+            .map(|id| ring.owner(id).unwrap().addr().port())
+            .collect();
+        assert_eq!(got, EXPECTED_PLACEMENT);
+        // The incarnation does not change the placement.
+        let restarted = Ring::new([NodeId::new(node(7001).addr(), 9), node(7002), node(7003)]);
+        for id in ["user-42", "a", "b", "c"] {
+            assert_eq!(
+                ring.owner(id).unwrap().addr(),
+                restarted.owner(id).unwrap().addr()
+            );
+        }
+    }
+
+    const EXPECTED_PLACEMENT: [u16; 5] = [7003, 7003, 7003, 7003, 7002];
+
+    #[test]
+    fn spread_is_even_and_join_moves_about_a_quarter() {
+        let three = Ring::new([node(1), node(2), node(3)]);
+        let four = Ring::new([node(1), node(2), node(3), node(4)]);
+        let n = 20_000;
+        let mut counts = std::collections::HashMap::new();
+        let mut moved = 0;
+        for i in 0..n {
+            let id = format!("child-{i}");
+            let before = three.owner(&id).unwrap();
+            let after = four.owner(&id).unwrap();
+            *counts.entry(before).or_insert(0usize) += 1;
+            if before != after {
+                assert_eq!(after, node(4), "a join only moves keys to the joiner");
+                moved += 1;
+            }
+        }
+        for (_, c) in counts {
+            assert!(c > n / 3 * 8 / 10 && c < n / 3 * 12 / 10, "uneven: {c}");
+        }
+        let frac = moved as f64 / n as f64;
+        assert!(frac > 0.2 && frac < 0.3, "moved {frac}");
+    }
+}

@@ -1,0 +1,195 @@
+//! Errors, one enum per API surface. Each variant says whether state changed and whether
+//! a retry is safe.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::NodeId;
+
+/// Why a call through a handle failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No component runs under this id (never started, or stopped). Nothing changed.
+    #[error("no component with id {id:?}")]
+    NotFound {
+        /// The id called.
+        id: String,
+    },
+    /// The id runs a component of another type. Nothing changed.
+    #[error("{id:?} is a {actual}, not a {expected}")]
+    WrongType {
+        /// The id called.
+        id: String,
+        /// The type of the handle.
+        expected: String,
+        /// The type that runs under the id.
+        actual: String,
+    },
+    /// The owner does not know this method (a binary built from other code). Nothing changed.
+    #[error("{type_name} has no method {method:?} on the node that runs it")]
+    UnknownMethod {
+        /// The component type.
+        type_name: String,
+        /// The method called.
+        method: String,
+    },
+    /// The method panicked. The component keeps running with the state the panic left,
+    /// and a `ChildRestarted` event reports it; retrying runs the method again.
+    #[error("{id:?} panicked while handling the call: {message}")]
+    Panicked {
+        /// The id called.
+        id: String,
+        /// The panic message.
+        message: String,
+    },
+    /// No answer within the call's deadline. The call may or may not have been applied.
+    #[error("call to {id:?} timed out after {after:?}")]
+    Timeout {
+        /// The id called.
+        id: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The connection to the owner closed while a write was in flight: it may or may not
+    /// have been applied, so it is not retried automatically. (Reads are retried.)
+    #[error("connection to {node} lost while calling {id:?}; the call may have been applied")]
+    ConnectionLost {
+        /// The id called.
+        id: String,
+        /// The node that ran it.
+        node: NodeId,
+    },
+    /// The arguments or the reply could not be encoded or decoded. Nothing was applied
+    /// when it happens on the way in.
+    #[error("could not encode or decode the call: {message}")]
+    Codec {
+        /// What the codec said.
+        message: String,
+    },
+    /// The encoded call is larger than the hub's frame limit. Nothing was sent.
+    #[error("message of {size} bytes exceeds the frame limit of {max} bytes")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The hub has shut down.
+    #[error("the hub has shut down")]
+    HubStopped,
+}
+
+/// Why a start failed. Nothing was started unless the variant says otherwise.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Ids must not be empty.
+    #[error("a component id must not be empty")]
+    EmptyId,
+    /// The id runs already (decided by its owner). The running one is untouched.
+    #[error("{id:?} is already started on {node}")]
+    AlreadyStarted {
+        /// The id.
+        id: String,
+        /// Where it runs.
+        node: NodeId,
+    },
+    /// The owner's binary has no component type of that name.
+    #[error(
+        "node {node} cannot host component type {type_name}: it is not linked into its binary"
+    )]
+    UnknownType {
+        /// The type asked for.
+        type_name: String,
+        /// The node that refused.
+        node: NodeId,
+    },
+    /// The state could not be encoded.
+    #[error("could not encode the start state: {message}")]
+    Codec {
+        /// What the codec said.
+        message: String,
+    },
+    /// The encoded start is larger than the frame limit.
+    #[error("start state of {size} bytes exceeds the frame limit of {max} bytes")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No confirmation within the deadline; the component may have started.
+    #[error("start of {id:?} timed out after {after:?}; it may have started")]
+    Timeout {
+        /// The id.
+        id: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The hub has shut down.
+    #[error("the hub has shut down")]
+    HubStopped,
+}
+
+/// Why a stop failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopError {
+    /// No component runs under this id. Nothing changed.
+    #[error("no component with id {id:?}")]
+    NotFound {
+        /// The id.
+        id: String,
+    },
+    /// The id runs a component of another type. Nothing changed.
+    #[error("{id:?} is a {actual}, not a {expected}")]
+    WrongType {
+        /// The id.
+        id: String,
+        /// The type asked to stop.
+        expected: String,
+        /// The type that runs.
+        actual: String,
+    },
+    /// No confirmation within the deadline; it may have stopped.
+    #[error("stop of {id:?} timed out after {after:?}")]
+    Timeout {
+        /// The id.
+        id: String,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The hub has shut down.
+    #[error("the hub has shut down")]
+    HubStopped,
+}
+
+/// Why a hub could not start or shut down.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The hub id is empty.
+    #[error("a hub id must not be empty")]
+    EmptyHubId,
+    /// A listen or seed address does not parse.
+    #[error("invalid address {addr:?}: {message}")]
+    InvalidAddress {
+        /// The text given.
+        addr: String,
+        /// Why it is invalid.
+        message: String,
+    },
+    /// Binding the listen address failed.
+    #[error("could not bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The membership layer (chitchat) failed.
+    #[error("membership: {0}")]
+    Membership(String),
+}

@@ -1,0 +1,85 @@
+//! What a hub reports: nodes coming and going, children starting, stopping, restarting.
+
+use crate::NodeId;
+
+/// An event seen by one hub. Child events are reported by the node where they happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubEvent {
+    /// A node joined this hub's cluster.
+    NodeJoined {
+        /// The node.
+        node: NodeId,
+    },
+    /// A node left: gracefully, or declared dead by the failure detector.
+    NodeLeft {
+        /// The node.
+        node: NodeId,
+        /// Whether it said goodbye.
+        graceful: bool,
+    },
+    /// A child started on this node.
+    ChildStarted {
+        /// The child id.
+        id: String,
+        /// Its component type.
+        type_name: String,
+        /// This node.
+        node: NodeId,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// A child stopped on this node.
+    ChildStopped {
+        /// The child id.
+        id: String,
+        /// This node.
+        node: NodeId,
+    },
+    /// A child was restarted on this node: after its node died or left, or in place after
+    /// a panic.
+    ChildRestarted {
+        /// The child id.
+        id: String,
+        /// This node.
+        node: NodeId,
+        /// Its new epoch.
+        epoch: u64,
+        /// Why.
+        reason: RestartReason,
+    },
+    /// A child this node ran moved to another node (on a join).
+    ChildMoved {
+        /// The child id.
+        id: String,
+        /// This node.
+        from: NodeId,
+        /// Its new owner.
+        to: NodeId,
+        /// Its new epoch.
+        epoch: u64,
+    },
+    /// A restart or move could not be carried out.
+    ChildLost {
+        /// The child id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a child was restarted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestartReason {
+    /// Its node died or left; restarted from its start state.
+    NodeDown {
+        /// The node it ran on.
+        node: NodeId,
+    },
+    /// It panicked while handling a call; it goes on in place with its state.
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+}

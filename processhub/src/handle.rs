@@ -1,0 +1,305 @@
+//! What generated handles and constructors call: routing, retries, start and stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kameo::actor::ActorRef;
+use kameo::message::Message;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::component::{self, AskFailure, ComponentActor, Dispatch};
+use crate::error::{CallError, StartError, StopError};
+use crate::hub::{Hub, Route};
+use crate::transport::TransportError;
+use crate::wire::{Request, Response, StartItem, StartOutcome};
+
+/// The untyped core of every generated handle: a hub and a child id.
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct HandleCore {
+    hub: Hub,
+    id: Arc<str>,
+}
+
+impl std::fmt::Debug for HandleCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("id", &self.id)
+            .field("node", &self.hub.node_id())
+            .finish()
+    }
+}
+
+impl HandleCore {
+    /// A handle on `id` through `hub`.
+    pub fn new(hub: &Hub, id: impl Into<String>) -> Self {
+        Self {
+            hub: hub.clone(),
+            id: Arc::from(id.into()),
+        }
+    }
+
+    /// The child id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The hub calls go through.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Calls `method` with `msg`: on the local actor without serialization, or on the
+    /// owner over the transport. Retries while the owner is moving or restarting, until
+    /// the hub's call timeout. `read` calls are also retried after a lost connection.
+    pub async fn call<T, M, R>(
+        &self,
+        method: &'static str,
+        read: bool,
+        msg: M,
+    ) -> Result<R, CallError>
+    where
+        T: Dispatch,
+        M: Serialize + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+        ComponentActor<T>: Message<M, Reply = Result<R, CallError>>,
+    {
+        let inner = &self.hub.inner;
+        let timeout = inner.call_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut msg = Some(msg);
+        let mut backoff = Duration::from_millis(1);
+        let mut target_override = None;
+        let timed_out = || CallError::Timeout {
+            id: self.id.to_string(),
+            after: timeout,
+        };
+        loop {
+            if inner.is_stopped() {
+                return Err(CallError::HubStopped);
+            }
+            let route = match target_override.take() {
+                Some(node) => Route::Remote(node),
+                None => inner.route(&self.id),
+            };
+            match route {
+                Route::Local(child) => {
+                    let Some(actor) = child
+                        .actor_any()
+                        .downcast_ref::<ActorRef<ComponentActor<T>>>()
+                    else {
+                        return Err(CallError::WrongType {
+                            id: self.id.to_string(),
+                            expected: T::TYPE_NAME.to_string(),
+                            actual: child.type_name().to_string(),
+                        });
+                    };
+                    let m = msg
+                        .take()
+                        .expect("the message is back after each failed try");
+                    match component::ask(actor, m).await {
+                        Ok(r) => return Ok(r),
+                        Err(AskFailure::Call(e)) => return Err(e),
+                        Err(AskFailure::Stopped(Some(m))) => msg = Some(m),
+                        Err(AskFailure::Stopped(None)) => {
+                            return Err(CallError::NotFound {
+                                id: self.id.to_string(),
+                            })
+                        }
+                    }
+                }
+                Route::LocalMissing { pending } => {
+                    if !pending {
+                        return Err(CallError::NotFound {
+                            id: self.id.to_string(),
+                        });
+                    }
+                }
+                Route::Remote(node) => {
+                    let m = msg.as_ref().expect("kept for remote calls");
+                    let args = postcard::to_allocvec(m).map_err(|e| CallError::Codec {
+                        message: format!("arguments: {e}"),
+                    })?;
+                    let max = inner.transport.max_frame();
+                    if args.len() > max {
+                        return Err(CallError::TooLarge {
+                            size: args.len(),
+                            max,
+                        });
+                    }
+                    let req = Request::Call {
+                        id: self.id.to_string(),
+                        type_name: T::TYPE_NAME.to_string(),
+                        method: method.to_string(),
+                        args,
+                    };
+                    match inner.transport.request(node, req, deadline).await {
+                        Ok(Response::Reply(Ok(bytes))) => {
+                            return postcard::from_bytes(&bytes).map_err(|e| CallError::Codec {
+                                message: format!("reply: {e}"),
+                            })
+                        }
+                        Ok(Response::Reply(Err(CallError::NotFound { id }))) => {
+                            if !inner.retry_after_not_found(&self.id, node) {
+                                return Err(CallError::NotFound { id });
+                            }
+                        }
+                        Ok(Response::Reply(Err(e))) => return Err(e),
+                        Ok(Response::NotHere { owner }) => {
+                            if owner != node {
+                                target_override = Some(owner);
+                            }
+                        }
+                        Ok(other) => {
+                            return Err(CallError::Codec {
+                                message: format!("unexpected response {other:?}"),
+                            })
+                        }
+                        Err(TransportError::NotConnected) => {}
+                        Err(TransportError::Lost) if read => {}
+                        Err(TransportError::Lost) => {
+                            return Err(CallError::ConnectionLost {
+                                id: self.id.to_string(),
+                                node,
+                            })
+                        }
+                        Err(TransportError::Timeout) => return Err(timed_out()),
+                        Err(TransportError::TooLarge { size, max }) => {
+                            return Err(CallError::TooLarge { size, max })
+                        }
+                        Err(TransportError::Encode(message)) => {
+                            return Err(CallError::Codec { message })
+                        }
+                    }
+                }
+            }
+            if target_override.is_some() {
+                continue;
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err(timed_out());
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+fn check_id(id: &str) -> Result<(), StartError> {
+    if id.is_empty() {
+        Err(StartError::EmptyId)
+    } else {
+        Ok(())
+    }
+}
+
+fn outcome_to_result(id: &str, o: StartOutcome, hub: &Hub) -> Result<(), StartError> {
+    match o {
+        StartOutcome::Started { .. } => Ok(()),
+        StartOutcome::AlreadyStarted { node } => Err(StartError::AlreadyStarted {
+            id: id.to_string(),
+            node,
+        }),
+        StartOutcome::UnknownType { node } => Err(StartError::UnknownType {
+            type_name: String::new(),
+            node,
+        }),
+        StartOutcome::Failed { message } if message == "timeout" => Err(StartError::Timeout {
+            id: id.to_string(),
+            after: hub.inner.call_timeout,
+        }),
+        StartOutcome::Failed { message } if hub.inner.is_stopped() => {
+            let _ = message;
+            Err(StartError::HubStopped)
+        }
+        StartOutcome::Failed { message } => Err(StartError::Codec { message }),
+    }
+}
+
+/// Starts many children of type `T`; one result per item, in order.
+#[doc(hidden)]
+pub async fn start_many<T: Dispatch>(
+    hub: &Hub,
+    items: Vec<(String, T)>,
+) -> Vec<Result<(), StartError>> {
+    if hub.inner.is_stopped() {
+        return items.iter().map(|_| Err(StartError::HubStopped)).collect();
+    }
+    let mut results: Vec<Option<Result<(), StartError>>> = Vec::with_capacity(items.len());
+    let mut batch = Vec::with_capacity(items.len());
+    let mut states = Vec::with_capacity(items.len());
+    let mut index = Vec::with_capacity(items.len());
+    let max = hub.inner.transport.max_frame();
+    for (id, state) in items {
+        let checked = check_id(&id).and_then(|()| {
+            let bytes = postcard::to_allocvec(&state).map_err(|e| StartError::Codec {
+                message: e.to_string(),
+            })?;
+            if bytes.len() > max {
+                return Err(StartError::TooLarge {
+                    size: bytes.len(),
+                    max,
+                });
+            }
+            Ok(bytes)
+        });
+        match checked {
+            Ok(bytes) => {
+                index.push(results.len());
+                results.push(None);
+                batch.push(StartItem {
+                    id,
+                    type_name: T::TYPE_NAME.to_string(),
+                    state: bytes,
+                    epoch: 0,
+                });
+                states.push(Some(state));
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    let ids: Vec<String> = batch.iter().map(|i| i.id.clone()).collect();
+    let outcomes = hub
+        .inner
+        .start_items(batch, 0, |i, args| {
+            let state = states[i]
+                .take()
+                .ok_or_else(|| "started twice".to_string())?;
+            Ok(component::spawn_typed(state, args))
+        })
+        .await;
+    for ((slot, id), o) in index.into_iter().zip(&ids).zip(outcomes) {
+        let r = outcome_to_result(id, o, hub).map_err(|e| match e {
+            StartError::UnknownType { node, .. } => StartError::UnknownType {
+                type_name: T::TYPE_NAME.to_string(),
+                node,
+            },
+            other => other,
+        });
+        results[slot] = Some(r);
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every item has a result"))
+        .collect()
+}
+
+/// Starts one child of type `T`.
+#[doc(hidden)]
+pub async fn start<T: Dispatch>(hub: &Hub, id: String, state: T) -> Result<(), StartError> {
+    start_many(hub, vec![(id, state)])
+        .await
+        .pop()
+        .expect("one item, one result")
+}
+
+/// Stops the child `id` of type `T`, wherever it runs.
+#[doc(hidden)]
+pub async fn stop<T: Dispatch>(hub: &Hub, id: &str) -> Result<(), StopError> {
+    if id.is_empty() {
+        return Err(StopError::NotFound { id: String::new() });
+    }
+    hub.inner.stop_routed(id, T::TYPE_NAME).await
+}

@@ -1,0 +1,1049 @@
+//! The hub: one node of a cluster. It owns the transport, the membership, the registry
+//! and the children running here, and executes what the planner decides.
+//!
+//! ```text
+//!  chitchat ─► members ─► control task ─► plan_membership_change ─► StartLocal / MoveTo
+//!  Transport ─► Inbound (requests: Start/Stop/Call; pushes: registry deltas, Leaving)
+//!  handles  ─► route(id): local actor, or remote owner over the transport
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+
+use crate::component::{self, ErasedChild, SpawnArgs};
+use crate::core::planner::{plan_membership_change, Command};
+use crate::core::registry::{wins, Entry, Registry, Upsert};
+use crate::core::ring::Ring;
+use crate::error::{HubError, StopError};
+use crate::events::{HubEvent, RestartReason};
+use crate::membership::{GossipConfig, Membership};
+use crate::transport::{Conn, Inbound, Transport, TransportError};
+use crate::wire::{Push, Request, Response, StartItem, StartOutcome, StopOutcome};
+use crate::NodeId;
+
+/// Default deadline of a call, start or stop.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default limit on one frame between nodes.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// How many start items go in one request.
+const START_BATCH: usize = 512;
+/// How many entries go in one snapshot frame.
+const SNAPSHOT_CHUNK: usize = 2048;
+/// How many times a start may be forwarded between nodes whose views differ.
+const MAX_HOPS: u8 = 3;
+
+/// Builds and starts a [`Hub`].
+///
+/// ```no_run
+/// # async fn f() -> Result<(), processhub::HubError> {
+/// let hub = processhub::Hub::builder("my-hub")
+///     .listen("127.0.0.1:0")
+///     .seeds(["127.0.0.1:7000"])
+///     .start()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct HubBuilder {
+    hub_id: String,
+    listen: String,
+    seeds: Vec<String>,
+    call_timeout: Duration,
+    gossip_interval: Duration,
+    phi_threshold: f64,
+    max_frame: usize,
+}
+
+impl HubBuilder {
+    /// The address to listen on (TCP for calls, UDP on the same port for gossip).
+    /// Port 0 picks a free port; [`Hub::listen_addr`] tells which. Default `127.0.0.1:0`.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = addr.into();
+        self
+    }
+
+    /// Addresses of nodes already in the cluster (zero or more).
+    pub fn seeds<S: Into<String>>(mut self, seeds: impl IntoIterator<Item = S>) -> Self {
+        self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Deadline of calls, starts and stops, retries included. Default 5 s.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// How often gossip runs. Default 100 ms; failure detection takes about 20 intervals.
+    pub fn gossip_interval(mut self, interval: Duration) -> Self {
+        self.gossip_interval = interval;
+        self
+    }
+
+    /// The phi-accrual threshold above which a silent node is declared dead. Default 8.
+    pub fn failure_threshold(mut self, phi: f64) -> Self {
+        self.phi_threshold = phi;
+        self
+    }
+
+    /// The largest frame accepted or sent between nodes. Default 16 MiB.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Binds, joins the cluster through the seeds, and returns the running hub.
+    pub async fn start(self) -> Result<Hub, HubError> {
+        if self.hub_id.is_empty() {
+            return Err(HubError::EmptyHubId);
+        }
+        let listen: SocketAddr = self.listen.parse().map_err(|e: std::net::AddrParseError| {
+            HubError::InvalidAddress {
+                addr: self.listen.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        for seed in &self.seeds {
+            if seed.parse::<SocketAddr>().is_err() && !seed.contains(':') {
+                return Err(HubError::InvalidAddress {
+                    addr: seed.clone(),
+                    message: "a seed is host:port".into(),
+                });
+            }
+        }
+        let gossip = GossipConfig {
+            interval: self.gossip_interval,
+            phi_threshold: self.phi_threshold,
+        };
+        let incarnation = new_incarnation();
+        let (members_tx, members_rx) = mpsc::unbounded_channel();
+        // TCP and UDP share the port number: with port 0 we retry until both are free.
+        let mut attempt = 0;
+        let (listener, me, membership) = loop {
+            attempt += 1;
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|source| HubError::Bind {
+                    addr: listen.to_string(),
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| HubError::Bind {
+                addr: listen.to_string(),
+                source,
+            })?;
+            let me = NodeId::new(addr, incarnation);
+            match Membership::start(
+                me,
+                &self.hub_id,
+                self.seeds.clone(),
+                &gossip,
+                members_tx.clone(),
+            )
+            .await
+            {
+                Ok(m) => break (listener, me, m),
+                Err(e) if listen.port() == 0 && attempt < 20 => {
+                    tracing::debug!("gossip port {} taken ({e}), retrying", addr.port());
+                }
+                Err(e) => return Err(HubError::Membership(e)),
+            }
+        };
+        let (events, _) = broadcast::channel(16_384);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new_cyclic(|weak: &Weak<HubInner>| {
+            let inbound: Weak<dyn Inbound> = weak.clone();
+            HubInner {
+                me,
+                hub_id: self.hub_id.clone(),
+                call_timeout: self.call_timeout,
+                transport: Transport::start(
+                    me,
+                    self.hub_id.clone(),
+                    self.max_frame,
+                    listener,
+                    inbound,
+                ),
+                membership: tokio::sync::Mutex::new(Some(membership)),
+                state: RwLock::new(State {
+                    registry: Registry::default(),
+                    local: HashMap::new(),
+                    ring: Arc::new(Ring::new([me])),
+                    chitchat_members: vec![me],
+                    departed: HashSet::new(),
+                    snapshots: HashMap::new(),
+                    moving: HashSet::new(),
+                }),
+                events,
+                stopped: AtomicBool::new(false),
+                control: control_tx,
+            }
+        });
+        tokio::spawn(control_loop(Arc::downgrade(&inner), members_rx, control_rx));
+        Ok(Hub { inner })
+    }
+}
+
+fn new_incarnation() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    // Distinct across processes (pid, time) and across hubs of one process (counter);
+    // kept below 2^53 so it prints the same everywhere.
+    (nanos ^ (u64::from(std::process::id()) << 32))
+        .wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed) << 8)
+        & ((1 << 53) - 1)
+}
+
+/// One node of a cluster. Cheap to clone; all clones are the same hub.
+///
+/// Hubs with the same hub id find each other through their seeds and form a cluster;
+/// components started on any of them run on their owner on the ring and can be called
+/// from every node. See the crate docs for a full example.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("hub_id", &self.inner.hub_id)
+            .field("node", &self.inner.me)
+            .finish()
+    }
+}
+
+/// What the registry says about one child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// The child id.
+    pub id: String,
+    /// Its component type's wire name.
+    pub type_name: String,
+    /// The node that runs it (or is restarting it, when `pending`).
+    pub owner: NodeId,
+    /// Every node holding a copy (just the owner until replication lands).
+    pub owners: Vec<NodeId>,
+    /// Bumped on every move or restart.
+    pub epoch: u64,
+    /// True while its node died or left and the new owner has not confirmed the restart.
+    pub pending: bool,
+}
+
+impl ChildInfo {
+    fn new(id: &str, e: &Entry) -> Self {
+        Self {
+            id: id.to_string(),
+            type_name: e.type_name.to_string(),
+            owner: e.owner,
+            owners: vec![e.owner],
+            epoch: e.epoch,
+            pending: e.pending,
+        }
+    }
+}
+
+impl Hub {
+    /// A builder for a hub of cluster `hub_id`.
+    pub fn builder(hub_id: impl Into<String>) -> HubBuilder {
+        HubBuilder {
+            hub_id: hub_id.into(),
+            listen: "127.0.0.1:0".into(),
+            seeds: Vec::new(),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            gossip_interval: Duration::from_millis(100),
+            phi_threshold: 8.0,
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+
+    /// This node.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.me
+    }
+
+    /// The hub id.
+    pub fn hub_id(&self) -> &str {
+        &self.inner.hub_id
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.me.addr()
+    }
+
+    /// The live members of this hub's cluster, this node included, sorted.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        self.inner.state.read().unwrap().ring.members().to_vec()
+    }
+
+    /// What the local registry says of `id`. Never touches the network.
+    pub fn lookup(&self, id: &str) -> Option<ChildInfo> {
+        let st = self.inner.state.read().unwrap();
+        st.registry.get(id).map(|e| ChildInfo::new(id, e))
+    }
+
+    /// Every child in the local registry.
+    pub fn children(&self) -> Vec<ChildInfo> {
+        let st = self.inner.state.read().unwrap();
+        st.registry
+            .iter()
+            .map(|(id, e)| ChildInfo::new(id, e))
+            .collect()
+    }
+
+    /// How many children run on this node.
+    pub fn local_children(&self) -> usize {
+        self.inner.state.read().unwrap().local.len()
+    }
+
+    /// A receiver of this hub's events from now on.
+    pub fn events(&self) -> broadcast::Receiver<HubEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Leaves the cluster: peers are told at once (they restart this node's children
+    /// on their new owners), this waits until they confirm or the call timeout passes,
+    /// then stops the local children, the transport and the gossip.
+    pub async fn shutdown(&self) -> Result<(), HubError> {
+        self.inner.shutdown().await
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) registry: Registry,
+    pub(crate) local: HashMap<Arc<str>, LocalChild>,
+    pub(crate) ring: Arc<Ring>,
+    chitchat_members: Vec<NodeId>,
+    departed: HashSet<NodeId>,
+    snapshots: HashMap<NodeId, Vec<(String, Entry)>>,
+    moving: HashSet<Arc<str>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct LocalChild {
+    pub(crate) child: Arc<dyn ErasedChild>,
+    pub(crate) epoch: u64,
+}
+
+pub(crate) struct HubInner {
+    pub(crate) me: NodeId,
+    hub_id: String,
+    pub(crate) call_timeout: Duration,
+    pub(crate) transport: Arc<Transport>,
+    membership: tokio::sync::Mutex<Option<Membership>>,
+    pub(crate) state: RwLock<State>,
+    pub(crate) events: broadcast::Sender<HubEvent>,
+    stopped: AtomicBool,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+enum Control {
+    Departed(NodeId),
+}
+
+/// Where a call for an id goes now.
+pub(crate) enum Route {
+    Local(Arc<dyn ErasedChild>),
+    /// Registered here but not running yet (a restart under way) or just stopped.
+    LocalMissing {
+        pending: bool,
+    },
+    Remote(NodeId),
+}
+
+impl HubInner {
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn route(&self, id: &str) -> Route {
+        let st = self.state.read().unwrap();
+        if let Some(l) = st.local.get(id) {
+            return Route::Local(l.child.clone());
+        }
+        let (target, pending) = match st.registry.get(id) {
+            Some(e) => (e.owner, e.pending),
+            None => (st.ring.owner(id).unwrap_or(self.me), false),
+        };
+        if target == self.me {
+            Route::LocalMissing { pending }
+        } else {
+            Route::Remote(target)
+        }
+    }
+
+    /// After `asked` said it does not have `id`: whether the registry expects it to
+    /// appear somewhere (a restart or move under way), so a retry can succeed.
+    pub(crate) fn retry_after_not_found(&self, id: &str, asked: NodeId) -> bool {
+        let st = self.state.read().unwrap();
+        match st.registry.get(id) {
+            Some(e) => e.pending || e.owner != asked,
+            None => false,
+        }
+    }
+
+    fn emit(&self, event: HubEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn spawn_args(&self, id: Arc<str>, epoch: u64) -> SpawnArgs {
+        SpawnArgs {
+            id,
+            node: self.me,
+            epoch,
+            events: self.events.clone(),
+        }
+    }
+
+    /// Starts `item` here if this node may: the check, the spawn and the registry update
+    /// happen under one lock, so two starts of one id cannot both succeed.
+    pub(crate) fn start_local(
+        &self,
+        item: &StartItem,
+        spawn: impl FnOnce(SpawnArgs) -> Result<Arc<dyn ErasedChild>, String>,
+    ) -> StartOutcome {
+        let mut guard = self.state.write().unwrap();
+        let st = &mut *guard;
+        if let Some(l) = st.local.get(&*item.id) {
+            if item.epoch == 0 || l.epoch >= item.epoch {
+                return StartOutcome::AlreadyStarted { node: self.me };
+            }
+        }
+        if item.epoch == 0 {
+            if let Some(e) = st.registry.get(&item.id) {
+                return StartOutcome::AlreadyStarted { node: e.owner };
+            }
+        }
+        let epoch = item.epoch.max(1);
+        let id: Arc<str> = Arc::from(item.id.as_str());
+        let child = match spawn(self.spawn_args(id.clone(), epoch)) {
+            Ok(c) => c,
+            Err(message) => {
+                return StartOutcome::Failed {
+                    message: format!("{}: {message}", item.id),
+                }
+            }
+        };
+        st.local.insert(id, LocalChild { child, epoch });
+        let type_name = st.registry.intern(&item.type_name);
+        let entry = Entry {
+            type_name,
+            owner: self.me,
+            epoch,
+            start_state: item.state.clone(),
+            pending: false,
+        };
+        st.registry.upsert(&item.id, entry.clone());
+        self.transport
+            .broadcast(&Push::Upsert(vec![(item.id.clone(), entry)]));
+        drop(guard);
+        if item.epoch == 0 {
+            self.emit(HubEvent::ChildStarted {
+                id: item.id.clone(),
+                type_name: item.type_name.clone(),
+                node: self.me,
+                epoch,
+            });
+        }
+        StartOutcome::Started {
+            node: self.me,
+            epoch,
+        }
+    }
+
+    /// Starts a batch: local items here, the others on their owners, concurrently.
+    /// Results come in input order.
+    pub(crate) async fn start_items(
+        self: &Arc<Self>,
+        items: Vec<StartItem>,
+        hops: u8,
+        mut local_spawn: impl FnMut(usize, SpawnArgs) -> Result<Arc<dyn ErasedChild>, String>,
+    ) -> Vec<StartOutcome> {
+        let mut out: Vec<Option<StartOutcome>> = vec![None; items.len()];
+        let mut remote: HashMap<NodeId, Vec<(usize, StartItem)>> = HashMap::new();
+        let ring = self.state.read().unwrap().ring.clone();
+        for (i, item) in items.into_iter().enumerate() {
+            let owner = ring.owner(&item.id).unwrap_or(self.me);
+            if owner == self.me || hops >= MAX_HOPS {
+                out[i] = Some(self.start_local(&item, |args| local_spawn(i, args)));
+            } else {
+                remote.entry(owner).or_default().push((i, item));
+            }
+        }
+        let deadline = Instant::now() + self.call_timeout;
+        let mut requests = Vec::new();
+        for (node, items) in remote {
+            for chunk in items.chunks(START_BATCH) {
+                let (idx, batch): (Vec<usize>, Vec<StartItem>) = chunk.iter().cloned().unzip();
+                let t = self.transport.clone();
+                requests.push(async move {
+                    let res = t
+                        .request(
+                            node,
+                            Request::Start {
+                                items: batch,
+                                hops: hops + 1,
+                            },
+                            deadline,
+                        )
+                        .await;
+                    (idx, res)
+                });
+            }
+        }
+        for (idx, res) in futures_util::future::join_all(requests).await {
+            match res {
+                Ok(Response::Started(outcomes)) if outcomes.len() == idx.len() => {
+                    for (i, o) in idx.into_iter().zip(outcomes) {
+                        out[i] = Some(o);
+                    }
+                }
+                other => {
+                    let message = match other {
+                        Err(TransportError::Timeout) => "timeout".to_string(),
+                        Err(e) => format!("{e:?}"),
+                        Ok(r) => format!("unexpected response {r:?}"),
+                    };
+                    for i in idx {
+                        out[i] = Some(StartOutcome::Failed {
+                            message: message.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| o.expect("every item has an outcome"))
+            .collect()
+    }
+
+    /// Stops `id` if it runs here.
+    pub(crate) async fn stop_local(&self, id: &str, type_name: &str) -> StopOutcome {
+        let child = {
+            let mut st = self.state.write().unwrap();
+            match st.local.get(id) {
+                None => {
+                    return match st.registry.get(id) {
+                        Some(e) if e.owner != self.me => StopOutcome::NotHere { owner: e.owner },
+                        _ => StopOutcome::NotFound,
+                    };
+                }
+                Some(l) if l.child.type_name() != type_name => {
+                    return StopOutcome::WrongType {
+                        actual: l.child.type_name().to_string(),
+                    }
+                }
+                Some(_) => {}
+            }
+            let l = st.local.remove(id).expect("checked above");
+            st.registry.remove(id, self.me, l.epoch);
+            self.transport
+                .broadcast(&Push::Remove(vec![(id.to_string(), l.epoch)]));
+            l.child
+        };
+        child.stop().await;
+        self.emit(HubEvent::ChildStopped {
+            id: id.to_string(),
+            node: self.me,
+        });
+        StopOutcome::Stopped
+    }
+
+    /// Stops `id` wherever it runs, following the registry.
+    pub(crate) async fn stop_routed(&self, id: &str, type_name: &str) -> Result<(), StopError> {
+        let deadline = Instant::now() + self.call_timeout;
+        let mut backoff = Duration::from_millis(1);
+        let mut target_override = None;
+        loop {
+            if self.is_stopped() {
+                return Err(StopError::HubStopped);
+            }
+            let target = target_override
+                .take()
+                .unwrap_or_else(|| match self.route(id) {
+                    Route::Local(_) | Route::LocalMissing { .. } => self.me,
+                    Route::Remote(n) => n,
+                });
+            let outcome = if target == self.me {
+                Ok(self.stop_local(id, type_name).await)
+            } else {
+                let req = Request::Stop {
+                    id: id.to_string(),
+                    type_name: type_name.to_string(),
+                };
+                match self.transport.request(target, req, deadline).await {
+                    Ok(Response::Stopped(o)) => Ok(o),
+                    Ok(_) => Err(()),
+                    Err(TransportError::Timeout) => {
+                        return Err(StopError::Timeout {
+                            id: id.to_string(),
+                            after: self.call_timeout,
+                        })
+                    }
+                    Err(_) => Err(()),
+                }
+            };
+            match outcome {
+                Ok(StopOutcome::Stopped) => return Ok(()),
+                Ok(StopOutcome::WrongType { actual }) => {
+                    return Err(StopError::WrongType {
+                        id: id.to_string(),
+                        expected: type_name.to_string(),
+                        actual,
+                    })
+                }
+                Ok(StopOutcome::NotHere { owner }) if owner != target => {
+                    target_override = Some(owner);
+                }
+                Ok(StopOutcome::NotFound) | Ok(StopOutcome::NotHere { .. }) => {
+                    if !self.retry_after_not_found(id, target) {
+                        return Err(StopError::NotFound { id: id.to_string() });
+                    }
+                }
+                Err(()) => {}
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err(StopError::Timeout {
+                    id: id.to_string(),
+                    after: self.call_timeout,
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    fn recompute_members(self: &Arc<Self>) {
+        let (joined, left, commands) = {
+            let mut st = self.state.write().unwrap();
+            let members: Vec<NodeId> = st
+                .chitchat_members
+                .iter()
+                .copied()
+                .filter(|n| !st.departed.contains(n))
+                .collect();
+            if members == st.ring.members() {
+                return;
+            }
+            let old: HashSet<NodeId> = st.ring.members().iter().copied().collect();
+            let new: HashSet<NodeId> = members.iter().copied().collect();
+            let joined: Vec<NodeId> = new.difference(&old).copied().collect();
+            let left: Vec<(NodeId, bool)> = old
+                .difference(&new)
+                .map(|n| (*n, st.departed.contains(n)))
+                .collect();
+            st.ring = Arc::new(Ring::new(members.iter().copied()));
+            self.transport.set_wanted(members.iter().copied());
+            let ring = st.ring.clone();
+            let commands = if self.is_stopped() {
+                Vec::new()
+            } else {
+                plan_membership_change(self.me, &ring, &mut st.registry)
+            };
+            (joined, left, commands)
+        };
+        for node in joined {
+            tracing::info!(me = %self.me, %node, "node joined");
+            self.emit(HubEvent::NodeJoined { node });
+        }
+        for (node, graceful) in left {
+            tracing::info!(me = %self.me, %node, graceful, "node left");
+            self.emit(HubEvent::NodeLeft { node, graceful });
+        }
+        let mut moves = Vec::new();
+        for c in commands {
+            match c {
+                Command::StartLocal { id, epoch, from } => self.restart_local(&id, epoch, from),
+                Command::MoveTo { id, to, epoch } => moves.push((id, to, epoch)),
+            }
+        }
+        if !moves.is_empty() {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.move_children(moves).await });
+        }
+    }
+
+    /// Restarts a child of a dead or departed node here, from its start state.
+    fn restart_local(&self, id: &str, epoch: u64, from: NodeId) {
+        let Some(entry) = self.state.read().unwrap().registry.get(id).cloned() else {
+            return;
+        };
+        let item = StartItem {
+            id: id.to_string(),
+            type_name: entry.type_name.to_string(),
+            state: entry.start_state.clone(),
+            epoch,
+        };
+        let outcome = match component::vtable(&entry.type_name) {
+            Some(vt) => self.start_local(&item, |args| (vt.spawn)(&item.state, args)),
+            None => StartOutcome::UnknownType { node: self.me },
+        };
+        match outcome {
+            StartOutcome::Started { epoch, .. } => self.emit(HubEvent::ChildRestarted {
+                id: id.to_string(),
+                node: self.me,
+                epoch,
+                reason: RestartReason::NodeDown { node: from },
+            }),
+            StartOutcome::AlreadyStarted { .. } => {}
+            other => {
+                tracing::error!(%id, "could not restart: {other:?}");
+                let mut st = self.state.write().unwrap();
+                if st.registry.remove(id, self.me, epoch).is_some() {
+                    self.transport
+                        .broadcast(&Push::Remove(vec![(id.to_string(), epoch)]));
+                }
+                drop(st);
+                self.emit(HubEvent::ChildLost {
+                    id: id.to_string(),
+                    reason: format!("{other:?}"),
+                });
+            }
+        }
+    }
+
+    /// Moves children to their new owners: start there from the start state (cold), then
+    /// stop here.
+    async fn move_children(self: Arc<Self>, moves: Vec<(String, NodeId, u64)>) {
+        let mut by_node: HashMap<NodeId, Vec<StartItem>> = HashMap::new();
+        {
+            let mut st = self.state.write().unwrap();
+            for (id, to, epoch) in moves {
+                let Some(e) = st.registry.get(&id) else {
+                    continue;
+                };
+                if e.owner != self.me || !st.local.contains_key(&*id) {
+                    continue;
+                }
+                let item = StartItem {
+                    id: id.clone(),
+                    type_name: e.type_name.to_string(),
+                    state: e.start_state.clone(),
+                    epoch,
+                };
+                st.moving.insert(Arc::from(id.as_str()));
+                by_node.entry(to).or_default().push(item);
+            }
+        }
+        let deadline = Instant::now() + self.call_timeout;
+        for (to, items) in by_node {
+            for chunk in items.chunks(START_BATCH) {
+                let res = self
+                    .transport
+                    .request(
+                        to,
+                        Request::Start {
+                            items: chunk.to_vec(),
+                            hops: MAX_HOPS,
+                        },
+                        deadline,
+                    )
+                    .await;
+                let outcomes = match res {
+                    Ok(Response::Started(o)) if o.len() == chunk.len() => o,
+                    other => {
+                        tracing::warn!(%to, "move failed: {other:?}");
+                        vec![
+                            StartOutcome::Failed {
+                                message: "move failed".into()
+                            };
+                            chunk.len()
+                        ]
+                    }
+                };
+                for (item, outcome) in chunk.iter().zip(outcomes) {
+                    self.finish_move(item, to, outcome).await;
+                }
+            }
+        }
+    }
+
+    async fn finish_move(&self, item: &StartItem, to: NodeId, outcome: StartOutcome) {
+        let moved = matches!(
+            outcome,
+            StartOutcome::Started { .. } | StartOutcome::AlreadyStarted { .. }
+        );
+        let child = {
+            let mut st = self.state.write().unwrap();
+            st.moving.remove(&*item.id);
+            if !moved {
+                tracing::warn!(id = %item.id, %to, "move failed: {outcome:?}; it stays here");
+                return;
+            }
+            let Some(l) = st.local.remove(&*item.id) else {
+                return;
+            };
+            // Point the registry at the new owner now, so calls reaching us follow it.
+            let entry = Entry {
+                type_name: st.registry.intern(&item.type_name),
+                owner: to,
+                epoch: item.epoch,
+                start_state: item.state.clone(),
+                pending: false,
+            };
+            st.registry.upsert(&item.id, entry);
+            self.transport
+                .broadcast(&Push::Remove(vec![(item.id.clone(), l.epoch)]));
+            l.child
+        };
+        child.stop().await;
+        self.emit(HubEvent::ChildMoved {
+            id: item.id.clone(),
+            from: self.me,
+            to,
+            epoch: item.epoch,
+        });
+    }
+
+    async fn shutdown(self: &Arc<Self>) -> Result<(), HubError> {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Some(m) = self.membership.lock().await.as_ref() {
+            m.announce_leaving().await;
+        }
+        for c in self.transport.connections() {
+            c.push(&Push::Leaving);
+        }
+        // Wait until the others have taken over what ran here.
+        let has_peers = self.state.read().unwrap().ring.members().len() > 1;
+        if has_peers {
+            let deadline = Instant::now() + self.call_timeout;
+            while Instant::now() < deadline {
+                let remaining = {
+                    let st = self.state.read().unwrap();
+                    st.registry
+                        .iter()
+                        .filter(|(_, e)| e.owner == self.me)
+                        .count()
+                };
+                if remaining == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let children: Vec<LocalChild> = {
+            let mut st = self.state.write().unwrap();
+            st.local.drain().map(|(_, l)| l).collect()
+        };
+        for l in children {
+            l.child.stop().await;
+        }
+        self.transport.shutdown();
+        if let Some(m) = self.membership.lock().await.take() {
+            m.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+async fn control_loop(
+    hub: Weak<HubInner>,
+    mut members: mpsc::UnboundedReceiver<Vec<NodeId>>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    loop {
+        tokio::select! {
+            m = members.recv() => {
+                let Some(m) = m else { return };
+                let Some(hub) = hub.upgrade() else { return };
+                hub.state.write().unwrap().chitchat_members = m;
+                hub.recompute_members();
+            }
+            c = control.recv() => {
+                let Some(Control::Departed(node)) = c else { return };
+                let Some(hub) = hub.upgrade() else { return };
+                hub.state.write().unwrap().departed.insert(node);
+                hub.recompute_members();
+            }
+        }
+    }
+}
+
+impl Inbound for HubInner {
+    fn request(self: Arc<Self>, _from: NodeId, req: Request) -> BoxFuture<'static, Response> {
+        Box::pin(async move {
+            match req {
+                Request::Start { items, hops } => {
+                    if self.is_stopped() {
+                        let o = StartOutcome::Failed {
+                            message: "hub is shutting down".into(),
+                        };
+                        return Response::Started(vec![o; items.len()]);
+                    }
+                    let vtables: Vec<_> = items
+                        .iter()
+                        .map(|i| component::vtable(&i.type_name))
+                        .collect();
+                    let unknown: Vec<bool> = vtables.iter().map(Option::is_none).collect();
+                    let states: Vec<Vec<u8>> = items.iter().map(|i| i.state.clone()).collect();
+                    let me = self.me;
+                    let mut outcomes = self
+                        .start_items(items, hops, |i, args| match vtables[i] {
+                            Some(vt) => (vt.spawn)(&states[i], args),
+                            None => Err(String::new()),
+                        })
+                        .await;
+                    for (o, unknown) in outcomes.iter_mut().zip(unknown) {
+                        if unknown && matches!(o, StartOutcome::Failed { .. }) {
+                            *o = StartOutcome::UnknownType { node: me };
+                        }
+                    }
+                    Response::Started(outcomes)
+                }
+                Request::Stop { id, type_name } => {
+                    Response::Stopped(self.stop_local(&id, &type_name).await)
+                }
+                Request::Call {
+                    id,
+                    type_name,
+                    method,
+                    args,
+                } => {
+                    let local = {
+                        let st = self.state.read().unwrap();
+                        match st.local.get(&*id) {
+                            Some(l) => Ok(l.child.clone()),
+                            None => Err(st
+                                .registry
+                                .get(&id)
+                                .map(|e| e.owner)
+                                .filter(|o| *o != self.me)),
+                        }
+                    };
+                    match local {
+                        Ok(child) if child.type_name() != type_name => {
+                            Response::Reply(Err(crate::CallError::WrongType {
+                                id,
+                                expected: type_name,
+                                actual: child.type_name().to_string(),
+                            }))
+                        }
+                        Ok(child) => Response::Reply(
+                            child
+                                .call(&method, args)
+                                .await
+                                .map(serde_bytes::ByteBuf::from),
+                        ),
+                        Err(Some(owner)) => Response::NotHere { owner },
+                        Err(None) => Response::Reply(Err(crate::CallError::NotFound { id })),
+                    }
+                }
+            }
+        })
+    }
+
+    fn push(&self, from: NodeId, push: Push) {
+        let mut to_stop = Vec::new();
+        {
+            let mut guard = self.state.write().unwrap();
+            let st = &mut *guard;
+            match push {
+                Push::Upsert(entries) => {
+                    for (id, entry) in entries {
+                        if entry.owner != from {
+                            continue;
+                        }
+                        // A duplicate: another node runs it under a winning entry.
+                        if let Some(l) = st.local.get(&*id) {
+                            let ours = Entry {
+                                type_name: entry.type_name.clone(),
+                                owner: self.me,
+                                epoch: l.epoch,
+                                start_state: Vec::new(),
+                                pending: false,
+                            };
+                            if wins(&entry, &ours) && !st.moving.contains(&*id) {
+                                if let Some(l) = st.local.remove(&*id) {
+                                    to_stop.push((id.clone(), l));
+                                }
+                            }
+                        }
+                        if st.registry.upsert(&id, entry) == Upsert::Ignored {
+                            tracing::debug!(%id, %from, "ignored a losing entry");
+                        }
+                    }
+                }
+                Push::Remove(ids) => {
+                    for (id, epoch) in ids {
+                        st.registry.remove(&id, from, epoch);
+                    }
+                }
+                Push::Snapshot {
+                    entries,
+                    first,
+                    last,
+                } => {
+                    let buf = st.snapshots.entry(from).or_default();
+                    if first {
+                        buf.clear();
+                    }
+                    buf.extend(entries.into_iter().filter(|(_, e)| e.owner == from));
+                    if last {
+                        let snapshot = st.snapshots.remove(&from).unwrap_or_default();
+                        st.registry.replace_origin(from, snapshot);
+                    }
+                }
+                Push::Leaving => {
+                    let _ = self.control.send(Control::Departed(from));
+                }
+            }
+        }
+        for (id, l) in to_stop {
+            tracing::warn!(%id, "stopping a duplicate: another node won it");
+            let events = self.events.clone();
+            let me = self.me;
+            tokio::spawn(async move {
+                l.child.stop().await;
+                let _ = events.send(HubEvent::ChildStopped {
+                    id: id.to_string(),
+                    node: me,
+                });
+            });
+        }
+    }
+
+    fn connected(&self, peer: NodeId, conn: &Arc<Conn>, register: &dyn Fn()) {
+        // Hold the state lock: no delta can slip between the snapshot and registration.
+        let st = self.state.write().unwrap();
+        let own: Vec<(String, Entry)> = st
+            .registry
+            .owned_by(self.me)
+            .into_iter()
+            .filter(|(id, e)| !e.pending && st.local.contains_key(id.as_str()))
+            .collect();
+        let mut chunks = own.chunks(SNAPSHOT_CHUNK).peekable();
+        if chunks.peek().is_none() {
+            conn.push(&Push::Snapshot {
+                entries: Vec::new(),
+                first: true,
+                last: true,
+            });
+        }
+        let mut first = true;
+        while let Some(chunk) = chunks.next() {
+            let last = chunks.peek().is_none();
+            conn.push(&Push::Snapshot {
+                entries: chunk.to_vec(),
+                first,
+                last,
+            });
+            first = false;
+        }
+        register();
+        drop(st);
+        tracing::debug!(me = %self.me, %peer, "connected");
+    }
+}

@@ -1,0 +1,127 @@
+//! Membership and failure detection: chitchat (scuttlebutt gossip over UDP with a
+//! phi-accrual failure detector), on the same port number as the hub's TCP listener.
+//!
+//! Chitchat's `cluster_id` is the hub id, so hubs of different ids never gossip with
+//! each other even when seeded with each other's addresses. A node leaving gracefully
+//! sets the `leaving` key (and tells its peers directly over TCP, which is faster).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chitchat::transport::UdpTransport;
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use tokio::sync::mpsc;
+
+use crate::NodeId;
+
+const LEAVING_KEY: &str = "leaving";
+
+/// Gossip settings.
+#[derive(Clone, Debug)]
+pub(crate) struct GossipConfig {
+    pub(crate) interval: Duration,
+    pub(crate) phi_threshold: f64,
+}
+
+/// A running chitchat instance.
+pub(crate) struct Membership {
+    handle: ChitchatHandle,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Membership")
+    }
+}
+
+impl Membership {
+    /// Starts gossiping as `me` on `me.addr()` (UDP). Every change of the live set is sent
+    /// on `changes`, self included.
+    pub(crate) async fn start(
+        me: NodeId,
+        hub_id: &str,
+        seeds: Vec<String>,
+        gossip: &GossipConfig,
+        changes: mpsc::UnboundedSender<Vec<NodeId>>,
+    ) -> anyhow_like::Result<Self> {
+        let chitchat_id = ChitchatId::new(me.addr().to_string(), me.incarnation(), me.addr());
+        let config = ChitchatConfig {
+            chitchat_id,
+            cluster_id: hub_id.to_string(),
+            gossip_interval: gossip.interval,
+            listen_addr: me.addr(),
+            seed_nodes: seeds,
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: gossip.phi_threshold,
+                sampling_window_size: 1_000,
+                max_interval: Duration::from_secs(10),
+                initial_interval: gossip.interval,
+                dead_node_grace_period: Duration::from_secs(3_600),
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3_600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V0,
+        };
+        let handle = spawn_chitchat(config, Vec::new(), &UdpTransport)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut watcher = handle.with_chitchat(|c| c.live_nodes_watcher()).await;
+        tokio::spawn(async move {
+            loop {
+                let members = live_members(me, &watcher.borrow_and_update());
+                if changes.send(members).is_err() {
+                    return;
+                }
+                if watcher.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Self { handle })
+    }
+
+    /// Announces this node's departure through gossip.
+    pub(crate) async fn announce_leaving(&self) {
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(LEAVING_KEY, "1"))
+            .await;
+    }
+
+    /// Stops gossiping.
+    pub(crate) async fn shutdown(self) {
+        let _ = self.handle.shutdown().await;
+    }
+}
+
+fn live_members(
+    me: NodeId,
+    live: &std::collections::BTreeMap<ChitchatId, chitchat::NodeState>,
+) -> Vec<NodeId> {
+    // One incarnation per address: the newest.
+    let mut by_addr: HashMap<SocketAddr, NodeId> = HashMap::new();
+    for (id, state) in live {
+        if state.get(LEAVING_KEY).is_some() {
+            continue;
+        }
+        let Ok(addr) = id.node_id.parse::<SocketAddr>() else {
+            continue;
+        };
+        let node = NodeId::new(addr, id.generation_id);
+        let e = by_addr.entry(addr).or_insert(node);
+        if node.incarnation() > e.incarnation() {
+            *e = node;
+        }
+    }
+    by_addr.insert(me.addr(), me);
+    let mut members: Vec<NodeId> = by_addr.into_values().collect();
+    members.sort();
+    members
+}
+
+/// A string error, since chitchat speaks anyhow and we do not depend on it.
+pub(crate) mod anyhow_like {
+    /// A result with a message.
+    pub(crate) type Result<T> = std::result::Result<T, String>;
+}

@@ -1,0 +1,517 @@
+//! Node-to-node messaging over TCP: one connection per node pair, many requests in
+//! flight on it, a writer task that batches frames.
+//!
+//! ```text
+//!  request() ─► pending[rid] = oneshot ─► writer task ─► socket ─► peer reader
+//!                                                                   │ spawn
+//!  oneshot ◄─ reader task ◄─ socket ◄─ writer task ◄─ Response ◄── Inbound::request
+//! ```
+//!
+//! The node with the smaller [`NodeId`] dials; the other waits to be dialed, so two
+//! nodes never open two connections at once. The dialer's `Hello` names the hub id and
+//! the incarnation it expects: a peer of another hub, or a restarted node reached with a
+//! stale incarnation, is refused. Malformed or oversize frames close the connection with
+//! a logged error; the failure detector, not a closed socket, decides who is dead.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+use crate::wire::{self, Frame, Push, Request, Response};
+use crate::NodeId;
+
+/// How long a handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest batch the writer gathers before one write.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// What the hub does with what arrives.
+pub(crate) trait Inbound: Send + Sync + 'static {
+    /// Answers a request.
+    fn request(self: Arc<Self>, from: NodeId, req: Request) -> BoxFuture<'static, Response>;
+    /// Applies a push, in arrival order.
+    fn push(&self, from: NodeId, push: Push);
+    /// A connection to `peer` is up: `register` makes it usable for requests and
+    /// broadcasts; call it after sending what must come first on it.
+    fn connected(&self, peer: NodeId, conn: &Arc<Conn>, register: &dyn Fn());
+}
+
+/// Why a request got no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TransportError {
+    /// No connection to the peer before the deadline; nothing was sent.
+    NotConnected,
+    /// The connection closed after the request was sent.
+    Lost,
+    /// No response before the deadline.
+    Timeout,
+    /// The request exceeds the frame limit; nothing was sent.
+    TooLarge { size: usize, max: usize },
+    /// The request could not be encoded; nothing was sent.
+    Encode(String),
+}
+
+/// One live connection.
+pub(crate) struct Conn {
+    peer: NodeId,
+    tx: mpsc::UnboundedSender<Bytes>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    next_rid: AtomicU64,
+    closed: CancellationToken,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("peer", &self.peer).finish()
+    }
+}
+
+impl Conn {
+    /// Queues an encoded frame; false if the connection is closed.
+    pub(crate) fn send_bytes(&self, bytes: Bytes) -> bool {
+        !self.closed.is_cancelled() && self.tx.send(bytes).is_ok()
+    }
+
+    /// Queues a push.
+    pub(crate) fn push(&self, push: &Push) -> bool {
+        match wire::encode_push(push) {
+            Ok(bytes) => self.send_bytes(bytes),
+            Err(e) => {
+                tracing::error!("could not encode a push: {e}");
+                false
+            }
+        }
+    }
+
+    fn close(&self) {
+        self.closed.cancel();
+        self.pending.lock().unwrap().clear();
+    }
+}
+
+/// The TCP layer of one hub.
+pub(crate) struct Transport {
+    me: NodeId,
+    hub_id: String,
+    max_frame: usize,
+    conns: Mutex<HashMap<NodeId, Arc<Conn>>>,
+    /// Bumped whenever `conns` changes, to wake requests waiting for a connection.
+    version: watch::Sender<u64>,
+    /// Peers we should be connected to (the live members).
+    wanted: Mutex<HashSet<NodeId>>,
+    inbound: Weak<dyn Inbound>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport").field("me", &self.me).finish()
+    }
+}
+
+impl Transport {
+    /// A transport for `me`, serving `listener`.
+    pub(crate) fn start(
+        me: NodeId,
+        hub_id: String,
+        max_frame: usize,
+        listener: TcpListener,
+        inbound: Weak<dyn Inbound>,
+    ) -> Arc<Self> {
+        let t = Arc::new(Self {
+            me,
+            hub_id,
+            max_frame,
+            conns: Mutex::new(HashMap::new()),
+            version: watch::channel(0).0,
+            wanted: Mutex::new(HashSet::new()),
+            inbound,
+            shutdown: CancellationToken::new(),
+        });
+        tokio::spawn(Arc::clone(&t).accept_loop(listener));
+        t
+    }
+
+    /// The frame limit.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Closes every connection and stops accepting.
+    pub(crate) fn shutdown(&self) {
+        self.shutdown.cancel();
+        let conns: Vec<_> = self.conns.lock().unwrap().drain().collect();
+        for (_, c) in conns {
+            c.close();
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Sets the peers to stay connected to; dials those this node must dial.
+    pub(crate) fn set_wanted(self: &Arc<Self>, peers: impl IntoIterator<Item = NodeId>) {
+        let peers: HashSet<NodeId> = peers.into_iter().filter(|p| *p != self.me).collect();
+        let added: Vec<NodeId> = {
+            let mut wanted = self.wanted.lock().unwrap();
+            let added = peers.difference(&wanted).copied().collect();
+            *wanted = peers;
+            added
+        };
+        // Connections to nodes that are no longer members are left to close by
+        // themselves: a node leaving gracefully still needs to hear who took over.
+        for peer in added {
+            if self.me < peer {
+                tokio::spawn(Arc::clone(self).dial_loop(peer));
+            }
+        }
+    }
+
+    /// Connections currently up.
+    pub(crate) fn connections(&self) -> Vec<Arc<Conn>> {
+        self.conns.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Sends a push to every connected peer. Call with the registry lock held, so
+    /// pushes leave in the order of the changes they report.
+    pub(crate) fn broadcast(&self, push: &Push) {
+        let conns = self.conns.lock().unwrap();
+        if conns.is_empty() {
+            return;
+        }
+        match wire::encode_push(push) {
+            Ok(bytes) => {
+                for c in conns.values() {
+                    c.send_bytes(bytes.clone());
+                }
+            }
+            Err(e) => tracing::error!("could not encode a push: {e}"),
+        }
+    }
+
+    /// Sends `req` to `peer` and waits for its response until `deadline`.
+    pub(crate) async fn request(
+        &self,
+        peer: NodeId,
+        req: Request,
+        deadline: Instant,
+    ) -> Result<Response, TransportError> {
+        let conn = self.wait_conn(peer, deadline).await?;
+        let rid = conn.next_rid.fetch_add(1, Ordering::Relaxed);
+        let bytes = wire::encode(&Frame::Request { rid, req })
+            .map_err(|e| TransportError::Encode(e.to_string()))?;
+        if bytes.len() - 4 > self.max_frame {
+            return Err(TransportError::TooLarge {
+                size: bytes.len() - 4,
+                max: self.max_frame,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().unwrap().insert(rid, tx);
+        if !conn.send_bytes(bytes) {
+            conn.pending.lock().unwrap().remove(&rid);
+            return Err(TransportError::NotConnected);
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(TransportError::Lost),
+            Err(_) => {
+                conn.pending.lock().unwrap().remove(&rid);
+                Err(TransportError::Timeout)
+            }
+        }
+    }
+
+    /// Whether a connection to `peer` is up now.
+    pub(crate) fn is_connected(&self, peer: NodeId) -> bool {
+        self.conns.lock().unwrap().contains_key(&peer)
+    }
+
+    async fn wait_conn(
+        &self,
+        peer: NodeId,
+        deadline: Instant,
+    ) -> Result<Arc<Conn>, TransportError> {
+        let mut version = self.version.subscribe();
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(TransportError::NotConnected);
+            }
+            if let Some(c) = self.conns.lock().unwrap().get(&peer) {
+                return Ok(c.clone());
+            }
+            match tokio::time::timeout_at(deadline, version.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(TransportError::NotConnected),
+            }
+        }
+    }
+
+    fn still_wanted(&self, peer: NodeId) -> bool {
+        !self.shutdown.is_cancelled() && self.wanted.lock().unwrap().contains(&peer)
+    }
+
+    async fn dial_loop(self: Arc<Self>, peer: NodeId) {
+        let mut backoff = Duration::from_millis(20);
+        while self.still_wanted(peer) {
+            if !self.is_connected(peer) {
+                match self.dial(peer).await {
+                    Ok(()) => backoff = Duration::from_millis(20),
+                    Err(e) => {
+                        tracing::debug!(%peer, "dial failed: {e}");
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn dial(self: &Arc<Self>, peer: NodeId) -> Result<(), String> {
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(peer.addr()))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).ok();
+        let (read, mut write) = stream.into_split();
+        let mut frames = self.framed(read);
+        let hello = wire::encode(&Frame::Hello {
+            hub_id: self.hub_id.clone(),
+            from: self.me,
+            to: peer,
+        })
+        .map_err(|e| e.to_string())?;
+        write.write_all(&hello).await.map_err(|e| e.to_string())?;
+        match next_frame(&mut frames).await? {
+            Frame::Welcome { node } if node == peer => {}
+            Frame::Welcome { node } => return Err(format!("reached {node}, wanted {peer}")),
+            Frame::Reject { reason } => return Err(format!("refused: {reason}")),
+            other => return Err(format!("unexpected handshake frame {other:?}")),
+        }
+        self.run_conn(peer, frames, write);
+        Ok(())
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = self.shutdown.cancelled() => return,
+            };
+            match accepted {
+                Ok((stream, from)) => {
+                    let t = Arc::clone(&self);
+                    tokio::spawn(async move {
+                        if let Err(e) = t.accept(stream).await {
+                            tracing::warn!(%from, "refused a connection: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    async fn accept(self: Arc<Self>, stream: TcpStream) -> Result<(), String> {
+        stream.set_nodelay(true).ok();
+        let (read, mut write) = stream.into_split();
+        let mut frames = self.framed(read);
+        let (peer, reject) = match next_frame(&mut frames).await? {
+            Frame::Hello { hub_id, from, to } => {
+                let reject = if hub_id != self.hub_id {
+                    Some(format!("hub id {hub_id:?} is not {:?}", self.hub_id))
+                } else if to != self.me {
+                    Some(format!("{to} is a previous incarnation of {}", self.me))
+                } else {
+                    None
+                };
+                (from, reject)
+            }
+            other => return Err(format!("expected Hello, got {other:?}")),
+        };
+        if let Some(reason) = reject {
+            if let Ok(bytes) = wire::encode(&Frame::Reject {
+                reason: reason.clone(),
+            }) {
+                let _ = write.write_all(&bytes).await;
+            }
+            return Err(reason);
+        }
+        let welcome = wire::encode(&Frame::Welcome { node: self.me }).map_err(|e| e.to_string())?;
+        write.write_all(&welcome).await.map_err(|e| e.to_string())?;
+        self.run_conn(peer, frames, write);
+        Ok(())
+    }
+
+    fn framed(
+        &self,
+        read: tokio::net::tcp::OwnedReadHalf,
+    ) -> FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec> {
+        FramedRead::new(
+            read,
+            LengthDelimitedCodec::builder()
+                .max_frame_length(self.max_frame)
+                .new_codec(),
+        )
+    }
+
+    /// Starts the writer and reader of an established connection.
+    fn run_conn(
+        self: &Arc<Self>,
+        peer: NodeId,
+        mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
+        mut write: tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let Some(inbound) = self.inbound.upgrade() else {
+            return;
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+        let conn = Arc::new(Conn {
+            peer,
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            next_rid: AtomicU64::new(1),
+            closed: self.shutdown.child_token(),
+        });
+
+        let closed = conn.closed.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(WRITE_BATCH);
+            loop {
+                let first = tokio::select! {
+                    b = rx.recv() => b,
+                    _ = closed.cancelled() => None,
+                };
+                let Some(first) = first else { break };
+                buf.extend_from_slice(&first);
+                while buf.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(b) => buf.extend_from_slice(&b),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = write.write_all(&buf).await {
+                    tracing::debug!(%peer, "write failed: {e}");
+                    closed.cancel();
+                    break;
+                }
+                buf.clear();
+            }
+            let _ = write.shutdown().await;
+        });
+
+        // Register under the hub's control: it sends its snapshot first.
+        let me = Arc::clone(self);
+        let reg_conn = Arc::clone(&conn);
+        inbound.connected(peer, &conn, &|| {
+            let old = me.conns.lock().unwrap().insert(peer, Arc::clone(&reg_conn));
+            if let Some(old) = old {
+                old.close();
+            }
+            me.version.send_modify(|v| *v += 1);
+        });
+
+        let t = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    f = frames.next() => f,
+                    _ = conn.closed.cancelled() => None,
+                };
+                let frame = match next {
+                    None => break,
+                    Some(Err(e)) => {
+                        tracing::error!(%peer, "closing connection: bad frame: {e}");
+                        break;
+                    }
+                    Some(Ok(body)) => match wire::decode(&body) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            tracing::error!(%peer, "closing connection: malformed frame: {e}");
+                            break;
+                        }
+                    },
+                };
+                match frame {
+                    Frame::Request { rid, req } => {
+                        let fut = Arc::clone(&inbound).request(peer, req);
+                        let c = Arc::clone(&conn);
+                        let max = t.max_frame;
+                        tokio::spawn(async move {
+                            let resp = fut.await;
+                            c.send_bytes(encode_response(rid, resp, max));
+                        });
+                    }
+                    Frame::Response { rid, resp } => {
+                        let tx = conn.pending.lock().unwrap().remove(&rid);
+                        if let Some(tx) = tx {
+                            let _ = tx.send(resp);
+                        }
+                    }
+                    Frame::Push(push) => inbound.push(peer, push),
+                    other => {
+                        tracing::error!(%peer, "closing connection: unexpected frame {other:?}");
+                        break;
+                    }
+                }
+            }
+            t.drop_conn(&conn);
+        });
+    }
+
+    fn drop_conn(&self, conn: &Arc<Conn>) {
+        conn.close();
+        let mut conns = self.conns.lock().unwrap();
+        if conns.get(&conn.peer).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            conns.remove(&conn.peer);
+            drop(conns);
+            self.version.send_modify(|v| *v += 1);
+        }
+    }
+}
+
+fn encode_response(rid: u64, resp: Response, max: usize) -> Bytes {
+    let encoded = wire::encode(&Frame::Response { rid, resp });
+    let err = match encoded {
+        Ok(b) if b.len() - 4 <= max => return b,
+        Ok(b) => crate::error::CallError::TooLarge {
+            size: b.len() - 4,
+            max,
+        },
+        Err(e) => crate::error::CallError::Codec {
+            message: e.to_string(),
+        },
+    };
+    // A reply that cannot travel becomes an error that can.
+    wire::encode(&Frame::Response {
+        rid,
+        resp: Response::Reply(Err(err)),
+    })
+    .expect("an error response always encodes")
+}
+
+async fn next_frame(
+    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
+) -> Result<Frame, String> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
+        Err(_) => Err("handshake timed out".into()),
+        Ok(None) => Err("closed during handshake".into()),
+        Ok(Some(Err(e))) => Err(format!("bad frame: {e}")),
+        Ok(Some(Ok(body))) => wire::decode(&body).map_err(|e| format!("malformed frame: {e}")),
+    }
+}

@@ -1,0 +1,208 @@
+//! What travels between hubs: frames, requests, responses, registry pushes.
+//!
+//! A frame on the socket is a 4-byte big-endian length and a postcard-encoded [`Frame`].
+//! postcard was chosen for its small, varint-packed output and fast serde path; the
+//! length prefix is read by `tokio-util`'s `LengthDelimitedCodec`, which also enforces
+//! the frame-size limit on the way in.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::core::registry::Entry;
+use crate::error::CallError;
+use crate::NodeId;
+
+/// Everything one hub sends another.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Frame {
+    /// The dialer's first frame.
+    Hello {
+        hub_id: String,
+        from: NodeId,
+        /// The incarnation the dialer expects to reach.
+        to: NodeId,
+    },
+    /// The acceptor's answer to a good `Hello`.
+    Welcome {
+        node: NodeId,
+    },
+    /// The acceptor's answer to a bad `Hello`; the connection closes after it.
+    Reject {
+        reason: String,
+    },
+    Request {
+        rid: u64,
+        req: Request,
+    },
+    Response {
+        rid: u64,
+        resp: Response,
+    },
+    Push(Push),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// Start these children on the receiver (or forward them to their owner).
+    Start { items: Vec<StartItem>, hops: u8 },
+    /// Stop a child the receiver runs.
+    Stop { id: String, type_name: String },
+    /// Call a method of a child the receiver runs.
+    Call {
+        id: String,
+        type_name: String,
+        method: String,
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StartItem {
+    pub(crate) id: String,
+    pub(crate) type_name: String,
+    #[serde(with = "serde_bytes")]
+    pub(crate) state: Vec<u8>,
+    /// 0 for a new child; otherwise the epoch of a child moved here.
+    pub(crate) epoch: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum StartOutcome {
+    Started {
+        node: NodeId,
+        epoch: u64,
+    },
+    AlreadyStarted {
+        node: NodeId,
+    },
+    UnknownType {
+        node: NodeId,
+    },
+    /// The receiver is not the owner and could not forward (hop limit, owner unreachable).
+    Failed {
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum StopOutcome {
+    Stopped,
+    NotFound,
+    /// The receiver does not run it; its registry says `owner` does.
+    NotHere {
+        owner: NodeId,
+    },
+    WrongType {
+        actual: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Response {
+    Started(Vec<StartOutcome>),
+    Stopped(StopOutcome),
+    Reply(Result<serde_bytes::ByteBuf, CallError>),
+    /// The receiver does not run the child called; its registry says `owner` does.
+    NotHere {
+        owner: NodeId,
+    },
+}
+
+/// Registry traffic: the sender is the origin of every entry it names.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Push {
+    Upsert(Vec<(String, Entry)>),
+    Remove(Vec<(String, u64)>),
+    /// The sender's own entries, in one or more parts; `last` closes it.
+    Snapshot {
+        entries: Vec<(String, Entry)>,
+        first: bool,
+        last: bool,
+    },
+    /// The sender leaves the cluster now.
+    Leaving,
+}
+
+/// Encodes a frame with its length prefix.
+pub(crate) fn encode(frame: &Frame) -> Result<Bytes, postcard::Error> {
+    let mut buf = postcard::to_extend(frame, vec![0u8; 4])?;
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(Bytes::from(buf))
+}
+
+/// Decodes a frame body (without its length prefix).
+pub(crate) fn decode(body: &[u8]) -> Result<Frame, postcard::Error> {
+    postcard::from_bytes(body)
+}
+
+/// Encodes a push frame.
+pub(crate) fn encode_push(push: &Push) -> Result<Bytes, postcard::Error> {
+    // Push is serialized by reference: wrap without moving.
+    #[derive(Serialize)]
+    enum FrameRef<'a> {
+        #[allow(dead_code)]
+        Hello,
+        #[allow(dead_code)]
+        Welcome,
+        #[allow(dead_code)]
+        Reject,
+        #[allow(dead_code)]
+        Request,
+        #[allow(dead_code)]
+        Response,
+        Push(&'a Push),
+    }
+    let mut buf = postcard::to_extend(&FrameRef::Push(push), vec![0u8; 4])?;
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_length_prefix() {
+        let frame = Frame::Request {
+            rid: 7,
+            req: Request::Call {
+                id: "🦀/a b".into(),
+                type_name: "T".into(),
+                method: "add".into(),
+                args: vec![1, 2, 3],
+            },
+        };
+        let bytes = encode(&frame).unwrap();
+        let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - 4);
+        match decode(&bytes[4..]).unwrap() {
+            Frame::Request {
+                rid: 7,
+                req: Request::Call { id, args, .. },
+            } => {
+                assert_eq!(id, "🦀/a b");
+                assert_eq!(args, vec![1, 2, 3]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_push_encoded_by_reference_decodes_as_a_frame() {
+        let bytes = encode_push(&Push::Remove(vec![("a".into(), 3)])).unwrap();
+        match decode(&bytes[4..]).unwrap() {
+            Frame::Push(Push::Remove(ids)) => assert_eq!(ids, vec![("a".to_string(), 3)]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for body in [&[][..], &[255, 255, 255, 255, 255][..], &[3, 0, 1][..]] {
+            assert!(decode(body).is_err());
+        }
+    }
+}

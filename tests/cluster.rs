@@ -1,0 +1,322 @@
+//! Several hubs in one process: placement, calls from every node, registry agreement,
+//! errors, restarts on death, moves on join, graceful shutdown.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{cluster, hub, wait_members, wait_until, Label, Tally, TallyHandle};
+use processhub::prelude::*;
+use processhub::RestartReason;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_components_called_from_every_hub() {
+    let hubs = cluster("thousand", 3).await;
+    let items: Vec<(String, Tally)> = (0..1000)
+        .map(|i| (format!("tally-{i}"), Tally::default()))
+        .collect();
+    let started = Tally::start_many(&hubs[0], items).await;
+    assert_eq!(started.len(), 1000);
+    for r in &started {
+        r.as_ref().expect("every start succeeds");
+    }
+
+    // Placement is spread over every node.
+    let mut per_node: HashMap<NodeId, usize> = HashMap::new();
+    for h in &hubs {
+        per_node.insert(h.node_id(), h.local_children());
+    }
+    assert_eq!(per_node.values().sum::<usize>(), 1000);
+    for (node, count) in &per_node {
+        assert!(*count > 200, "{node} runs only {count}");
+    }
+
+    // Every component called from every hub.
+    for h in &hubs {
+        let calls = (0..1000).map(|i| {
+            let t = Tally::handle(h, format!("tally-{i}"));
+            async move { t.add(1).await }
+        });
+        for r in futures::future::join_all(calls).await {
+            r.expect("call succeeds");
+        }
+    }
+    for i in (0..1000).step_by(97) {
+        for h in &hubs {
+            assert_eq!(
+                Tally::handle(h, format!("tally-{i}")).get().await.unwrap(),
+                3
+            );
+            assert_eq!(
+                Tally::handle(h, format!("tally-{i}"))
+                    .slow_get()
+                    .await
+                    .unwrap(),
+                3
+            );
+        }
+    }
+
+    // Every registry agrees, and says each one runs where it runs.
+    wait_until("registries converge", Duration::from_secs(10), || async {
+        hubs.iter().all(|h| h.children().len() == 1000)
+    })
+    .await;
+    for i in 0..1000 {
+        let id = format!("tally-{i}");
+        let infos: Vec<ChildInfo> = hubs.iter().map(|h| h.lookup(&id).unwrap()).collect();
+        assert!(infos.windows(2).all(|w| w[0] == w[1]), "{infos:?}");
+        assert_eq!(infos[0].epoch, 1);
+        assert!(infos[0].type_name.ends_with("::Tally"));
+    }
+
+    // Stop all from the last hub: the registry empties everywhere.
+    for i in 0..1000 {
+        Tally::stop(&hubs[2], &format!("tally-{i}"))
+            .await
+            .expect("stop");
+    }
+    wait_until("registries empty", Duration::from_secs(10), || async {
+        hubs.iter()
+            .all(|h| h.children().is_empty() && h.local_children() == 0)
+    })
+    .await;
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_clear_and_immediate() {
+    let hubs = cluster("errors", 3).await;
+    let (a, b, c) = (&hubs[0], &hubs[1], &hubs[2]);
+
+    // Ids are arbitrary UTF-8; empty is refused.
+    for id in ["with space", "with/slash", "🦀 crab", "ünïcødé"] {
+        let t = Tally::start(a, id, Tally::default()).await.unwrap();
+        assert_eq!(t.add_both(1, 2, "x".into()).await.unwrap(), "x:3");
+        assert_eq!(Tally::handle(c, id).get().await.unwrap(), 3);
+    }
+    assert_eq!(
+        Tally::start(a, "", Tally::default()).await.unwrap_err(),
+        StartError::EmptyId
+    );
+
+    // A duplicate start is refused, from any node, naming the node that runs it.
+    let t = Tally::start(a, "dup", Tally::default()).await.unwrap();
+    t.add(7).await.unwrap();
+    let owner = a.lookup("dup").unwrap().owner;
+    for h in &hubs {
+        match Tally::start(h, "dup", Tally::default()).await {
+            Err(StartError::AlreadyStarted { id, node }) => {
+                assert_eq!(id, "dup");
+                assert_eq!(node, owner);
+            }
+            other => panic!("expected AlreadyStarted, got {other:?}"),
+        }
+    }
+    assert_eq!(t.get().await.unwrap(), 7, "the running one is untouched");
+
+    // Unknown stop: NotFound at once, not after a timeout.
+    let began = std::time::Instant::now();
+    for h in &hubs {
+        assert_eq!(
+            Tally::stop(h, "never-started").await.unwrap_err(),
+            StopError::NotFound {
+                id: "never-started".into()
+            }
+        );
+        match Tally::handle(h, "never-started").get().await {
+            Err(CallError::NotFound { id }) => assert_eq!(id, "never-started"),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        began.elapsed()
+    );
+
+    // Call after stop.
+    Tally::stop(b, "dup").await.unwrap();
+    for h in &hubs {
+        assert!(matches!(
+            Tally::handle(h, "dup").get().await,
+            Err(CallError::NotFound { .. })
+        ));
+    }
+    assert!(matches!(
+        Tally::stop(c, "dup").await,
+        Err(StopError::NotFound { .. })
+    ));
+
+    // Types do not mix.
+    Label::start(a, "label", Label::default()).await.unwrap();
+    for h in &hubs {
+        match Tally::handle(h, "label").get().await {
+            Err(CallError::WrongType {
+                expected, actual, ..
+            }) => {
+                assert!(expected.ends_with("::Tally") && actual.ends_with("::Label"));
+            }
+            other => panic!("expected WrongType, got {other:?}"),
+        }
+        assert!(matches!(
+            Tally::stop(h, "label").await,
+            Err(StopError::WrongType { .. })
+        ));
+    }
+    Label::handle(b, "label").set("hi".into()).await.unwrap();
+    assert_eq!(Label::handle(c, "label").text().await.unwrap(), "hi");
+
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+    // A stopped hub says so.
+    assert_eq!(
+        Tally::handle(a, "label").get().await.unwrap_err(),
+        CallError::HubStopped
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_an_error_and_the_component_goes_on() {
+    let hubs = cluster("panics", 2).await;
+    let mut events: Vec<_> = hubs.iter().map(|h| h.events()).collect();
+    let t = Tally::start(&hubs[0], "boom", Tally::default())
+        .await
+        .unwrap();
+    t.add(1).await.unwrap();
+    for h in &hubs {
+        match Tally::handle(h, "boom").explode(true).await {
+            Err(CallError::Panicked { id, message }) => {
+                assert_eq!(id, "boom");
+                assert!(message.contains("asked to explode"));
+            }
+            other => panic!("expected Panicked, got {other:?}"),
+        }
+    }
+    // It still runs, with the state the panics left.
+    assert_eq!(t.get().await.unwrap(), 2001);
+    let owner = hubs[0].lookup("boom").unwrap().owner;
+    let i = hubs.iter().position(|h| h.node_id() == owner).unwrap();
+    let mut restarts = 0;
+    while let Ok(ev) = events[i].try_recv() {
+        if let HubEvent::ChildRestarted {
+            id,
+            reason: RestartReason::Panicked { .. },
+            ..
+        } = ev
+        {
+            assert_eq!(id, "boom");
+            restarts += 1;
+        }
+    }
+    assert_eq!(restarts, 2);
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_of_other_ids_never_mix() {
+    let a = hub("alpha", &[]).await;
+    let b = hub("beta", &[a.listen_addr()]).await;
+    let a2 = hub("alpha", &[b.listen_addr(), a.listen_addr()]).await;
+    wait_members(&[a.clone(), a2.clone()], 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.nodes(), vec![b.node_id()]);
+    assert!(!a.nodes().contains(&b.node_id()));
+    Tally::start(&b, "only-beta", Tally::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        Tally::handle(&a, "only-beta").get().await,
+        Err(CallError::NotFound { .. })
+    ));
+    for h in [a, b, a2] {
+        h.shutdown().await.unwrap();
+    }
+}
+
+async fn answers_everywhere(hubs: &[Hub], ids: &[String]) -> bool {
+    for h in hubs {
+        for id in ids {
+            if Tally::handle(h, id.clone()).get().await.is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_moves_and_graceful_shutdown_hands_over() {
+    let mut hubs = cluster("moves", 3).await;
+    let ids: Vec<String> = (0..300).map(|i| format!("m-{i}")).collect();
+    let handles: Vec<TallyHandle> = Tally::start_many(
+        &hubs[0],
+        ids.iter().map(|i| (i.clone(), Tally::default())).collect(),
+    )
+    .await
+    .into_iter()
+    .map(|r| r.unwrap())
+    .collect();
+    assert_eq!(handles.len(), 300);
+
+    // A 4th node joins: some children move to it, all keep answering.
+    let mut joined_events = hubs[0].events();
+    let d = hub("moves", &[hubs[0].listen_addr()]).await;
+    hubs.push(d.clone());
+    wait_members(&hubs, 4).await;
+    wait_until(
+        "children move to the joiner",
+        Duration::from_secs(10),
+        || async { d.local_children() > 30 },
+    )
+    .await;
+    wait_until(
+        "every child answers from every hub",
+        Duration::from_secs(10),
+        || answers_everywhere(&hubs, &ids),
+    )
+    .await;
+    let total: usize = hubs.iter().map(|h| h.local_children()).sum();
+    assert_eq!(total, 300, "each child runs exactly once");
+    let mut saw_join = false;
+    while let Ok(ev) = joined_events.try_recv() {
+        saw_join |= matches!(ev, HubEvent::NodeJoined { node } if node == d.node_id());
+    }
+    assert!(saw_join);
+
+    // Graceful shutdown of one: the others take over at once, without waiting for the
+    // failure detector.
+    let leaving = hubs.remove(1);
+    let left_id = leaving.node_id();
+    let mut events = hubs[0].events();
+    let began = std::time::Instant::now();
+    leaving.shutdown().await.unwrap();
+    wait_members(&hubs, 3).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "leave took {:?}",
+        began.elapsed()
+    );
+    wait_until(
+        "every child answers after the leave",
+        Duration::from_secs(10),
+        || answers_everywhere(&hubs, &ids),
+    )
+    .await;
+    let total: usize = hubs.iter().map(|h| h.local_children()).sum();
+    assert_eq!(total, 300);
+    let mut graceful = false;
+    while let Ok(ev) = events.try_recv() {
+        graceful |= matches!(ev, HubEvent::NodeLeft { node, graceful: true } if node == left_id);
+    }
+    assert!(graceful, "NodeLeft is reported as graceful");
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

@@ -1,0 +1,131 @@
+//! Shared pieces of the integration tests: a component, cluster helpers, waits.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use processhub::prelude::*;
+use tokio::time::Instant;
+
+/// A counter: the component the tests start by the thousand.
+#[distributed]
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+pub struct Tally {
+    n: u64,
+}
+
+#[distributed]
+impl Tally {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    /// The value, from an async method.
+    pub async fn slow_get(&self) -> u64 {
+        tokio::task::yield_now().await;
+        self.n
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+
+    /// Several owned arguments.
+    pub fn add_both(&mut self, a: u64, b: u64, note: String) -> String {
+        self.n += a + b;
+        format!("{note}:{}", self.n)
+    }
+
+    /// Panics when asked to, after a change: the change stays.
+    pub fn explode(&mut self, really: bool) -> u64 {
+        self.n += 1000;
+        if really {
+            panic!("asked to explode");
+        }
+        self.n
+    }
+
+    /// Local helper, not a call.
+    #[distributed(skip)]
+    pub fn peek(&self) -> u64 {
+        self.n
+    }
+
+    fn private_helper(&self) -> u64 {
+        self.n
+    }
+}
+
+/// Another type, to check that types do not mix.
+#[distributed]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Label {
+    text: String,
+}
+
+#[distributed]
+impl Label {
+    /// Sets the text.
+    pub fn set(&mut self, text: String) {
+        self.text = text;
+    }
+
+    /// Returns the text.
+    pub fn text(&self) -> String {
+        self.text.clone()
+    }
+}
+
+/// Waits until `cond` holds, polling, or panics with `what` at the deadline.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A hub on a free loopback port.
+pub async fn hub(hub_id: &str, seeds: &[std::net::SocketAddr]) -> Hub {
+    Hub::builder(hub_id)
+        .listen("127.0.0.1:0")
+        .seeds(seeds.iter().map(|s| s.to_string()))
+        .gossip_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .expect("hub starts")
+}
+
+/// `n` hubs of one cluster, waiting until they all see each other.
+pub async fn cluster(hub_id: &str, n: usize) -> Vec<Hub> {
+    let first = hub(hub_id, &[]).await;
+    let seed = first.listen_addr();
+    let mut hubs = vec![first];
+    for _ in 1..n {
+        hubs.push(hub(hub_id, &[seed]).await);
+    }
+    wait_members(&hubs, n).await;
+    hubs
+}
+
+/// Waits until every hub sees `n` members.
+pub async fn wait_members(hubs: &[Hub], n: usize) {
+    wait_until(
+        "every hub sees every member",
+        Duration::from_secs(20),
+        || async { hubs.iter().all(|h| h.nodes().len() == n) },
+    )
+    .await;
+}
