@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::component::{self, AskFailure, ComponentActor, Dispatch};
 use crate::error::{CallError, StartError, StopError};
 use crate::hub::{Hub, Route};
-use crate::transport::TransportError;
+use crate::transport::{TransportError, RECONNECT_WAIT};
 use crate::wire::{Request, Response, StartItem, StartOutcome};
 
 /// The untyped core of every generated handle: a hub and a child id.
@@ -135,7 +135,12 @@ impl HandleCore {
                         method: method.to_string(),
                         args,
                     };
-                    match inner.transport.request(node, req, deadline).await {
+                    let connect_by = Instant::now() + RECONNECT_WAIT;
+                    match inner
+                        .transport
+                        .request_within(node, req, connect_by, deadline)
+                        .await
+                    {
                         Ok(Response::Reply(Ok(bytes))) => {
                             return postcard::from_bytes(&bytes).map_err(|e| CallError::Codec {
                                 message: format!("reply: {e}"),

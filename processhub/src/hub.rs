@@ -25,7 +25,7 @@ use crate::core::ring::Ring;
 use crate::error::{HubError, StopError};
 use crate::events::{HubEvent, RestartReason};
 use crate::membership::{GossipConfig, Membership};
-use crate::transport::{Conn, Inbound, Transport, TransportError};
+use crate::transport::{Conn, Inbound, Transport, TransportError, RECONNECT_WAIT};
 use crate::wire::{Push, Request, Response, StartItem, StartOutcome, StopOutcome};
 use crate::NodeId;
 
@@ -582,7 +582,12 @@ impl HubInner {
                     id: id.to_string(),
                     type_name: type_name.to_string(),
                 };
-                match self.transport.request(target, req, deadline).await {
+                let connect_by = Instant::now() + RECONNECT_WAIT;
+                match self
+                    .transport
+                    .request_within(target, req, connect_by, deadline)
+                    .await
+                {
                     Ok(Response::Stopped(o)) => Ok(o),
                     Ok(_) => Err(()),
                     Err(TransportError::Timeout) => {

@@ -33,6 +33,9 @@ use crate::NodeId;
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for a connection to the owner before it looks again where the
+/// child runs (its node may have died, and the registry moved it).
+pub(crate) const RECONNECT_WAIT: Duration = Duration::from_millis(100);
 /// Largest batch the writer gathers before one write.
 const WRITE_BATCH: usize = 256 * 1024;
 
@@ -205,7 +208,19 @@ impl Transport {
         req: Request,
         deadline: Instant,
     ) -> Result<Response, TransportError> {
-        let conn = self.wait_conn(peer, deadline).await?;
+        self.request_within(peer, req, deadline, deadline).await
+    }
+
+    /// Like [`Self::request`], but gives up with `NotConnected` if no connection is up by
+    /// `connect_by`: the caller re-resolves (the owner may have died) and tries again.
+    pub(crate) async fn request_within(
+        &self,
+        peer: NodeId,
+        req: Request,
+        connect_by: Instant,
+        deadline: Instant,
+    ) -> Result<Response, TransportError> {
+        let conn = self.wait_conn(peer, connect_by.min(deadline)).await?;
         let rid = conn.next_rid.fetch_add(1, Ordering::Relaxed);
         let bytes = wire::encode(&Frame::Request { rid, req })
             .map_err(|e| TransportError::Encode(e.to_string()))?;
