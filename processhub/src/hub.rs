@@ -821,23 +821,17 @@ impl HubInner {
         for c in self.transport.connections() {
             c.push(&Push::Leaving);
         }
-        // Wait until the others have taken over what ran here.
-        let has_peers = self.state.read().unwrap().ring.members().len() > 1;
-        if has_peers {
-            let deadline = Instant::now() + self.call_timeout;
-            while Instant::now() < deadline {
-                let remaining = {
-                    let st = self.state.read().unwrap();
-                    st.registry
-                        .iter()
-                        .filter(|(_, e)| e.owner == self.me)
-                        .count()
-                };
-                if remaining == 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        // Wait until the others have taken over what ran here (or have gone too).
+        let deadline = Instant::now() + self.call_timeout;
+        while Instant::now() < deadline {
+            let waiting = {
+                let st = self.state.read().unwrap();
+                st.ring.members().len() > 1 && st.registry.iter().any(|(_, e)| e.owner == self.me)
+            };
+            if !waiting {
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let children: Vec<LocalChild> = {
             let mut st = self.state.write().unwrap();

@@ -32,6 +32,10 @@
 //! `transport` (TCP between nodes), `membership` (chitchat gossip and failure
 //! detection), `hub` (executes plans, serves requests), `component` (kameo actors).
 
+// Generated code names `::processhub`; this lets the crate's own tests use the macro.
+#[cfg(test)]
+extern crate self as processhub;
+
 mod component;
 mod core;
 mod error;
@@ -40,6 +44,8 @@ mod handle;
 mod hub;
 mod membership;
 mod node;
+#[cfg(test)]
+mod tests;
 mod transport;
 mod wire;
 

@@ -102,7 +102,6 @@ pub async fn hub(hub_id: &str, seeds: &[std::net::SocketAddr]) -> Hub {
     Hub::builder(hub_id)
         .listen("127.0.0.1:0")
         .seeds(seeds.iter().map(|s| s.to_string()))
-        .gossip_interval(Duration::from_millis(50))
         .start()
         .await
         .expect("hub starts")
