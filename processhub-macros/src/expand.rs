@@ -20,7 +20,12 @@ pub(crate) fn distributed(args: TokenStream, input: TokenStream) -> TokenStream 
     match item {
         Input::Struct(s) => match StructArgs::parse(args).and_then(|a| expand_struct(&s, a)) {
             Ok(out) => out,
-            Err(e) => fallback(e, s.to_token_stream()),
+            Err(e) => {
+                // Keep the struct usable (serde pointed at our re-export) so the error
+                // above is the only one.
+                let s = with_serde_crate(&s, &quote!(::processhub));
+                fallback(e, s.to_token_stream())
+            }
         },
         Input::Impl(mut i) => {
             if !args.is_empty() {
@@ -29,13 +34,17 @@ pub(crate) fn distributed(args: TokenStream, input: TokenStream) -> TokenStream 
                     "options go on the struct's #[distributed(...)], not on the impl block",
                 );
                 strip_method_attrs(&mut i);
-                return fallback(e, i.to_token_stream());
+                let mut out = fallback(e, i.to_token_stream());
+                out.extend(stub_dispatch(&i));
+                return out;
             }
             match expand_impl(&i) {
                 Ok(out) => out,
                 Err(e) => {
                     strip_method_attrs(&mut i);
-                    fallback(e, i.to_token_stream())
+                    let mut out = fallback(e, i.to_token_stream());
+                    out.extend(stub_dispatch(&i));
+                    out
                 }
             }
         }
@@ -46,6 +55,33 @@ fn fallback(e: syn::Error, item: TokenStream) -> TokenStream {
     let mut out = e.to_compile_error();
     out.extend(item);
     out
+}
+
+/// On the error path: a `Dispatch` that knows no method, so that the struct's expansion
+/// does not add errors of its own on top of the one that matters.
+fn stub_dispatch(item: &ItemImpl) -> TokenStream {
+    if !item.generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    let self_ty = &item.self_ty;
+    quote! {
+        const _: () = {
+            #[automatically_derived]
+            impl ::processhub::__private::Dispatch for #self_ty {
+                fn dispatch(
+                    _: ::processhub::__private::ActorRef<::processhub::__private::ComponentActor<Self>>,
+                    method: &str,
+                    _: ::std::vec::Vec<u8>,
+                ) -> ::processhub::__private::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<u8>, ::processhub::CallError>> {
+                    let err = ::processhub::CallError::UnknownMethod {
+                        type_name: <Self as ::processhub::__private::Component>::TYPE_NAME.into(),
+                        method: method.into(),
+                    };
+                    ::std::boxed::Box::pin(async move { ::core::result::Result::Err(err) })
+                }
+            }
+        };
+    }
 }
 
 fn krate(args: &StructArgs) -> TokenStream {
@@ -86,15 +122,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
     };
     // serde's derives name `serde` unless told otherwise: point them at our re-export so
     // users need no serde dependency of their own.
-    let mut s = s.clone();
-    if derives_serde(&s)
-        && !s.attrs.iter().any(|a| {
-            a.path().is_ident("serde") && a.to_token_stream().to_string().contains("crate")
-        })
-    {
-        let path = format!("{}::__private::serde", ph.to_string().replace(' ', ""));
-        s.attrs.push(syn::parse_quote!(#[serde(crate = #path)]));
-    }
+    let s = with_serde_crate(s, &ph);
     Ok(quote! {
         #s
 
@@ -173,6 +201,21 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
             }
         };
     })
+}
+
+/// The struct with `#[serde(crate = "<ph>::__private::serde")]` added when it derives
+/// serde's traits and does not name a crate itself.
+fn with_serde_crate(s: &ItemStruct, ph: &TokenStream) -> ItemStruct {
+    let mut s = s.clone();
+    let names_crate = s
+        .attrs
+        .iter()
+        .any(|a| a.path().is_ident("serde") && a.to_token_stream().to_string().contains("crate"));
+    if derives_serde(&s) && !names_crate {
+        let path = format!("{}::__private::serde", ph.to_string().replace(' ', ""));
+        s.attrs.push(syn::parse_quote!(#[serde(crate = #path)]));
+    }
+    s
 }
 
 fn derives_serde(s: &ItemStruct) -> bool {

@@ -1,0 +1,9 @@
+use processhub::prelude::*;
+
+#[distributed]
+pub enum State {
+    On,
+    Off,
+}
+
+fn main() {}

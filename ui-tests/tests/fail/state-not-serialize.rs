@@ -1,0 +1,9 @@
+use processhub::prelude::*;
+
+#[distributed]
+#[derive(Default)]
+pub struct Plain {
+    n: u64,
+}
+
+fn main() {}

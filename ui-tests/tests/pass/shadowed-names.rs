@@ -1,0 +1,28 @@
+// The expansion names only absolute paths: shadowing common names breaks nothing.
+#![allow(dead_code, non_camel_case_types)]
+
+use processhub::prelude::*;
+
+type Result = ();
+type Option = ();
+struct Box;
+struct Vec;
+struct Send;
+struct Clone;
+mod core {}
+mod std {}
+
+#[distributed]
+#[derive(Default, Serialize, Deserialize)]
+pub struct Shadowed {
+    n: u64,
+}
+
+#[distributed]
+impl Shadowed {
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
+fn main() {}
