@@ -37,6 +37,8 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 const START_BATCH: usize = 512;
 /// How many entries go in one snapshot frame.
 const SNAPSHOT_CHUNK: usize = 2048;
+/// How often the planner runs when nothing changes, to take up what an earlier plan left.
+const REPLAN_INTERVAL: Duration = Duration::from_secs(1);
 /// How many times a start may be forwarded between nodes whose views differ.
 const MAX_HOPS: u8 = 3;
 
@@ -248,7 +250,7 @@ impl ChildInfo {
             owner: e.owner,
             owners: vec![e.owner],
             epoch: e.epoch,
-            pending: e.pending,
+            pending: e.pending_from.is_some(),
         }
     }
 }
@@ -373,7 +375,7 @@ impl HubInner {
             return Route::Local(l.child.clone());
         }
         let (target, pending) = match st.registry.get(id) {
-            Some(e) => (e.owner, e.pending),
+            Some(e) => (e.owner, e.pending_from.is_some()),
             None => (st.ring.owner(id).unwrap_or(self.me), false),
         };
         if target == self.me {
@@ -388,7 +390,7 @@ impl HubInner {
     pub(crate) fn retry_after_not_found(&self, id: &str, asked: NodeId) -> bool {
         let st = self.state.read().unwrap();
         match st.registry.get(id) {
-            Some(e) => e.pending || e.owner != asked,
+            Some(e) => e.pending_from.is_some() || e.owner != asked,
             None => false,
         }
     }
@@ -442,7 +444,7 @@ impl HubInner {
             owner: self.me,
             epoch,
             start_state: item.state.clone(),
-            pending: false,
+            pending_from: None,
         };
         st.registry.upsert(&item.id, entry.clone());
         self.transport
@@ -630,7 +632,7 @@ impl HubInner {
     }
 
     fn recompute_members(self: &Arc<Self>) {
-        let (joined, left, commands) = {
+        let (joined, left) = {
             let mut st = self.state.write().unwrap();
             let members: Vec<NodeId> = st
                 .chitchat_members
@@ -650,13 +652,7 @@ impl HubInner {
                 .collect();
             st.ring = Arc::new(Ring::new(members.iter().copied()));
             self.transport.set_wanted(members.iter().copied());
-            let ring = st.ring.clone();
-            let commands = if self.is_stopped() {
-                Vec::new()
-            } else {
-                plan_membership_change(self.me, &ring, &mut st.registry)
-            };
-            (joined, left, commands)
+            (joined, left)
         };
         for node in joined {
             tracing::info!(me = %self.me, %node, "node joined");
@@ -666,6 +662,27 @@ impl HubInner {
             tracing::info!(me = %self.me, %node, graceful, "node left");
             self.emit(HubEvent::NodeLeft { node, graceful });
         }
+        self.replan();
+    }
+
+    /// Runs the planner over the current view and executes its commands. Runs after
+    /// every membership change and on a timer (to take up what an earlier plan left).
+    fn replan(self: &Arc<Self>) {
+        if self.is_stopped() {
+            return;
+        }
+        let commands = {
+            let mut guard = self.state.write().unwrap();
+            let st = &mut *guard;
+            let ring = st.ring.clone();
+            let mut commands = plan_membership_change(self.me, &ring, &mut st.registry);
+            // A start already running or a move under way is not issued twice.
+            commands.retain(|c| match c {
+                Command::StartLocal { id, .. } => !st.local.contains_key(id.as_str()),
+                Command::MoveTo { id, .. } => !st.moving.contains(id.as_str()),
+            });
+            commands
+        };
         let mut moves = Vec::new();
         for c in commands {
             match c {
@@ -795,7 +812,7 @@ impl HubInner {
                 owner: to,
                 epoch: item.epoch,
                 start_state: item.state.clone(),
-                pending: false,
+                pending_from: None,
             };
             st.registry.upsert(&item.id, entry);
             self.transport
@@ -853,8 +870,17 @@ async fn control_loop(
     mut members: mpsc::UnboundedReceiver<Vec<NodeId>>,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
+    let mut tick = tokio::time::interval(REPLAN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                let Some(hub) = hub.upgrade() else { return };
+                if hub.is_stopped() {
+                    return;
+                }
+                hub.replan();
+            }
             m = members.recv() => {
                 let Some(m) = m else { return };
                 let Some(hub) = hub.upgrade() else { return };
@@ -962,7 +988,7 @@ impl Inbound for HubInner {
                                 owner: self.me,
                                 epoch: l.epoch,
                                 start_state: Vec::new(),
-                                pending: false,
+                                pending_from: None,
                             };
                             if wins(&entry, &ours) && !st.moving.contains(&*id) {
                                 if let Some(l) = st.local.remove(&*id) {
@@ -1021,7 +1047,7 @@ impl Inbound for HubInner {
             .registry
             .owned_by(self.me)
             .into_iter()
-            .filter(|(id, e)| !e.pending && st.local.contains_key(id.as_str()))
+            .filter(|(id, e)| e.pending_from.is_none() && st.local.contains_key(id.as_str()))
             .collect();
         let mut chunks = own.chunks(SNAPSHOT_CHUNK).peekable();
         if chunks.peek().is_none() {

@@ -25,10 +25,10 @@ pub(crate) struct Entry {
     /// The state it was started with, to restart it elsewhere if its node dies.
     #[serde(with = "serde_bytes")]
     pub(crate) start_state: Vec<u8>,
-    /// Set by the planner on every node when the owner died or left: `owner` is then the
-    /// node expected to restart it, which has not confirmed yet.
+    /// Set by the planner on every node when the owner died or left (to that node):
+    /// `owner` is then the node expected to restart it, which has not confirmed yet.
     #[serde(skip)]
-    pub(crate) pending: bool,
+    pub(crate) pending_from: Option<NodeId>,
 }
 
 /// What an upsert did.
@@ -113,7 +113,7 @@ impl Registry {
         let keep: std::collections::HashSet<&str> =
             snapshot.iter().map(|(id, _)| id.as_str()).collect();
         self.entries
-            .retain(|id, e| e.owner != origin || e.pending || keep.contains(&**id));
+            .retain(|id, e| e.owner != origin || e.pending_from.is_some() || keep.contains(&**id));
         for (id, entry) in snapshot {
             self.upsert(&id, entry);
         }
@@ -148,7 +148,7 @@ mod tests {
             owner,
             epoch,
             start_state: vec![],
-            pending: false,
+            pending_from: None,
         }
     }
 
