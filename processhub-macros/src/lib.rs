@@ -6,7 +6,8 @@ mod parse;
 
 use proc_macro::TokenStream;
 
-/// Makes a struct and its impl block a distributed component. See `processhub::distributed`.
+/// Makes a struct and its impl block a distributed component: documented (with its
+/// options and its expansion) where processhub re-exports it, `processhub::distributed`.
 #[proc_macro_attribute]
 pub fn distributed(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::distributed(args.into(), input.into()).into()

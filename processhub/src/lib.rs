@@ -53,6 +53,110 @@ pub use crate::error::{CallError, HubError, StartError, StopError};
 pub use crate::events::{HubEvent, RestartReason};
 pub use crate::hub::{ChildInfo, Hub, HubBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME};
 pub use crate::node::NodeId;
+/// Makes a struct and its impl block a distributed component.
+///
+/// Put `#[distributed]` on the struct that holds the component's state, and on its impl
+/// block. The struct becomes a component type that any node of a hub can host; every
+/// `pub` method of the impl block becomes a call that reaches the component wherever it
+/// runs.
+///
+/// ```
+/// use processhub::prelude::*;
+///
+/// #[distributed]
+/// #[derive(Default, Serialize, Deserialize)]
+/// pub struct Tally { n: u64 }
+///
+/// #[distributed]
+/// impl Tally {
+///     /// `&mut self`: a write.
+///     pub fn add(&mut self, by: u64) -> u64 { self.n += by; self.n }
+///     /// `&self`: a read. Methods may be `async`.
+///     pub async fn get(&self) -> u64 { self.n }
+///     /// Not a call: stays a plain method.
+///     #[distributed(skip)]
+///     pub fn peek(&self) -> u64 { self.n }
+/// }
+///
+/// # async fn run(hub: Hub) -> Result<(), Box<dyn std::error::Error>> {
+/// let t: TallyHandle = Tally::start(&hub, "user-42", Tally::default()).await?;
+/// assert_eq!(t.add(2).await?, 2);
+/// assert_eq!(Tally::handle(&hub, "user-42").get().await?, 2);
+/// Tally::stop(&hub, "user-42").await?;
+/// # Ok(()) }
+/// ```
+///
+/// # On the struct
+///
+/// The struct must be `Serialize + Deserialize` (with `#[derive(Serialize, Deserialize)]`
+/// from the prelude; no serde dependency of your own is needed), `Send` and `'static`,
+/// and have no generic parameters (every node starts it by name). It gets:
+///
+/// | item | what it does |
+/// |---|---|
+/// | `struct TallyHandle` | the typed handle: `Clone + Send + Sync + Debug`, one async method per call, `id()` |
+/// | `Tally::start(&hub, id, state)` | starts it on its owner node; `Err(AlreadyStarted { node })` if the id runs anywhere |
+/// | `Tally::start_many(&hub, vec![(id, state), ...])` | many starts, batched per node; one result per item |
+/// | `Tally::handle(&hub, id)` | a handle by id, from any node; nothing is checked until a call |
+/// | `Tally::stop(&hub, id)` | stops it wherever it runs; `Err(NotFound)` at once if nothing runs there |
+///
+/// Options, as `#[distributed(option = value, ...)]` on the struct:
+///
+/// | option | value | default | meaning |
+/// |---|---|---|---|
+/// | `name` | a string | `module_path!()::Type` | the type's name on the wire; set it to keep a stable name across renames and rolling upgrades |
+/// | `crate` | a path | `::processhub` | where processhub is, when it is re-exported under another name |
+///
+/// # On the impl block
+///
+/// Each `pub` method that is not `#[distributed(skip)]` becomes a call:
+///
+/// - it takes `&self` (a read) or `&mut self` (a write), never `self`;
+/// - its arguments are owned values (`String`, not `&str`): they travel over the network;
+///   arguments and the return value must be `Serialize + DeserializeOwned + Send`;
+/// - it may be `async`;
+/// - on the handle it returns `Result<Ret, CallError>`; a method returning `Result<T, E>`
+///   gives `Result<Result<T, E>, CallError>`, so the component's own error is never mixed
+///   with a transport error;
+/// - a panic inside it reaches the caller as `CallError::Panicked`; the component goes on
+///   with the state the panic left, and the hub emits `ChildRestarted`.
+///
+/// Private methods and `#[distributed(skip)]` methods stay local helpers.
+///
+/// # See expanded code
+///
+/// For the `Tally` above, roughly (names under `__private` are not a public API):
+///
+/// ```text
+/// #[derive(Clone, Debug)]
+/// pub struct TallyHandle { core: ::processhub::__private::HandleCore }
+///
+/// impl ::processhub::__private::Component for Tally {
+///     const TYPE_NAME: &'static str = concat!(module_path!(), "::", "Tally");
+/// }
+/// #[linkme::distributed_slice(::processhub::__private::COMPONENTS)]
+/// static COMPONENT: ComponentVTable = ComponentVTable::of::<Tally>();
+/// impl Tally { pub async fn start(..); pub async fn start_many(..);
+///              pub fn handle(..); pub async fn stop(..); }
+///
+/// pub struct __Tally_add(u64);                      // one message per call
+/// impl Message<__Tally_add> for ComponentActor<Tally> {
+///     type Reply = Result<u64, CallError>;
+///     async fn handle(&mut self, msg, _) -> Self::Reply {
+///         // runs `state.add(msg.0)`, a panic becomes CallError::Panicked
+///     }
+/// }
+/// impl TallyHandle {
+///     pub async fn add(&self, by: u64) -> Result<u64, CallError> {
+///         self.core.call::<Tally, __Tally_add, u64>("add", false, __Tally_add(by)).await
+///     }
+/// }
+/// impl Dispatch for Tally {              // remote calls, by method name
+///     fn dispatch(actor, method: &str, args: Vec<u8>) -> BoxFuture<..> {
+///         match method { "add" => dispatch_one::<Tally, __Tally_add, u64>(actor, args), .. }
+///     }
+/// }
+/// ```
 pub use processhub_macros::distributed;
 
 /// What a component author needs: `use processhub::prelude::*;`.
