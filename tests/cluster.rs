@@ -320,3 +320,18 @@ async fn join_moves_and_graceful_shutdown_hands_over() {
         h.shutdown().await.unwrap();
     }
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
+    assert_send_sync::<Hub>();
+    assert_send_sync::<TallyHandle>();
+    assert_send_sync::<ChildInfo>();
+    assert_send_sync::<HubEvent>();
+    assert_send_sync::<NodeId>();
+    fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    assert_error::<CallError>();
+    assert_error::<StartError>();
+    assert_error::<StopError>();
+    assert_error::<HubError>();
+}

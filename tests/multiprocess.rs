@@ -37,6 +37,7 @@ fn node_process() {
         while let Ok(Some(line)) = stdin.next_line().await {
             match line.trim() {
                 "count" => println!("COUNT {}", hub.local_children()),
+                "registry" => println!("REGISTRY {}", registry_digest(&hub)),
                 "shutdown" => {
                     hub.shutdown().await.expect("graceful shutdown");
                     println!("BYE");
@@ -48,6 +49,20 @@ fn node_process() {
         // The test process is gone: leave too.
         std::process::exit(0);
     });
+}
+
+/// The registry in one line: every (id, owner, epoch), sorted, hashed.
+fn registry_digest(hub: &Hub) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut entries: Vec<(String, String, u64, bool)> = hub
+        .children()
+        .into_iter()
+        .map(|c| (c.id, c.owner.to_string(), c.epoch, c.pending))
+        .collect();
+    entries.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    entries.hash(&mut h);
+    format!("{}:{:x}", entries.len(), h.finish())
 }
 
 struct Node {
@@ -215,6 +230,19 @@ async fn kill_nine_then_graceful_shutdown() {
             .filter(|id| hub.lookup(id).unwrap().owner == hub.node_id())
             .count()
     );
+
+    // Every surviving registry agrees.
+    let mut agreed = false;
+    for _ in 0..100 {
+        c.say("registry").await;
+        if c.expect_line("REGISTRY ").await == registry_digest(&hub) {
+            agreed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(agreed, "the registries of the survivors converge");
+    assert_eq!(hub.children().len(), 600);
 
     // Graceful shutdown of another: it leaves promptly, its children restart here.
     c.say("shutdown").await;
