@@ -289,6 +289,12 @@ impl Hub {
         self.inner.state.read().unwrap().ring.members().to_vec()
     }
 
+    /// The node a start of `id` would place it on now: its owner on the ring of the
+    /// current members. A local computation; `None` never happens for a running hub.
+    pub fn ring_owner(&self, id: &str) -> Option<NodeId> {
+        self.inner.state.read().unwrap().ring.owner(id)
+    }
+
     /// What the local registry says of `id`. Never touches the network.
     pub fn lookup(&self, id: &str) -> Option<ChildInfo> {
         let st = self.inner.state.read().unwrap();

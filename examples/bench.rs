@@ -1,0 +1,795 @@
+//! The benchmark suite: every figure of `BENCHMARKS.md` beside its baseline, measured
+//! in the same run, as a table. Multi-node figures use separate OS processes on
+//! loopback (this binary re-executes itself as nodes and as the baseline server).
+//!
+//! ```sh
+//! cargo run --release --example bench            # all figures
+//! cargo run --release --example bench -- P1 P3   # some figures
+//! BENCH_REPS=5 cargo run --release --example bench
+//! ```
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use futures::StreamExt;
+use kameo::actor::Spawn;
+use processhub::prelude::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot};
+
+const HUB_ID: &str = "bench";
+
+/// The component under test: a counter.
+#[distributed]
+#[derive(Default, Serialize, Deserialize)]
+pub struct Counter {
+    n: u64,
+}
+
+#[distributed]
+impl Counter {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
+/// The same work in a plain kameo actor: the baseline of P3.
+#[derive(kameo::Actor)]
+struct PlainCounter {
+    n: u64,
+}
+
+struct Add(u64);
+
+impl kameo::message::Message<Add> for PlainCounter {
+    type Reply = u64;
+
+    async fn handle(
+        &mut self,
+        Add(by): Add,
+        _: &mut kameo::message::Context<Self, Self::Reply>,
+    ) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
+fn reps(default: usize) -> usize {
+    std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p) as usize] as f64
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--node") {
+        return node_main(args[i + 1].clone()).await;
+    }
+    if args.iter().any(|a| a == "--echo-server") {
+        return echo_server().await;
+    }
+    let wanted: Vec<String> = args[1..]
+        .iter()
+        .filter(|a| a.starts_with('P'))
+        .cloned()
+        .collect();
+    let run = |p: &str| wanted.is_empty() || wanted.iter().any(|w| w == p);
+    let mut rows: Vec<Row> = Vec::new();
+    println!("processhub benchmarks: {}", machine());
+    if run("P1") || run("P2") {
+        rows.extend(p1_p2().await);
+    }
+    if run("P3") {
+        rows.push(p3().await);
+    }
+    if run("P4") || run("P5") {
+        rows.extend(p4_p5().await);
+    }
+    if run("P6") {
+        rows.extend(p6().await);
+    }
+    if run("P7") {
+        rows.push(p7().await);
+    }
+    if run("P8") {
+        rows.push(p8().await);
+    }
+    println!();
+    println!("| # | figure | processhub | baseline | ratio | target | met |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.id,
+            r.figure,
+            r.value,
+            r.baseline.as_deref().unwrap_or("—"),
+            r.ratio.map_or("—".to_string(), |x| format!("{x:.2}")),
+            r.target,
+            if r.met { "yes" } else { "NO" }
+        );
+    }
+}
+
+struct Row {
+    id: &'static str,
+    figure: &'static str,
+    value: String,
+    baseline: Option<String>,
+    ratio: Option<f64>,
+    target: &'static str,
+    met: bool,
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024 / 1024);
+    format!("{cpu}, {cores} cores, {mem} GiB, loopback")
+}
+
+// ---------------------------------------------------------------------------------------
+// Node processes
+
+async fn node_main(seed: String) {
+    let hub = Hub::builder(HUB_ID)
+        .seeds([seed])
+        .start()
+        .await
+        .expect("node starts");
+    println!("READY {}", hub.node_id());
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = stdin.next_line().await {
+        match line.trim() {
+            "rss" => println!("RSS {}", rss_bytes()),
+            "count" => println!("COUNT {} {}", hub.local_children(), hub.children().len()),
+            _ => println!("UNKNOWN"),
+        }
+    }
+    let _ = hub.shutdown().await;
+}
+
+struct NodeProcess {
+    child: Child,
+    out: Lines<BufReader<ChildStdout>>,
+    id: NodeId,
+}
+
+impl NodeProcess {
+    async fn spawn(seed: std::net::SocketAddr) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--node", &seed.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn node");
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = read_prefixed(&mut out, "READY ").await;
+        let (addr, inc) = ready.split_once('#').unwrap();
+        let id = NodeId::new(addr.parse().unwrap(), inc.parse().unwrap());
+        Self { child, out, id }
+    }
+
+    async fn ask(&mut self, cmd: &str, prefix: &str) -> String {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .unwrap();
+        read_prefixed(&mut self.out, prefix).await
+    }
+}
+
+async fn read_prefixed(out: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let line = out.next_line().await.unwrap().expect("node output");
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_string();
+            }
+        }
+    })
+    .await
+    .expect("node answered")
+}
+
+async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn cluster(nodes: usize) -> (Hub, Vec<NodeProcess>) {
+    let hub = Hub::builder(HUB_ID).start().await.unwrap();
+    let mut procs = Vec::new();
+    for _ in 1..nodes {
+        procs.push(NodeProcess::spawn(hub.listen_addr()).await);
+    }
+    wait_for("members", Duration::from_secs(30), || {
+        hub.nodes().len() == nodes
+    })
+    .await;
+    (hub, procs)
+}
+
+fn ids_owned_by(hub: &Hub, node: NodeId, n: usize, prefix: &str) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .filter(|id| hub.ring_owner(id) == Some(node))
+        .take(n)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The baseline: plain tokio TCP, length-prefixed frames `u32 len | u64 rid | u64 body`,
+// a writer task and a reader task per side, a pending map of oneshots.
+
+async fn echo_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("READY {}", listener.local_addr().unwrap());
+    let stdin_closed = async {
+        let mut s = tokio::io::stdin();
+        let mut b = [0u8; 1];
+        let _ = s.read(&mut b).await;
+    };
+    let serve = async {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
+                tokio::spawn(async move {
+                    let mut buf = BytesMut::new();
+                    while let Some((rid, v)) = rx.recv().await {
+                        put_frame(&mut buf, rid, v);
+                        while let Ok((rid, v)) = rx.try_recv() {
+                            put_frame(&mut buf, rid, v);
+                        }
+                        if w.write_all(&buf).await.is_err() {
+                            return;
+                        }
+                        buf.clear();
+                    }
+                });
+                let mut buf = BytesMut::with_capacity(64 * 1024);
+                let mut state = 0u64;
+                loop {
+                    while let Some((rid, v)) = take_frame(&mut buf) {
+                        state += v;
+                        let _ = tx.send((rid, state));
+                    }
+                    if r.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    };
+    tokio::select! { _ = stdin_closed => {}, _ = serve => {} }
+}
+
+fn put_frame(buf: &mut BytesMut, rid: u64, v: u64) {
+    buf.put_u32(16);
+    buf.put_u64(rid);
+    buf.put_u64(v);
+}
+
+fn take_frame(buf: &mut BytesMut) -> Option<(u64, u64)> {
+    if buf.len() < 4 {
+        return None;
+    }
+    let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+    if buf.len() < 4 + len {
+        return None;
+    }
+    buf.advance(4);
+    let rid = buf.get_u64();
+    let v = buf.get_u64();
+    Some((rid, v))
+}
+
+#[derive(Clone)]
+struct BaselineClient {
+    tx: mpsc::UnboundedSender<(u64, u64)>,
+    pending: Arc<Mutex<HashMap<u64, oneshot::Sender<u64>>>>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl BaselineClient {
+    async fn connect(addr: &str) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (mut r, mut w) = stream.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
+        tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            while let Some((rid, v)) = rx.recv().await {
+                put_frame(&mut buf, rid, v);
+                while let Ok((rid, v)) = rx.try_recv() {
+                    put_frame(&mut buf, rid, v);
+                }
+                if w.write_all(&buf).await.is_err() {
+                    return;
+                }
+                buf.clear();
+            }
+        });
+        let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<u64>>>> = Default::default();
+        let p = pending.clone();
+        tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            loop {
+                while let Some((rid, v)) = take_frame(&mut buf) {
+                    if let Some(tx) = p.lock().unwrap().remove(&rid) {
+                        let _ = tx.send(v);
+                    }
+                }
+                if r.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+            }
+        });
+        Self {
+            tx,
+            pending,
+            next: Default::default(),
+        }
+    }
+
+    async fn call(&self, v: u64) -> u64 {
+        let rid = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(rid, tx);
+        self.tx.send((rid, v)).unwrap();
+        rx.await.unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Figures
+
+const SEQ_CALLS: usize = 10_000;
+const WINDOW_CALLS: usize = 100_000;
+
+/// Sequential latencies in ns, sorted.
+async fn sequential<F, Fut>(n: usize, mut f: F) -> Vec<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..500 {
+        f().await;
+    }
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f().await;
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    lat.sort_unstable();
+    lat
+}
+
+/// Calls per second with `window` in flight.
+async fn windowed<F, Fut>(n: usize, window: usize, f: F) -> f64
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let t = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|_| f())
+        .buffer_unordered(window)
+        .for_each(|()| async {})
+        .await;
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn p1_p2() -> Vec<Row> {
+    let (hub, mut procs) = cluster(2).await;
+    let b = procs[0].id;
+    let id = ids_owned_by(&hub, b, 1, "p1").remove(0);
+    let c = Counter::start(&hub, id, Counter::default()).await.unwrap();
+    let mut server = Command::new(std::env::current_exe().unwrap())
+        .arg("--echo-server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = read_prefixed(&mut out, "READY ").await;
+    let base = BaselineClient::connect(&addr).await;
+
+    let (mut p50, mut p99, mut b50, mut b99, mut rate, mut brate) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..reps(5) {
+        let lat = sequential(SEQ_CALLS, || async {
+            c.add(1).await.unwrap();
+        })
+        .await;
+        p50.push(percentile(&lat, 0.5));
+        p99.push(percentile(&lat, 0.99));
+        let lat = sequential(SEQ_CALLS, || async {
+            base.call(1).await;
+        })
+        .await;
+        b50.push(percentile(&lat, 0.5));
+        b99.push(percentile(&lat, 0.99));
+        rate.push(
+            windowed(WINDOW_CALLS, 64, || async {
+                c.add(1).await.unwrap();
+            })
+            .await,
+        );
+        brate.push(
+            windowed(WINDOW_CALLS, 64, || async {
+                base.call(1).await;
+            })
+            .await,
+        );
+    }
+    let (p50, p99, b50, b99) = (median(p50), median(p99), median(b50), median(b99));
+    let (rate, brate) = (median(rate), median(brate));
+    drop(procs.remove(0));
+    hub.shutdown().await.unwrap();
+    vec![
+        Row {
+            id: "P1",
+            figure: "remote call, 1 in flight: p50 / p99",
+            value: format!("{:.1} / {:.1} µs", p50 / 1e3, p99 / 1e3),
+            baseline: Some(format!("{:.1} / {:.1} µs", b50 / 1e3, b99 / 1e3)),
+            ratio: Some(p50 / b50),
+            target: "p50 ≤ 1.25×",
+            met: p50 / b50 <= 1.25,
+        },
+        Row {
+            id: "P2",
+            figure: "remote calls, 64 in flight: calls/s",
+            value: format!("{:.0}", rate),
+            baseline: Some(format!("{:.0}", brate)),
+            ratio: Some(rate / brate),
+            target: "≥ 0.6×",
+            met: rate / brate >= 0.6,
+        },
+    ]
+}
+
+async fn p3() -> Row {
+    let hub = Hub::builder(HUB_ID).start().await.unwrap();
+    let c = Counter::start(&hub, "p3", Counter::default())
+        .await
+        .unwrap();
+    let plain = PlainCounter::spawn(PlainCounter { n: 0 });
+    let (mut ours, mut theirs) = (vec![], vec![]);
+    for _ in 0..reps(5) {
+        let lat = sequential(SEQ_CALLS * 2, || async {
+            c.add(1).await.unwrap();
+        })
+        .await;
+        ours.push(percentile(&lat, 0.5));
+        let lat = sequential(SEQ_CALLS * 2, || async {
+            plain.ask(Add(1)).await.unwrap();
+        })
+        .await;
+        theirs.push(percentile(&lat, 0.5));
+    }
+    let (ours, theirs) = (median(ours), median(theirs));
+    hub.shutdown().await.unwrap();
+    Row {
+        id: "P3",
+        figure: "local call through a handle: p50",
+        value: format!("{:.2} µs", ours / 1e3),
+        baseline: Some(format!("{:.2} µs (kameo ask)", theirs / 1e3)),
+        ratio: Some(ours / theirs),
+        target: "≤ 1.3×",
+        met: ours / theirs <= 1.3,
+    }
+}
+
+const P4_COMPONENTS: usize = 100_000;
+
+async fn p4_p5() -> Vec<Row> {
+    let (mut starts, mut detect, mut recover, mut held) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..reps(3) {
+        let (hub, mut procs) = cluster(3).await;
+        let items: Vec<(String, Counter)> = (0..P4_COMPONENTS)
+            .map(|i| (format!("c-{i}"), Counter::default()))
+            .collect();
+        let t = Instant::now();
+        let results = Counter::start_many(&hub, items).await;
+        let took = t.elapsed();
+        assert!(results.iter().all(|r| r.is_ok()), "every start succeeds");
+        starts.push(P4_COMPONENTS as f64 / took.as_secs_f64());
+
+        // P5: kill -9 one node; detection alone, then every one of its children answering.
+        let victim = procs[0].id;
+        wait_for("registry", Duration::from_secs(60), || {
+            hub.children().len() == P4_COMPONENTS
+        })
+        .await;
+        let lost: Vec<String> = hub
+            .children()
+            .into_iter()
+            .filter(|c| c.owner == victim)
+            .map(|c| c.id)
+            .collect();
+        held.push(lost.len() as f64);
+        let mut events = hub.events();
+        let killed = Instant::now();
+        procs[0].child.start_kill().unwrap();
+        let detected = async {
+            loop {
+                if let Ok(HubEvent::NodeLeft { node, .. }) = events.recv().await {
+                    if node == victim {
+                        return killed.elapsed();
+                    }
+                }
+            }
+        };
+        let answered = async {
+            let mut pending = lost.clone();
+            while !pending.is_empty() {
+                let results: Vec<bool> = futures::stream::iter(pending.iter().cloned())
+                    .map(|id| {
+                        let h = Counter::handle(&hub, id);
+                        async move { h.get().await.is_ok() }
+                    })
+                    .buffered(512)
+                    .collect()
+                    .await;
+                pending = pending
+                    .into_iter()
+                    .zip(results)
+                    .filter(|(_, ok)| !ok)
+                    .map(|(id, _)| id)
+                    .collect();
+            }
+            killed.elapsed()
+        };
+        let (d, a) = tokio::join!(detected, answered);
+        detect.push(d.as_secs_f64());
+        recover.push(a.as_secs_f64());
+        drop(procs);
+        let _ = hub.shutdown().await;
+    }
+    let (starts, detect, recover, held) = (
+        median(starts),
+        median(detect),
+        median(recover),
+        median(held),
+    );
+    vec![
+        Row {
+            id: "P4",
+            figure: "awaited start of 100,000 across 3 nodes",
+            value: format!("{starts:.0}/s"),
+            baseline: None,
+            ratio: None,
+            target: "≥ 50,000/s",
+            met: starts >= 50_000.0,
+        },
+        Row {
+            id: "P5",
+            figure: "kill -9 of 1 of 3 nodes: all its children answer again",
+            value: format!("{recover:.2} s ({held:.0} children)"),
+            baseline: Some(format!("{detect:.2} s (failure detection)")),
+            ratio: Some(recover / detect),
+            target: "≤ 3 s total",
+            met: recover <= 3.0,
+        },
+    ]
+}
+
+const P6_COMPONENTS: usize = 50_000;
+
+async fn p6() -> Vec<Row> {
+    let (mut per_child, mut per_entry) = (vec![], vec![]);
+    for _ in 0..reps(3) {
+        let (hub, mut procs) = cluster(2).await;
+        let b = procs[0].id;
+        let ids = ids_owned_by(&hub, b, P6_COMPONENTS, "m");
+        // Warm up allocators and lazily built tables with a small batch first.
+        let warm: Vec<(String, Counter)> = ids_owned_by(&hub, b, 1000, "warm")
+            .into_iter()
+            .map(|id| (id, Counter::default()))
+            .collect();
+        Counter::start_many(&hub, warm).await;
+        wait_for("warm registry", Duration::from_secs(30), || {
+            hub.children().len() == 1000
+        })
+        .await;
+        let a_before = rss_bytes();
+        let b_before: u64 = procs[0].ask("rss", "RSS ").await.parse().unwrap();
+        let items: Vec<(String, Counter)> =
+            ids.into_iter().map(|id| (id, Counter::default())).collect();
+        let r = Counter::start_many(&hub, items).await;
+        assert!(r.iter().all(|r| r.is_ok()));
+        wait_for("registry", Duration::from_secs(60), || {
+            hub.children().len() == P6_COMPONENTS + 1000
+        })
+        .await;
+        let a_after = rss_bytes();
+        let b_after: u64 = procs[0].ask("rss", "RSS ").await.parse().unwrap();
+        // A holds only registry entries; B holds the components and their entries.
+        let entry = (a_after.saturating_sub(a_before)) as f64 / P6_COMPONENTS as f64;
+        let both = (b_after.saturating_sub(b_before)) as f64 / P6_COMPONENTS as f64;
+        per_entry.push(entry);
+        per_child.push(both - entry);
+        drop(procs.remove(0));
+        let _ = hub.shutdown().await;
+    }
+    let (child, entry) = (median(per_child), median(per_entry));
+    vec![
+        Row {
+            id: "P6a",
+            figure: "memory per idle component on its owner",
+            value: format!("{child:.0} B"),
+            baseline: None,
+            ratio: None,
+            target: "≤ 2048 B",
+            met: child <= 2048.0,
+        },
+        Row {
+            id: "P6b",
+            figure: "memory per registry entry on another node",
+            value: format!("{entry:.0} B"),
+            baseline: None,
+            ratio: None,
+            target: "≤ 300 B",
+            met: entry <= 300.0,
+        },
+    ]
+}
+
+async fn p7() -> Row {
+    let hub = Hub::builder(HUB_ID).start().await.unwrap();
+    let n = 100_000;
+    let items: Vec<(String, Counter)> = (0..n)
+        .map(|i| (format!("l-{i}"), Counter::default()))
+        .collect();
+    Counter::start_many(&hub, items).await;
+    // Random ids, made up front so the loop measures lookups only.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let probes: Vec<String> = (0..1_000_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("l-{}", x % n as u64)
+        })
+        .collect();
+    let mut times = vec![];
+    for _ in 0..reps(5) {
+        let t = Instant::now();
+        let mut found = 0usize;
+        for id in &probes {
+            found += hub.lookup(id).is_some() as usize;
+        }
+        assert_eq!(found, probes.len());
+        times.push(t.elapsed().as_nanos() as f64 / probes.len() as f64);
+    }
+    let ns = median(times);
+    hub.shutdown().await.unwrap();
+    Row {
+        id: "P7",
+        figure: "registry lookup, random id among 100,000",
+        value: format!("{ns:.0} ns"),
+        baseline: None,
+        ratio: None,
+        target: "≤ 200 ns",
+        met: ns <= 200.0,
+    }
+}
+
+async fn p8() -> Row {
+    // Placement depends only on the ring, so in-process hubs measure it exactly.
+    let a = Hub::builder(HUB_ID).start().await.unwrap();
+    let seed = a.listen_addr().to_string();
+    let b = Hub::builder(HUB_ID)
+        .seeds([seed.clone()])
+        .start()
+        .await
+        .unwrap();
+    let c = Hub::builder(HUB_ID)
+        .seeds([seed.clone()])
+        .start()
+        .await
+        .unwrap();
+    wait_for("3 members", Duration::from_secs(30), || {
+        a.nodes().len() == 3 && b.nodes().len() == 3 && c.nodes().len() == 3
+    })
+    .await;
+    let n = 30_000;
+    let items: Vec<(String, Counter)> = (0..n)
+        .map(|i| (format!("j-{i}"), Counter::default()))
+        .collect();
+    Counter::start_many(&a, items).await;
+    wait_for("registry", Duration::from_secs(30), || {
+        a.children().len() == n
+    })
+    .await;
+    let before: HashMap<String, NodeId> =
+        a.children().into_iter().map(|c| (c.id, c.owner)).collect();
+    let d = Hub::builder(HUB_ID).seeds([seed]).start().await.unwrap();
+    wait_for("4 members", Duration::from_secs(30), || {
+        a.nodes().len() == 4
+    })
+    .await;
+    wait_for("moves", Duration::from_secs(60), || {
+        a.children()
+            .iter()
+            .all(|c| Some(c.owner) == a.ring_owner(&c.id))
+    })
+    .await;
+    let moved = a
+        .children()
+        .iter()
+        .filter(|c| before.get(&c.id) != Some(&c.owner))
+        .count();
+    let frac = moved as f64 / n as f64;
+    for h in [a, b, c, d] {
+        let _ = h.shutdown().await;
+    }
+    Row {
+        id: "P8",
+        figure: "fraction moved when a 4th node joins 3",
+        value: format!("{frac:.3}"),
+        baseline: Some("0.250 (ideal)".into()),
+        ratio: Some(frac / 0.25),
+        target: "≤ 1.1× ideal",
+        met: frac / 0.25 <= 1.1,
+    }
+}
