@@ -564,7 +564,7 @@ async fn p4_p5() -> Vec<Row> {
             .children()
             .into_iter()
             .filter(|c| c.owner == victim)
-            .map(|c| c.id)
+            .map(|c| c.id.to_string())
             .collect();
         held.push(lost.len() as f64);
         let mut events = hub.events();
@@ -761,7 +761,7 @@ async fn p8() -> Row {
         a.children().len() == n
     })
     .await;
-    let before: HashMap<String, NodeId> =
+    let before: HashMap<std::sync::Arc<str>, NodeId> =
         a.children().into_iter().map(|c| (c.id, c.owner)).collect();
     let d = Hub::builder(HUB_ID).seeds([seed]).start().await.unwrap();
     wait_for("4 members", Duration::from_secs(30), || {

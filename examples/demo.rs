@@ -262,7 +262,7 @@ async fn orchestrate() {
         .children()
         .into_iter()
         .filter(|i| i.owner == b.id)
-        .map(|i| i.id)
+        .map(|i| i.id.to_string())
         .collect();
 
     t.say(format!(

@@ -57,7 +57,7 @@ fn registry_digest(hub: &Hub) -> String {
     let mut entries: Vec<(String, String, u64, bool)> = hub
         .children()
         .into_iter()
-        .map(|c| (c.id, c.owner.to_string(), c.epoch, c.pending))
+        .map(|c| (c.id.to_string(), c.owner.to_string(), c.epoch, c.pending))
         .collect();
     entries.sort();
     let mut h = std::collections::hash_map::DefaultHasher::new();

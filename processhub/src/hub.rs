@@ -225,17 +225,16 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-/// What the registry says about one child.
+/// What the registry says about one child. Cheap to make: the id and type name are
+/// shared with the registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChildInfo {
     /// The child id.
-    pub id: String,
+    pub id: Arc<str>,
     /// Its component type's wire name.
-    pub type_name: String,
+    pub type_name: Arc<str>,
     /// The node that runs it (or is restarting it, when `pending`).
     pub owner: NodeId,
-    /// Every node holding a copy (just the owner until replication lands).
-    pub owners: Vec<NodeId>,
     /// Bumped on every move or restart.
     pub epoch: u64,
     /// True while its node died or left and the new owner has not confirmed the restart.
@@ -243,15 +242,19 @@ pub struct ChildInfo {
 }
 
 impl ChildInfo {
-    fn new(id: &str, e: &Entry) -> Self {
+    fn new(id: &Arc<str>, e: &Entry) -> Self {
         Self {
-            id: id.to_string(),
-            type_name: e.type_name.to_string(),
+            id: id.clone(),
+            type_name: e.type_name.clone(),
             owner: e.owner,
-            owners: vec![e.owner],
             epoch: e.epoch,
             pending: e.pending_from.is_some(),
         }
+    }
+
+    /// Every node holding a copy: just the owner until replication lands.
+    pub fn owners(&self) -> &[NodeId] {
+        std::slice::from_ref(&self.owner)
     }
 }
 
@@ -298,7 +301,9 @@ impl Hub {
     /// What the local registry says of `id`. Never touches the network.
     pub fn lookup(&self, id: &str) -> Option<ChildInfo> {
         let st = self.inner.state.read().unwrap();
-        st.registry.get(id).map(|e| ChildInfo::new(id, e))
+        st.registry
+            .get_key_value(id)
+            .map(|(id, e)| ChildInfo::new(id, e))
     }
 
     /// Every child in the local registry.

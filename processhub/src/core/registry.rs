@@ -45,17 +45,23 @@ pub(crate) fn wins(a: &Entry, b: &Entry) -> bool {
     (a.epoch, a.owner) > (b.epoch, b.owner)
 }
 
-/// The registry of one node.
+/// The registry of one node. Keys are shared with [`crate::ChildInfo`] (no copy on a
+/// lookup) and hashed with foldhash (fast, seeded per process).
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    entries: HashMap<Box<str>, Entry>,
-    type_names: HashMap<Box<str>, Arc<str>>,
+    entries: HashMap<Arc<str>, Entry, foldhash::fast::RandomState>,
+    type_names: HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>,
 }
 
 impl Registry {
     /// The entry of `id`.
     pub(crate) fn get(&self, id: &str) -> Option<&Entry> {
         self.entries.get(id)
+    }
+
+    /// The entry of `id`, with the shared key.
+    pub(crate) fn get_key_value(&self, id: &str) -> Option<(&Arc<str>, &Entry)> {
+        self.entries.get_key_value(id)
     }
 
     /// Number of entries.
@@ -65,8 +71,8 @@ impl Registry {
     }
 
     /// Every entry.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.entries.iter().map(|(k, v)| (&**k, v))
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
+        self.entries.iter()
     }
 
     /// One shared allocation per type name, however many children it has.
@@ -185,7 +191,7 @@ mod tests {
                 ("d".into(), entry(node(1), 1)),
             ],
         );
-        let mut ids: Vec<&str> = r.iter().map(|(id, _)| id).collect();
+        let mut ids: Vec<&str> = r.iter().map(|(id, _)| &**id).collect();
         ids.sort();
         assert_eq!(ids, ["b", "c", "d"]);
     }
