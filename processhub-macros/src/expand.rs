@@ -71,7 +71,7 @@ fn stub_dispatch(item: &ItemImpl) -> TokenStream {
                 fn dispatch(
                     _: ::processhub::__private::ActorRef<::processhub::__private::ComponentActor<Self>>,
                     method: &str,
-                    _: ::std::vec::Vec<u8>,
+                    _: &[u8],
                 ) -> ::processhub::__private::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<u8>, ::processhub::CallError>> {
                     let err = ::processhub::CallError::UnknownMethod {
                         type_name: <Self as ::processhub::__private::Component>::TYPE_NAME.into(),
@@ -406,9 +406,8 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
                 fn dispatch(
                     actor: #ph::__private::ActorRef<#ph::__private::ComponentActor<Self>>,
                     method: &str,
-                    args: ::std::vec::Vec<u8>,
+                    args: &[u8],
                 ) -> #ph::__private::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<u8>, #ph::CallError>> {
-                    let _ = &args;
                     match method {
                         #(#arms)*
                         other => {

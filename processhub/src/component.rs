@@ -31,11 +31,12 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
 
 /// Remote dispatch by method name: implemented by `#[distributed]` on an impl block.
 pub trait Dispatch: Component {
-    /// Decodes `args` for `method`, runs it on the actor, encodes the reply.
+    /// Decodes `args` for `method` (now), runs it on the actor and encodes the reply
+    /// (in the returned future).
     fn dispatch(
         actor: ActorRef<ComponentActor<Self>>,
         method: &str,
-        args: Vec<u8>,
+        args: &[u8],
     ) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
 }
 
@@ -120,24 +121,33 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Handles one remote call of method message `M` (for generated code).
+/// Handles one remote call of method message `M` (for generated code): decodes the
+/// arguments at once, asks the actor and encodes the reply in the returned future.
 #[doc(hidden)]
-pub async fn dispatch_one<T, M, R>(
+pub fn dispatch_one<T, M, R>(
     actor: ActorRef<ComponentActor<T>>,
-    args: Vec<u8>,
-) -> Result<Vec<u8>, CallError>
+    args: &[u8],
+) -> BoxFuture<'static, Result<Vec<u8>, CallError>>
 where
     T: Component,
     M: DeserializeOwned + Send + 'static,
     R: Serialize + Send + 'static,
     ComponentActor<T>: Message<M, Reply = Result<R, CallError>>,
 {
-    let msg: M = postcard::from_bytes(&args).map_err(|e| CallError::Codec {
-        message: format!("arguments: {e}"),
-    })?;
-    let reply = ask(&actor, msg).await?;
-    postcard::to_allocvec(&reply).map_err(|e| CallError::Codec {
-        message: format!("reply: {e}"),
+    let msg: M = match postcard::from_bytes(args) {
+        Ok(m) => m,
+        Err(e) => {
+            let err = CallError::Codec {
+                message: format!("arguments: {e}"),
+            };
+            return Box::pin(async move { Err(err) });
+        }
+    };
+    Box::pin(async move {
+        let reply = ask(&actor, msg).await?;
+        postcard::to_allocvec(&reply).map_err(|e| CallError::Codec {
+            message: format!("reply: {e}"),
+        })
     })
 }
 
@@ -186,7 +196,7 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
     /// The `ActorRef<ComponentActor<T>>`.
     fn actor_any(&self) -> &dyn Any;
-    fn call(&self, method: &str, args: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+    fn call(&self, method: &str, args: &[u8]) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
     fn stop(&self) -> BoxFuture<'static, ()>;
 }
 
@@ -203,7 +213,7 @@ impl<T: Dispatch> ErasedChild for Child<T> {
         &self.actor
     }
 
-    fn call(&self, method: &str, args: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+    fn call(&self, method: &str, args: &[u8]) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
         T::dispatch(self.actor.clone(), method, args)
     }
 

@@ -1,5 +1,6 @@
 //! What generated handles and constructors call: routing, retries, start and stop.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,10 +131,10 @@ impl HandleCore {
                         });
                     }
                     let req = Request::Call {
-                        id: self.id.to_string(),
-                        type_name: T::TYPE_NAME.to_string(),
-                        method: method.to_string(),
-                        args,
+                        id: Cow::Borrowed(&self.id),
+                        type_name: Cow::Borrowed(T::TYPE_NAME),
+                        method: Cow::Borrowed(method),
+                        args: Cow::Owned(args),
                     };
                     let connect_by = Instant::now() + RECONNECT_WAIT;
                     match inner

@@ -839,6 +839,46 @@ impl HubInner {
         });
     }
 
+    /// Serves a call that arrived over the network: the lookup and the decoding of the
+    /// arguments happen now, on the borrowed frame.
+    fn serve_call(
+        &self,
+        id: &str,
+        type_name: &str,
+        method: &str,
+        args: &[u8],
+    ) -> BoxFuture<'static, Response> {
+        let local = {
+            let st = self.state.read().unwrap();
+            match st.local.get(id) {
+                Some(l) => Ok(l.child.clone()),
+                None => Err(st
+                    .registry
+                    .get(id)
+                    .map(|e| e.owner)
+                    .filter(|o| *o != self.me)),
+            }
+        };
+        let ready = |r: Response| -> BoxFuture<'static, Response> { Box::pin(async move { r }) };
+        match local {
+            Ok(child) if child.type_name() != type_name => {
+                ready(Response::Reply(Err(crate::CallError::WrongType {
+                    id: id.to_string(),
+                    expected: type_name.to_string(),
+                    actual: child.type_name().to_string(),
+                })))
+            }
+            Ok(child) => {
+                let fut = child.call(method, args);
+                Box::pin(async move { Response::Reply(fut.await.map(serde_bytes::ByteBuf::from)) })
+            }
+            Err(Some(owner)) => ready(Response::NotHere { owner }),
+            Err(None) => ready(Response::Reply(Err(crate::CallError::NotFound {
+                id: id.to_string(),
+            }))),
+        }
+    }
+
     async fn shutdown(self: &Arc<Self>) -> Result<(), HubError> {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -909,76 +949,45 @@ async fn control_loop(
 }
 
 impl Inbound for HubInner {
-    fn request(self: Arc<Self>, _from: NodeId, req: Request) -> BoxFuture<'static, Response> {
-        Box::pin(async move {
-            match req {
-                Request::Start { items, hops } => {
-                    if self.is_stopped() {
-                        let o = StartOutcome::Failed {
-                            message: "hub is shutting down".into(),
-                        };
-                        return Response::Started(vec![o; items.len()]);
-                    }
-                    let vtables: Vec<_> = items
-                        .iter()
-                        .map(|i| component::vtable(&i.type_name))
-                        .collect();
-                    let unknown: Vec<bool> = vtables.iter().map(Option::is_none).collect();
-                    let states: Vec<Vec<u8>> = items.iter().map(|i| i.state.clone()).collect();
-                    let me = self.me;
-                    let mut outcomes = self
-                        .start_items(items, hops, |i, args| match vtables[i] {
-                            Some(vt) => (vt.spawn)(&states[i], args),
-                            None => Err(String::new()),
-                        })
-                        .await;
-                    for (o, unknown) in outcomes.iter_mut().zip(unknown) {
-                        if unknown && matches!(o, StartOutcome::Failed { .. }) {
-                            *o = StartOutcome::UnknownType { node: me };
-                        }
-                    }
-                    Response::Started(outcomes)
-                }
-                Request::Stop { id, type_name } => {
-                    Response::Stopped(self.stop_local(&id, &type_name).await)
-                }
-                Request::Call {
-                    id,
-                    type_name,
-                    method,
-                    args,
-                } => {
-                    let local = {
-                        let st = self.state.read().unwrap();
-                        match st.local.get(&*id) {
-                            Some(l) => Ok(l.child.clone()),
-                            None => Err(st
-                                .registry
-                                .get(&id)
-                                .map(|e| e.owner)
-                                .filter(|o| *o != self.me)),
-                        }
+    fn request(self: Arc<Self>, _from: NodeId, req: Request<'_>) -> BoxFuture<'static, Response> {
+        match req {
+            Request::Call {
+                id,
+                type_name,
+                method,
+                args,
+            } => self.serve_call(&id, &type_name, &method, &args),
+            Request::Start { items, hops } => Box::pin(async move {
+                if self.is_stopped() {
+                    let o = StartOutcome::Failed {
+                        message: "hub is shutting down".into(),
                     };
-                    match local {
-                        Ok(child) if child.type_name() != type_name => {
-                            Response::Reply(Err(crate::CallError::WrongType {
-                                id,
-                                expected: type_name,
-                                actual: child.type_name().to_string(),
-                            }))
-                        }
-                        Ok(child) => Response::Reply(
-                            child
-                                .call(&method, args)
-                                .await
-                                .map(serde_bytes::ByteBuf::from),
-                        ),
-                        Err(Some(owner)) => Response::NotHere { owner },
-                        Err(None) => Response::Reply(Err(crate::CallError::NotFound { id })),
+                    return Response::Started(vec![o; items.len()]);
+                }
+                let vtables: Vec<_> = items
+                    .iter()
+                    .map(|i| component::vtable(&i.type_name))
+                    .collect();
+                let unknown: Vec<bool> = vtables.iter().map(Option::is_none).collect();
+                let states: Vec<Vec<u8>> = items.iter().map(|i| i.state.clone()).collect();
+                let me = self.me;
+                let mut outcomes = self
+                    .start_items(items, hops, |i, args| match vtables[i] {
+                        Some(vt) => (vt.spawn)(&states[i], args),
+                        None => Err(String::new()),
+                    })
+                    .await;
+                for (o, unknown) in outcomes.iter_mut().zip(unknown) {
+                    if unknown && matches!(o, StartOutcome::Failed { .. }) {
+                        *o = StartOutcome::UnknownType { node: me };
                     }
                 }
+                Response::Started(outcomes)
+            }),
+            Request::Stop { id, type_name } => {
+                Box::pin(async move { Response::Stopped(self.stop_local(&id, &type_name).await) })
             }
-        })
+        }
     }
 
     fn push(&self, from: NodeId, push: Push) {

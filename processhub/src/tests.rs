@@ -198,7 +198,7 @@ async fn unknown_types_and_methods_get_error_replies() {
                     id: "e".into(),
                     type_name: <Echo as crate::component::Component>::TYPE_NAME.into(),
                     method: method.into(),
-                    args,
+                    args: args.into(),
                 },
                 deadline,
             )

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -42,7 +43,9 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// What the hub does with what arrives.
 pub(crate) trait Inbound: Send + Sync + 'static {
     /// Answers a request.
-    fn request(self: Arc<Self>, from: NodeId, req: Request) -> BoxFuture<'static, Response>;
+    /// Answers a request: the synchronous part (lookups, decoding) runs now, on the
+    /// borrowed frame; the returned future does the rest.
+    fn request(self: Arc<Self>, from: NodeId, req: Request<'_>) -> BoxFuture<'static, Response>;
     /// Applies a push, in arrival order.
     fn push(&self, from: NodeId, push: Push);
     /// A connection to `peer` is up: `register` makes it usable for requests and
@@ -205,7 +208,7 @@ impl Transport {
     pub(crate) async fn request(
         &self,
         peer: NodeId,
-        req: Request,
+        req: Request<'_>,
         deadline: Instant,
     ) -> Result<Response, TransportError> {
         self.request_within(peer, req, deadline, deadline).await
@@ -216,7 +219,7 @@ impl Transport {
     pub(crate) async fn request_within(
         &self,
         peer: NodeId,
-        req: Request,
+        req: Request<'_>,
         connect_by: Instant,
         deadline: Instant,
     ) -> Result<Response, TransportError> {
@@ -309,7 +312,8 @@ impl Transport {
         })
         .map_err(|e| e.to_string())?;
         write.write_all(&hello).await.map_err(|e| e.to_string())?;
-        match next_frame(&mut frames).await? {
+        let body = next_body(&mut frames).await?;
+        match decode_handshake(&body)? {
             Frame::Welcome { node } if node == peer => {}
             Frame::Welcome { node } => return Err(format!("reached {node}, wanted {peer}")),
             Frame::Reject { reason } => return Err(format!("refused: {reason}")),
@@ -346,7 +350,8 @@ impl Transport {
         stream.set_nodelay(true).ok();
         let (read, mut write) = stream.into_split();
         let mut frames = self.framed(read);
-        let (peer, reject) = match next_frame(&mut frames).await? {
+        let body = next_body(&mut frames).await?;
+        let (peer, reject) = match decode_handshake(&body)? {
             Frame::Hello { hub_id, from, to } => {
                 let reject = if hub_id != self.hub_id {
                     Some(format!("hub id {hub_id:?} is not {:?}", self.hub_id))
@@ -443,34 +448,39 @@ impl Transport {
 
         let t = Arc::clone(self);
         tokio::spawn(async move {
+            // Requests in flight on this connection, driven here rather than spawned
+            // one task each: no task allocation or scheduling per call.
+            let mut serving: FuturesUnordered<BoxFuture<'static, (u64, Response)>> =
+                FuturesUnordered::new();
+            let max = t.max_frame;
             loop {
                 let next = tokio::select! {
                     f = frames.next() => f,
+                    Some((rid, resp)) = serving.next(), if !serving.is_empty() => {
+                        conn.send_bytes(encode_response(rid, resp, max));
+                        continue;
+                    }
                     _ = conn.closed.cancelled() => None,
                 };
-                let frame = match next {
+                let body = match next {
                     None => break,
                     Some(Err(e)) => {
                         tracing::error!(%peer, "closing connection: bad frame: {e}");
                         break;
                     }
-                    Some(Ok(body)) => match wire::decode(&body) {
-                        Ok(f) => f,
-                        Err(e) => {
-                            tracing::error!(%peer, "closing connection: malformed frame: {e}");
-                            break;
-                        }
-                    },
+                    Some(Ok(body)) => body,
+                };
+                let frame = match wire::decode(&body) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::error!(%peer, "closing connection: malformed frame: {e}");
+                        break;
+                    }
                 };
                 match frame {
                     Frame::Request { rid, req } => {
                         let fut = Arc::clone(&inbound).request(peer, req);
-                        let c = Arc::clone(&conn);
-                        let max = t.max_frame;
-                        tokio::spawn(async move {
-                            let resp = fut.await;
-                            c.send_bytes(encode_response(rid, resp, max));
-                        });
+                        serving.push(Box::pin(async move { (rid, fut.await) }));
                     }
                     Frame::Response { rid, resp } => {
                         let tx = conn.pending.lock().unwrap().remove(&rid);
@@ -520,13 +530,18 @@ fn encode_response(rid: u64, resp: Response, max: usize) -> Bytes {
     .expect("an error response always encodes")
 }
 
-async fn next_frame(
+/// The next frame body of a handshake.
+async fn next_body(
     frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
-) -> Result<Frame, String> {
+) -> Result<bytes::BytesMut, String> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
         Err(_) => Err("handshake timed out".into()),
         Ok(None) => Err("closed during handshake".into()),
         Ok(Some(Err(e))) => Err(format!("bad frame: {e}")),
-        Ok(Some(Ok(body))) => wire::decode(&body).map_err(|e| format!("malformed frame: {e}")),
+        Ok(Some(Ok(body))) => Ok(body),
     }
+}
+
+fn decode_handshake(body: &[u8]) -> Result<Frame<'_>, String> {
+    wire::decode(body).map_err(|e| format!("malformed frame: {e}"))
 }

@@ -5,6 +5,8 @@
 //! length prefix is read by `tokio-util`'s `LengthDelimitedCodec`, which also enforces
 //! the frame-size limit on the way in.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -12,9 +14,10 @@ use crate::core::registry::Entry;
 use crate::error::CallError;
 use crate::NodeId;
 
-/// Everything one hub sends another.
+/// Everything one hub sends another. Calls borrow their strings and arguments from the
+/// frame they arrive in, so serving a call copies nothing.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Frame {
+pub(crate) enum Frame<'a> {
     /// The dialer's first frame.
     Hello {
         hub_id: String,
@@ -32,7 +35,8 @@ pub(crate) enum Frame {
     },
     Request {
         rid: u64,
-        req: Request,
+        #[serde(borrow)]
+        req: Request<'a>,
     },
     Response {
         rid: u64,
@@ -42,18 +46,21 @@ pub(crate) enum Frame {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Request {
+pub(crate) enum Request<'a> {
     /// Start these children on the receiver (or forward them to their owner).
     Start { items: Vec<StartItem>, hops: u8 },
     /// Stop a child the receiver runs.
     Stop { id: String, type_name: String },
     /// Call a method of a child the receiver runs.
     Call {
-        id: String,
-        type_name: String,
-        method: String,
-        #[serde(with = "serde_bytes")]
-        args: Vec<u8>,
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+        #[serde(borrow)]
+        type_name: Cow<'a, str>,
+        #[serde(borrow)]
+        method: Cow<'a, str>,
+        #[serde(borrow, with = "serde_bytes")]
+        args: Cow<'a, [u8]>,
     },
 }
 
@@ -125,15 +132,17 @@ pub(crate) enum Push {
 }
 
 /// Encodes a frame with its length prefix.
-pub(crate) fn encode(frame: &Frame) -> Result<Bytes, postcard::Error> {
-    let mut buf = postcard::to_extend(frame, vec![0u8; 4])?;
+pub(crate) fn encode(frame: &Frame<'_>) -> Result<Bytes, postcard::Error> {
+    let mut head = Vec::with_capacity(128);
+    head.extend_from_slice(&[0u8; 4]);
+    let mut buf = postcard::to_extend(frame, head)?;
     let len = (buf.len() - 4) as u32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(Bytes::from(buf))
 }
 
 /// Decodes a frame body (without its length prefix).
-pub(crate) fn decode(body: &[u8]) -> Result<Frame, postcard::Error> {
+pub(crate) fn decode(body: &[u8]) -> Result<Frame<'_>, postcard::Error> {
     postcard::from_bytes(body)
 }
 
@@ -172,7 +181,7 @@ mod tests {
                 id: "🦀/a b".into(),
                 type_name: "T".into(),
                 method: "add".into(),
-                args: vec![1, 2, 3],
+                args: Cow::Borrowed(&[1, 2, 3]),
             },
         };
         let bytes = encode(&frame).unwrap();
@@ -184,7 +193,8 @@ mod tests {
                 req: Request::Call { id, args, .. },
             } => {
                 assert_eq!(id, "🦀/a b");
-                assert_eq!(args, vec![1, 2, 3]);
+                assert!(matches!(id, Cow::Borrowed(_)), "decoding borrows");
+                assert_eq!(&*args, &[1, 2, 3]);
             }
             other => panic!("{other:?}"),
         }
