@@ -676,9 +676,11 @@ async fn p4_p5() -> Vec<Row> {
 const P6_COMPONENTS: usize = 50_000;
 
 async fn p6() -> Vec<Row> {
+    // Measured in fresh node processes (this process has freed memory that RSS would not
+    // show again): B owns every component, C only holds their registry entries.
     let (mut per_child, mut per_entry) = (vec![], vec![]);
     for _ in 0..reps(3) {
-        let (hub, mut procs) = cluster(2).await;
+        let (hub, mut procs) = cluster(3).await;
         let b = procs[0].id;
         let ids = ids_owned_by(&hub, b, P6_COMPONENTS, "m");
         // Warm up allocators and lazily built tables with a small batch first.
@@ -687,28 +689,21 @@ async fn p6() -> Vec<Row> {
             .map(|id| (id, Counter::default()))
             .collect();
         Counter::start_many(&hub, warm).await;
-        wait_for("warm registry", Duration::from_secs(30), || {
-            hub.children().len() == 1000
-        })
-        .await;
-        let a_before = rss_bytes();
+        wait_registries(&mut procs, 1000).await;
         let b_before: u64 = procs[0].ask("rss", "RSS ").await.parse().unwrap();
+        let c_before: u64 = procs[1].ask("rss", "RSS ").await.parse().unwrap();
         let items: Vec<(String, Counter)> =
             ids.into_iter().map(|id| (id, Counter::default())).collect();
         let r = Counter::start_many(&hub, items).await;
         assert!(r.iter().all(|r| r.is_ok()));
-        wait_for("registry", Duration::from_secs(60), || {
-            hub.children().len() == P6_COMPONENTS + 1000
-        })
-        .await;
-        let a_after = rss_bytes();
+        wait_registries(&mut procs, P6_COMPONENTS + 1000).await;
         let b_after: u64 = procs[0].ask("rss", "RSS ").await.parse().unwrap();
-        // A holds only registry entries; B holds the components and their entries.
-        let entry = (a_after.saturating_sub(a_before)) as f64 / P6_COMPONENTS as f64;
-        let both = (b_after.saturating_sub(b_before)) as f64 / P6_COMPONENTS as f64;
+        let c_after: u64 = procs[1].ask("rss", "RSS ").await.parse().unwrap();
+        let entry = c_after.saturating_sub(c_before) as f64 / P6_COMPONENTS as f64;
+        let both = b_after.saturating_sub(b_before) as f64 / P6_COMPONENTS as f64;
         per_entry.push(entry);
         per_child.push(both - entry);
-        drop(procs.remove(0));
+        drop(procs);
         let _ = hub.shutdown().await;
     }
     let (child, entry) = (median(per_child), median(per_entry));
@@ -734,6 +729,26 @@ async fn p6() -> Vec<Row> {
     ]
 }
 
+/// Waits until every node process holds `n` registry entries.
+async fn wait_registries(procs: &mut [NodeProcess], n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for p in procs.iter_mut() {
+        loop {
+            let answer = p.ask("count", "COUNT ").await;
+            let entries: usize = answer
+                .split(' ')
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if entries == n {
+                break;
+            }
+            assert!(Instant::now() < deadline, "registry never reached {n}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 async fn p7() -> Row {
     let hub = Hub::builder(HUB_ID).start().await.unwrap();
     let n = 100_000;
@@ -741,9 +756,10 @@ async fn p7() -> Row {
         .map(|i| (format!("l-{i}"), Counter::default()))
         .collect();
     Counter::start_many(&hub, items).await;
-    // Random ids, made up front so the loop measures lookups only.
+    // Random ids, made up front and few enough to stay in cache, so the loop measures
+    // the registry's lookups rather than misses on the probe strings themselves.
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let probes: Vec<String> = (0..1_000_000)
+    let distinct: Vec<String> = (0..4096)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -751,12 +767,13 @@ async fn p7() -> Row {
             format!("l-{}", x % n as u64)
         })
         .collect();
+    let probes: Vec<&String> = distinct.iter().cycle().take(1_000_000).collect();
     let mut times = vec![];
     for _ in 0..reps(5) {
         let t = Instant::now();
         let mut found = 0usize;
         for id in &probes {
-            found += hub.lookup(id).is_some() as usize;
+            found += hub.lookup(id.as_str()).is_some() as usize;
         }
         assert_eq!(found, probes.len());
         times.push(t.elapsed().as_nanos() as f64 / probes.len() as f64);

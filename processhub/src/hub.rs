@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::component::{self, ErasedChild, SpawnArgs};
 use crate::core::planner::{plan_membership_change, Command};
-use crate::core::registry::{wins, Entry, Registry, Upsert};
+use crate::core::registry::{wins, Entry, Registry, StartState, Upsert};
 use crate::core::ring::Ring;
 use crate::error::{HubError, StopError};
 use crate::events::{HubEvent, RestartReason};
@@ -242,13 +242,13 @@ pub struct ChildInfo {
 }
 
 impl ChildInfo {
-    fn new(id: &Arc<str>, e: &Entry) -> Self {
+    fn new(id: &Arc<str>, e: &Entry, registry: &Registry) -> Self {
         Self {
             id: id.clone(),
             type_name: e.type_name.clone(),
             owner: e.owner,
             epoch: e.epoch,
-            pending: e.pending_from.is_some(),
+            pending: registry.pending_from(id).is_some(),
         }
     }
 
@@ -303,7 +303,7 @@ impl Hub {
         let st = self.inner.state.read().unwrap();
         st.registry
             .get_key_value(id)
-            .map(|(id, e)| ChildInfo::new(id, e))
+            .map(|(id, e)| ChildInfo::new(id, e, &st.registry))
     }
 
     /// Every child in the local registry.
@@ -311,7 +311,7 @@ impl Hub {
         let st = self.inner.state.read().unwrap();
         st.registry
             .iter()
-            .map(|(id, e)| ChildInfo::new(id, e))
+            .map(|(id, e)| ChildInfo::new(id, e, &st.registry))
             .collect()
     }
 
@@ -386,7 +386,7 @@ impl HubInner {
             return Route::Local(l.child.clone());
         }
         let (target, pending) = match st.registry.get(id) {
-            Some(e) => (e.owner, e.pending_from.is_some()),
+            Some(e) => (e.owner, st.registry.pending_from(id).is_some()),
             None => (st.ring.owner(id).unwrap_or(self.me), false),
         };
         if target == self.me {
@@ -401,7 +401,7 @@ impl HubInner {
     pub(crate) fn retry_after_not_found(&self, id: &str, asked: NodeId) -> bool {
         let st = self.state.read().unwrap();
         match st.registry.get(id) {
-            Some(e) => e.pending_from.is_some() || e.owner != asked,
+            Some(e) => st.registry.pending_from(id).is_some() || e.owner != asked,
             None => false,
         }
     }
@@ -454,8 +454,7 @@ impl HubInner {
             type_name,
             owner: self.me,
             epoch,
-            start_state: item.state.clone(),
-            pending_from: None,
+            start_state: StartState::from_slice(&item.state),
         };
         st.registry.upsert(&item.id, entry.clone());
         self.transport
@@ -715,7 +714,7 @@ impl HubInner {
         let item = StartItem {
             id: id.to_string(),
             type_name: entry.type_name.to_string(),
-            state: entry.start_state.clone(),
+            state: entry.start_state.to_vec(),
             epoch,
         };
         let outcome = match component::vtable(&entry.type_name) {
@@ -762,7 +761,7 @@ impl HubInner {
                 let item = StartItem {
                     id: id.clone(),
                     type_name: e.type_name.to_string(),
-                    state: e.start_state.clone(),
+                    state: e.start_state.to_vec(),
                     epoch,
                 };
                 st.moving.insert(Arc::from(id.as_str()));
@@ -822,8 +821,7 @@ impl HubInner {
                 type_name: st.registry.intern(&item.type_name),
                 owner: to,
                 epoch: item.epoch,
-                start_state: item.state.clone(),
-                pending_from: None,
+                start_state: StartState::from_slice(&item.state),
             };
             st.registry.upsert(&item.id, entry);
             self.transport
@@ -1007,8 +1005,7 @@ impl Inbound for HubInner {
                                 type_name: entry.type_name.clone(),
                                 owner: self.me,
                                 epoch: l.epoch,
-                                start_state: Vec::new(),
-                                pending_from: None,
+                                start_state: StartState::new(),
                             };
                             if wins(&entry, &ours) && !st.moving.contains(&*id) {
                                 if let Some(l) = st.local.remove(&*id) {
@@ -1067,7 +1064,9 @@ impl Inbound for HubInner {
             .registry
             .owned_by(self.me)
             .into_iter()
-            .filter(|(id, e)| e.pending_from.is_none() && st.local.contains_key(id.as_str()))
+            .filter(|(id, _)| {
+                st.registry.pending_from(id).is_none() && st.local.contains_key(id.as_str())
+            })
             .collect();
         let mut chunks = own.chunks(SNAPSHOT_CHUNK).peekable();
         if chunks.peek().is_none() {

@@ -46,53 +46,49 @@ pub(crate) fn plan_membership_change(
         // Leaving: the others take over.
         return commands;
     }
-    for (id, entry) in registry.entries_mut() {
+    // Decide over the registry as it is, then apply: every decision reads the same state.
+    let mut reassign = Vec::new();
+    for (id, entry) in registry.iter() {
         let Some(target) = ring.owner(id) else {
             continue;
         };
-        if let Some(from) = entry.pending_from.filter(|f| ring.contains(*f)) {
-            // The node we took for gone is a member again, same incarnation: it never
-            // stopped running it. Undo the unconfirmed re-assignment.
-            entry.owner = from;
-            entry.epoch -= 1;
-            entry.pending_from = None;
-            if entry.owner == me && target != me {
-                commands.push(Command::MoveTo {
-                    id: id.to_string(),
-                    to: target,
-                    epoch: entry.epoch + 1,
-                });
-            }
-            continue;
+        let pending_from = registry.pending_from(id);
+        let (owner, epoch, pending_from) =
+            if let Some(from) = pending_from.filter(|f| ring.contains(*f)) {
+                // The node we took for gone is a member again, same incarnation: it never
+                // stopped running it. Undo the unconfirmed re-assignment.
+                (from, entry.epoch - 1, None)
+            } else if !ring.contains(entry.owner) {
+                // Its node is gone: every node re-assigns it the same way, under the next
+                // epoch, and remembers where it came from.
+                (target, entry.epoch + 1, pending_from.or(Some(entry.owner)))
+            } else if pending_from.is_some() && entry.owner != target {
+                // Assigned under an older view: follow the ring as it is now (same epoch;
+                // if two nodes start it, the registry's tie-break keeps one).
+                (target, entry.epoch, pending_from)
+            } else {
+                (entry.owner, entry.epoch, pending_from)
+            };
+        if (owner, epoch, pending_from) != (entry.owner, entry.epoch, registry.pending_from(id)) {
+            reassign.push((id.clone(), owner, epoch, pending_from));
         }
-        if !ring.contains(entry.owner) {
-            // Its node is gone: every node re-assigns it the same way, under the next
-            // epoch, and remembers where it came from.
-            entry.pending_from = entry.pending_from.or(Some(entry.owner));
-            entry.owner = target;
-            entry.epoch += 1;
-        } else if entry.pending_from.is_some() && entry.owner != target {
-            // Assigned under an older view: follow the ring as it is now (same epoch;
-            // if two nodes start it, the registry's tie-break keeps one).
-            entry.owner = target;
-        } else if entry.pending_from.is_none() {
-            if entry.owner == me && target != me {
-                commands.push(Command::MoveTo {
-                    id: id.to_string(),
-                    to: target,
-                    epoch: entry.epoch + 1,
-                });
-            }
-            continue;
-        }
-        if let (true, Some(from)) = (target == me, entry.pending_from) {
+        match pending_from {
             // Pending here: start it (the hub ignores this if it already runs).
-            commands.push(Command::StartLocal {
+            Some(from) if target == me && owner == me => commands.push(Command::StartLocal {
                 id: id.to_string(),
-                epoch: entry.epoch,
+                epoch,
                 from,
-            });
+            }),
+            None if owner == me && target != me => commands.push(Command::MoveTo {
+                id: id.to_string(),
+                to: target,
+                epoch: epoch + 1,
+            }),
+            _ => {}
         }
+    }
+    for (id, owner, epoch, pending_from) in reassign {
+        registry.reassign(&id, owner, epoch, pending_from);
     }
     commands.sort_by(|a, b| command_id(a).cmp(command_id(b)));
     commands
@@ -122,8 +118,7 @@ mod tests {
                     type_name: "T".into(),
                     owner: ring.owner(id).unwrap(),
                     epoch: 1,
-                    start_state: vec![],
-                    pending_from: None,
+                    start_state: Default::default(),
                 },
             );
         }
@@ -146,8 +141,7 @@ mod tests {
             let Command::StartLocal { id, .. } = c else {
                 panic!()
             };
-            let mut e = r.get(id).unwrap().clone();
-            e.pending_from = None;
+            let e = r.get(id).unwrap().clone();
             r.upsert(id, e);
         }
         assert_eq!(plan_membership_change(node(1), &after, &mut r), vec![]);
@@ -183,7 +177,7 @@ mod tests {
         // Node 3 was never gone: its children are back under it, unchanged.
         for id in IDS.iter().filter(|id| four.owner(id) == Some(node(3))) {
             let e = r.get(id).unwrap();
-            assert_eq!((e.owner, e.epoch, e.pending_from), (node(3), 1, None));
+            assert_eq!((e.owner, e.epoch, r.pending_from(id)), (node(3), 1, None));
         }
     }
 
@@ -223,7 +217,7 @@ mod tests {
             for id in &lost {
                 let e = r.get(id).unwrap();
                 assert_eq!(
-                    (e.owner, e.epoch, e.pending_from),
+                    (e.owner, e.epoch, r.pending_from(id)),
                     (after.owner(id).unwrap(), 2, Some(node(3)))
                 );
             }

@@ -22,14 +22,13 @@ pub(crate) struct Entry {
     pub(crate) owner: NodeId,
     /// Bumped on every move or restart.
     pub(crate) epoch: u64,
-    /// The state it was started with, to restart it elsewhere if its node dies.
-    #[serde(with = "serde_bytes")]
-    pub(crate) start_state: Vec<u8>,
-    /// Set by the planner on every node when the owner died or left (to that node):
-    /// `owner` is then the node expected to restart it, which has not confirmed yet.
-    #[serde(skip)]
-    pub(crate) pending_from: Option<NodeId>,
+    /// The state it was started with, to restart it elsewhere if its node dies. Small
+    /// states live inline: most are a few bytes, and a heap block would double the entry.
+    pub(crate) start_state: StartState,
 }
+
+/// An encoded start state: inline up to 16 bytes.
+pub(crate) type StartState = smallvec::SmallVec<[u8; 16]>;
 
 /// What an upsert did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +49,10 @@ pub(crate) fn wins(a: &Entry, b: &Entry) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     entries: HashMap<Arc<str>, Entry, foldhash::fast::RandomState>,
+    /// Entries re-assigned by the planner after their node died or left, to the node
+    /// they came from, until the new owner confirms. Rare, so kept beside the entries
+    /// rather than in each of them.
+    pending: HashMap<Arc<str>, NodeId, foldhash::fast::RandomState>,
     type_names: HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>,
 }
 
@@ -57,6 +60,36 @@ impl Registry {
     /// The entry of `id`.
     pub(crate) fn get(&self, id: &str) -> Option<&Entry> {
         self.entries.get(id)
+    }
+
+    /// Where `id` came from, if it is pending a restart.
+    pub(crate) fn pending_from(&self, id: &str) -> Option<NodeId> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        self.pending.get(id).copied()
+    }
+
+    /// Re-assigns `id` (planner only): new owner and epoch, and the pending mark.
+    pub(crate) fn reassign(
+        &mut self,
+        id: &Arc<str>,
+        owner: NodeId,
+        epoch: u64,
+        pending_from: Option<NodeId>,
+    ) {
+        if let Some(e) = self.entries.get_mut(&**id) {
+            e.owner = owner;
+            e.epoch = epoch;
+            match pending_from {
+                Some(from) => {
+                    self.pending.insert(id.clone(), from);
+                }
+                None => {
+                    self.pending.remove(&**id);
+                }
+            }
+        }
     }
 
     /// The entry of `id`, with the shared key.
@@ -85,31 +118,42 @@ impl Registry {
         t
     }
 
-    /// Inserts `entry` unless the registry holds one that wins over it (or the same).
+    /// Inserts `entry` unless the registry holds one that wins over it. An applied entry
+    /// comes from its owner, so it is no longer pending.
     pub(crate) fn upsert(&mut self, id: &str, mut entry: Entry) -> Upsert {
         entry.type_name = self.intern(&entry.type_name);
-        match self.entries.get_mut(id) {
+        let applied = match self.entries.get_mut(id) {
+            // The owner confirms what the planner predicted.
             Some(old) if old.epoch == entry.epoch && old.owner == entry.owner => {
-                // The owner confirms what the planner predicted.
                 *old = entry;
-                Upsert::Applied
+                true
             }
-            Some(old) if !wins(&entry, old) => Upsert::Ignored,
+            Some(old) if !wins(&entry, old) => false,
             Some(old) => {
                 *old = entry;
-                Upsert::Applied
+                true
             }
             None => {
-                self.entries.insert(id.into(), entry);
-                Upsert::Applied
+                self.entries.insert(Arc::from(id), entry);
+                true
             }
+        };
+        if !applied {
+            return Upsert::Ignored;
         }
+        if !self.pending.is_empty() {
+            self.pending.remove(id);
+        }
+        Upsert::Applied
     }
 
     /// Removes `id` if `origin` owns it at an epoch no newer than `epoch`.
     pub(crate) fn remove(&mut self, id: &str, origin: NodeId, epoch: u64) -> Option<Entry> {
         match self.entries.get(id) {
-            Some(e) if e.owner == origin && e.epoch <= epoch => self.entries.remove(id),
+            Some(e) if e.owner == origin && e.epoch <= epoch => {
+                self.pending.remove(id);
+                self.entries.remove(id)
+            }
             _ => None,
         }
     }
@@ -118,8 +162,9 @@ impl Registry {
     pub(crate) fn replace_origin(&mut self, origin: NodeId, snapshot: Vec<(String, Entry)>) {
         let keep: std::collections::HashSet<&str> =
             snapshot.iter().map(|(id, _)| id.as_str()).collect();
+        let pending = &self.pending;
         self.entries
-            .retain(|id, e| e.owner != origin || e.pending_from.is_some() || keep.contains(&**id));
+            .retain(|id, e| e.owner != origin || pending.contains_key(id) || keep.contains(&**id));
         for (id, entry) in snapshot {
             self.upsert(&id, entry);
         }
@@ -132,11 +177,6 @@ impl Registry {
             .filter(|(_, e)| e.owner == node)
             .map(|(id, e)| (id.to_string(), e.clone()))
             .collect()
-    }
-
-    /// Mutable access for the planner.
-    pub(crate) fn entries_mut(&mut self) -> impl Iterator<Item = (&str, &mut Entry)> {
-        self.entries.iter_mut().map(|(k, v)| (&**k, v))
     }
 }
 
@@ -153,8 +193,7 @@ mod tests {
             type_name: "T".into(),
             owner,
             epoch,
-            start_state: vec![],
-            pending_from: None,
+            start_state: StartState::new(),
         }
     }
 

@@ -10,8 +10,11 @@ use hashring::HashRing;
 
 use crate::NodeId;
 
-/// Virtual nodes per member: enough that a 4th node takes close to a quarter of the keys.
-pub(crate) const VNODES: u16 = 160;
+/// Virtual nodes per member. A member's share of the ring varies by about 1/sqrt(VNODES):
+/// with 160 a 4th node took 0.217 to 0.277 of the keys (measured, P8); with 1024 it
+/// stays within a few percent of a quarter. Lookups stay a binary search (13 steps for
+/// 4 members), and the ring is rebuilt only on membership changes.
+pub(crate) const VNODES: u16 = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct VNode {
@@ -114,7 +117,7 @@ mod tests {
         }
     }
 
-    const EXPECTED_PLACEMENT: [u16; 5] = [7003, 7003, 7003, 7003, 7002];
+    const EXPECTED_PLACEMENT: [u16; 5] = [7001, 7003, 7003, 7001, 7001];
 
     #[test]
     fn spread_is_even_and_join_moves_about_a_quarter() {
@@ -134,9 +137,9 @@ mod tests {
             }
         }
         for (_, c) in counts {
-            assert!(c > n / 3 * 8 / 10 && c < n / 3 * 12 / 10, "uneven: {c}");
+            assert!(c > n / 3 * 9 / 10 && c < n / 3 * 11 / 10, "uneven: {c}");
         }
         let frac = moved as f64 / n as f64;
-        assert!(frac > 0.2 && frac < 0.3, "moved {frac}");
+        assert!(frac > 0.225 && frac < 0.275, "moved {frac}");
     }
 }
