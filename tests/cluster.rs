@@ -335,3 +335,104 @@ fn public_types_are_send_and_sync() {
     assert_error::<StopError>();
     assert_error::<HubError>();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_children_sleep_and_wake_with_their_state() {
+    let seedless = Hub::builder("sleepy")
+        .hibernate_after(Some(Duration::from_millis(200)))
+        .start()
+        .await
+        .unwrap();
+    let other = Hub::builder("sleepy")
+        .seeds([seedless.listen_addr().to_string()])
+        .hibernate_after(Some(Duration::from_millis(200)))
+        .start()
+        .await
+        .unwrap();
+    let hubs = [seedless, other];
+    wait_members(&hubs, 2).await;
+    let ids: Vec<String> = (0..40).map(|i| format!("z-{i}")).collect();
+    for r in Tally::start_many(
+        &hubs[0],
+        ids.iter().map(|i| (i.clone(), Tally::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    // Children start asleep: no actor until the first call.
+    assert_eq!(hubs.iter().map(|h| h.active_children()).sum::<usize>(), 0);
+    for id in &ids[..10] {
+        assert_eq!(Tally::handle(&hubs[1], id.clone()).add(5).await.unwrap(), 5);
+    }
+    assert_eq!(hubs.iter().map(|h| h.active_children()).sum::<usize>(), 10);
+    wait_until(
+        "idle children go to sleep",
+        Duration::from_secs(5),
+        || async { hubs.iter().map(|h| h.active_children()).sum::<usize>() == 0 },
+    )
+    .await;
+    // They wake with their state, from either node.
+    for id in &ids[..10] {
+        assert_eq!(Tally::handle(&hubs[0], id.clone()).add(1).await.unwrap(), 6);
+    }
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_is_lost_while_children_sleep_and_wake_under_load() {
+    // A sleep time so short that children go to sleep between calls all the time.
+    let a = Hub::builder("restless")
+        .hibernate_after(Some(Duration::from_millis(2)))
+        .start()
+        .await
+        .unwrap();
+    let b = Hub::builder("restless")
+        .seeds([a.listen_addr().to_string()])
+        .hibernate_after(Some(Duration::from_millis(2)))
+        .start()
+        .await
+        .unwrap();
+    let hubs = [a, b];
+    wait_members(&hubs, 2).await;
+    let ids: Vec<String> = (0..8).map(|i| format!("r-{i}")).collect();
+    for r in Tally::start_many(
+        &hubs[0],
+        ids.iter().map(|i| (i.clone(), Tally::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for (n, h) in hubs.iter().enumerate() {
+        for id in &ids {
+            let t = Tally::handle(h, id.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..150u64 {
+                    t.add(1)
+                        .await
+                        .expect("no call fails because its child slept");
+                    if (i + n as u64).is_multiple_of(7) {
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for id in &ids {
+        assert_eq!(
+            Tally::handle(&hubs[1], id.clone()).get().await.unwrap(),
+            300,
+            "{id}"
+        );
+    }
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

@@ -69,7 +69,7 @@ fn stub_dispatch(item: &ItemImpl) -> TokenStream {
             #[automatically_derived]
             impl ::processhub::__private::Dispatch for #self_ty {
                 fn dispatch(
-                    _: ::processhub::__private::ActorRef<::processhub::__private::ComponentActor<Self>>,
+                    _: ::processhub::__private::ChildRef<Self>,
                     method: &str,
                     _: &[u8],
                 ) -> ::processhub::__private::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<u8>, ::processhub::CallError>> {
@@ -384,7 +384,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
             }
         });
         arms.push(quote! {
-            #name_str => ::std::boxed::Box::pin(#ph::__private::dispatch_one::<#self_ty, #msg, #ret>(actor, args)),
+            #name_str => #ph::__private::dispatch_one::<#self_ty, #msg, #ret>(child, args),
         });
     }
 
@@ -404,7 +404,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
             #[automatically_derived]
             impl #ph::__private::Dispatch for #self_ty {
                 fn dispatch(
-                    actor: #ph::__private::ActorRef<#ph::__private::ComponentActor<Self>>,
+                    child: #ph::__private::ChildRef<Self>,
                     method: &str,
                     args: &[u8],
                 ) -> #ph::__private::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<u8>, #ph::CallError>> {

@@ -8,12 +8,17 @@
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use kameo::actor::{Actor, ActorRef, Spawn};
 use kameo::error::SendError;
+use kameo::error::{ActorStopReason, PanicError};
 use kameo::message::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -31,10 +36,10 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
 
 /// Remote dispatch by method name: implemented by `#[distributed]` on an impl block.
 pub trait Dispatch: Component {
-    /// Decodes `args` for `method` (now), runs it on the actor and encodes the reply
+    /// Decodes `args` for `method` (now), runs it on the child and encodes the reply
     /// (in the returned future).
     fn dispatch(
-        actor: ActorRef<ComponentActor<Self>>,
+        child: ChildRef<Self>,
         method: &str,
         args: &[u8],
     ) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
@@ -122,10 +127,10 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Handles one remote call of method message `M` (for generated code): decodes the
-/// arguments at once, asks the actor and encodes the reply in the returned future.
+/// arguments at once, asks the child and encodes the reply in the returned future.
 #[doc(hidden)]
 pub fn dispatch_one<T, M, R>(
-    actor: ActorRef<ComponentActor<T>>,
+    child: ChildRef<T>,
     args: &[u8],
 ) -> BoxFuture<'static, Result<Vec<u8>, CallError>>
 where
@@ -144,7 +149,15 @@ where
         }
     };
     Box::pin(async move {
-        let reply = ask(&actor, msg).await?;
+        let not_found = || CallError::NotFound {
+            id: child.ctx.id.to_string(),
+        };
+        let entered = child.enter().await.ok_or_else(not_found)?;
+        let reply = match ask(&entered.actor, msg).await {
+            Ok(r) => r,
+            Err(AskFailure::Call(e)) => return Err(e),
+            Err(AskFailure::Stopped(_)) => return Err(not_found()),
+        };
         postcard::to_allocvec(&reply).map_err(|e| CallError::Codec {
             message: format!("reply: {e}"),
         })
@@ -194,14 +207,173 @@ impl<M> From<AskFailure<M>> for CallError {
 /// A running child, whatever its type.
 pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
-    /// The `ActorRef<ComponentActor<T>>`.
-    fn actor_any(&self) -> &dyn Any;
-    fn call(&self, method: &str, args: &[u8]) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
-    fn stop(&self) -> BoxFuture<'static, ()>;
+    /// The `Child<T>`, for a typed downcast.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    fn call(
+        self: Arc<Self>,
+        method: &str,
+        args: &[u8],
+    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+    fn stop(self: Arc<Self>) -> BoxFuture<'static, ()>;
+    /// Puts the child to sleep (its state kept, its actor stopped) if it was not called
+    /// for `idle`; true if it started to.
+    fn try_hibernate(self: Arc<Self>, idle: Duration, now: Instant) -> bool;
+    /// Whether an actor runs for it now.
+    fn is_active(&self) -> bool;
 }
 
-struct Child<T: Component> {
-    actor: ActorRef<ComponentActor<T>>,
+/// What a child needs to know about itself, kept while it sleeps.
+#[derive(Debug)]
+pub(crate) struct ChildCtx {
+    pub(crate) id: Arc<str>,
+    pub(crate) node: NodeId,
+    pub(crate) epoch: u64,
+    pub(crate) events: broadcast::Sender<HubEvent>,
+}
+
+type ActorJoin<T> =
+    tokio::task::JoinHandle<Result<(ComponentActor<T>, ActorStopReason), PanicError>>;
+
+enum Life<T: Component> {
+    /// The state alone: no actor, no task. A child starts so, and returns to it when idle.
+    Dormant(T),
+    /// A kameo actor runs it.
+    Active(ActorRef<ComponentActor<T>>, ActorJoin<T>),
+    /// Its actor is stopping to hand the state back; callers wait.
+    Hibernating,
+    Stopped,
+}
+
+struct Slot<T: Component> {
+    life: Life<T>,
+    /// Calls between `enter` and the end of their ask: the actor is never stopped for
+    /// sleep under them.
+    in_flight: u32,
+    last_used: Instant,
+}
+
+/// One child of type `T`: dormant until called, an actor while in use, dormant again
+/// after being idle for the hub's hibernation time. An idle child costs its state and a
+/// few words, not a task and a mailbox (a kameo actor is about 6 KB: BENCHMARKS.md, P6).
+#[doc(hidden)]
+pub struct Child<T: Component> {
+    ctx: ChildCtx,
+    slot: Mutex<Slot<T>>,
+    changed: Notify,
+}
+
+impl<T: Component> std::fmt::Debug for Child<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Child").field("id", &self.ctx.id).finish()
+    }
+}
+
+/// A shared child (for generated code).
+#[doc(hidden)]
+pub type ChildRef<T> = Arc<Child<T>>;
+
+/// A call in progress on an active child: holds the actor awake.
+pub(crate) struct Entered<T: Component> {
+    pub(crate) actor: ActorRef<ComponentActor<T>>,
+    child: ChildRef<T>,
+}
+
+impl<T: Component> Drop for Entered<T> {
+    fn drop(&mut self) {
+        let mut slot = self.child.slot.lock().unwrap();
+        slot.in_flight -= 1;
+        slot.last_used = Instant::now();
+    }
+}
+
+impl<T: Component> Child<T> {
+    fn new(state: T, ctx: ChildCtx) -> Self {
+        Self {
+            ctx,
+            slot: Mutex::new(Slot {
+                life: Life::Dormant(state),
+                in_flight: 0,
+                last_used: Instant::now(),
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The actor, woken if the child sleeps; `None` once the child is stopped.
+    pub(crate) async fn enter(self: &Arc<Self>) -> Option<Entered<T>> {
+        loop {
+            let wait = self.changed.notified();
+            tokio::pin!(wait);
+            {
+                let mut slot = self.slot.lock().unwrap();
+                if let Life::Dormant(_) = slot.life {
+                    let Life::Dormant(state) = std::mem::replace(&mut slot.life, Life::Stopped)
+                    else {
+                        unreachable!()
+                    };
+                    slot.life = self.activate(state);
+                }
+                match &slot.life {
+                    Life::Active(actor, _) => {
+                        let actor = actor.clone();
+                        slot.in_flight += 1;
+                        return Some(Entered {
+                            actor,
+                            child: Arc::clone(self),
+                        });
+                    }
+                    Life::Stopped => return None,
+                    Life::Hibernating => wait.as_mut().enable(),
+                    Life::Dormant(_) => unreachable!("activated above"),
+                };
+            }
+            wait.await;
+        }
+    }
+
+    fn activate(&self, state: T) -> Life<T> {
+        let prepared = ComponentActor::prepare();
+        let actor = prepared.actor_ref().clone();
+        let join = prepared.spawn(ComponentActor {
+            state,
+            id: self.ctx.id.clone(),
+            node: self.ctx.node,
+            epoch: self.ctx.epoch,
+            events: self.ctx.events.clone(),
+        });
+        Life::Active(actor, join)
+    }
+
+    async fn stop_now(self: Arc<Self>) {
+        loop {
+            let wait = self.changed.notified();
+            tokio::pin!(wait);
+            let running = {
+                let mut slot = self.slot.lock().unwrap();
+                match std::mem::replace(&mut slot.life, Life::Stopped) {
+                    Life::Active(actor, join) => Some(Some((actor, join))),
+                    Life::Dormant(_) | Life::Stopped => Some(None),
+                    Life::Hibernating => {
+                        // Let the sleep finish, then stop what it left.
+                        slot.life = Life::Hibernating;
+                        wait.as_mut().enable();
+                        None
+                    }
+                }
+            };
+            match running {
+                None => wait.await,
+                Some(running) => {
+                    if let Some((actor, join)) = running {
+                        let _ = actor.stop_gracefully().await;
+                        let _ = join.await;
+                    }
+                    self.changed.notify_waiters();
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl<T: Dispatch> ErasedChild for Child<T> {
@@ -209,20 +381,60 @@ impl<T: Dispatch> ErasedChild for Child<T> {
         T::TYPE_NAME
     }
 
-    fn actor_any(&self) -> &dyn Any {
-        &self.actor
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
     }
 
-    fn call(&self, method: &str, args: &[u8]) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
-        T::dispatch(self.actor.clone(), method, args)
+    fn call(
+        self: Arc<Self>,
+        method: &str,
+        args: &[u8],
+    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+        T::dispatch(self, method, args)
     }
 
-    fn stop(&self) -> BoxFuture<'static, ()> {
-        let actor = self.actor.clone();
-        Box::pin(async move {
+    fn stop(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(self.stop_now())
+    }
+
+    fn try_hibernate(self: Arc<Self>, idle: Duration, now: Instant) -> bool {
+        let (actor, join) = {
+            let mut slot = self.slot.lock().unwrap();
+            let idle_enough = now.saturating_duration_since(slot.last_used) >= idle;
+            if !matches!(slot.life, Life::Active(..)) || slot.in_flight > 0 || !idle_enough {
+                return false;
+            }
+            match std::mem::replace(&mut slot.life, Life::Hibernating) {
+                Life::Active(actor, join) => (actor, join),
+                _ => unreachable!("checked above"),
+            }
+        };
+        tokio::spawn(async move {
             let _ = actor.stop_gracefully().await;
-            actor.wait_for_shutdown().await;
-        })
+            let back = join.await;
+            {
+                let mut slot = self.slot.lock().unwrap();
+                if matches!(slot.life, Life::Hibernating) {
+                    slot.life = match back {
+                        Ok(Ok((actor, _))) => Life::Dormant(actor.state),
+                        _ => {
+                            tracing::error!(id = %self.ctx.id, "its actor failed while going to sleep; the child is lost");
+                            let _ = self.ctx.events.send(HubEvent::ChildLost {
+                                id: self.ctx.id.to_string(),
+                                reason: "its actor failed while going to sleep".into(),
+                            });
+                            Life::Stopped
+                        }
+                    };
+                }
+            }
+            self.changed.notify_waiters();
+        });
+        true
+    }
+
+    fn is_active(&self) -> bool {
+        matches!(self.slot.lock().unwrap().life, Life::Active(..))
     }
 }
 
@@ -235,16 +447,17 @@ pub(crate) struct SpawnArgs {
     pub(crate) events: broadcast::Sender<HubEvent>,
 }
 
-/// Spawns a typed child.
+/// Makes a typed child (dormant until its first call).
 pub(crate) fn spawn_typed<T: Dispatch>(state: T, args: SpawnArgs) -> Arc<dyn ErasedChild> {
-    let actor = ComponentActor::spawn(ComponentActor {
+    Arc::new(Child::new(
         state,
-        id: args.id,
-        node: args.node,
-        epoch: args.epoch,
-        events: args.events,
-    });
-    Arc::new(Child { actor })
+        ChildCtx {
+            id: args.id,
+            node: args.node,
+            epoch: args.epoch,
+            events: args.events,
+        },
+    ))
 }
 
 fn spawn_erased<T: Dispatch>(

@@ -4,13 +4,12 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kameo::actor::ActorRef;
 use kameo::message::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::component::{self, AskFailure, ComponentActor, Dispatch};
+use crate::component::{self, AskFailure, Child, ComponentActor, Dispatch};
 use crate::error::{CallError, StartError, StopError};
 use crate::hub::{Hub, Route};
 use crate::transport::{TransportError, RECONNECT_WAIT};
@@ -87,27 +86,28 @@ impl HandleCore {
             };
             match route {
                 Route::Local(child) => {
-                    let Some(actor) = child
-                        .actor_any()
-                        .downcast_ref::<ActorRef<ComponentActor<T>>>()
-                    else {
+                    let actual = child.type_name();
+                    let Ok(child) = child.into_any().downcast::<Child<T>>() else {
                         return Err(CallError::WrongType {
                             id: self.id.to_string(),
                             expected: T::TYPE_NAME.to_string(),
-                            actual: child.type_name().to_string(),
+                            actual: actual.to_string(),
                         });
                     };
-                    let m = msg
-                        .take()
-                        .expect("the message is back after each failed try");
-                    match component::ask(actor, m).await {
-                        Ok(r) => return Ok(r),
-                        Err(AskFailure::Call(e)) => return Err(e),
-                        Err(AskFailure::Stopped(Some(m))) => msg = Some(m),
-                        Err(AskFailure::Stopped(None)) => {
-                            return Err(CallError::NotFound {
-                                id: self.id.to_string(),
-                            })
+                    // None: stopped between the lookup and now; look again.
+                    if let Some(entered) = child.enter().await {
+                        let m = msg
+                            .take()
+                            .expect("the message is back after each failed try");
+                        match component::ask(&entered.actor, m).await {
+                            Ok(r) => return Ok(r),
+                            Err(AskFailure::Call(e)) => return Err(e),
+                            Err(AskFailure::Stopped(Some(m))) => msg = Some(m),
+                            Err(AskFailure::Stopped(None)) => {
+                                return Err(CallError::NotFound {
+                                    id: self.id.to_string(),
+                                })
+                            }
                         }
                     }
                 }

@@ -31,6 +31,8 @@ use crate::NodeId;
 
 /// Default deadline of a call, start or stop.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default idle time after which a child's actor is stopped and its state kept.
+pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(300);
 /// Default limit on one frame between nodes.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// How many start items go in one request.
@@ -62,6 +64,7 @@ pub struct HubBuilder {
     gossip_interval: Duration,
     phi_threshold: f64,
     max_frame: usize,
+    hibernate_after: Option<Duration>,
 }
 
 impl HubBuilder {
@@ -99,6 +102,14 @@ impl HubBuilder {
     /// The largest frame accepted or sent between nodes. Default 16 MiB.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
+        self
+    }
+
+    /// How long a child may go without a call before its actor is stopped and only its
+    /// state is kept (it wakes up at the next call, transparently). `None` keeps actors
+    /// running. Default 5 minutes. Children start asleep and wake at their first call.
+    pub fn hibernate_after(mut self, idle: Option<Duration>) -> Self {
+        self.hibernate_after = idle;
         self
     }
 
@@ -166,6 +177,7 @@ impl HubBuilder {
                 me,
                 hub_id: self.hub_id.clone(),
                 call_timeout: self.call_timeout,
+                hibernate_after: self.hibernate_after,
                 transport: Transport::start(
                     me,
                     self.hub_id.clone(),
@@ -269,6 +281,7 @@ impl Hub {
             gossip_interval: Duration::from_millis(100),
             phi_threshold: 8.0,
             max_frame: DEFAULT_MAX_FRAME,
+            hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
         }
     }
 
@@ -320,6 +333,13 @@ impl Hub {
         self.inner.state.read().unwrap().local.len()
     }
 
+    /// How many children of this node are awake (have an actor) now; the others sleep
+    /// and cost only their state (see [`HubBuilder::hibernate_after`]).
+    pub fn active_children(&self) -> usize {
+        let st = self.inner.state.read().unwrap();
+        st.local.values().filter(|l| l.child.is_active()).count()
+    }
+
     /// A receiver of this hub's events from now on.
     pub fn events(&self) -> broadcast::Receiver<HubEvent> {
         self.inner.events.subscribe()
@@ -353,6 +373,7 @@ pub(crate) struct HubInner {
     pub(crate) me: NodeId,
     hub_id: String,
     pub(crate) call_timeout: Duration,
+    hibernate_after: Option<Duration>,
     pub(crate) transport: Arc<Transport>,
     membership: tokio::sync::Mutex<Option<Membership>>,
     pub(crate) state: RwLock<State>,
@@ -706,6 +727,21 @@ impl HubInner {
         }
     }
 
+    /// Puts children that were not called for `hibernate_after` to sleep.
+    fn hibernate_idle(&self) {
+        let Some(idle) = self.hibernate_after else {
+            return;
+        };
+        let children: Vec<Arc<dyn ErasedChild>> = {
+            let st = self.state.read().unwrap();
+            st.local.values().map(|l| l.child.clone()).collect()
+        };
+        let now = Instant::now();
+        for c in children {
+            c.try_hibernate(idle, now);
+        }
+    }
+
     /// Restarts a child of a dead or departed node here, from its start state.
     fn restart_local(&self, id: &str, epoch: u64, from: NodeId) {
         let Some(entry) = self.state.read().unwrap().registry.get(id).cloned() else {
@@ -921,6 +957,15 @@ async fn control_loop(
 ) {
     let mut tick = tokio::time::interval(REPLAN_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Sleep sweeps run at half the idle time (so a child sleeps within 1.5x of it).
+    let sweep_every = hub
+        .upgrade()
+        .and_then(|h| h.hibernate_after)
+        .map_or(REPLAN_INTERVAL, |idle| {
+            (idle / 2).clamp(Duration::from_millis(5), REPLAN_INTERVAL)
+        });
+    let mut sweep = tokio::time::interval(sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -929,6 +974,13 @@ async fn control_loop(
                     return;
                 }
                 hub.replan();
+            }
+            _ = sweep.tick() => {
+                let Some(hub) = hub.upgrade() else { return };
+                if hub.is_stopped() {
+                    return;
+                }
+                hub.hibernate_idle();
             }
             m = members.recv() => {
                 let Some(m) = m else { return };

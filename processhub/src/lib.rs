@@ -51,7 +51,9 @@ mod wire;
 
 pub use crate::error::{CallError, HubError, StartError, StopError};
 pub use crate::events::{HubEvent, RestartReason};
-pub use crate::hub::{ChildInfo, Hub, HubBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME};
+pub use crate::hub::{
+    ChildInfo, Hub, HubBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME,
+};
 pub use crate::node::NodeId;
 /// Makes a struct and its impl block a distributed component.
 ///
@@ -171,7 +173,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::component::{
-        dispatch_one, Component, ComponentActor, ComponentVTable, Dispatch, COMPONENTS,
+        dispatch_one, Child, ChildRef, Component, ComponentActor, ComponentVTable, Dispatch,
+        COMPONENTS,
     };
     pub use crate::handle::{start, start_many, stop, HandleCore};
     pub use futures_util::future::BoxFuture;
