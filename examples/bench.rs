@@ -290,21 +290,8 @@ async fn echo_server(through_actor: bool) {
             let (stream, _) = listener.accept().await.unwrap();
             stream.set_nodelay(true).unwrap();
             tokio::spawn(async move {
-                let (mut r, mut w) = stream.into_split();
-                let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
-                tokio::spawn(async move {
-                    let mut buf = BytesMut::new();
-                    while let Some((rid, v)) = rx.recv().await {
-                        put_frame(&mut buf, rid, v);
-                        while let Ok((rid, v)) = rx.try_recv() {
-                            put_frame(&mut buf, rid, v);
-                        }
-                        if w.write_all(&buf).await.is_err() {
-                            return;
-                        }
-                        buf.clear();
-                    }
-                });
+                let (mut r, w) = stream.into_split();
+                let tx = spawn_frame_writer(w);
                 let mut buf = BytesMut::with_capacity(64 * 1024);
                 let mut state = 0u64;
                 let actor = through_actor.then(|| PlainCounter::spawn(PlainCounter { n: 0 }));
@@ -333,6 +320,25 @@ async fn echo_server(through_actor: bool) {
         }
     };
     tokio::select! { _ = stdin_closed => {}, _ = serve => {} }
+}
+
+/// The baseline's writer task: frames queued on the channel, written in batches.
+fn spawn_frame_writer(mut w: tokio::net::tcp::OwnedWriteHalf) -> mpsc::UnboundedSender<(u64, u64)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
+    tokio::spawn(async move {
+        let mut buf = BytesMut::new();
+        while let Some((rid, v)) = rx.recv().await {
+            put_frame(&mut buf, rid, v);
+            while let Ok((rid, v)) = rx.try_recv() {
+                put_frame(&mut buf, rid, v);
+            }
+            if w.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
+        }
+    });
+    tx
 }
 
 fn put_frame(buf: &mut BytesMut, rid: u64, v: u64) {
@@ -366,21 +372,8 @@ impl BaselineClient {
     async fn connect(addr: &str) -> Self {
         let stream = TcpStream::connect(addr).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        let (mut r, mut w) = stream.into_split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u64)>();
-        tokio::spawn(async move {
-            let mut buf = BytesMut::new();
-            while let Some((rid, v)) = rx.recv().await {
-                put_frame(&mut buf, rid, v);
-                while let Ok((rid, v)) = rx.try_recv() {
-                    put_frame(&mut buf, rid, v);
-                }
-                if w.write_all(&buf).await.is_err() {
-                    return;
-                }
-                buf.clear();
-            }
-        });
+        let (mut r, w) = stream.into_split();
+        let tx = spawn_frame_writer(w);
         let pending: Arc<Mutex<HashMap<u64, oneshot::Sender<u64>>>> = Default::default();
         let p = pending.clone();
         tokio::spawn(async move {

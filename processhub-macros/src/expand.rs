@@ -63,24 +63,31 @@ fn stub_dispatch(item: &ItemImpl) -> TokenStream {
     if !item.generics.params.is_empty() {
         return TokenStream::new();
     }
-    let self_ty = &item.self_ty;
+    let dispatch = dispatch_impl(&quote!(::processhub), &item.self_ty, &[]);
     quote! {
         const _: () = {
-            #[automatically_derived]
-            impl ::processhub::__private::Dispatch for #self_ty {
-                fn dispatch(
-                    _: ::processhub::__private::ChildRef<Self>,
-                    method: &str,
-                    _: &[u8],
-                ) -> ::processhub::__private::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<u8>, ::processhub::CallError>> {
-                    let err = ::processhub::CallError::UnknownMethod {
-                        type_name: <Self as ::processhub::__private::Component>::TYPE_NAME.into(),
-                        method: method.into(),
-                    };
-                    ::std::boxed::Box::pin(async move { ::core::result::Result::Err(err) })
+            #dispatch
+        };
+    }
+}
+
+/// `Dispatch` for `self_ty`: one arm per method name, and `UnknownMethod` for the rest.
+fn dispatch_impl(ph: &TokenStream, self_ty: &Type, arms: &[TokenStream]) -> TokenStream {
+    quote! {
+        #[automatically_derived]
+        impl #ph::__private::Dispatch for #self_ty {
+            fn dispatch(
+                child: #ph::__private::ChildRef<Self>,
+                method: &str,
+                args: &[u8],
+            ) -> #ph::__private::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<u8>, #ph::CallError>> {
+                let _ = (&child, &args);
+                match method {
+                    #(#arms)*
+                    other => #ph::__private::unknown_method::<Self>(other),
                 }
             }
-        };
+        }
     }
 }
 
@@ -388,6 +395,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         });
     }
 
+    let dispatch = dispatch_impl(&ph, self_ty, &arms);
     let mut item = item.clone();
     strip_method_attrs(&mut item);
     Ok(quote! {
@@ -401,25 +409,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
                 #(#handle_fns)*
             }
 
-            #[automatically_derived]
-            impl #ph::__private::Dispatch for #self_ty {
-                fn dispatch(
-                    child: #ph::__private::ChildRef<Self>,
-                    method: &str,
-                    args: &[u8],
-                ) -> #ph::__private::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<u8>, #ph::CallError>> {
-                    match method {
-                        #(#arms)*
-                        other => {
-                            let err = #ph::CallError::UnknownMethod {
-                                type_name: <Self as #ph::__private::Component>::TYPE_NAME.into(),
-                                method: other.into(),
-                            };
-                            ::std::boxed::Box::pin(async move { ::core::result::Result::Err(err) })
-                        }
-                    }
-                }
-            }
+            #dispatch
         };
     })
 }

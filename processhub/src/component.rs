@@ -164,6 +164,18 @@ where
     })
 }
 
+/// The answer to a method this binary's `T` does not have (for generated code).
+#[doc(hidden)]
+pub fn unknown_method<T: Component>(
+    method: &str,
+) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+    let err = CallError::UnknownMethod {
+        type_name: T::TYPE_NAME.into(),
+        method: method.into(),
+    };
+    Box::pin(async move { Err(err) })
+}
+
 /// Asks the actor; a stopped actor gives the message back.
 pub(crate) async fn ask<T, M, R>(
     actor: &ActorRef<ComponentActor<T>>,
@@ -222,7 +234,8 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn is_active(&self) -> bool;
 }
 
-/// What a child needs to know about itself, kept while it sleeps.
+/// What a child needs to know about itself, kept while it sleeps; what the hub hands a
+/// child it starts.
 #[derive(Debug)]
 pub(crate) struct ChildCtx {
     pub(crate) id: Arc<str>,
@@ -438,38 +451,18 @@ impl<T: Dispatch> ErasedChild for Child<T> {
     }
 }
 
-/// What the hub needs to run a child it was handed.
-#[derive(Debug)]
-pub(crate) struct SpawnArgs {
-    pub(crate) id: Arc<str>,
-    pub(crate) node: NodeId,
-    pub(crate) epoch: u64,
-    pub(crate) events: broadcast::Sender<HubEvent>,
-}
-
 /// Makes a typed child (dormant until its first call).
-pub(crate) fn spawn_typed<T: Dispatch>(state: T, args: SpawnArgs) -> Arc<dyn ErasedChild> {
-    Arc::new(Child::new(
-        state,
-        ChildCtx {
-            id: args.id,
-            node: args.node,
-            epoch: args.epoch,
-            events: args.events,
-        },
-    ))
+pub(crate) fn spawn_typed<T: Dispatch>(state: T, ctx: ChildCtx) -> Arc<dyn ErasedChild> {
+    Arc::new(Child::new(state, ctx))
 }
 
-fn spawn_erased<T: Dispatch>(
-    state: &[u8],
-    args: SpawnArgs,
-) -> Result<Arc<dyn ErasedChild>, String> {
+fn spawn_erased<T: Dispatch>(state: &[u8], args: ChildCtx) -> Result<Arc<dyn ErasedChild>, String> {
     let state: T = postcard::from_bytes(state).map_err(|e| format!("start state: {e}"))?;
     Ok(spawn_typed(state, args))
 }
 
 /// Starts a child from its encoded state.
-pub(crate) type SpawnFn = fn(&[u8], SpawnArgs) -> Result<Arc<dyn ErasedChild>, String>;
+pub(crate) type SpawnFn = fn(&[u8], ChildCtx) -> Result<Arc<dyn ErasedChild>, String>;
 
 /// One component type, as the hub sees it.
 #[doc(hidden)]

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::component::{self, ErasedChild, SpawnArgs};
+use crate::component::{self, ChildCtx, ErasedChild};
 use crate::core::planner::{plan_membership_change, Command};
 use crate::core::registry::{wins, Entry, Registry, StartState, Upsert};
 use crate::core::ring::Ring;
@@ -431,8 +431,8 @@ impl HubInner {
         let _ = self.events.send(event);
     }
 
-    fn spawn_args(&self, id: Arc<str>, epoch: u64) -> SpawnArgs {
-        SpawnArgs {
+    fn child_ctx(&self, id: Arc<str>, epoch: u64) -> ChildCtx {
+        ChildCtx {
             id,
             node: self.me,
             epoch,
@@ -445,7 +445,7 @@ impl HubInner {
     pub(crate) fn start_local(
         &self,
         item: &StartItem,
-        spawn: impl FnOnce(SpawnArgs) -> Result<Arc<dyn ErasedChild>, String>,
+        spawn: impl FnOnce(ChildCtx) -> Result<Arc<dyn ErasedChild>, String>,
     ) -> StartOutcome {
         let mut guard = self.state.write().unwrap();
         let st = &mut *guard;
@@ -461,7 +461,7 @@ impl HubInner {
         }
         let epoch = item.epoch.max(1);
         let id: Arc<str> = Arc::from(item.id.as_str());
-        let child = match spawn(self.spawn_args(id.clone(), epoch)) {
+        let child = match spawn(self.child_ctx(id.clone(), epoch)) {
             Ok(c) => c,
             Err(message) => {
                 return StartOutcome::Failed {
@@ -501,7 +501,7 @@ impl HubInner {
         self: &Arc<Self>,
         items: Vec<StartItem>,
         hops: u8,
-        mut local_spawn: impl FnMut(usize, SpawnArgs) -> Result<Arc<dyn ErasedChild>, String>,
+        mut local_spawn: impl FnMut(usize, ChildCtx) -> Result<Arc<dyn ErasedChild>, String>,
     ) -> Vec<StartOutcome> {
         let mut out: Vec<Option<StartOutcome>> = vec![None; items.len()];
         let mut remote: HashMap<NodeId, Vec<(usize, StartItem)>> = HashMap::new();

@@ -173,8 +173,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::component::{
-        dispatch_one, Child, ChildRef, Component, ComponentActor, ComponentVTable, Dispatch,
-        COMPONENTS,
+        dispatch_one, unknown_method, Child, ChildRef, Component, ComponentActor, ComponentVTable,
+        Dispatch, COMPONENTS,
     };
     pub use crate::handle::{start, start_many, stop, HandleCore};
     pub use futures_util::future::BoxFuture;
