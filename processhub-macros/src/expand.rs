@@ -117,6 +117,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
             quote!(::core::concat!(::core::module_path!(), "::", #name))
         }
     };
+    let hot = !args.cold;
     let handle_doc = format!(
         "A handle on one running [`{ident}`], by id: each method calls it wherever it runs. \
          Cheap to clone; `Send + Sync`."
@@ -145,6 +146,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
             #[automatically_derived]
             impl #ph::__private::Component for #ident {
                 const TYPE_NAME: &'static str = #type_name;
+                const HOT_MIGRATION: bool = #hot;
             }
 
             #[#ph::__private::linkme::distributed_slice(#ph::__private::COMPONENTS)]

@@ -35,13 +35,15 @@ impl Parse for Input {
 }
 
 /// Keys accepted on the struct.
-pub(crate) const STRUCT_KEYS: &[&str] = &["name", "crate"];
+pub(crate) const STRUCT_KEYS: &[&str] = &["name", "crate", "migration"];
 
 /// Arguments of the struct attribute.
 #[derive(Default)]
 pub(crate) struct StructArgs {
     pub(crate) name: Option<LitStr>,
     pub(crate) krate: Option<Path>,
+    /// `migration = "cold"`: moves restart from the start state.
+    pub(crate) cold: bool,
 }
 
 impl StructArgs {
@@ -78,6 +80,26 @@ impl StructArgs {
                             );
                         }
                         args.name = Some(lit);
+                    }
+                    "migration" => {
+                        input.parse::<Token![=]>()?;
+                        let lit: LitStr = input.parse().map_err(|e| {
+                            syn::Error::new(
+                                e.span(),
+                                "write `migration = \"hot\"` or `migration = \"cold\"`",
+                            )
+                        })?;
+                        match lit.value().as_str() {
+                            "hot" => args.cold = false,
+                            "cold" => args.cold = true,
+                            other => push(
+                                &mut errors,
+                                syn::Error::new(
+                                    lit.span(),
+                                    format!("unknown migration {other:?}; write `migration = \"hot\"` (moves keep the latest state) or `migration = \"cold\"` (moves restart from the start state)"),
+                                ),
+                            ),
+                        }
                     }
                     "crate" => {
                         input.parse::<Token![=]>()?;

@@ -32,6 +32,9 @@ use crate::NodeId;
 pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// The type's name on the wire: the same in every binary of the cluster.
     const TYPE_NAME: &'static str;
+    /// Whether a move takes the latest state along (`migration = "hot"`, the default)
+    /// or restarts from the start state (`migration = "cold"`).
+    const HOT_MIGRATION: bool = true;
 }
 
 /// Remote dispatch by method name: implemented by `#[distributed]` on an impl block.
@@ -232,6 +235,16 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn try_hibernate(self: Arc<Self>, idle: Duration, now: Instant) -> bool;
     /// Whether an actor runs for it now.
     fn is_active(&self) -> bool;
+    /// Freezes it for a move and returns its encoded state (`None` inside for a cold
+    /// move: the start state goes instead); `None` if it is stopped. Calls wait until
+    /// `move_done` or `move_failed`.
+    fn freeze_for_move(
+        self: Arc<Self>,
+    ) -> BoxFuture<'static, Option<Result<Option<Vec<u8>>, String>>>;
+    /// The move failed: it goes on here with its state.
+    fn move_failed(&self);
+    /// The move succeeded: it is gone from here; waiting calls look again.
+    fn move_done(&self);
 }
 
 /// What a child needs to know about itself, kept while it sleeps; what the hub hands a
@@ -253,21 +266,31 @@ enum Life<T: Component> {
     /// A kameo actor runs it.
     Active(ActorRef<ComponentActor<T>>, ActorJoin<T>),
     /// Its actor is stopping to hand the state back; callers wait.
-    Hibernating,
+    Taking,
+    /// Frozen for a move: the state is kept here until the move succeeds (then the
+    /// child is gone) or fails (then it goes on here). Callers wait.
+    Held(T),
     Stopped,
 }
 
 struct Slot<T: Component> {
     life: Life<T>,
-    /// Calls between `enter` and the end of their ask: the actor is never stopped for
-    /// sleep under them.
+    /// Calls between `enter` and the end of their ask: the actor is never stopped under
+    /// them.
     in_flight: u32,
+    /// Set while the state is being taken: new calls wait, calls in flight finish.
+    frozen: bool,
     last_used: Instant,
 }
 
 /// One child of type `T`: dormant until called, an actor while in use, dormant again
 /// after being idle for the hub's hibernation time. An idle child costs its state and a
 /// few words, not a task and a mailbox (a kameo actor is about 6 KB: BENCHMARKS.md, P6).
+///
+/// Sleep, stop and migration share one operation, [`Child::take`]: freeze (new calls
+/// wait), let the calls in flight finish, stop the actor gracefully and take its state
+/// back. Nothing a caller was told is lost, and nothing is applied twice: a waiting call
+/// has not been applied, and goes where the child goes.
 #[doc(hidden)]
 pub struct Child<T: Component> {
     ctx: ChildCtx,
@@ -296,6 +319,10 @@ impl<T: Component> Drop for Entered<T> {
         let mut slot = self.child.slot.lock().unwrap();
         slot.in_flight -= 1;
         slot.last_used = Instant::now();
+        if slot.frozen && slot.in_flight == 0 {
+            drop(slot);
+            self.child.changed.notify_waiters();
+        }
     }
 }
 
@@ -306,39 +333,46 @@ impl<T: Component> Child<T> {
             slot: Mutex::new(Slot {
                 life: Life::Dormant(state),
                 in_flight: 0,
+                frozen: false,
                 last_used: Instant::now(),
             }),
             changed: Notify::new(),
         }
     }
 
-    /// The actor, woken if the child sleeps; `None` once the child is stopped.
+    /// The actor, woken if the child sleeps; `None` once the child is stopped or gone.
     pub(crate) async fn enter(self: &Arc<Self>) -> Option<Entered<T>> {
         loop {
             let wait = self.changed.notified();
             tokio::pin!(wait);
             {
                 let mut slot = self.slot.lock().unwrap();
-                if let Life::Dormant(_) = slot.life {
-                    let Life::Dormant(state) = std::mem::replace(&mut slot.life, Life::Stopped)
-                    else {
-                        unreachable!()
-                    };
-                    slot.life = self.activate(state);
-                }
-                match &slot.life {
-                    Life::Active(actor, _) => {
-                        let actor = actor.clone();
-                        slot.in_flight += 1;
-                        return Some(Entered {
-                            actor,
-                            child: Arc::clone(self),
-                        });
+                if slot.frozen {
+                    wait.as_mut().enable();
+                } else {
+                    if let Life::Dormant(_) = slot.life {
+                        let Life::Dormant(state) = std::mem::replace(&mut slot.life, Life::Stopped)
+                        else {
+                            unreachable!()
+                        };
+                        slot.life = self.activate(state);
                     }
-                    Life::Stopped => return None,
-                    Life::Hibernating => wait.as_mut().enable(),
-                    Life::Dormant(_) => unreachable!("activated above"),
-                };
+                    match &slot.life {
+                        Life::Active(actor, _) => {
+                            let actor = actor.clone();
+                            slot.in_flight += 1;
+                            return Some(Entered {
+                                actor,
+                                child: Arc::clone(self),
+                            });
+                        }
+                        Life::Stopped => return None,
+                        Life::Taking | Life::Held(_) => {
+                            wait.as_mut().enable();
+                        }
+                        Life::Dormant(_) => unreachable!("activated above"),
+                    }
+                }
             }
             wait.await;
         }
@@ -357,34 +391,96 @@ impl<T: Component> Child<T> {
         Life::Active(actor, join)
     }
 
-    async fn stop_now(self: Arc<Self>) {
+    /// Freezes the child, lets the calls in flight finish, stops its actor and returns
+    /// its state; the child stays frozen (callers wait) until [`Self::put_back`] or
+    /// [`Self::finish`]. `None` if it is stopped, or another take holds it.
+    pub(crate) async fn take(self: &Arc<Self>) -> Option<T> {
         loop {
             let wait = self.changed.notified();
             tokio::pin!(wait);
             let running = {
                 let mut slot = self.slot.lock().unwrap();
-                match std::mem::replace(&mut slot.life, Life::Stopped) {
-                    Life::Active(actor, join) => Some(Some((actor, join))),
-                    Life::Dormant(_) | Life::Stopped => Some(None),
-                    Life::Hibernating => {
-                        // Let the sleep finish, then stop what it left.
-                        slot.life = Life::Hibernating;
+                if matches!(slot.life, Life::Stopped) {
+                    return None;
+                }
+                if slot.frozen && !matches!(slot.life, Life::Active(..) | Life::Dormant(_)) {
+                    // Another take holds it: wait for its end, then look again.
+                    wait.as_mut().enable();
+                    None
+                } else {
+                    slot.frozen = true;
+                    if slot.in_flight > 0 {
                         wait.as_mut().enable();
                         None
+                    } else {
+                        match std::mem::replace(&mut slot.life, Life::Taking) {
+                            Life::Dormant(state) => return Some(state),
+                            Life::Active(actor, join) => Some((actor, join)),
+                            _ => unreachable!("checked above"),
+                        }
                     }
                 }
             };
-            match running {
-                None => wait.await,
-                Some(running) => {
-                    if let Some((actor, join)) = running {
-                        let _ = actor.stop_gracefully().await;
-                        let _ = join.await;
-                    }
-                    self.changed.notify_waiters();
-                    return;
+            let Some((actor, join)) = running else {
+                wait.await;
+                continue;
+            };
+            let _ = actor.stop_gracefully().await;
+            return match join.await {
+                Ok(Ok((actor, _))) => Some(actor.state),
+                _ => {
+                    tracing::error!(id = %self.ctx.id, "its actor failed while stopping; the child is lost");
+                    let _ = self.ctx.events.send(HubEvent::ChildLost {
+                        id: self.ctx.id.to_string(),
+                        reason: "its actor failed while stopping".into(),
+                    });
+                    self.finish();
+                    None
+                }
+            };
+        }
+    }
+
+    /// Holds a taken state while a move is under way (callers keep waiting).
+    pub(crate) fn hold(&self, state: T) {
+        self.slot.lock().unwrap().life = Life::Held(state);
+    }
+
+    /// Ends a take: the child goes on here with `state` (it wakes at its next call).
+    pub(crate) fn put_back(&self, state: T) {
+        {
+            let mut slot = self.slot.lock().unwrap();
+            slot.life = Life::Dormant(state);
+            slot.frozen = false;
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Ends a take for good: the child is stopped or lives elsewhere now; waiting callers
+    /// get `None` and look again where it is.
+    pub(crate) fn finish(&self) {
+        {
+            let mut slot = self.slot.lock().unwrap();
+            slot.life = Life::Stopped;
+            slot.frozen = false;
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Puts back a held state (a move failed).
+    pub(crate) fn release_held(&self) {
+        let held = {
+            let mut slot = self.slot.lock().unwrap();
+            match std::mem::replace(&mut slot.life, Life::Stopped) {
+                Life::Held(state) => Some(state),
+                other => {
+                    slot.life = other;
+                    None
                 }
             }
+        };
+        if let Some(state) = held {
+            self.put_back(state);
         }
     }
 }
@@ -407,47 +503,59 @@ impl<T: Dispatch> ErasedChild for Child<T> {
     }
 
     fn stop(self: Arc<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(self.stop_now())
+        Box::pin(async move {
+            let _ = self.take().await;
+            self.finish();
+        })
     }
 
     fn try_hibernate(self: Arc<Self>, idle: Duration, now: Instant) -> bool {
-        let (actor, join) = {
-            let mut slot = self.slot.lock().unwrap();
+        {
+            let slot = self.slot.lock().unwrap();
             let idle_enough = now.saturating_duration_since(slot.last_used) >= idle;
-            if !matches!(slot.life, Life::Active(..)) || slot.in_flight > 0 || !idle_enough {
+            if !matches!(slot.life, Life::Active(..))
+                || slot.frozen
+                || slot.in_flight > 0
+                || !idle_enough
+            {
                 return false;
             }
-            match std::mem::replace(&mut slot.life, Life::Hibernating) {
-                Life::Active(actor, join) => (actor, join),
-                _ => unreachable!("checked above"),
-            }
-        };
+        }
         tokio::spawn(async move {
-            let _ = actor.stop_gracefully().await;
-            let back = join.await;
-            {
-                let mut slot = self.slot.lock().unwrap();
-                if matches!(slot.life, Life::Hibernating) {
-                    slot.life = match back {
-                        Ok(Ok((actor, _))) => Life::Dormant(actor.state),
-                        _ => {
-                            tracing::error!(id = %self.ctx.id, "its actor failed while going to sleep; the child is lost");
-                            let _ = self.ctx.events.send(HubEvent::ChildLost {
-                                id: self.ctx.id.to_string(),
-                                reason: "its actor failed while going to sleep".into(),
-                            });
-                            Life::Stopped
-                        }
-                    };
-                }
+            if let Some(state) = self.take().await {
+                self.put_back(state);
             }
-            self.changed.notify_waiters();
         });
         true
     }
 
     fn is_active(&self) -> bool {
         matches!(self.slot.lock().unwrap().life, Life::Active(..))
+    }
+
+    fn freeze_for_move(
+        self: Arc<Self>,
+    ) -> BoxFuture<'static, Option<Result<Option<Vec<u8>>, String>>> {
+        Box::pin(async move {
+            let state = self.take().await?;
+            let encoded = if T::HOT_MIGRATION {
+                postcard::to_allocvec(&state)
+                    .map(Some)
+                    .map_err(|e| format!("encoding the state: {e}"))
+            } else {
+                Ok(None)
+            };
+            self.hold(state);
+            Some(encoded)
+        })
+    }
+
+    fn move_failed(&self) {
+        self.release_held();
+    }
+
+    fn move_done(&self) {
+        self.finish();
     }
 }
 

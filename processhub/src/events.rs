@@ -48,8 +48,9 @@ pub enum HubEvent {
         /// Why.
         reason: RestartReason,
     },
-    /// A child this node ran moved to another node (on a join).
-    ChildMoved {
+    /// A child this node ran moved to another node (on a join, or when this hub shut
+    /// down), with its latest state unless its type is `migration = "cold"`.
+    ChildMigrated {
         /// The child id.
         id: String,
         /// This node.
@@ -59,7 +60,16 @@ pub enum HubEvent {
         /// Its new epoch.
         epoch: u64,
     },
-    /// A restart or move could not be carried out.
+    /// A move failed; the child goes on here with its state.
+    MigrationFailed {
+        /// The child id.
+        id: String,
+        /// The node it was to move to.
+        to: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// A restart could not be carried out.
     ChildLost {
         /// The child id.
         id: String,

@@ -260,6 +260,7 @@ pub async fn start_many<T: Dispatch>(
                     type_name: T::TYPE_NAME.to_string(),
                     state: bytes,
                     epoch: 0,
+                    start_state: None,
                 });
                 states.push(Some(state));
             }

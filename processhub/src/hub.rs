@@ -475,7 +475,11 @@ impl HubInner {
             type_name,
             owner: self.me,
             epoch,
-            start_state: StartState::from_slice(&item.state),
+            start_state: StartState::from_slice(
+                item.start_state
+                    .as_deref()
+                    .map_or(&item.state[..], |s| &s[..]),
+            ),
         };
         st.registry.upsert(&item.id, entry.clone());
         self.transport
@@ -752,6 +756,7 @@ impl HubInner {
             type_name: entry.type_name.to_string(),
             state: entry.start_state.to_vec(),
             epoch,
+            start_state: None,
         };
         let outcome = match component::vtable(&entry.type_name) {
             Some(vt) => self.start_local(&item, |args| (vt.spawn)(&item.state, args)),
@@ -781,102 +786,186 @@ impl HubInner {
         }
     }
 
-    /// Moves children to their new owners: start there from the start state (cold), then
-    /// stop here.
-    async fn move_children(self: Arc<Self>, moves: Vec<(String, NodeId, u64)>) {
-        let mut by_node: HashMap<NodeId, Vec<StartItem>> = HashMap::new();
+    /// Moves children to their new owners, up to [`START_BATCH`] at a time per owner:
+    /// each is frozen (new calls wait, calls in flight finish), its state taken (or, for
+    /// `migration = "cold"`, its start state used), started on the new owner under the
+    /// next epoch, and then gone from here: the waiting calls follow it. A move that
+    /// fails puts the child back here, with its state. Returns (moved, failed).
+    pub(crate) async fn move_children(
+        self: Arc<Self>,
+        moves: Vec<(String, NodeId, u64)>,
+    ) -> (usize, usize) {
+        struct Move {
+            id: String,
+            epoch: u64,
+            from_epoch: u64,
+            type_name: String,
+            start_state: Vec<u8>,
+            child: Arc<dyn ErasedChild>,
+        }
+        let mut by_node: HashMap<NodeId, Vec<Move>> = HashMap::new();
         {
             let mut st = self.state.write().unwrap();
             for (id, to, epoch) in moves {
-                let Some(e) = st.registry.get(&id) else {
+                let (Some(e), Some(l)) = (st.registry.get(&id), st.local.get(&*id)) else {
                     continue;
                 };
-                if e.owner != self.me || !st.local.contains_key(&*id) {
+                if e.owner != self.me || st.moving.contains(&*id) {
                     continue;
                 }
-                let item = StartItem {
-                    id: id.clone(),
+                let m = Move {
                     type_name: e.type_name.to_string(),
-                    state: e.start_state.to_vec(),
+                    start_state: e.start_state.to_vec(),
+                    child: l.child.clone(),
+                    from_epoch: l.epoch,
                     epoch,
+                    id,
                 };
-                st.moving.insert(Arc::from(id.as_str()));
-                by_node.entry(to).or_default().push(item);
+                st.moving.insert(Arc::from(m.id.as_str()));
+                by_node.entry(to).or_default().push(m);
             }
         }
-        let deadline = Instant::now() + self.call_timeout;
-        for (to, items) in by_node {
-            for chunk in items.chunks(START_BATCH) {
+        let (mut moved, mut failed) = (0, 0);
+        for (to, moves) in by_node {
+            for chunk in moves.chunks(START_BATCH) {
+                let frozen = futures_util::future::join_all(
+                    chunk.iter().map(|m| m.child.clone().freeze_for_move()),
+                )
+                .await;
+                let mut items = Vec::with_capacity(chunk.len());
+                let mut sent = Vec::with_capacity(chunk.len());
+                for (m, state) in chunk.iter().zip(frozen) {
+                    match state {
+                        Some(Ok(state)) => {
+                            items.push(StartItem {
+                                id: m.id.clone(),
+                                type_name: m.type_name.clone(),
+                                state: state.unwrap_or_else(|| m.start_state.clone()),
+                                epoch: m.epoch,
+                                start_state: Some(serde_bytes::ByteBuf::from(
+                                    m.start_state.clone(),
+                                )),
+                            });
+                            sent.push(m);
+                        }
+                        Some(Err(reason)) => {
+                            failed += 1;
+                            self.move_failed(m.id.as_str(), &*m.child, to, reason);
+                        }
+                        // Stopped meanwhile: nothing to move.
+                        None => {
+                            self.state.write().unwrap().moving.remove(m.id.as_str());
+                        }
+                    }
+                }
+                if items.is_empty() {
+                    continue;
+                }
+                let deadline = Instant::now() + self.call_timeout;
                 let res = self
                     .transport
                     .request(
                         to,
                         Request::Start {
-                            items: chunk.to_vec(),
+                            items,
                             hops: MAX_HOPS,
                         },
                         deadline,
                     )
                     .await;
                 let outcomes = match res {
-                    Ok(Response::Started(o)) if o.len() == chunk.len() => o,
+                    Ok(Response::Started(o)) if o.len() == sent.len() => o,
                     other => {
-                        tracing::warn!(%to, "move failed: {other:?}");
-                        vec![
-                            StartOutcome::Failed {
-                                message: "move failed".into()
-                            };
-                            chunk.len()
-                        ]
+                        let message = format!("no answer from {to}: {other:?}");
+                        vec![StartOutcome::Failed { message }; sent.len()]
                     }
                 };
-                for (item, outcome) in chunk.iter().zip(outcomes) {
-                    self.finish_move(item, to, outcome).await;
+                for (m, outcome) in sent.into_iter().zip(outcomes) {
+                    match outcome {
+                        StartOutcome::Started { .. } | StartOutcome::AlreadyStarted { .. } => {
+                            moved += 1;
+                            self.move_done(
+                                m.id.as_str(),
+                                &*m.child,
+                                to,
+                                m.epoch,
+                                m.from_epoch,
+                                &m.type_name,
+                                &m.start_state,
+                            );
+                        }
+                        other => {
+                            failed += 1;
+                            self.move_failed(m.id.as_str(), &*m.child, to, format!("{other:?}"));
+                        }
+                    }
                 }
             }
         }
+        (moved, failed)
     }
 
-    async fn finish_move(&self, item: &StartItem, to: NodeId, outcome: StartOutcome) {
-        let moved = matches!(
-            outcome,
-            StartOutcome::Started { .. } | StartOutcome::AlreadyStarted { .. }
-        );
-        let child = {
+    /// A move succeeded: the registry points at the new owner before the waiting calls
+    /// are let go, so they follow it.
+    #[allow(clippy::too_many_arguments)]
+    fn move_done(
+        &self,
+        id: &str,
+        child: &dyn ErasedChild,
+        to: NodeId,
+        epoch: u64,
+        from_epoch: u64,
+        type_name: &str,
+        start_state: &[u8],
+    ) {
+        {
             let mut st = self.state.write().unwrap();
-            st.moving.remove(&*item.id);
-            if !moved {
-                tracing::warn!(id = %item.id, %to, "move failed: {outcome:?}; it stays here");
-                return;
-            }
-            let Some(l) = st.local.remove(&*item.id) else {
-                return;
-            };
-            // Point the registry at the new owner now, so calls reaching us follow it.
+            st.moving.remove(id);
+            st.local.remove(id);
             let entry = Entry {
-                type_name: st.registry.intern(&item.type_name),
+                type_name: st.registry.intern(type_name),
                 owner: to,
-                epoch: item.epoch,
-                start_state: StartState::from_slice(&item.state),
+                epoch,
+                start_state: StartState::from_slice(start_state),
             };
-            st.registry.upsert(&item.id, entry);
+            st.registry.upsert(id, entry);
             self.transport
-                .broadcast(&Push::Remove(vec![(item.id.clone(), l.epoch)]));
-            l.child
-        };
-        child.stop().await;
-        self.emit(HubEvent::ChildMoved {
-            id: item.id.clone(),
+                .broadcast(&Push::Remove(vec![(id.to_string(), from_epoch)]));
+        }
+        child.move_done();
+        self.emit(HubEvent::ChildMigrated {
+            id: id.to_string(),
             from: self.me,
             to,
-            epoch: item.epoch,
+            epoch,
         });
+    }
+
+    /// A move failed: the child goes on here, with its state.
+    fn move_failed(&self, id: &str, child: &dyn ErasedChild, to: NodeId, reason: String) {
+        tracing::warn!(%id, %to, "move failed, it stays here: {reason}");
+        self.state.write().unwrap().moving.remove(id);
+        child.move_failed();
+        self.emit(HubEvent::MigrationFailed {
+            id: id.to_string(),
+            to,
+            reason,
+        });
+    }
+
+    /// The owner of `id` per the registry, if it is not this node.
+    fn owner_elsewhere(&self, id: &str) -> Option<NodeId> {
+        let st = self.state.read().unwrap();
+        st.registry
+            .get(id)
+            .map(|e| e.owner)
+            .filter(|o| *o != self.me)
     }
 
     /// Serves a call that arrived over the network: the lookup and the decoding of the
     /// arguments happen now, on the borrowed frame.
     fn serve_call(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         type_name: &str,
         method: &str,
@@ -904,7 +993,17 @@ impl HubInner {
             }
             Ok(child) => {
                 let fut = child.call(method, args);
-                Box::pin(async move { Response::Reply(fut.await.map(serde_bytes::ByteBuf::from)) })
+                let hub = Arc::clone(self);
+                Box::pin(async move {
+                    match fut.await {
+                        // It moved while the call waited: send the caller after it.
+                        Err(crate::CallError::NotFound { id }) => match hub.owner_elsewhere(&id) {
+                            Some(owner) => Response::NotHere { owner },
+                            None => Response::Reply(Err(crate::CallError::NotFound { id })),
+                        },
+                        r => Response::Reply(r.map(serde_bytes::ByteBuf::from)),
+                    }
+                })
             }
             Err(Some(owner)) => ready(Response::NotHere { owner }),
             Err(None) => ready(Response::Reply(Err(crate::CallError::NotFound {
@@ -917,11 +1016,26 @@ impl HubInner {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        if let Some(m) = self.membership.lock().await.as_ref() {
-            m.announce_leaving().await;
+        // Hand every child to its owner on the ring without this node, with its state;
+        // what cannot be handed over is restarted by the others from its start state.
+        let moves: Vec<(String, NodeId, u64)> = {
+            let st = self.state.read().unwrap();
+            let others = Ring::new(st.ring.members().iter().copied().filter(|n| *n != self.me));
+            st.local
+                .iter()
+                .filter_map(|(id, l)| Some((id.to_string(), others.owner(id)?, l.epoch + 1)))
+                .collect()
+        };
+        if !moves.is_empty() {
+            let (moved, failed) = Arc::clone(self).move_children(moves).await;
+            tracing::info!(me = %self.me, moved, failed, "handed children over before leaving");
         }
+        // Tell the peers directly (fast), then through gossip (reaches the rest).
         for c in self.transport.connections() {
             c.push(&Push::Leaving);
+        }
+        if let Some(m) = self.membership.lock().await.as_ref() {
+            m.announce_leaving().await;
         }
         // Wait until the others have taken over what ran here (or have gone too).
         let deadline = Instant::now() + self.call_timeout;
@@ -942,7 +1056,7 @@ impl HubInner {
         for l in children {
             l.child.stop().await;
         }
-        self.transport.shutdown();
+        self.transport.shutdown().await;
         if let Some(m) = self.membership.lock().await.take() {
             m.shutdown().await;
         }
@@ -952,7 +1066,7 @@ impl HubInner {
 
 async fn control_loop(
     hub: Weak<HubInner>,
-    mut members: mpsc::UnboundedReceiver<Vec<NodeId>>,
+    mut members: mpsc::UnboundedReceiver<(Vec<NodeId>, Vec<NodeId>)>,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let mut tick = tokio::time::interval(REPLAN_INTERVAL);
@@ -983,9 +1097,13 @@ async fn control_loop(
                 hub.hibernate_idle();
             }
             m = members.recv() => {
-                let Some(m) = m else { return };
+                let Some((m, leaving)) = m else { return };
                 let Some(hub) = hub.upgrade() else { return };
-                hub.state.write().unwrap().chitchat_members = m;
+                {
+                    let mut st = hub.state.write().unwrap();
+                    st.chitchat_members = m;
+                    st.departed.extend(leaving);
+                }
                 hub.recompute_members();
             }
             c = control.recv() => {

@@ -37,13 +37,13 @@ impl std::fmt::Debug for Membership {
 
 impl Membership {
     /// Starts gossiping as `me` on `me.addr()` (UDP). Every change of the live set is sent
-    /// on `changes`, self included.
+    /// on `changes`, self included, with the nodes that announced they are leaving.
     pub(crate) async fn start(
         me: NodeId,
         hub_id: &str,
         seeds: Vec<String>,
         gossip: &GossipConfig,
-        changes: mpsc::UnboundedSender<Vec<NodeId>>,
+        changes: mpsc::UnboundedSender<(Vec<NodeId>, Vec<NodeId>)>,
     ) -> anyhow_like::Result<Self> {
         let chitchat_id = ChitchatId::new(me.addr().to_string(), me.incarnation(), me.addr());
         let config = ChitchatConfig {
@@ -95,20 +95,23 @@ impl Membership {
     }
 }
 
+/// The live members (self included) and the live nodes that announced their leaving.
 fn live_members(
     me: NodeId,
     live: &std::collections::BTreeMap<ChitchatId, chitchat::NodeState>,
-) -> Vec<NodeId> {
+) -> (Vec<NodeId>, Vec<NodeId>) {
     // One incarnation per address: the newest.
     let mut by_addr: HashMap<SocketAddr, NodeId> = HashMap::new();
+    let mut leaving = Vec::new();
     for (id, state) in live {
-        if state.get(LEAVING_KEY).is_some() {
-            continue;
-        }
         let Ok(addr) = id.node_id.parse::<SocketAddr>() else {
             continue;
         };
         let node = NodeId::new(addr, id.generation_id);
+        if state.get(LEAVING_KEY).is_some() {
+            leaving.push(node);
+            continue;
+        }
         let e = by_addr.entry(addr).or_insert(node);
         if node.incarnation() > e.incarnation() {
             *e = node;
@@ -117,7 +120,7 @@ fn live_members(
     by_addr.insert(me.addr(), me);
     let mut members: Vec<NodeId> = by_addr.into_values().collect();
     members.sort();
-    members
+    (members, leaving)
 }
 
 /// A string error, since chitchat speaks anyhow and we do not depend on it.

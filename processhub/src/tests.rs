@@ -28,6 +28,11 @@ impl Echo {
     pub fn make(&self, n: usize) -> Vec<u8> {
         vec![7; n]
     }
+
+    /// How many echoes it served.
+    pub fn count(&self) -> u64 {
+        self.calls
+    }
 }
 
 async fn pair(max_frame: usize) -> (Hub, Hub) {
@@ -167,6 +172,7 @@ async fn unknown_types_and_methods_get_error_replies() {
                     type_name: "no::Such".into(),
                     state: vec![],
                     epoch: 0,
+                    start_state: None,
                 }],
                 hops: 3,
             },
@@ -249,4 +255,34 @@ async fn oversize_calls_and_replies_are_errors_not_hangs() {
     ));
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_that_fails_rolls_back_with_the_state() {
+    let hub = Hub::builder("rollback")
+        .call_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let e = Echo::start(&hub, "stays", Echo::default()).await.unwrap();
+    e.echo(vec![1]).await.unwrap();
+    e.echo(vec![2]).await.unwrap();
+    let mut events = hub.events();
+    // A node that does not exist: the start there never answers.
+    let nowhere = crate::NodeId::new("127.0.0.1:9".parse().unwrap(), 1);
+    let (moved, failed) = std::sync::Arc::clone(&hub.inner)
+        .move_children(vec![("stays".into(), nowhere, 2)])
+        .await;
+    assert_eq!((moved, failed), (0, 1));
+    assert_eq!(hub.lookup("stays").unwrap().owner, hub.node_id());
+    assert_eq!(hub.lookup("stays").unwrap().epoch, 1);
+    // Still here, with its state: two calls so far, this is the third.
+    assert_eq!(e.count().await.unwrap(), 2);
+    match events.try_recv() {
+        Ok(HubEvent::MigrationFailed { id, to, .. }) => {
+            assert_eq!((id.as_str(), to), ("stays", nowhere))
+        }
+        other => panic!("{other:?}"),
+    }
+    hub.shutdown().await.unwrap();
 }

@@ -204,10 +204,24 @@ impl Transport {
         self.max_frame
     }
 
-    /// Closes every connection and stops accepting.
-    pub(crate) fn shutdown(&self) {
-        self.shutdown.cancel();
+    /// Closes every connection, after what was queued on it is written (for up to a
+    /// second: the last frames say goodbye), and stops accepting.
+    pub(crate) async fn shutdown(&self) {
         let conns: Vec<_> = self.conns.lock().unwrap().drain().collect();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for (_, c) in &conns {
+            while !c.closed.is_cancelled() && Instant::now() < deadline {
+                let written = {
+                    let out = c.outbox.lock().unwrap();
+                    out.buf.is_empty() && !out.flushing
+                };
+                if written {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        self.shutdown.cancel();
         for (_, c) in conns {
             c.close();
         }

@@ -72,6 +72,9 @@ pub(crate) struct StartItem {
     pub(crate) state: Vec<u8>,
     /// 0 for a new child; otherwise the epoch of a child moved here.
     pub(crate) epoch: u64,
+    /// For a moved child, the state it was first started with (for restarts after a
+    /// node death); `None` when it is `state`.
+    pub(crate) start_state: Option<serde_bytes::ByteBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

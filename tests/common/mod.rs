@@ -128,3 +128,24 @@ pub async fn wait_members(hubs: &[Hub], n: usize) {
     )
     .await;
 }
+
+/// A counter that restarts from its start state when it moves.
+#[distributed(migration = "cold")]
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+pub struct ColdTally {
+    n: u64,
+}
+
+#[distributed]
+impl ColdTally {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}

@@ -1,0 +1,228 @@
+//! Hot migration: children move with their latest state when a node joins or leaves
+//! gracefully, under load, and no acknowledged call is lost or applied twice.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{hub, wait_members, wait_until, ColdTally, Tally};
+use processhub::prelude::*;
+
+const CHILDREN: usize = 300;
+
+/// Increments every child from every hub until told to stop; returns the number of
+/// increments acknowledged per child, and the errors seen.
+fn load(
+    hubs: &[Hub],
+    ids: &[String],
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(Vec<u64>, Vec<String>)>> {
+    hubs.iter()
+        .map(|h| {
+            let h = h.clone();
+            let ids = ids.to_vec();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut acked = vec![0u64; ids.len()];
+                let mut errors = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let calls = ids.iter().map(|id| {
+                        let t = Tally::handle(&h, id.clone());
+                        async move { t.add(1).await }
+                    });
+                    for (i, r) in futures::future::join_all(calls)
+                        .await
+                        .into_iter()
+                        .enumerate()
+                    {
+                        match r {
+                            Ok(_) => acked[i] += 1,
+                            Err(e) => errors.push(format!("{}: {e}", ids[i])),
+                        }
+                    }
+                }
+                (acked, errors)
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_graceful_leave_under_load_lose_nothing() {
+    let first = hub("hot", &[]).await;
+    let seed = first.listen_addr();
+    let mut hubs = vec![first, hub("hot", &[seed]).await, hub("hot", &[seed]).await];
+    wait_members(&hubs, 3).await;
+    let ids: Vec<String> = (0..CHILDREN).map(|i| format!("hot-{i}")).collect();
+    for r in Tally::start_many(
+        &hubs[0],
+        ids.iter().map(|i| (i.clone(), Tally::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let mut migrated = hubs[0].events();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Only the hubs that stay all along send load (the leaver's own calls would end with
+    // HubStopped, which is not a move's fault).
+    let stayers = vec![hubs[0].clone(), hubs[2].clone()];
+    let workers = load(&stayers, &ids, &stop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A 4th node joins: the children whose owner changed move to it, with their state.
+    let joiner = hub("hot", &[seed]).await;
+    hubs.push(joiner.clone());
+    wait_members(&hubs, 4).await;
+    wait_until(
+        "children move to the joiner",
+        Duration::from_secs(15),
+        || async { joiner.local_children() > CHILDREN / 8 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // One leaves gracefully: it hands its children over before it goes.
+    let leaver = hubs.remove(1);
+    leaver.shutdown().await.unwrap();
+    wait_members(&hubs, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = vec![0u64; CHILDREN];
+    for w in workers {
+        let (a, errors) = w.await.unwrap();
+        assert!(
+            errors.is_empty(),
+            "calls failed during the moves: {:?}",
+            &errors[..errors.len().min(5)]
+        );
+        for (i, n) in a.into_iter().enumerate() {
+            acked[i] += n;
+        }
+    }
+    // Every counter equals what callers were told, exactly.
+    for (i, id) in ids.iter().enumerate() {
+        let n = Tally::handle(&hubs[0], id.clone()).get().await.unwrap();
+        assert_eq!(n, acked[i], "{id}: counter {n}, acknowledged {}", acked[i]);
+        assert!(n > 0);
+    }
+    let total: usize = hubs.iter().map(|h| h.local_children()).sum();
+    assert_eq!(total, CHILDREN, "each child runs exactly once");
+    let (mut moved, mut failed) = (0, 0);
+    while let Ok(ev) = migrated.try_recv() {
+        match ev {
+            HubEvent::ChildMigrated { .. } => moved += 1,
+            HubEvent::MigrationFailed { .. } => failed += 1,
+            _ => {}
+        }
+    }
+    assert!(moved > 0, "hub 0 moved some of its children to the joiner");
+    assert_eq!(failed, 0);
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_children_restart_from_their_start_state_when_they_move() {
+    let first = hub("cold", &[]).await;
+    let seed = first.listen_addr();
+    let hubs = vec![first, hub("cold", &[seed]).await];
+    wait_members(&hubs, 2).await;
+    let ids: Vec<String> = (0..100).map(|i| format!("cold-{i}")).collect();
+    for r in ColdTally::start_many(
+        &hubs[0],
+        ids.iter()
+            .map(|i| (i.clone(), ColdTally::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    for id in &ids {
+        ColdTally::handle(&hubs[1], id.clone())
+            .add(7)
+            .await
+            .unwrap();
+    }
+    let joiner = hub("cold", &[seed]).await;
+    let all = vec![hubs[0].clone(), hubs[1].clone(), joiner.clone()];
+    wait_members(&all, 3).await;
+    wait_until(
+        "children move to the joiner",
+        Duration::from_secs(15),
+        || async { joiner.local_children() > 10 },
+    )
+    .await;
+    let on_joiner: Vec<String> = ids
+        .iter()
+        .filter(|id| joiner.ring_owner(id) == Some(joiner.node_id()))
+        .cloned()
+        .collect();
+    wait_until("every child answers", Duration::from_secs(10), || async {
+        let mut ok = true;
+        for id in &ids {
+            ok &= ColdTally::handle(&joiner, id.clone()).get().await.is_ok();
+        }
+        ok
+    })
+    .await;
+    for id in &ids {
+        let n = ColdTally::handle(&hubs[0], id.clone()).get().await.unwrap();
+        let expected = if on_joiner.contains(id) { 0 } else { 7 };
+        assert_eq!(n, expected, "{id}");
+    }
+    for h in all {
+        h.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_leave_hands_children_over_with_their_state() {
+    let a = hub("handover", &[]).await;
+    let b = hub("handover", &[a.listen_addr()]).await;
+    wait_members(&[a.clone(), b.clone()], 2).await;
+    let ids: Vec<String> = (0..50).map(|i| format!("ho-{i}")).collect();
+    for r in Tally::start_many(
+        &a,
+        ids.iter().map(|i| (i.clone(), Tally::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    for id in &ids {
+        Tally::handle(&a, id.clone()).add(3).await.unwrap();
+    }
+    let on_b = b.local_children();
+    assert!(on_b > 0);
+    let mut events = b.events();
+    b.shutdown().await.unwrap();
+    wait_members(std::slice::from_ref(&a), 1).await;
+    assert_eq!(a.local_children(), ids.len());
+    for id in &ids {
+        assert_eq!(
+            Tally::handle(&a, id.clone()).get().await.unwrap(),
+            3,
+            "{id} kept its state"
+        );
+    }
+    let mut migrated = 0;
+    while let Ok(ev) = events.try_recv() {
+        match ev {
+            HubEvent::ChildMigrated { to, epoch, .. } => {
+                assert_eq!(to, a.node_id());
+                assert_eq!(epoch, 2);
+                migrated += 1;
+            }
+            HubEvent::MigrationFailed { .. } => panic!("{ev:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(migrated, on_b);
+    a.shutdown().await.unwrap();
+}
