@@ -226,3 +226,88 @@ async fn graceful_leave_hands_children_over_with_their_state() {
     assert_eq!(migrated, on_b);
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_moves_everything_away_under_load_and_takes_nothing_new() {
+    let first = hub("drain", &[]).await;
+    let seed = first.listen_addr();
+    let hubs = vec![
+        first,
+        hub("drain", &[seed]).await,
+        hub("drain", &[seed]).await,
+    ];
+    wait_members(&hubs, 3).await;
+    let ids: Vec<String> = (0..CHILDREN).map(|i| format!("dr-{i}")).collect();
+    for r in Tally::start_many(
+        &hubs[0],
+        ids.iter().map(|i| (i.clone(), Tally::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = load(&hubs, &ids, &stop);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let drained = &hubs[1];
+    let had = drained.local_children();
+    assert!(had > 0);
+    let mut events = drained.events();
+    let report = drained.drain().await.unwrap();
+    assert_eq!(
+        report,
+        processhub::DrainReport {
+            moved: had,
+            failed: 0
+        }
+    );
+    assert_eq!(drained.local_children(), 0);
+    assert_eq!(drained.nodes().len(), 3, "a drained node stays a member");
+    let mut completed = false;
+    while let Ok(ev) = events.try_recv() {
+        completed |= matches!(ev, HubEvent::DrainCompleted { moved, failed: 0 } if moved == had);
+    }
+    assert!(completed);
+
+    // Nothing new lands on it, from any node, once the others know.
+    wait_until("every node knows", Duration::from_secs(5), || async {
+        hubs.iter()
+            .all(|h| (0..200).all(|i| h.ring_owner(&format!("new-{i}")) != Some(drained.node_id())))
+    })
+    .await;
+    for h in &hubs {
+        let fresh: Vec<(String, Tally)> = (0..50)
+            .map(|i| (format!("new-{}-{i}", h.node_id()), Tally::default()))
+            .collect();
+        for r in Tally::start_many(h, fresh).await {
+            r.unwrap();
+        }
+    }
+    assert_eq!(drained.local_children(), 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = vec![0u64; CHILDREN];
+    for w in workers {
+        let (a, errors) = w.await.unwrap();
+        assert!(
+            errors.is_empty(),
+            "calls failed during the drain: {:?}",
+            &errors[..errors.len().min(5)]
+        );
+        for (i, n) in a.into_iter().enumerate() {
+            acked[i] += n;
+        }
+    }
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(
+            Tally::handle(&hubs[2], id.clone()).get().await.unwrap(),
+            acked[i],
+            "{id}"
+        );
+    }
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

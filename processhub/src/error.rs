@@ -189,6 +189,9 @@ pub enum HubError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The hub has shut down.
+    #[error("the hub has shut down")]
+    Stopped,
     /// The membership layer (chitchat) failed.
     #[error("membership: {0}")]
     Membership(String),

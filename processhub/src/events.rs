@@ -69,6 +69,13 @@ pub enum HubEvent {
         /// Why.
         reason: String,
     },
+    /// [`crate::Hub::drain`] finished on this node.
+    DrainCompleted {
+        /// Children moved away.
+        moved: usize,
+        /// Children that could not move.
+        failed: usize,
+    },
     /// A restart could not be carried out.
     ChildLost {
         /// The child id.

@@ -192,6 +192,8 @@ impl HubBuilder {
                     ring: Arc::new(Ring::new([me])),
                     chitchat_members: vec![me],
                     departed: HashSet::new(),
+                    members: vec![me],
+                    draining: HashSet::new(),
                     snapshots: HashMap::new(),
                     moving: HashSet::new(),
                 }),
@@ -235,6 +237,15 @@ impl std::fmt::Debug for Hub {
             .field("node", &self.inner.me)
             .finish()
     }
+}
+
+/// The outcome of [`Hub::drain`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Children now running on other nodes.
+    pub moved: usize,
+    /// Children that could not move (no other member, or the move failed); they run here.
+    pub failed: usize,
 }
 
 /// What the registry says about one child. Cheap to make: the id and type name are
@@ -302,7 +313,7 @@ impl Hub {
 
     /// The live members of this hub's cluster, this node included, sorted.
     pub fn nodes(&self) -> Vec<NodeId> {
-        self.inner.state.read().unwrap().ring.members().to_vec()
+        self.inner.state.read().unwrap().members.clone()
     }
 
     /// The node a start of `id` would place it on now: its owner on the ring of the
@@ -345,6 +356,14 @@ impl Hub {
         self.inner.events.subscribe()
     }
 
+    /// Moves every child of this node to the other members, with its state, and places
+    /// nothing new here from now on; the node stays a member and keeps answering (with
+    /// redirects) until it shuts down. Returns how many children moved and how many
+    /// could not (those stay here, running).
+    pub async fn drain(&self) -> Result<DrainReport, HubError> {
+        self.inner.drain().await
+    }
+
     /// Leaves the cluster: peers are told at once (they restart this node's children
     /// on their new owners), this waits until they confirm or the call timeout passes,
     /// then stops the local children, the transport and the gossip.
@@ -359,6 +378,10 @@ pub(crate) struct State {
     pub(crate) ring: Arc<Ring>,
     chitchat_members: Vec<NodeId>,
     departed: HashSet<NodeId>,
+    /// Live members, sorted (the ring leaves out the draining ones).
+    members: Vec<NodeId>,
+    /// Members that take no new children.
+    draining: HashSet<NodeId>,
     snapshots: HashMap<NodeId, Vec<(String, Entry)>>,
     moving: HashSet<Arc<str>>,
 }
@@ -384,6 +407,7 @@ pub(crate) struct HubInner {
 
 enum Control {
     Departed(NodeId),
+    Draining(NodeId),
 }
 
 /// Where a call for an id goes now.
@@ -675,18 +699,24 @@ impl HubInner {
                 .copied()
                 .filter(|n| !st.departed.contains(n))
                 .collect();
-            if members == st.ring.members() {
+            let placing: Vec<NodeId> = members
+                .iter()
+                .copied()
+                .filter(|n| !st.draining.contains(n))
+                .collect();
+            if members == st.members && placing == st.ring.members() {
                 return;
             }
-            let old: HashSet<NodeId> = st.ring.members().iter().copied().collect();
+            let old: HashSet<NodeId> = st.members.iter().copied().collect();
             let new: HashSet<NodeId> = members.iter().copied().collect();
             let joined: Vec<NodeId> = new.difference(&old).copied().collect();
             let left: Vec<(NodeId, bool)> = old
                 .difference(&new)
                 .map(|n| (*n, st.departed.contains(n)))
                 .collect();
-            st.ring = Arc::new(Ring::new(members.iter().copied()));
+            st.ring = Arc::new(Ring::new(placing));
             self.transport.set_wanted(members.iter().copied());
+            st.members = members;
             (joined, left)
         };
         for node in joined {
@@ -710,7 +740,8 @@ impl HubInner {
             let mut guard = self.state.write().unwrap();
             let st = &mut *guard;
             let ring = st.ring.clone();
-            let mut commands = plan_membership_change(self.me, &ring, &mut st.registry);
+            let mut commands =
+                plan_membership_change(self.me, &st.members, &ring, &mut st.registry);
             // A start already running or a move under way is not issued twice.
             commands.retain(|c| match c {
                 Command::StartLocal { id, .. } => !st.local.contains_key(id.as_str()),
@@ -1012,6 +1043,49 @@ impl HubInner {
         }
     }
 
+    async fn drain(self: &Arc<Self>) -> Result<DrainReport, HubError> {
+        if self.is_stopped() {
+            return Err(HubError::Stopped);
+        }
+        // Take this node off the ring here and everywhere: no new placements.
+        self.state.write().unwrap().draining.insert(self.me);
+        self.recompute_members();
+        for c in self.transport.connections() {
+            c.push(&Push::Draining);
+        }
+        if let Some(m) = self.membership.lock().await.as_ref() {
+            m.announce_draining().await;
+        }
+        let (moves, before) = {
+            let st = self.state.read().unwrap();
+            let moves: Vec<(String, NodeId, u64)> = st
+                .local
+                .iter()
+                .filter_map(|(id, l)| {
+                    let to = st.ring.owner(id).filter(|to| *to != self.me)?;
+                    Some((id.to_string(), to, l.epoch + 1))
+                })
+                .collect();
+            (moves, st.local.len())
+        };
+        Arc::clone(self).move_children(moves).await;
+        // The planner's timer may have started some of these moves first: wait for them.
+        let deadline = Instant::now() + self.call_timeout;
+        while !self.state.read().unwrap().moving.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let left = self.state.read().unwrap().local.len();
+        let report = DrainReport {
+            moved: before.saturating_sub(left),
+            failed: left,
+        };
+        self.emit(HubEvent::DrainCompleted {
+            moved: report.moved,
+            failed: report.failed,
+        });
+        Ok(report)
+    }
+
     async fn shutdown(self: &Arc<Self>) -> Result<(), HubError> {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -1066,7 +1140,7 @@ impl HubInner {
 
 async fn control_loop(
     hub: Weak<HubInner>,
-    mut members: mpsc::UnboundedReceiver<(Vec<NodeId>, Vec<NodeId>)>,
+    mut members: mpsc::UnboundedReceiver<crate::membership::View>,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let mut tick = tokio::time::interval(REPLAN_INTERVAL);
@@ -1097,19 +1171,26 @@ async fn control_loop(
                 hub.hibernate_idle();
             }
             m = members.recv() => {
-                let Some((m, leaving)) = m else { return };
+                let Some(view) = m else { return };
                 let Some(hub) = hub.upgrade() else { return };
                 {
                     let mut st = hub.state.write().unwrap();
-                    st.chitchat_members = m;
-                    st.departed.extend(leaving);
+                    st.chitchat_members = view.members;
+                    st.departed.extend(view.leaving);
+                    st.draining.extend(view.draining);
                 }
                 hub.recompute_members();
             }
             c = control.recv() => {
-                let Some(Control::Departed(node)) = c else { return };
+                let Some(c) = c else { return };
                 let Some(hub) = hub.upgrade() else { return };
-                hub.state.write().unwrap().departed.insert(node);
+                {
+                    let mut st = hub.state.write().unwrap();
+                    match c {
+                        Control::Departed(node) => st.departed.insert(node),
+                        Control::Draining(node) => st.draining.insert(node),
+                    };
+                }
                 hub.recompute_members();
             }
         }
@@ -1210,6 +1291,9 @@ impl Inbound for HubInner {
                 }
                 Push::Leaving => {
                     let _ = self.control.send(Control::Departed(from));
+                }
+                Push::Draining => {
+                    let _ = self.control.send(Control::Draining(from));
                 }
             }
         }

@@ -52,7 +52,8 @@ mod wire;
 pub use crate::error::{CallError, HubError, StartError, StopError};
 pub use crate::events::{HubEvent, RestartReason};
 pub use crate::hub::{
-    ChildInfo, Hub, HubBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME,
+    ChildInfo, DrainReport, Hub, HubBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER,
+    DEFAULT_MAX_FRAME,
 };
 pub use crate::node::NodeId;
 /// Makes a struct and its impl block a distributed component.

@@ -16,6 +16,18 @@ use tokio::sync::mpsc;
 use crate::NodeId;
 
 const LEAVING_KEY: &str = "leaving";
+const DRAINING_KEY: &str = "draining";
+
+/// What gossip says of the cluster.
+#[derive(Debug)]
+pub(crate) struct View {
+    /// Live members, self included, sorted.
+    pub(crate) members: Vec<NodeId>,
+    /// Live nodes that announced they leave.
+    pub(crate) leaving: Vec<NodeId>,
+    /// Members that announced they take no new children.
+    pub(crate) draining: Vec<NodeId>,
+}
 
 /// Gossip settings.
 #[derive(Clone, Debug)]
@@ -43,7 +55,7 @@ impl Membership {
         hub_id: &str,
         seeds: Vec<String>,
         gossip: &GossipConfig,
-        changes: mpsc::UnboundedSender<(Vec<NodeId>, Vec<NodeId>)>,
+        changes: mpsc::UnboundedSender<View>,
     ) -> anyhow_like::Result<Self> {
         let chitchat_id = ChitchatId::new(me.addr().to_string(), me.incarnation(), me.addr());
         let config = ChitchatConfig {
@@ -89,20 +101,29 @@ impl Membership {
             .await;
     }
 
+    /// Announces through gossip that this node takes no new children.
+    pub(crate) async fn announce_draining(&self) {
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(DRAINING_KEY, "1"))
+            .await;
+    }
+
     /// Stops gossiping.
     pub(crate) async fn shutdown(self) {
         let _ = self.handle.shutdown().await;
     }
 }
 
-/// The live members (self included) and the live nodes that announced their leaving.
+/// The live members (self included), the live nodes that announced their leaving, and
+/// the members that drain.
 fn live_members(
     me: NodeId,
     live: &std::collections::BTreeMap<ChitchatId, chitchat::NodeState>,
-) -> (Vec<NodeId>, Vec<NodeId>) {
+) -> View {
     // One incarnation per address: the newest.
     let mut by_addr: HashMap<SocketAddr, NodeId> = HashMap::new();
     let mut leaving = Vec::new();
+    let mut draining = Vec::new();
     for (id, state) in live {
         let Ok(addr) = id.node_id.parse::<SocketAddr>() else {
             continue;
@@ -112,6 +133,9 @@ fn live_members(
             leaving.push(node);
             continue;
         }
+        if state.get(DRAINING_KEY).is_some() {
+            draining.push(node);
+        }
         let e = by_addr.entry(addr).or_insert(node);
         if node.incarnation() > e.incarnation() {
             *e = node;
@@ -120,7 +144,11 @@ fn live_members(
     by_addr.insert(me.addr(), me);
     let mut members: Vec<NodeId> = by_addr.into_values().collect();
     members.sort();
-    (members, leaving)
+    View {
+        members,
+        leaving,
+        draining,
+    }
 }
 
 /// A string error, since chitchat speaks anyhow and we do not depend on it.

@@ -35,6 +35,10 @@ use crate::NodeId;
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing transport waits for requests to stop coming.
+const QUIET: Duration = Duration::from_millis(100);
+/// The longest a closing transport waits to go quiet.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long a call waits for a connection to the owner before it looks again where the
 /// child runs (its node may have died, and the registry moved it).
 pub(crate) const RECONNECT_WAIT: Duration = Duration::from_millis(100);
@@ -84,6 +88,11 @@ pub(crate) struct Conn {
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     next_rid: AtomicU64,
     closed: CancellationToken,
+    /// Requests being served on this connection.
+    serving: AtomicU64,
+    /// When the last request arrived, in nanoseconds since `opened`.
+    last_request: AtomicU64,
+    opened: Instant,
 }
 
 impl std::fmt::Debug for Conn {
@@ -144,6 +153,17 @@ impl Conn {
                 false
             }
         }
+    }
+
+    /// Nothing served, nothing queued, no request for a while.
+    fn is_quiet(&self, now: Instant) -> bool {
+        let since_open = now.saturating_duration_since(self.opened).as_nanos() as u64;
+        let idle = since_open.saturating_sub(self.last_request.load(Ordering::Relaxed));
+        let out = self.outbox.lock().unwrap();
+        self.serving.load(Ordering::Relaxed) == 0
+            && out.buf.is_empty()
+            && !out.flushing
+            && idle >= QUIET.as_nanos() as u64
     }
 
     fn close(&self) {
@@ -207,20 +227,22 @@ impl Transport {
     /// Closes every connection, after what was queued on it is written (for up to a
     /// second: the last frames say goodbye), and stops accepting.
     pub(crate) async fn shutdown(&self) {
-        let conns: Vec<_> = self.conns.lock().unwrap().drain().collect();
-        let deadline = Instant::now() + Duration::from_secs(1);
-        for (_, c) in &conns {
-            while !c.closed.is_cancelled() && Instant::now() < deadline {
-                let written = {
-                    let out = c.outbox.lock().unwrap();
-                    out.buf.is_empty() && !out.flushing
-                };
-                if written {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+        // Go quiet first: answer what is being served, write what is queued, and let
+        // peers still routing here (their registries a few milliseconds behind) be told
+        // where to go, until no request has come for QUIET (at most CLOSE_GRACE).
+        let deadline = Instant::now() + CLOSE_GRACE;
+        loop {
+            let conns = self.connections();
+            let now = Instant::now();
+            let quiet = conns
+                .iter()
+                .all(|c| c.closed.is_cancelled() || c.is_quiet(now));
+            if quiet || now >= deadline {
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        let conns: Vec<_> = self.conns.lock().unwrap().drain().collect();
         self.shutdown.cancel();
         for (_, c) in conns {
             c.close();
@@ -477,6 +499,9 @@ impl Transport {
             pending: Mutex::new(HashMap::new()),
             next_rid: AtomicU64::new(1),
             closed: self.shutdown.child_token(),
+            serving: AtomicU64::new(0),
+            last_request: AtomicU64::new(0),
+            opened: Instant::now(),
         });
 
         let writer = Arc::clone(&conn);
@@ -527,6 +552,7 @@ impl Transport {
                     f = frames.next() => f,
                     Some((rid, resp)) = serving.next(), if !serving.is_empty() => {
                         conn.send_bytes(encode_response(rid, resp, max), serving.is_empty());
+                        conn.serving.fetch_sub(1, Ordering::Relaxed);
                         continue;
                     }
                     _ = conn.closed.cancelled() => None,
@@ -549,6 +575,9 @@ impl Transport {
                 match frame {
                     Frame::Request { rid, req } => {
                         let fut = Arc::clone(&inbound).request(peer, req);
+                        conn.serving.fetch_add(1, Ordering::Relaxed);
+                        conn.last_request
+                            .store(conn.opened.elapsed().as_nanos() as u64, Ordering::Relaxed);
                         serving.push(Box::pin(async move { (rid, fut.await) }));
                     }
                     Frame::Response { rid, resp } => {

@@ -132,6 +132,8 @@ pub(crate) enum Push {
     },
     /// The sender leaves the cluster now.
     Leaving,
+    /// The sender takes no new children (it is draining).
+    Draining,
 }
 
 /// Encodes a frame with its length prefix.

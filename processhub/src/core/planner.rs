@@ -34,15 +34,19 @@ pub(crate) enum Command {
     },
 }
 
-/// Plans the commands of node `me` for the member set of `ring`, marking re-assigned
-/// entries in `registry` as pending. Commands come sorted by id.
+/// Plans the commands of node `me`, marking re-assigned entries in `registry` as
+/// pending. `members` (sorted) are the live nodes; `ring` places children, over the
+/// members that take new ones (a draining member is alive but not on it). Commands come
+/// sorted by id.
 pub(crate) fn plan_membership_change(
     me: NodeId,
+    members: &[NodeId],
     ring: &Ring,
     registry: &mut Registry,
 ) -> Vec<Command> {
     let mut commands = Vec::new();
-    if !ring.contains(me) {
+    let alive = |n: NodeId| members.binary_search(&n).is_ok();
+    if !alive(me) {
         // Leaving: the others take over.
         return commands;
     }
@@ -53,22 +57,21 @@ pub(crate) fn plan_membership_change(
             continue;
         };
         let pending_from = registry.pending_from(id);
-        let (owner, epoch, pending_from) =
-            if let Some(from) = pending_from.filter(|f| ring.contains(*f)) {
-                // The node we took for gone is a member again, same incarnation: it never
-                // stopped running it. Undo the unconfirmed re-assignment.
-                (from, entry.epoch - 1, None)
-            } else if !ring.contains(entry.owner) {
-                // Its node is gone: every node re-assigns it the same way, under the next
-                // epoch, and remembers where it came from.
-                (target, entry.epoch + 1, pending_from.or(Some(entry.owner)))
-            } else if pending_from.is_some() && entry.owner != target {
-                // Assigned under an older view: follow the ring as it is now (same epoch;
-                // if two nodes start it, the registry's tie-break keeps one).
-                (target, entry.epoch, pending_from)
-            } else {
-                (entry.owner, entry.epoch, pending_from)
-            };
+        let (owner, epoch, pending_from) = if let Some(from) = pending_from.filter(|f| alive(*f)) {
+            // The node we took for gone is a member again, same incarnation: it never
+            // stopped running it. Undo the unconfirmed re-assignment.
+            (from, entry.epoch - 1, None)
+        } else if !alive(entry.owner) {
+            // Its node is gone: every node re-assigns it the same way, under the next
+            // epoch, and remembers where it came from.
+            (target, entry.epoch + 1, pending_from.or(Some(entry.owner)))
+        } else if pending_from.is_some() && entry.owner != target {
+            // Assigned under an older view: follow the ring as it is now (same epoch;
+            // if two nodes start it, the registry's tie-break keeps one).
+            (target, entry.epoch, pending_from)
+        } else {
+            (entry.owner, entry.epoch, pending_from)
+        };
         if (owner, epoch, pending_from) != (entry.owner, entry.epoch, registry.pending_from(id)) {
             reassign.push((id.clone(), owner, epoch, pending_from));
         }
@@ -132,10 +135,13 @@ mod tests {
         let before = Ring::new([node(1), node(2), node(3)]);
         let after = Ring::new([node(1), node(2)]);
         let mut r = registry_on(&before, &IDS);
-        let first = plan_membership_change(node(1), &after, &mut r);
+        let first = plan_membership_change(node(1), after.members(), &after, &mut r);
         assert!(!first.is_empty());
         // Nothing confirmed yet: the same starts, same epochs.
-        assert_eq!(plan_membership_change(node(1), &after, &mut r), first);
+        assert_eq!(
+            plan_membership_change(node(1), after.members(), &after, &mut r),
+            first
+        );
         // Once confirmed (the hub clears the mark), nothing more.
         for c in &first {
             let Command::StartLocal { id, .. } = c else {
@@ -144,7 +150,10 @@ mod tests {
             let e = r.get(id).unwrap().clone();
             r.upsert(id, e);
         }
-        assert_eq!(plan_membership_change(node(1), &after, &mut r), vec![]);
+        assert_eq!(
+            plan_membership_change(node(1), after.members(), &after, &mut r),
+            vec![]
+        );
     }
 
     #[test]
@@ -153,11 +162,11 @@ mod tests {
         let mut r = registry_on(&four, &IDS);
         // Node 1 first sees node 4 die with node 3 also missing (an odd, passing view)...
         let odd = Ring::new([node(1), node(2)]);
-        plan_membership_change(node(1), &odd, &mut r);
+        plan_membership_change(node(1), odd.members(), &odd, &mut r);
         // ...then the true view: node 3 is alive. Every orphan of node 4 must be owned
         // by its owner on the true ring, and node 1 starts exactly its share.
         let truth = Ring::new([node(1), node(2), node(3)]);
-        let cmds = plan_membership_change(node(1), &truth, &mut r);
+        let cmds = plan_membership_change(node(1), truth.members(), &truth, &mut r);
         for id in IDS.iter().filter(|id| four.owner(id) == Some(node(4))) {
             assert_eq!(r.get(id).unwrap().owner, truth.owner(id).unwrap());
         }
@@ -182,11 +191,42 @@ mod tests {
     }
 
     #[test]
+    fn a_draining_member_moves_everything_and_nobody_restarts_it() {
+        let all = Ring::new([node(1), node(2), node(3)]);
+        let placing = Ring::new([node(1), node(3)]);
+        let mut r = registry_on(&all, &IDS);
+        // Node 2 drains: it stays a member, but the ring places nothing on it.
+        let cmds = plan_membership_change(node(2), all.members(), &placing, &mut r);
+        let expected: Vec<Command> = IDS
+            .iter()
+            .filter(|id| all.owner(id) == Some(node(2)))
+            .map(|id| Command::MoveTo {
+                id: id.to_string(),
+                to: placing.owner(id).unwrap(),
+                epoch: 2,
+            })
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(cmds, expected);
+        // The others see it alive: no orphans, no restarts.
+        for me in [node(1), node(3)] {
+            let mut r = registry_on(&all, &IDS);
+            assert_eq!(
+                plan_membership_change(me, all.members(), &placing, &mut r),
+                vec![]
+            );
+        }
+    }
+
+    #[test]
     fn no_change_no_commands() {
         let ring = Ring::new([node(1), node(2), node(3)]);
         let mut r = registry_on(&ring, &IDS);
         for me in [node(1), node(2), node(3)] {
-            assert_eq!(plan_membership_change(me, &ring, &mut r), vec![]);
+            assert_eq!(
+                plan_membership_change(me, ring.members(), &ring, &mut r),
+                vec![]
+            );
         }
     }
 
@@ -202,7 +242,7 @@ mod tests {
             .collect();
         for me in [node(1), node(2)] {
             let mut r = registry_on(&before, &IDS);
-            let cmds = plan_membership_change(me, &after, &mut r);
+            let cmds = plan_membership_change(me, after.members(), &after, &mut r);
             let expected: Vec<Command> = lost
                 .iter()
                 .filter(|id| after.owner(id) == Some(me))
@@ -233,7 +273,7 @@ mod tests {
         let mut moved = 0;
         for me in [node(1), node(2), node(3)] {
             let mut r = registry_on(&before, &IDS);
-            let cmds = plan_membership_change(me, &after, &mut r);
+            let cmds = plan_membership_change(me, after.members(), &after, &mut r);
             let expected: Vec<Command> = IDS
                 .iter()
                 .filter(|id| before.owner(id) == Some(me) && after.owner(id) == Some(node(4)))
@@ -248,7 +288,10 @@ mod tests {
         }
         // The joiner itself has nothing to do: the owners push to it.
         let mut r = registry_on(&before, &IDS);
-        assert_eq!(plan_membership_change(node(4), &after, &mut r), vec![]);
+        assert_eq!(
+            plan_membership_change(node(4), after.members(), &after, &mut r),
+            vec![]
+        );
         assert!(moved > 0, "the test ids must cover the joiner");
     }
 
@@ -257,9 +300,12 @@ mod tests {
         let before = Ring::new([node(1), node(2), node(3)]);
         let after = Ring::new([node(1), node(3)]);
         let mut r = registry_on(&before, &IDS);
-        assert_eq!(plan_membership_change(node(2), &after, &mut r), vec![]);
+        assert_eq!(
+            plan_membership_change(node(2), after.members(), &after, &mut r),
+            vec![]
+        );
         let mut r = registry_on(&before, &IDS);
-        let cmds = plan_membership_change(node(1), &after, &mut r);
+        let cmds = plan_membership_change(node(1), after.members(), &after, &mut r);
         assert!(cmds
             .iter()
             .all(|c| matches!(c, Command::StartLocal { from, epoch: 2, .. } if *from == node(2))));
@@ -270,9 +316,9 @@ mod tests {
         let three = Ring::new([node(1), node(2), node(3)]);
         let mut r = registry_on(&three, &IDS);
         let two = Ring::new([node(1), node(2)]);
-        let first = plan_membership_change(node(1), &two, &mut r);
+        let first = plan_membership_change(node(1), two.members(), &two, &mut r);
         let one = Ring::new([node(1)]);
-        let cmds = plan_membership_change(node(1), &one, &mut r);
+        let cmds = plan_membership_change(node(1), one.members(), &one, &mut r);
         // Everything that was not on node 1 now starts there: what node 2 had, what it
         // was about to restart, and (again, until confirmed) what the first plan gave
         // node 1.

@@ -73,11 +73,6 @@ impl Ring {
         &self.members
     }
 
-    /// Whether `node` is a member.
-    pub(crate) fn contains(&self, node: NodeId) -> bool {
-        self.members.binary_search(&node).is_ok()
-    }
-
     /// The owner of `id`, or `None` when the ring is empty.
     pub(crate) fn owner(&self, id: &str) -> Option<NodeId> {
         self.ring.get(&KeyBytes(id.as_bytes())).map(|v| v.node)
