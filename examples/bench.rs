@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release --example bench            # all figures
-//! cargo run --release --example bench -- P1 P3   # some figures
+//! cargo run --release --example bench -- P1 P3   # some figures (P1..P8, M1)
 //! BENCH_REPS=5 cargo run --release --example bench
 //! ```
 
@@ -103,7 +103,7 @@ async fn main() {
     }
     let wanted: Vec<String> = args[1..]
         .iter()
-        .filter(|a| a.starts_with('P'))
+        .filter(|a| a.starts_with('P') || a.starts_with('M'))
         .cloned()
         .collect();
     let run = |p: &str| wanted.is_empty() || wanted.iter().any(|w| w == p);
@@ -126,6 +126,9 @@ async fn main() {
     }
     if run("P8") {
         rows.push(p8().await);
+    }
+    if run("M1") {
+        rows.extend(m1().await);
     }
     println!();
     println!("| # | figure | processhub | baseline | ratio | target | met |");
@@ -842,4 +845,121 @@ async fn p8() -> Row {
         target: "≤ 1.1× ideal",
         met: frac / 0.25 <= 1.1,
     }
+}
+
+const M1_COMPONENTS: usize = 100_000;
+
+/// Sequential calls to random children from `hub` until `stop`; latencies in ns and the
+/// number of failed calls.
+async fn probe_calls(
+    hub: Hub,
+    ids: Arc<Vec<String>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<u64>, usize) {
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let id = &ids[(x % ids.len() as u64) as usize];
+        let t = Instant::now();
+        if Counter::handle(&hub, id.clone()).add(1).await.is_err() {
+            failed += 1;
+        }
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    lat.sort_unstable();
+    (lat, failed)
+}
+
+/// Hot migration: a 4th node joins 3 holding 100,000 children; the time until every
+/// child runs on its new owner, and the latency of calls during the move against the
+/// same calls in steady state.
+async fn m1() -> Vec<Row> {
+    let (mut took, mut moved_n, mut p50, mut p99, mut b50, mut b99, mut fails) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], 0usize);
+    for _ in 0..reps(1) {
+        let (hub, mut procs) = cluster(3).await;
+        let ids: Vec<String> = (0..M1_COMPONENTS).map(|i| format!("mv-{i}")).collect();
+        let r = Counter::start_many(
+            &hub,
+            ids.iter()
+                .map(|id| (id.clone(), Counter::default()))
+                .collect(),
+        )
+        .await;
+        assert!(r.iter().all(|r| r.is_ok()));
+        wait_for("registry", Duration::from_secs(60), || {
+            hub.children().len() == M1_COMPONENTS
+        })
+        .await;
+        let ids = Arc::new(ids);
+        // Steady state.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = tokio::spawn(probe_calls(hub.clone(), ids.clone(), stop.clone()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (steady, _) = probe.await.unwrap();
+        b50.push(percentile(&steady, 0.5));
+        b99.push(percentile(&steady, 0.99));
+        // The join, under the same calls.
+        let before: HashMap<std::sync::Arc<str>, NodeId> = hub
+            .children()
+            .into_iter()
+            .map(|c| (c.id, c.owner))
+            .collect();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = tokio::spawn(probe_calls(hub.clone(), ids.clone(), stop.clone()));
+        procs.push(NodeProcess::spawn(hub.listen_addr()).await);
+        let joiner = procs.last().unwrap().id;
+        wait_for("4 members", Duration::from_secs(30), || {
+            hub.nodes().len() == 4
+        })
+        .await;
+        let t = Instant::now();
+        wait_for("the moves", Duration::from_secs(120), || {
+            hub.children()
+                .iter()
+                .all(|c| Some(c.owner) == hub.ring_owner(&c.id))
+        })
+        .await;
+        took.push(t.elapsed().as_secs_f64());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (during, failed) = probe.await.unwrap();
+        fails += failed;
+        p50.push(percentile(&during, 0.5));
+        p99.push(percentile(&during, 0.99));
+        moved_n.push(
+            hub.children()
+                .iter()
+                .filter(|c| c.owner == joiner && before.get(&c.id) != Some(&joiner))
+                .count() as f64,
+        );
+        drop(procs);
+        let _ = hub.shutdown().await;
+    }
+    let (took, moved_n) = (median(took), median(moved_n));
+    let (p50, p99, b50, b99) = (median(p50), median(p99), median(b50), median(b99));
+    vec![
+        Row {
+            id: "M1",
+            figure: "hot rebalance of 100,000 when a 4th node joins 3",
+            value: format!("{took:.2} s ({moved_n:.0} moved)"),
+            baseline: None,
+            ratio: None,
+            target: "(recorded)",
+            met: true,
+        },
+        Row {
+            id: "M1'",
+            figure: "call latency during that rebalance: p50 / p99",
+            value: format!("{:.0} / {:.0} µs ({fails} failed)", p50 / 1e3, p99 / 1e3),
+            baseline: Some(format!("{:.0} / {:.0} µs (steady)", b50 / 1e3, b99 / 1e3)),
+            ratio: Some(p99 / b99),
+            target: "(recorded; 0 failed)",
+            met: fails == 0,
+        },
+    ]
 }

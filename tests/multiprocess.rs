@@ -244,7 +244,41 @@ async fn kill_nine_then_graceful_shutdown() {
     assert!(agreed, "the registries of the survivors converge");
     assert_eq!(hub.children().len(), 600);
 
-    // Graceful shutdown of another: it leaves promptly, its children restart here.
+    // Graceful shutdown of another, under load from here: it hands its children over
+    // with their state and leaves promptly; no call fails, no increment is lost.
+    let before: Vec<u64> = {
+        let mut v = Vec::new();
+        for id in &ids {
+            v.push(Tally::handle(&hub, id.clone()).get().await.unwrap());
+        }
+        v
+    };
+    let on_c: Vec<String> = ids
+        .iter()
+        .filter(|id| hub.lookup(id).unwrap().owner == c.id)
+        .cloned()
+        .collect();
+    assert!(!on_c.is_empty());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let hub = hub.clone();
+        let ids = ids.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acked = vec![0u64; ids.len()];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, id) in ids.iter().enumerate() {
+                    Tally::handle(&hub, id.clone())
+                        .add(1)
+                        .await
+                        .expect("no call fails during the handover");
+                    acked[i] += 1;
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     c.say("shutdown").await;
     let left_at = std::time::Instant::now();
     c.expect_line("BYE").await;
@@ -271,5 +305,16 @@ async fn kill_nine_then_graceful_shutdown() {
     )
     .await;
     assert_eq!(hub.local_children(), 600);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = loader.await.unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let n = Tally::handle(&hub, id.clone()).get().await.unwrap();
+        assert_eq!(
+            n,
+            before[i] + acked[i],
+            "{id} (was on c: {})",
+            on_c.contains(id)
+        );
+    }
     hub.shutdown().await.unwrap();
 }

@@ -858,7 +858,18 @@ impl HubInner {
         }
         let (mut moved, mut failed) = (0, 0);
         for (to, moves) in by_node {
+            // Once the target proves unreachable, the rest of its batches fail at once
+            // (put back here) instead of each waiting for the deadline.
+            let mut unreachable = false;
             for chunk in moves.chunks(START_BATCH) {
+                if unreachable {
+                    for m in chunk {
+                        failed += 1;
+                        let reason = format!("{to} is unreachable");
+                        self.move_failed(m.id.as_str(), &*m.child, to, reason);
+                    }
+                    continue;
+                }
                 let frozen = futures_util::future::join_all(
                     chunk.iter().map(|m| m.child.clone().freeze_for_move()),
                 )
@@ -893,20 +904,19 @@ impl HubInner {
                     continue;
                 }
                 let deadline = Instant::now() + self.call_timeout;
+                let connect_by = Instant::now() + RECONNECT_WAIT;
+                let req = Request::Start {
+                    items,
+                    hops: MAX_HOPS,
+                };
                 let res = self
                     .transport
-                    .request(
-                        to,
-                        Request::Start {
-                            items,
-                            hops: MAX_HOPS,
-                        },
-                        deadline,
-                    )
+                    .request_within(to, req, connect_by, deadline)
                     .await;
                 let outcomes = match res {
                     Ok(Response::Started(o)) if o.len() == sent.len() => o,
                     other => {
+                        unreachable = matches!(other, Err(TransportError::NotConnected));
                         let message = format!("no answer from {to}: {other:?}");
                         vec![StartOutcome::Failed { message }; sent.len()]
                     }
