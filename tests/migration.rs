@@ -311,3 +311,36 @@ async fn drain_moves_everything_away_under_load_and_takes_nothing_new() {
         h.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handover_hooks_run_once_per_move_on_each_side() {
+    use common::Traveller;
+    let a = hub("hooks", &[]).await;
+    let b = hub("hooks", &[a.listen_addr()]).await;
+    wait_members(&[a.clone(), b.clone()], 2).await;
+    let ids: Vec<String> = (0..60).map(|i| format!("tr-{i}")).collect();
+    for r in Traveller::start_many(
+        &a,
+        ids.iter()
+            .map(|i| (i.clone(), Traveller::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let on_b: Vec<String> = ids
+        .iter()
+        .filter(|id| b.lookup(id).unwrap().owner == b.node_id())
+        .cloned()
+        .collect();
+    assert!(!on_b.is_empty());
+    b.shutdown().await.unwrap();
+    wait_members(std::slice::from_ref(&a), 1).await;
+    for id in &ids {
+        let trips = Traveller::handle(&a, id.clone()).trips().await.unwrap();
+        let expected = if on_b.contains(id) { (1, 1) } else { (0, 0) };
+        assert_eq!(trips, expected, "{id}");
+    }
+    a.shutdown().await.unwrap();
+}

@@ -63,7 +63,12 @@ fn stub_dispatch(item: &ItemImpl) -> TokenStream {
     if !item.generics.params.is_empty() {
         return TokenStream::new();
     }
-    let dispatch = dispatch_impl(&quote!(::processhub), &item.self_ty, &[]);
+    let dispatch = dispatch_impl(
+        &quote!(::processhub),
+        &item.self_ty,
+        &[],
+        &TokenStream::new(),
+    );
     quote! {
         const _: () = {
             #dispatch
@@ -72,10 +77,17 @@ fn stub_dispatch(item: &ItemImpl) -> TokenStream {
 }
 
 /// `Dispatch` for `self_ty`: one arm per method name, and `UnknownMethod` for the rest.
-fn dispatch_impl(ph: &TokenStream, self_ty: &Type, arms: &[TokenStream]) -> TokenStream {
+fn dispatch_impl(
+    ph: &TokenStream,
+    self_ty: &Type,
+    arms: &[TokenStream],
+    hooks: &TokenStream,
+) -> TokenStream {
     quote! {
         #[automatically_derived]
         impl #ph::__private::Dispatch for #self_ty {
+            #hooks
+
             fn dispatch(
                 child: #ph::__private::ChildRef<Self>,
                 method: &str,
@@ -249,10 +261,24 @@ fn is_skip(attr: &syn::Attribute) -> bool {
         && attr.parse_args::<syn::Ident>().is_ok_and(|i| i == "skip")
 }
 
+/// The lifecycle hooks a method can be marked as, and the `Dispatch` method each fills.
+const HOOKS: &[(&str, &str)] = &[
+    ("on_handover_out", "on_handover_out"),
+    ("on_handover_in", "on_handover_in"),
+];
+
+fn hook_of(attr: &syn::Attribute) -> Option<&'static str> {
+    HOOKS
+        .iter()
+        .find(|(name, _)| attr.path().is_ident(name))
+        .map(|(_, method)| *method)
+}
+
 fn strip_method_attrs(item: &mut ItemImpl) {
     for it in &mut item.items {
         if let ImplItem::Fn(f) = it {
-            f.attrs.retain(|a| !a.path().is_ident("distributed"));
+            f.attrs
+                .retain(|a| !a.path().is_ident("distributed") && hook_of(a).is_none());
         }
     }
 }
@@ -290,11 +316,45 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
 
     let mut methods = Vec::new();
     let mut skipped: Vec<bool> = Vec::new();
+    let mut hook_fns: Vec<(&str, syn::Ident)> = Vec::new();
     for it in &item.items {
         let ImplItem::Fn(f) = it else {
             skipped.push(true);
             continue;
         };
+        if let Some(hook) = f.attrs.iter().find_map(hook_of) {
+            // A hook is not a call: `fn name(&mut self)`, run by the hub.
+            let sig = &f.sig;
+            let ok = sig.asyncness.is_none()
+                && sig.generics.params.is_empty()
+                && matches!(sig.output, ReturnType::Default)
+                && sig.inputs.len() == 1
+                && matches!(sig.inputs.first(), Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_some());
+            if !ok {
+                push(
+                    &mut errors,
+                    syn::Error::new(
+                        sig.span(),
+                        format!("a #[{hook}] hook is `fn {}(&mut self)`: not async, no arguments, no return value", sig.ident),
+                    ),
+                );
+            } else if hook_fns
+                .iter()
+                .any(|(h, _): &(&str, syn::Ident)| *h == hook)
+            {
+                push(
+                    &mut errors,
+                    syn::Error::new(
+                        sig.ident.span(),
+                        format!("only one method can be #[{hook}]"),
+                    ),
+                );
+            } else {
+                hook_fns.push((hook, sig.ident.clone()));
+            }
+            skipped.push(true);
+            continue;
+        }
         let skip = f.attrs.iter().any(is_skip);
         for a in f
             .attrs
@@ -397,7 +457,18 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         });
     }
 
-    let dispatch = dispatch_impl(&ph, self_ty, &arms);
+    let hooks: TokenStream = hook_fns
+        .iter()
+        .map(|(hook, name)| {
+            let hook = format_ident!("{}", hook);
+            quote! {
+                fn #hook(&mut self) {
+                    self.#name()
+                }
+            }
+        })
+        .collect();
+    let dispatch = dispatch_impl(&ph, self_ty, &arms, &hooks);
     let mut item = item.clone();
     strip_method_attrs(&mut item);
     Ok(quote! {

@@ -37,8 +37,16 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     const HOT_MIGRATION: bool = true;
 }
 
-/// Remote dispatch by method name: implemented by `#[distributed]` on an impl block.
+/// Remote dispatch by method name, and the lifecycle hooks: implemented by
+/// `#[distributed]` on an impl block.
 pub trait Dispatch: Component {
+    /// Runs before the state leaves this node in a hot move (`#[on_handover_out]`).
+    fn on_handover_out(&mut self) {}
+
+    /// Runs when a state arrives from a hot move, before the first call
+    /// (`#[on_handover_in]`).
+    fn on_handover_in(&mut self) {}
+
     /// Decodes `args` for `method` (now), runs it on the child and encodes the reply
     /// (in the returned future).
     fn dispatch(
@@ -537,11 +545,17 @@ impl<T: Dispatch> ErasedChild for Child<T> {
         self: Arc<Self>,
     ) -> BoxFuture<'static, Option<Result<Option<Vec<u8>>, String>>> {
         Box::pin(async move {
-            let state = self.take().await?;
+            let mut state = self.take().await?;
             let encoded = if T::HOT_MIGRATION {
-                postcard::to_allocvec(&state)
-                    .map(Some)
-                    .map_err(|e| format!("encoding the state: {e}"))
+                match std::panic::catch_unwind(AssertUnwindSafe(|| state.on_handover_out())) {
+                    Ok(()) => postcard::to_allocvec(&state)
+                        .map(Some)
+                        .map_err(|e| format!("encoding the state: {e}")),
+                    Err(p) => Err(format!(
+                        "#[on_handover_out] panicked: {}",
+                        panic_message(&*p)
+                    )),
+                }
             } else {
                 Ok(None)
             };
@@ -564,13 +578,22 @@ pub(crate) fn spawn_typed<T: Dispatch>(state: T, ctx: ChildCtx) -> Arc<dyn Erase
     Arc::new(Child::new(state, ctx))
 }
 
-fn spawn_erased<T: Dispatch>(state: &[u8], args: ChildCtx) -> Result<Arc<dyn ErasedChild>, String> {
-    let state: T = postcard::from_bytes(state).map_err(|e| format!("start state: {e}"))?;
+fn spawn_erased<T: Dispatch>(
+    state: &[u8],
+    args: ChildCtx,
+    handed_over: bool,
+) -> Result<Arc<dyn ErasedChild>, String> {
+    let mut state: T = postcard::from_bytes(state).map_err(|e| format!("start state: {e}"))?;
+    if handed_over && T::HOT_MIGRATION {
+        std::panic::catch_unwind(AssertUnwindSafe(|| state.on_handover_in()))
+            .map_err(|p| format!("#[on_handover_in] panicked: {}", panic_message(&*p)))?;
+    }
     Ok(spawn_typed(state, args))
 }
 
 /// Starts a child from its encoded state.
-pub(crate) type SpawnFn = fn(&[u8], ChildCtx) -> Result<Arc<dyn ErasedChild>, String>;
+/// Starts a child from its encoded state; `true` when the state arrived in a move.
+pub(crate) type SpawnFn = fn(&[u8], ChildCtx, bool) -> Result<Arc<dyn ErasedChild>, String>;
 
 /// One component type, as the hub sees it.
 #[doc(hidden)]

@@ -790,7 +790,7 @@ impl HubInner {
             start_state: None,
         };
         let outcome = match component::vtable(&entry.type_name) {
-            Some(vt) => self.start_local(&item, |args| (vt.spawn)(&item.state, args)),
+            Some(vt) => self.start_local(&item, |args| (vt.spawn)(&item.state, args, false)),
             None => StartOutcome::UnknownType { node: self.me },
         };
         match outcome {
@@ -1229,10 +1229,13 @@ impl Inbound for HubInner {
                     .collect();
                 let unknown: Vec<bool> = vtables.iter().map(Option::is_none).collect();
                 let states: Vec<Vec<u8>> = items.iter().map(|i| i.state.clone()).collect();
+                // A state that arrives with its start state beside it was handed over.
+                let handed_over: Vec<bool> =
+                    items.iter().map(|i| i.start_state.is_some()).collect();
                 let me = self.me;
                 let mut outcomes = self
                     .start_items(items, hops, |i, args| match vtables[i] {
-                        Some(vt) => (vt.spawn)(&states[i], args),
+                        Some(vt) => (vt.spawn)(&states[i], args, handed_over[i]),
                         None => Err(String::new()),
                     })
                     .await;

@@ -149,3 +149,31 @@ impl ColdTally {
         self.n
     }
 }
+
+/// A component that counts its handovers with the hooks.
+#[distributed]
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+pub struct Traveller {
+    left: u32,
+    arrived: u32,
+}
+
+#[distributed]
+impl Traveller {
+    /// (handovers out, handovers in).
+    pub fn trips(&self) -> (u32, u32) {
+        (self.left, self.arrived)
+    }
+
+    /// Runs before the state leaves.
+    #[on_handover_out]
+    fn leaving(&mut self) {
+        self.left += 1;
+    }
+
+    /// Runs when the state arrives.
+    #[on_handover_in]
+    fn arriving(&mut self) {
+        self.arrived += 1;
+    }
+}
