@@ -109,6 +109,7 @@ pub use crate::node::NodeId;
 /// |---|---|---|---|
 /// | `name` | a string | `module_path!()::Type` | the type's name on the wire; set it to keep a stable name across renames and rolling upgrades |
 /// | `crate` | a path | `::processhub` | where processhub is, when it is re-exported under another name |
+/// | `migration` | `"hot"` or `"cold"` | `"hot"` | when the component moves (a join, a graceful shutdown, a drain): `"hot"` takes its latest state along, `"cold"` restarts it from its start state |
 ///
 /// # On the impl block
 ///
@@ -125,6 +126,18 @@ pub use crate::node::NodeId;
 ///   with the state the panic left, and the hub emits `ChildRestarted`.
 ///
 /// Private methods and `#[distributed(skip)]` methods stay local helpers.
+///
+/// # Hooks
+///
+/// A method of the impl block marked with one of these runs at that point of the
+/// component's life; it is `fn name(&mut self)` and is not a call:
+///
+/// | attribute | runs |
+/// |---|---|
+/// | `#[on_handover_out]` | before the state leaves this node in a hot move (to trim it, or to close what cannot travel) |
+/// | `#[on_handover_in]` | on the new node when the state arrives, before the first call (to re-open resources) |
+///
+/// A hook that panics fails the move; the component stays where it was, with its state.
 ///
 /// # See expanded code
 ///
