@@ -866,7 +866,7 @@ impl HubInner {
                     for m in chunk {
                         failed += 1;
                         let reason = format!("{to} is unreachable");
-                        self.move_failed(m.id.as_str(), &*m.child, to, reason);
+                        self.move_failed(m.id.as_str(), &*m.child, to, reason, None);
                     }
                     continue;
                 }
@@ -892,7 +892,7 @@ impl HubInner {
                         }
                         Some(Err(reason)) => {
                             failed += 1;
-                            self.move_failed(m.id.as_str(), &*m.child, to, reason);
+                            self.move_failed(m.id.as_str(), &*m.child, to, reason, None);
                         }
                         // Stopped meanwhile: nothing to move.
                         None => {
@@ -937,7 +937,15 @@ impl HubInner {
                         }
                         other => {
                             failed += 1;
-                            self.move_failed(m.id.as_str(), &*m.child, to, format!("{other:?}"));
+                            // Unknown outcome only if the request went out.
+                            let offered = (!unreachable).then_some(m.epoch);
+                            self.move_failed(
+                                m.id.as_str(),
+                                &*m.child,
+                                to,
+                                format!("{other:?}"),
+                                offered,
+                            );
                         }
                     }
                 }
@@ -983,9 +991,35 @@ impl HubInner {
     }
 
     /// A move failed: the child goes on here, with its state.
-    fn move_failed(&self, id: &str, child: &dyn ErasedChild, to: NodeId, reason: String) {
+    ///
+    /// When the target was sent the child under `offered` and its answer is unknown (a
+    /// timeout, a lost connection), the target may run it anyway: the child here takes
+    /// the epoch after `offered`, so the registry keeps this one everywhere and the
+    /// target, seeing it, stops its copy.
+    fn move_failed(
+        &self,
+        id: &str,
+        child: &dyn ErasedChild,
+        to: NodeId,
+        reason: String,
+        offered: Option<u64>,
+    ) {
         tracing::warn!(%id, %to, "move failed, it stays here: {reason}");
-        self.state.write().unwrap().moving.remove(id);
+        {
+            let mut guard = self.state.write().unwrap();
+            let st = &mut *guard;
+            st.moving.remove(id);
+            if let (Some(offered), Some(local)) = (offered, st.local.get_mut(id)) {
+                local.epoch = offered + 1;
+                if let Some(mut entry) = st.registry.get(id).cloned() {
+                    entry.owner = self.me;
+                    entry.epoch = offered + 1;
+                    st.registry.upsert(id, entry.clone());
+                    self.transport
+                        .broadcast(&Push::Upsert(vec![(id.to_string(), entry)]));
+                }
+            }
+        }
         child.move_failed();
         self.emit(HubEvent::MigrationFailed {
             id: id.to_string(),

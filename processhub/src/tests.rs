@@ -275,6 +275,7 @@ async fn a_move_that_fails_rolls_back_with_the_state() {
         .await;
     assert_eq!((moved, failed), (0, 1));
     assert_eq!(hub.lookup("stays").unwrap().owner, hub.node_id());
+    // The start never went out (no connection): the epoch stays.
     assert_eq!(hub.lookup("stays").unwrap().epoch, 1);
     // Still here, with its state: two calls so far, this is the third.
     assert_eq!(e.count().await.unwrap(), 2);
