@@ -49,6 +49,27 @@ fn load(
         .collect()
 }
 
+/// Stops the load and sums what was acknowledged per child; no call may have failed.
+async fn stop_load(
+    stop: &Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<(Vec<u64>, Vec<String>)>>,
+) -> Vec<u64> {
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = vec![0u64; CHILDREN];
+    for w in workers {
+        let (a, errors) = w.await.unwrap();
+        assert!(
+            errors.is_empty(),
+            "calls failed: {:?}",
+            &errors[..errors.len().min(5)]
+        );
+        for (i, n) in a.into_iter().enumerate() {
+            acked[i] += n;
+        }
+    }
+    acked
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_and_graceful_leave_under_load_lose_nothing() {
     let first = hub("hot", &[]).await;
@@ -90,19 +111,7 @@ async fn join_and_graceful_leave_under_load_lose_nothing() {
     wait_members(&hubs, 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = vec![0u64; CHILDREN];
-    for w in workers {
-        let (a, errors) = w.await.unwrap();
-        assert!(
-            errors.is_empty(),
-            "calls failed during the moves: {:?}",
-            &errors[..errors.len().min(5)]
-        );
-        for (i, n) in a.into_iter().enumerate() {
-            acked[i] += n;
-        }
-    }
+    let acked = stop_load(&stop, workers).await;
     // Every counter equals what callers were told, exactly.
     for (i, id) in ids.iter().enumerate() {
         let n = Tally::handle(&hubs[0], id.clone()).get().await.unwrap();
@@ -287,19 +296,7 @@ async fn drain_moves_everything_away_under_load_and_takes_nothing_new() {
     assert_eq!(drained.local_children(), 0);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = vec![0u64; CHILDREN];
-    for w in workers {
-        let (a, errors) = w.await.unwrap();
-        assert!(
-            errors.is_empty(),
-            "calls failed during the drain: {:?}",
-            &errors[..errors.len().min(5)]
-        );
-        for (i, n) in a.into_iter().enumerate() {
-            acked[i] += n;
-        }
-    }
+    let acked = stop_load(&stop, workers).await;
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(
             Tally::handle(&hubs[2], id.clone()).get().await.unwrap(),
