@@ -333,9 +333,34 @@ async fn orchestrate() {
         .expect("some stayed");
     let kept = Account::handle(&hub, stayed).balance().await.unwrap_or(-1);
 
+    // Node C leaves gracefully: it hands its accounts over, with their balances.
+    let on_c: Vec<String> = hub
+        .children()
+        .into_iter()
+        .filter(|i| i.owner == c.id)
+        .map(|i| i.id.to_string())
+        .collect();
+    let mut balances_before = Vec::new();
+    for id in &on_c {
+        balances_before.push(
+            Account::handle(&hub, id.clone())
+                .balance()
+                .await
+                .unwrap_or(-1),
+        );
+    }
     c.ask("shutdown", "BYE").await;
     let _ = c.child.wait().await;
-    t.say("node C shut down gracefully");
+    let mut kept_on_move = 0;
+    for (id, before) in on_c.iter().zip(&balances_before) {
+        if Account::handle(&hub, id.clone()).balance().await.ok() == Some(*before) {
+            kept_on_move += 1;
+        }
+    }
+    t.say(format!(
+        "node C shut down gracefully: {kept_on_move} of its {} accounts moved to node A with their balances",
+        on_c.len()
+    ));
     let (detected, restarted_on_a, last_restart) = watcher.await.expect("watcher");
     hub.shutdown().await.expect("shutdown");
     t.say("node A shut down");
@@ -363,7 +388,8 @@ async fn orchestrate() {
     );
     println!("  an account of node B  balance {sample}: restarted from its start state, then 1 deposit (cold restart)");
     println!("  an account that stayed balance {kept}: 4 deposits, none lost");
-    if recovered.is_none() || call_errors > 0 {
+    println!("  graceful leave        node C handed over {kept_on_move} of {} accounts, balances kept (hot migration)", on_c.len());
+    if recovered.is_none() || call_errors > 0 || kept_on_move != on_c.len() {
         std::process::exit(1);
     }
 }

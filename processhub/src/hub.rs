@@ -1046,17 +1046,14 @@ impl HubInner {
         method: &str,
         args: &[u8],
     ) -> BoxFuture<'static, Response> {
-        let local = {
-            let st = self.state.read().unwrap();
-            match st.local.get(id) {
-                Some(l) => Ok(l.child.clone()),
-                None => Err(st
-                    .registry
-                    .get(id)
-                    .map(|e| e.owner)
-                    .filter(|o| *o != self.me)),
-            }
-        };
+        let child = self
+            .state
+            .read()
+            .unwrap()
+            .local
+            .get(id)
+            .map(|l| l.child.clone());
+        let local = child.ok_or_else(|| self.owner_elsewhere(id));
         let ready = |r: Response| -> BoxFuture<'static, Response> { Box::pin(async move { r }) };
         match local {
             Ok(child) if child.type_name() != type_name => {
