@@ -341,3 +341,59 @@ async fn handover_hooks_run_once_per_move_on_each_side() {
     }
     a.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_children_stay_on_a_join_and_a_drain_and_leave_with_their_node() {
+    use common::PinnedTally;
+    let a = hub("pinned", &[]).await;
+    let b = hub("pinned", &[a.listen_addr()]).await;
+    wait_members(&[a.clone(), b.clone()], 2).await;
+    let ids: Vec<String> = (0..60).map(|i| format!("pin-{i}")).collect();
+    for r in PinnedTally::start_many(
+        &a,
+        ids.iter()
+            .map(|i| (i.clone(), PinnedTally::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    for id in &ids {
+        PinnedTally::handle(&b, id.clone()).add(2).await.unwrap();
+    }
+    let owners: Vec<NodeId> = ids.iter().map(|id| a.lookup(id).unwrap().owner).collect();
+    // A join moves nothing pinned, even what the joiner now owns on the ring.
+    let c = hub("pinned", &[a.listen_addr()]).await;
+    let all = [a.clone(), b.clone(), c.clone()];
+    wait_members(&all, 3).await;
+    assert!(ids.iter().any(|id| c.ring_owner(id) == Some(c.node_id())));
+    tokio::time::sleep(Duration::from_millis(1500)).await; // two planner ticks
+    assert_eq!(c.local_children(), 0);
+    // A drain leaves them too, and says so.
+    let on_b = b.local_children();
+    let report = b.drain().await.unwrap();
+    assert_eq!(
+        report,
+        processhub::DrainReport {
+            moved: 0,
+            failed: on_b
+        }
+    );
+    for (id, owner) in ids.iter().zip(&owners) {
+        assert_eq!(a.lookup(id).unwrap().owner, *owner, "{id} stayed");
+    }
+    // When their node leaves, they go with their state.
+    b.shutdown().await.unwrap();
+    wait_members(&[a.clone(), c.clone()], 2).await;
+    for id in &ids {
+        assert_eq!(
+            PinnedTally::handle(&a, id.clone()).add(0).await.unwrap(),
+            2,
+            "{id}"
+        );
+    }
+    for h in [a, c] {
+        h.shutdown().await.unwrap();
+    }
+}

@@ -130,6 +130,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
         }
     };
     let hot = !args.cold;
+    let pinned = args.pinned;
     let handle_doc = format!(
         "A handle on one running [`{ident}`], by id: each method calls it wherever it runs. \
          Cheap to clone; `Send + Sync`."
@@ -159,6 +160,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
             impl #ph::__private::Component for #ident {
                 const TYPE_NAME: &'static str = #type_name;
                 const HOT_MIGRATION: bool = #hot;
+                const PINNED: bool = #pinned;
             }
 
             #[#ph::__private::linkme::distributed_slice(#ph::__private::COMPONENTS)]

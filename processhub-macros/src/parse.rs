@@ -35,7 +35,7 @@ impl Parse for Input {
 }
 
 /// Keys accepted on the struct.
-pub(crate) const STRUCT_KEYS: &[&str] = &["name", "crate", "migration"];
+pub(crate) const STRUCT_KEYS: &[&str] = &["name", "crate", "migration", "pinned"];
 
 /// Arguments of the struct attribute.
 #[derive(Default)]
@@ -44,6 +44,8 @@ pub(crate) struct StructArgs {
     pub(crate) krate: Option<Path>,
     /// `migration = "cold"`: moves restart from the start state.
     pub(crate) cold: bool,
+    /// `pinned`: stays on its node while it lives.
+    pub(crate) pinned: bool,
 }
 
 impl StructArgs {
@@ -80,6 +82,20 @@ impl StructArgs {
                             );
                         }
                         args.name = Some(lit);
+                    }
+                    "pinned" => {
+                        if input.peek(Token![=]) {
+                            push(
+                                &mut errors,
+                                syn::Error::new(
+                                    key.span(),
+                                    "`pinned` takes no value: write `#[distributed(pinned)]`",
+                                ),
+                            );
+                            input.parse::<Token![=]>()?;
+                            input.parse::<syn::Expr>()?;
+                        }
+                        args.pinned = true;
                     }
                     "migration" => {
                         input.parse::<Token![=]>()?;

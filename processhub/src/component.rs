@@ -35,6 +35,9 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// Whether a move takes the latest state along (`migration = "hot"`, the default)
     /// or restarts from the start state (`migration = "cold"`).
     const HOT_MIGRATION: bool = true;
+    /// Whether it stays on the node it started on while that node lives
+    /// (`#[distributed(pinned)]`): joins and drains do not move it.
+    const PINNED: bool = false;
 }
 
 /// Remote dispatch by method name, and the lifecycle hooks: implemented by
@@ -600,6 +603,7 @@ pub(crate) type SpawnFn = fn(&[u8], ChildCtx, bool) -> Result<Arc<dyn ErasedChil
 pub struct ComponentVTable {
     pub(crate) type_name: &'static str,
     pub(crate) spawn: SpawnFn,
+    pub(crate) pinned: bool,
 }
 
 impl std::fmt::Debug for ComponentVTable {
@@ -616,6 +620,7 @@ impl ComponentVTable {
         Self {
             type_name: T::TYPE_NAME,
             spawn: spawn_erased::<T>,
+            pinned: T::PINNED,
         }
     }
 }
@@ -624,6 +629,11 @@ impl ComponentVTable {
 #[doc(hidden)]
 #[linkme::distributed_slice]
 pub static COMPONENTS: [ComponentVTable];
+
+/// Whether children of this type stay on their node while it lives.
+pub(crate) fn is_pinned(type_name: &str) -> bool {
+    vtable(type_name).is_some_and(|v| v.pinned)
+}
 
 /// The table entry of a type name, if this binary has it.
 pub(crate) fn vtable(type_name: &str) -> Option<&'static ComponentVTable> {

@@ -244,7 +244,8 @@ impl std::fmt::Debug for Hub {
 pub struct DrainReport {
     /// Children now running on other nodes.
     pub moved: usize,
-    /// Children that could not move (no other member, or the move failed); they run here.
+    /// Children that could not move (no other member, the move failed, or the
+    /// component is pinned); they run here.
     pub failed: usize,
 }
 
@@ -740,8 +741,13 @@ impl HubInner {
             let mut guard = self.state.write().unwrap();
             let st = &mut *guard;
             let ring = st.ring.clone();
-            let mut commands =
-                plan_membership_change(self.me, &st.members, &ring, &mut st.registry);
+            let mut commands = plan_membership_change(
+                self.me,
+                &st.members,
+                &ring,
+                &mut st.registry,
+                &component::is_pinned,
+            );
             // A start already running or a move under way is not issued twice.
             commands.retain(|c| match c {
                 Command::StartLocal { id, .. } => !st.local.contains_key(id.as_str()),
@@ -1102,6 +1108,7 @@ impl HubInner {
             let moves: Vec<(String, NodeId, u64)> = st
                 .local
                 .iter()
+                .filter(|(_, l)| !component::is_pinned(l.child.type_name()))
                 .filter_map(|(id, l)| {
                     let to = st.ring.owner(id).filter(|to| *to != self.me)?;
                     Some((id.to_string(), to, l.epoch + 1))

@@ -109,6 +109,7 @@ pub use crate::node::NodeId;
 /// |---|---|---|---|
 /// | `name` | a string | `module_path!()::Type` | the type's name on the wire; set it to keep a stable name across renames and rolling upgrades |
 /// | `crate` | a path | `::processhub` | where processhub is, when it is re-exported under another name |
+/// | `pinned` | (no value) | not pinned | the component stays on the node it started on while that node lives: a join or a drain does not move it; when its node leaves gracefully it is handed over, when its node dies it is restarted elsewhere |
 /// | `migration` | `"hot"` or `"cold"` | `"hot"` | when the component moves (a join, a graceful shutdown, a drain): `"hot"` takes its latest state along, `"cold"` restarts it from its start state |
 ///
 /// # On the impl block

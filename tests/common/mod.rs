@@ -177,3 +177,19 @@ impl Traveller {
         self.arrived += 1;
     }
 }
+
+/// A counter that stays on the node it started on while that node lives.
+#[distributed(pinned)]
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+pub struct PinnedTally {
+    n: u64,
+}
+
+#[distributed]
+impl PinnedTally {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}

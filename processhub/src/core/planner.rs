@@ -36,13 +36,15 @@ pub(crate) enum Command {
 
 /// Plans the commands of node `me`, marking re-assigned entries in `registry` as
 /// pending. `members` (sorted) are the live nodes; `ring` places children, over the
-/// members that take new ones (a draining member is alive but not on it). Commands come
+/// members that take new ones (a draining member is alive but not on it); `pinned` says
+/// of a type name whether its children stay on their node while it lives. Commands come
 /// sorted by id.
 pub(crate) fn plan_membership_change(
     me: NodeId,
     members: &[NodeId],
     ring: &Ring,
     registry: &mut Registry,
+    pinned: &dyn Fn(&str) -> bool,
 ) -> Vec<Command> {
     let mut commands = Vec::new();
     let alive = |n: NodeId| members.binary_search(&n).is_ok();
@@ -82,11 +84,13 @@ pub(crate) fn plan_membership_change(
                 epoch,
                 from,
             }),
-            None if owner == me && target != me => commands.push(Command::MoveTo {
-                id: id.to_string(),
-                to: target,
-                epoch: epoch + 1,
-            }),
+            None if owner == me && target != me && !pinned(&entry.type_name) => {
+                commands.push(Command::MoveTo {
+                    id: id.to_string(),
+                    to: target,
+                    epoch: epoch + 1,
+                })
+            }
             _ => {}
         }
     }
@@ -135,11 +139,11 @@ mod tests {
         let before = Ring::new([node(1), node(2), node(3)]);
         let after = Ring::new([node(1), node(2)]);
         let mut r = registry_on(&before, &IDS);
-        let first = plan_membership_change(node(1), after.members(), &after, &mut r);
+        let first = plan_membership_change(node(1), after.members(), &after, &mut r, &|_| false);
         assert!(!first.is_empty());
         // Nothing confirmed yet: the same starts, same epochs.
         assert_eq!(
-            plan_membership_change(node(1), after.members(), &after, &mut r),
+            plan_membership_change(node(1), after.members(), &after, &mut r, &|_| false),
             first
         );
         // Once confirmed (the hub clears the mark), nothing more.
@@ -151,7 +155,7 @@ mod tests {
             r.upsert(id, e);
         }
         assert_eq!(
-            plan_membership_change(node(1), after.members(), &after, &mut r),
+            plan_membership_change(node(1), after.members(), &after, &mut r, &|_| false),
             vec![]
         );
     }
@@ -162,11 +166,11 @@ mod tests {
         let mut r = registry_on(&four, &IDS);
         // Node 1 first sees node 4 die with node 3 also missing (an odd, passing view)...
         let odd = Ring::new([node(1), node(2)]);
-        plan_membership_change(node(1), odd.members(), &odd, &mut r);
+        plan_membership_change(node(1), odd.members(), &odd, &mut r, &|_| false);
         // ...then the true view: node 3 is alive. Every orphan of node 4 must be owned
         // by its owner on the true ring, and node 1 starts exactly its share.
         let truth = Ring::new([node(1), node(2), node(3)]);
-        let cmds = plan_membership_change(node(1), truth.members(), &truth, &mut r);
+        let cmds = plan_membership_change(node(1), truth.members(), &truth, &mut r, &|_| false);
         for id in IDS.iter().filter(|id| four.owner(id) == Some(node(4))) {
             assert_eq!(r.get(id).unwrap().owner, truth.owner(id).unwrap());
         }
@@ -196,7 +200,7 @@ mod tests {
         let placing = Ring::new([node(1), node(3)]);
         let mut r = registry_on(&all, &IDS);
         // Node 2 drains: it stays a member, but the ring places nothing on it.
-        let cmds = plan_membership_change(node(2), all.members(), &placing, &mut r);
+        let cmds = plan_membership_change(node(2), all.members(), &placing, &mut r, &|_| false);
         let expected: Vec<Command> = IDS
             .iter()
             .filter(|id| all.owner(id) == Some(node(2)))
@@ -212,10 +216,32 @@ mod tests {
         for me in [node(1), node(3)] {
             let mut r = registry_on(&all, &IDS);
             assert_eq!(
-                plan_membership_change(me, all.members(), &placing, &mut r),
+                plan_membership_change(me, all.members(), &placing, &mut r, &|_| false),
                 vec![]
             );
         }
+    }
+
+    #[test]
+    fn pinned_children_stay_on_a_join_and_restart_elsewhere_on_a_death() {
+        let three = Ring::new([node(1), node(2), node(3)]);
+        let four = Ring::new([node(1), node(2), node(3), node(4)]);
+        let pinned = |t: &str| t == "T";
+        for me in [node(1), node(2), node(3)] {
+            let mut r = registry_on(&three, &IDS);
+            assert_eq!(
+                plan_membership_change(me, four.members(), &four, &mut r, &pinned),
+                vec![]
+            );
+        }
+        let two = Ring::new([node(1), node(2)]);
+        let mut r = registry_on(&three, &IDS);
+        let restarts = plan_membership_change(node(1), two.members(), &two, &mut r, &pinned);
+        let expected = IDS
+            .iter()
+            .filter(|id| three.owner(id) == Some(node(3)) && two.owner(id) == Some(node(1)))
+            .count();
+        assert_eq!(restarts.len(), expected);
     }
 
     #[test]
@@ -224,7 +250,7 @@ mod tests {
         let mut r = registry_on(&ring, &IDS);
         for me in [node(1), node(2), node(3)] {
             assert_eq!(
-                plan_membership_change(me, ring.members(), &ring, &mut r),
+                plan_membership_change(me, ring.members(), &ring, &mut r, &|_| false),
                 vec![]
             );
         }
@@ -242,7 +268,7 @@ mod tests {
             .collect();
         for me in [node(1), node(2)] {
             let mut r = registry_on(&before, &IDS);
-            let cmds = plan_membership_change(me, after.members(), &after, &mut r);
+            let cmds = plan_membership_change(me, after.members(), &after, &mut r, &|_| false);
             let expected: Vec<Command> = lost
                 .iter()
                 .filter(|id| after.owner(id) == Some(me))
@@ -273,7 +299,7 @@ mod tests {
         let mut moved = 0;
         for me in [node(1), node(2), node(3)] {
             let mut r = registry_on(&before, &IDS);
-            let cmds = plan_membership_change(me, after.members(), &after, &mut r);
+            let cmds = plan_membership_change(me, after.members(), &after, &mut r, &|_| false);
             let expected: Vec<Command> = IDS
                 .iter()
                 .filter(|id| before.owner(id) == Some(me) && after.owner(id) == Some(node(4)))
@@ -289,7 +315,7 @@ mod tests {
         // The joiner itself has nothing to do: the owners push to it.
         let mut r = registry_on(&before, &IDS);
         assert_eq!(
-            plan_membership_change(node(4), after.members(), &after, &mut r),
+            plan_membership_change(node(4), after.members(), &after, &mut r, &|_| false),
             vec![]
         );
         assert!(moved > 0, "the test ids must cover the joiner");
@@ -301,11 +327,11 @@ mod tests {
         let after = Ring::new([node(1), node(3)]);
         let mut r = registry_on(&before, &IDS);
         assert_eq!(
-            plan_membership_change(node(2), after.members(), &after, &mut r),
+            plan_membership_change(node(2), after.members(), &after, &mut r, &|_| false),
             vec![]
         );
         let mut r = registry_on(&before, &IDS);
-        let cmds = plan_membership_change(node(1), after.members(), &after, &mut r);
+        let cmds = plan_membership_change(node(1), after.members(), &after, &mut r, &|_| false);
         assert!(cmds
             .iter()
             .all(|c| matches!(c, Command::StartLocal { from, epoch: 2, .. } if *from == node(2))));
@@ -316,9 +342,9 @@ mod tests {
         let three = Ring::new([node(1), node(2), node(3)]);
         let mut r = registry_on(&three, &IDS);
         let two = Ring::new([node(1), node(2)]);
-        let first = plan_membership_change(node(1), two.members(), &two, &mut r);
+        let first = plan_membership_change(node(1), two.members(), &two, &mut r, &|_| false);
         let one = Ring::new([node(1)]);
-        let cmds = plan_membership_change(node(1), one.members(), &one, &mut r);
+        let cmds = plan_membership_change(node(1), one.members(), &one, &mut r, &|_| false);
         // Everything that was not on node 1 now starts there: what node 2 had, what it
         // was about to restart, and (again, until confirmed) what the first plan gave
         // node 1.
