@@ -287,3 +287,58 @@ async fn a_move_that_fails_rolls_back_with_the_state() {
     }
     hub.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_sent_to_a_node_that_does_not_own_the_id_is_forwarded_to_its_owner() {
+    let a = Hub::builder("forward").start().await.unwrap();
+    let seed = [a.listen_addr().to_string()];
+    let b = Hub::builder("forward")
+        .seeds(seed.clone())
+        .start()
+        .await
+        .unwrap();
+    let c = Hub::builder("forward").seeds(seed).start().await.unwrap();
+    let hubs = [a.clone(), b.clone(), c.clone()];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !hubs.iter().all(|h| h.nodes().len() == 3) {
+        assert!(Instant::now() < deadline, "the cluster never formed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // An id that c owns, sent to b as if the sender's view were stale.
+    let id = (0..)
+        .map(|i| format!("fwd-{i}"))
+        .find(|id| a.ring_owner(id) == Some(c.node_id()))
+        .unwrap();
+    let state = postcard::to_allocvec(&Echo::default()).unwrap();
+    let resp = a
+        .inner
+        .transport
+        .request(
+            b.node_id(),
+            Request::Start {
+                items: vec![StartItem {
+                    id: id.clone(),
+                    type_name: <Echo as crate::component::Component>::TYPE_NAME.into(),
+                    state,
+                    epoch: 0,
+                    start_state: None,
+                }],
+                hops: 0,
+            },
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    match resp {
+        Response::Started(o) => assert!(
+            matches!(o[..], [StartOutcome::Started { node, epoch: 1 }] if node == c.node_id()),
+            "{o:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.local_children(), 1);
+    assert_eq!(b.local_children(), 0);
+    for h in hubs {
+        h.shutdown().await.unwrap();
+    }
+}
