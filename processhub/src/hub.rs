@@ -472,8 +472,57 @@ impl HubInner {
         item: &StartItem,
         spawn: impl FnOnce(ChildCtx) -> Result<Arc<dyn ErasedChild>, String>,
     ) -> StartOutcome {
-        let mut guard = self.state.write().unwrap();
-        let st = &mut *guard;
+        let mut spawn = Some(spawn);
+        let mut out = self.start_local_batch([item], |_, ctx| {
+            (spawn.take().expect("one item, one spawn"))(ctx)
+        });
+        out.pop().expect("one item, one outcome")
+    }
+
+    /// Starts these items here under one lock, and tells the peers in pushes of up to
+    /// [`START_BATCH`] entries rather than one frame per child. `spawn` gets the item's
+    /// position. Outcomes come in order.
+    pub(crate) fn start_local_batch<'a>(
+        &self,
+        items: impl IntoIterator<Item = &'a StartItem>,
+        mut spawn: impl FnMut(usize, ChildCtx) -> Result<Arc<dyn ErasedChild>, String>,
+    ) -> Vec<StartOutcome> {
+        let mut outcomes = Vec::new();
+        let mut started = Vec::new();
+        {
+            let mut guard = self.state.write().unwrap();
+            let st = &mut *guard;
+            let mut upserts = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                let outcome = self.start_one(st, item, |ctx| spawn(i, ctx), &mut upserts);
+                if let (StartOutcome::Started { epoch, .. }, 0) = (&outcome, item.epoch) {
+                    started.push((item.id.clone(), item.type_name.clone(), *epoch));
+                }
+                outcomes.push(outcome);
+            }
+            // Under the lock: peers get this node's changes in the order they happened.
+            for chunk in upserts.chunks(START_BATCH) {
+                self.transport.broadcast(&Push::Upsert(chunk.to_vec()));
+            }
+        }
+        for (id, type_name, epoch) in started {
+            self.emit(HubEvent::ChildStarted {
+                id,
+                type_name,
+                node: self.me,
+                epoch,
+            });
+        }
+        outcomes
+    }
+
+    fn start_one(
+        &self,
+        st: &mut State,
+        item: &StartItem,
+        spawn: impl FnOnce(ChildCtx) -> Result<Arc<dyn ErasedChild>, String>,
+        upserts: &mut Vec<(String, Entry)>,
+    ) -> StartOutcome {
         if let Some(l) = st.local.get(&*item.id) {
             if item.epoch == 0 || l.epoch >= item.epoch {
                 return StartOutcome::AlreadyStarted { node: self.me };
@@ -507,17 +556,7 @@ impl HubInner {
             ),
         };
         st.registry.upsert(&item.id, entry.clone());
-        self.transport
-            .broadcast(&Push::Upsert(vec![(item.id.clone(), entry)]));
-        drop(guard);
-        if item.epoch == 0 {
-            self.emit(HubEvent::ChildStarted {
-                id: item.id.clone(),
-                type_name: item.type_name.clone(),
-                node: self.me,
-                epoch,
-            });
-        }
+        upserts.push((item.id.clone(), entry));
         StartOutcome::Started {
             node: self.me,
             epoch,
@@ -535,12 +574,21 @@ impl HubInner {
         let mut out: Vec<Option<StartOutcome>> = vec![None; items.len()];
         let mut remote: HashMap<NodeId, Vec<(usize, StartItem)>> = HashMap::new();
         let ring = self.state.read().unwrap().ring.clone();
+        let mut local = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let owner = ring.owner(&item.id).unwrap_or(self.me);
             if owner == self.me || hops >= MAX_HOPS {
-                out[i] = Some(self.start_local(&item, |args| local_spawn(i, args)));
+                local.push((i, item));
             } else {
                 remote.entry(owner).or_default().push((i, item));
+            }
+        }
+        for chunk in local.chunks(START_BATCH) {
+            let outcomes = self.start_local_batch(chunk.iter().map(|(_, item)| item), |k, ctx| {
+                local_spawn(chunk[k].0, ctx)
+            });
+            for ((i, _), o) in chunk.iter().zip(outcomes) {
+                out[*i] = Some(o);
             }
         }
         let deadline = Instant::now() + self.call_timeout;
