@@ -70,7 +70,7 @@ impl HandleCore {
         let timeout = inner.call_timeout;
         let deadline = Instant::now() + timeout;
         let mut msg = Some(msg);
-        let mut backoff = Duration::from_millis(1);
+        let mut backoff = Backoff::until(deadline);
         let mut target_override = None;
         let timed_out = || CallError::Timeout {
             id: self.id.to_string(),
@@ -184,12 +184,37 @@ impl HandleCore {
             if target_override.is_some() {
                 continue;
             }
-            if Instant::now() + backoff >= deadline {
+            if !backoff.wait().await {
                 return Err(timed_out());
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(50));
         }
+    }
+}
+
+/// The pause between two tries of a call, start or stop: from 1 ms, doubling up to
+/// 50 ms, never past the deadline.
+pub(crate) struct Backoff {
+    next: Duration,
+    deadline: Instant,
+}
+
+impl Backoff {
+    pub(crate) fn until(deadline: Instant) -> Self {
+        Self {
+            next: Duration::from_millis(1),
+            deadline,
+        }
+    }
+
+    /// Sleeps before the next try; false (without sleeping) if it would end past the
+    /// deadline.
+    pub(crate) async fn wait(&mut self) -> bool {
+        if Instant::now() + self.next >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Duration::from_millis(50));
+        true
     }
 }
 

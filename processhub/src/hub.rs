@@ -24,6 +24,7 @@ use crate::core::registry::{wins, Entry, Registry, StartState, Upsert};
 use crate::core::ring::Ring;
 use crate::error::{HubError, StopError};
 use crate::events::{HubEvent, RestartReason};
+use crate::handle::Backoff;
 use crate::membership::{GossipConfig, Membership};
 use crate::transport::{Conn, Inbound, Transport, TransportError, RECONNECT_WAIT};
 use crate::wire::{Push, Request, Response, StartItem, StartOutcome, StopOutcome};
@@ -673,7 +674,7 @@ impl HubInner {
     /// Stops `id` wherever it runs, following the registry.
     pub(crate) async fn stop_routed(&self, id: &str, type_name: &str) -> Result<(), StopError> {
         let deadline = Instant::now() + self.call_timeout;
-        let mut backoff = Duration::from_millis(1);
+        let mut backoff = Backoff::until(deadline);
         let mut target_override = None;
         loop {
             if self.is_stopped() {
@@ -728,14 +729,12 @@ impl HubInner {
                 }
                 Err(()) => {}
             }
-            if Instant::now() + backoff >= deadline {
+            if !backoff.wait().await {
                 return Err(StopError::Timeout {
                     id: id.to_string(),
                     after: self.call_timeout,
                 });
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(50));
         }
     }
 

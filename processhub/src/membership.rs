@@ -56,7 +56,7 @@ impl Membership {
         seeds: Vec<String>,
         gossip: &GossipConfig,
         changes: mpsc::UnboundedSender<View>,
-    ) -> anyhow_like::Result<Self> {
+    ) -> Result<Self, String> {
         let chitchat_id = ChitchatId::new(me.addr().to_string(), me.incarnation(), me.addr());
         let config = ChitchatConfig {
             chitchat_id,
@@ -149,10 +149,4 @@ fn live_members(
         leaving,
         draining,
     }
-}
-
-/// A string error, since chitchat speaks anyhow and we do not depend on it.
-pub(crate) mod anyhow_like {
-    /// A result with a message.
-    pub(crate) type Result<T> = std::result::Result<T, String>;
 }

@@ -80,6 +80,20 @@ async fn still_serves(hub: &Hub) {
     Echo::stop(hub, &id).await.unwrap();
 }
 
+/// A request to start one new child, as a node sends it after `hops` forwards.
+fn new_start(id: &str, type_name: &str, state: Vec<u8>, hops: u8) -> Request<'static> {
+    Request::Start {
+        items: vec![StartItem {
+            id: id.into(),
+            type_name: type_name.into(),
+            state,
+            epoch: 0,
+            start_state: None,
+        }],
+        hops,
+    }
+}
+
 fn rand_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -164,20 +178,7 @@ async fn unknown_types_and_methods_get_error_replies() {
     let resp = a
         .inner
         .transport
-        .request(
-            b.node_id(),
-            Request::Start {
-                items: vec![StartItem {
-                    id: "x".into(),
-                    type_name: "no::Such".into(),
-                    state: vec![],
-                    epoch: 0,
-                    start_state: None,
-                }],
-                hops: 3,
-            },
-            deadline,
-        )
+        .request(b.node_id(), new_start("x", "no::Such", vec![], 3), deadline)
         .await
         .unwrap();
     match resp {
@@ -310,21 +311,13 @@ async fn a_start_sent_to_a_node_that_does_not_own_the_id_is_forwarded_to_its_own
         .find(|id| a.ring_owner(id) == Some(c.node_id()))
         .unwrap();
     let state = postcard::to_allocvec(&Echo::default()).unwrap();
+    let echo = <Echo as crate::component::Component>::TYPE_NAME;
     let resp = a
         .inner
         .transport
         .request(
             b.node_id(),
-            Request::Start {
-                items: vec![StartItem {
-                    id: id.clone(),
-                    type_name: <Echo as crate::component::Component>::TYPE_NAME.into(),
-                    state,
-                    epoch: 0,
-                    start_state: None,
-                }],
-                hops: 0,
-            },
+            new_start(&id, echo, state, 0),
             Instant::now() + Duration::from_secs(5),
         )
         .await
