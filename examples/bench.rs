@@ -474,6 +474,35 @@ async fn p1_p2() -> Vec<Row> {
     let addr2 = read_prefixed(&mut out2, "READY ").await;
     let hop = BaselineClient::connect(&addr2).await;
 
+    // For profiling: `BENCH_SOAK_P2=5` runs P2's processhub side alone for 5 seconds
+    // first, and then its baseline for as long (attach `perf record -a` or `perf stat`
+    // once "soak" is printed).
+    if let Some(secs) = std::env::var("BENCH_SOAK_P2")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        println!("soak: processhub for {secs} s");
+        let until = Instant::now() + Duration::from_secs(secs);
+        let mut calls = 0;
+        while Instant::now() < until {
+            windowed(WINDOW_CALLS, 64, || async {
+                c.add(1).await.unwrap();
+            })
+            .await;
+            calls += WINDOW_CALLS;
+        }
+        println!("soak: {calls} calls; baseline for {secs} s");
+        let until = Instant::now() + Duration::from_secs(secs);
+        let mut calls = 0;
+        while Instant::now() < until {
+            windowed(WINDOW_CALLS, 64, || async {
+                base.call(1).await;
+            })
+            .await;
+            calls += WINDOW_CALLS;
+        }
+        println!("soak: {calls} calls");
+    }
     let (mut p50, mut p99, mut b50, mut b99, mut rate, mut brate, mut hrate) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..reps(5) {

@@ -88,15 +88,18 @@ fn dispatch_impl(
         impl #ph::__private::Dispatch for #self_ty {
             #hooks
 
-            fn dispatch(
-                child: #ph::__private::ChildRef<Self>,
-                method: &str,
-                args: &[u8],
-            ) -> #ph::__private::BoxFuture<'static, ::core::result::Result<::std::vec::Vec<u8>, #ph::CallError>> {
-                let _ = (&child, &args);
+            fn apply<'a>(
+                actor: &'a mut #ph::__private::ComponentActor<Self>,
+                method: &'a str,
+                args: &'a [u8],
+            ) -> #ph::__private::BoxFuture<'a, ::core::result::Result<::std::vec::Vec<u8>, #ph::CallError>> {
+                let _ = (&actor, &args);
                 match method {
                     #(#arms)*
-                    other => #ph::__private::unknown_method::<Self>(other),
+                    other => {
+                        let err = #ph::__private::unknown_method::<Self>(other);
+                        ::std::boxed::Box::pin(async move { ::core::result::Result::Err(err) })
+                    }
                 }
             }
         }
@@ -455,7 +458,13 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
             }
         });
         arms.push(quote! {
-            #name_str => #ph::__private::dispatch_one::<#self_ty, #msg, #ret>(child, args),
+            #name_str => ::std::boxed::Box::pin(async move {
+                let #msg(#(#arg_names,)*) = #ph::__private::decode_args::<#msg>(args)?;
+                let (id, node, epoch, events) = actor.__context();
+                let state = actor.__state();
+                let reply: #ret = #ph::__private::ComponentActor::<#self_ty>::__guard(id, node, epoch, events, async move { #call }).await?;
+                #ph::__private::encode_reply(&reply)
+            }),
         });
     }
 

@@ -50,13 +50,13 @@ pub trait Dispatch: Component {
     /// (`#[on_handover_in]`).
     fn on_handover_in(&mut self) {}
 
-    /// Decodes `args` for `method` (now), runs it on the child and encodes the reply
-    /// (in the returned future).
-    fn dispatch(
-        child: ChildRef<Self>,
-        method: &str,
-        args: &[u8],
-    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+    /// Runs the remote call `method` with its encoded `args` on the actor's state and
+    /// encodes the reply; an unknown method or bad arguments give an error.
+    fn apply<'a>(
+        actor: &'a mut ComponentActor<Self>,
+        method: &'a str,
+        args: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, CallError>>;
 }
 
 /// The kameo actor that runs one child.
@@ -140,54 +140,112 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Handles one remote call of method message `M` (for generated code): decodes the
-/// arguments at once, asks the child and encodes the reply in the returned future.
+/// Decodes the arguments of a remote call (for generated code).
 #[doc(hidden)]
-pub fn dispatch_one<T, M, R>(
-    child: ChildRef<T>,
-    args: &[u8],
-) -> BoxFuture<'static, Result<Vec<u8>, CallError>>
-where
-    T: Component,
-    M: DeserializeOwned + Send + 'static,
-    R: Serialize + Send + 'static,
-    ComponentActor<T>: Message<M, Reply = Result<R, CallError>>,
-{
-    let msg: M = match postcard::from_bytes(args) {
-        Ok(m) => m,
-        Err(e) => {
-            let err = CallError::Codec {
-                message: format!("arguments: {e}"),
-            };
-            return Box::pin(async move { Err(err) });
-        }
-    };
-    Box::pin(async move {
-        let not_found = || CallError::NotFound {
-            id: child.ctx.id.to_string(),
-        };
-        let entered = child.enter().await.ok_or_else(not_found)?;
-        let reply = match ask(&entered.actor, msg).await {
-            Ok(r) => r,
-            Err(AskFailure::Call(e)) => return Err(e),
-            Err(AskFailure::Stopped(_)) => return Err(not_found()),
-        };
-        postcard::to_allocvec(&reply).map_err(|e| CallError::Codec {
-            message: format!("reply: {e}"),
-        })
+pub fn decode_args<M: DeserializeOwned>(args: &[u8]) -> Result<M, CallError> {
+    postcard::from_bytes(args).map_err(|e| CallError::Codec {
+        message: format!("arguments: {e}"),
+    })
+}
+
+/// Encodes the reply of a remote call (for generated code).
+#[doc(hidden)]
+pub fn encode_reply<R: Serialize>(reply: &R) -> Result<Vec<u8>, CallError> {
+    postcard::to_allocvec(reply).map_err(|e| CallError::Codec {
+        message: format!("reply: {e}"),
     })
 }
 
 /// The answer to a method this binary's `T` does not have (for generated code).
 #[doc(hidden)]
-pub fn unknown_method<T: Component>(
-    method: &str,
-) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
-    let err = CallError::UnknownMethod {
+pub fn unknown_method<T: Component>(method: &str) -> CallError {
+    CallError::UnknownMethod {
         type_name: T::TYPE_NAME.into(),
         method: method.into(),
-    };
-    Box::pin(async move { Err(err) })
+    }
+}
+
+/// The replies to the calls of a batch, in order.
+pub(crate) type Replies = Vec<Result<Vec<u8>, CallError>>;
+
+/// Where the replies of a batch go, once: `Some` when it ran, `None` when the child
+/// was gone first (nothing of it applied). Dropped unused, it answers `None`.
+pub(crate) struct Responder(Option<Box<dyn FnOnce(Option<Replies>) + Send>>);
+
+impl Responder {
+    pub(crate) fn new(f: impl FnOnce(Option<Replies>) + Send + 'static) -> Self {
+        Self(Some(Box::new(f)))
+    }
+
+    fn answer(mut self, replies: Option<Replies>) {
+        if let Some(f) = self.0.take() {
+            f(replies);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(None);
+        }
+    }
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
+}
+
+/// Remote calls to one child, in arrival order, encoded as they came off the wire.
+///
+/// A connection hands a child every call that arrived for it in one read as one
+/// message, and the actor writes the replies to the connection itself: one thread
+/// wake-up per batch instead of two per call (thread wake-ups are the largest cost of a
+/// remote call: BENCHMARKS.md, P2). The actor runs the calls one after the other,
+/// exactly as it would run them one message each. The message holds the child awake
+/// (`Entered`) until it has run.
+#[doc(hidden)]
+pub struct CallBatch<T: Component> {
+    calls: Vec<EncodedCall>,
+    respond: Responder,
+    _entered: Entered<T>,
+}
+
+impl<T: Component> std::fmt::Debug for CallBatch<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallBatch")
+            .field("calls", &self.calls.len())
+            .finish()
+    }
+}
+
+/// One call of a [`CallBatch`]: its method name and arguments, shared with the frame.
+#[derive(Debug)]
+pub(crate) struct EncodedCall {
+    pub(crate) method: bytes::Bytes,
+    pub(crate) args: bytes::Bytes,
+}
+
+impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
+    type Reply = ();
+
+    async fn handle(
+        &mut self,
+        batch: CallBatch<T>,
+        _: &mut kameo::message::Context<Self, Self::Reply>,
+    ) {
+        let mut replies = Vec::with_capacity(batch.calls.len());
+        for call in &batch.calls {
+            let reply = match std::str::from_utf8(&call.method) {
+                Ok(method) => T::apply(self, method, &call.args).await,
+                Err(_) => Err(unknown_method::<T>("(not UTF-8)")),
+            };
+            replies.push(reply);
+        }
+        batch.respond.answer(Some(replies));
+    }
 }
 
 /// Asks the actor; a stopped actor gives the message back.
@@ -233,13 +291,17 @@ impl<M> From<AskFailure<M>> for CallError {
 /// A running child, whatever its type.
 pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
+    fn id(&self) -> &str;
     /// The `Child<T>`, for a typed downcast.
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    fn call(
+    /// Runs remote calls, in order, as one message to the actor, which answers
+    /// `respond` with one reply per call (or `None` if the child stopped or moved
+    /// before running any of them). The future ends once the message is queued.
+    fn call_batch(
         self: Arc<Self>,
-        method: &str,
-        args: &[u8],
-    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+        calls: Vec<EncodedCall>,
+        respond: Responder,
+    ) -> BoxFuture<'static, ()>;
     fn stop(self: Arc<Self>) -> BoxFuture<'static, ()>;
     /// Puts the child to sleep (its state kept, its actor stopped) if it was not called
     /// for `idle`; true if it started to.
@@ -501,16 +563,34 @@ impl<T: Dispatch> ErasedChild for Child<T> {
         T::TYPE_NAME
     }
 
+    fn id(&self) -> &str {
+        &self.ctx.id
+    }
+
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
 
-    fn call(
+    fn call_batch(
         self: Arc<Self>,
-        method: &str,
-        args: &[u8],
-    ) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
-        T::dispatch(self, method, args)
+        calls: Vec<EncodedCall>,
+        respond: Responder,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            // Gone: `respond` is dropped unused and answers `None`.
+            let Some(entered) = self.enter().await else {
+                return;
+            };
+            let actor = entered.actor.clone();
+            let batch = CallBatch {
+                calls,
+                respond,
+                _entered: entered,
+            };
+            // If the actor is not running, the batch comes back in the error and is
+            // dropped: nothing ran, and its responder answers `None`.
+            let _ = actor.tell(batch).send().await;
+        })
     }
 
     fn stop(self: Arc<Self>) -> BoxFuture<'static, ()> {

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::component::{self, ChildCtx, ErasedChild};
+use crate::component::{self, ChildCtx, EncodedCall, ErasedChild, Responder};
 use crate::core::planner::{plan_membership_change, Command};
 use crate::core::registry::{wins, Entry, Registry, StartState, Upsert};
 use crate::core::ring::Ring;
@@ -26,7 +26,9 @@ use crate::error::{HubError, StopError};
 use crate::events::{HubEvent, RestartReason};
 use crate::handle::Backoff;
 use crate::membership::{GossipConfig, Membership};
-use crate::transport::{Conn, Inbound, Transport, TransportError, RECONNECT_WAIT};
+use crate::transport::{
+    Conn, InCall, Inbound, ReplySink, Serving, Transport, TransportError, RECONNECT_WAIT,
+};
 use crate::wire::{Push, Request, Response, StartItem, StartOutcome, StopOutcome};
 use crate::NodeId;
 
@@ -1081,60 +1083,82 @@ impl HubInner {
         });
     }
 
-    /// The owner of `id` per the registry, if it is not this node.
-    fn owner_elsewhere(&self, id: &str) -> Option<NodeId> {
-        let st = self.state.read().unwrap();
-        st.registry
-            .get(id)
-            .map(|e| e.owner)
-            .filter(|o| *o != self.me)
+    /// Serves calls that arrived over the network together: the lookups happen now,
+    /// and each child gets its calls, in arrival order, as one message (one actor
+    /// wake-up); its actor answers them through `reply`. Calls that can be answered
+    /// at once are.
+    fn serve_calls(
+        self: &Arc<Self>,
+        calls: Vec<InCall<'_>>,
+        reply: &ReplySink,
+        out: &mut Vec<Serving>,
+    ) {
+        type Group = (Arc<dyn ErasedChild>, Vec<u64>, Vec<EncodedCall>);
+        let mut groups: Vec<Group> = Vec::new();
+        let mut by_id: HashMap<&str, usize> = HashMap::new();
+        let mut answered: Vec<(u64, Response)> = Vec::new();
+        {
+            let st = self.state.read().unwrap();
+            for c in calls {
+                let Some(local) = st.local.get(c.id) else {
+                    let owner = st.registry.get(c.id).map(|e| e.owner);
+                    answered.push((c.rid, self.not_here(c.id, owner)));
+                    continue;
+                };
+                let child = &local.child;
+                if child.type_name() != c.type_name {
+                    let err = crate::CallError::WrongType {
+                        id: c.id.to_string(),
+                        expected: c.type_name.to_string(),
+                        actual: child.type_name().to_string(),
+                    };
+                    answered.push((c.rid, Response::Reply(Err(err))));
+                    continue;
+                }
+                let g = *by_id.entry(c.id).or_insert_with(|| {
+                    groups.push((Arc::clone(child), Vec::new(), Vec::new()));
+                    groups.len() - 1
+                });
+                groups[g].1.push(c.rid);
+                groups[g].2.push(c.call);
+            }
+        }
+        if !answered.is_empty() {
+            reply(answered);
+        }
+        for (child, rids, calls) in groups {
+            let hub = Arc::clone(self);
+            let reply = Arc::clone(reply);
+            let id: Arc<str> = Arc::from(child.id());
+            let respond = Responder::new(move |replies| {
+                let responses = match replies {
+                    Some(replies) => rids
+                        .into_iter()
+                        .zip(replies)
+                        .map(|(rid, r)| (rid, Response::Reply(r.map(serde_bytes::ByteBuf::from))))
+                        .collect(),
+                    // It moved or stopped while the calls waited: send the callers after it.
+                    None => {
+                        let resp = hub.not_here(&id, hub.owner_of(&id));
+                        rids.into_iter().map(|rid| (rid, resp.clone())).collect()
+                    }
+                };
+                reply(responses);
+            });
+            out.push(child.call_batch(calls, respond));
+        }
     }
 
-    /// Serves a call that arrived over the network: the lookup and the decoding of the
-    /// arguments happen now, on the borrowed frame.
-    fn serve_call(
-        self: &Arc<Self>,
-        id: &str,
-        type_name: &str,
-        method: &str,
-        args: &[u8],
-    ) -> BoxFuture<'static, Response> {
-        let child = self
-            .state
-            .read()
-            .unwrap()
-            .local
-            .get(id)
-            .map(|l| l.child.clone());
-        let local = child.ok_or_else(|| self.owner_elsewhere(id));
-        let ready = |r: Response| -> BoxFuture<'static, Response> { Box::pin(async move { r }) };
-        match local {
-            Ok(child) if child.type_name() != type_name => {
-                ready(Response::Reply(Err(crate::CallError::WrongType {
-                    id: id.to_string(),
-                    expected: type_name.to_string(),
-                    actual: child.type_name().to_string(),
-                })))
-            }
-            Ok(child) => {
-                let fut = child.call(method, args);
-                let hub = Arc::clone(self);
-                Box::pin(async move {
-                    match fut.await {
-                        // It moved while the call waited: send the caller after it.
-                        Err(crate::CallError::NotFound { id }) => match hub.owner_elsewhere(&id) {
-                            Some(owner) => Response::NotHere { owner },
-                            None => Response::Reply(Err(crate::CallError::NotFound { id })),
-                        },
-                        r => Response::Reply(r.map(serde_bytes::ByteBuf::from)),
-                    }
-                })
-            }
-            Err(Some(owner)) => ready(Response::NotHere { owner }),
-            Err(None) => ready(Response::Reply(Err(crate::CallError::NotFound {
-                id: id.to_string(),
-            }))),
+    /// The answer to a call for a child this node does not run.
+    fn not_here(&self, id: &str, owner: Option<NodeId>) -> Response {
+        match owner.filter(|o| *o != self.me) {
+            Some(owner) => Response::NotHere { owner },
+            None => Response::Reply(Err(crate::CallError::NotFound { id: id.to_string() })),
         }
+    }
+
+    fn owner_of(&self, id: &str) -> Option<NodeId> {
+        self.state.read().unwrap().registry.get(id).map(|e| e.owner)
     }
 
     async fn drain(self: &Arc<Self>) -> Result<DrainReport, HubError> {
@@ -1293,14 +1317,24 @@ async fn control_loop(
 }
 
 impl Inbound for HubInner {
+    fn calls(
+        self: Arc<Self>,
+        _from: NodeId,
+        calls: Vec<InCall<'_>>,
+        reply: &ReplySink,
+        out: &mut Vec<Serving>,
+    ) {
+        self.serve_calls(calls, reply, out);
+    }
+
     fn request(self: Arc<Self>, _from: NodeId, req: Request<'_>) -> BoxFuture<'static, Response> {
         match req {
-            Request::Call {
-                id,
-                type_name,
-                method,
-                args,
-            } => self.serve_call(&id, &type_name, &method, &args),
+            // The transport hands every call to `calls`, never here.
+            Request::Call { .. } => Box::pin(std::future::ready(Response::Reply(Err(
+                crate::CallError::Codec {
+                    message: "a call reached the request path".into(),
+                },
+            )))),
             Request::Start { items, hops } => Box::pin(async move {
                 if self.is_stopped() {
                     let o = StartOutcome::Failed {

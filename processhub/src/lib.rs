@@ -169,8 +169,9 @@ pub use crate::node::NodeId;
 ///     }
 /// }
 /// impl Dispatch for Tally {              // remote calls, by method name
-///     fn dispatch(actor, method: &str, args: Vec<u8>) -> BoxFuture<..> {
-///         match method { "add" => dispatch_one::<Tally, __Tally_add, u64>(actor, args), .. }
+///     fn apply(actor, method: &str, args: &[u8]) -> BoxFuture<..> {
+///         // decode the arguments, run `state.add(by)` as above, encode the reply
+///         match method { "add" => Box::pin(async move { .. }), .. }
 ///     }
 /// }
 /// ```
@@ -188,8 +189,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::component::{
-        dispatch_one, unknown_method, Child, ChildRef, Component, ComponentActor, ComponentVTable,
-        Dispatch, COMPONENTS,
+        decode_args, encode_reply, unknown_method, Child, ChildRef, Component, ComponentActor,
+        ComponentVTable, Dispatch, COMPONENTS,
     };
     pub use crate::handle::{start, start_many, stop, HandleCore};
     pub use futures_util::future::BoxFuture;

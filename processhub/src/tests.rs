@@ -335,3 +335,123 @@ async fn a_start_sent_to_a_node_that_does_not_own_the_id_is_forwarded_to_its_own
         h.shutdown().await.unwrap();
     }
 }
+
+/// Frames written by a hand-made peer that said hello to `hub`.
+async fn fake_peer(hub: &Hub) -> TcpStream {
+    let mut s = TcpStream::connect(hub.listen_addr()).await.unwrap();
+    let hello = wire::encode(&Frame::Hello {
+        hub_id: "wire".into(),
+        from: crate::NodeId::new("127.0.0.1:1".parse().unwrap(), 1),
+        to: hub.node_id(),
+    })
+    .unwrap();
+    s.write_all(&hello).await.unwrap();
+    loop {
+        let body = read_frame(&mut s).await;
+        match wire::decode(&body).unwrap() {
+            Frame::Welcome { .. } => return s,
+            Frame::Push(_) => {}
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+}
+
+async fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut len))
+        .await
+        .expect("a frame in time")
+        .unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_arriving_together_are_answered_each_in_order_per_child() {
+    let (a, b) = pair(1024 * 1024).await;
+    let x = format!("batch-x-{}", rand_suffix());
+    let y = format!("batch-y-{}", rand_suffix());
+    Echo::start(&a, x.clone(), Echo::default()).await.unwrap();
+    Echo::start(&a, y.clone(), Echo::default()).await.unwrap();
+    // Wherever the ring put them, ask the node that runs them.
+    let owner = |id: &str| a.lookup(id).unwrap().owner;
+    let target = if owner(&x) == a.node_id() { &a } else { &b };
+    let type_name = <Echo as crate::component::Component>::TYPE_NAME;
+    let call = |rid: u64, id: &str, type_name: &str, method: &str, args: Vec<u8>| {
+        wire::encode(&Frame::Request {
+            rid,
+            req: Request::Call {
+                id: id.to_string().into(),
+                type_name: type_name.to_string().into(),
+                method: method.to_string().into(),
+                args: args.into(),
+            },
+        })
+        .unwrap()
+    };
+    let echo_args = |v: &[u8]| postcard::to_allocvec(&(v.to_vec(),)).unwrap();
+    let unit = postcard::to_allocvec(&()).unwrap();
+    let mut batch = Vec::new();
+    for rid in 1..=3 {
+        batch.extend_from_slice(&call(rid, &x, type_name, "echo", echo_args(&[rid as u8])));
+    }
+    batch.extend_from_slice(&call(4, &x, type_name, "count", unit.clone()));
+    batch.extend_from_slice(&call(5, "no-such-child", type_name, "count", unit.clone()));
+    batch.extend_from_slice(&call(6, &x, "other::Type", "count", unit.clone()));
+    batch.extend_from_slice(&call(7, &x, type_name, "no_such_method", unit.clone()));
+    batch.extend_from_slice(&call(8, &x, type_name, "echo", vec![0xff, 0xff]));
+    batch.extend_from_slice(&call(9, &y, type_name, "count", unit.clone()));
+    batch.extend_from_slice(&call(10, &x, type_name, "count", unit.clone()));
+
+    let mut s = fake_peer(target).await;
+    // One write: the hub reads them together and serves them as batches.
+    s.write_all(&batch).await.unwrap();
+    let mut replies = std::collections::HashMap::new();
+    while replies.len() < 10 {
+        let body = read_frame(&mut s).await;
+        if let Frame::Response { rid, resp } = wire::decode(&body).unwrap() {
+            assert!(
+                replies.insert(rid, resp).is_none(),
+                "one response per request"
+            );
+        }
+    }
+    let ok = |rid: u64| match &replies[&rid] {
+        Response::Reply(Ok(bytes)) => bytes.to_vec(),
+        other => panic!("call {rid}: expected a reply, got {other:?}"),
+    };
+    for rid in 1..=3u64 {
+        let echoed: Vec<u8> = postcard::from_bytes(&ok(rid)).unwrap();
+        assert_eq!(echoed, vec![rid as u8]);
+    }
+    // The count comes after the three echoes of the same batch, never before.
+    assert_eq!(postcard::from_bytes::<u64>(&ok(4)).unwrap(), 3);
+    if owner(&x) == owner(&y) {
+        assert_eq!(postcard::from_bytes::<u64>(&ok(9)).unwrap(), 0);
+    } else {
+        assert!(matches!(replies[&9], Response::NotHere { owner: o } if o == owner(&y)));
+    }
+    assert!(matches!(
+        &replies[&5],
+        Response::Reply(Err(CallError::NotFound { .. }))
+    ));
+    assert!(matches!(
+        &replies[&6],
+        Response::Reply(Err(CallError::WrongType { .. }))
+    ));
+    assert!(matches!(
+        &replies[&7],
+        Response::Reply(Err(CallError::UnknownMethod { .. }))
+    ));
+    assert!(matches!(
+        &replies[&8],
+        Response::Reply(Err(CallError::Codec { .. }))
+    ));
+    // A failed call in a batch does not stop the ones after it.
+    assert_eq!(postcard::from_bytes::<u64>(&ok(10)).unwrap(), 3);
+    drop(s);
+    still_serves(&a).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -13,6 +13,7 @@
 //! stale incarnation, is refused. Malformed or oversize frames close the connection with
 //! a logged error; the failure detector, not a closed socket, decides who is dead.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -21,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -30,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
+use crate::component::EncodedCall;
 use crate::wire::{self, Frame, Push, Request, Response};
 use crate::NodeId;
 
@@ -43,10 +45,39 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// child runs (its node may have died, and the registry moved it).
 pub(crate) const RECONNECT_WAIT: Duration = Duration::from_millis(100);
 
+/// A call as it arrived: names borrowed from its frame, method and arguments shared
+/// with it.
+pub(crate) struct InCall<'a> {
+    pub(crate) rid: u64,
+    pub(crate) id: &'a str,
+    pub(crate) type_name: &'a str,
+    pub(crate) call: EncodedCall,
+}
+
+/// Where responses go: encoded and written to the connection they answer, by whichever
+/// thread has them (the child's actor for calls), with no hop back to the reader.
+pub(crate) type ReplySink = Arc<dyn Fn(Vec<(u64, Response)>) + Send + Sync>;
+
+/// Work a connection drives for the requests it serves; each answers through the
+/// connection's [`ReplySink`].
+pub(crate) type Serving = BoxFuture<'static, ()>;
+
+/// The most frames taken off a connection before serving them.
+const MAX_BATCH: usize = 256;
+
 /// What the hub does with what arrives.
 pub(crate) trait Inbound: Send + Sync + 'static {
-    /// Answers a request.
-    /// Answers a request: the synchronous part (lookups, decoding) runs now, on the
+    /// Serves the calls that arrived together: the synchronous part (lookups) runs
+    /// now; every call is answered through `reply`, by the futures pushed onto `out`
+    /// or the child's actor.
+    fn calls(
+        self: Arc<Self>,
+        from: NodeId,
+        calls: Vec<InCall<'_>>,
+        reply: &ReplySink,
+        out: &mut Vec<Serving>,
+    );
+    /// Answers a request other than a call: the synchronous part runs now, on the
     /// borrowed frame; the returned future does the rest.
     fn request(self: Arc<Self>, from: NodeId, req: Request<'_>) -> BoxFuture<'static, Response>;
     /// Applies a push, in arrival order.
@@ -85,11 +116,15 @@ pub(crate) struct Conn {
     write: Arc<OwnedWriteHalf>,
     outbox: Mutex<Outbox>,
     wake_writer: Notify,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    /// Requests awaiting their response, by request id.
+    pending: Mutex<HashMap<u64, oneshot::Sender<Response>, foldhash::fast::RandomState>>,
     next_rid: AtomicU64,
     closed: CancellationToken,
     /// Requests being served on this connection.
     serving: AtomicU64,
+    /// Requests in flight when one is sent, averaged (in 1/256ths): whether this
+    /// connection carries one call at a time (write at once) or many (batch).
+    load: std::sync::atomic::AtomicU32,
     /// When the last request arrived, in nanoseconds since `opened`.
     last_request: AtomicU64,
     opened: Instant,
@@ -103,51 +138,92 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     /// Sends an encoded frame; false if the connection is closed.
-    ///
-    /// With `alone` (nothing else in flight on this connection) and nothing queued, the
-    /// frame is written at once on the caller's thread, saving a wake-up of the writer
-    /// task: thread wake-ups are the largest cost per call (measured with perf).
-    /// Otherwise it is queued, and the writer sends what gathered in one write: under
-    /// load, batches save more than the wake-up costs.
-    pub(crate) fn send_bytes(&self, bytes: Bytes, alone: bool) -> bool {
+    pub(crate) fn send_bytes(&self, bytes: &[u8], alone: bool) -> bool {
         if self.closed.is_cancelled() {
             return false;
         }
         let mut out = self.outbox.lock().unwrap();
-        if out.flushing {
-            out.buf.extend_from_slice(&bytes);
-            return true;
+        out.buf.extend_from_slice(bytes);
+        self.flush_locked(out, alone)
+    }
+
+    /// Encodes frames straight into the outbox (no buffer of their own) and sends
+    /// them. `Ok(false)` if the connection is closed; an error (nothing sent) if a frame
+    /// does not encode or exceeds `max`.
+    pub(crate) fn send_frames<'f>(
+        &self,
+        frames: impl IntoIterator<Item = Frame<'f>>,
+        alone: bool,
+        max: usize,
+    ) -> Result<bool, TransportError> {
+        if self.closed.is_cancelled() {
+            return Ok(false);
         }
-        if !alone {
-            out.buf.extend_from_slice(&bytes);
-            out.flushing = true;
-            drop(out);
-            self.wake_writer.notify_one();
-            return true;
-        }
-        let written = match self.write.try_write(&bytes) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-            Err(e) => {
-                drop(out);
-                tracing::debug!(peer = %self.peer, "write failed: {e}");
-                self.close();
-                return false;
+        let mut out = self.outbox.lock().unwrap();
+        let start = out.buf.len();
+        for frame in frames {
+            if let Err(e) = wire::encode_into(&mut out.buf, &frame, max) {
+                out.buf.truncate(start);
+                return Err(e);
             }
-        };
-        if written < bytes.len() {
-            out.buf.extend_from_slice(&bytes[written..]);
-            out.flushing = true;
-            drop(out);
-            self.wake_writer.notify_one();
         }
+        Ok(self.flush_locked(out, alone))
+    }
+
+    /// Sends what the outbox holds.
+    ///
+    /// With `alone` (nothing else in flight on this connection) and the writer idle, the
+    /// bytes are written at once on the caller's thread, saving a wake-up of the writer
+    /// task: thread wake-ups are the largest cost per call (measured with perf).
+    /// Otherwise the writer is woken (if it is not already writing) and sends what
+    /// gathered in one write: under load, batches save more than the wake-up costs.
+    fn flush_locked(&self, mut out: std::sync::MutexGuard<'_, Outbox>, alone: bool) -> bool {
+        if out.flushing {
+            return true;
+        }
+        if alone {
+            match self.write.try_write(&out.buf) {
+                Ok(n) if n == out.buf.len() => {
+                    out.buf.clear();
+                    return true;
+                }
+                Ok(n) => {
+                    out.buf.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    out.buf.clear();
+                    drop(out);
+                    tracing::debug!(peer = %self.peer, "write failed: {e}");
+                    self.close();
+                    return false;
+                }
+            }
+        }
+        out.flushing = true;
+        drop(out);
+        self.wake_writer.notify_one();
         true
+    }
+
+    /// Notes that a request is sent with `in_flight` requests in flight (itself
+    /// included); true if the connection carries one request at a time.
+    ///
+    /// Writing at once is best for a lone request, and worst in a burst: a frame sent
+    /// alone is served alone, and the peer answers it alone, so a busy connection would
+    /// settle into small batches. The average in flight tells the two apart.
+    fn note_in_flight(&self, in_flight: usize) -> bool {
+        let sample = (in_flight.min(1 << 16) as u32) << 8;
+        let old = self.load.load(Ordering::Relaxed);
+        let new = old - old / 8 + sample / 8;
+        self.load.store(new, Ordering::Relaxed);
+        in_flight == 1 && new < 2 << 8
     }
 
     /// Queues a push.
     pub(crate) fn push(&self, push: &Push) -> bool {
         match wire::encode_push(push) {
-            Ok(bytes) => self.send_bytes(bytes, false),
+            Ok(bytes) => self.send_bytes(&bytes, false),
             Err(e) => {
                 tracing::error!("could not encode a push: {e}");
                 false
@@ -283,7 +359,7 @@ impl Transport {
         match wire::encode_push(push) {
             Ok(bytes) => {
                 for c in conns.values() {
-                    c.send_bytes(bytes.clone(), false);
+                    c.send_bytes(&bytes, false);
                 }
             }
             Err(e) => tracing::error!("could not encode a push: {e}"),
@@ -311,23 +387,22 @@ impl Transport {
     ) -> Result<Response, TransportError> {
         let conn = self.wait_conn(peer, connect_by.min(deadline)).await?;
         let rid = conn.next_rid.fetch_add(1, Ordering::Relaxed);
-        let bytes = wire::encode(&Frame::Request { rid, req })
-            .map_err(|e| TransportError::Encode(e.to_string()))?;
-        if bytes.len() - 4 > self.max_frame {
-            return Err(TransportError::TooLarge {
-                size: bytes.len() - 4,
-                max: self.max_frame,
-            });
-        }
         let (tx, rx) = oneshot::channel();
         let alone = {
             let mut pending = conn.pending.lock().unwrap();
             pending.insert(rid, tx);
-            pending.len() == 1
+            conn.note_in_flight(pending.len())
         };
-        if !conn.send_bytes(bytes, alone) {
-            conn.pending.lock().unwrap().remove(&rid);
-            return Err(TransportError::NotConnected);
+        match conn.send_frames([Frame::Request { rid, req }], alone, self.max_frame) {
+            Ok(true) => {}
+            Ok(false) => {
+                conn.pending.lock().unwrap().remove(&rid);
+                return Err(TransportError::NotConnected);
+            }
+            Err(e) => {
+                conn.pending.lock().unwrap().remove(&rid);
+                return Err(e);
+            }
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(resp)) => Ok(resp),
@@ -349,6 +424,9 @@ impl Transport {
         peer: NodeId,
         deadline: Instant,
     ) -> Result<Arc<Conn>, TransportError> {
+        if let Some(c) = self.conns.lock().unwrap().get(&peer) {
+            return Ok(c.clone());
+        }
         let mut version = self.version.subscribe();
         loop {
             if self.shutdown.is_cancelled() {
@@ -496,31 +574,36 @@ impl Transport {
             write: Arc::clone(&write),
             outbox: Mutex::new(Outbox::default()),
             wake_writer: Notify::new(),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::default()),
             next_rid: AtomicU64::new(1),
             closed: self.shutdown.child_token(),
             serving: AtomicU64::new(0),
+            load: std::sync::atomic::AtomicU32::new(0),
             last_request: AtomicU64::new(0),
             opened: Instant::now(),
         });
 
         let writer = Arc::clone(&conn);
         tokio::spawn(async move {
+            let mut spare = Vec::new();
             loop {
                 tokio::select! {
                     _ = writer.wake_writer.notified() => {}
                     _ = writer.closed.cancelled() => return,
                 }
                 loop {
-                    let chunk = {
+                    // Swap buffers with the outbox, so that both keep their capacity.
+                    spare.clear();
+                    {
                         let mut out = writer.outbox.lock().unwrap();
                         if out.buf.is_empty() {
                             out.flushing = false;
                             break;
                         }
-                        std::mem::take(&mut out.buf)
-                    };
-                    if let Err(e) = write_all(&write, &chunk).await {
+                        std::mem::swap(&mut out.buf, &mut spare);
+                    }
+                    let chunk = &spare;
+                    if let Err(e) = write_all(&write, chunk).await {
                         tracing::debug!(%peer, "write failed: {e}");
                         writer.close();
                         return;
@@ -541,56 +624,57 @@ impl Transport {
         });
 
         let t = Arc::clone(self);
+        let max = self.max_frame;
+        let sink_conn = Arc::clone(&conn);
+        let reply: ReplySink = Arc::new(move |responses: Vec<(u64, Response)>| {
+            let answered = responses.len() as u64;
+            {
+                let mut out = sink_conn.outbox.lock().unwrap();
+                for (rid, resp) in responses {
+                    encode_response(&mut out.buf, rid, resp, max);
+                }
+                sink_conn.flush_locked(out, true);
+            }
+            sink_conn.serving.fetch_sub(answered, Ordering::Relaxed);
+        });
         tokio::spawn(async move {
-            // Requests in flight on this connection, driven here rather than spawned
-            // one task each: no task allocation or scheduling per call.
-            let mut serving: FuturesUnordered<BoxFuture<'static, (u64, Response)>> =
-                FuturesUnordered::new();
-            let max = t.max_frame;
+            // Requests waiting on this connection (for a child to wake, a start to
+            // finish), driven here rather than spawned one task each.
+            let mut serving: FuturesUnordered<Serving> = FuturesUnordered::new();
+            let mut bodies: Vec<Bytes> = Vec::new();
+            let mut fresh: Vec<Serving> = Vec::new();
             loop {
                 let next = tokio::select! {
                     f = frames.next() => f,
-                    Some((rid, resp)) = serving.next(), if !serving.is_empty() => {
-                        conn.send_bytes(encode_response(rid, resp, max), serving.is_empty());
-                        conn.serving.fetch_sub(1, Ordering::Relaxed);
-                        continue;
-                    }
+                    Some(()) = serving.next(), if !serving.is_empty() => continue,
                     _ = conn.closed.cancelled() => None,
                 };
-                let body = match next {
-                    None => break,
-                    Some(Err(e)) => {
-                        tracing::error!(%peer, "closing connection: bad frame: {e}");
-                        break;
+                // Take every frame already read (up to MAX_BATCH), so that calls to
+                // the same child reach it together.
+                let mut end = None;
+                match next {
+                    None => end = Some(String::new()),
+                    Some(Err(e)) => end = Some(format!("bad frame: {e}")),
+                    Some(Ok(body)) => bodies.push(body.freeze()),
+                }
+                while end.is_none() && bodies.len() < MAX_BATCH {
+                    match frames.next().now_or_never() {
+                        None => break,
+                        Some(None) => end = Some(String::new()),
+                        Some(Some(Err(e))) => end = Some(format!("bad frame: {e}")),
+                        Some(Some(Ok(body))) => bodies.push(body.freeze()),
                     }
-                    Some(Ok(body)) => body,
-                };
-                let frame = match wire::decode(&body) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::error!(%peer, "closing connection: malformed frame: {e}");
-                        break;
+                }
+                if let Err(e) = serve_frames(&conn, &inbound, &reply, &bodies, &mut fresh) {
+                    end = Some(e);
+                }
+                bodies.clear();
+                serving.extend(fresh.drain(..));
+                if let Some(reason) = end {
+                    if !reason.is_empty() {
+                        tracing::error!(%peer, "closing connection: {reason}");
                     }
-                };
-                match frame {
-                    Frame::Request { rid, req } => {
-                        let fut = Arc::clone(&inbound).request(peer, req);
-                        conn.serving.fetch_add(1, Ordering::Relaxed);
-                        conn.last_request
-                            .store(conn.opened.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                        serving.push(Box::pin(async move { (rid, fut.await) }));
-                    }
-                    Frame::Response { rid, resp } => {
-                        let tx = conn.pending.lock().unwrap().remove(&rid);
-                        if let Some(tx) = tx {
-                            let _ = tx.send(resp);
-                        }
-                    }
-                    Frame::Push(push) => inbound.push(peer, push),
-                    other => {
-                        tracing::error!(%peer, "closing connection: unexpected frame {other:?}");
-                        break;
-                    }
+                    break;
                 }
             }
             t.drop_conn(&conn);
@@ -608,24 +692,126 @@ impl Transport {
     }
 }
 
-fn encode_response(rid: u64, resp: Response, max: usize) -> Bytes {
-    let encoded = wire::encode(&Frame::Response { rid, resp });
-    let err = match encoded {
-        Ok(b) if b.len() - 4 <= max => return b,
-        Ok(b) => crate::error::CallError::TooLarge {
-            size: b.len() - 4,
-            max,
-        },
+/// Serves frames read together, in order: calls to the same child go to it as one
+/// batch; responses and pushes are handled at once. An error closes the connection
+/// (after the frames before it are served).
+fn serve_frames(
+    conn: &Arc<Conn>,
+    inbound: &Arc<dyn Inbound>,
+    reply: &ReplySink,
+    bodies: &[Bytes],
+    out: &mut Vec<Serving>,
+) -> Result<(), String> {
+    let peer = conn.peer;
+    let mut calls: Vec<InCall<'_>> = Vec::new();
+    let mut result = Ok(());
+    let mut requests = 0u64;
+    for body in bodies {
+        let frame = match wire::decode(body) {
+            Ok(f) => f,
+            Err(e) => {
+                result = Err(format!("malformed frame: {e}"));
+                break;
+            }
+        };
+        if let Frame::Request { .. } = frame {
+            requests += 1;
+            // Counted before it can be answered.
+            conn.serving.fetch_add(1, Ordering::Relaxed);
+        }
+        match frame {
+            Frame::Request {
+                rid,
+                req:
+                    Request::Call {
+                        id,
+                        type_name,
+                        method,
+                        args,
+                    },
+            } => {
+                let (Cow::Borrowed(id), Cow::Borrowed(type_name)) = (id, type_name) else {
+                    reply(vec![(
+                        rid,
+                        Response::Reply(Err(crate::CallError::Codec {
+                            message: "a call's names must be borrowed from its frame".into(),
+                        })),
+                    )]);
+                    continue;
+                };
+                calls.push(InCall {
+                    rid,
+                    id,
+                    type_name,
+                    call: EncodedCall {
+                        method: share(body, method.as_bytes()),
+                        args: share(body, &args),
+                    },
+                });
+            }
+            other => {
+                // Keep the order of everything that is not a call to a child.
+                if !calls.is_empty() {
+                    Arc::clone(inbound).calls(peer, std::mem::take(&mut calls), reply, out);
+                }
+                match other {
+                    Frame::Request { rid, req } => {
+                        let fut = Arc::clone(inbound).request(peer, req);
+                        let reply = Arc::clone(reply);
+                        out.push(Box::pin(async move { reply(vec![(rid, fut.await)]) }));
+                    }
+                    Frame::Response { rid, resp } => {
+                        let tx = conn.pending.lock().unwrap().remove(&rid);
+                        if let Some(tx) = tx {
+                            let _ = tx.send(resp);
+                        }
+                    }
+                    Frame::Push(push) => inbound.push(peer, push),
+                    other => {
+                        result = Err(format!("unexpected frame {other:?}"));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if !calls.is_empty() {
+        Arc::clone(inbound).calls(peer, calls, reply, out);
+    }
+    if requests > 0 {
+        conn.last_request
+            .store(conn.opened.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+    result
+}
+
+/// `part` of `body` as a `Bytes` sharing its memory (a copy if it is not inside).
+fn share(body: &Bytes, part: &[u8]) -> Bytes {
+    let inside = body.as_ptr_range();
+    let range = part.as_ptr_range();
+    if part.is_empty() || inside.start > range.start || range.end > inside.end {
+        Bytes::copy_from_slice(part)
+    } else {
+        body.slice_ref(part)
+    }
+}
+
+/// Appends the frame of a response to `out`; a reply that cannot travel (too large,
+/// or not encodable) becomes an error that can.
+fn encode_response(out: &mut Vec<u8>, rid: u64, resp: Response, max: usize) {
+    let err = match wire::encode_into(out, &Frame::Response { rid, resp }, max) {
+        Ok(()) => return,
+        Err(TransportError::TooLarge { size, max }) => {
+            crate::error::CallError::TooLarge { size, max }
+        }
+        Err(TransportError::Encode(message)) => crate::error::CallError::Codec { message },
         Err(e) => crate::error::CallError::Codec {
-            message: e.to_string(),
+            message: format!("{e:?}"),
         },
     };
-    // A reply that cannot travel becomes an error that can.
-    wire::encode(&Frame::Response {
-        rid,
-        resp: Response::Reply(Err(err)),
-    })
-    .expect("an error response always encodes")
+    let resp = Response::Reply(Err(err));
+    wire::encode_into(out, &Frame::Response { rid, resp }, max)
+        .expect("an error response always encodes");
 }
 
 /// Writes all of `buf` through a shared write half.

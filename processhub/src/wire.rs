@@ -108,7 +108,7 @@ pub(crate) enum StopOutcome {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Response {
     Started(Vec<StartOutcome>),
     Stopped(StopOutcome),
@@ -144,6 +144,29 @@ pub(crate) fn encode(frame: &Frame<'_>) -> Result<Bytes, postcard::Error> {
     let len = (buf.len() - 4) as u32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(Bytes::from(buf))
+}
+
+/// Appends a frame with its length prefix to `out`; on an error (the frame does not
+/// encode, or its body exceeds `max`) `out` is left as it was.
+pub(crate) fn encode_into(
+    out: &mut Vec<u8>,
+    frame: &Frame<'_>,
+    max: usize,
+) -> Result<(), crate::transport::TransportError> {
+    use crate::transport::TransportError;
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 4]);
+    if let Err(e) = postcard::to_io(frame, &mut *out) {
+        out.truncate(start);
+        return Err(TransportError::Encode(e.to_string()));
+    }
+    let len = out.len() - start - 4;
+    if len > max {
+        out.truncate(start);
+        return Err(TransportError::TooLarge { size: len, max });
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
 }
 
 /// Decodes a frame body (without its length prefix).
