@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{hub, wait_members, wait_until, ColdTally, Tally};
 use processhub::prelude::*;
+use processhub::HubEvent;
 
 const CHILDREN: usize = 300;
 
@@ -394,6 +395,217 @@ async fn pinned_children_stay_on_a_join_and_a_drain_and_leave_with_their_node() 
         );
     }
     for h in [a, c] {
+        h.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_state_moves_in_parts() {
+    use common::Blob;
+    let a = hub("big", &[]).await;
+    let b = hub("big", &[a.listen_addr()]).await;
+    wait_members(&[a.clone(), b.clone()], 2).await;
+    // Two blobs owned by `a`: one big (in parts of half a frame), one small beside it.
+    let ids: Vec<String> = (0..)
+        .map(|i| format!("blob-{i}"))
+        .filter(|id| a.ring_owner(id) == Some(a.node_id()))
+        .take(2)
+        .collect();
+    let big = Blob::start(&a, ids[0].clone(), Blob::default())
+        .await
+        .unwrap();
+    let small = Blob::start(&a, ids[1].clone(), Blob::default())
+        .await
+        .unwrap();
+    const LEN: usize = 64 * 1024 * 1024;
+    assert_eq!(big.fill(LEN, 7).await.unwrap(), LEN);
+    small.fill(1000, 9).await.unwrap();
+    let (big_before, small_before) = (big.digest().await.unwrap(), small.digest().await.unwrap());
+
+    let report = a.drain().await.unwrap();
+    assert_eq!(
+        report,
+        processhub::DrainReport {
+            moved: 2,
+            failed: 0
+        }
+    );
+    for id in &ids {
+        assert_eq!(a.lookup(id).unwrap().owner, b.node_id(), "{id} moved");
+    }
+    assert_eq!(
+        big.digest().await.unwrap(),
+        big_before,
+        "the big state arrived whole"
+    );
+    assert_eq!(small.digest().await.unwrap(), small_before);
+    // And on, on a graceful leave of its new node while a join moves children to a
+    // third: both moves carry the state.
+    let c = hub("big", &[a.listen_addr()]).await;
+    wait_members(&[a.clone(), b.clone(), c.clone()], 3).await;
+    b.shutdown().await.unwrap();
+    assert_eq!(big.digest().await.unwrap(), big_before);
+    for h in [a, c] {
+        h.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_state_over_half_a_frame_is_refused_clearly() {
+    use common::Blob;
+    let a = Hub::builder("big-start")
+        .max_frame_size(64 * 1024)
+        .start()
+        .await
+        .unwrap();
+    let mut blob = Blob::default();
+    blob.fill(40 * 1024, 1);
+    match Blob::start(&a, "too-big", blob).await {
+        Err(StartError::TooLarge { size, max }) => {
+            assert!(size > max && max == 32 * 1024, "{size} {max}")
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(a.lookup("too-big").is_none());
+    a.shutdown().await.unwrap();
+}
+
+/// Children on their way: +1 when a state leaves, -1 when it arrives.
+static IN_TRANSIT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+/// The most seen on their way at once.
+static MOST_IN_TRANSIT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+/// How long an arriving state holds up its new node, in milliseconds.
+static ARRIVAL_DELAY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A counter that reports its trips (for the two tests below, which run one after the
+/// other in one test: they share these statics).
+#[distributed]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Watched {
+    n: u64,
+}
+
+#[distributed]
+impl Watched {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    #[on_handover_out]
+    fn leaving(&mut self) {
+        let now = IN_TRANSIT.fetch_add(1, Ordering::SeqCst) + 1;
+        MOST_IN_TRANSIT.fetch_max(now, Ordering::SeqCst);
+    }
+
+    #[on_handover_in]
+    fn arriving(&mut self) {
+        IN_TRANSIT.fetch_sub(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(
+            ARRIVAL_DELAY_MS.load(Ordering::SeqCst),
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moves_are_bounded_in_number_and_in_time() {
+    // At most `move_concurrency` children frozen at once.
+    let a = Hub::builder("bounded")
+        .move_concurrency(4)
+        .move_timeout(Duration::from_millis(400))
+        .start()
+        .await
+        .unwrap();
+    let b = Hub::builder("bounded")
+        .seeds([a.listen_addr().to_string()])
+        .move_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    wait_members(&[a.clone(), b.clone()], 2).await;
+    let ids: Vec<String> = (0..)
+        .map(|i| format!("w-{i}"))
+        .filter(|id| a.ring_owner(id) == Some(a.node_id()))
+        .take(40)
+        .collect();
+    for r in Watched::start_many(
+        &a,
+        ids.iter()
+            .map(|i| (i.clone(), Watched::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    for id in &ids {
+        Watched::handle(&b, id.clone()).add(5).await.unwrap();
+    }
+    let report = a.drain().await.unwrap();
+    assert_eq!(
+        report,
+        processhub::DrainReport {
+            moved: 40,
+            failed: 0
+        }
+    );
+    let most = MOST_IN_TRANSIT.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&most),
+        "{most} moved at once, at most 4 allowed"
+    );
+
+    // A move that does not finish within the move timeout is rolled back: the child
+    // goes on at its old node with its state, and one copy survives.
+    // Everything is on b now; c's share moves to c when it joins: hold the arrivals up
+    // past b's move timeout.
+    let mut events = b.events();
+    ARRIVAL_DELAY_MS.store(600, Ordering::SeqCst);
+    let c = hub("bounded", &[a.listen_addr()]).await;
+    let all = [a.clone(), b.clone(), c.clone()];
+    wait_members(&all, 3).await;
+    let failed_id = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(HubEvent::MigrationFailed { id, to, reason }) = events.recv().await {
+                assert_eq!(to, c.node_id());
+                assert!(reason.contains("Timeout"), "{reason}");
+                return id;
+            }
+        }
+    })
+    .await
+    .expect("a move to the slow node fails");
+    ARRIVAL_DELAY_MS.store(0, Ordering::SeqCst);
+    assert_eq!(
+        Watched::handle(&a, failed_id.clone()).add(0).await.unwrap(),
+        5
+    );
+    // The planner tries again, and this time the moves finish: every child on its
+    // ring owner, once, with its state.
+    wait_until(
+        "every child on its owner, once",
+        Duration::from_secs(30),
+        || {
+            let placed = ids.iter().all(|id| {
+                a.lookup(id).map(|i| i.owner) == a.ring_owner(id)
+                    && a.ring_owner(id) != Some(a.node_id())
+            });
+            let running: usize = all.iter().map(|h| h.local_children()).sum();
+            std::future::ready(placed && running == ids.len())
+        },
+    )
+    .await;
+    assert!(c.local_children() > 0);
+    for id in &ids {
+        assert_eq!(
+            Watched::handle(&a, id.clone()).add(0).await.unwrap(),
+            5,
+            "{id}"
+        );
+    }
+    assert!(ids.contains(&failed_id));
+    for h in all {
         h.shutdown().await.unwrap();
     }
 }

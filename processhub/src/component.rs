@@ -674,7 +674,6 @@ fn spawn_erased<T: Dispatch>(
     Ok(spawn_typed(state, args))
 }
 
-/// Starts a child from its encoded state.
 /// Starts a child from its encoded state; `true` when the state arrived in a move.
 pub(crate) type SpawnFn = fn(&[u8], ChildCtx, bool) -> Result<Arc<dyn ErasedChild>, String>;
 

@@ -112,8 +112,10 @@ pub enum StartError {
         /// What the codec said.
         message: String,
     },
-    /// The encoded start is larger than the frame limit.
-    #[error("start state of {size} bytes exceeds the frame limit of {max} bytes")]
+    /// The encoded start state is larger than half the frame limit (start states are
+    /// kept in every node's registry, to restart a child whose node dies). Start small
+    /// and grow the state with calls: a state of any size moves (in parts).
+    #[error("start state of {size} bytes exceeds the limit of {max} bytes (half the frame size: every node keeps start states)")]
     TooLarge {
         /// Encoded size.
         size: usize,

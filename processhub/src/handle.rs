@@ -262,7 +262,8 @@ pub async fn start_many<T: Dispatch>(
     let mut batch = Vec::with_capacity(items.len());
     let mut states = Vec::with_capacity(items.len());
     let mut index = Vec::with_capacity(items.len());
-    let max = hub.inner.transport.max_frame();
+    // A start state travels in every node's registry: at most half a frame.
+    let max = hub.inner.batch_bytes();
     for (id, state) in items {
         let checked = check_id(&id).and_then(|()| {
             let bytes = postcard::to_allocvec(&state).map_err(|e| StartError::Codec {
@@ -295,7 +296,7 @@ pub async fn start_many<T: Dispatch>(
     let ids: Vec<String> = batch.iter().map(|i| i.id.clone()).collect();
     let outcomes = hub
         .inner
-        .start_items(batch, 0, |i, args| {
+        .start_items(batch, 0, |i, _, args| {
             let state = states[i]
                 .take()
                 .ok_or_else(|| "started twice".to_string())?;

@@ -22,6 +22,7 @@ use crate::component::{self, ChildCtx, EncodedCall, ErasedChild, Responder};
 use crate::core::planner::{plan_membership_change, Command};
 use crate::core::registry::{wins, Entry, Registry, StartState, Upsert};
 use crate::core::ring::Ring;
+use crate::core::staging::{Part, Staging};
 use crate::error::{HubError, StopError};
 use crate::events::{HubEvent, RestartReason};
 use crate::handle::Backoff;
@@ -38,7 +39,28 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(300);
 /// Default limit on one frame between nodes.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
-/// How many start items go in one request.
+/// A child on its way to another node.
+struct Move {
+    id: String,
+    epoch: u64,
+    from_epoch: u64,
+    type_name: String,
+    start_state: Vec<u8>,
+    child: Arc<dyn ErasedChild>,
+}
+
+/// What became of a moved child sent to its new owner.
+struct Sent {
+    outcome: StartOutcome,
+    /// The request reached the target: the child may have started there.
+    offered: bool,
+    /// The target could not be reached at all.
+    unreachable: bool,
+}
+
+/// Default of [`HubBuilder::move_timeout`].
+pub(crate) const DEFAULT_MOVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many start items (or registry entries) go in one request or push.
 const START_BATCH: usize = 512;
 /// How many entries go in one snapshot frame.
 const SNAPSHOT_CHUNK: usize = 2048;
@@ -68,6 +90,9 @@ pub struct HubBuilder {
     phi_threshold: f64,
     max_frame: usize,
     hibernate_after: Option<Duration>,
+    move_timeout: Duration,
+    move_concurrency: usize,
+    max_state_size: usize,
 }
 
 impl HubBuilder {
@@ -113,6 +138,29 @@ impl HubBuilder {
     /// running. Default 5 minutes. Children start asleep and wake at their first call.
     pub fn hibernate_after(mut self, idle: Option<Duration>) -> Self {
         self.hibernate_after = idle;
+        self
+    }
+
+    /// How long a move may take, from freezing the component to the new owner's
+    /// confirmation, before it is rolled back (the component goes on here with its
+    /// state, and `MigrationFailed` is reported). Default 10 s.
+    pub fn move_timeout(mut self, timeout: Duration) -> Self {
+        self.move_timeout = timeout;
+        self
+    }
+
+    /// How many components may be frozen for a move at once (on a join, a drain or a
+    /// shutdown); the others keep serving until their turn. At least 1. Default 512.
+    pub fn move_concurrency(mut self, children: usize) -> Self {
+        self.move_concurrency = children.max(1);
+        self
+    }
+
+    /// The largest encoded state a hot move may carry (states larger than a frame move
+    /// in parts of half a frame). A larger state does not move: the move fails and the
+    /// component stays. Default 1 GiB.
+    pub fn max_state_size(mut self, bytes: usize) -> Self {
+        self.max_state_size = bytes;
         self
     }
 
@@ -181,6 +229,11 @@ impl HubBuilder {
                 hub_id: self.hub_id.clone(),
                 call_timeout: self.call_timeout,
                 hibernate_after: self.hibernate_after,
+                move_timeout: self.move_timeout,
+                move_concurrency: self.move_concurrency,
+                max_state_size: self.max_state_size,
+                staging: std::sync::Mutex::new(Staging::default()),
+                next_transfer: AtomicU64::new(1),
                 transport: Transport::start(
                     me,
                     self.hub_id.clone(),
@@ -297,6 +350,9 @@ impl Hub {
             phi_threshold: 8.0,
             max_frame: DEFAULT_MAX_FRAME,
             hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
+            move_timeout: DEFAULT_MOVE_TIMEOUT,
+            move_concurrency: START_BATCH,
+            max_state_size: 1 << 30,
         }
     }
 
@@ -401,6 +457,12 @@ pub(crate) struct HubInner {
     hub_id: String,
     pub(crate) call_timeout: Duration,
     hibernate_after: Option<Duration>,
+    move_timeout: Duration,
+    move_concurrency: usize,
+    max_state_size: usize,
+    /// Big moved states arriving in parts.
+    staging: std::sync::Mutex<Staging>,
+    next_transfer: AtomicU64,
     pub(crate) transport: Arc<Transport>,
     membership: tokio::sync::Mutex<Option<Membership>>,
     pub(crate) state: RwLock<State>,
@@ -425,6 +487,12 @@ pub(crate) enum Route {
 }
 
 impl HubInner {
+    /// The most bytes of items or entries put in one request or push: half a frame,
+    /// leaving room for the rest of it.
+    pub(crate) fn batch_bytes(&self) -> usize {
+        self.transport.max_frame() / 2
+    }
+
     pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
@@ -504,7 +572,7 @@ impl HubInner {
                 outcomes.push(outcome);
             }
             // Under the lock: peers get this node's changes in the order they happened.
-            for chunk in upserts.chunks(START_BATCH) {
+            for chunk in batches(&upserts, START_BATCH, self.batch_bytes(), entry_size) {
                 self.transport.broadcast(&Push::Upsert(chunk.to_vec()));
             }
         }
@@ -572,7 +640,7 @@ impl HubInner {
         self: &Arc<Self>,
         items: Vec<StartItem>,
         hops: u8,
-        mut local_spawn: impl FnMut(usize, ChildCtx) -> Result<Arc<dyn ErasedChild>, String>,
+        mut local_spawn: impl FnMut(usize, &StartItem, ChildCtx) -> Result<Arc<dyn ErasedChild>, String>,
     ) -> Vec<StartOutcome> {
         let mut out: Vec<Option<StartOutcome>> = vec![None; items.len()];
         let mut remote: HashMap<NodeId, Vec<(usize, StartItem)>> = HashMap::new();
@@ -588,7 +656,7 @@ impl HubInner {
         }
         for chunk in local.chunks(START_BATCH) {
             let outcomes = self.start_local_batch(chunk.iter().map(|(_, item)| item), |k, ctx| {
-                local_spawn(chunk[k].0, ctx)
+                local_spawn(chunk[k].0, &chunk[k].1, ctx)
             });
             for ((i, _), o) in chunk.iter().zip(outcomes) {
                 out[*i] = Some(o);
@@ -597,7 +665,9 @@ impl HubInner {
         let deadline = Instant::now() + self.call_timeout;
         let mut requests = Vec::new();
         for (node, items) in remote {
-            for chunk in items.chunks(START_BATCH) {
+            for chunk in batches(&items, START_BATCH, self.batch_bytes(), |(_, i)| {
+                item_size(i)
+            }) {
                 let (idx, batch): (Vec<usize>, Vec<StartItem>) = chunk.iter().cloned().unzip();
                 let t = self.transport.clone();
                 requests.push(async move {
@@ -872,23 +942,17 @@ impl HubInner {
         }
     }
 
-    /// Moves children to their new owners, up to [`START_BATCH`] at a time per owner:
-    /// each is frozen (new calls wait, calls in flight finish), its state taken (or, for
-    /// `migration = "cold"`, its start state used), started on the new owner under the
-    /// next epoch, and then gone from here: the waiting calls follow it. A move that
-    /// fails puts the child back here, with its state. Returns (moved, failed).
+    /// Moves children to their new owners, at most `move_concurrency` frozen at a time,
+    /// in batches of up to [`START_BATCH`] per owner: each is frozen (new calls wait,
+    /// calls in flight finish), its state taken (or, for `migration = "cold"`, its start
+    /// state used), started on the new owner under the next epoch, and then gone from
+    /// here: the waiting calls follow it. A move that fails or does not finish within
+    /// `move_timeout` puts the child back here, with its state. Returns (moved, failed).
     pub(crate) async fn move_children(
         self: Arc<Self>,
         moves: Vec<(String, NodeId, u64)>,
     ) -> (usize, usize) {
-        struct Move {
-            id: String,
-            epoch: u64,
-            from_epoch: u64,
-            type_name: String,
-            start_state: Vec<u8>,
-            child: Arc<dyn ErasedChild>,
-        }
+        use futures_util::StreamExt;
         let mut by_node: HashMap<NodeId, Vec<Move>> = HashMap::new();
         {
             let mut st = self.state.write().unwrap();
@@ -911,102 +975,194 @@ impl HubInner {
                 by_node.entry(to).or_default().push(m);
             }
         }
-        let (mut moved, mut failed) = (0, 0);
+        let batch = self.move_concurrency.min(START_BATCH);
+        let parallel = (self.move_concurrency / batch).max(1);
+        // Once a target proves unreachable, the rest of its batches fail at once (put
+        // back here) instead of each waiting for the deadline.
+        let unreachable = std::sync::Mutex::new(HashSet::new());
+        let mut units: Vec<(NodeId, Vec<Move>)> = Vec::new();
         for (to, moves) in by_node {
-            // Once the target proves unreachable, the rest of its batches fail at once
-            // (put back here) instead of each waiting for the deadline.
-            let mut unreachable = false;
-            for chunk in moves.chunks(START_BATCH) {
-                if unreachable {
-                    for m in chunk {
-                        failed += 1;
-                        let reason = format!("{to} is unreachable");
-                        self.move_failed(m.id.as_str(), &*m.child, to, reason, None);
-                    }
-                    continue;
-                }
-                let frozen = futures_util::future::join_all(
-                    chunk.iter().map(|m| m.child.clone().freeze_for_move()),
-                )
+            let mut moves = moves.into_iter().peekable();
+            while moves.peek().is_some() {
+                units.push((to, moves.by_ref().take(batch).collect()));
+            }
+        }
+        let unreachable = &unreachable;
+        futures_util::stream::iter(units)
+            .map(|(to, chunk)| self.move_batch(to, chunk, unreachable))
+            .buffer_unordered(parallel)
+            .fold((0, 0), |(m, f), (dm, df)| async move { (m + dm, f + df) })
+            .await
+    }
+
+    /// Moves one batch of children to `to`. Returns (moved, failed).
+    async fn move_batch(
+        &self,
+        to: NodeId,
+        chunk: Vec<Move>,
+        unreachable: &std::sync::Mutex<HashSet<NodeId>>,
+    ) -> (usize, usize) {
+        let (mut moved, mut failed) = (0, 0);
+        if unreachable.lock().unwrap().contains(&to) {
+            for m in &chunk {
+                let reason = format!("{to} is unreachable");
+                self.move_failed(m.id.as_str(), &*m.child, to, reason, None);
+            }
+            return (0, chunk.len());
+        }
+        let deadline = Instant::now() + self.move_timeout;
+        let frozen =
+            futures_util::future::join_all(chunk.iter().map(|m| m.child.clone().freeze_for_move()))
                 .await;
-                let mut items = Vec::with_capacity(chunk.len());
-                let mut sent = Vec::with_capacity(chunk.len());
-                for (m, state) in chunk.iter().zip(frozen) {
-                    match state {
-                        Some(Ok(state)) => {
-                            items.push(StartItem {
-                                id: m.id.clone(),
-                                type_name: m.type_name.clone(),
-                                state: state.unwrap_or_else(|| m.start_state.clone()),
-                                epoch: m.epoch,
-                                start_state: Some(serde_bytes::ByteBuf::from(
-                                    m.start_state.clone(),
-                                )),
-                            });
-                            sent.push(m);
-                        }
-                        Some(Err(reason)) => {
-                            failed += 1;
-                            self.move_failed(m.id.as_str(), &*m.child, to, reason, None);
-                        }
-                        // Stopped meanwhile: nothing to move.
-                        None => {
-                            self.state.write().unwrap().moving.remove(m.id.as_str());
-                        }
-                    }
+        let mut items = Vec::with_capacity(chunk.len());
+        let mut sent = Vec::with_capacity(chunk.len());
+        for (m, state) in chunk.into_iter().zip(frozen) {
+            match state {
+                Some(Ok(state)) => {
+                    items.push(StartItem {
+                        id: m.id.clone(),
+                        type_name: m.type_name.clone(),
+                        state: state.unwrap_or_else(|| m.start_state.clone()),
+                        epoch: m.epoch,
+                        start_state: Some(serde_bytes::ByteBuf::from(m.start_state.clone())),
+                    });
+                    sent.push(m);
                 }
-                if items.is_empty() {
-                    continue;
+                Some(Err(reason)) => {
+                    failed += 1;
+                    self.move_failed(m.id.as_str(), &*m.child, to, reason, None);
                 }
-                let deadline = Instant::now() + self.call_timeout;
-                let connect_by = Instant::now() + RECONNECT_WAIT;
-                let req = Request::Start {
-                    items,
-                    hops: MAX_HOPS,
-                };
-                let res = self
-                    .transport
-                    .request_within(to, req, connect_by, deadline)
-                    .await;
-                let outcomes = match res {
-                    Ok(Response::Started(o)) if o.len() == sent.len() => o,
-                    other => {
-                        unreachable = matches!(other, Err(TransportError::NotConnected));
-                        let message = format!("no answer from {to}: {other:?}");
-                        vec![StartOutcome::Failed { message }; sent.len()]
+                // Stopped meanwhile: nothing to move.
+                None => {
+                    self.state.write().unwrap().moving.remove(m.id.as_str());
+                }
+            }
+        }
+        let outcomes = self.send_moved(to, items, deadline).await;
+        for (
+            m,
+            Sent {
+                outcome,
+                offered,
+                unreachable: gone,
+            },
+        ) in sent.into_iter().zip(outcomes)
+        {
+            match outcome {
+                StartOutcome::Started { .. } | StartOutcome::AlreadyStarted { .. } => {
+                    moved += 1;
+                    self.move_done(
+                        m.id.as_str(),
+                        &*m.child,
+                        to,
+                        m.epoch,
+                        m.from_epoch,
+                        &m.type_name,
+                        &m.start_state,
+                    );
+                }
+                other => {
+                    failed += 1;
+                    if gone {
+                        unreachable.lock().unwrap().insert(to);
                     }
-                };
-                for (m, outcome) in sent.into_iter().zip(outcomes) {
-                    match outcome {
-                        StartOutcome::Started { .. } | StartOutcome::AlreadyStarted { .. } => {
-                            moved += 1;
-                            self.move_done(
-                                m.id.as_str(),
-                                &*m.child,
-                                to,
-                                m.epoch,
-                                m.from_epoch,
-                                &m.type_name,
-                                &m.start_state,
-                            );
-                        }
-                        other => {
-                            failed += 1;
-                            // Unknown outcome only if the request went out.
-                            let offered = (!unreachable).then_some(m.epoch);
-                            self.move_failed(
-                                m.id.as_str(),
-                                &*m.child,
-                                to,
-                                format!("{other:?}"),
-                                offered,
-                            );
-                        }
-                    }
+                    // Unknown outcome only if the request went out.
+                    let offered = offered.then_some(m.epoch);
+                    self.move_failed(m.id.as_str(), &*m.child, to, format!("{other:?}"), offered);
                 }
             }
         }
         (moved, failed)
+    }
+
+    /// Starts moved children on `to`: in requests of up to half a frame, and each state
+    /// too large for that in parts. One outcome per item, in order.
+    async fn send_moved(&self, to: NodeId, items: Vec<StartItem>, deadline: Instant) -> Vec<Sent> {
+        let connect_by = Instant::now() + RECONNECT_WAIT;
+        let limit = self.batch_bytes();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for group in batches(&items, START_BATCH, limit, item_size) {
+            let res = if group.len() == 1 && item_size(&group[0]) > limit {
+                self.send_staged(to, group, connect_by, deadline).await
+            } else {
+                let req = Request::Start {
+                    items: group.to_vec(),
+                    hops: MAX_HOPS,
+                };
+                self.transport
+                    .request_within(to, req, connect_by, deadline)
+                    .await
+            };
+            match res {
+                Ok(Response::Started(o)) if o.len() == group.len() => {
+                    outcomes.extend(o.into_iter().map(|outcome| Sent {
+                        outcome,
+                        offered: true,
+                        unreachable: false,
+                    }));
+                }
+                other => {
+                    let unreachable = matches!(other, Err(TransportError::NotConnected));
+                    let offered = !unreachable
+                        && !matches!(
+                            other,
+                            Err(TransportError::TooLarge { .. } | TransportError::Encode(_))
+                        );
+                    let message = format!("no start on {to}: {other:?}");
+                    outcomes.extend(group.iter().map(|_| Sent {
+                        outcome: StartOutcome::Failed {
+                            message: message.clone(),
+                        },
+                        offered,
+                        unreachable,
+                    }));
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// Sends `items` to `to` in parts of half a frame, then asks it to start them.
+    async fn send_staged(
+        &self,
+        to: NodeId,
+        items: &[StartItem],
+        connect_by: Instant,
+        deadline: Instant,
+    ) -> Result<Response, TransportError> {
+        let bytes =
+            postcard::to_allocvec(items).map_err(|e| TransportError::Encode(e.to_string()))?;
+        if bytes.len() > self.max_state_size {
+            return Err(TransportError::TooLarge {
+                size: bytes.len(),
+                max: self.max_state_size,
+            });
+        }
+        let transfer = self.next_transfer.fetch_add(1, Ordering::Relaxed);
+        let part = self.batch_bytes().max(1);
+        for (i, data) in bytes.chunks(part).enumerate() {
+            let req = Request::Stage {
+                transfer,
+                offset: (i * part) as u64,
+                total: bytes.len() as u64,
+                data: std::borrow::Cow::Borrowed(data),
+            };
+            match self
+                .transport
+                .request_within(to, req, connect_by, deadline)
+                .await?
+            {
+                Response::Staged(Ok(())) => {}
+                other => return Ok(other),
+            }
+        }
+        let req = Request::StartStaged {
+            transfer,
+            hops: MAX_HOPS,
+        };
+        self.transport
+            .request_within(to, req, connect_by, deadline)
+            .await
     }
 
     /// A move succeeded: the registry points at the new owner before the waiting calls
@@ -1149,6 +1305,60 @@ impl HubInner {
         }
     }
 
+    /// Starts items sent by another node (new children, or moved ones).
+    async fn serve_start(self: Arc<Self>, items: Vec<StartItem>, hops: u8) -> Response {
+        if self.is_stopped() {
+            let o = StartOutcome::Failed {
+                message: "hub is shutting down".into(),
+            };
+            return Response::Started(vec![o; items.len()]);
+        }
+        // Decode the states (and run `#[on_handover_in]`) now, outside the hub's lock:
+        // a big state or a slow hook must not hold up the rest of the node. A child
+        // made here starts dormant; if the item turns out not to start here, it is
+        // dropped unused.
+        let ring = self.state.read().unwrap().ring.clone();
+        let me = self.me;
+        let mut prepared: Vec<Option<Result<Arc<dyn ErasedChild>, String>>> = items
+            .iter()
+            .map(|item| {
+                let local = hops >= MAX_HOPS || ring.owner(&item.id).unwrap_or(me) == me;
+                local.then(|| self.prepare_child(item, None))
+            })
+            .collect();
+        let unknown: Vec<bool> = items
+            .iter()
+            .map(|i| component::vtable(&i.type_name).is_none())
+            .collect();
+        let mut outcomes = self
+            .start_items(items, hops, |i, item, ctx| match prepared[i].take() {
+                Some(child) => child,
+                // Placed here after all (the ring changed meanwhile): make it now.
+                None => self.prepare_child(item, Some(ctx)),
+            })
+            .await;
+        for (o, unknown) in outcomes.iter_mut().zip(unknown) {
+            if unknown && matches!(o, StartOutcome::Failed { .. }) {
+                *o = StartOutcome::UnknownType { node: me };
+            }
+        }
+        Response::Started(outcomes)
+    }
+
+    /// A dormant child for a start item arriving from another node (`ctx`, or one made
+    /// here): its state decoded, and `#[on_handover_in]` run if it was handed over.
+    fn prepare_child(
+        &self,
+        item: &StartItem,
+        ctx: Option<ChildCtx>,
+    ) -> Result<Arc<dyn ErasedChild>, String> {
+        let vt = component::vtable(&item.type_name).ok_or_else(String::new)?;
+        let ctx =
+            ctx.unwrap_or_else(|| self.child_ctx(Arc::from(item.id.as_str()), item.epoch.max(1)));
+        // A state that arrives with its start state beside it was handed over.
+        (vt.spawn)(&item.state, ctx, item.start_state.is_some())
+    }
+
     /// The answer to a call for a child this node does not run.
     fn not_here(&self, id: &str, owner: Option<NodeId>) -> Response {
         match owner.filter(|o| *o != self.me) {
@@ -1159,6 +1369,15 @@ impl HubInner {
 
     fn owner_of(&self, id: &str) -> Option<NodeId> {
         self.state.read().unwrap().registry.get(id).map(|e| e.owner)
+    }
+
+    /// Waits until no move of a child of this node is under way (each ends within the
+    /// move timeout, rolled back if it must).
+    async fn wait_moves(&self) {
+        let deadline = Instant::now() + self.move_timeout + Duration::from_secs(1);
+        while !self.state.read().unwrap().moving.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn drain(self: &Arc<Self>) -> Result<DrainReport, HubError> {
@@ -1189,10 +1408,7 @@ impl HubInner {
         };
         Arc::clone(self).move_children(moves).await;
         // The planner's timer may have started some of these moves first: wait for them.
-        let deadline = Instant::now() + self.call_timeout;
-        while !self.state.read().unwrap().moving.is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        self.wait_moves().await;
         let left = self.state.read().unwrap().local.len();
         let report = DrainReport {
             moved: before.saturating_sub(left),
@@ -1223,6 +1439,9 @@ impl HubInner {
             let (moved, failed) = Arc::clone(self).move_children(moves).await;
             tracing::info!(me = %self.me, moved, failed, "handed children over before leaving");
         }
+        // Moves the planner started before (on a join) are not in that list: let them
+        // finish, or the others would restart those children from their start state.
+        self.wait_moves().await;
         // Tell the peers directly (fast), then through gossip (reaches the rest).
         for c in self.transport.connections() {
             c.push(&Push::Leaving);
@@ -1281,6 +1500,8 @@ async fn control_loop(
                     return;
                 }
                 hub.replan();
+                // Parts of a big state whose sender went quiet (it died, or gave up).
+                hub.staging.lock().unwrap().purge(Instant::now(), hub.move_timeout);
             }
             _ = sweep.tick() => {
                 let Some(hub) = hub.upgrade() else { return };
@@ -1327,7 +1548,7 @@ impl Inbound for HubInner {
         self.serve_calls(calls, reply, out);
     }
 
-    fn request(self: Arc<Self>, _from: NodeId, req: Request<'_>) -> BoxFuture<'static, Response> {
+    fn request(self: Arc<Self>, from: NodeId, req: Request<'_>) -> BoxFuture<'static, Response> {
         match req {
             // The transport hands every call to `calls`, never here.
             Request::Call { .. } => Box::pin(std::future::ready(Response::Reply(Err(
@@ -1335,36 +1556,39 @@ impl Inbound for HubInner {
                     message: "a call reached the request path".into(),
                 },
             )))),
-            Request::Start { items, hops } => Box::pin(async move {
-                if self.is_stopped() {
-                    let o = StartOutcome::Failed {
-                        message: "hub is shutting down".into(),
-                    };
-                    return Response::Started(vec![o; items.len()]);
-                }
-                let vtables: Vec<_> = items
-                    .iter()
-                    .map(|i| component::vtable(&i.type_name))
-                    .collect();
-                let unknown: Vec<bool> = vtables.iter().map(Option::is_none).collect();
-                let states: Vec<Vec<u8>> = items.iter().map(|i| i.state.clone()).collect();
-                // A state that arrives with its start state beside it was handed over.
-                let handed_over: Vec<bool> =
-                    items.iter().map(|i| i.start_state.is_some()).collect();
-                let me = self.me;
-                let mut outcomes = self
-                    .start_items(items, hops, |i, args| match vtables[i] {
-                        Some(vt) => (vt.spawn)(&states[i], args, handed_over[i]),
-                        None => Err(String::new()),
-                    })
-                    .await;
-                for (o, unknown) in outcomes.iter_mut().zip(unknown) {
-                    if unknown && matches!(o, StartOutcome::Failed { .. }) {
-                        *o = StartOutcome::UnknownType { node: me };
+            Request::Start { items, hops } => Box::pin(self.serve_start(items, hops)),
+            Request::Stage {
+                transfer,
+                offset,
+                total,
+                data,
+            } => {
+                let part = Part {
+                    offset,
+                    total,
+                    data: &data,
+                };
+                let staged = self.staging.lock().unwrap().stage(
+                    (from, transfer),
+                    part,
+                    self.max_state_size,
+                    Instant::now(),
+                );
+                Box::pin(std::future::ready(Response::Staged(staged)))
+            }
+            Request::StartStaged { transfer, hops } => {
+                let staged = self.staging.lock().unwrap().take((from, transfer));
+                Box::pin(async move {
+                    let items = staged.and_then(|bytes| {
+                        postcard::from_bytes::<Vec<StartItem>>(&bytes)
+                            .map_err(|e| format!("malformed staged items: {e}"))
+                    });
+                    match items {
+                        Ok(items) => self.serve_start(items, hops).await,
+                        Err(message) => Response::Staged(Err(message)),
                     }
-                }
-                Response::Started(outcomes)
-            }),
+                })
+            }
             Request::Stop { id, type_name } => {
                 Box::pin(async move { Response::Stopped(self.stop_local(&id, &type_name).await) })
             }
@@ -1454,7 +1678,7 @@ impl Inbound for HubInner {
                 st.registry.pending_from(id).is_none() && st.local.contains_key(id.as_str())
             })
             .collect();
-        let mut chunks = own.chunks(SNAPSHOT_CHUNK).peekable();
+        let mut chunks = batches(&own, SNAPSHOT_CHUNK, self.batch_bytes(), entry_size).peekable();
         if chunks.peek().is_none() {
             conn.push(&Push::Snapshot {
                 entries: Vec::new(),
@@ -1475,5 +1699,64 @@ impl Inbound for HubInner {
         register();
         drop(st);
         tracing::debug!(me = %self.me, %peer, "connected");
+    }
+}
+
+/// Splits `items` into runs of at most `count` items and at most `bytes` bytes as
+/// measured by `size` (a single item larger than `bytes` makes a run of its own).
+pub(crate) fn batches<'a, T>(
+    items: &'a [T],
+    count: usize,
+    bytes: usize,
+    size: impl Fn(&T) -> usize + 'a,
+) -> impl Iterator<Item = &'a [T]> + 'a {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut n = 0;
+        let mut total = 0;
+        while n < rest.len() && n < count {
+            let s = size(&rest[n]);
+            if n > 0 && total + s > bytes {
+                break;
+            }
+            total += s;
+            n += 1;
+        }
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
+}
+
+/// Roughly the encoded size of a registry entry.
+fn entry_size((id, e): &(String, Entry)) -> usize {
+    id.len() + e.type_name.len() + e.start_state.len() + 64
+}
+
+/// Roughly the encoded size of a start item.
+pub(crate) fn item_size(item: &StartItem) -> usize {
+    item.id.len()
+        + item.type_name.len()
+        + item.state.len()
+        + item.start_state.as_ref().map_or(0, |s| s.len())
+        + 32
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::batches;
+
+    #[test]
+    fn runs_are_bounded_by_count_and_by_bytes() {
+        let sizes = [1, 2, 3, 10, 1, 1, 1, 1];
+        let runs: Vec<&[usize]> = batches(&sizes, 3, 5, |s| *s).collect();
+        assert_eq!(
+            runs,
+            vec![&[1, 2][..], &[3][..], &[10][..], &[1, 1, 1][..], &[1][..]]
+        );
+        assert_eq!(batches(&[] as &[usize], 3, 5, |s| *s).count(), 0);
     }
 }

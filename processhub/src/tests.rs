@@ -455,3 +455,75 @@ async fn calls_arriving_together_are_answered_each_in_order_per_child() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parts_of_a_big_state_are_refused_with_a_reason() {
+    let (a, b) = pair(1024 * 1024).await;
+    let mut s = fake_peer(&a).await;
+    let send =
+        |rid: u64, req: Request<'static>| wire::encode(&Frame::Request { rid, req }).unwrap();
+    let mut out = Vec::new();
+    // A part that does not start at 0, one over the size limit, a start of a transfer
+    // never sent, and a start of one left incomplete.
+    out.extend_from_slice(&send(
+        1,
+        Request::Stage {
+            transfer: 1,
+            offset: 5,
+            total: 10,
+            data: vec![0; 5].into(),
+        },
+    ));
+    out.extend_from_slice(&send(
+        2,
+        Request::Stage {
+            transfer: 2,
+            offset: 0,
+            total: u64::MAX,
+            data: vec![0; 5].into(),
+        },
+    ));
+    out.extend_from_slice(&send(
+        3,
+        Request::StartStaged {
+            transfer: 3,
+            hops: 3,
+        },
+    ));
+    out.extend_from_slice(&send(
+        4,
+        Request::Stage {
+            transfer: 4,
+            offset: 0,
+            total: 10,
+            data: vec![0; 5].into(),
+        },
+    ));
+    out.extend_from_slice(&send(
+        5,
+        Request::StartStaged {
+            transfer: 4,
+            hops: 3,
+        },
+    ));
+    s.write_all(&out).await.unwrap();
+    let mut replies = std::collections::HashMap::new();
+    while replies.len() < 5 {
+        let body = read_frame(&mut s).await;
+        if let Frame::Response { rid, resp } = wire::decode(&body).unwrap() {
+            replies.insert(rid, resp);
+        }
+    }
+    for rid in [1, 2, 3, 5] {
+        assert!(
+            matches!(&replies[&rid], Response::Staged(Err(m)) if !m.is_empty()),
+            "{rid}: {:?}",
+            replies[&rid]
+        );
+    }
+    assert!(matches!(replies[&4], Response::Staged(Ok(()))));
+    drop(s);
+    still_serves(&a).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -62,6 +62,17 @@ pub(crate) enum Request<'a> {
         #[serde(borrow, with = "serde_bytes")]
         args: Cow<'a, [u8]>,
     },
+    /// A part of start items too large for one frame (a big moved state): the
+    /// receiver appends `data` at `offset` of transfer `transfer`, `total` bytes in all.
+    Stage {
+        transfer: u64,
+        offset: u64,
+        total: u64,
+        #[serde(borrow, with = "serde_bytes")]
+        data: Cow<'a, [u8]>,
+    },
+    /// Start the items whose encoding was staged under `transfer` (as `Start`).
+    StartStaged { transfer: u64, hops: u8 },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -117,6 +128,8 @@ pub(crate) enum Response {
     NotHere {
         owner: NodeId,
     },
+    /// A part was staged, or why it was refused (the transfer is dropped).
+    Staged(Result<(), String>),
 }
 
 /// Registry traffic: the sender is the origin of every entry it names.

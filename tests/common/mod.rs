@@ -193,3 +193,40 @@ impl PinnedTally {
         self.n
     }
 }
+
+/// A component with a large state, built up by calls.
+#[distributed]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Blob {
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+}
+
+#[distributed]
+impl Blob {
+    /// Grows the state to `len` bytes of a pattern made from `seed`.
+    pub fn fill(&mut self, len: usize, seed: u64) -> usize {
+        let mut x = seed | 1;
+        self.data = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        self.data.len()
+    }
+
+    /// Length and a checksum of the state.
+    pub fn digest(&self) -> (usize, u64) {
+        (self.data.len(), checksum(&self.data))
+    }
+}
+
+/// FNV-1a over `data`.
+pub fn checksum(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}

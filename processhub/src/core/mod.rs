@@ -13,3 +13,4 @@
 pub(crate) mod planner;
 pub(crate) mod registry;
 pub(crate) mod ring;
+pub(crate) mod staging;
