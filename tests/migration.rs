@@ -609,3 +609,46 @@ async fn moves_are_bounded_in_number_and_in_time() {
         h.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_graceful_leave_children_bound_to_their_node_stop_and_the_others_move() {
+    use processhub::{OnNodeDeath, StartOptions};
+    let a = hub("bound", &[]).await;
+    let b = hub("bound", &[a.listen_addr()]).await;
+    wait_members(&[a.clone(), b.clone()], 2).await;
+    let on_b: Vec<String> = (0..)
+        .map(|i| format!("bound-{i}"))
+        .filter(|id| a.ring_owner(id) == Some(b.node_id()))
+        .take(20)
+        .collect();
+    let (bound, free) = on_b.split_at(10);
+    let options = StartOptions::new()
+        .pinned(true)
+        .on_node_death(OnNodeDeath::StayDown);
+    for id in bound {
+        Tally::start_with(&a, id.clone(), Tally::default(), options)
+            .await
+            .unwrap();
+    }
+    for id in free {
+        Tally::start(&a, id.clone(), Tally::default())
+            .await
+            .unwrap();
+    }
+    for id in &on_b {
+        Tally::handle(&a, id.clone()).add(4).await.unwrap();
+    }
+    b.shutdown().await.unwrap();
+    wait_members(std::slice::from_ref(&a), 1).await;
+    for id in bound {
+        assert!(a.lookup(id).is_none(), "{id} stopped with its node");
+    }
+    for id in free {
+        assert_eq!(
+            Tally::handle(&a, id.clone()).get().await.unwrap(),
+            4,
+            "{id} moved"
+        );
+    }
+    a.shutdown().await.unwrap();
+}

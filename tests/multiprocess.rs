@@ -8,13 +8,54 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{wait_until, Tally};
+use common::{wait_until, ColdTally, Tally};
 use processhub::prelude::*;
 use processhub::RestartReason;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 const NODE_ENV: &str = "PROCESSHUB_TEST_NODE";
+/// Milliseconds the first state arriving at a node process holds it up.
+const DELAY_ENV: &str = "PROCESSHUB_TEST_ARRIVAL_DELAY_MS";
+
+/// One scenario at a time: each runs several processes whose failure detectors must
+/// not starve on two cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Milliseconds the next arriving [`Slow`] state holds up its node (once).
+static ARRIVAL_DELAY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// How many [`Slow`] states arrived in this process.
+static ARRIVED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// How many held-up arrivals are over.
+static HELD_UP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A counter whose first arrival can be held up, to kill a node mid-handover.
+#[distributed]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Slow {
+    n: u64,
+}
+
+#[distributed]
+impl Slow {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    #[on_handover_in]
+    fn arriving(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        ARRIVED.fetch_add(1, SeqCst);
+        let ms = ARRIVAL_DELAY_MS.swap(0, SeqCst);
+        if ms > 0 {
+            println!("ARRIVING");
+            std::thread::sleep(Duration::from_millis(ms));
+            HELD_UP.fetch_add(1, SeqCst);
+        }
+    }
+}
 const HUB_ID: &str = "multiprocess";
 
 /// The body of a child node; a no-op when run as an ordinary test.
@@ -23,6 +64,9 @@ fn node_process() {
     let Ok(seed) = std::env::var(NODE_ENV) else {
         return;
     };
+    if let Some(ms) = std::env::var(DELAY_ENV).ok().and_then(|v| v.parse().ok()) {
+        ARRIVAL_DELAY_MS.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let hub = Hub::builder(HUB_ID)
@@ -38,6 +82,10 @@ fn node_process() {
             match line.trim() {
                 "count" => println!("COUNT {}", hub.local_children()),
                 "registry" => println!("REGISTRY {}", registry_digest(&hub)),
+                "drain" => {
+                    let r = hub.drain().await.expect("drain");
+                    println!("DRAINED {} {}", r.moved, r.failed);
+                }
                 "shutdown" => {
                     hub.shutdown().await.expect("graceful shutdown");
                     println!("BYE");
@@ -65,6 +113,16 @@ fn registry_digest(hub: &Hub) -> String {
     format!("{}:{:x}", entries.len(), h.finish())
 }
 
+/// The hub of the test process, as the node processes are configured.
+async fn test_hub() -> Hub {
+    Hub::builder(HUB_ID)
+        .listen("127.0.0.1:0")
+        .gossip_interval(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap()
+}
+
 struct Node {
     child: Child,
     out: Lines<BufReader<ChildStdout>>,
@@ -73,6 +131,10 @@ struct Node {
 
 impl Node {
     async fn spawn(seed: std::net::SocketAddr) -> Node {
+        Self::spawn_with(seed, &[]).await
+    }
+
+    async fn spawn_with(seed: std::net::SocketAddr, env: &[(&str, String)]) -> Node {
         let exe = std::env::current_exe().unwrap();
         let mut child = Command::new(exe)
             .args([
@@ -83,6 +145,7 @@ impl Node {
                 "1",
             ])
             .env(NODE_ENV, seed.to_string())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -112,6 +175,18 @@ impl Node {
             .await
             .unwrap();
         stdin.flush().await.unwrap();
+    }
+
+    /// Whether this node's registry comes to agree with `hub`'s (within 5 s).
+    async fn agrees_with(&mut self, hub: &Hub) -> bool {
+        for _ in 0..100 {
+            self.say("registry").await;
+            if self.expect_line("REGISTRY ").await == registry_digest(hub) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     async fn expect_line(&mut self, prefix: &str) -> String {
@@ -146,12 +221,8 @@ async fn all_answer(hub: &Hub, ids: &[String]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_then_graceful_shutdown() {
-    let hub = Hub::builder(HUB_ID)
-        .listen("127.0.0.1:0")
-        .gossip_interval(Duration::from_millis(50))
-        .start()
-        .await
-        .unwrap();
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
     let mut events = hub.events();
     let mut b = Node::spawn(hub.listen_addr()).await;
     let mut c = Node::spawn(hub.listen_addr()).await;
@@ -232,16 +303,10 @@ async fn kill_nine_then_graceful_shutdown() {
     );
 
     // Every surviving registry agrees.
-    let mut agreed = false;
-    for _ in 0..100 {
-        c.say("registry").await;
-        if c.expect_line("REGISTRY ").await == registry_digest(&hub) {
-            agreed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(agreed, "the registries of the survivors converge");
+    assert!(
+        c.agrees_with(&hub).await,
+        "the registries of the survivors converge"
+    );
     assert_eq!(hub.children().len(), 600);
 
     // Graceful shutdown of another, under load from here: it hands its children over
@@ -316,5 +381,362 @@ async fn kill_nine_then_graceful_shutdown() {
             on_c.contains(id)
         );
     }
+    hub.shutdown().await.unwrap();
+}
+
+/// Waits until `hub` sees exactly `n` members.
+async fn members(hub: &Hub, n: usize) {
+    wait_until(&format!("{n} members"), Duration::from_secs(20), || async {
+        hub.nodes().len() == n
+    })
+    .await;
+}
+
+/// Starts `Slow` children `prefix-0..n` from `hub` and adds `by` to each.
+async fn start_slow(hub: &Hub, prefix: &str, n: usize, by: u64) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    for r in Slow::start_many(
+        hub,
+        ids.iter().map(|i| (i.clone(), Slow::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    for id in &ids {
+        assert_eq!(Slow::handle(hub, id.clone()).add(by).await.unwrap(), by);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_target_is_killed_mid_handover_rolls_back() {
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
+    let mut events = hub.events();
+    let ids = start_slow(&hub, "tgt", 200, 3).await;
+    assert_eq!(hub.local_children(), 200);
+    // A joiner takes its share of the ring; the first state to reach it holds it up,
+    // and it is killed right then.
+    let mut b = Node::spawn_with(hub.listen_addr(), &[(DELAY_ENV, "5000".into())]).await;
+    b.expect_line("ARRIVING").await;
+    b.child.start_kill().unwrap();
+    b.child.wait().await.unwrap();
+    members(&hub, 1).await;
+    // Nothing moved; everything goes on here with its state.
+    wait_until("every child back here", Duration::from_secs(20), || async {
+        hub.local_children() == 200 && hub.children().iter().all(|c| c.owner == hub.node_id())
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(
+            Slow::handle(&hub, id.clone()).add(0).await.unwrap(),
+            3,
+            "{id}"
+        );
+    }
+    let mut failed = 0;
+    while let Ok(e) = events.try_recv() {
+        match e {
+            HubEvent::MigrationFailed { to, .. } if to == b.id => failed += 1,
+            HubEvent::ChildMigrated { id, .. } => panic!("{id} was reported moved"),
+            _ => {}
+        }
+    }
+    assert!(failed > 0, "the failed moves are reported");
+    hub.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_source_is_killed_mid_handover_leaves_one_copy() {
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
+    let mut b = Node::spawn(hub.listen_addr()).await;
+    let mut c = Node::spawn(hub.listen_addr()).await;
+    members(&hub, 3).await;
+    let ids = start_slow(&hub, "src", 300, 3).await;
+    let on_b: Vec<String> = ids
+        .iter()
+        .filter(|id| hub.lookup(id).unwrap().owner == b.id)
+        .cloned()
+        .collect();
+    assert!(on_b.len() > 30);
+    // b drains towards this node and c; the first state arriving here holds this node's
+    // start of it up while b is killed.
+    use std::sync::atomic::Ordering::SeqCst;
+    ARRIVED.store(0, SeqCst);
+    HELD_UP.store(0, SeqCst);
+    ARRIVAL_DELAY_MS.store(1500, SeqCst);
+    b.say("drain").await;
+    wait_until("a state arriving here", Duration::from_secs(20), || async {
+        ARRIVED.load(SeqCst) > 0
+    })
+    .await;
+    b.child.start_kill().unwrap();
+    b.child.wait().await.unwrap();
+    ARRIVAL_DELAY_MS.store(0, SeqCst);
+    members(&hub, 2).await;
+    // Meanwhile b's children restart from their start state; the one whose state is in
+    // hand here supersedes its restarted copy, which nobody called yet.
+    wait_until(
+        "the held-up arrival over",
+        Duration::from_secs(20),
+        || async { HELD_UP.load(SeqCst) > 0 },
+    )
+    .await;
+    // Every child answers, and runs on exactly one of the two survivors.
+    wait_until("every child answers", Duration::from_secs(20), || async {
+        let calls = ids.iter().map(|id| {
+            let h = Slow::handle(&hub, id.clone());
+            async move { h.add(0).await }
+        });
+        futures::future::join_all(calls)
+            .await
+            .iter()
+            .all(|r| r.is_ok())
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        c.say("count").await;
+        let on_c: usize = c.expect_line("COUNT ").await.parse().unwrap();
+        if hub.local_children() + on_c == ids.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "one copy of each: {} here, {on_c} on c",
+            hub.local_children()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c.agrees_with(&hub).await, "the survivors' registries agree");
+    // Children that were not on b kept their state; b's kept it if their move finished,
+    // and restarted from the start state otherwise.
+    let mut kept = 0;
+    for id in &ids {
+        let n = Slow::handle(&hub, id.clone()).add(0).await.unwrap();
+        if on_b.contains(id) {
+            assert!(n == 3 || n == 0, "{id}: {n}");
+            kept += usize::from(n == 3);
+        } else {
+            assert_eq!(n, 3, "{id}");
+        }
+    }
+    assert!(kept > 0, "the state held up here arrived whole");
+    hub.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_of_a_node_process_under_load_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
+    let mut b = Node::spawn(hub.listen_addr()).await;
+    let _c = Node::spawn(hub.listen_addr()).await;
+    members(&hub, 3).await;
+    let ids: Vec<String> = (0..300).map(|i| format!("drain-{i}")).collect();
+    for r in Tally::start_many(
+        &hub,
+        ids.iter().map(|i| (i.clone(), Tally::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let on_b = ids
+        .iter()
+        .filter(|id| hub.lookup(id).unwrap().owner == b.id)
+        .count();
+    assert!(on_b > 30);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let (hub, ids, stop) = (hub.clone(), ids.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut acked = vec![0u64; ids.len()];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let calls = ids.iter().map(|id| {
+                    let h = Tally::handle(&hub, id.clone());
+                    async move { h.add(1).await }
+                });
+                for (i, r) in futures::future::join_all(calls)
+                    .await
+                    .into_iter()
+                    .enumerate()
+                {
+                    r.expect("no call fails during the drain");
+                    acked[i] += 1;
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.say("drain").await;
+    assert_eq!(b.expect_line("DRAINED ").await, format!("{on_b} 0"));
+    b.say("count").await;
+    assert_eq!(b.expect_line("COUNT ").await, "0");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = loader.await.unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_ne!(hub.lookup(id).unwrap().owner, b.id);
+        assert_eq!(
+            Tally::handle(&hub, id.clone()).get().await.unwrap(),
+            acked[i],
+            "{id}"
+        );
+    }
+    hub.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_children_of_a_leaving_node_process_restart_from_their_start_state() {
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
+    let mut b = Node::spawn(hub.listen_addr()).await;
+    members(&hub, 2).await;
+    let ids: Vec<String> = (0..100).map(|i| format!("cold-{i}")).collect();
+    for id in &ids {
+        ColdTally::start(&hub, id.clone(), ColdTally::default())
+            .await
+            .unwrap();
+        Tally::start(&hub, format!("{id}-hot"), Tally::default())
+            .await
+            .unwrap();
+        ColdTally::handle(&hub, id.clone()).add(5).await.unwrap();
+        Tally::handle(&hub, format!("{id}-hot"))
+            .add(5)
+            .await
+            .unwrap();
+    }
+    let cold_on_b: Vec<&String> = ids
+        .iter()
+        .filter(|id| hub.lookup(id).unwrap().owner == b.id)
+        .collect();
+    assert!(!cold_on_b.is_empty());
+    b.say("shutdown").await;
+    b.expect_line("BYE").await;
+    members(&hub, 1).await;
+    assert_eq!(hub.local_children(), 200);
+    for id in &ids {
+        let cold = ColdTally::handle(&hub, id.clone()).get().await.unwrap();
+        // As documented: a cold child moves by restarting from its start state.
+        assert_eq!(cold, if cold_on_b.contains(&id) { 0 } else { 5 }, "{id}");
+        assert_eq!(
+            Tally::handle(&hub, format!("{id}-hot"))
+                .get()
+                .await
+                .unwrap(),
+            5
+        );
+    }
+    hub.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_pinned_by_id_stay_put_and_stay_down_when_their_node_is_killed() {
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
+    let mut events = hub.events();
+    let mut b = Node::spawn(hub.listen_addr()).await;
+    members(&hub, 2).await;
+    let bound = StartOptions::new()
+        .pinned(true)
+        .on_node_death(OnNodeDeath::StayDown);
+    let ids: Vec<String> = (0..200).map(|i| format!("pin-{i}")).collect();
+    let (pinned, free) = ids.split_at(100);
+    for r in Tally::start_many_with(
+        &hub,
+        pinned
+            .iter()
+            .map(|i| (i.clone(), Tally::default()))
+            .collect(),
+        bound,
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    for r in Tally::start_many(
+        &hub,
+        free.iter().map(|i| (i.clone(), Tally::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    for id in &ids {
+        Tally::handle(&hub, id.clone()).add(1).await.unwrap();
+    }
+    let owners: Vec<NodeId> = ids.iter().map(|id| hub.lookup(id).unwrap().owner).collect();
+    // A join moves the free ones the joiner now owns, never the pinned ones.
+    let _c = Node::spawn(hub.listen_addr()).await;
+    members(&hub, 3).await;
+    let moves_to_c = |range: &[String]| {
+        range
+            .iter()
+            .any(|id| hub.ring_owner(id) != hub.lookup(id).map(|i| i.owner))
+    };
+    wait_until("the free ones moved", Duration::from_secs(20), || async {
+        !moves_to_c(free)
+    })
+    .await;
+    for (id, owner) in pinned.iter().zip(&owners) {
+        assert_eq!(hub.lookup(id).unwrap().owner, *owner, "{id} stayed");
+    }
+    // b is killed: its pinned children stay down and are reported; the free ones
+    // restart elsewhere.
+    let pinned_on_b: Vec<&String> = pinned
+        .iter()
+        .filter(|id| hub.lookup(id).unwrap().owner == b.id)
+        .collect();
+    let free_on_b: Vec<&String> = free
+        .iter()
+        .filter(|id| hub.lookup(id).unwrap().owner == b.id)
+        .collect();
+    assert!(!pinned_on_b.is_empty() && !free_on_b.is_empty());
+    b.child.start_kill().unwrap();
+    b.child.wait().await.unwrap();
+    members(&hub, 2).await;
+    wait_until(
+        "b's free children answer",
+        Duration::from_secs(20),
+        || async {
+            let calls = free_on_b.iter().map(|id| {
+                let h = Tally::handle(&hub, (*id).clone());
+                async move { h.get().await }
+            });
+            futures::future::join_all(calls)
+                .await
+                .iter()
+                .all(|r| r.is_ok())
+        },
+    )
+    .await;
+    let mut down = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let HubEvent::ChildDown { id, node } = e {
+            assert_eq!(node, b.id);
+            down.push(id);
+        }
+    }
+    down.sort();
+    let mut expected: Vec<String> = pinned_on_b.iter().map(|s| (*s).clone()).collect();
+    expected.sort();
+    assert_eq!(
+        down, expected,
+        "each pinned child of b is reported down, once"
+    );
+    for id in &pinned_on_b {
+        assert!(hub.lookup(id).is_none());
+        match Tally::handle(&hub, (*id).clone()).get().await {
+            Err(CallError::NotFound { .. }) => {}
+            other => panic!("{id}: expected NotFound, got {other:?}"),
+        }
+    }
+    // Starting one again brings it back.
+    Tally::start_with(&hub, pinned_on_b[0].clone(), Tally::default(), bound)
+        .await
+        .unwrap();
     hub.shutdown().await.unwrap();
 }

@@ -134,6 +134,11 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
     };
     let hot = !args.cold;
     let pinned = args.pinned;
+    let on_node_death = if args.stay_down {
+        quote!(#ph::OnNodeDeath::StayDown)
+    } else {
+        quote!(#ph::OnNodeDeath::Restart)
+    };
     let handle_doc = format!(
         "A handle on one running [`{ident}`], by id: each method calls it wherever it runs. \
          Cheap to clone; `Send + Sync`."
@@ -164,6 +169,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                 const TYPE_NAME: &'static str = #type_name;
                 const HOT_MIGRATION: bool = #hot;
                 const PINNED: bool = #pinned;
+                const ON_NODE_DEATH: #ph::OnNodeDeath = #on_node_death;
             }
 
             #[#ph::__private::linkme::distributed_slice(#ph::__private::COMPONENTS)]
@@ -180,8 +186,19 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                     id: impl ::core::convert::Into<::std::string::String>,
                     state: Self,
                 ) -> ::core::result::Result<#handle, #ph::StartError> {
+                    Self::start_with(hub, id, state, #ph::StartOptions::new()).await
+                }
+
+                /// Like `start`, with options for this id (pinning, what happens when
+                /// its node dies) over the type's defaults.
+                pub async fn start_with(
+                    hub: &#ph::Hub,
+                    id: impl ::core::convert::Into<::std::string::String>,
+                    state: Self,
+                    options: #ph::StartOptions,
+                ) -> ::core::result::Result<#handle, #ph::StartError> {
                     let id: ::std::string::String = id.into();
-                    #ph::__private::start::<Self>(hub, ::core::clone::Clone::clone(&id), state).await?;
+                    #ph::__private::start::<Self>(hub, ::core::clone::Clone::clone(&id), state, options).await?;
                     ::core::result::Result::Ok(#handle { core: #ph::__private::HandleCore::new(hub, id) })
                 }
 
@@ -190,9 +207,18 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                     hub: &#ph::Hub,
                     items: ::std::vec::Vec<(::std::string::String, Self)>,
                 ) -> ::std::vec::Vec<::core::result::Result<#handle, #ph::StartError>> {
+                    Self::start_many_with(hub, items, #ph::StartOptions::new()).await
+                }
+
+                /// Like `start_many`, with the same options for every item.
+                pub async fn start_many_with(
+                    hub: &#ph::Hub,
+                    items: ::std::vec::Vec<(::std::string::String, Self)>,
+                    options: #ph::StartOptions,
+                ) -> ::std::vec::Vec<::core::result::Result<#handle, #ph::StartError>> {
                     let ids: ::std::vec::Vec<::std::string::String> =
                         items.iter().map(|(id, _)| ::core::clone::Clone::clone(id)).collect();
-                    #ph::__private::start_many::<Self>(hub, items)
+                    #ph::__private::start_many::<Self>(hub, items, options)
                         .await
                         .into_iter()
                         .zip(ids)

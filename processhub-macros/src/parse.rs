@@ -35,7 +35,7 @@ impl Parse for Input {
 }
 
 /// Keys accepted on the struct.
-pub(crate) const STRUCT_KEYS: &[&str] = &["name", "crate", "migration", "pinned"];
+pub(crate) const STRUCT_KEYS: &[&str] = &["name", "crate", "migration", "pinned", "on_node_death"];
 
 /// Arguments of the struct attribute.
 #[derive(Default)]
@@ -46,6 +46,8 @@ pub(crate) struct StructArgs {
     pub(crate) cold: bool,
     /// `pinned`: stays on its node while it lives.
     pub(crate) pinned: bool,
+    /// `on_node_death = "stay_down"`: not restarted elsewhere when its node dies.
+    pub(crate) stay_down: bool,
 }
 
 impl StructArgs {
@@ -98,24 +100,29 @@ impl StructArgs {
                         args.pinned = true;
                     }
                     "migration" => {
-                        input.parse::<Token![=]>()?;
-                        let lit: LitStr = input.parse().map_err(|e| {
-                            syn::Error::new(
-                                e.span(),
-                                "write `migration = \"hot\"` or `migration = \"cold\"`",
-                            )
-                        })?;
-                        match lit.value().as_str() {
-                            "hot" => args.cold = false,
-                            "cold" => args.cold = true,
-                            other => push(
-                                &mut errors,
-                                syn::Error::new(
-                                    lit.span(),
-                                    format!("unknown migration {other:?}; write `migration = \"hot\"` (moves keep the latest state) or `migration = \"cold\"` (moves restart from the start state)"),
+                        args.cold = choice(
+                            input,
+                            &mut errors,
+                            "migration",
+                            &[
+                                ("hot", "moves keep the latest state"),
+                                ("cold", "moves restart from the start state"),
+                            ],
+                        )? == Some("cold");
+                    }
+                    "on_node_death" => {
+                        args.stay_down = choice(
+                            input,
+                            &mut errors,
+                            "on_node_death",
+                            &[
+                                (
+                                    "restart",
+                                    "restarted elsewhere from its start state, the default",
                                 ),
-                            ),
-                        }
+                                ("stay_down", "reported, not restarted"),
+                            ],
+                        )? == Some("stay_down");
                     }
                     "crate" => {
                         input.parse::<Token![=]>()?;
@@ -153,6 +160,39 @@ impl StructArgs {
             None => Ok(args),
         }
     }
+}
+
+/// Parses `= "value"` for option `key`, one of `values` (each with what it means).
+/// `None` (and an error collected) for a string that is none of them.
+fn choice(
+    input: ParseStream<'_>,
+    errors: &mut Option<syn::Error>,
+    key: &str,
+    values: &[(&'static str, &str)],
+) -> syn::Result<Option<&'static str>> {
+    let write = |(v, _): &(&str, &str)| format!("`{key} = \"{v}\"`");
+    let spell = values.iter().map(write).collect::<Vec<_>>().join(" or ");
+    input.parse::<Token![=]>()?;
+    let lit: LitStr = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), format!("write {spell}")))?;
+    let value = lit.value();
+    if let Some((v, _)) = values.iter().find(|(v, _)| *v == value) {
+        return Ok(Some(v));
+    }
+    let explained = values
+        .iter()
+        .map(|c| format!("{} ({})", write(c), c.1))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    push(
+        errors,
+        syn::Error::new(
+            lit.span(),
+            format!("unknown {key} {value:?}; write {explained}"),
+        ),
+    );
+    Ok(None)
 }
 
 /// Adds `e` to the errors collected so far.

@@ -38,6 +38,9 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// Whether it stays on the node it started on while that node lives
     /// (`#[distributed(pinned)]`): joins and drains do not move it.
     const PINNED: bool = false;
+    /// What happens to its children when their node dies
+    /// (`#[distributed(on_node_death = "...")]`).
+    const ON_NODE_DEATH: crate::OnNodeDeath = crate::OnNodeDeath::Restart;
 }
 
 /// Remote dispatch by method name, and the lifecycle hooks: implemented by
@@ -308,6 +311,8 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn try_hibernate(self: Arc<Self>, idle: Duration, now: Instant) -> bool;
     /// Whether an actor runs for it now.
     fn is_active(&self) -> bool;
+    /// Whether it has ever been called (here, since it started).
+    fn was_called(&self) -> bool;
     /// Freezes it for a move and returns its encoded state (`None` inside for a cold
     /// move: the start state goes instead); `None` if it is stopped. Calls wait until
     /// `move_done` or `move_failed`.
@@ -354,6 +359,8 @@ struct Slot<T: Component> {
     /// Set while the state is being taken: new calls wait, calls in flight finish.
     frozen: bool,
     last_used: Instant,
+    /// Set by the first call.
+    called: bool,
 }
 
 /// One child of type `T`: dormant until called, an actor while in use, dormant again
@@ -408,6 +415,7 @@ impl<T: Component> Child<T> {
                 in_flight: 0,
                 frozen: false,
                 last_used: Instant::now(),
+                called: false,
             }),
             changed: Notify::new(),
         }
@@ -434,6 +442,7 @@ impl<T: Component> Child<T> {
                         Life::Active(actor, _) => {
                             let actor = actor.clone();
                             slot.in_flight += 1;
+                            slot.called = true;
                             return Some(Entered {
                                 actor,
                                 child: Arc::clone(self),
@@ -620,6 +629,10 @@ impl<T: Dispatch> ErasedChild for Child<T> {
         true
     }
 
+    fn was_called(&self) -> bool {
+        self.slot.lock().unwrap().called
+    }
+
     fn is_active(&self) -> bool {
         matches!(self.slot.lock().unwrap().life, Life::Active(..))
     }
@@ -682,7 +695,6 @@ pub(crate) type SpawnFn = fn(&[u8], ChildCtx, bool) -> Result<Arc<dyn ErasedChil
 pub struct ComponentVTable {
     pub(crate) type_name: &'static str,
     pub(crate) spawn: SpawnFn,
-    pub(crate) pinned: bool,
 }
 
 impl std::fmt::Debug for ComponentVTable {
@@ -699,7 +711,6 @@ impl ComponentVTable {
         Self {
             type_name: T::TYPE_NAME,
             spawn: spawn_erased::<T>,
-            pinned: T::PINNED,
         }
     }
 }
@@ -708,11 +719,6 @@ impl ComponentVTable {
 #[doc(hidden)]
 #[linkme::distributed_slice]
 pub static COMPONENTS: [ComponentVTable];
-
-/// Whether children of this type stay on their node while it lives.
-pub(crate) fn is_pinned(type_name: &str) -> bool {
-    vtable(type_name).is_some_and(|v| v.pinned)
-}
 
 /// The table entry of a type name, if this binary has it.
 pub(crate) fn vtable(type_name: &str) -> Option<&'static ComponentVTable> {

@@ -76,6 +76,15 @@ pub enum HubEvent {
         /// Children that could not move.
         failed: usize,
     },
+    /// A child whose node died was not restarted, as it asked
+    /// ([`crate::OnNodeDeath::StayDown`]): it is out of the registry until started
+    /// again. Reported by every hub.
+    ChildDown {
+        /// The child id.
+        id: String,
+        /// The node it ran on.
+        node: NodeId,
+    },
     /// A restart could not be carried out.
     ChildLost {
         /// The child id.

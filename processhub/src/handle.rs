@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::component::{self, AskFailure, Child, ComponentActor, Dispatch};
 use crate::error::{CallError, StartError, StopError};
 use crate::hub::{Hub, Route};
+use crate::options::StartOptions;
 use crate::transport::{TransportError, RECONNECT_WAIT};
 use crate::wire::{Request, Response, StartItem, StartOutcome};
 
@@ -254,7 +255,9 @@ fn outcome_to_result(id: &str, o: StartOutcome, hub: &Hub) -> Result<(), StartEr
 pub async fn start_many<T: Dispatch>(
     hub: &Hub,
     items: Vec<(String, T)>,
+    options: StartOptions,
 ) -> Vec<Result<(), StartError>> {
+    let flags = options.flags::<T>();
     if hub.inner.is_stopped() {
         return items.iter().map(|_| Err(StartError::HubStopped)).collect();
     }
@@ -287,6 +290,7 @@ pub async fn start_many<T: Dispatch>(
                     state: bytes,
                     epoch: 0,
                     start_state: None,
+                    flags,
                 });
                 states.push(Some(state));
             }
@@ -321,8 +325,13 @@ pub async fn start_many<T: Dispatch>(
 
 /// Starts one child of type `T`.
 #[doc(hidden)]
-pub async fn start<T: Dispatch>(hub: &Hub, id: String, state: T) -> Result<(), StartError> {
-    start_many(hub, vec![(id, state)])
+pub async fn start<T: Dispatch>(
+    hub: &Hub,
+    id: String,
+    state: T,
+    options: StartOptions,
+) -> Result<(), StartError> {
+    start_many(hub, vec![(id, state)], options)
         .await
         .pop()
         .expect("one item, one result")

@@ -27,6 +27,7 @@ use crate::error::{HubError, StopError};
 use crate::events::{HubEvent, RestartReason};
 use crate::handle::Backoff;
 use crate::membership::{GossipConfig, Membership};
+use crate::options::Flags;
 use crate::transport::{
     Conn, InCall, Inbound, ReplySink, Serving, Transport, TransportError, RECONNECT_WAIT,
 };
@@ -46,6 +47,7 @@ struct Move {
     from_epoch: u64,
     type_name: String,
     start_state: Vec<u8>,
+    flags: Flags,
     child: Arc<dyn ErasedChild>,
 }
 
@@ -450,6 +452,8 @@ pub(crate) struct State {
 pub(crate) struct LocalChild {
     pub(crate) child: Arc<dyn ErasedChild>,
     pub(crate) epoch: u64,
+    /// Restarted here from its start state after its node died or left.
+    pub(crate) restarted: bool,
 }
 
 pub(crate) struct HubInner {
@@ -594,8 +598,14 @@ impl HubInner {
         spawn: impl FnOnce(ChildCtx) -> Result<Arc<dyn ErasedChild>, String>,
         upserts: &mut Vec<(String, Entry)>,
     ) -> StartOutcome {
+        // A restart from the start state and a move carrying the latest state can meet
+        // here under one epoch: the source died while its handover was on the way. The
+        // handed-over state wins if the restarted copy has served nothing yet.
+        let handed_over = item.start_state.is_some();
         if let Some(l) = st.local.get(&*item.id) {
-            if item.epoch == 0 || l.epoch >= item.epoch {
+            let supersede =
+                l.restarted && handed_over && item.epoch >= l.epoch && !l.child.was_called();
+            if !supersede && (item.epoch == 0 || l.epoch >= item.epoch) {
                 return StartOutcome::AlreadyStarted { node: self.me };
             }
         }
@@ -614,7 +624,19 @@ impl HubInner {
                 }
             }
         };
-        st.local.insert(id, LocalChild { child, epoch });
+        let restarted = item.epoch > 0 && !handed_over;
+        let replaced = st.local.insert(
+            id,
+            LocalChild {
+                child,
+                epoch,
+                restarted,
+            },
+        );
+        if let Some(old) = replaced {
+            // A restarted copy never called, or one of an older epoch: let it go.
+            tokio::spawn(old.child.stop());
+        }
         let type_name = st.registry.intern(&item.type_name);
         let entry = Entry {
             type_name,
@@ -625,6 +647,7 @@ impl HubInner {
                     .as_deref()
                     .map_or(&item.state[..], |s| &s[..]),
             ),
+            flags: item.flags,
         };
         st.registry.upsert(&item.id, entry.clone());
         upserts.push((item.id.clone(), entry));
@@ -860,17 +883,13 @@ impl HubInner {
             let mut guard = self.state.write().unwrap();
             let st = &mut *guard;
             let ring = st.ring.clone();
-            let mut commands = plan_membership_change(
-                self.me,
-                &st.members,
-                &ring,
-                &mut st.registry,
-                &component::is_pinned,
-            );
+            let mut commands =
+                plan_membership_change(self.me, &st.members, &ring, &mut st.registry);
             // A start already running or a move under way is not issued twice.
             commands.retain(|c| match c {
                 Command::StartLocal { id, .. } => !st.local.contains_key(id.as_str()),
                 Command::MoveTo { id, .. } => !st.moving.contains(id.as_str()),
+                Command::Down { .. } => true,
             });
             commands
         };
@@ -879,6 +898,7 @@ impl HubInner {
             match c {
                 Command::StartLocal { id, epoch, from } => self.restart_local(&id, epoch, from),
                 Command::MoveTo { id, to, epoch } => moves.push((id, to, epoch)),
+                Command::Down { id, node } => self.emit(HubEvent::ChildDown { id, node }),
             }
         }
         if !moves.is_empty() {
@@ -913,6 +933,7 @@ impl HubInner {
             state: entry.start_state.to_vec(),
             epoch,
             start_state: None,
+            flags: entry.flags,
         };
         let outcome = match component::vtable(&entry.type_name) {
             Some(vt) => self.start_local(&item, |args| (vt.spawn)(&item.state, args, false)),
@@ -966,6 +987,7 @@ impl HubInner {
                 let m = Move {
                     type_name: e.type_name.to_string(),
                     start_state: e.start_state.to_vec(),
+                    flags: e.flags,
                     child: l.child.clone(),
                     from_epoch: l.epoch,
                     epoch,
@@ -1025,6 +1047,7 @@ impl HubInner {
                         state: state.unwrap_or_else(|| m.start_state.clone()),
                         epoch: m.epoch,
                         start_state: Some(serde_bytes::ByteBuf::from(m.start_state.clone())),
+                        flags: m.flags,
                     });
                     sent.push(m);
                 }
@@ -1051,15 +1074,7 @@ impl HubInner {
             match outcome {
                 StartOutcome::Started { .. } | StartOutcome::AlreadyStarted { .. } => {
                     moved += 1;
-                    self.move_done(
-                        m.id.as_str(),
-                        &*m.child,
-                        to,
-                        m.epoch,
-                        m.from_epoch,
-                        &m.type_name,
-                        &m.start_state,
-                    );
+                    self.move_done(&m, to);
                 }
                 other => {
                     failed += 1;
@@ -1167,17 +1182,17 @@ impl HubInner {
 
     /// A move succeeded: the registry points at the new owner before the waiting calls
     /// are let go, so they follow it.
-    #[allow(clippy::too_many_arguments)]
-    fn move_done(
-        &self,
-        id: &str,
-        child: &dyn ErasedChild,
-        to: NodeId,
-        epoch: u64,
-        from_epoch: u64,
-        type_name: &str,
-        start_state: &[u8],
-    ) {
+    fn move_done(&self, m: &Move, to: NodeId) {
+        let Move {
+            id,
+            epoch,
+            from_epoch,
+            type_name,
+            start_state,
+            flags,
+            child,
+        } = m;
+        let (id, epoch) = (id.as_str(), *epoch);
         {
             let mut st = self.state.write().unwrap();
             st.moving.remove(id);
@@ -1187,10 +1202,11 @@ impl HubInner {
                 owner: to,
                 epoch,
                 start_state: StartState::from_slice(start_state),
+                flags: *flags,
             };
             st.registry.upsert(id, entry);
             self.transport
-                .broadcast(&Push::Remove(vec![(id.to_string(), from_epoch)]));
+                .broadcast(&Push::Remove(vec![(id.to_string(), *from_epoch)]));
         }
         child.move_done();
         self.emit(HubEvent::ChildMigrated {
@@ -1398,7 +1414,7 @@ impl HubInner {
             let moves: Vec<(String, NodeId, u64)> = st
                 .local
                 .iter()
-                .filter(|(_, l)| !component::is_pinned(l.child.type_name()))
+                .filter(|(id, _)| !st.registry.get(id).is_some_and(|e| e.flags.pinned()))
                 .filter_map(|(id, l)| {
                     let to = st.ring.owner(id).filter(|to| *to != self.me)?;
                     Some((id.to_string(), to, l.epoch + 1))
@@ -1425,8 +1441,25 @@ impl HubInner {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        // Hand every child to its owner on the ring without this node, with its state;
-        // what cannot be handed over is restarted by the others from its start state.
+        // Children pinned here that stay down when their node goes stop with it.
+        let bound: Vec<(String, &'static str)> = {
+            let st = self.state.read().unwrap();
+            st.local
+                .iter()
+                .filter(|(id, _)| {
+                    st.registry
+                        .get(id)
+                        .is_some_and(|e| e.flags.pinned() && e.flags.stay_down())
+                })
+                .map(|(id, l)| (id.to_string(), l.child.type_name()))
+                .collect()
+        };
+        for (id, type_name) in bound {
+            self.stop_local(&id, type_name).await;
+        }
+        // Hand every other child to its owner on the ring without this node, with its
+        // state; what cannot be handed over is restarted by the others from its start
+        // state.
         let moves: Vec<(String, NodeId, u64)> = {
             let st = self.state.read().unwrap();
             let others = Ring::new(st.ring.members().iter().copied().filter(|n| *n != self.me));
@@ -1613,6 +1646,7 @@ impl Inbound for HubInner {
                                 owner: self.me,
                                 epoch: l.epoch,
                                 start_state: StartState::new(),
+                                flags: entry.flags,
                             };
                             if wins(&entry, &ours) && !st.moving.contains(&*id) {
                                 if let Some(l) = st.local.remove(&*id) {

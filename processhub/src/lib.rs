@@ -44,6 +44,7 @@ mod handle;
 mod hub;
 mod membership;
 mod node;
+mod options;
 #[cfg(test)]
 mod tests;
 mod transport;
@@ -56,6 +57,7 @@ pub use crate::hub::{
     DEFAULT_MAX_FRAME,
 };
 pub use crate::node::NodeId;
+pub use crate::options::{OnNodeDeath, StartOptions};
 /// Makes a struct and its impl block a distributed component.
 ///
 /// Put `#[distributed]` on the struct that holds the component's state, and on its impl
@@ -93,13 +95,17 @@ pub use crate::node::NodeId;
 ///
 /// The struct must be `Serialize + Deserialize` (with `#[derive(Serialize, Deserialize)]`
 /// from the prelude; no serde dependency of your own is needed), `Send` and `'static`,
-/// and have no generic parameters (every node starts it by name). It gets:
+/// and have no generic parameters (every node starts it by name). Its start state is
+/// kept in every node's registry (to restart it if its node dies), so it may be at most
+/// half the frame size (8 MiB by default); grow larger states with calls: a state of any
+/// size moves, in parts. It gets:
 ///
 /// | item | what it does |
 /// |---|---|
 /// | `struct TallyHandle` | the typed handle: `Clone + Send + Sync + Debug`, one async method per call, `id()` |
 /// | `Tally::start(&hub, id, state)` | starts it on its owner node; `Err(AlreadyStarted { node })` if the id runs anywhere |
 /// | `Tally::start_many(&hub, vec![(id, state), ...])` | many starts, batched per node; one result per item |
+/// | `Tally::start_with(&hub, id, state, options)`, `Tally::start_many_with(..)` | the same, with [`StartOptions`] for these ids (pinned, [`OnNodeDeath`]) over the type's defaults |
 /// | `Tally::handle(&hub, id)` | a handle by id, from any node; nothing is checked until a call |
 /// | `Tally::stop(&hub, id)` | stops it wherever it runs; `Err(NotFound)` at once if nothing runs there |
 ///
@@ -109,7 +115,8 @@ pub use crate::node::NodeId;
 /// |---|---|---|---|
 /// | `name` | a string | `module_path!()::Type` | the type's name on the wire; set it to keep a stable name across renames and rolling upgrades |
 /// | `crate` | a path | `::processhub` | where processhub is, when it is re-exported under another name |
-/// | `pinned` | (no value) | not pinned | the component stays on the node it started on while that node lives: a join or a drain does not move it; when its node leaves gracefully it is handed over, when its node dies it is restarted elsewhere |
+/// | `pinned` | (no value) | not pinned | the component stays on the node it started on while that node lives: a join or a drain does not move it; when its node leaves gracefully it is handed over (or stopped, with `on_node_death = "stay_down"`) |
+/// | `on_node_death` | `"restart"` or `"stay_down"` | `"restart"` | when its node dies: `"restart"` starts it on its new ring owner from its start state; `"stay_down"` drops it from every registry and reports [`HubEvent::ChildDown`] on every hub (start it again to bring it back) |
 /// | `migration` | `"hot"` or `"cold"` | `"hot"` | when the component moves (a join, a graceful shutdown, a drain): `"hot"` takes its latest state along, `"cold"` restarts it from its start state |
 ///
 /// # On the impl block
@@ -180,7 +187,8 @@ pub use processhub_macros::distributed;
 /// What a component author needs: `use processhub::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        distributed, CallError, ChildInfo, Hub, HubError, HubEvent, NodeId, StartError, StopError,
+        distributed, CallError, ChildInfo, Hub, HubError, HubEvent, NodeId, OnNodeDeath,
+        StartError, StartOptions, StopError,
     };
     pub use serde::{Deserialize, Serialize};
 }

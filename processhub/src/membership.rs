@@ -36,9 +36,16 @@ pub(crate) struct GossipConfig {
     pub(crate) phi_threshold: f64,
 }
 
-/// A running chitchat instance.
+/// A running chitchat instance, on a thread of its own.
+///
+/// Gossip runs on its own single-threaded runtime so that nothing the hub's runtime
+/// does (a component method that computes for a second, a blocking hook, a burst of
+/// moves) delays heartbeats: a node whose heartbeats stall is declared dead by the
+/// others, and its children restarted elsewhere.
 pub(crate) struct Membership {
     handle: ChitchatHandle,
+    /// Dropped to stop the gossip thread.
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -76,11 +83,14 @@ impl Membership {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V0,
         };
-        let handle = spawn_chitchat(config, Vec::new(), &UdpTransport)
+        let (runtime, stop) = gossip_thread()?;
+        let handle = runtime
+            .spawn(async move { spawn_chitchat(config, Vec::new(), &UdpTransport).await })
             .await
+            .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         let mut watcher = handle.with_chitchat(|c| c.live_nodes_watcher()).await;
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             loop {
                 let members = live_members(me, &watcher.borrow_and_update());
                 if changes.send(members).is_err() {
@@ -91,7 +101,10 @@ impl Membership {
                 }
             }
         });
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
     }
 
     /// Announces this node's departure through gossip.
@@ -112,6 +125,25 @@ impl Membership {
     pub(crate) async fn shutdown(self) {
         let _ = self.handle.shutdown().await;
     }
+}
+
+/// Starts a thread running a single-threaded runtime until the returned sender drops.
+fn gossip_thread() -> Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("gossip runtime: {e}"))?;
+    let handle = runtime.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("processhub-gossip".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let _ = stopped.await;
+            });
+        })
+        .map_err(|e| format!("gossip thread: {e}"))?;
+    Ok((handle, stop))
 }
 
 /// The live members (self included), the live nodes that announced their leaving, and

@@ -89,6 +89,7 @@ fn new_start(id: &str, type_name: &str, state: Vec<u8>, hops: u8) -> Request<'st
             state,
             epoch: 0,
             start_state: None,
+            flags: Default::default(),
         }],
         hops,
     }

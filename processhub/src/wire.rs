@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::registry::Entry;
 use crate::error::CallError;
+use crate::options::Flags;
 use crate::NodeId;
 
 /// Everything one hub sends another. Calls borrow their strings and arguments from the
@@ -86,6 +87,8 @@ pub(crate) struct StartItem {
     /// For a moved child, the state it was first started with (for restarts after a
     /// node death); `None` when it is `state`.
     pub(crate) start_state: Option<serde_bytes::ByteBuf>,
+    /// Pinned, and whether it stays down when its node dies.
+    pub(crate) flags: Flags,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

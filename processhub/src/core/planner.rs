@@ -23,6 +23,14 @@ pub(crate) enum Command {
         /// The node it ran on.
         from: NodeId,
     },
+    /// `id` ran on `node`, which died or left, and stays down (`on_node_death =
+    /// "stay_down"`): it is out of the registry; report it.
+    Down {
+        /// The child.
+        id: String,
+        /// The node it ran on.
+        node: NodeId,
+    },
     /// Move `id`, which runs here, to its new ring owner `to`.
     MoveTo {
         /// The child.
@@ -35,16 +43,15 @@ pub(crate) enum Command {
 }
 
 /// Plans the commands of node `me`, marking re-assigned entries in `registry` as
-/// pending. `members` (sorted) are the live nodes; `ring` places children, over the
-/// members that take new ones (a draining member is alive but not on it); `pinned` says
-/// of a type name whether its children stay on their node while it lives. Commands come
-/// sorted by id.
+/// pending, and dropping the entries of dead nodes' children that stay down. `members`
+/// (sorted) are the live nodes; `ring` places children, over the members that take new
+/// ones (a draining member is alive but not on it). Pinned children stay on their node
+/// while it lives. Commands come sorted by id.
 pub(crate) fn plan_membership_change(
     me: NodeId,
     members: &[NodeId],
     ring: &Ring,
     registry: &mut Registry,
-    pinned: &dyn Fn(&str) -> bool,
 ) -> Vec<Command> {
     let mut commands = Vec::new();
     let alive = |n: NodeId| members.binary_search(&n).is_ok();
@@ -54,10 +61,20 @@ pub(crate) fn plan_membership_change(
     }
     // Decide over the registry as it is, then apply: every decision reads the same state.
     let mut reassign = Vec::new();
+    let mut down = Vec::new();
     for (id, entry) in registry.iter() {
         let Some(target) = ring.owner(id) else {
             continue;
         };
+        if entry.flags.stay_down() && !alive(entry.owner) && registry.pending_from(id).is_none() {
+            // Every node drops it the same way; none restarts it.
+            down.push(id.clone());
+            commands.push(Command::Down {
+                id: id.to_string(),
+                node: entry.owner,
+            });
+            continue;
+        }
         let pending_from = registry.pending_from(id);
         let (owner, epoch, pending_from) = if let Some(from) = pending_from.filter(|f| alive(*f)) {
             // The node we took for gone is a member again, same incarnation: it never
@@ -84,7 +101,7 @@ pub(crate) fn plan_membership_change(
                 epoch,
                 from,
             }),
-            None if owner == me && target != me && !pinned(&entry.type_name) => {
+            None if owner == me && target != me && !entry.flags.pinned() => {
                 commands.push(Command::MoveTo {
                     id: id.to_string(),
                     to: target,
@@ -97,13 +114,18 @@ pub(crate) fn plan_membership_change(
     for (id, owner, epoch, pending_from) in reassign {
         registry.reassign(&id, owner, epoch, pending_from);
     }
+    for id in down {
+        registry.drop_entry(&id);
+    }
     commands.sort_by(|a, b| command_id(a).cmp(command_id(b)));
     commands
 }
 
 fn command_id(c: &Command) -> &str {
     match c {
-        Command::StartLocal { id, .. } | Command::MoveTo { id, .. } => id,
+        Command::StartLocal { id, .. } | Command::MoveTo { id, .. } | Command::Down { id, .. } => {
+            id
+        }
     }
 }
 
@@ -111,12 +133,17 @@ fn command_id(c: &Command) -> &str {
 mod tests {
     use super::*;
     use crate::core::registry::Entry;
+    use crate::options::Flags;
 
     fn node(port: u16) -> NodeId {
         NodeId::new(([127, 0, 0, 1], port).into(), 1)
     }
 
     fn registry_on(ring: &Ring, ids: &[&str]) -> Registry {
+        registry_with(ring, ids, Flags::default())
+    }
+
+    fn registry_with(ring: &Ring, ids: &[&str], flags: Flags) -> Registry {
         let mut r = Registry::default();
         for id in ids {
             r.upsert(
@@ -126,6 +153,7 @@ mod tests {
                     owner: ring.owner(id).unwrap(),
                     epoch: 1,
                     start_state: Default::default(),
+                    flags,
                 },
             );
         }
@@ -139,11 +167,11 @@ mod tests {
         let before = Ring::new([node(1), node(2), node(3)]);
         let after = Ring::new([node(1), node(2)]);
         let mut r = registry_on(&before, &IDS);
-        let first = plan_membership_change(node(1), after.members(), &after, &mut r, &|_| false);
+        let first = plan_membership_change(node(1), after.members(), &after, &mut r);
         assert!(!first.is_empty());
         // Nothing confirmed yet: the same starts, same epochs.
         assert_eq!(
-            plan_membership_change(node(1), after.members(), &after, &mut r, &|_| false),
+            plan_membership_change(node(1), after.members(), &after, &mut r),
             first
         );
         // Once confirmed (the hub clears the mark), nothing more.
@@ -155,7 +183,7 @@ mod tests {
             r.upsert(id, e);
         }
         assert_eq!(
-            plan_membership_change(node(1), after.members(), &after, &mut r, &|_| false),
+            plan_membership_change(node(1), after.members(), &after, &mut r),
             vec![]
         );
     }
@@ -166,11 +194,11 @@ mod tests {
         let mut r = registry_on(&four, &IDS);
         // Node 1 first sees node 4 die with node 3 also missing (an odd, passing view)...
         let odd = Ring::new([node(1), node(2)]);
-        plan_membership_change(node(1), odd.members(), &odd, &mut r, &|_| false);
+        plan_membership_change(node(1), odd.members(), &odd, &mut r);
         // ...then the true view: node 3 is alive. Every orphan of node 4 must be owned
         // by its owner on the true ring, and node 1 starts exactly its share.
         let truth = Ring::new([node(1), node(2), node(3)]);
-        let cmds = plan_membership_change(node(1), truth.members(), &truth, &mut r, &|_| false);
+        let cmds = plan_membership_change(node(1), truth.members(), &truth, &mut r);
         for id in IDS.iter().filter(|id| four.owner(id) == Some(node(4))) {
             assert_eq!(r.get(id).unwrap().owner, truth.owner(id).unwrap());
         }
@@ -200,7 +228,7 @@ mod tests {
         let placing = Ring::new([node(1), node(3)]);
         let mut r = registry_on(&all, &IDS);
         // Node 2 drains: it stays a member, but the ring places nothing on it.
-        let cmds = plan_membership_change(node(2), all.members(), &placing, &mut r, &|_| false);
+        let cmds = plan_membership_change(node(2), all.members(), &placing, &mut r);
         let expected: Vec<Command> = IDS
             .iter()
             .filter(|id| all.owner(id) == Some(node(2)))
@@ -216,7 +244,7 @@ mod tests {
         for me in [node(1), node(3)] {
             let mut r = registry_on(&all, &IDS);
             assert_eq!(
-                plan_membership_change(me, all.members(), &placing, &mut r, &|_| false),
+                plan_membership_change(me, all.members(), &placing, &mut r),
                 vec![]
             );
         }
@@ -226,17 +254,17 @@ mod tests {
     fn pinned_children_stay_on_a_join_and_restart_elsewhere_on_a_death() {
         let three = Ring::new([node(1), node(2), node(3)]);
         let four = Ring::new([node(1), node(2), node(3), node(4)]);
-        let pinned = |t: &str| t == "T";
+        let pinned = Flags::new(true, false);
         for me in [node(1), node(2), node(3)] {
-            let mut r = registry_on(&three, &IDS);
+            let mut r = registry_with(&three, &IDS, pinned);
             assert_eq!(
-                plan_membership_change(me, four.members(), &four, &mut r, &pinned),
+                plan_membership_change(me, four.members(), &four, &mut r),
                 vec![]
             );
         }
         let two = Ring::new([node(1), node(2)]);
-        let mut r = registry_on(&three, &IDS);
-        let restarts = plan_membership_change(node(1), two.members(), &two, &mut r, &pinned);
+        let mut r = registry_with(&three, &IDS, pinned);
+        let restarts = plan_membership_change(node(1), two.members(), &two, &mut r);
         let expected = IDS
             .iter()
             .filter(|id| three.owner(id) == Some(node(3)) && two.owner(id) == Some(node(1)))
@@ -245,12 +273,44 @@ mod tests {
     }
 
     #[test]
+    fn children_that_stay_down_are_dropped_by_every_node_and_restarted_by_none() {
+        let three = Ring::new([node(1), node(2), node(3)]);
+        let two = Ring::new([node(1), node(2)]);
+        let of_3: Vec<&str> = IDS
+            .iter()
+            .copied()
+            .filter(|id| three.owner(id) == Some(node(3)))
+            .collect();
+        assert!(!of_3.is_empty());
+        for me in [node(1), node(2)] {
+            let mut r = registry_with(&three, &IDS, Flags::new(true, true));
+            let cmds = plan_membership_change(me, two.members(), &two, &mut r);
+            let expected: Vec<Command> = of_3
+                .iter()
+                .map(|id| Command::Down {
+                    id: id.to_string(),
+                    node: node(3),
+                })
+                .collect();
+            assert_eq!(cmds, expected, "only reports, from {me}");
+            for id in &IDS {
+                assert_eq!(r.get(id).is_some(), !of_3.contains(id), "{id}");
+            }
+            // Said once: the next plan has nothing left to say.
+            assert_eq!(
+                plan_membership_change(me, two.members(), &two, &mut r),
+                vec![]
+            );
+        }
+    }
+
+    #[test]
     fn no_change_no_commands() {
         let ring = Ring::new([node(1), node(2), node(3)]);
         let mut r = registry_on(&ring, &IDS);
         for me in [node(1), node(2), node(3)] {
             assert_eq!(
-                plan_membership_change(me, ring.members(), &ring, &mut r, &|_| false),
+                plan_membership_change(me, ring.members(), &ring, &mut r),
                 vec![]
             );
         }
@@ -268,7 +328,7 @@ mod tests {
             .collect();
         for me in [node(1), node(2)] {
             let mut r = registry_on(&before, &IDS);
-            let cmds = plan_membership_change(me, after.members(), &after, &mut r, &|_| false);
+            let cmds = plan_membership_change(me, after.members(), &after, &mut r);
             let expected: Vec<Command> = lost
                 .iter()
                 .filter(|id| after.owner(id) == Some(me))
@@ -299,7 +359,7 @@ mod tests {
         let mut moved = 0;
         for me in [node(1), node(2), node(3)] {
             let mut r = registry_on(&before, &IDS);
-            let cmds = plan_membership_change(me, after.members(), &after, &mut r, &|_| false);
+            let cmds = plan_membership_change(me, after.members(), &after, &mut r);
             let expected: Vec<Command> = IDS
                 .iter()
                 .filter(|id| before.owner(id) == Some(me) && after.owner(id) == Some(node(4)))
@@ -315,7 +375,7 @@ mod tests {
         // The joiner itself has nothing to do: the owners push to it.
         let mut r = registry_on(&before, &IDS);
         assert_eq!(
-            plan_membership_change(node(4), after.members(), &after, &mut r, &|_| false),
+            plan_membership_change(node(4), after.members(), &after, &mut r),
             vec![]
         );
         assert!(moved > 0, "the test ids must cover the joiner");
@@ -327,11 +387,11 @@ mod tests {
         let after = Ring::new([node(1), node(3)]);
         let mut r = registry_on(&before, &IDS);
         assert_eq!(
-            plan_membership_change(node(2), after.members(), &after, &mut r, &|_| false),
+            plan_membership_change(node(2), after.members(), &after, &mut r),
             vec![]
         );
         let mut r = registry_on(&before, &IDS);
-        let cmds = plan_membership_change(node(1), after.members(), &after, &mut r, &|_| false);
+        let cmds = plan_membership_change(node(1), after.members(), &after, &mut r);
         assert!(cmds
             .iter()
             .all(|c| matches!(c, Command::StartLocal { from, epoch: 2, .. } if *from == node(2))));
@@ -342,9 +402,9 @@ mod tests {
         let three = Ring::new([node(1), node(2), node(3)]);
         let mut r = registry_on(&three, &IDS);
         let two = Ring::new([node(1), node(2)]);
-        let first = plan_membership_change(node(1), two.members(), &two, &mut r, &|_| false);
+        let first = plan_membership_change(node(1), two.members(), &two, &mut r);
         let one = Ring::new([node(1)]);
-        let cmds = plan_membership_change(node(1), one.members(), &one, &mut r, &|_| false);
+        let cmds = plan_membership_change(node(1), one.members(), &one, &mut r);
         // Everything that was not on node 1 now starts there: what node 2 had, what it
         // was about to restart, and (again, until confirmed) what the first plan gave
         // node 1.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::options::Flags;
 use crate::NodeId;
 
 /// One registered child, as every node sees it.
@@ -25,6 +26,8 @@ pub(crate) struct Entry {
     /// The state it was started with, to restart it elsewhere if its node dies. Small
     /// states live inline: most are a few bytes, and a heap block would double the entry.
     pub(crate) start_state: StartState,
+    /// Pinned, and whether it stays down when its node dies.
+    pub(crate) flags: Flags,
 }
 
 /// An encoded start state: inline up to 16 bytes.
@@ -90,6 +93,12 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Drops the entry of `id` (planner only: a child that stays down).
+    pub(crate) fn drop_entry(&mut self, id: &str) {
+        self.entries.remove(id);
+        self.pending.remove(id);
     }
 
     /// The entry of `id`, with the shared key.
@@ -194,6 +203,7 @@ mod tests {
             owner,
             epoch,
             start_state: StartState::new(),
+            flags: Default::default(),
         }
     }
 

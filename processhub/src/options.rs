@@ -1,0 +1,89 @@
+//! Per-id start options: pinning, and what happens to a child when its node dies.
+
+use serde::{Deserialize, Serialize};
+
+use crate::component::Component;
+
+/// What happens to a child when its node dies (is declared dead by the failure
+/// detector). A graceful leave is not a death: see [`crate::Hub::shutdown`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnNodeDeath {
+    /// Restarted on its new owner on the ring, from its start state (the default).
+    #[default]
+    Restart,
+    /// Not restarted: every hub drops it from its registry and reports
+    /// [`crate::HubEvent::ChildDown`]. Starting it again brings it back. For children
+    /// bound to their node (a device, a local file), usually together with `pinned`.
+    StayDown,
+}
+
+/// Options of one start, over the component type's defaults (`#[distributed(pinned)]`,
+/// `#[distributed(on_node_death = "...")]`). Used with the generated `start_with` and
+/// `start_many_with`.
+///
+/// ```
+/// # use processhub::{OnNodeDeath, StartOptions};
+/// let options = StartOptions::new()
+///     .pinned(true)
+///     .on_node_death(OnNodeDeath::StayDown);
+/// # let _ = options;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    pinned: Option<bool>,
+    on_node_death: Option<OnNodeDeath>,
+}
+
+impl StartOptions {
+    /// The type's defaults.
+    pub const fn new() -> Self {
+        Self {
+            pinned: None,
+            on_node_death: None,
+        }
+    }
+
+    /// Whether this child stays on the node it starts on while that node lives: joins
+    /// and drains do not move it. A graceful shutdown of its node hands it over (or
+    /// stops it, with [`OnNodeDeath::StayDown`]).
+    pub const fn pinned(mut self, pinned: bool) -> Self {
+        self.pinned = Some(pinned);
+        self
+    }
+
+    /// What happens to this child when its node dies.
+    pub const fn on_node_death(mut self, policy: OnNodeDeath) -> Self {
+        self.on_node_death = Some(policy);
+        self
+    }
+
+    /// The flags a child of type `T` started with these options carries.
+    pub(crate) fn flags<T: Component>(&self) -> Flags {
+        let pinned = self.pinned.unwrap_or(T::PINNED);
+        let stay_down = self.on_node_death.unwrap_or(T::ON_NODE_DEATH) == OnNodeDeath::StayDown;
+        Flags::new(pinned, stay_down)
+    }
+}
+
+/// How a child is placed, kept in its registry entry on every node (a byte).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Flags(u8);
+
+impl Flags {
+    const PINNED: u8 = 1;
+    const STAY_DOWN: u8 = 2;
+
+    pub(crate) fn new(pinned: bool, stay_down: bool) -> Self {
+        Self(if pinned { Self::PINNED } else { 0 } | if stay_down { Self::STAY_DOWN } else { 0 })
+    }
+
+    /// Stays on its node while that node lives.
+    pub(crate) fn pinned(self) -> bool {
+        self.0 & Self::PINNED != 0
+    }
+
+    /// Not restarted when its node dies.
+    pub(crate) fn stay_down(self) -> bool {
+        self.0 & Self::STAY_DOWN != 0
+    }
+}
