@@ -11,7 +11,7 @@ use common::{hub, wait_members, wait_until, ColdTally, Tally};
 use processhub::prelude::*;
 use processhub::HubEvent;
 
-const CHILDREN: usize = 300;
+const CHILDREN: usize = 1000;
 
 /// Increments every child from every hub until told to stop; returns the number of
 /// increments acknowledged per child, and the errors seen.

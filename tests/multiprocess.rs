@@ -528,13 +528,13 @@ async fn a_move_whose_source_is_killed_mid_handover_leaves_one_copy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_of_a_node_process_under_load_loses_nothing() {
+async fn a_join_and_a_drain_of_node_processes_under_load_lose_nothing() {
     let _serial = SERIAL.lock().await;
     let hub = test_hub().await;
     let mut b = Node::spawn(hub.listen_addr()).await;
     let _c = Node::spawn(hub.listen_addr()).await;
     members(&hub, 3).await;
-    let ids: Vec<String> = (0..300).map(|i| format!("drain-{i}")).collect();
+    let ids: Vec<String> = (0..1000).map(|i| format!("drain-{i}")).collect();
     for r in Tally::start_many(
         &hub,
         ids.iter().map(|i| (i.clone(), Tally::default())).collect(),
@@ -543,11 +543,7 @@ async fn drain_of_a_node_process_under_load_loses_nothing() {
     {
         r.unwrap();
     }
-    let on_b = ids
-        .iter()
-        .filter(|id| hub.lookup(id).unwrap().owner == b.id)
-        .count();
-    assert!(on_b > 30);
+
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let loader = {
         let (hub, ids, stop) = (hub.clone(), ids.clone(), stop.clone());
@@ -571,6 +567,26 @@ async fn drain_of_a_node_process_under_load_loses_nothing() {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // A node joins: the children it now owns move to it, with their state.
+    let mut d = Node::spawn(hub.listen_addr()).await;
+    members(&hub, 4).await;
+    wait_until(
+        "children moved to the joiner",
+        Duration::from_secs(20),
+        || async {
+            ids.iter()
+                .all(|id| hub.lookup(id).map(|i| i.owner) == hub.ring_owner(id))
+        },
+    )
+    .await;
+    d.say("count").await;
+    assert_ne!(d.expect_line("COUNT ").await, "0");
+    // Another drains: everything it runs moves away.
+    let on_b = ids
+        .iter()
+        .filter(|id| hub.lookup(id).unwrap().owner == b.id)
+        .count();
+    assert!(on_b > 30);
     b.say("drain").await;
     assert_eq!(b.expect_line("DRAINED ").await, format!("{on_b} 0"));
     b.say("count").await;
