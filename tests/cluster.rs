@@ -436,3 +436,40 @@ async fn no_call_is_lost_while_children_sleep_and_wake_under_load() {
         h.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_busy_past_the_call_timeout_is_a_timeout_locally_and_remotely() {
+    let builder = |seeds: Vec<String>| {
+        Hub::builder("busy")
+            .seeds(seeds)
+            .call_timeout(Duration::from_millis(300))
+    };
+    let a = builder(vec![]).start().await.unwrap();
+    let b = builder(vec![a.listen_addr().to_string()])
+        .start()
+        .await
+        .unwrap();
+    wait_members(&[a.clone(), b.clone()], 2).await;
+    let id = (0..)
+        .map(|i| format!("busy-{i}"))
+        .find(|id| a.ring_owner(id) == Some(a.node_id()))
+        .unwrap();
+    Tally::start(&a, id.clone(), Tally::default())
+        .await
+        .unwrap();
+    for (hub, where_) in [(&a, "local"), (&b, "remote")] {
+        let started = std::time::Instant::now();
+        match Tally::handle(hub, id.clone()).nap(1_500).await {
+            Err(CallError::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(300)),
+            other => panic!("{where_}: expected Timeout, got {other:?}"),
+        }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "{where_}: gave up after {took:?}"
+        );
+    }
+    for h in [a, b] {
+        h.shutdown().await.unwrap();
+    }
+}

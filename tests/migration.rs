@@ -13,6 +13,11 @@ use processhub::HubEvent;
 
 const CHILDREN: usize = 1000;
 
+/// The scenarios that load the machine (1,000 children under load, 64 MiB states,
+/// hooks that block a thread) run one at a time: on two cores, together they starve
+/// each other's failure detectors.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Increments every child from every hub until told to stop; returns the number of
 /// increments acknowledged per child, and the errors seen.
 fn load(
@@ -73,6 +78,7 @@ async fn stop_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_and_graceful_leave_under_load_lose_nothing() {
+    let _heavy = HEAVY.lock().await;
     let first = hub("hot", &[]).await;
     let seed = first.listen_addr();
     let mut hubs = vec![first, hub("hot", &[seed]).await, hub("hot", &[seed]).await];
@@ -239,6 +245,7 @@ async fn graceful_leave_hands_children_over_with_their_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_moves_everything_away_under_load_and_takes_nothing_new() {
+    let _heavy = HEAVY.lock().await;
     let first = hub("drain", &[]).await;
     let seed = first.listen_addr();
     let hubs = vec![
@@ -401,6 +408,7 @@ async fn pinned_children_stay_on_a_join_and_a_drain_and_leave_with_their_node() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_state_moves_in_parts() {
+    let _heavy = HEAVY.lock().await;
     use common::Blob;
     let a = hub("big", &[]).await;
     let b = hub("big", &[a.listen_addr()]).await;
@@ -510,6 +518,7 @@ impl Watched {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn moves_are_bounded_in_number_and_in_time() {
+    let _heavy = HEAVY.lock().await;
     // At most `move_concurrency` children frozen at once.
     let a = Hub::builder("bounded")
         .move_concurrency(4)

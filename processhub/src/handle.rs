@@ -95,20 +95,26 @@ impl HandleCore {
                             actual: actual.to_string(),
                         });
                     };
-                    // None: stopped between the lookup and now; look again.
-                    if let Some(entered) = child.enter().await {
+                    // The deadline holds here too: a component busy for longer than
+                    // the call timeout is a timeout, not a hang.
+                    let local = async {
+                        // None: stopped between the lookup and now; look again.
+                        let entered = child.enter().await?;
                         let m = msg
                             .take()
                             .expect("the message is back after each failed try");
-                        match component::ask(&entered.actor, m).await {
-                            Ok(r) => return Ok(r),
-                            Err(AskFailure::Call(e)) => return Err(e),
-                            Err(AskFailure::Stopped(Some(m))) => msg = Some(m),
-                            Err(AskFailure::Stopped(None)) => {
-                                return Err(CallError::NotFound {
-                                    id: self.id.to_string(),
-                                })
-                            }
+                        Some(component::ask(&entered.actor, m).await)
+                    };
+                    match tokio::time::timeout_at(deadline, local).await {
+                        Err(_) => return Err(timed_out()),
+                        Ok(None) => {}
+                        Ok(Some(Ok(r))) => return Ok(r),
+                        Ok(Some(Err(AskFailure::Call(e)))) => return Err(e),
+                        Ok(Some(Err(AskFailure::Stopped(Some(m))))) => msg = Some(m),
+                        Ok(Some(Err(AskFailure::Stopped(None)))) => {
+                            return Err(CallError::NotFound {
+                                id: self.id.to_string(),
+                            })
                         }
                     }
                 }
@@ -137,10 +143,9 @@ impl HandleCore {
                         method: Cow::Borrowed(method),
                         args: Cow::Owned(args),
                     };
-                    let connect_by = Instant::now() + RECONNECT_WAIT;
                     match inner
                         .transport
-                        .request_within(node, req, connect_by, deadline)
+                        .request_within(node, req, RECONNECT_WAIT, deadline)
                         .await
                     {
                         Ok(Response::Reply(Ok(bytes))) => {

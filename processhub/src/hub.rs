@@ -246,7 +246,7 @@ impl HubBuilder {
                 membership: tokio::sync::Mutex::new(Some(membership)),
                 state: RwLock::new(State {
                     registry: Registry::default(),
-                    local: HashMap::new(),
+                    local: HashMap::default(),
                     ring: Arc::new(Ring::new([me])),
                     chitchat_members: vec![me],
                     departed: HashSet::new(),
@@ -436,7 +436,8 @@ impl Hub {
 
 pub(crate) struct State {
     pub(crate) registry: Registry,
-    pub(crate) local: HashMap<Arc<str>, LocalChild>,
+    /// Children running here (foldhash: looked up on every call).
+    pub(crate) local: HashMap<Arc<str>, LocalChild, foldhash::fast::RandomState>,
     pub(crate) ring: Arc<Ring>,
     chitchat_members: Vec<NodeId>,
     departed: HashSet<NodeId>,
@@ -788,10 +789,9 @@ impl HubInner {
                     id: id.to_string(),
                     type_name: type_name.to_string(),
                 };
-                let connect_by = Instant::now() + RECONNECT_WAIT;
                 match self
                     .transport
-                    .request_within(target, req, connect_by, deadline)
+                    .request_within(target, req, RECONNECT_WAIT, deadline)
                     .await
                 {
                     Ok(Response::Stopped(o)) => Ok(o),
@@ -1093,19 +1093,18 @@ impl HubInner {
     /// Starts moved children on `to`: in requests of up to half a frame, and each state
     /// too large for that in parts. One outcome per item, in order.
     async fn send_moved(&self, to: NodeId, items: Vec<StartItem>, deadline: Instant) -> Vec<Sent> {
-        let connect_by = Instant::now() + RECONNECT_WAIT;
         let limit = self.batch_bytes();
         let mut outcomes = Vec::with_capacity(items.len());
         for group in batches(&items, START_BATCH, limit, item_size) {
             let res = if group.len() == 1 && item_size(&group[0]) > limit {
-                self.send_staged(to, group, connect_by, deadline).await
+                self.send_staged(to, group, deadline).await
             } else {
                 let req = Request::Start {
                     items: group.to_vec(),
                     hops: MAX_HOPS,
                 };
                 self.transport
-                    .request_within(to, req, connect_by, deadline)
+                    .request_within(to, req, RECONNECT_WAIT, deadline)
                     .await
             };
             match res {
@@ -1142,7 +1141,6 @@ impl HubInner {
         &self,
         to: NodeId,
         items: &[StartItem],
-        connect_by: Instant,
         deadline: Instant,
     ) -> Result<Response, TransportError> {
         let bytes =
@@ -1164,7 +1162,7 @@ impl HubInner {
             };
             match self
                 .transport
-                .request_within(to, req, connect_by, deadline)
+                .request_within(to, req, RECONNECT_WAIT, deadline)
                 .await?
             {
                 Response::Staged(Ok(())) => {}
@@ -1176,7 +1174,7 @@ impl HubInner {
             hops: MAX_HOPS,
         };
         self.transport
-            .request_within(to, req, connect_by, deadline)
+            .request_within(to, req, RECONNECT_WAIT, deadline)
             .await
     }
 
@@ -1400,6 +1398,9 @@ impl HubInner {
         if self.is_stopped() {
             return Err(HubError::Stopped);
         }
+        // Counted first: the planner starts moving children as soon as this node is
+        // off the ring.
+        let before = self.state.read().unwrap().local.len();
         // Take this node off the ring here and everywhere: no new placements.
         self.state.write().unwrap().draining.insert(self.me);
         self.recompute_members();
@@ -1409,7 +1410,7 @@ impl HubInner {
         if let Some(m) = self.membership.lock().await.as_ref() {
             m.announce_draining().await;
         }
-        let (moves, before) = {
+        let moves = {
             let st = self.state.read().unwrap();
             let moves: Vec<(String, NodeId, u64)> = st
                 .local
@@ -1420,7 +1421,7 @@ impl HubInner {
                     Some((id.to_string(), to, l.epoch + 1))
                 })
                 .collect();
-            (moves, st.local.len())
+            moves
         };
         Arc::clone(self).move_children(moves).await;
         // The planner's timer may have started some of these moves first: wait for them.

@@ -102,6 +102,18 @@ pub(crate) enum TransportError {
     Encode(String),
 }
 
+/// A request awaiting its response.
+struct Pending {
+    /// When the sweep fails it with `Timeout`.
+    deadline: Instant,
+    tx: oneshot::Sender<Result<Response, TransportError>>,
+}
+
+/// How often a connection fails the requests past their deadline. A request times out
+/// up to this late; in exchange no call registers a timer of its own (timers were a
+/// tenth of the calling thread's time at 64 calls in flight: BENCHMARKS.md, P2).
+const SWEEP: Duration = Duration::from_millis(20);
+
 /// Frames the socket has not taken yet.
 #[derive(Default)]
 struct Outbox {
@@ -117,7 +129,7 @@ pub(crate) struct Conn {
     outbox: Mutex<Outbox>,
     wake_writer: Notify,
     /// Requests awaiting their response, by request id.
-    pending: Mutex<HashMap<u64, oneshot::Sender<Response>, foldhash::fast::RandomState>>,
+    pending: Mutex<HashMap<u64, Pending, foldhash::fast::RandomState>>,
     next_rid: AtomicU64,
     closed: CancellationToken,
     /// Requests being served on this connection.
@@ -231,6 +243,24 @@ impl Conn {
         }
     }
 
+    /// Fails the requests past their deadline with `Timeout`.
+    fn fail_expired(&self, now: Instant) {
+        let mut pending = self.pending.lock().unwrap();
+        if pending.is_empty() {
+            return;
+        }
+        let expired: Vec<u64> = pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(rid, _)| *rid)
+            .collect();
+        for rid in expired {
+            if let Some(p) = pending.remove(&rid) {
+                let _ = p.tx.send(Err(TransportError::Timeout));
+            }
+        }
+    }
+
     /// Nothing served, nothing queued, no request for a while.
     fn is_quiet(&self, now: Instant) -> bool {
         let since_open = now.saturating_duration_since(self.opened).as_nanos() as u64;
@@ -252,12 +282,25 @@ impl Conn {
     }
 }
 
+/// Removes a request from the pending map when its caller stops waiting (answered,
+/// timed out, or the caller's future dropped).
+struct ForgetOnDrop<'a> {
+    conn: &'a Conn,
+    rid: u64,
+}
+
+impl Drop for ForgetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.conn.pending.lock().unwrap().remove(&self.rid);
+    }
+}
+
 /// The TCP layer of one hub.
 pub(crate) struct Transport {
     me: NodeId,
     hub_id: String,
     max_frame: usize,
-    conns: Mutex<HashMap<NodeId, Arc<Conn>>>,
+    conns: Mutex<HashMap<NodeId, Arc<Conn>, foldhash::fast::RandomState>>,
     /// Bumped whenever `conns` changes, to wake requests waiting for a connection.
     version: watch::Sender<u64>,
     /// Peers we should be connected to (the live members).
@@ -285,7 +328,7 @@ impl Transport {
             me,
             hub_id,
             max_frame,
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::default()),
             version: watch::channel(0).0,
             wanted: Mutex::new(HashSet::new()),
             inbound,
@@ -373,24 +416,25 @@ impl Transport {
         req: Request<'_>,
         deadline: Instant,
     ) -> Result<Response, TransportError> {
-        self.request_within(peer, req, deadline, deadline).await
+        self.request_within(peer, req, Duration::MAX, deadline)
+            .await
     }
 
     /// Like [`Self::request`], but gives up with `NotConnected` if no connection is up by
-    /// `connect_by`: the caller re-resolves (the owner may have died) and tries again.
+    /// `connect_wait`: the caller re-resolves (the owner may have died) and tries again.
     pub(crate) async fn request_within(
         &self,
         peer: NodeId,
         req: Request<'_>,
-        connect_by: Instant,
+        connect_wait: Duration,
         deadline: Instant,
     ) -> Result<Response, TransportError> {
-        let conn = self.wait_conn(peer, connect_by.min(deadline)).await?;
+        let conn = self.wait_conn(peer, connect_wait, deadline).await?;
         let rid = conn.next_rid.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let alone = {
             let mut pending = conn.pending.lock().unwrap();
-            pending.insert(rid, tx);
+            pending.insert(rid, Pending { deadline, tx });
             conn.note_in_flight(pending.len())
         };
         match conn.send_frames([Frame::Request { rid, req }], alone, self.max_frame) {
@@ -404,13 +448,12 @@ impl Transport {
                 return Err(e);
             }
         }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(_)) => Err(TransportError::Lost),
-            Err(_) => {
-                conn.pending.lock().unwrap().remove(&rid);
-                Err(TransportError::Timeout)
-            }
+        // Answered by the response, by the sweep at the deadline, or dropped (Lost)
+        // when the connection closes.
+        let _forget = ForgetOnDrop { conn: &conn, rid };
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Lost),
         }
     }
 
@@ -419,14 +462,19 @@ impl Transport {
         self.conns.lock().unwrap().contains_key(&peer)
     }
 
+    /// The connection to `peer`, waiting for it up to `wait` (and `deadline`).
     async fn wait_conn(
         &self,
         peer: NodeId,
+        wait: Duration,
         deadline: Instant,
     ) -> Result<Arc<Conn>, TransportError> {
         if let Some(c) = self.conns.lock().unwrap().get(&peer) {
             return Ok(c.clone());
         }
+        let deadline = Instant::now()
+            .checked_add(wait)
+            .map_or(deadline, |by| by.min(deadline));
         let mut version = self.version.subscribe();
         loop {
             if self.shutdown.is_cancelled() {
@@ -586,9 +634,15 @@ impl Transport {
         let writer = Arc::clone(&conn);
         tokio::spawn(async move {
             let mut spare = Vec::new();
+            let mut sweep = tokio::time::interval(SWEEP);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = writer.wake_writer.notified() => {}
+                    _ = sweep.tick() => {
+                        writer.fail_expired(Instant::now());
+                        continue;
+                    }
                     _ = writer.closed.cancelled() => return,
                 }
                 loop {
@@ -761,9 +815,9 @@ fn serve_frames(
                         out.push(Box::pin(async move { reply(vec![(rid, fut.await)]) }));
                     }
                     Frame::Response { rid, resp } => {
-                        let tx = conn.pending.lock().unwrap().remove(&rid);
-                        if let Some(tx) = tx {
-                            let _ = tx.send(resp);
+                        let p = conn.pending.lock().unwrap().remove(&rid);
+                        if let Some(p) = p {
+                            let _ = p.tx.send(Ok(resp));
                         }
                     }
                     Frame::Push(push) => inbound.push(peer, push),

@@ -33,6 +33,12 @@ impl Tally {
         self.n
     }
 
+    /// The value, after `ms` milliseconds.
+    pub async fn nap(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.n
+    }
+
     /// Several owned arguments.
     pub fn add_both(&mut self, a: u64, b: u64, note: String) -> String {
         self.n += a + b;
@@ -207,14 +213,14 @@ impl Blob {
     /// Grows the state to `len` bytes of a pattern made from `seed`.
     pub fn fill(&mut self, len: usize, seed: u64) -> usize {
         let mut x = seed | 1;
-        self.data = (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        self.data = vec![0; len];
+        // A word at a time: tests run unoptimized, and this is 64 MiB.
+        for chunk in self.data.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
         self.data.len()
     }
 
@@ -224,9 +230,11 @@ impl Blob {
     }
 }
 
-/// FNV-1a over `data`.
+/// FNV-1a over `data`, a word at a time.
 pub fn checksum(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    data.chunks(8).fold(0xcbf2_9ce4_8422_2325, |h, c| {
+        let mut word = [0u8; 8];
+        word[..c.len()].copy_from_slice(c);
+        (h ^ u64::from_le_bytes(word)).wrapping_mul(0x100_0000_01b3)
     })
 }
