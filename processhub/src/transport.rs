@@ -112,7 +112,10 @@ struct Pending {
 /// How often a connection fails the requests past their deadline. A request times out
 /// up to this late; in exchange no call registers a timer of its own (timers were a
 /// tenth of the calling thread's time at 64 calls in flight: BENCHMARKS.md, P2).
-const SWEEP: Duration = Duration::from_millis(20);
+const SWEEP: Duration = Duration::from_millis(50);
+/// The largest buffer a connection keeps between writes: a big transfer (a state moved
+/// in parts of up to half a frame) must not pin megabytes per connection.
+const KEEP_BUFFER: usize = 1 << 20;
 
 /// Frames the socket has not taken yet.
 #[derive(Default)]
@@ -197,6 +200,9 @@ impl Conn {
             match self.write.try_write(&out.buf) {
                 Ok(n) if n == out.buf.len() => {
                     out.buf.clear();
+                    if out.buf.capacity() > KEEP_BUFFER {
+                        out.buf = Vec::new();
+                    }
                     return true;
                 }
                 Ok(n) => {
@@ -661,6 +667,9 @@ impl Transport {
                         tracing::debug!(%peer, "write failed: {e}");
                         writer.close();
                         return;
+                    }
+                    if spare.capacity() > KEEP_BUFFER {
+                        spare = Vec::new();
                     }
                 }
             }
