@@ -473,3 +473,80 @@ async fn a_component_busy_past_the_call_timeout_is_a_timeout_locally_and_remotel
         h.shutdown().await.unwrap();
     }
 }
+
+/// A counter kept on three nodes.
+#[distributed(replicas = 3)]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Kept {
+    n: u64,
+}
+
+#[distributed]
+impl Kept {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_children_keep_as_many_copies_as_there_are_nodes_up_to_n() {
+    let hubs = cluster("kept", 3).await;
+    let ids: Vec<String> = (0..60).map(|i| format!("kept-{i}")).collect();
+    for r in Kept::start_many(
+        &hubs[0],
+        ids.iter().map(|i| (i.clone(), Kept::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    for id in &ids {
+        assert_eq!(Kept::handle(&hubs[1], id.clone()).add(2).await.unwrap(), 2);
+    }
+    let copies = |hub: &Hub, n: usize| {
+        ids.iter().all(|id| {
+            hub.lookup(id).is_some_and(|i| {
+                let mut all = i.standbys.clone();
+                all.push(i.owner);
+                all.sort();
+                all.dedup();
+                all.len() == n && i.standbys.len() == n - 1
+            })
+        })
+    };
+    wait_until(
+        "3 copies of each, seen from every hub",
+        Duration::from_secs(10),
+        || async { hubs.iter().all(|h| copies(h, 3)) },
+    )
+    .await;
+    // A node leaves gracefully: its primaries hand over, and each child is on the two
+    // nodes left, with its state.
+    let mut hubs = hubs;
+    let leaver = hubs.remove(2);
+    leaver.shutdown().await.unwrap();
+    wait_members(&hubs, 2).await;
+    wait_until("2 copies of each", Duration::from_secs(10), || async {
+        hubs.iter().all(|h| copies(h, 2))
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(
+            Kept::handle(&hubs[0], id.clone()).add(1).await.unwrap(),
+            3,
+            "{id}"
+        );
+    }
+    // It comes back (a new incarnation): three copies again.
+    hubs.push(hub("kept", &[hubs[0].listen_addr()]).await);
+    wait_members(&hubs, 3).await;
+    wait_until("3 copies again", Duration::from_secs(10), || async {
+        hubs.iter().all(|h| copies(h, 3))
+    })
+    .await;
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

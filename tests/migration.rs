@@ -28,28 +28,9 @@ fn load(
     hubs.iter()
         .map(|h| {
             let h = h.clone();
-            let ids = ids.to_vec();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut acked = vec![0u64; ids.len()];
-                let mut errors = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let calls = ids.iter().map(|id| {
-                        let t = Tally::handle(&h, id.clone());
-                        async move { t.add(1).await }
-                    });
-                    for (i, r) in futures::future::join_all(calls)
-                        .await
-                        .into_iter()
-                        .enumerate()
-                    {
-                        match r {
-                            Ok(_) => acked[i] += 1,
-                            Err(e) => errors.push(format!("{}: {e}", ids[i])),
-                        }
-                    }
-                }
-                (acked, errors)
+            common::spawn_load(ids.to_vec(), stop.clone(), move |id| {
+                let t = Tally::handle(&h, id);
+                async move { t.add(1).await }
             })
         })
         .collect()

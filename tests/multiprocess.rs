@@ -546,24 +546,10 @@ async fn a_join_and_a_drain_of_node_processes_under_load_lose_nothing() {
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let loader = {
-        let (hub, ids, stop) = (hub.clone(), ids.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut acked = vec![0u64; ids.len()];
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let calls = ids.iter().map(|id| {
-                    let h = Tally::handle(&hub, id.clone());
-                    async move { h.add(1).await }
-                });
-                for (i, r) in futures::future::join_all(calls)
-                    .await
-                    .into_iter()
-                    .enumerate()
-                {
-                    r.expect("no call fails during the drain");
-                    acked[i] += 1;
-                }
-            }
-            acked
+        let hub = hub.clone();
+        common::spawn_load(ids.clone(), stop.clone(), move |id| {
+            let h = Tally::handle(&hub, id);
+            async move { h.add(1).await }
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -593,7 +579,11 @@ async fn a_join_and_a_drain_of_node_processes_under_load_lose_nothing() {
     assert_eq!(b.expect_line("COUNT ").await, "0");
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked = loader.await.unwrap();
+    let (acked, errors) = loader.await.unwrap();
+    assert!(
+        errors.is_empty(),
+        "calls failed during the drain: {errors:?}"
+    );
     for (i, id) in ids.iter().enumerate() {
         assert_ne!(hub.lookup(id).unwrap().owner, b.id);
         assert_eq!(
@@ -754,5 +744,112 @@ async fn children_pinned_by_id_stay_put_and_stay_down_when_their_node_is_killed(
     Tally::start_with(&hub, pinned_on_b[0].clone(), Tally::default(), bound)
         .await
         .unwrap();
+    hub.shutdown().await.unwrap();
+}
+
+/// A counter kept on three nodes: a write is acknowledged once both standbys have it.
+#[distributed(replicas = 3)]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Replicated {
+    n: u64,
+}
+
+#[distributed]
+impl Replicated {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_children_lose_no_acknowledged_write_when_primaries_are_killed() {
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
+    let mut events = hub.events();
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(Node::spawn(hub.listen_addr()).await);
+    }
+    members(&hub, 5).await;
+    let ids: Vec<String> = (0..300).map(|i| format!("rep-{i}")).collect();
+    for r in Replicated::start_many(
+        &hub,
+        ids.iter()
+            .map(|i| (i.clone(), Replicated::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let three_copies = |hub: &Hub| {
+        ids.iter().all(|id| {
+            hub.lookup(id).is_some_and(|i| {
+                i.standbys.len() == 2 && !i.standbys.contains(&i.owner) && !i.pending
+            })
+        })
+    };
+    wait_until(
+        "every child on 3 nodes",
+        Duration::from_secs(20),
+        || async { three_copies(&hub) },
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = {
+        let hub = hub.clone();
+        common::spawn_load(ids.clone(), stop.clone(), move |id| {
+            let h = Replicated::handle(&hub, id);
+            async move { h.add(1).await }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill the node of many primaries, then another.
+    for round in 0..2 {
+        let victim = nodes.remove(0);
+        let primaries = ids
+            .iter()
+            .filter(|id| hub.lookup(id).unwrap().owner == victim.id)
+            .count();
+        assert!(
+            primaries > 20,
+            "round {round}: {primaries} primaries on the victim"
+        );
+        let mut victim = victim;
+        victim.child.start_kill().unwrap();
+        victim.child.wait().await.unwrap();
+        members(&hub, 4 - round).await;
+        wait_until(
+            "every child on 3 nodes again",
+            Duration::from_secs(30),
+            || async { three_copies(&hub) },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, errors) = loader.await.unwrap();
+    let failed = errors.len();
+    // Calls in flight to a killed primary may fail ("may have been applied"); every
+    // acknowledged one is there.
+    for (i, id) in ids.iter().enumerate() {
+        let n = Replicated::handle(&hub, id.clone()).get().await.unwrap();
+        assert!(n >= acked[i], "{id}: {n} < {} acknowledged", acked[i]);
+        assert!(n <= acked[i] + 2, "{id}: {n}, {} acknowledged", acked[i]);
+    }
+    let mut promoted = 0;
+    while let Ok(e) = events.try_recv() {
+        if matches!(e, HubEvent::PrimaryPromoted { .. }) {
+            promoted += 1;
+        }
+    }
+    eprintln!("{failed} calls failed; {promoted} promotions here");
     hub.shutdown().await.unwrap();
 }

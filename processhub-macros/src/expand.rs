@@ -134,6 +134,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
     };
     let hot = !args.cold;
     let pinned = args.pinned;
+    let replicas = args.replicas.unwrap_or(1) as usize;
     let on_node_death = if args.stay_down {
         quote!(#ph::OnNodeDeath::StayDown)
     } else {
@@ -170,6 +171,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                 const HOT_MIGRATION: bool = #hot;
                 const PINNED: bool = #pinned;
                 const ON_NODE_DEATH: #ph::OnNodeDeath = #on_node_death;
+                const REPLICAS: usize = #replicas;
             }
 
             #[#ph::__private::linkme::distributed_slice(#ph::__private::COMPONENTS)]
@@ -434,6 +436,15 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         };
         let vis = m.vis;
         let read = !m.write;
+        // After a write, the standbys get the new state before the caller's reply.
+        let (replicate_self, replicate_actor) = if m.write {
+            (
+                quote!(self.__replicated().await;),
+                quote!(actor.__replicated().await;),
+            )
+        } else {
+            (TokenStream::new(), TokenStream::new())
+        };
         let doc = format!("Calls [`{self_ident}::{name}`] on the component, wherever it runs.");
         let bounds = m.args.iter().map(|(_, t)| {
             quote_spanned! {t.span()=>
@@ -473,7 +484,9 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
                     let (id, node, epoch, events) = self.__context();
                     let state = self.__state();
                     let #msg(#(#arg_names,)*) = msg;
-                    #ph::__private::ComponentActor::<#self_ty>::__guard(id, node, epoch, events, async move { #call }).await
+                    let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(id, node, epoch, events, async move { #call }).await;
+                    #replicate_self
+                    reply
                 }
             }
         });
@@ -488,7 +501,9 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
                 let #msg(#(#arg_names,)*) = #ph::__private::decode_args::<#msg>(args)?;
                 let (id, node, epoch, events) = actor.__context();
                 let state = actor.__state();
-                let reply: #ret = #ph::__private::ComponentActor::<#self_ty>::__guard(id, node, epoch, events, async move { #call }).await?;
+                let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(id, node, epoch, events, async move { #call }).await;
+                #replicate_actor
+                let reply: #ret = reply?;
                 #ph::__private::encode_reply(&reply)
             }),
         });

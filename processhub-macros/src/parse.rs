@@ -35,7 +35,14 @@ impl Parse for Input {
 }
 
 /// Keys accepted on the struct.
-pub(crate) const STRUCT_KEYS: &[&str] = &["name", "crate", "migration", "pinned", "on_node_death"];
+pub(crate) const STRUCT_KEYS: &[&str] = &[
+    "name",
+    "crate",
+    "migration",
+    "pinned",
+    "on_node_death",
+    "replicas",
+];
 
 /// Arguments of the struct attribute.
 #[derive(Default)]
@@ -48,6 +55,8 @@ pub(crate) struct StructArgs {
     pub(crate) pinned: bool,
     /// `on_node_death = "stay_down"`: not restarted elsewhere when its node dies.
     pub(crate) stay_down: bool,
+    /// `replicas = N`: copies kept in step (1: none besides the primary).
+    pub(crate) replicas: Option<u32>,
 }
 
 impl StructArgs {
@@ -123,6 +132,20 @@ impl StructArgs {
                                 ("stay_down", "reported, not restarted"),
                             ],
                         )? == Some("stay_down");
+                    }
+                    "replicas" => {
+                        input.parse::<Token![=]>()?;
+                        let wrong = |span| {
+                            syn::Error::new(
+                                span,
+                                "write `replicas = N` with N from 1 to 255: the primary and N - 1 standbys kept in step",
+                            )
+                        };
+                        let lit: syn::LitInt = input.parse().map_err(|e| wrong(e.span()))?;
+                        match lit.base10_parse::<u32>() {
+                            Ok(n) if (1..=255).contains(&n) => args.replicas = Some(n),
+                            _ => push(&mut errors, wrong(lit.span())),
+                        }
                     }
                     "crate" => {
                         input.parse::<Token![=]>()?;

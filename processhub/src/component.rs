@@ -41,6 +41,10 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// What happens to its children when their node dies
     /// (`#[distributed(on_node_death = "...")]`).
     const ON_NODE_DEATH: crate::OnNodeDeath = crate::OnNodeDeath::Restart;
+    /// Copies of each child kept in step, the primary included
+    /// (`#[distributed(replicas = N)]`): with N > 1, every write reaches N - 1 standbys
+    /// before it is acknowledged, and a standby takes over if the primary's node dies.
+    const REPLICAS: usize = 1;
 }
 
 /// Remote dispatch by method name, and the lifecycle hooks: implemented by
@@ -69,6 +73,7 @@ pub struct ComponentActor<T> {
     node: NodeId,
     epoch: u64,
     events: broadcast::Sender<HubEvent>,
+    replicator: Option<Arc<dyn Replicator>>,
 }
 
 impl<T> std::fmt::Debug for ComponentActor<T> {
@@ -165,6 +170,38 @@ pub fn unknown_method<T: Component>(method: &str) -> CallError {
     CallError::UnknownMethod {
         type_name: T::TYPE_NAME.into(),
         method: method.into(),
+    }
+}
+
+impl<T: Component> ComponentActor<T> {
+    /// After a write (for generated code): with standbys, returns once they have the
+    /// new state, so the caller's acknowledgement means the write survives its node.
+    #[doc(hidden)]
+    pub async fn __replicated(&mut self) {
+        let Some(r) = &self.replicator else {
+            return;
+        };
+        match postcard::to_allocvec(&self.state) {
+            Ok(state) => {
+                r.ship(self.id.clone(), T::TYPE_NAME, self.epoch, state)
+                    .await
+            }
+            Err(e) => {
+                tracing::error!(id = %self.id, "could not encode the state to replicate: {e}")
+            }
+        }
+    }
+}
+
+/// Brings a replicated child's standby set in line with the ring, with its state: run
+/// by the actor, so no write slips between the snapshot and the new set.
+pub(crate) struct Resync;
+
+impl<T: Component> Message<Resync> for ComponentActor<T> {
+    type Reply = ();
+
+    async fn handle(&mut self, _: Resync, _: &mut kameo::message::Context<Self, ()>) {
+        self.__replicated().await;
     }
 }
 
@@ -313,6 +350,8 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn is_active(&self) -> bool;
     /// Whether it has ever been called (here, since it started).
     fn was_called(&self) -> bool;
+    /// Brings its standby set in line with the ring, sending its state.
+    fn resync(self: Arc<Self>) -> BoxFuture<'static, ()>;
     /// Freezes it for a move and returns its encoded state (`None` inside for a cold
     /// move: the start state goes instead); `None` if it is stopped. Calls wait until
     /// `move_done` or `move_failed`.
@@ -333,6 +372,27 @@ pub(crate) struct ChildCtx {
     pub(crate) node: NodeId,
     pub(crate) epoch: u64,
     pub(crate) events: broadcast::Sender<HubEvent>,
+    /// Keeps the standbys in step, for a type with `replicas` > 1.
+    pub(crate) replicator: Option<Arc<dyn Replicator>>,
+}
+
+/// Ships a replicated child's state to its standby nodes (implemented by the hub).
+pub(crate) trait Replicator: Send + Sync + 'static {
+    /// Sends `state` (encoded) to the child's standbys and returns once each has it
+    /// or has been left out of its standby set.
+    fn ship(
+        &self,
+        id: Arc<str>,
+        type_name: &'static str,
+        epoch: u64,
+        state: Vec<u8>,
+    ) -> BoxFuture<'static, ()>;
+}
+
+impl std::fmt::Debug for dyn Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replicator")
+    }
 }
 
 type ActorJoin<T> =
@@ -469,6 +529,7 @@ impl<T: Component> Child<T> {
             node: self.ctx.node,
             epoch: self.ctx.epoch,
             events: self.ctx.events.clone(),
+            replicator: self.ctx.replicator.clone(),
         });
         Life::Active(actor, join)
     }
@@ -633,6 +694,14 @@ impl<T: Dispatch> ErasedChild for Child<T> {
         self.slot.lock().unwrap().called
     }
 
+    fn resync(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Some(entered) = self.enter().await {
+                let _ = entered.actor.ask(Resync).await;
+            }
+        })
+    }
+
     fn is_active(&self) -> bool {
         matches!(self.slot.lock().unwrap().life, Life::Active(..))
     }
@@ -695,6 +764,7 @@ pub(crate) type SpawnFn = fn(&[u8], ChildCtx, bool) -> Result<Arc<dyn ErasedChil
 pub struct ComponentVTable {
     pub(crate) type_name: &'static str,
     pub(crate) spawn: SpawnFn,
+    pub(crate) replicas: usize,
 }
 
 impl std::fmt::Debug for ComponentVTable {
@@ -711,6 +781,7 @@ impl ComponentVTable {
         Self {
             type_name: T::TYPE_NAME,
             spawn: spawn_erased::<T>,
+            replicas: T::REPLICAS,
         }
     }
 }
@@ -719,6 +790,11 @@ impl ComponentVTable {
 #[doc(hidden)]
 #[linkme::distributed_slice]
 pub static COMPONENTS: [ComponentVTable];
+
+/// Copies kept of each child of this type (1 if the type is unknown here).
+pub(crate) fn replicas(type_name: &str) -> usize {
+    vtable(type_name).map_or(1, |v| v.replicas)
+}
 
 /// The table entry of a type name, if this binary has it.
 pub(crate) fn vtable(type_name: &str) -> Option<&'static ComponentVTable> {

@@ -85,6 +85,18 @@ pub enum HubEvent {
         /// The node it ran on.
         node: NodeId,
     },
+    /// A replicated child's node died, and its standby on this node took over with the
+    /// latest acknowledged state (`#[distributed(replicas = N)]`).
+    PrimaryPromoted {
+        /// The child id.
+        id: String,
+        /// This node, its new primary.
+        node: NodeId,
+        /// Its new epoch.
+        epoch: u64,
+        /// The node that ran it.
+        from: NodeId,
+    },
     /// A restart could not be carried out.
     ChildLost {
         /// The child id.

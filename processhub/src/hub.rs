@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::component::{self, ChildCtx, EncodedCall, ErasedChild, Responder};
+use crate::component::{self, ChildCtx, EncodedCall, ErasedChild, Replicator, Responder};
 use crate::core::planner::{plan_membership_change, Command};
 use crate::core::registry::{wins, Entry, Registry, StartState, Upsert};
 use crate::core::ring::Ring;
@@ -235,6 +235,7 @@ impl HubBuilder {
                 move_concurrency: self.move_concurrency,
                 max_state_size: self.max_state_size,
                 staging: std::sync::Mutex::new(Staging::default()),
+                weak: weak.clone(),
                 next_transfer: AtomicU64::new(1),
                 transport: Transport::start(
                     me,
@@ -254,6 +255,8 @@ impl HubBuilder {
                     draining: HashSet::new(),
                     snapshots: HashMap::new(),
                     moving: HashSet::new(),
+                    copies: HashMap::new(),
+                    resyncing: HashSet::new(),
                 }),
                 events,
                 stopped: AtomicBool::new(false),
@@ -321,6 +324,9 @@ pub struct ChildInfo {
     pub epoch: u64,
     /// True while its node died or left and the new owner has not confirmed the restart.
     pub pending: bool,
+    /// The nodes holding a standby copy in step with it (`replicas = N`), in the order
+    /// one would take over; empty for a child without replicas.
+    pub standbys: Vec<NodeId>,
 }
 
 impl ChildInfo {
@@ -331,6 +337,7 @@ impl ChildInfo {
             owner: e.owner,
             epoch: e.epoch,
             pending: registry.pending_from(id).is_some(),
+            standbys: e.standbys.as_deref().unwrap_or_default().to_vec(),
         }
     }
 
@@ -447,6 +454,16 @@ pub(crate) struct State {
     draining: HashSet<NodeId>,
     snapshots: HashMap<NodeId, Vec<(String, Entry)>>,
     moving: HashSet<Arc<str>>,
+    /// Standby copies this node holds for replicated children running elsewhere.
+    copies: HashMap<Arc<str>, StandbyCopy>,
+    /// Replicated children whose standby set is being remade.
+    resyncing: HashSet<Arc<str>>,
+}
+
+/// The latest state of a replicated child, kept for its primary.
+pub(crate) struct StandbyCopy {
+    epoch: u64,
+    state: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -467,6 +484,8 @@ pub(crate) struct HubInner {
     max_state_size: usize,
     /// Big moved states arriving in parts.
     staging: std::sync::Mutex<Staging>,
+    /// This hub, for what its children hold on to (the replicator).
+    weak: Weak<HubInner>,
     next_transfer: AtomicU64,
     pub(crate) transport: Arc<Transport>,
     membership: tokio::sync::Mutex<Option<Membership>>,
@@ -532,12 +551,15 @@ impl HubInner {
         let _ = self.events.send(event);
     }
 
-    fn child_ctx(&self, id: Arc<str>, epoch: u64) -> ChildCtx {
+    fn child_ctx(&self, id: Arc<str>, epoch: u64, type_name: &str) -> ChildCtx {
+        let replicator: Option<Arc<dyn Replicator>> = (component::replicas(type_name) > 1)
+            .then(|| Arc::new(HubReplicator(self.weak.clone())) as Arc<dyn Replicator>);
         ChildCtx {
             id,
             node: self.me,
             epoch,
             events: self.events.clone(),
+            replicator,
         }
     }
 
@@ -565,11 +587,13 @@ impl HubInner {
     ) -> Vec<StartOutcome> {
         let mut outcomes = Vec::new();
         let mut started = Vec::new();
+        let mut started_types_replicated = false;
         {
             let mut guard = self.state.write().unwrap();
             let st = &mut *guard;
             let mut upserts = Vec::new();
             for (i, item) in items.into_iter().enumerate() {
+                started_types_replicated |= component::replicas(&item.type_name) > 1;
                 let outcome = self.start_one(st, item, |ctx| spawn(i, ctx), &mut upserts);
                 if let (StartOutcome::Started { epoch, .. }, 0) = (&outcome, item.epoch) {
                     started.push((item.id.clone(), item.type_name.clone(), *epoch));
@@ -579,6 +603,16 @@ impl HubInner {
             // Under the lock: peers get this node's changes in the order they happened.
             for chunk in batches(&upserts, START_BATCH, self.batch_bytes(), entry_size) {
                 self.transport.broadcast(&Push::Upsert(chunk.to_vec()));
+            }
+        }
+        let replicated = started_types_replicated
+            && outcomes
+                .iter()
+                .any(|o| matches!(o, StartOutcome::Started { .. }));
+        if replicated {
+            // Standbys from the start, not at the next plan.
+            if let Some(me) = self.weak.upgrade() {
+                me.keep_replicas();
             }
         }
         for (id, type_name, epoch) in started {
@@ -617,7 +651,7 @@ impl HubInner {
         }
         let epoch = item.epoch.max(1);
         let id: Arc<str> = Arc::from(item.id.as_str());
-        let child = match spawn(self.child_ctx(id.clone(), epoch)) {
+        let child = match spawn(self.child_ctx(id.clone(), epoch, &item.type_name)) {
             Ok(c) => c,
             Err(message) => {
                 return StartOutcome::Failed {
@@ -626,6 +660,8 @@ impl HubInner {
             }
         };
         let restarted = item.epoch > 0 && !handed_over;
+        // Running here now: a standby copy of it here is stale.
+        st.copies.remove(&*id);
         let replaced = st.local.insert(
             id,
             LocalChild {
@@ -649,6 +685,7 @@ impl HubInner {
                     .map_or(&item.state[..], |s| &s[..]),
             ),
             flags: item.flags,
+            standbys: None,
         };
         st.registry.upsert(&item.id, entry.clone());
         upserts.push((item.id.clone(), entry));
@@ -905,6 +942,44 @@ impl HubInner {
             let me = Arc::clone(self);
             tokio::spawn(async move { me.move_children(moves).await });
         }
+        self.keep_replicas();
+    }
+
+    /// Gives every replicated child running here the standbys the ring says it should
+    /// have (after a join, a death, a promotion, a move), sending them its state.
+    fn keep_replicas(self: &Arc<Self>) {
+        let resyncs: Vec<(Arc<str>, Arc<dyn ErasedChild>)> = {
+            let mut guard = self.state.write().unwrap();
+            let st = &mut *guard;
+            let mut out = Vec::new();
+            for (id, l) in &st.local {
+                let replicas = component::replicas(l.child.type_name());
+                if replicas <= 1 || st.moving.contains(id) || st.resyncing.contains(id) {
+                    continue;
+                }
+                let Some(e) = st.registry.get(id) else {
+                    continue;
+                };
+                if e.owner != self.me || st.registry.pending_from(id).is_some() {
+                    continue;
+                }
+                let desired = self.desired_standbys(&st.ring, id, replicas);
+                if e.standbys.as_deref().unwrap_or_default() != desired.as_slice() {
+                    out.push((id.clone(), l.child.clone()));
+                }
+            }
+            for (id, _) in &out {
+                st.resyncing.insert(id.clone());
+            }
+            out
+        };
+        for (id, child) in resyncs {
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                child.resync().await;
+                me.state.write().unwrap().resyncing.remove(&id);
+            });
+        }
     }
 
     /// Puts children that were not called for `hibernate_after` to sleep.
@@ -924,15 +999,22 @@ impl HubInner {
 
     /// Restarts a child of a dead or departed node here, from its start state.
     fn restart_local(&self, id: &str, epoch: u64, from: NodeId) {
-        let Some(entry) = self.state.read().unwrap().registry.get(id).cloned() else {
-            return;
+        // A standby copy here is the latest acknowledged state: promote it.
+        let (entry, copy) = {
+            let mut st = self.state.write().unwrap();
+            let Some(entry) = st.registry.get(id).cloned() else {
+                return;
+            };
+            (entry, st.copies.remove(id))
         };
+        let promoted = copy.is_some();
         let item = StartItem {
             id: id.to_string(),
             type_name: entry.type_name.to_string(),
-            state: entry.start_state.to_vec(),
+            state: copy.map_or_else(|| entry.start_state.to_vec(), |c| c.state),
             epoch,
-            start_state: None,
+            // With the start state beside it, as a moved state arrives.
+            start_state: promoted.then(|| serde_bytes::ByteBuf::from(entry.start_state.to_vec())),
             flags: entry.flags,
         };
         let outcome = match component::vtable(&entry.type_name) {
@@ -940,6 +1022,14 @@ impl HubInner {
             None => StartOutcome::UnknownType { node: self.me },
         };
         match outcome {
+            StartOutcome::Started { epoch, .. } if promoted => {
+                self.emit(HubEvent::PrimaryPromoted {
+                    id: id.to_string(),
+                    node: self.me,
+                    epoch,
+                    from,
+                })
+            }
             StartOutcome::Started { epoch, .. } => self.emit(HubEvent::ChildRestarted {
                 id: id.to_string(),
                 node: self.me,
@@ -1201,6 +1291,7 @@ impl HubInner {
                 epoch,
                 start_state: StartState::from_slice(start_state),
                 flags: *flags,
+                standbys: None,
             };
             st.registry.upsert(id, entry);
             self.transport
@@ -1367,10 +1458,110 @@ impl HubInner {
         ctx: Option<ChildCtx>,
     ) -> Result<Arc<dyn ErasedChild>, String> {
         let vt = component::vtable(&item.type_name).ok_or_else(String::new)?;
-        let ctx =
-            ctx.unwrap_or_else(|| self.child_ctx(Arc::from(item.id.as_str()), item.epoch.max(1)));
+        let ctx = ctx.unwrap_or_else(|| {
+            self.child_ctx(
+                Arc::from(item.id.as_str()),
+                item.epoch.max(1),
+                &item.type_name,
+            )
+        });
         // A state that arrives with its start state beside it was handed over.
         (vt.spawn)(&item.state, ctx, item.start_state.is_some())
+    }
+
+    /// The standbys the ring gives a child with `replicas` copies run here.
+    fn desired_standbys(&self, ring: &Ring, id: &str, replicas: usize) -> Vec<NodeId> {
+        ring.owners(id, replicas)
+            .into_iter()
+            .filter(|n| *n != self.me)
+            .take(replicas.saturating_sub(1))
+            .collect()
+    }
+
+    /// Sends a replicated child's state (the whole of it: state shipping) to the
+    /// standbys the ring gives it now, and returns once each has it or is left out.
+    /// The nodes that took it are its standby set; a change of the set is published
+    /// before this returns, so a write acknowledged after it is on every standby named
+    /// in the registry.
+    async fn ship(&self, id: Arc<str>, type_name: &'static str, epoch: u64, state: Vec<u8>) {
+        let (current, targets) = {
+            let st = self.state.read().unwrap();
+            match st.registry.get(&id) {
+                Some(e) if e.owner == self.me => (
+                    e.standbys.as_deref().unwrap_or_default().to_vec(),
+                    self.desired_standbys(&st.ring, &id, component::replicas(type_name)),
+                ),
+                // Not ours (any more): nothing to keep in step.
+                _ => return,
+            }
+        };
+        if targets.is_empty() && current.is_empty() {
+            return;
+        }
+        let deadline = Instant::now() + self.call_timeout;
+        let sends = targets.iter().map(|node| {
+            let req = Request::Replicate {
+                id: id.to_string(),
+                type_name: type_name.to_string(),
+                epoch,
+                state: serde_bytes::ByteBuf::from(state.clone()),
+            };
+            let t = &self.transport;
+            async move {
+                matches!(
+                    t.request_within(*node, req, RECONNECT_WAIT, deadline).await,
+                    Ok(Response::Replicated(Ok(())))
+                )
+            }
+        });
+        let took: Vec<NodeId> = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .zip(&targets)
+            .filter(|(ok, _)| *ok)
+            .map(|(_, n)| *n)
+            .collect();
+        if took == current {
+            return;
+        }
+        let mut st = self.state.write().unwrap();
+        let Some(e) = st.registry.get(&id).cloned() else {
+            return;
+        };
+        if e.owner != self.me || e.epoch != epoch {
+            return;
+        }
+        let entry = Entry {
+            standbys: (!took.is_empty()).then(|| took.into_boxed_slice()),
+            ..e
+        };
+        st.registry.upsert(&id, entry.clone());
+        self.transport
+            .broadcast(&Push::Upsert(vec![(id.to_string(), entry)]));
+    }
+
+    /// Keeps a standby copy sent by a replicated child's primary.
+    fn keep_copy(&self, id: &str, epoch: u64, state: Vec<u8>) -> Result<(), String> {
+        let mut st = self.state.write().unwrap();
+        if st.local.contains_key(id) {
+            return Err(format!("{id} runs here; it has no standby here"));
+        }
+        match st.copies.get_mut(id) {
+            Some(c) if c.epoch > epoch => Err(format!(
+                "a copy of {id} from epoch {} is newer than {epoch}",
+                c.epoch
+            )),
+            Some(c) => {
+                c.epoch = epoch;
+                c.state = state;
+                Ok(())
+            }
+            None => {
+                st.copies
+                    .insert(Arc::from(id), StandbyCopy { epoch, state });
+                Ok(())
+            }
+        }
     }
 
     /// The answer to a call for a child this node does not run.
@@ -1610,6 +1801,15 @@ impl Inbound for HubInner {
                 );
                 Box::pin(std::future::ready(Response::Staged(staged)))
             }
+            Request::Replicate {
+                id,
+                type_name: _,
+                epoch,
+                state,
+            } => {
+                let kept = self.keep_copy(&id, epoch, state.into_vec());
+                Box::pin(std::future::ready(Response::Replicated(kept)))
+            }
             Request::StartStaged { transfer, hops } => {
                 let staged = self.staging.lock().unwrap().take((from, transfer));
                 Box::pin(async move {
@@ -1648,6 +1848,7 @@ impl Inbound for HubInner {
                                 epoch: l.epoch,
                                 start_state: StartState::new(),
                                 flags: entry.flags,
+                                standbys: None,
                             };
                             if wins(&entry, &ours) && !st.moving.contains(&*id) {
                                 if let Some(l) = st.local.remove(&*id) {
@@ -1655,14 +1856,23 @@ impl Inbound for HubInner {
                                 }
                             }
                         }
+                        let standby_here = entry
+                            .standbys
+                            .as_deref()
+                            .is_some_and(|s| s.contains(&self.me));
                         if st.registry.upsert(&id, entry) == Upsert::Ignored {
                             tracing::debug!(%id, %from, "ignored a losing entry");
+                        } else if !standby_here {
+                            // No longer a standby of it: its copy goes.
+                            st.copies.remove(id.as_str());
                         }
                     }
                 }
                 Push::Remove(ids) => {
                     for (id, epoch) in ids {
-                        st.registry.remove(&id, from, epoch);
+                        if st.registry.remove(&id, from, epoch).is_some() {
+                            st.copies.remove(id.as_str());
+                        }
                     }
                 }
                 Push::Snapshot {
@@ -1734,6 +1944,26 @@ impl Inbound for HubInner {
         register();
         drop(st);
         tracing::debug!(me = %self.me, %peer, "connected");
+    }
+}
+
+/// The hub's side of replication: sends a child's state to its standbys.
+struct HubReplicator(Weak<HubInner>);
+
+impl Replicator for HubReplicator {
+    fn ship(
+        &self,
+        id: Arc<str>,
+        type_name: &'static str,
+        epoch: u64,
+        state: Vec<u8>,
+    ) -> BoxFuture<'static, ()> {
+        let hub = self.0.clone();
+        Box::pin(async move {
+            if let Some(hub) = hub.upgrade() {
+                hub.ship(id, type_name, epoch, state).await;
+            }
+        })
     }
 }
 

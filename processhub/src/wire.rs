@@ -74,6 +74,14 @@ pub(crate) enum Request<'a> {
     },
     /// Start the items whose encoding was staged under `transfer` (as `Start`).
     StartStaged { transfer: u64, hops: u8 },
+    /// Keep this state of a replicated child as a standby copy (from its primary, after
+    /// each write, and in full when the standby set changes).
+    Replicate {
+        id: String,
+        type_name: String,
+        epoch: u64,
+        state: serde_bytes::ByteBuf,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -133,6 +141,8 @@ pub(crate) enum Response {
     },
     /// A part was staged, or why it was refused (the transfer is dropped).
     Staged(Result<(), String>),
+    /// A standby copy was kept, or why not.
+    Replicated(Result<(), String>),
 }
 
 /// Registry traffic: the sender is the origin of every entry it names.

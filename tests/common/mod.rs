@@ -85,6 +85,33 @@ impl Label {
     }
 }
 
+/// Calls `call` on every id, a round at a time (all ids at once), until `stop` is set;
+/// returns the calls acknowledged per id, and the errors seen.
+pub fn spawn_load<F, Fut>(
+    ids: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    call: F,
+) -> tokio::task::JoinHandle<(Vec<u64>, Vec<String>)>
+where
+    F: Fn(String) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<u64, CallError>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut acked = vec![0u64; ids.len()];
+        let mut errors = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let results = futures::future::join_all(ids.iter().map(|id| call(id.clone()))).await;
+            for (i, r) in results.into_iter().enumerate() {
+                match r {
+                    Ok(_) => acked[i] += 1,
+                    Err(e) => errors.push(format!("{}: {e}", ids[i])),
+                }
+            }
+        }
+        (acked, errors)
+    })
+}
+
 /// Waits until `cond` holds, polling, or panics with `what` at the deadline.
 pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut cond: F)
 where

@@ -76,6 +76,11 @@ pub(crate) fn plan_membership_change(
             continue;
         }
         let pending_from = registry.pending_from(id);
+        // A replicated child's first live standby holds its latest state: it takes over.
+        let standby = entry
+            .standbys
+            .as_deref()
+            .and_then(|s| s.iter().copied().find(|n| alive(*n)));
         let (owner, epoch, pending_from) = if let Some(from) = pending_from.filter(|f| alive(*f)) {
             // The node we took for gone is a member again, same incarnation: it never
             // stopped running it. Undo the unconfirmed re-assignment.
@@ -83,8 +88,12 @@ pub(crate) fn plan_membership_change(
         } else if !alive(entry.owner) {
             // Its node is gone: every node re-assigns it the same way, under the next
             // epoch, and remembers where it came from.
-            (target, entry.epoch + 1, pending_from.or(Some(entry.owner)))
-        } else if pending_from.is_some() && entry.owner != target {
+            (
+                standby.unwrap_or(target),
+                entry.epoch + 1,
+                pending_from.or(Some(entry.owner)),
+            )
+        } else if pending_from.is_some() && entry.owner != target && entry.standbys.is_none() {
             // Assigned under an older view: follow the ring as it is now (same epoch;
             // if two nodes start it, the registry's tie-break keeps one).
             (target, entry.epoch, pending_from)
@@ -96,6 +105,12 @@ pub(crate) fn plan_membership_change(
         }
         match pending_from {
             // Pending here: start it (the hub ignores this if it already runs).
+            Some(from) if owner == me && (target == me || entry.standbys.is_some()) => commands
+                .push(Command::StartLocal {
+                    id: id.to_string(),
+                    epoch,
+                    from,
+                }),
             Some(from) if target == me && owner == me => commands.push(Command::StartLocal {
                 id: id.to_string(),
                 epoch,
@@ -154,6 +169,7 @@ mod tests {
                     epoch: 1,
                     start_state: Default::default(),
                     flags,
+                    standbys: None,
                 },
             );
         }

@@ -28,7 +28,13 @@ pub(crate) struct Entry {
     pub(crate) start_state: StartState,
     /// Pinned, and whether it stays down when its node dies.
     pub(crate) flags: Flags,
+    /// The nodes holding a standby copy in step with it (`replicas = N`), in the order a
+    /// standby is promoted when the owner dies. Empty for most children.
+    pub(crate) standbys: Standbys,
 }
+
+/// Standby nodes of an entry: no allocation when there are none.
+pub(crate) type Standbys = Option<Box<[NodeId]>>;
 
 /// An encoded start state: inline up to 16 bytes.
 pub(crate) type StartState = smallvec::SmallVec<[u8; 16]>;
@@ -204,6 +210,7 @@ mod tests {
             epoch,
             start_state: StartState::new(),
             flags: Default::default(),
+            standbys: None,
         }
     }
 

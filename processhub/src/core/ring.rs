@@ -77,6 +77,42 @@ impl Ring {
     pub(crate) fn owner(&self, id: &str) -> Option<NodeId> {
         self.ring.get(&KeyBytes(id.as_bytes())).map(|v| v.node)
     }
+
+    /// The first `n` distinct owners of `id` (all members if there are fewer): the ring
+    /// owner first, then the owners of the id salted with 1, 2, ... skipping repeats.
+    /// Each copy's place depends on the members only through its own probe, so a
+    /// membership change moves few copies, and copies spread like primaries do.
+    pub(crate) fn owners(&self, id: &str, n: usize) -> Vec<NodeId> {
+        let n = n.min(self.members.len());
+        let mut out: Vec<NodeId> = Vec::with_capacity(n);
+        let mut key = id.as_bytes().to_vec();
+        let base = key.len();
+        for salt in 0u32..(16 * n as u32).max(16) {
+            if out.len() == n {
+                break;
+            }
+            if salt > 0 {
+                key.truncate(base);
+                key.push(0);
+                key.extend_from_slice(&salt.to_le_bytes());
+            }
+            if let Some(v) = self.ring.get(&KeyBytes(&key)) {
+                if !out.contains(&v.node) {
+                    out.push(v.node);
+                }
+            }
+        }
+        // Unlucky probes: complete from the members in order, the same on every node.
+        for m in &self.members {
+            if out.len() == n {
+                break;
+            }
+            if !out.contains(m) {
+                out.push(*m);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -113,6 +149,41 @@ mod tests {
     }
 
     const EXPECTED_PLACEMENT: [u16; 5] = [7001, 7003, 7003, 7001, 7001];
+
+    #[test]
+    fn owners_are_distinct_start_with_the_owner_and_move_little() {
+        let five = Ring::new((1..=5).map(node));
+        let four = Ring::new((1..=4).map(node));
+        let mut firsts = std::collections::HashMap::new();
+        let mut seconds = std::collections::HashMap::new();
+        let mut changed = 0;
+        let n = 5_000;
+        for i in 0..n {
+            let id = format!("r-{i}");
+            let o = five.owners(&id, 3);
+            assert_eq!(o.len(), 3);
+            assert_eq!(o[0], five.owner(&id).unwrap());
+            assert!(o[0] != o[1] && o[1] != o[2] && o[0] != o[2]);
+            assert_eq!(o, five.owners(&id, 3), "stable");
+            *firsts.entry(o[0]).or_insert(0usize) += 1;
+            *seconds.entry(o[1]).or_insert(0usize) += 1;
+            // Node 5 leaves: the copies on the others mostly stay where they were.
+            let after = four.owners(&id, 3);
+            changed += o
+                .iter()
+                .filter(|x| **x != node(5) && !after.contains(x))
+                .count();
+        }
+        for c in firsts.values().chain(seconds.values()) {
+            assert!(*c > n / 5 * 8 / 10 && *c < n / 5 * 12 / 10, "uneven: {c}");
+        }
+        assert!(changed < n / 20, "{changed} surviving copies moved");
+        // Fewer members than copies: every member, once.
+        let two = Ring::new([node(1), node(2)]);
+        let mut o = two.owners("x", 3);
+        o.sort();
+        assert_eq!(o, vec![node(1), node(2)]);
+    }
 
     #[test]
     fn spread_is_even_and_join_moves_about_a_quarter() {
