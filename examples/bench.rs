@@ -45,6 +45,38 @@ impl Counter {
     }
 }
 
+/// The counter kept on three nodes, each write acknowledged once both standbys have it.
+#[distributed(replicas = 3)]
+#[derive(Default, Serialize, Deserialize)]
+pub struct SyncCounter {
+    n: u64,
+}
+
+#[distributed]
+impl SyncCounter {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
+/// The counter kept on three nodes, each write shipped right after its reply.
+#[distributed(replicas = 3, sync = "async")]
+#[derive(Default, Serialize, Deserialize)]
+pub struct AsyncCounter {
+    n: u64,
+}
+
+#[distributed]
+impl AsyncCounter {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
 /// The same work in a plain kameo actor: the baseline of P3.
 #[derive(kameo::Actor)]
 struct PlainCounter {
@@ -103,7 +135,7 @@ async fn main() {
     }
     let wanted: Vec<String> = args[1..]
         .iter()
-        .filter(|a| a.starts_with('P') || a.starts_with('M'))
+        .filter(|a| a.starts_with('P') || a.starts_with('M') || a.starts_with('R'))
         .cloned()
         .collect();
     let run = |p: &str| wanted.is_empty() || wanted.iter().any(|w| w == p);
@@ -129,6 +161,9 @@ async fn main() {
     }
     if run("M1") {
         rows.extend(m1().await);
+    }
+    if run("R1") {
+        rows.extend(r1().await);
     }
     println!();
     println!("| # | figure | processhub | baseline | ratio | target | met |");
@@ -989,6 +1024,70 @@ async fn m1() -> Vec<Row> {
             ratio: Some(p99 / b99),
             target: "(recorded; 0 failed)",
             met: fails == 0,
+        },
+    ]
+}
+
+/// R1: a write to a component kept on three nodes, against the same write unreplicated;
+/// the primary runs in a node process, the caller is on another node.
+async fn r1() -> Vec<Row> {
+    let (hub, procs) = cluster(3).await;
+    let b = procs[0].id;
+    let ids = ids_owned_by(&hub, b, 3, "r1");
+    let plain = Counter::start(&hub, ids[0].clone(), Counter::default())
+        .await
+        .unwrap();
+    let sync = SyncCounter::start(&hub, ids[1].clone(), SyncCounter::default())
+        .await
+        .unwrap();
+    let asyn = AsyncCounter::start(&hub, ids[2].clone(), AsyncCounter::default())
+        .await
+        .unwrap();
+    wait_for("standbys", Duration::from_secs(20), || {
+        ids[1..]
+            .iter()
+            .all(|id| hub.lookup(id).is_some_and(|i| i.standbys.len() == 2))
+    })
+    .await;
+    let (mut p, mut s, mut a) = (vec![], vec![], vec![]);
+    for _ in 0..reps(3) {
+        let lat = sequential(SEQ_CALLS, || async {
+            plain.add(1).await.unwrap();
+        })
+        .await;
+        p.push(percentile(&lat, 0.5));
+        let lat = sequential(SEQ_CALLS, || async {
+            sync.add(1).await.unwrap();
+        })
+        .await;
+        s.push(percentile(&lat, 0.5));
+        let lat = sequential(SEQ_CALLS, || async {
+            asyn.add(1).await.unwrap();
+        })
+        .await;
+        a.push(percentile(&lat, 0.5));
+    }
+    let (p, s, a) = (median(p), median(s), median(a));
+    drop(procs);
+    hub.shutdown().await.unwrap();
+    vec![
+        Row {
+            id: "R1",
+            figure: "remote write, replicas = 3, sync: p50",
+            value: format!("{:.1} µs", s / 1e3),
+            baseline: Some(format!("{:.1} µs (unreplicated)", p / 1e3)),
+            ratio: Some(s / p),
+            target: "(recorded)",
+            met: true,
+        },
+        Row {
+            id: "R1'",
+            figure: "remote write, replicas = 3, async: p50",
+            value: format!("{:.1} µs", a / 1e3),
+            baseline: Some(format!("{:.1} µs (unreplicated)", p / 1e3)),
+            ratio: Some(a / p),
+            target: "(recorded)",
+            met: true,
         },
     ]
 }

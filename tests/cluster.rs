@@ -550,3 +550,79 @@ async fn replicated_children_keep_as_many_copies_as_there_are_nodes_up_to_n() {
         h.shutdown().await.unwrap();
     }
 }
+
+/// A counter with a copy on every member, shipped after each reply.
+#[distributed(replicas = "all", sync = "async")]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Everywhere {
+    n: u64,
+}
+
+#[distributed]
+impl Everywhere {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_all_follow_joins_and_leaves() {
+    let mut hubs = cluster("everywhere", 2).await;
+    let ids: Vec<String> = (0..30).map(|i| format!("ev-{i}")).collect();
+    for id in &ids {
+        Everywhere::start(&hubs[0], id.clone(), Everywhere::default())
+            .await
+            .unwrap();
+        Everywhere::handle(&hubs[1], id.clone())
+            .add(1)
+            .await
+            .unwrap();
+    }
+    let on_all = |hubs: &[Hub]| {
+        let n = hubs.len();
+        ids.iter().all(|id| {
+            hubs.iter().all(|h| {
+                h.lookup(id).is_some_and(|i| {
+                    i.standbys.len() == n - 1
+                        && hubs
+                            .iter()
+                            .all(|m| m.node_id() == i.owner || i.standbys.contains(&m.node_id()))
+                })
+            })
+        })
+    };
+    wait_until("a copy on both", Duration::from_secs(10), || async {
+        on_all(&hubs)
+    })
+    .await;
+    hubs.push(hub("everywhere", &[hubs[0].listen_addr()]).await);
+    wait_members(&hubs, 3).await;
+    wait_until("a copy on all three", Duration::from_secs(10), || async {
+        on_all(&hubs)
+    })
+    .await;
+    let leaver = hubs.remove(0);
+    leaver.shutdown().await.unwrap();
+    wait_members(&hubs, 2).await;
+    wait_until(
+        "a copy on the two left",
+        Duration::from_secs(10),
+        || async { on_all(&hubs) },
+    )
+    .await;
+    for id in &ids {
+        assert_eq!(
+            Everywhere::handle(&hubs[1], id.clone())
+                .add(1)
+                .await
+                .unwrap(),
+            2,
+            "{id}"
+        );
+    }
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

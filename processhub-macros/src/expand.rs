@@ -134,7 +134,15 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
     };
     let hot = !args.cold;
     let pinned = args.pinned;
-    let replicas = args.replicas.unwrap_or(1) as usize;
+    let replicas = match args.replicas {
+        Some(u32::MAX) => quote!(::core::primitive::usize::MAX),
+        Some(n) => {
+            let n = n as usize;
+            quote!(#n)
+        }
+        None => quote!(1),
+    };
+    let sync_replication = !args.async_replication;
     let on_node_death = if args.stay_down {
         quote!(#ph::OnNodeDeath::StayDown)
     } else {
@@ -172,6 +180,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                 const PINNED: bool = #pinned;
                 const ON_NODE_DEATH: #ph::OnNodeDeath = #on_node_death;
                 const REPLICAS: usize = #replicas;
+                const SYNC_REPLICATION: bool = #sync_replication;
             }
 
             #[#ph::__private::linkme::distributed_slice(#ph::__private::COMPONENTS)]

@@ -42,6 +42,7 @@ pub(crate) const STRUCT_KEYS: &[&str] = &[
     "pinned",
     "on_node_death",
     "replicas",
+    "sync",
 ];
 
 /// Arguments of the struct attribute.
@@ -55,8 +56,11 @@ pub(crate) struct StructArgs {
     pub(crate) pinned: bool,
     /// `on_node_death = "stay_down"`: not restarted elsewhere when its node dies.
     pub(crate) stay_down: bool,
-    /// `replicas = N`: copies kept in step (1: none besides the primary).
+    /// `replicas = N`: copies kept in step (1: none besides the primary); `"all"`: one
+    /// on every member (`u32::MAX`).
     pub(crate) replicas: Option<u32>,
+    /// `sync = "async"`: writes ship their state after the reply.
+    pub(crate) async_replication: bool,
 }
 
 impl StructArgs {
@@ -138,14 +142,40 @@ impl StructArgs {
                         let wrong = |span| {
                             syn::Error::new(
                                 span,
-                                "write `replicas = N` with N from 1 to 255: the primary and N - 1 standbys kept in step",
+                                "write `replicas = N` with N from 1 to 255 (the primary and N - 1 standbys kept in step), or `replicas = \"all\"` (one copy on every member)",
                             )
                         };
-                        let lit: syn::LitInt = input.parse().map_err(|e| wrong(e.span()))?;
-                        match lit.base10_parse::<u32>() {
-                            Ok(n) if (1..=255).contains(&n) => args.replicas = Some(n),
-                            _ => push(&mut errors, wrong(lit.span())),
+                        if input.peek(LitStr) {
+                            let lit: LitStr = input.parse()?;
+                            if lit.value() == "all" {
+                                args.replicas = Some(u32::MAX);
+                            } else {
+                                push(&mut errors, wrong(lit.span()));
+                            }
+                        } else {
+                            let lit: syn::LitInt = input.parse().map_err(|e| wrong(e.span()))?;
+                            match lit.base10_parse::<u32>() {
+                                Ok(n) if (1..=255).contains(&n) => args.replicas = Some(n),
+                                _ => push(&mut errors, wrong(lit.span())),
+                            }
                         }
+                    }
+                    "sync" => {
+                        args.async_replication = choice(
+                            input,
+                            &mut errors,
+                            "sync",
+                            &[
+                                (
+                                    "sync",
+                                    "a write is acknowledged once its standbys have it, the default",
+                                ),
+                                (
+                                    "async",
+                                    "standbys get it right after the reply: faster, a crash may lose the last writes",
+                                ),
+                            ],
+                        )? == Some("async");
                     }
                     "crate" => {
                         input.parse::<Token![=]>()?;

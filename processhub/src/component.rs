@@ -45,6 +45,10 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// (`#[distributed(replicas = N)]`): with N > 1, every write reaches N - 1 standbys
     /// before it is acknowledged, and a standby takes over if the primary's node dies.
     const REPLICAS: usize = 1;
+    /// Whether a write waits for its standbys before it is acknowledged
+    /// (`sync = "sync"`, the default) or ships its state right after
+    /// (`sync = "async"`: faster; a crash may lose the last writes).
+    const SYNC_REPLICATION: bool = true;
 }
 
 /// Remote dispatch by method name, and the lifecycle hooks: implemented by

@@ -462,7 +462,8 @@ pub(crate) struct State {
 
 /// The latest state of a replicated child, kept for its primary.
 pub(crate) struct StandbyCopy {
-    epoch: u64,
+    /// (epoch, shipment) of the primary that sent it.
+    version: (u64, u64),
     state: Vec<u8>,
 }
 
@@ -552,8 +553,13 @@ impl HubInner {
     }
 
     fn child_ctx(&self, id: Arc<str>, epoch: u64, type_name: &str) -> ChildCtx {
-        let replicator: Option<Arc<dyn Replicator>> = (component::replicas(type_name) > 1)
-            .then(|| Arc::new(HubReplicator(self.weak.clone())) as Arc<dyn Replicator>);
+        let replicator: Option<Arc<dyn Replicator>> =
+            (component::replicas(type_name) > 1).then(|| {
+                Arc::new(HubReplicator {
+                    hub: self.weak.clone(),
+                    seq: AtomicU64::new(0),
+                }) as Arc<dyn Replicator>
+            });
         ChildCtx {
             id,
             node: self.me,
@@ -1483,7 +1489,13 @@ impl HubInner {
     /// The nodes that took it are its standby set; a change of the set is published
     /// before this returns, so a write acknowledged after it is on every standby named
     /// in the registry.
-    async fn ship(&self, id: Arc<str>, type_name: &'static str, epoch: u64, state: Vec<u8>) {
+    async fn ship(
+        &self,
+        id: Arc<str>,
+        type_name: &'static str,
+        (epoch, seq): (u64, u64),
+        state: Vec<u8>,
+    ) {
         let (current, targets) = {
             let st = self.state.read().unwrap();
             match st.registry.get(&id) {
@@ -1504,6 +1516,7 @@ impl HubInner {
                 id: id.to_string(),
                 type_name: type_name.to_string(),
                 epoch,
+                seq,
                 state: serde_bytes::ByteBuf::from(state.clone()),
             };
             let t = &self.transport;
@@ -1540,25 +1553,24 @@ impl HubInner {
             .broadcast(&Push::Upsert(vec![(id.to_string(), entry)]));
     }
 
-    /// Keeps a standby copy sent by a replicated child's primary.
-    fn keep_copy(&self, id: &str, epoch: u64, state: Vec<u8>) -> Result<(), String> {
+    /// Keeps a standby copy sent by a replicated child's primary, unless a newer one is
+    /// here (shipments after asynchronous writes may arrive out of order).
+    fn keep_copy(&self, id: &str, version: (u64, u64), state: Vec<u8>) -> Result<(), String> {
         let mut st = self.state.write().unwrap();
         if st.local.contains_key(id) {
             return Err(format!("{id} runs here; it has no standby here"));
         }
         match st.copies.get_mut(id) {
-            Some(c) if c.epoch > epoch => Err(format!(
-                "a copy of {id} from epoch {} is newer than {epoch}",
-                c.epoch
-            )),
             Some(c) => {
-                c.epoch = epoch;
-                c.state = state;
+                if supersedes(c.version, version, id)? {
+                    c.version = version;
+                    c.state = state;
+                }
                 Ok(())
             }
             None => {
                 st.copies
-                    .insert(Arc::from(id), StandbyCopy { epoch, state });
+                    .insert(Arc::from(id), StandbyCopy { version, state });
                 Ok(())
             }
         }
@@ -1805,9 +1817,10 @@ impl Inbound for HubInner {
                 id,
                 type_name: _,
                 epoch,
+                seq,
                 state,
             } => {
-                let kept = self.keep_copy(&id, epoch, state.into_vec());
+                let kept = self.keep_copy(&id, (epoch, seq), state.into_vec());
                 Box::pin(std::future::ready(Response::Replicated(kept)))
             }
             Request::StartStaged { transfer, hops } => {
@@ -1947,8 +1960,26 @@ impl Inbound for HubInner {
     }
 }
 
-/// The hub's side of replication: sends a child's state to its standbys.
-struct HubReplicator(Weak<HubInner>);
+/// Whether a standby copy of version `incoming` (epoch, shipment) replaces one of
+/// `held`: a newer shipment does, an older one is ignored (asynchronous shipments may
+/// arrive out of order), and one from an older epoch is refused (its primary was
+/// replaced: it must learn it is a standby no more).
+fn supersedes(held: (u64, u64), incoming: (u64, u64), id: &str) -> Result<bool, String> {
+    if held.0 > incoming.0 {
+        return Err(format!(
+            "a copy of {id} from epoch {} is newer than {}",
+            held.0, incoming.0
+        ));
+    }
+    Ok(incoming > held)
+}
+
+/// The hub's side of replication for one child: sends its state to its standbys.
+struct HubReplicator {
+    hub: Weak<HubInner>,
+    /// Shipments so far (kept while the child sleeps: its actor is made anew).
+    seq: AtomicU64,
+}
 
 impl Replicator for HubReplicator {
     fn ship(
@@ -1958,10 +1989,12 @@ impl Replicator for HubReplicator {
         epoch: u64,
         state: Vec<u8>,
     ) -> BoxFuture<'static, ()> {
-        let hub = self.0.clone();
+        let hub = self.hub.clone();
+        // Numbered now, in the order of the writes.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         Box::pin(async move {
             if let Some(hub) = hub.upgrade() {
-                hub.ship(id, type_name, epoch, state).await;
+                hub.ship(id, type_name, (epoch, seq), state).await;
             }
         })
     }
@@ -2012,7 +2045,23 @@ pub(crate) fn item_size(item: &StartItem) -> usize {
 
 #[cfg(test)]
 mod batch_tests {
-    use super::batches;
+    use super::{batches, supersedes};
+
+    #[test]
+    fn newer_copies_win_and_older_epochs_are_refused() {
+        assert_eq!(supersedes((1, 1), (1, 2), "x"), Ok(true));
+        assert_eq!(supersedes((1, 2), (1, 1), "x"), Ok(false), "late, ignored");
+        assert_eq!(supersedes((1, 2), (1, 2), "x"), Ok(false), "again, ignored");
+        assert_eq!(
+            supersedes((1, 9), (2, 1), "x"),
+            Ok(true),
+            "a promoted primary"
+        );
+        assert!(
+            supersedes((2, 1), (1, 9), "x").is_err(),
+            "a replaced primary"
+        );
+    }
 
     #[test]
     fn runs_are_bounded_by_count_and_by_bytes() {

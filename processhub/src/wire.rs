@@ -80,6 +80,8 @@ pub(crate) enum Request<'a> {
         id: String,
         type_name: String,
         epoch: u64,
+        /// Counts the primary's shipments within its epoch: a standby keeps the newest.
+        seq: u64,
         state: serde_bytes::ByteBuf,
     },
 }

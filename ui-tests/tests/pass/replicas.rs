@@ -18,9 +18,25 @@ impl Ledger {
     }
 }
 
+/// A copy on every member, shipped right after each reply.
+#[distributed(replicas = "all", sync = "async")]
+#[derive(Default, Serialize, Deserialize)]
+pub struct Settings {
+    version: u64,
+}
+
+#[distributed]
+impl Settings {
+    pub fn bump(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+}
+
 async fn use_it(hub: &Hub) -> Result<(), Box<dyn std::error::Error>> {
     let l = Ledger::start(hub, "acct-1", Ledger::default()).await?;
     let _: i64 = l.deposit(10).await?;
+    let _: u64 = Settings::handle(hub, "global").bump().await?;
     let _: Vec<NodeId> = hub.lookup("acct-1").map(|i| i.standbys).unwrap_or_default();
     Ok(())
 }
