@@ -493,6 +493,7 @@ impl Kept {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicated_children_keep_as_many_copies_as_there_are_nodes_up_to_n() {
     let hubs = cluster("kept", 3).await;
+    let mut events: Vec<_> = hubs.iter().map(|h| h.events()).collect();
     let ids: Vec<String> = (0..60).map(|i| format!("kept-{i}")).collect();
     for r in Kept::start_many(
         &hubs[0],
@@ -522,6 +523,14 @@ async fn replicated_children_keep_as_many_copies_as_there_are_nodes_up_to_n() {
         || async { hubs.iter().all(|h| copies(h, 3)) },
     )
     .await;
+    // Each standby was reported by its primary's hub.
+    let mut added = 0;
+    for e in &mut events {
+        while let Ok(ev) = e.try_recv() {
+            added += usize::from(matches!(ev, HubEvent::ReplicaAdded { .. }));
+        }
+    }
+    assert_eq!(added, 2 * ids.len());
     // A node leaves gracefully: its primaries hand over, and each child is on the two
     // nodes left, with its state.
     let mut hubs = hubs;
@@ -622,6 +631,69 @@ async fn replicas_all_follow_joins_and_leaves() {
             "{id}"
         );
     }
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
+/// Kept on three nodes; a node holding a copy answers reads itself.
+#[distributed(replicas = 3, reads = "any")]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Gauge {
+    n: u64,
+}
+
+#[distributed]
+impl Gauge {
+    /// Sets the value, slowly.
+    pub async fn set_slowly(&mut self, n: u64, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.n = n;
+        self.n
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_any_are_served_by_a_standby_copy_possibly_stale() {
+    let hubs = cluster("gauge", 3).await;
+    let g = Gauge::start(&hubs[0], "g", Gauge::default()).await.unwrap();
+    assert_eq!(g.set_slowly(1, 0).await.unwrap(), 1);
+    wait_until("two standbys", Duration::from_secs(10), || async {
+        hubs[0].lookup("g").is_some_and(|i| i.standbys.len() == 2)
+    })
+    .await;
+    let info = hubs[0].lookup("g").unwrap();
+    let standby = hubs
+        .iter()
+        .find(|h| h.node_id() == info.standbys[0])
+        .unwrap()
+        .clone();
+    // A sync write is on the standbys once acknowledged: the copy reads it.
+    assert_eq!(Gauge::handle(&standby, "g").get().await.unwrap(), 1);
+    // While the primary is busy with a slow write, the standby answers at once, with
+    // the value before it.
+    let writer = {
+        let g = g.clone();
+        tokio::spawn(async move { g.set_slowly(2, 1_000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        Gauge::handle(&standby, "g").get().await.unwrap(),
+        1,
+        "stale, as documented"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "served locally"
+    );
+    assert_eq!(writer.await.unwrap().unwrap(), 2);
+    assert_eq!(Gauge::handle(&standby, "g").get().await.unwrap(), 2);
     for h in &hubs {
         h.shutdown().await.unwrap();
     }

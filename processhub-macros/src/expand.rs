@@ -143,6 +143,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
         None => quote!(1),
     };
     let sync_replication = !args.async_replication;
+    let reads_any = args.reads_any;
     let on_node_death = if args.stay_down {
         quote!(#ph::OnNodeDeath::StayDown)
     } else {
@@ -181,6 +182,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                 const ON_NODE_DEATH: #ph::OnNodeDeath = #on_node_death;
                 const REPLICAS: usize = #replicas;
                 const SYNC_REPLICATION: bool = #sync_replication;
+                const READS_ANY: bool = #reads_any;
             }
 
             #[#ph::__private::linkme::distributed_slice(#ph::__private::COMPONENTS)]

@@ -43,6 +43,7 @@ pub(crate) const STRUCT_KEYS: &[&str] = &[
     "on_node_death",
     "replicas",
     "sync",
+    "reads",
 ];
 
 /// Arguments of the struct attribute.
@@ -61,6 +62,8 @@ pub(crate) struct StructArgs {
     pub(crate) replicas: Option<u32>,
     /// `sync = "async"`: writes ship their state after the reply.
     pub(crate) async_replication: bool,
+    /// `reads = "any"`: a node's standby copy answers reads.
+    pub(crate) reads_any: bool,
 }
 
 impl StructArgs {
@@ -159,6 +162,20 @@ impl StructArgs {
                                 _ => push(&mut errors, wrong(lit.span())),
                             }
                         }
+                    }
+                    "reads" => {
+                        args.reads_any = choice(
+                            input,
+                            &mut errors,
+                            "reads",
+                            &[
+                                ("primary", "reads go to the primary, the default"),
+                                (
+                                    "any",
+                                    "a node holding a standby copy answers reads itself, possibly a little stale",
+                                ),
+                            ],
+                        )? == Some("any");
                     }
                     "sync" => {
                         args.async_replication = choice(

@@ -49,6 +49,9 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// (`sync = "sync"`, the default) or ships its state right after
     /// (`sync = "async"`: faster; a crash may lose the last writes).
     const SYNC_REPLICATION: bool = true;
+    /// Whether reads (`&self` methods) may be served by a node's standby copy
+    /// (`reads = "any"`: possibly stale) instead of going to the primary.
+    const READS_ANY: bool = false;
 }
 
 /// Remote dispatch by method name, and the lifecycle hooks: implemented by
@@ -175,6 +178,28 @@ pub fn unknown_method<T: Component>(method: &str) -> CallError {
         type_name: T::TYPE_NAME.into(),
         method: method.into(),
     }
+}
+
+/// Runs the read `method` on a standby copy of a `T` (`reads = "any"`): the copy is
+/// decoded into an actor of its own, used once and dropped.
+pub(crate) async fn read_copy<T: Dispatch>(
+    copy: &[u8],
+    ctx: ChildCtx,
+    method: &str,
+    args: &[u8],
+) -> Result<Vec<u8>, CallError> {
+    let state: T = postcard::from_bytes(copy).map_err(|e| CallError::Codec {
+        message: format!("standby copy: {e}"),
+    })?;
+    let mut actor = ComponentActor {
+        state,
+        id: ctx.id,
+        node: ctx.node,
+        epoch: ctx.epoch,
+        events: ctx.events,
+        replicator: None,
+    };
+    T::apply(&mut actor, method, args).await
 }
 
 impl<T: Component> ComponentActor<T> {

@@ -97,6 +97,22 @@ pub enum HubEvent {
         /// The node that ran it.
         from: NodeId,
     },
+    /// A replicated child running on this node got a standby on `node` (it holds the
+    /// child's latest state from now on).
+    ReplicaAdded {
+        /// The child id.
+        id: String,
+        /// The standby's node.
+        node: NodeId,
+    },
+    /// A replicated child running on this node lost its standby on `node` (the node
+    /// left, died, or no longer answers).
+    ReplicaRemoved {
+        /// The child id.
+        id: String,
+        /// The former standby's node.
+        node: NodeId,
+    },
     /// A restart could not be carried out.
     ChildLost {
         /// The child id.

@@ -951,6 +951,22 @@ impl HubInner {
         self.keep_replicas();
     }
 
+    /// This node's standby copy of `id`, if it holds one, and a context to run it in.
+    pub(crate) fn standby_copy(&self, id: &Arc<str>) -> Option<(Vec<u8>, ChildCtx)> {
+        let st = self.state.read().unwrap();
+        let copy = st.copies.get(&**id)?;
+        Some((
+            copy.state.clone(),
+            ChildCtx {
+                id: id.clone(),
+                node: self.me,
+                epoch: copy.version.0,
+                events: self.events.clone(),
+                replicator: None,
+            },
+        ))
+    }
+
     /// Gives every replicated child running here the standbys the ring says it should
     /// have (after a join, a death, a promotion, a move), sending them its state.
     fn keep_replicas(self: &Arc<Self>) {
@@ -1544,6 +1560,16 @@ impl HubInner {
         if e.owner != self.me || e.epoch != epoch {
             return;
         }
+        let added: Vec<NodeId> = took
+            .iter()
+            .filter(|n| !current.contains(n))
+            .copied()
+            .collect();
+        let removed: Vec<NodeId> = current
+            .iter()
+            .filter(|n| !took.contains(n))
+            .copied()
+            .collect();
         let entry = Entry {
             standbys: (!took.is_empty()).then(|| took.into_boxed_slice()),
             ..e
@@ -1551,6 +1577,19 @@ impl HubInner {
         st.registry.upsert(&id, entry.clone());
         self.transport
             .broadcast(&Push::Upsert(vec![(id.to_string(), entry)]));
+        drop(st);
+        for node in added {
+            self.emit(HubEvent::ReplicaAdded {
+                id: id.to_string(),
+                node,
+            });
+        }
+        for node in removed {
+            self.emit(HubEvent::ReplicaRemoved {
+                id: id.to_string(),
+                node,
+            });
+        }
     }
 
     /// Keeps a standby copy sent by a replicated child's primary, unless a newer one is

@@ -1,7 +1,7 @@
 use processhub::prelude::*;
 
 /// Kept on three nodes: a write is acknowledged once both standbys have it.
-#[distributed(replicas = 3)]
+#[distributed(replicas = 3, reads = "any")]
 #[derive(Default, Serialize, Deserialize)]
 pub struct Ledger {
     balance: i64,
