@@ -698,3 +698,51 @@ async fn reads_any_are_served_by_a_standby_copy_possibly_stale() {
         h.shutdown().await.unwrap();
     }
 }
+
+/// Three replicas that each answer on their own.
+#[distributed(replicas = 3, replication = "active_active")]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Local {
+    n: u64,
+}
+
+#[distributed]
+impl Local {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_active_replicas_answer_where_they_run() {
+    let hubs = cluster("active", 3).await;
+    Local::start(&hubs[0], "a", Local::default()).await.unwrap();
+    wait_until(
+        "a replica on every node",
+        Duration::from_secs(10),
+        || async {
+            hubs.iter().all(|h| h.local_children() == 1)
+                && hubs[0].lookup("a").is_some_and(|i| i.standbys.len() == 2)
+        },
+    )
+    .await;
+    // Each node's calls go to its own replica: the copies diverge, as documented.
+    for h in &hubs {
+        assert_eq!(Local::handle(h, "a").add(1).await.unwrap(), 1);
+    }
+    for h in &hubs {
+        assert_eq!(Local::handle(h, "a").add(1).await.unwrap(), 2);
+    }
+    // A stop reaches every replica.
+    Local::stop(&hubs[1], "a").await.unwrap();
+    wait_until("every replica stopped", Duration::from_secs(10), || async {
+        hubs.iter()
+            .all(|h| h.local_children() == 0 && h.lookup("a").is_none())
+    })
+    .await;
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

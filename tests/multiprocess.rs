@@ -853,3 +853,100 @@ async fn replicated_children_lose_no_acknowledged_write_when_primaries_are_kille
     eprintln!("{failed} calls failed; {promoted} promotions here");
     hub.shutdown().await.unwrap();
 }
+
+/// Three replicas that each answer on their own.
+#[distributed(replicas = 3, replication = "active_active")]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct ActiveCounter {
+    n: u64,
+}
+
+#[distributed]
+impl ActiveCounter {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_active_replica_takes_over_as_it_is_when_the_primary_is_killed() {
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
+    let mut events = hub.events();
+    let mut b = Node::spawn(hub.listen_addr()).await;
+    let _c = Node::spawn(hub.listen_addr()).await;
+    members(&hub, 3).await;
+    let ids: Vec<String> = (0..60).map(|i| format!("aa-{i}")).collect();
+    for r in ActiveCounter::start_many(
+        &hub,
+        ids.iter()
+            .map(|i| (i.clone(), ActiveCounter::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    wait_until(
+        "a replica on every node",
+        Duration::from_secs(20),
+        || async {
+            hub.local_children() == ids.len()
+                && ids
+                    .iter()
+                    .all(|id| hub.lookup(id).is_some_and(|i| i.standbys.len() == 2))
+        },
+    )
+    .await;
+    // Calls from here go to the replica here: 5 each.
+    for id in &ids {
+        for _ in 0..5 {
+            ActiveCounter::handle(&hub, id.clone())
+                .add(1)
+                .await
+                .unwrap();
+        }
+    }
+    let of_b: Vec<&String> = ids
+        .iter()
+        .filter(|id| hub.lookup(id).unwrap().owner == b.id)
+        .collect();
+    assert!(!of_b.is_empty());
+    b.child.start_kill().unwrap();
+    b.child.wait().await.unwrap();
+    members(&hub, 2).await;
+    wait_until(
+        "every child owned by a live node, with a replica",
+        Duration::from_secs(20),
+        || async {
+            let bad: Vec<_> = ids
+                .iter()
+                .filter(|id| {
+                    !hub.lookup(id)
+                        .is_some_and(|i| i.owner != b.id && i.standbys.len() == 1 && !i.pending)
+                })
+                .collect();
+            bad.is_empty()
+        },
+    )
+    .await;
+    // The replica here went on as it was: no restart from the start state.
+    for id in &ids {
+        assert_eq!(
+            ActiveCounter::handle(&hub, id.clone())
+                .add(0)
+                .await
+                .unwrap(),
+            5,
+            "{id}"
+        );
+    }
+    let mut promoted = 0;
+    while let Ok(e) = events.try_recv() {
+        promoted += usize::from(matches!(e, HubEvent::PrimaryPromoted { .. }));
+    }
+    assert!(promoted > 0, "some of b's children were promoted here");
+    hub.shutdown().await.unwrap();
+}

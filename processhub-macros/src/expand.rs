@@ -144,6 +144,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
     };
     let sync_replication = !args.async_replication;
     let reads_any = args.reads_any;
+    let active_active = args.active_active;
     let on_node_death = if args.stay_down {
         quote!(#ph::OnNodeDeath::StayDown)
     } else {
@@ -183,6 +184,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                 const REPLICAS: usize = #replicas;
                 const SYNC_REPLICATION: bool = #sync_replication;
                 const READS_ANY: bool = #reads_any;
+                const ACTIVE_ACTIVE: bool = #active_active;
             }
 
             #[#ph::__private::linkme::distributed_slice(#ph::__private::COMPONENTS)]

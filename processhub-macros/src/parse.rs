@@ -44,6 +44,7 @@ pub(crate) const STRUCT_KEYS: &[&str] = &[
     "replicas",
     "sync",
     "reads",
+    "replication",
 ];
 
 /// Arguments of the struct attribute.
@@ -64,6 +65,8 @@ pub(crate) struct StructArgs {
     pub(crate) async_replication: bool,
     /// `reads = "any"`: a node's standby copy answers reads.
     pub(crate) reads_any: bool,
+    /// `replication = "active_active"`: every replica runs on its own.
+    pub(crate) active_active: bool,
 }
 
 impl StructArgs {
@@ -162,6 +165,23 @@ impl StructArgs {
                                 _ => push(&mut errors, wrong(lit.span())),
                             }
                         }
+                    }
+                    "replication" => {
+                        args.active_active = choice(
+                            input,
+                            &mut errors,
+                            "replication",
+                            &[
+                                (
+                                    "active_passive",
+                                    "one primary, standbys kept in step, the default",
+                                ),
+                                (
+                                    "active_active",
+                                    "every replica answers calls on its own; copies may diverge",
+                                ),
+                            ],
+                        )? == Some("active_active");
                     }
                     "reads" => {
                         args.reads_any = choice(

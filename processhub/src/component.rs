@@ -52,6 +52,9 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// Whether reads (`&self` methods) may be served by a node's standby copy
     /// (`reads = "any"`: possibly stale) instead of going to the primary.
     const READS_ANY: bool = false;
+    /// Whether every replica runs and answers calls on its own
+    /// (`replication = "active_active"`): writes are not shipped, copies may diverge.
+    const ACTIVE_ACTIVE: bool = false;
 }
 
 /// Remote dispatch by method name, and the lifecycle hooks: implemented by
@@ -207,6 +210,15 @@ impl<T: Component> ComponentActor<T> {
     /// new state, so the caller's acknowledgement means the write survives its node.
     #[doc(hidden)]
     pub async fn __replicated(&mut self) {
+        if T::ACTIVE_ACTIVE {
+            // Each replica runs on its own: nothing to ship.
+            return;
+        }
+        self.ship_state().await;
+    }
+
+    /// Sends the state to the standbys (or, active/active, makes the replicas run).
+    async fn ship_state(&mut self) {
         let Some(r) = &self.replicator else {
             return;
         };
@@ -230,7 +242,7 @@ impl<T: Component> Message<Resync> for ComponentActor<T> {
     type Reply = ();
 
     async fn handle(&mut self, _: Resync, _: &mut kameo::message::Context<Self, ()>) {
-        self.__replicated().await;
+        self.ship_state().await;
     }
 }
 
@@ -794,6 +806,7 @@ pub struct ComponentVTable {
     pub(crate) type_name: &'static str,
     pub(crate) spawn: SpawnFn,
     pub(crate) replicas: usize,
+    pub(crate) active_active: bool,
 }
 
 impl std::fmt::Debug for ComponentVTable {
@@ -811,6 +824,7 @@ impl ComponentVTable {
             type_name: T::TYPE_NAME,
             spawn: spawn_erased::<T>,
             replicas: T::REPLICAS,
+            active_active: T::ACTIVE_ACTIVE,
         }
     }
 }

@@ -473,6 +473,9 @@ pub(crate) struct LocalChild {
     pub(crate) epoch: u64,
     /// Restarted here from its start state after its node died or left.
     pub(crate) restarted: bool,
+    /// An active/active replica: it serves calls here, while the registry names the
+    /// child's primary elsewhere.
+    pub(crate) replica: bool,
 }
 
 pub(crate) struct HubInner {
@@ -674,6 +677,7 @@ impl HubInner {
                 child,
                 epoch,
                 restarted,
+                replica: false,
             },
         );
         if let Some(old) = replaced {
@@ -782,6 +786,12 @@ impl HubInner {
     pub(crate) async fn stop_local(&self, id: &str, type_name: &str) -> StopOutcome {
         let child = {
             let mut st = self.state.write().unwrap();
+            // An active replica: the primary stops it, and every replica with it.
+            if st.local.get(id).is_some_and(|l| l.replica) {
+                if let Some(owner) = st.registry.get(id).map(|e| e.owner) {
+                    return StopOutcome::NotHere { owner };
+                }
+            }
             match st.local.get(id) {
                 None => {
                     return match st.registry.get(id) {
@@ -930,7 +940,10 @@ impl HubInner {
                 plan_membership_change(self.me, &st.members, &ring, &mut st.registry);
             // A start already running or a move under way is not issued twice.
             commands.retain(|c| match c {
-                Command::StartLocal { id, .. } => !st.local.contains_key(id.as_str()),
+                // (An active replica running here is promoted in place.)
+                Command::StartLocal { id, .. } => {
+                    st.local.get(id.as_str()).is_none_or(|l| l.replica)
+                }
                 Command::MoveTo { id, .. } => !st.moving.contains(id.as_str()),
                 Command::Down { .. } => true,
             });
@@ -1023,10 +1036,43 @@ impl HubInner {
     fn restart_local(&self, id: &str, epoch: u64, from: NodeId) {
         // A standby copy here is the latest acknowledged state: promote it.
         let (entry, copy) = {
-            let mut st = self.state.write().unwrap();
+            let mut guard = self.state.write().unwrap();
+            let st = &mut *guard;
             let Some(entry) = st.registry.get(id).cloned() else {
                 return;
             };
+            // An active/active replica runs here: it becomes the primary as it is.
+            if let Some(l) = st.local.get_mut(id).filter(|l| l.replica) {
+                l.replica = false;
+                l.epoch = epoch;
+                // The other replicas run on: they stay named (the next shipment drops
+                // those that are gone).
+                let others: Vec<NodeId> = entry
+                    .standbys
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .copied()
+                    .filter(|n| *n != self.me)
+                    .collect();
+                let entry = Entry {
+                    owner: self.me,
+                    epoch,
+                    standbys: (!others.is_empty()).then(|| others.into_boxed_slice()),
+                    ..entry
+                };
+                st.registry.upsert(id, entry.clone());
+                self.transport
+                    .broadcast(&Push::Upsert(vec![(id.to_string(), entry)]));
+                drop(guard);
+                self.emit(HubEvent::PrimaryPromoted {
+                    id: id.to_string(),
+                    node: self.me,
+                    epoch,
+                    from,
+                });
+                return;
+            }
             (entry, st.copies.remove(id))
         };
         let promoted = copy.is_some();
@@ -1509,15 +1555,18 @@ impl HubInner {
         &self,
         id: Arc<str>,
         type_name: &'static str,
-        (epoch, seq): (u64, u64),
+        (_, seq): (u64, u64),
         state: Vec<u8>,
     ) {
-        let (current, targets) = {
+        // The registry's epoch, not the actor's: a replica promoted in place keeps its
+        // actor (active/active).
+        let (current, targets, epoch) = {
             let st = self.state.read().unwrap();
             match st.registry.get(&id) {
                 Some(e) if e.owner == self.me => (
                     e.standbys.as_deref().unwrap_or_default().to_vec(),
                     self.desired_standbys(&st.ring, &id, component::replicas(type_name)),
+                    e.epoch,
                 ),
                 // Not ours (any more): nothing to keep in step.
                 _ => return,
@@ -1594,7 +1643,17 @@ impl HubInner {
 
     /// Keeps a standby copy sent by a replicated child's primary, unless a newer one is
     /// here (shipments after asynchronous writes may arrive out of order).
-    fn keep_copy(&self, id: &str, version: (u64, u64), state: Vec<u8>) -> Result<(), String> {
+    fn keep_copy(
+        &self,
+        id: &str,
+        type_name: &str,
+        version: (u64, u64),
+        state: Vec<u8>,
+    ) -> Result<(), String> {
+        let vt = component::vtable(type_name);
+        if vt.is_some_and(|v| v.active_active) {
+            return self.run_replica(id, type_name, version.0, &state);
+        }
         let mut st = self.state.write().unwrap();
         if st.local.contains_key(id) {
             return Err(format!("{id} runs here; it has no standby here"));
@@ -1613,6 +1672,37 @@ impl HubInner {
                 Ok(())
             }
         }
+    }
+
+    /// Starts an active/active replica of `id` here from `state`, unless one runs: it
+    /// serves calls made here and those sent here, on its own.
+    fn run_replica(
+        &self,
+        id: &str,
+        type_name: &str,
+        epoch: u64,
+        state: &[u8],
+    ) -> Result<(), String> {
+        let vt = component::vtable(type_name).ok_or_else(|| format!("unknown type {type_name}"))?;
+        if self.state.read().unwrap().local.contains_key(id) {
+            return Ok(());
+        }
+        let ctx = self.child_ctx(Arc::from(id), epoch, type_name);
+        let child = (vt.spawn)(state, ctx, false)?;
+        let mut st = self.state.write().unwrap();
+        if st.local.contains_key(id) {
+            return Ok(());
+        }
+        st.local.insert(
+            Arc::from(id),
+            LocalChild {
+                child,
+                epoch,
+                restarted: false,
+                replica: true,
+            },
+        );
+        Ok(())
     }
 
     /// The answer to a call for a child this node does not run.
@@ -1642,7 +1732,8 @@ impl HubInner {
         }
         // Counted first: the planner starts moving children as soon as this node is
         // off the ring.
-        let before = self.state.read().unwrap().local.len();
+        let own = |st: &State| st.local.values().filter(|l| !l.replica).count();
+        let before = own(&self.state.read().unwrap());
         // Take this node off the ring here and everywhere: no new placements.
         self.state.write().unwrap().draining.insert(self.me);
         self.recompute_members();
@@ -1668,7 +1759,7 @@ impl HubInner {
         Arc::clone(self).move_children(moves).await;
         // The planner's timer may have started some of these moves first: wait for them.
         self.wait_moves().await;
-        let left = self.state.read().unwrap().local.len();
+        let left = own(&self.state.read().unwrap());
         let report = DrainReport {
             moved: before.saturating_sub(left),
             failed: left,
@@ -1854,12 +1945,12 @@ impl Inbound for HubInner {
             }
             Request::Replicate {
                 id,
-                type_name: _,
+                type_name,
                 epoch,
                 seq,
                 state,
             } => {
-                let kept = self.keep_copy(&id, (epoch, seq), state.into_vec());
+                let kept = self.keep_copy(&id, &type_name, (epoch, seq), state.into_vec());
                 Box::pin(std::future::ready(Response::Replicated(kept)))
             }
             Request::StartStaged { transfer, hops } => {
@@ -1892,6 +1983,22 @@ impl Inbound for HubInner {
                         if entry.owner != from {
                             continue;
                         }
+                        let standby_here = entry
+                            .standbys
+                            .as_deref()
+                            .is_some_and(|s| s.contains(&self.me));
+                        // An active replica here stays while the primary names it.
+                        if st.local.get(&*id).is_some_and(|l| l.replica) {
+                            if !standby_here {
+                                if let Some(l) = st.local.remove(&*id) {
+                                    to_stop.push((id.clone(), l));
+                                }
+                            }
+                            if st.registry.upsert(&id, entry) == Upsert::Ignored {
+                                tracing::debug!(%id, %from, "ignored a losing entry");
+                            }
+                            continue;
+                        }
                         // A duplicate: another node runs it under a winning entry.
                         if let Some(l) = st.local.get(&*id) {
                             let ours = Entry {
@@ -1908,10 +2015,6 @@ impl Inbound for HubInner {
                                 }
                             }
                         }
-                        let standby_here = entry
-                            .standbys
-                            .as_deref()
-                            .is_some_and(|s| s.contains(&self.me));
                         if st.registry.upsert(&id, entry) == Upsert::Ignored {
                             tracing::debug!(%id, %from, "ignored a losing entry");
                         } else if !standby_here {
@@ -1924,6 +2027,12 @@ impl Inbound for HubInner {
                     for (id, epoch) in ids {
                         if st.registry.remove(&id, from, epoch).is_some() {
                             st.copies.remove(id.as_str());
+                            // Stopped: an active replica of it here stops too.
+                            if st.local.get(id.as_str()).is_some_and(|l| l.replica) {
+                                if let Some(l) = st.local.remove(id.as_str()) {
+                                    to_stop.push((id.clone(), l));
+                                }
+                            }
                         }
                     }
                 }
@@ -1951,7 +2060,11 @@ impl Inbound for HubInner {
             }
         }
         for (id, l) in to_stop {
-            tracing::warn!(%id, "stopping a duplicate: another node won it");
+            if l.replica {
+                tracing::debug!(%id, "stopping an active replica: no longer named");
+            } else {
+                tracing::warn!(%id, "stopping a duplicate: another node won it");
+            }
             let events = self.events.clone();
             let me = self.me;
             tokio::spawn(async move {
