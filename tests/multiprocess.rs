@@ -854,11 +854,12 @@ async fn replicated_children_lose_no_acknowledged_write_when_primaries_are_kille
     hub.shutdown().await.unwrap();
 }
 
-/// Three replicas that each answer on their own.
+/// Three replicas that each answer on their own, and note the roles they take.
 #[distributed(replicas = 3, replication = "active_active")]
 #[derive(Default, Debug, Serialize, Deserialize)]
 pub struct ActiveCounter {
     n: u64,
+    roles: Vec<processhub::Role>,
 }
 
 #[distributed]
@@ -867,6 +868,16 @@ impl ActiveCounter {
     pub fn add(&mut self, by: u64) -> u64 {
         self.n += by;
         self.n
+    }
+
+    /// The roles this instance's state went through.
+    pub fn roles(&self) -> Vec<processhub::Role> {
+        self.roles.clone()
+    }
+
+    #[on_role_change]
+    fn role(&mut self, role: processhub::Role) {
+        self.roles.push(role);
     }
 }
 
@@ -943,10 +954,25 @@ async fn an_active_replica_takes_over_as_it_is_when_the_primary_is_killed() {
             "{id}"
         );
     }
-    let mut promoted = 0;
+    let mut promoted = Vec::new();
     while let Ok(e) = events.try_recv() {
-        promoted += usize::from(matches!(e, HubEvent::PrimaryPromoted { .. }));
+        if let HubEvent::PrimaryPromoted { id, .. } = e {
+            promoted.push(id);
+        }
     }
-    assert!(promoted > 0, "some of b's children were promoted here");
+    assert!(
+        !promoted.is_empty(),
+        "some of b's children were promoted here"
+    );
+    // Role hooks, in order: the state came from its primary, became a replica here,
+    // then the primary.
+    use processhub::Role::{Primary, Replica};
+    for id in &promoted {
+        let roles = ActiveCounter::handle(&hub, id.clone())
+            .roles()
+            .await
+            .unwrap();
+        assert_eq!(roles, vec![Primary, Replica, Primary], "{id}");
+    }
     hub.shutdown().await.unwrap();
 }

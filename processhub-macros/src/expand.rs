@@ -311,6 +311,7 @@ fn is_skip(attr: &syn::Attribute) -> bool {
 const HOOKS: &[(&str, &str)] = &[
     ("on_handover_out", "on_handover_out"),
     ("on_handover_in", "on_handover_in"),
+    ("on_role_change", "on_role_change"),
 ];
 
 fn hook_of(attr: &syn::Attribute) -> Option<&'static str> {
@@ -369,20 +370,30 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
             continue;
         };
         if let Some(hook) = f.attrs.iter().find_map(hook_of) {
-            // A hook is not a call: `fn name(&mut self)`, run by the hub.
+            // A hook is not a call: `fn name(&mut self)` (the role hook also takes the
+            // role), run by the hub.
             let sig = &f.sig;
+            let args = if hook == "on_role_change" { 2 } else { 1 };
             let ok = sig.asyncness.is_none()
                 && sig.generics.params.is_empty()
                 && matches!(sig.output, ReturnType::Default)
-                && sig.inputs.len() == 1
+                && sig.inputs.len() == args
                 && matches!(sig.inputs.first(), Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_some());
             if !ok {
+                let shape = if args == 2 {
+                    format!(
+                        "`fn {}(&mut self, role: processhub::Role)`: not async, no return value",
+                        sig.ident
+                    )
+                } else {
+                    format!(
+                        "`fn {}(&mut self)`: not async, no arguments, no return value",
+                        sig.ident
+                    )
+                };
                 push(
                     &mut errors,
-                    syn::Error::new(
-                        sig.span(),
-                        format!("a #[{hook}] hook is `fn {}(&mut self)`: not async, no arguments, no return value", sig.ident),
-                    ),
+                    syn::Error::new(sig.span(), format!("a #[{hook}] hook is {shape}")),
                 );
             } else if hook_fns
                 .iter()
@@ -525,10 +536,18 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
     let hooks: TokenStream = hook_fns
         .iter()
         .map(|(hook, name)| {
-            let hook = format_ident!("{}", hook);
-            quote! {
-                fn #hook(&mut self) {
-                    self.#name()
+            let ident = format_ident!("{}", hook);
+            if *hook == "on_role_change" {
+                quote! {
+                    fn #ident(&mut self, role: #ph::Role) {
+                        self.#name(role)
+                    }
+                }
+            } else {
+                quote! {
+                    fn #ident(&mut self) {
+                        self.#name()
+                    }
                 }
             }
         })

@@ -67,6 +67,11 @@ pub trait Dispatch: Component {
     /// (`#[on_handover_in]`).
     fn on_handover_in(&mut self) {}
 
+    /// Runs when an instance of a replicated child takes a role
+    /// (`#[on_role_change]`): `Primary` when it starts as the primary (a start, a move's
+    /// arrival, a promotion), `Replica` when an active/active replica starts.
+    fn on_role_change(&mut self, _role: crate::Role) {}
+
     /// Runs the remote call `method` with its encoded `args` on the actor's state and
     /// encodes the reply; an unknown method or bad arguments give an error.
     fn apply<'a>(
@@ -234,6 +239,23 @@ impl<T: Component> ComponentActor<T> {
     }
 }
 
+/// Tells a running instance its new role (an active replica promoted in place).
+pub(crate) struct RoleChange(pub(crate) crate::Role);
+
+impl<T: Dispatch> Message<RoleChange> for ComponentActor<T> {
+    type Reply = ();
+
+    async fn handle(
+        &mut self,
+        RoleChange(role): RoleChange,
+        _: &mut kameo::message::Context<Self, ()>,
+    ) {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| self.state.on_role_change(role))).is_err() {
+            tracing::error!(id = %self.id, "#[on_role_change] panicked");
+        }
+    }
+}
+
 /// Brings a replicated child's standby set in line with the ring, with its state: run
 /// by the actor, so no write slips between the snapshot and the new set.
 pub(crate) struct Resync;
@@ -393,6 +415,8 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn was_called(&self) -> bool;
     /// Brings its standby set in line with the ring, sending its state.
     fn resync(self: Arc<Self>) -> BoxFuture<'static, ()>;
+    /// Runs its `#[on_role_change]` hook with `role`.
+    fn role_change(self: Arc<Self>, role: crate::Role) -> BoxFuture<'static, ()>;
     /// Freezes it for a move and returns its encoded state (`None` inside for a cold
     /// move: the start state goes instead); `None` if it is stopped. Calls wait until
     /// `move_done` or `move_failed`.
@@ -415,6 +439,8 @@ pub(crate) struct ChildCtx {
     pub(crate) events: broadcast::Sender<HubEvent>,
     /// Keeps the standbys in step, for a type with `replicas` > 1.
     pub(crate) replicator: Option<Arc<dyn Replicator>>,
+    /// The role an instance of a replicated child starts in.
+    pub(crate) role: Option<crate::Role>,
 }
 
 /// Ships a replicated child's state to its standby nodes (implemented by the hub).
@@ -735,6 +761,14 @@ impl<T: Dispatch> ErasedChild for Child<T> {
         self.slot.lock().unwrap().called
     }
 
+    fn role_change(self: Arc<Self>, role: crate::Role) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Some(entered) = self.enter().await {
+                let _ = entered.actor.ask(RoleChange(role)).await;
+            }
+        })
+    }
+
     fn resync(self: Arc<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             if let Some(entered) = self.enter().await {
@@ -793,6 +827,10 @@ fn spawn_erased<T: Dispatch>(
     if handed_over && T::HOT_MIGRATION {
         std::panic::catch_unwind(AssertUnwindSafe(|| state.on_handover_in()))
             .map_err(|p| format!("#[on_handover_in] panicked: {}", panic_message(&*p)))?;
+    }
+    if let Some(role) = args.role {
+        std::panic::catch_unwind(AssertUnwindSafe(|| state.on_role_change(role)))
+            .map_err(|p| format!("#[on_role_change] panicked: {}", panic_message(&*p)))?;
     }
     Ok(spawn_typed(state, args))
 }

@@ -563,12 +563,14 @@ impl HubInner {
                     seq: AtomicU64::new(0),
                 }) as Arc<dyn Replicator>
             });
+        let role = replicator.is_some().then_some(crate::Role::Primary);
         ChildCtx {
             id,
             node: self.me,
             epoch,
             events: self.events.clone(),
             replicator,
+            role,
         }
     }
 
@@ -976,6 +978,7 @@ impl HubInner {
                 epoch: copy.version.0,
                 events: self.events.clone(),
                 replicator: None,
+                role: None,
             },
         ))
     }
@@ -1064,6 +1067,7 @@ impl HubInner {
                 st.registry.upsert(id, entry.clone());
                 self.transport
                     .broadcast(&Push::Upsert(vec![(id.to_string(), entry)]));
+                tokio::spawn(l.child.clone().role_change(crate::Role::Primary));
                 drop(guard);
                 self.emit(HubEvent::PrimaryPromoted {
                     id: id.to_string(),
@@ -1687,7 +1691,8 @@ impl HubInner {
         if self.state.read().unwrap().local.contains_key(id) {
             return Ok(());
         }
-        let ctx = self.child_ctx(Arc::from(id), epoch, type_name);
+        let mut ctx = self.child_ctx(Arc::from(id), epoch, type_name);
+        ctx.role = Some(crate::Role::Replica);
         let child = (vt.spawn)(state, ctx, false)?;
         let mut st = self.state.write().unwrap();
         if st.local.contains_key(id) {

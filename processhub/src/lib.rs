@@ -57,7 +57,7 @@ pub use crate::hub::{
     DEFAULT_MAX_FRAME,
 };
 pub use crate::node::NodeId;
-pub use crate::options::{OnNodeDeath, StartOptions};
+pub use crate::options::{OnNodeDeath, Role, StartOptions};
 /// Makes a struct and its impl block a distributed component.
 ///
 /// Put `#[distributed]` on the struct that holds the component's state, and on its impl
@@ -148,6 +148,7 @@ pub use crate::options::{OnNodeDeath, StartOptions};
 /// |---|---|
 /// | `#[on_handover_out]` | before the state leaves this node in a hot move (to trim it, or to close what cannot travel) |
 /// | `#[on_handover_in]` | on the new node when the state arrives, before the first call (to re-open resources) |
+/// | `#[on_role_change]` | `fn name(&mut self, role: Role)`, for a replicated type: with [`Role::Primary`] when an instance starts as the primary (a start, a move's arrival, a promotion, an active replica promoted in place), with [`Role::Replica`] when an active/active replica starts. Passive standbys hold bytes, not instances: they get no call |
 ///
 /// A hook that panics fails the move; the component stays where it was, with its state.
 ///

@@ -87,3 +87,13 @@ impl Flags {
         self.0 & Self::STAY_DOWN != 0
     }
 }
+
+/// The role of an instance of a replicated child (`#[distributed(replicas = N)]`), told
+/// to its `#[on_role_change]` hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// It serves the child's calls, and (active/passive) keeps the standbys in step.
+    Primary,
+    /// An active/active replica: it serves the calls of its node on its own.
+    Replica,
+}

@@ -16,6 +16,11 @@ impl Ledger {
     pub fn balance(&self) -> i64 {
         self.balance
     }
+
+    #[on_role_change]
+    fn role(&mut self, role: processhub::Role) {
+        let _ = role == processhub::Role::Primary;
+    }
 }
 
 /// A copy on every member, shipped right after each reply.
