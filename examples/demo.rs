@@ -1,6 +1,7 @@
 //! The demo: a 3-node cluster as three OS processes on loopback, a few thousand
 //! components called from every node, one node killed with SIGKILL, and the failover
-//! told as a timeline with a closing summary. It stops by itself.
+//! told as a timeline with a closing summary. Vaults, kept on three nodes each
+//! (`replicas = 3`), show a standby taking over with every deposit. It stops by itself.
 //!
 //! ```sh
 //! cargo run --release --example demo
@@ -41,6 +42,34 @@ impl Account {
     pub fn balance(&self) -> i64 {
         self.balance
     }
+}
+
+/// A vault: the same account, kept on three nodes. Each deposit reaches both standbys
+/// before it is acknowledged, so a crash of its node loses none.
+#[distributed(replicas = 3)]
+#[derive(Default, Serialize, Deserialize)]
+pub struct Vault {
+    balance: i64,
+}
+
+#[distributed]
+impl Vault {
+    /// Deposits and returns the new balance.
+    pub fn deposit(&mut self, amount: i64) -> i64 {
+        self.balance += amount;
+        self.balance
+    }
+
+    /// The balance.
+    pub fn balance(&self) -> i64 {
+        self.balance
+    }
+}
+
+const VAULTS: usize = 300;
+
+fn vault_ids() -> Vec<String> {
+    (0..VAULTS).map(|i| format!("vault-{i:03}")).collect()
 }
 
 fn ids() -> Vec<String> {
@@ -230,7 +259,11 @@ async fn orchestrate() {
     let names: BTreeMap<NodeId, &str> = [(hub.node_id(), "A"), (b.id, "B"), (c.id, "C")].into();
     let placement = |hub: &Hub| {
         let mut per: BTreeMap<&str, usize> = BTreeMap::new();
-        for info in hub.children() {
+        for info in hub
+            .children()
+            .iter()
+            .filter(|i| i.id.starts_with("account-"))
+        {
             *per.entry(names.get(&info.owner).copied().unwrap_or("?"))
                 .or_default() += 1;
         }
@@ -258,10 +291,38 @@ async fn orchestrate() {
         calls += v[0] + v[1];
         call_errors += v[1];
     }
+    // Vaults: kept on three nodes, each deposit on both standbys before its reply.
+    for r in Vault::start_many(
+        &hub,
+        vault_ids()
+            .into_iter()
+            .map(|id| (id, Vault::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.expect("vault starts");
+    }
+    for _ in 0..3 {
+        for id in vault_ids() {
+            Vault::handle(&hub, id)
+                .deposit(1)
+                .await
+                .expect("vault deposit");
+        }
+    }
+    let vaults_on_b: Vec<String> = vault_ids()
+        .into_iter()
+        .filter(|id| hub.lookup(id).is_some_and(|i| i.owner == b.id))
+        .collect();
+    t.say(format!(
+        "started {VAULTS} vaults kept on 3 nodes each, 3 deposits into each; node B is the primary of {}",
+        vaults_on_b.len()
+    ));
     let on_b: Vec<String> = hub
         .children()
         .into_iter()
-        .filter(|i| i.owner == b.id)
+        .filter(|i| i.owner == b.id && i.id.starts_with("account-"))
         .map(|i| i.id.to_string())
         .collect();
 
@@ -323,6 +384,16 @@ async fn orchestrate() {
     ));
     calls += v[0] + v[1];
     call_errors += v[1];
+    let mut vaults_kept = 0;
+    for id in &vaults_on_b {
+        if Vault::handle(&hub, id.clone()).balance().await.ok() == Some(3) {
+            vaults_kept += 1;
+        }
+    }
+    t.say(format!(
+        "vaults of node B: {vaults_kept} of {} taken over by a standby with all 3 deposits",
+        vaults_on_b.len()
+    ));
     let sample = Account::handle(&hub, on_b[0].clone())
         .balance()
         .await
@@ -337,7 +408,7 @@ async fn orchestrate() {
     let on_c: Vec<String> = hub
         .children()
         .into_iter()
-        .filter(|i| i.owner == c.id)
+        .filter(|i| i.owner == c.id && i.id.starts_with("account-"))
         .map(|i| i.id.to_string())
         .collect();
     let mut balances_before = Vec::new();
@@ -388,8 +459,16 @@ async fn orchestrate() {
     );
     println!("  an account of node B  balance {sample}: restarted from its start state, then 1 deposit (cold restart)");
     println!("  an account that stayed balance {kept}: 4 deposits, none lost");
+    println!(
+        "  vaults of node B      {vaults_kept} of {} kept every deposit: a standby took over (replicas = 3, hot standby)",
+        vaults_on_b.len()
+    );
     println!("  graceful leave        node C handed over {kept_on_move} of {} accounts, balances kept (hot migration)", on_c.len());
-    if recovered.is_none() || call_errors > 0 || kept_on_move != on_c.len() {
+    if recovered.is_none()
+        || call_errors > 0
+        || kept_on_move != on_c.len()
+        || vaults_kept != vaults_on_b.len()
+    {
         std::process::exit(1);
     }
 }
