@@ -697,7 +697,22 @@ impl HubInner {
                     .map_or(&item.state[..], |s| &s[..]),
             ),
             flags: item.flags,
-            standbys: None,
+            // A moved primary keeps the standbys it had (their copies, or running
+            // replicas, stay); its next shipment corrects the set.
+            standbys: if handed_over {
+                st.registry.get(&item.id).and_then(|e| {
+                    let kept: Box<[NodeId]> = e
+                        .standbys
+                        .as_deref()?
+                        .iter()
+                        .copied()
+                        .filter(|n| *n != self.me)
+                        .collect();
+                    (!kept.is_empty()).then_some(kept)
+                })
+            } else {
+                None
+            },
         };
         st.registry.upsert(&item.id, entry.clone());
         upserts.push((item.id.clone(), entry));
@@ -1366,8 +1381,13 @@ impl HubInner {
                 standbys: None,
             };
             st.registry.upsert(id, entry);
-            self.transport
-                .broadcast(&Push::Remove(vec![(id.to_string(), *from_epoch)]));
+            // The new owner's entry (a later epoch) replaces ours everywhere; the removal
+            // only clears it sooner. Not for a replicated child: to its replicas a removal
+            // means a stop.
+            if component::replicas(type_name) <= 1 {
+                self.transport
+                    .broadcast(&Push::Remove(vec![(id.to_string(), *from_epoch)]));
+            }
         }
         child.move_done();
         self.emit(HubEvent::ChildMigrated {
