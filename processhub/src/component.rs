@@ -229,8 +229,12 @@ impl<T: Component> ComponentActor<T> {
         };
         match postcard::to_allocvec(&self.state) {
             Ok(state) => {
-                r.ship(self.id.clone(), T::TYPE_NAME, self.epoch, state)
-                    .await
+                let shipped = r.ship(self.id.clone(), T::TYPE_NAME, self.epoch, state);
+                if T::SYNC_REPLICATION {
+                    shipped.await
+                } else {
+                    tokio::spawn(shipped);
+                }
             }
             Err(e) => {
                 tracing::error!(id = %self.id, "could not encode the state to replicate: {e}")
