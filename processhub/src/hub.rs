@@ -1510,19 +1510,35 @@ impl HubInner {
             };
             return Response::Started(vec![o; items.len()]);
         }
-        // Decode the states (and run `#[on_handover_in]`) now, outside the hub's lock:
-        // a big state or a slow hook must not hold up the rest of the node. A child
-        // made here starts dormant; if the item turns out not to start here, it is
-        // dropped unused.
+        // Decode the states (and run `#[on_handover_in]`) first, outside the hub's lock
+        // and on a blocking thread: a big state or a slow hook must hold up neither the
+        // rest of the node nor a worker of its runtime. A child made here starts
+        // dormant; if the item turns out not to start here, it is dropped unused.
         let ring = self.state.read().unwrap().ring.clone();
         let me = self.me;
-        let mut prepared: Vec<Option<Result<Arc<dyn ErasedChild>, String>>> = items
-            .iter()
-            .map(|item| {
-                let local = hops >= MAX_HOPS || ring.owner(&item.id).unwrap_or(me) == me;
-                local.then(|| self.prepare_child(item, None))
-            })
-            .collect();
+        let hub = Arc::clone(&self);
+        let count = items.len();
+        type Prepared = Vec<Option<Result<Arc<dyn ErasedChild>, String>>>;
+        let made = tokio::task::spawn_blocking(move || {
+            let prepared: Prepared = items
+                .iter()
+                .map(|item| {
+                    let local = hops >= MAX_HOPS || ring.owner(&item.id).unwrap_or(me) == me;
+                    local.then(|| hub.prepare_child(item, None))
+                })
+                .collect();
+            (items, prepared)
+        })
+        .await;
+        let (items, mut prepared) = match made {
+            Ok(made) => made,
+            Err(e) => {
+                let o = StartOutcome::Failed {
+                    message: format!("preparing the children failed: {e}"),
+                };
+                return Response::Started(vec![o; count]);
+            }
+        };
         let unknown: Vec<bool> = items
             .iter()
             .map(|i| component::vtable(&i.type_name).is_none())

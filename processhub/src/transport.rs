@@ -821,7 +821,12 @@ fn serve_frames(
                     Frame::Request { rid, req } => {
                         let fut = Arc::clone(inbound).request(peer, req);
                         let reply = Arc::clone(reply);
-                        out.push(Box::pin(async move { reply(vec![(rid, fut.await)]) }));
+                        // A task of its own: a start or a stop runs to its end even if
+                        // this connection drops (a move whose source dies still lands).
+                        let task = tokio::spawn(async move { reply(vec![(rid, fut.await)]) });
+                        out.push(Box::pin(async move {
+                            let _ = task.await;
+                        }));
                     }
                     Frame::Response { rid, resp } => {
                         let p = conn.pending.lock().unwrap().remove(&rid);
