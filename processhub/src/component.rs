@@ -881,6 +881,11 @@ pub(crate) fn replicas(type_name: &str) -> usize {
     vtable(type_name).map_or(1, |v| v.replicas)
 }
 
+/// Whether any component type linked into this binary keeps replicas.
+pub(crate) fn any_replicated() -> bool {
+    COMPONENTS.iter().any(|v| v.replicas > 1)
+}
+
 /// The table entry of a type name, if this binary has it.
 pub(crate) fn vtable(type_name: &str) -> Option<&'static ComponentVTable> {
     static INDEX: std::sync::OnceLock<

@@ -1001,9 +1001,14 @@ impl HubInner {
     /// Gives every replicated child running here the standbys the ring says it should
     /// have (after a join, a death, a promotion, a move), sending them its state.
     fn keep_replicas(self: &Arc<Self>) {
+        // Runs every second: nothing to do (and no scan of every child) in a binary
+        // without replicated types.
+        if !component::any_replicated() {
+            return;
+        }
         let resyncs: Vec<(Arc<str>, Arc<dyn ErasedChild>)> = {
-            let mut guard = self.state.write().unwrap();
-            let st = &mut *guard;
+            // Scanned under the read lock (calls keep routing); the write lock only marks.
+            let st = self.state.read().unwrap();
             let mut out = Vec::new();
             for (id, l) in &st.local {
                 let replicas = component::replicas(l.child.type_name());
@@ -1021,9 +1026,10 @@ impl HubInner {
                     out.push((id.clone(), l.child.clone()));
                 }
             }
-            for (id, _) in &out {
-                st.resyncing.insert(id.clone());
-            }
+            drop(st);
+            let mut st = self.state.write().unwrap();
+            // A resync another replan started meanwhile is not started twice.
+            out.retain(|(id, _)| st.resyncing.insert(id.clone()));
             out
         };
         for (id, child) in resyncs {
