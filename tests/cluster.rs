@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{cluster, hub, wait_members, wait_until, Label, Tally, TallyHandle};
+use common::{cluster, hub, views_agree, wait_members, wait_until, Label, Tally, TallyHandle};
 use processhub::prelude::*;
 use processhub::RestartReason;
 
@@ -554,6 +554,14 @@ async fn replicated_children_keep_as_many_copies_as_there_are_nodes_up_to_n() {
     wait_until("3 copies again", Duration::from_secs(10), || async {
         hubs.iter().all(|h| copies(h, 3))
     })
+    .await;
+    // Every hub plans a promotion from the same view: the old owners of the children
+    // that moved to the joiner see the standbys the joiner named.
+    wait_until(
+        "every hub sees the same copies",
+        Duration::from_secs(10),
+        || async { views_agree(&hubs, &ids) },
+    )
     .await;
     for h in &hubs {
         h.shutdown().await.unwrap();

@@ -700,16 +700,9 @@ impl HubInner {
             // A moved primary keeps the standbys it had (their copies, or running
             // replicas, stay); its next shipment corrects the set.
             standbys: if handed_over {
-                st.registry.get(&item.id).and_then(|e| {
-                    let kept: Box<[NodeId]> = e
-                        .standbys
-                        .as_deref()?
-                        .iter()
-                        .copied()
-                        .filter(|n| *n != self.me)
-                        .collect();
-                    (!kept.is_empty()).then_some(kept)
-                })
+                st.registry
+                    .get(&item.id)
+                    .and_then(|e| e.standbys_but(self.me))
             } else {
                 None
             },
@@ -1071,18 +1064,10 @@ impl HubInner {
                 l.epoch = epoch;
                 // The other replicas run on: they stay named (the next shipment drops
                 // those that are gone).
-                let others: Vec<NodeId> = entry
-                    .standbys
-                    .as_deref()
-                    .unwrap_or_default()
-                    .iter()
-                    .copied()
-                    .filter(|n| *n != self.me)
-                    .collect();
                 let entry = Entry {
                     owner: self.me,
                     epoch,
-                    standbys: (!others.is_empty()).then(|| others.into_boxed_slice()),
+                    standbys: entry.standbys_but(self.me),
                     ..entry
                 };
                 st.registry.upsert(id, entry.clone());
@@ -1378,15 +1363,25 @@ impl HubInner {
             let mut st = self.state.write().unwrap();
             st.moving.remove(id);
             st.local.remove(id);
-            let entry = Entry {
-                type_name: st.registry.intern(type_name),
-                owner: to,
-                epoch,
-                start_state: StartState::from_slice(start_state),
-                flags: *flags,
-                standbys: None,
-            };
-            st.registry.upsert(id, entry);
+            // The new owner's own entry may be here already (its push can overtake its
+            // answer): it is the truth, standbys included, and is kept. Otherwise ours
+            // says what the new owner will: the standbys stay, but for itself.
+            let confirmed = st
+                .registry
+                .get(id)
+                .is_some_and(|e| (e.epoch, e.owner) >= (epoch, to));
+            if !confirmed {
+                let standbys = st.registry.get(id).and_then(|e| e.standbys_but(to));
+                let entry = Entry {
+                    type_name: st.registry.intern(type_name),
+                    owner: to,
+                    epoch,
+                    start_state: StartState::from_slice(start_state),
+                    flags: *flags,
+                    standbys,
+                };
+                st.registry.upsert(id, entry);
+            }
             // The new owner's entry (a later epoch) replaces ours everywhere; the removal
             // only clears it sooner. Not for a replicated child: to its replicas a removal
             // means a stop.

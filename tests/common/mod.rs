@@ -153,6 +153,20 @@ pub async fn cluster(hub_id: &str, n: usize) -> Vec<Hub> {
 }
 
 /// Waits until every hub sees `n` members.
+/// Whether every hub sees the same owner, epoch and standbys for each of `ids` (no
+/// entry pending): the view a promotion is planned from is the same everywhere.
+pub fn views_agree(hubs: &[Hub], ids: &[String]) -> bool {
+    ids.iter().all(|id| {
+        let view = |h: &Hub| {
+            h.lookup(id)
+                .filter(|i| !i.pending)
+                .map(|i| (i.owner, i.epoch, i.standbys))
+        };
+        let first = view(&hubs[0]);
+        first.is_some() && hubs[1..].iter().all(|h| view(h) == first)
+    })
+}
+
 pub async fn wait_members(hubs: &[Hub], n: usize) {
     wait_until(
         "every hub sees every member",

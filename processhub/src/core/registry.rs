@@ -33,6 +33,20 @@ pub(crate) struct Entry {
     pub(crate) standbys: Standbys,
 }
 
+impl Entry {
+    /// Its standbys but `node`: those a move to `node`, or a promotion of `node`, keeps.
+    pub(crate) fn standbys_but(&self, node: NodeId) -> Standbys {
+        let kept: Box<[NodeId]> = self
+            .standbys
+            .as_deref()?
+            .iter()
+            .copied()
+            .filter(|n| *n != node)
+            .collect();
+        (!kept.is_empty()).then_some(kept)
+    }
+}
+
 /// Standby nodes of an entry: no allocation when there are none.
 pub(crate) type Standbys = Option<Box<[NodeId]>>;
 
