@@ -77,6 +77,14 @@ impl HandleCore {
             id: self.id.to_string(),
             after: timeout,
         };
+        // A write to a child with standbys carries an id, kept with its state: if its
+        // primary dies with the call in flight, the retry reaches the promoted standby,
+        // which answers it once.
+        let call_id = if !read && T::REPLICAS > 1 && !T::ACTIVE_ACTIVE && T::SYNC_REPLICATION {
+            inner.next_call_id()
+        } else {
+            0
+        };
         if read && T::READS_ANY {
             // A standby copy here answers reads, possibly a little behind the primary.
             if let Some((copy, ctx)) = inner.standby_copy(&self.id) {
@@ -155,6 +163,7 @@ impl HandleCore {
                         type_name: Cow::Borrowed(T::TYPE_NAME),
                         method: Cow::Borrowed(method),
                         args: Cow::Owned(args),
+                        call_id,
                     };
                     match inner
                         .transport
@@ -183,7 +192,8 @@ impl HandleCore {
                             })
                         }
                         Err(TransportError::NotConnected) => {}
-                        Err(TransportError::Lost) if read => {}
+                        // A read, or a write its child will recognise: try again.
+                        Err(TransportError::Lost) if read || call_id != 0 => {}
                         Err(TransportError::Lost) => {
                             return Err(CallError::ConnectionLost {
                                 id: self.id.to_string(),
@@ -309,6 +319,7 @@ pub async fn start_many<T: Dispatch>(
                     epoch: 0,
                     start_state: None,
                     flags,
+                    recent: Vec::new(),
                 });
                 states.push(Some(state));
             }

@@ -18,7 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::component::{self, ChildCtx, EncodedCall, ErasedChild, Replicator, Responder};
+use crate::component::{
+    self, ChildCtx, EncodedCall, ErasedChild, RecentCalls, Replicator, Responder,
+};
 use crate::core::planner::{plan_membership_change, Command};
 use crate::core::registry::{wins, Entry, Registry, StartState, Upsert};
 use crate::core::ring::Ring;
@@ -236,6 +238,7 @@ impl HubBuilder {
                 max_state_size: self.max_state_size,
                 staging: std::sync::Mutex::new(Staging::default()),
                 weak: weak.clone(),
+                call_ids: AtomicU64::new(1),
                 next_transfer: AtomicU64::new(1),
                 transport: Transport::start(
                     me,
@@ -465,6 +468,8 @@ pub(crate) struct StandbyCopy {
     /// (epoch, shipment) of the primary that sent it.
     version: (u64, u64),
     state: Vec<u8>,
+    /// The replies of the primary's latest identified writes.
+    recent: Vec<(u128, Vec<u8>)>,
 }
 
 #[derive(Clone)]
@@ -490,6 +495,8 @@ pub(crate) struct HubInner {
     staging: std::sync::Mutex<Staging>,
     /// This hub, for what its children hold on to (the replicator).
     weak: Weak<HubInner>,
+    /// Numbers the identified writes sent from here.
+    call_ids: AtomicU64,
     next_transfer: AtomicU64,
     pub(crate) transport: Arc<Transport>,
     membership: tokio::sync::Mutex<Option<Membership>>,
@@ -515,6 +522,12 @@ pub(crate) enum Route {
 }
 
 impl HubInner {
+    /// A call id unique in the cluster: this node's incarnation and a counter.
+    pub(crate) fn next_call_id(&self) -> u128 {
+        (u128::from(self.me.incarnation()) << 64)
+            | u128::from(self.call_ids.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// The most bytes of items or entries put in one request or push: half a frame,
     /// leaving room for the rest of it.
     pub(crate) fn batch_bytes(&self) -> usize {
@@ -571,6 +584,7 @@ impl HubInner {
             events: self.events.clone(),
             replicator,
             role,
+            recent: Default::default(),
         }
     }
 
@@ -994,6 +1008,9 @@ impl HubInner {
                 events: self.events.clone(),
                 replicator: None,
                 role: None,
+                recent: Arc::new(std::sync::Mutex::new(RecentCalls::from_list(
+                    copy.recent.clone(),
+                ))),
             },
         ))
     }
@@ -1095,17 +1112,26 @@ impl HubInner {
             (entry, st.copies.remove(id))
         };
         let promoted = copy.is_some();
+        let (state, recent) = match copy {
+            Some(c) => (c.state, c.recent),
+            None => (entry.start_state.to_vec(), Vec::new()),
+        };
         let item = StartItem {
             id: id.to_string(),
             type_name: entry.type_name.to_string(),
-            state: copy.map_or_else(|| entry.start_state.to_vec(), |c| c.state),
+            state,
             epoch,
             // With the start state beside it, as a moved state arrives.
             start_state: promoted.then(|| serde_bytes::ByteBuf::from(entry.start_state.to_vec())),
             flags: entry.flags,
+            recent: Vec::new(),
         };
         let outcome = match component::vtable(&entry.type_name) {
-            Some(vt) => self.start_local(&item, |args| (vt.spawn)(&item.state, args, false)),
+            Some(vt) => self.start_local(&item, |mut args| {
+                // The promoted copy answers the retries of writes it already holds.
+                args.recent = Arc::new(std::sync::Mutex::new(RecentCalls::from_list(recent)));
+                (vt.spawn)(&item.state, args, false)
+            }),
             None => StartOutcome::UnknownType { node: self.me },
         };
         match outcome {
@@ -1225,6 +1251,12 @@ impl HubInner {
                         epoch: m.epoch,
                         start_state: Some(serde_bytes::ByteBuf::from(m.start_state.clone())),
                         flags: m.flags,
+                        recent: m
+                            .child
+                            .recent_calls()
+                            .into_iter()
+                            .map(|(id, r)| (id, serde_bytes::ByteBuf::from(r)))
+                            .collect(),
                     });
                     sent.push(m);
                 }
@@ -1550,13 +1582,22 @@ impl HubInner {
         ctx: Option<ChildCtx>,
     ) -> Result<Arc<dyn ErasedChild>, String> {
         let vt = component::vtable(&item.type_name).ok_or_else(String::new)?;
-        let ctx = ctx.unwrap_or_else(|| {
+        let mut ctx = ctx.unwrap_or_else(|| {
             self.child_ctx(
                 Arc::from(item.id.as_str()),
                 item.epoch.max(1),
                 &item.type_name,
             )
         });
+        if !item.recent.is_empty() {
+            // Writes it already applied stay known where it goes.
+            let recent = item
+                .recent
+                .iter()
+                .map(|(id, r)| (*id, r.to_vec()))
+                .collect();
+            ctx.recent = Arc::new(std::sync::Mutex::new(RecentCalls::from_list(recent)));
+        }
         // A state that arrives with its start state beside it was handed over.
         (vt.spawn)(&item.state, ctx, item.start_state.is_some())
     }
@@ -1581,6 +1622,7 @@ impl HubInner {
         type_name: &'static str,
         (_, seq): (u64, u64),
         state: Vec<u8>,
+        recent: Vec<(u128, Vec<u8>)>,
     ) {
         // The registry's epoch, not the actor's: a replica promoted in place keeps its
         // actor (active/active).
@@ -1607,6 +1649,10 @@ impl HubInner {
                 epoch,
                 seq,
                 state: serde_bytes::ByteBuf::from(state.clone()),
+                recent: recent
+                    .iter()
+                    .map(|(id, r)| (*id, serde_bytes::ByteBuf::from(r.clone())))
+                    .collect(),
             };
             let t = &self.transport;
             async move {
@@ -1673,6 +1719,7 @@ impl HubInner {
         type_name: &str,
         version: (u64, u64),
         state: Vec<u8>,
+        recent: Vec<(u128, Vec<u8>)>,
     ) -> Result<(), String> {
         let vt = component::vtable(type_name);
         if vt.is_some_and(|v| v.active_active) {
@@ -1687,12 +1734,19 @@ impl HubInner {
                 if supersedes(c.version, version, id)? {
                     c.version = version;
                     c.state = state;
+                    c.recent = recent;
                 }
                 Ok(())
             }
             None => {
-                st.copies
-                    .insert(Arc::from(id), StandbyCopy { version, state });
+                st.copies.insert(
+                    Arc::from(id),
+                    StandbyCopy {
+                        version,
+                        state,
+                        recent,
+                    },
+                );
                 Ok(())
             }
         }
@@ -1974,8 +2028,13 @@ impl Inbound for HubInner {
                 epoch,
                 seq,
                 state,
+                recent,
             } => {
-                let kept = self.keep_copy(&id, &type_name, (epoch, seq), state.into_vec());
+                let recent = recent
+                    .into_iter()
+                    .map(|(id, r)| (id, r.into_vec()))
+                    .collect();
+                let kept = self.keep_copy(&id, &type_name, (epoch, seq), state.into_vec(), recent);
                 Box::pin(std::future::ready(Response::Replicated(kept)))
             }
             Request::StartStaged { transfer, hops } => {
@@ -2165,13 +2224,14 @@ impl Replicator for HubReplicator {
         type_name: &'static str,
         epoch: u64,
         state: Vec<u8>,
+        recent: Vec<(u128, Vec<u8>)>,
     ) -> BoxFuture<'static, ()> {
         let hub = self.hub.clone();
         // Numbered now, in the order of the writes.
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         Box::pin(async move {
             if let Some(hub) = hub.upgrade() {
-                hub.ship(id, type_name, (epoch, seq), state).await;
+                hub.ship(id, type_name, (epoch, seq), state, recent).await;
             }
         })
     }
