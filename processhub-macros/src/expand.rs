@@ -68,6 +68,7 @@ fn stub_dispatch(item: &ItemImpl) -> TokenStream {
         &item.self_ty,
         &[],
         &TokenStream::new(),
+        &[],
     );
     quote! {
         const _: () = {
@@ -82,6 +83,7 @@ fn dispatch_impl(
     self_ty: &Type,
     arms: &[TokenStream],
     hooks: &TokenStream,
+    writes: &[String],
 ) -> TokenStream {
     quote! {
         #[automatically_derived]
@@ -100,6 +102,13 @@ fn dispatch_impl(
                         let err = #ph::__private::unknown_method::<Self>(other);
                         ::std::boxed::Box::pin(async move { ::core::result::Result::Err(err) })
                     }
+                }
+            }
+
+            fn is_write(method: &str) -> bool {
+                match method {
+                    #(#writes => true,)*
+                    _ => false,
                 }
             }
         }
@@ -443,6 +452,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
     let mut msgs = Vec::new();
     let mut handle_fns = Vec::new();
     let mut arms = Vec::new();
+    let mut writes: Vec<String> = Vec::new();
     for m in &methods {
         let name = &m.sig.ident;
         let name_str = name.to_string();
@@ -460,14 +470,13 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         };
         let vis = m.vis;
         let read = !m.write;
-        // After a write, the standbys get the new state before the caller's reply.
-        let (replicate_self, replicate_actor) = if m.write {
-            (
-                quote!(self.__replicated().await;),
-                quote!(actor.__replicated().await;),
-            )
+        // After a write, the standbys get the new state before the caller's reply
+        // (remote calls ship in the batch handler, after noting the call's id).
+        let replicate_self = if m.write {
+            writes.push(name_str.clone());
+            quote!(self.__replicated().await;)
         } else {
-            (TokenStream::new(), TokenStream::new())
+            TokenStream::new()
         };
         let doc = format!("Calls [`{self_ident}::{name}`] on the component, wherever it runs.");
         let bounds = m.args.iter().map(|(_, t)| {
@@ -526,7 +535,6 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
                 let (id, node, epoch, events) = actor.__context();
                 let state = actor.__state();
                 let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(id, node, epoch, events, async move { #call }).await;
-                #replicate_actor
                 let reply: #ret = reply?;
                 #ph::__private::encode_reply(&reply)
             }),
@@ -552,7 +560,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
             }
         })
         .collect();
-    let dispatch = dispatch_impl(&ph, self_ty, &arms, &hooks);
+    let dispatch = dispatch_impl(&ph, self_ty, &arms, &hooks, &writes);
     let mut item = item.clone();
     strip_method_attrs(&mut item);
     Ok(quote! {

@@ -79,6 +79,9 @@ pub trait Dispatch: Component {
         method: &'a str,
         args: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<u8>, CallError>>;
+
+    /// Whether `method` is a write (`&mut self`): after it, the standbys get the state.
+    fn is_write(method: &str) -> bool;
 }
 
 /// The kameo actor that runs one child.
@@ -89,6 +92,7 @@ pub struct ComponentActor<T> {
     epoch: u64,
     events: broadcast::Sender<HubEvent>,
     replicator: Option<Arc<dyn Replicator>>,
+    recent: Arc<Mutex<RecentCalls>>,
 }
 
 impl<T> std::fmt::Debug for ComponentActor<T> {
@@ -206,6 +210,7 @@ pub(crate) async fn read_copy<T: Dispatch>(
         epoch: ctx.epoch,
         events: ctx.events,
         replicator: None,
+        recent: ctx.recent,
     };
     T::apply(&mut actor, method, args).await
 }
@@ -229,7 +234,8 @@ impl<T: Component> ComponentActor<T> {
         };
         match postcard::to_allocvec(&self.state) {
             Ok(state) => {
-                let shipped = r.ship(self.id.clone(), T::TYPE_NAME, self.epoch, state);
+                let recent = self.recent.lock().unwrap().to_list();
+                let shipped = r.ship(self.id.clone(), T::TYPE_NAME, self.epoch, state, recent);
                 if T::SYNC_REPLICATION {
                     shipped.await
                 } else {
@@ -333,6 +339,8 @@ impl<T: Component> std::fmt::Debug for CallBatch<T> {
 pub(crate) struct EncodedCall {
     pub(crate) method: bytes::Bytes,
     pub(crate) args: bytes::Bytes,
+    /// Non-zero for an identified write (see [`RecentCalls`]).
+    pub(crate) call_id: u128,
 }
 
 impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
@@ -345,10 +353,28 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
     ) {
         let mut replies = Vec::with_capacity(batch.calls.len());
         for call in &batch.calls {
-            let reply = match std::str::from_utf8(&call.method) {
-                Ok(method) => T::apply(self, method, &call.args).await,
-                Err(_) => Err(unknown_method::<T>("(not UTF-8)")),
+            let Ok(method) = std::str::from_utf8(&call.method) else {
+                replies.push(Err(unknown_method::<T>("(not UTF-8)")));
+                continue;
             };
+            // A retried write this child already applied: its reply, not a second go.
+            if call.call_id != 0 {
+                if let Some(reply) = self.recent.lock().unwrap().get(call.call_id) {
+                    replies.push(Ok(reply.clone()));
+                    continue;
+                }
+            }
+            let reply = T::apply(self, method, &call.args).await;
+            if T::is_write(method) {
+                // Recorded before the state ships, so standbys know this call too.
+                if let (Ok(bytes), true) = (&reply, call.call_id != 0) {
+                    self.recent
+                        .lock()
+                        .unwrap()
+                        .record(call.call_id, bytes.clone());
+                }
+                self.__replicated().await;
+            }
             replies.push(reply);
         }
         batch.respond.answer(Some(replies));
@@ -419,6 +445,8 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn was_called(&self) -> bool;
     /// Brings its standby set in line with the ring, sending its state.
     fn resync(self: Arc<Self>) -> BoxFuture<'static, ()>;
+    /// The replies of its latest identified writes (they move with it).
+    fn recent_calls(&self) -> Vec<(u128, Vec<u8>)>;
     /// Runs its `#[on_role_change]` hook with `role`.
     fn role_change(self: Arc<Self>, role: crate::Role) -> BoxFuture<'static, ()>;
     /// Freezes it for a move and returns its encoded state (`None` inside for a cold
@@ -445,6 +473,52 @@ pub(crate) struct ChildCtx {
     pub(crate) replicator: Option<Arc<dyn Replicator>>,
     /// The role an instance of a replicated child starts in.
     pub(crate) role: Option<crate::Role>,
+    /// Its latest identified writes (kept while it sleeps; from the copy on a promotion).
+    pub(crate) recent: Arc<Mutex<RecentCalls>>,
+}
+
+/// The replies of a replicated child's latest identified writes (remote writes carry a
+/// call id): a caller that lost its primary retries with the same id, and the promoted
+/// standby answers from here instead of applying the write twice. Shipped with the state.
+#[derive(Debug, Default)]
+pub(crate) struct RecentCalls {
+    order: std::collections::VecDeque<u128>,
+    replies: std::collections::HashMap<u128, Vec<u8>>,
+}
+
+/// How many identified writes a replicated child remembers.
+const RECENT_CALLS: usize = 256;
+
+impl RecentCalls {
+    pub(crate) fn from_list(list: Vec<(u128, Vec<u8>)>) -> Self {
+        let mut r = Self::default();
+        for (id, reply) in list {
+            r.record(id, reply);
+        }
+        r
+    }
+
+    fn get(&self, id: u128) -> Option<&Vec<u8>> {
+        self.replies.get(&id)
+    }
+
+    fn record(&mut self, id: u128, reply: Vec<u8>) {
+        if self.replies.insert(id, reply).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > RECENT_CALLS {
+            if let Some(old) = self.order.pop_front() {
+                self.replies.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn to_list(&self) -> Vec<(u128, Vec<u8>)> {
+        self.order
+            .iter()
+            .filter_map(|id| Some((*id, self.replies.get(id)?.clone())))
+            .collect()
+    }
 }
 
 /// Ships a replicated child's state to its standby nodes (implemented by the hub).
@@ -457,6 +531,7 @@ pub(crate) trait Replicator: Send + Sync + 'static {
         type_name: &'static str,
         epoch: u64,
         state: Vec<u8>,
+        recent: Vec<(u128, Vec<u8>)>,
     ) -> BoxFuture<'static, ()>;
 }
 
@@ -538,6 +613,12 @@ impl<T: Component> Drop for Entered<T> {
 }
 
 impl<T: Component> Child<T> {
+    /// The reply of identified write `call_id` if this child applied it already (here,
+    /// or on the primary it was promoted from).
+    pub(crate) fn applied_reply(&self, call_id: u128) -> Option<Vec<u8>> {
+        self.ctx.recent.lock().unwrap().get(call_id).cloned()
+    }
+
     fn new(state: T, ctx: ChildCtx) -> Self {
         Self {
             ctx,
@@ -601,6 +682,7 @@ impl<T: Component> Child<T> {
             epoch: self.ctx.epoch,
             events: self.ctx.events.clone(),
             replicator: self.ctx.replicator.clone(),
+            recent: self.ctx.recent.clone(),
         });
         Life::Active(actor, join)
     }
@@ -763,6 +845,10 @@ impl<T: Dispatch> ErasedChild for Child<T> {
 
     fn was_called(&self) -> bool {
         self.slot.lock().unwrap().called
+    }
+
+    fn recent_calls(&self) -> Vec<(u128, Vec<u8>)> {
+        self.ctx.recent.lock().unwrap().to_list()
     }
 
     fn role_change(self: Arc<Self>, role: crate::Role) -> BoxFuture<'static, ()> {

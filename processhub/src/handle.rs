@@ -73,9 +73,19 @@ impl HandleCore {
         let mut msg = Some(msg);
         let mut backoff = Backoff::until(deadline);
         let mut target_override = None;
+        // Whether an identified write went out to another node already.
+        let mut tried_remote = false;
         let timed_out = || CallError::Timeout {
             id: self.id.to_string(),
             after: timeout,
+        };
+        // A write to a child with standbys carries an id, kept with its state: if its
+        // primary dies with the call in flight, the retry reaches the promoted standby,
+        // which answers it once.
+        let call_id = if !read && T::REPLICAS > 1 && !T::ACTIVE_ACTIVE && T::SYNC_REPLICATION {
+            inner.next_call_id()
+        } else {
+            0
         };
         if read && T::READS_ANY {
             // A standby copy here answers reads, possibly a little behind the primary.
@@ -108,6 +118,17 @@ impl HandleCore {
                             actual: actual.to_string(),
                         });
                     };
+                    // A write retried after its primary died may be known here, where
+                    // its standby was promoted: its reply, not a second go. (Checked
+                    // outside the actor: only this call carries this id, and its last
+                    // try went to another node.)
+                    if tried_remote {
+                        if let Some(reply) = child.applied_reply(call_id) {
+                            return postcard::from_bytes(&reply).map_err(|e| CallError::Codec {
+                                message: format!("reply: {e}"),
+                            });
+                        }
+                    }
                     // The deadline holds here too: a component busy for longer than
                     // the call timeout is a timeout, not a hang.
                     let local = async {
@@ -139,6 +160,7 @@ impl HandleCore {
                     }
                 }
                 Route::Remote(node) => {
+                    tried_remote = call_id != 0;
                     let m = msg.as_ref().expect("kept for remote calls");
                     let args = postcard::to_allocvec(m).map_err(|e| CallError::Codec {
                         message: format!("arguments: {e}"),
@@ -155,6 +177,7 @@ impl HandleCore {
                         type_name: Cow::Borrowed(T::TYPE_NAME),
                         method: Cow::Borrowed(method),
                         args: Cow::Owned(args),
+                        call_id,
                     };
                     match inner
                         .transport
@@ -183,7 +206,8 @@ impl HandleCore {
                             })
                         }
                         Err(TransportError::NotConnected) => {}
-                        Err(TransportError::Lost) if read => {}
+                        // A read, or a write its child will recognise: try again.
+                        Err(TransportError::Lost) if read || call_id != 0 => {}
                         Err(TransportError::Lost) => {
                             return Err(CallError::ConnectionLost {
                                 id: self.id.to_string(),
@@ -309,6 +333,7 @@ pub async fn start_many<T: Dispatch>(
                     epoch: 0,
                     start_state: None,
                     flags,
+                    recent: Vec::new(),
                 });
                 states.push(Some(state));
             }

@@ -18,7 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use crate::component::{self, ChildCtx, EncodedCall, ErasedChild, Replicator, Responder};
+use crate::component::{
+    self, ChildCtx, EncodedCall, ErasedChild, RecentCalls, Replicator, Responder,
+};
 use crate::core::planner::{plan_membership_change, Command};
 use crate::core::registry::{wins, Entry, Registry, StartState, Upsert};
 use crate::core::ring::Ring;
@@ -236,6 +238,7 @@ impl HubBuilder {
                 max_state_size: self.max_state_size,
                 staging: std::sync::Mutex::new(Staging::default()),
                 weak: weak.clone(),
+                call_ids: AtomicU64::new(1),
                 next_transfer: AtomicU64::new(1),
                 transport: Transport::start(
                     me,
@@ -465,6 +468,8 @@ pub(crate) struct StandbyCopy {
     /// (epoch, shipment) of the primary that sent it.
     version: (u64, u64),
     state: Vec<u8>,
+    /// The replies of the primary's latest identified writes.
+    recent: Vec<(u128, Vec<u8>)>,
 }
 
 #[derive(Clone)]
@@ -490,6 +495,8 @@ pub(crate) struct HubInner {
     staging: std::sync::Mutex<Staging>,
     /// This hub, for what its children hold on to (the replicator).
     weak: Weak<HubInner>,
+    /// Numbers the identified writes sent from here.
+    call_ids: AtomicU64,
     next_transfer: AtomicU64,
     pub(crate) transport: Arc<Transport>,
     membership: tokio::sync::Mutex<Option<Membership>>,
@@ -515,6 +522,12 @@ pub(crate) enum Route {
 }
 
 impl HubInner {
+    /// A call id unique in the cluster: this node's incarnation and a counter.
+    pub(crate) fn next_call_id(&self) -> u128 {
+        (u128::from(self.me.incarnation()) << 64)
+            | u128::from(self.call_ids.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// The most bytes of items or entries put in one request or push: half a frame,
     /// leaving room for the rest of it.
     pub(crate) fn batch_bytes(&self) -> usize {
@@ -571,6 +584,7 @@ impl HubInner {
             events: self.events.clone(),
             replicator,
             role,
+            recent: Default::default(),
         }
     }
 
@@ -987,6 +1001,9 @@ impl HubInner {
                 events: self.events.clone(),
                 replicator: None,
                 role: None,
+                recent: Arc::new(std::sync::Mutex::new(RecentCalls::from_list(
+                    copy.recent.clone(),
+                ))),
             },
         ))
     }
@@ -1086,17 +1103,26 @@ impl HubInner {
             (entry, st.copies.remove(id))
         };
         let promoted = copy.is_some();
+        let (state, recent) = match copy {
+            Some(c) => (c.state, c.recent),
+            None => (entry.start_state.to_vec(), Vec::new()),
+        };
         let item = StartItem {
             id: id.to_string(),
             type_name: entry.type_name.to_string(),
-            state: copy.map_or_else(|| entry.start_state.to_vec(), |c| c.state),
+            state,
             epoch,
             // With the start state beside it, as a moved state arrives.
             start_state: promoted.then(|| serde_bytes::ByteBuf::from(entry.start_state.to_vec())),
             flags: entry.flags,
+            recent: Vec::new(),
         };
         let outcome = match component::vtable(&entry.type_name) {
-            Some(vt) => self.start_local(&item, |args| (vt.spawn)(&item.state, args, false)),
+            Some(vt) => self.start_local(&item, |mut args| {
+                // The promoted copy answers the retries of writes it already holds.
+                args.recent = Arc::new(std::sync::Mutex::new(RecentCalls::from_list(recent)));
+                (vt.spawn)(&item.state, args, false)
+            }),
             None => StartOutcome::UnknownType { node: self.me },
         };
         match outcome {
@@ -1216,6 +1242,12 @@ impl HubInner {
                         epoch: m.epoch,
                         start_state: Some(serde_bytes::ByteBuf::from(m.start_state.clone())),
                         flags: m.flags,
+                        recent: m
+                            .child
+                            .recent_calls()
+                            .into_iter()
+                            .map(|(id, r)| (id, serde_bytes::ByteBuf::from(r)))
+                            .collect(),
                     });
                     sent.push(m);
                 }
@@ -1455,8 +1487,7 @@ impl HubInner {
             let st = self.state.read().unwrap();
             for c in calls {
                 let Some(local) = st.local.get(c.id) else {
-                    let owner = st.registry.get(c.id).map(|e| e.owner);
-                    answered.push((c.rid, self.not_here(c.id, owner)));
+                    answered.push((c.rid, self.not_here(c.id, placed(&st.registry, c.id))));
                     continue;
                 };
                 let child = &local.child;
@@ -1493,7 +1524,8 @@ impl HubInner {
                         .collect(),
                     // It moved or stopped while the calls waited: send the callers after it.
                     None => {
-                        let resp = hub.not_here(&id, hub.owner_of(&id));
+                        let placed = placed(&hub.state.read().unwrap().registry, &id);
+                        let resp = hub.not_here(&id, placed);
                         rids.into_iter().map(|rid| (rid, resp.clone())).collect()
                     }
                 };
@@ -1567,13 +1599,22 @@ impl HubInner {
         ctx: Option<ChildCtx>,
     ) -> Result<Arc<dyn ErasedChild>, String> {
         let vt = component::vtable(&item.type_name).ok_or_else(String::new)?;
-        let ctx = ctx.unwrap_or_else(|| {
+        let mut ctx = ctx.unwrap_or_else(|| {
             self.child_ctx(
                 Arc::from(item.id.as_str()),
                 item.epoch.max(1),
                 &item.type_name,
             )
         });
+        if !item.recent.is_empty() {
+            // Writes it already applied stay known where it goes.
+            let recent = item
+                .recent
+                .iter()
+                .map(|(id, r)| (*id, r.to_vec()))
+                .collect();
+            ctx.recent = Arc::new(std::sync::Mutex::new(RecentCalls::from_list(recent)));
+        }
         // A state that arrives with its start state beside it was handed over.
         (vt.spawn)(&item.state, ctx, item.start_state.is_some())
     }
@@ -1598,6 +1639,7 @@ impl HubInner {
         type_name: &'static str,
         (_, seq): (u64, u64),
         state: Vec<u8>,
+        recent: Vec<(u128, Vec<u8>)>,
     ) {
         // The registry's epoch, not the actor's: a replica promoted in place keeps its
         // actor (active/active).
@@ -1624,6 +1666,10 @@ impl HubInner {
                 epoch,
                 seq,
                 state: serde_bytes::ByteBuf::from(state.clone()),
+                recent: recent
+                    .iter()
+                    .map(|(id, r)| (*id, serde_bytes::ByteBuf::from(r.clone())))
+                    .collect(),
             };
             let t = &self.transport;
             async move {
@@ -1690,6 +1736,7 @@ impl HubInner {
         type_name: &str,
         version: (u64, u64),
         state: Vec<u8>,
+        recent: Vec<(u128, Vec<u8>)>,
     ) -> Result<(), String> {
         let vt = component::vtable(type_name);
         if vt.is_some_and(|v| v.active_active) {
@@ -1704,12 +1751,19 @@ impl HubInner {
                 if supersedes(c.version, version, id)? {
                     c.version = version;
                     c.state = state;
+                    c.recent = recent;
                 }
                 Ok(())
             }
             None => {
-                st.copies
-                    .insert(Arc::from(id), StandbyCopy { version, state });
+                st.copies.insert(
+                    Arc::from(id),
+                    StandbyCopy {
+                        version,
+                        state,
+                        recent,
+                    },
+                );
                 Ok(())
             }
         }
@@ -1747,16 +1801,16 @@ impl HubInner {
         Ok(())
     }
 
-    /// The answer to a call for a child this node does not run.
-    fn not_here(&self, id: &str, owner: Option<NodeId>) -> Response {
-        match owner.filter(|o| *o != self.me) {
-            Some(owner) => Response::NotHere { owner },
-            None => Response::Reply(Err(crate::CallError::NotFound { id: id.to_string() })),
+    /// The answer to a call for a child this node does not run, from where the
+    /// registry places it (owner, and whether that owner is still restarting it).
+    fn not_here(&self, id: &str, placed: Option<(NodeId, bool)>) -> Response {
+        match placed {
+            Some((owner, _)) if owner != self.me => Response::NotHere { owner },
+            // Being restarted here (its node died; the start is under way): the caller
+            // tries again in a moment.
+            Some((_, true)) => Response::NotHere { owner: self.me },
+            _ => Response::Reply(Err(crate::CallError::NotFound { id: id.to_string() })),
         }
-    }
-
-    fn owner_of(&self, id: &str) -> Option<NodeId> {
-        self.state.read().unwrap().registry.get(id).map(|e| e.owner)
     }
 
     /// Waits until no move of a child of this node is under way (each ends within the
@@ -1991,8 +2045,13 @@ impl Inbound for HubInner {
                 epoch,
                 seq,
                 state,
+                recent,
             } => {
-                let kept = self.keep_copy(&id, &type_name, (epoch, seq), state.into_vec());
+                let recent = recent
+                    .into_iter()
+                    .map(|(id, r)| (id, r.into_vec()))
+                    .collect();
+                let kept = self.keep_copy(&id, &type_name, (epoch, seq), state.into_vec(), recent);
                 Box::pin(std::future::ready(Response::Replicated(kept)))
             }
             Request::StartStaged { transfer, hops } => {
@@ -2154,6 +2213,13 @@ impl Inbound for HubInner {
     }
 }
 
+/// Where the registry places `id`: its owner, and whether that owner is still
+/// restarting it (pending).
+fn placed(registry: &Registry, id: &str) -> Option<(NodeId, bool)> {
+    let e = registry.get(id)?;
+    Some((e.owner, registry.pending_from(id).is_some()))
+}
+
 /// Whether a standby copy of version `incoming` (epoch, shipment) replaces one of
 /// `held`: a newer shipment does, an older one is ignored (asynchronous shipments may
 /// arrive out of order), and one from an older epoch is refused (its primary was
@@ -2182,13 +2248,14 @@ impl Replicator for HubReplicator {
         type_name: &'static str,
         epoch: u64,
         state: Vec<u8>,
+        recent: Vec<(u128, Vec<u8>)>,
     ) -> BoxFuture<'static, ()> {
         let hub = self.hub.clone();
         // Numbered now, in the order of the writes.
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         Box::pin(async move {
             if let Some(hub) = hub.upgrade() {
-                hub.ship(id, type_name, (epoch, seq), state).await;
+                hub.ship(id, type_name, (epoch, seq), state, recent).await;
             }
         })
     }

@@ -90,6 +90,7 @@ fn new_start(id: &str, type_name: &str, state: Vec<u8>, hops: u8) -> Request<'st
             epoch: 0,
             start_state: None,
             flags: Default::default(),
+            recent: Vec::new(),
         }],
         hops,
     }
@@ -207,6 +208,7 @@ async fn unknown_types_and_methods_get_error_replies() {
                     type_name: <Echo as crate::component::Component>::TYPE_NAME.into(),
                     method: method.into(),
                     args: args.into(),
+                    call_id: 0,
                 },
                 deadline,
             )
@@ -387,6 +389,7 @@ async fn calls_arriving_together_are_answered_each_in_order_per_child() {
                 type_name: type_name.to_string().into(),
                 method: method.to_string().into(),
                 args: args.into(),
+                call_id: 0,
             },
         })
         .unwrap()

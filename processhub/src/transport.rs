@@ -791,6 +791,7 @@ fn serve_frames(
                         type_name,
                         method,
                         args,
+                        call_id,
                     },
             } => {
                 let (Cow::Borrowed(id), Cow::Borrowed(type_name)) = (id, type_name) else {
@@ -809,6 +810,7 @@ fn serve_frames(
                     call: EncodedCall {
                         method: share(body, method.as_bytes()),
                         args: share(body, &args),
+                        call_id,
                     },
                 });
             }

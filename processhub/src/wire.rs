@@ -62,6 +62,9 @@ pub(crate) enum Request<'a> {
         method: Cow<'a, str>,
         #[serde(borrow, with = "serde_bytes")]
         args: Cow<'a, [u8]>,
+        /// For a write to a replicated child: unique per call (the caller's incarnation
+        /// and a counter), so that a retry after its primary died is applied once.
+        call_id: u128,
     },
     /// A part of start items too large for one frame (a big moved state): the
     /// receiver appends `data` at `offset` of transfer `transfer`, `total` bytes in all.
@@ -83,6 +86,8 @@ pub(crate) enum Request<'a> {
         /// Counts the primary's shipments within its epoch: a standby keeps the newest.
         seq: u64,
         state: serde_bytes::ByteBuf,
+        /// The replies of the latest identified writes, to answer their retries.
+        recent: Vec<(u128, serde_bytes::ByteBuf)>,
     },
 }
 
@@ -99,6 +104,8 @@ pub(crate) struct StartItem {
     pub(crate) start_state: Option<serde_bytes::ByteBuf>,
     /// Pinned, and whether it stays down when its node dies.
     pub(crate) flags: Flags,
+    /// For a moved replicated child: the replies of its latest identified writes.
+    pub(crate) recent: Vec<(u128, serde_bytes::ByteBuf)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +245,7 @@ mod tests {
                 type_name: "T".into(),
                 method: "add".into(),
                 args: Cow::Borrowed(&[1, 2, 3]),
+                call_id: 0,
             },
         };
         let bytes = encode(&frame).unwrap();
