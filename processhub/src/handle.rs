@@ -54,7 +54,9 @@ impl HandleCore {
 
     /// Calls `method` with `msg`: on the local actor without serialization, or on the
     /// owner over the transport. Retries while the owner is moving or restarting, until
-    /// the hub's call timeout. `read` calls are also retried after a lost connection.
+    /// the hub's call timeout. `read` calls are also retried after a lost connection, and
+    /// so are writes to a synchronously replicated active/passive child (under an id its
+    /// standbys know, so that a retry is applied once).
     pub async fn call<T, M, R>(
         &self,
         method: &'static str,

@@ -469,7 +469,7 @@ pub(crate) struct StandbyCopy {
     version: (u64, u64),
     state: Vec<u8>,
     /// The replies of the primary's latest identified writes.
-    recent: Vec<(u128, Vec<u8>)>,
+    recent: RecentCalls,
 }
 
 #[derive(Clone)]
@@ -574,6 +574,7 @@ impl HubInner {
                 Arc::new(HubReplicator {
                     hub: self.weak.clone(),
                     seq: AtomicU64::new(0),
+                    in_step: Default::default(),
                 }) as Arc<dyn Replicator>
             });
         let role = replicator.is_some().then_some(crate::Role::Primary);
@@ -1001,9 +1002,8 @@ impl HubInner {
                 events: self.events.clone(),
                 replicator: None,
                 role: None,
-                recent: Arc::new(std::sync::Mutex::new(RecentCalls::from_list(
-                    copy.recent.clone(),
-                ))),
+                // Reads only: no table of writes needed.
+                recent: Default::default(),
             },
         ))
     }
@@ -1105,7 +1105,7 @@ impl HubInner {
         let promoted = copy.is_some();
         let (state, recent) = match copy {
             Some(c) => (c.state, c.recent),
-            None => (entry.start_state.to_vec(), Vec::new()),
+            None => (entry.start_state.to_vec(), RecentCalls::default()),
         };
         let item = StartItem {
             id: id.to_string(),
@@ -1120,7 +1120,7 @@ impl HubInner {
         let outcome = match component::vtable(&entry.type_name) {
             Some(vt) => self.start_local(&item, |mut args| {
                 // The promoted copy answers the retries of writes it already holds.
-                args.recent = Arc::new(std::sync::Mutex::new(RecentCalls::from_list(recent)));
+                args.recent = Arc::new(std::sync::Mutex::new(recent));
                 (vt.spawn)(&item.state, args, false)
             }),
             None => StartOutcome::UnknownType { node: self.me },
@@ -1639,8 +1639,14 @@ impl HubInner {
         type_name: &'static str,
         (_, seq): (u64, u64),
         state: Vec<u8>,
-        recent: Vec<(u128, Vec<u8>)>,
+        calls: CallsToShip,
     ) {
+        let CallsToShip {
+            unshipped,
+            recent,
+            in_step,
+        } = calls;
+        let in_step_now = in_step.lock().unwrap().clone();
         // The registry's epoch, not the actor's: a replica promoted in place keeps its
         // actor (active/active).
         let (current, targets, epoch) = {
@@ -1652,24 +1658,41 @@ impl HubInner {
                     e.epoch,
                 ),
                 // Not ours (any more): nothing to keep in step.
-                _ => return,
+                _ => {
+                    in_step.lock().unwrap().clear();
+                    return;
+                }
             }
         };
         if targets.is_empty() && current.is_empty() {
+            in_step.lock().unwrap().clear();
             return;
         }
         let deadline = Instant::now() + self.call_timeout;
+        let table = |list: &[(u128, Vec<u8>)]| -> Vec<(u128, serde_bytes::ByteBuf)> {
+            list.iter()
+                .map(|(id, r)| (*id, serde_bytes::ByteBuf::from(r.clone())))
+                .collect()
+        };
+        let delta = table(&unshipped);
+        let whole = targets
+            .iter()
+            .any(|n| !in_step_now.contains(n))
+            .then(|| table(&recent.lock().unwrap().to_list()));
         let sends = targets.iter().map(|node| {
+            let append = in_step_now.contains(node);
             let req = Request::Replicate {
                 id: id.to_string(),
                 type_name: type_name.to_string(),
                 epoch,
                 seq,
                 state: serde_bytes::ByteBuf::from(state.clone()),
-                recent: recent
-                    .iter()
-                    .map(|(id, r)| (*id, serde_bytes::ByteBuf::from(r.clone())))
-                    .collect(),
+                recent: if append {
+                    delta.clone()
+                } else {
+                    whole.clone().unwrap_or_default()
+                },
+                append,
             };
             let t = &self.transport;
             async move {
@@ -1686,6 +1709,7 @@ impl HubInner {
             .filter(|(ok, _)| *ok)
             .map(|(_, n)| *n)
             .collect();
+        in_step.lock().unwrap().clone_from(&took);
         if took == current {
             return;
         }
@@ -1736,7 +1760,7 @@ impl HubInner {
         type_name: &str,
         version: (u64, u64),
         state: Vec<u8>,
-        recent: Vec<(u128, Vec<u8>)>,
+        (recent, append): (Vec<(u128, Vec<u8>)>, bool),
     ) -> Result<(), String> {
         let vt = component::vtable(type_name);
         if vt.is_some_and(|v| v.active_active) {
@@ -1751,7 +1775,11 @@ impl HubInner {
                 if supersedes(c.version, version, id)? {
                     c.version = version;
                     c.state = state;
-                    c.recent = recent;
+                    if append {
+                        c.recent.extend(recent);
+                    } else {
+                        c.recent = RecentCalls::from_list(recent);
+                    }
                 }
                 Ok(())
             }
@@ -1761,7 +1789,7 @@ impl HubInner {
                     StandbyCopy {
                         version,
                         state,
-                        recent,
+                        recent: RecentCalls::from_list(recent),
                     },
                 );
                 Ok(())
@@ -2046,12 +2074,19 @@ impl Inbound for HubInner {
                 seq,
                 state,
                 recent,
+                append,
             } => {
                 let recent = recent
                     .into_iter()
                     .map(|(id, r)| (id, r.into_vec()))
                     .collect();
-                let kept = self.keep_copy(&id, &type_name, (epoch, seq), state.into_vec(), recent);
+                let kept = self.keep_copy(
+                    &id,
+                    &type_name,
+                    (epoch, seq),
+                    state.into_vec(),
+                    (recent, append),
+                );
                 Box::pin(std::future::ready(Response::Replicated(kept)))
             }
             Request::StartStaged { transfer, hops } => {
@@ -2239,6 +2274,17 @@ struct HubReplicator {
     hub: Weak<HubInner>,
     /// Shipments so far (kept while the child sleeps: its actor is made anew).
     seq: AtomicU64,
+    /// The standbys that took every shipment of this instance, its table of identified
+    /// writes included: they get only what is new of it.
+    in_step: Arc<std::sync::Mutex<Vec<NodeId>>>,
+}
+
+/// A shipment's part of a child's table of identified writes ([`RecentCalls`]): what
+/// a standby in step lacks, and the whole table for the others.
+struct CallsToShip {
+    unshipped: Vec<(u128, Vec<u8>)>,
+    recent: Arc<std::sync::Mutex<RecentCalls>>,
+    in_step: Arc<std::sync::Mutex<Vec<NodeId>>>,
 }
 
 impl Replicator for HubReplicator {
@@ -2248,14 +2294,21 @@ impl Replicator for HubReplicator {
         type_name: &'static str,
         epoch: u64,
         state: Vec<u8>,
-        recent: Vec<(u128, Vec<u8>)>,
+        recent: Arc<std::sync::Mutex<RecentCalls>>,
     ) -> BoxFuture<'static, ()> {
         let hub = self.hub.clone();
-        // Numbered now, in the order of the writes.
+        // Numbered now, in the order of the writes, with the calls recorded since the
+        // previous shipment.
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let unshipped = recent.lock().unwrap().take_unshipped();
+        let calls = CallsToShip {
+            unshipped,
+            recent,
+            in_step: self.in_step.clone(),
+        };
         Box::pin(async move {
             if let Some(hub) = hub.upgrade() {
-                hub.ship(id, type_name, (epoch, seq), state, recent).await;
+                hub.ship(id, type_name, (epoch, seq), state, calls).await;
             }
         })
     }

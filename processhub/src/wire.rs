@@ -86,8 +86,10 @@ pub(crate) enum Request<'a> {
         /// Counts the primary's shipments within its epoch: a standby keeps the newest.
         seq: u64,
         state: serde_bytes::ByteBuf,
-        /// The replies of the latest identified writes, to answer their retries.
+        /// Replies of the latest identified writes, to answer their retries: all of
+        /// them, or (`append`) those since the previous shipment to this standby.
         recent: Vec<(u128, serde_bytes::ByteBuf)>,
+        append: bool,
     },
 }
 
