@@ -77,6 +77,36 @@ impl AsyncCounter {
     }
 }
 
+/// A counter placed with a cap on each node's share (S1).
+#[distributed(distribution = "bounded_load")]
+#[derive(Default, Serialize, Deserialize)]
+pub struct BoundedCounter {
+    n: u64,
+}
+
+#[distributed]
+impl BoundedCounter {
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
+/// A counter placed on the members in turn (S1).
+#[distributed(distribution = "round_robin")]
+#[derive(Default, Serialize, Deserialize)]
+pub struct TurnCounter {
+    n: u64,
+}
+
+#[distributed]
+impl TurnCounter {
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
 /// The same work in a plain kameo actor: the baseline of P3.
 #[derive(kameo::Actor)]
 struct PlainCounter {
@@ -135,7 +165,9 @@ async fn main() {
     }
     let wanted: Vec<String> = args[1..]
         .iter()
-        .filter(|a| a.starts_with('P') || a.starts_with('M') || a.starts_with('R'))
+        .filter(|a| {
+            a.starts_with('P') || a.starts_with('M') || a.starts_with('R') || a.starts_with('S')
+        })
         .cloned()
         .collect();
     let run = |p: &str| wanted.is_empty() || wanted.iter().any(|w| w == p);
@@ -164,6 +196,9 @@ async fn main() {
     }
     if run("R1") {
         rows.extend(r1().await);
+    }
+    if run("S1") {
+        rows.extend(s1().await);
     }
     println!();
     println!("| # | figure | processhub | baseline | ratio | target | met |");
@@ -909,6 +944,100 @@ async fn p8() -> Row {
         target: "≤ 1.1× ideal",
         met: frac / 0.25 <= 1.1,
     }
+}
+
+/// S1: how evenly 10,000 children spread over 4 in-process hubs (placement needs no
+/// network to measure): max / mean children per node, consistent hashing as the baseline.
+async fn s1() -> Vec<Row> {
+    const N: usize = 10_000;
+    let a = Hub::builder(HUB_ID).start().await.unwrap();
+    let seed = a.listen_addr().to_string();
+    let mut hubs = vec![a];
+    for _ in 0..3 {
+        hubs.push(
+            Hub::builder(HUB_ID)
+                .seeds([seed.clone()])
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    wait_for("4 members", Duration::from_secs(30), || {
+        hubs.iter().all(|h| h.nodes().len() == 4)
+    })
+    .await;
+    let ids = |prefix: &'static str| (0..N).map(move |i| format!("{prefix}-{i}"));
+    // Consistent hashing and bounded load from one node; round robin from all four at
+    // once, 100 at a time each (they see each other's starts late: the worst case).
+    Counter::start_many(
+        &hubs[0],
+        ids("s-hash").map(|i| (i, Counter::default())).collect(),
+    )
+    .await;
+    BoundedCounter::start_many(
+        &hubs[0],
+        ids("s-bound")
+            .map(|i| (i, BoundedCounter::default()))
+            .collect(),
+    )
+    .await;
+    let all: Vec<String> = ids("s-turn").collect();
+    let per_hub = futures::future::join_all(hubs.iter().enumerate().map(|(k, h)| {
+        let mine: Vec<String> = all.iter().skip(k).step_by(4).cloned().collect();
+        async move {
+            for chunk in mine.chunks(100) {
+                TurnCounter::start_many(
+                    h,
+                    chunk
+                        .iter()
+                        .map(|i| (i.clone(), TurnCounter::default()))
+                        .collect(),
+                )
+                .await;
+            }
+        }
+    }));
+    per_hub.await;
+    wait_for("registry", Duration::from_secs(30), || {
+        hubs[0].children().iter().filter(|c| !c.pending).count() == 3 * N
+    })
+    .await;
+    let spread = |prefix: &str| {
+        let mut per: HashMap<NodeId, usize> = HashMap::new();
+        for c in hubs[0].children() {
+            if c.id.starts_with(prefix) {
+                *per.entry(c.owner).or_default() += 1;
+            }
+        }
+        let max = per.values().copied().max().unwrap_or(0);
+        (max as f64 / (N as f64 / 4.0), per.len())
+    };
+    let (hash, _) = spread("s-hash-");
+    let (bound, _) = spread("s-bound-");
+    let (turn, _) = spread("s-turn-");
+    for h in hubs {
+        let _ = h.shutdown().await;
+    }
+    vec![
+        Row {
+            id: "S1",
+            figure: "bounded_load: max / mean children per node, 10,000 over 4",
+            value: format!("{bound:.3}"),
+            baseline: Some(format!("{hash:.3} (consistent_hash)")),
+            ratio: Some(bound / hash),
+            target: "≤ 1.25 (the cap)",
+            met: bound <= 1.25,
+        },
+        Row {
+            id: "S1'",
+            figure: "round_robin from 4 nodes at once: max / mean",
+            value: format!("{turn:.3}"),
+            baseline: Some(format!("{hash:.3} (consistent_hash)")),
+            ratio: Some(turn / hash),
+            target: "≤ 1.05 (in turn)",
+            met: turn <= 1.05,
+        },
+    ]
 }
 
 const M1_COMPONENTS: usize = 100_000;

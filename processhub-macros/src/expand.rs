@@ -153,7 +153,47 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
     };
     let sync_replication = !args.async_replication;
     let reads_any = args.reads_any;
-    let active_active = args.active_active;
+    let every_node = matches!(args.distribution, Some(("EveryNode", _)));
+    // One instance on every member, each answering its own node: replicas "all",
+    // active/active.
+    let replicas = if every_node {
+        quote!(::core::primitive::usize::MAX)
+    } else {
+        replicas
+    };
+    let active_active = args.active_active || every_node;
+    let distribution = match (&args.custom, args.distribution) {
+        (Some(_), _) => format_ident!("Custom"),
+        (None, Some((variant, _))) => format_ident!("{}", variant),
+        (None, None) => format_ident!("ConsistentHash"),
+    };
+    // Spanned on the path: a type that is no strategy is reported there.
+    let custom_strategy = args.custom.as_ref().map(|path| {
+        let strategy = quote_spanned! {path.span()=>
+            #ph::__private::custom_strategy::<#path>(&STRATEGY)
+        };
+        quote! {
+            fn custom_strategy() -> ::core::option::Option<&'static dyn #ph::placement::Strategy> {
+                static STRATEGY: ::std::sync::OnceLock<#path> = ::std::sync::OnceLock::new();
+                ::core::option::Option::Some(#strategy)
+            }
+        }
+    });
+    let start_on = matches!(args.distribution, Some(("Guided", _))).then(|| {
+        quote! {
+            /// Starts a component with this id and state on `node`
+            /// (`distribution = "guided"`), and returns a handle on it once it runs
+            /// there. A node that is not a live member is an error.
+            pub async fn start_on(
+                hub: &#ph::Hub,
+                id: impl ::core::convert::Into<::std::string::String>,
+                state: Self,
+                node: #ph::NodeId,
+            ) -> ::core::result::Result<#handle, #ph::StartError> {
+                Self::start_with(hub, id, state, #ph::StartOptions::new().node(node)).await
+            }
+        }
+    });
     let on_node_death = if args.stay_down {
         quote!(#ph::OnNodeDeath::StayDown)
     } else {
@@ -194,6 +234,9 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                 const SYNC_REPLICATION: bool = #sync_replication;
                 const READS_ANY: bool = #reads_any;
                 const ACTIVE_ACTIVE: bool = #active_active;
+                const DISTRIBUTION: #ph::placement::Distribution =
+                    #ph::placement::Distribution::#distribution;
+                #custom_strategy
             }
 
             #[#ph::__private::linkme::distributed_slice(#ph::__private::COMPONENTS)]
@@ -212,6 +255,8 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                 ) -> ::core::result::Result<#handle, #ph::StartError> {
                     Self::start_with(hub, id, state, #ph::StartOptions::new()).await
                 }
+
+                #start_on
 
                 /// Like `start`, with options for this id (pinning, what happens when
                 /// its node dies) over the type's defaults.

@@ -45,6 +45,8 @@ pub(crate) const STRUCT_KEYS: &[&str] = &[
     "sync",
     "reads",
     "replication",
+    "distribution",
+    "custom",
 ];
 
 /// Arguments of the struct attribute.
@@ -67,7 +69,38 @@ pub(crate) struct StructArgs {
     pub(crate) reads_any: bool,
     /// `replication = "active_active"`: every replica runs on its own.
     pub(crate) active_active: bool,
+    /// `distribution = "..."`: the strategy's variant name (`ConsistentHash`, ...).
+    pub(crate) distribution: Option<(&'static str, proc_macro2::Span)>,
+    /// `custom = path::to::Strategy`.
+    pub(crate) custom: Option<Path>,
 }
+
+/// The values of `distribution`, with what each does, and the variant each names.
+const DISTRIBUTIONS: &[(&str, &str, &str)] = &[
+    (
+        "consistent_hash",
+        "on the ring owner of the id, the default",
+        "ConsistentHash",
+    ),
+    (
+        "guided",
+        "on the node named at start with `start_on`",
+        "Guided",
+    ),
+    ("local", "on the node that starts it", "Local"),
+    (
+        "not_local",
+        "on another node than the one that starts it",
+        "NotLocal",
+    ),
+    ("round_robin", "on the members in turn", "RoundRobin"),
+    ("every_node", "one instance on every member", "EveryNode"),
+    (
+        "bounded_load",
+        "consistent hashing, no node over 1.25 times the mean",
+        "BoundedLoad",
+    ),
+];
 
 impl StructArgs {
     pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Self> {
@@ -214,6 +247,32 @@ impl StructArgs {
                             ],
                         )? == Some("async");
                     }
+                    "distribution" => {
+                        let values: Vec<(&'static str, &str)> = DISTRIBUTIONS
+                            .iter()
+                            .map(|(v, what, _)| (*v, *what))
+                            .collect();
+                        let span = key.span();
+                        let chosen = choice(input, &mut errors, "distribution", &values)?;
+                        if let Some(v) = chosen {
+                            let variant = DISTRIBUTIONS
+                                .iter()
+                                .find(|(name, _, _)| *name == v)
+                                .map(|(_, _, variant)| *variant)
+                                .expect("a listed value");
+                            args.distribution = Some((variant, span));
+                        }
+                    }
+                    "custom" => {
+                        input.parse::<Token![=]>()?;
+                        args.custom = Some(input.parse().map_err(|e| {
+                            syn::Error::new(
+                                e.span(),
+                                "write `custom = path::to::Strategy`: a type implementing \
+                                 `processhub::placement::Strategy` and `Default`",
+                            )
+                        })?);
+                    }
                     "crate" => {
                         input.parse::<Token![=]>()?;
                         args.krate = Some(input.parse().map_err(|e| {
@@ -245,6 +304,28 @@ impl StructArgs {
             Ok(())
         };
         syn::parse::Parser::parse2(parser, tokens)?;
+        if let (Some(custom), Some(_)) = (&args.custom, args.distribution) {
+            push(
+                &mut errors,
+                syn::Error::new_spanned(
+                    custom,
+                    "`custom = ...` is the distribution strategy: drop `distribution = ...`, or \
+                     drop `custom`",
+                ),
+            );
+        }
+        if let Some(("EveryNode", span)) = args.distribution {
+            if args.replicas.is_some() || args.active_active {
+                push(
+                    &mut errors,
+                    syn::Error::new(
+                        span,
+                        "`distribution = \"every_node\"` runs one instance on every member, each \
+                         answering its own node: drop `replicas` and `replication`",
+                    ),
+                );
+            }
+        }
         match errors {
             Some(e) => Err(e),
             None => Ok(args),

@@ -55,6 +55,14 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// Whether every replica runs and answers calls on its own
     /// (`replication = "active_active"`): writes are not shipped, copies may diverge.
     const ACTIVE_ACTIVE: bool = false;
+    /// How its children are placed (`#[distributed(distribution = "...")]`).
+    const DISTRIBUTION: crate::placement::Distribution =
+        crate::placement::Distribution::ConsistentHash;
+
+    /// The strategy of `#[distributed(custom = path::to::Strategy)]`.
+    fn custom_strategy() -> Option<&'static dyn crate::placement::Strategy> {
+        None
+    }
 }
 
 /// Remote dispatch by method name, and the lifecycle hooks: implemented by
@@ -961,6 +969,7 @@ pub struct ComponentVTable {
     pub(crate) spawn: SpawnFn,
     pub(crate) replicas: usize,
     pub(crate) active_active: bool,
+    pub(crate) placement: crate::placement::TypePlacement,
 }
 
 impl std::fmt::Debug for ComponentVTable {
@@ -979,6 +988,10 @@ impl ComponentVTable {
             spawn: spawn_erased::<T>,
             replicas: T::REPLICAS,
             active_active: T::ACTIVE_ACTIVE,
+            placement: crate::placement::TypePlacement {
+                kind: T::DISTRIBUTION,
+                custom: T::custom_strategy,
+            },
         }
     }
 }

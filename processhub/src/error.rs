@@ -132,6 +132,16 @@ pub enum StartError {
         /// The deadline.
         after: Duration,
     },
+    /// The type's distribution strategy could not place it: a `guided` start without a
+    /// node or with a node that is not a live member, a node named for a type that is
+    /// not `guided`, a custom strategy that chose no member.
+    #[error("cannot place {id:?}: {reason}")]
+    Placement {
+        /// The id.
+        id: String,
+        /// What the strategy said.
+        reason: String,
+    },
     /// The hub has shut down.
     #[error("the hub has shut down")]
     HubStopped,

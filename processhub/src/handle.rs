@@ -305,6 +305,8 @@ pub async fn start_many<T: Dispatch>(
     if hub.inner.is_stopped() {
         return items.iter().map(|_| Err(StartError::HubStopped)).collect();
     }
+    // Where each child starts, unless the ring decides (on the node that owns it).
+    let mut placer = hub.inner.placer(T::TYPE_NAME, options.named());
     let mut results: Vec<Option<Result<(), StartError>>> = Vec::with_capacity(items.len());
     let mut batch = Vec::with_capacity(items.len());
     let mut states = Vec::with_capacity(items.len());
@@ -312,7 +314,12 @@ pub async fn start_many<T: Dispatch>(
     // A start state travels in every node's registry: at most half a frame.
     let max = hub.inner.batch_bytes();
     for (id, state) in items {
+        let mut node = None;
         let checked = check_id(&id).and_then(|()| {
+            node = placer.place(&id).map_err(|reason| StartError::Placement {
+                id: id.clone(),
+                reason,
+            })?;
             let bytes = postcard::to_allocvec(&state).map_err(|e| StartError::Codec {
                 message: e.to_string(),
             })?;
@@ -336,6 +343,7 @@ pub async fn start_many<T: Dispatch>(
                     start_state: None,
                     flags,
                     recent: Vec::new(),
+                    node,
                 });
                 states.push(Some(state));
             }

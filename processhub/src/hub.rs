@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::component::{
     self, ChildCtx, EncodedCall, ErasedChild, RecentCalls, Replicator, Responder,
 };
-use crate::core::planner::{plan_membership_change, Command};
+use crate::core::planner::{plan_with_targets, Command};
 use crate::core::registry::{wins, Entry, Registry, StartState, Upsert};
 use crate::core::ring::Ring;
 use crate::core::staging::{Part, Staging};
@@ -30,6 +30,7 @@ use crate::events::{HubEvent, RestartReason};
 use crate::handle::Backoff;
 use crate::membership::{GossipConfig, Membership};
 use crate::options::Flags;
+use crate::placement::{self, Distribution};
 use crate::transport::{
     Conn, InCall, Inbound, ReplySink, Serving, Transport, TransportError, RECONNECT_WAIT,
 };
@@ -436,6 +437,14 @@ impl Hub {
         self.inner.drain().await
     }
 
+    /// Stops this hub as if its process had been killed: no handover, no goodbye; its
+    /// children and standby copies are gone. The other members find out through failure
+    /// detection, as after a crash, and restart or promote what ran here. For tests of
+    /// failure handling within one process.
+    pub async fn kill(&self) {
+        self.inner.kill().await
+    }
+
     /// Leaves the cluster: peers are told at once (they restart this node's children
     /// on their new owners), this waits until they confirm or the call timeout passes,
     /// then stops the local children, the transport and the gossip.
@@ -452,9 +461,9 @@ pub(crate) struct State {
     chitchat_members: Vec<NodeId>,
     departed: HashSet<NodeId>,
     /// Live members, sorted (the ring leaves out the draining ones).
-    members: Vec<NodeId>,
+    pub(crate) members: Vec<NodeId>,
     /// Members that take no new children.
-    draining: HashSet<NodeId>,
+    pub(crate) draining: HashSet<NodeId>,
     snapshots: HashMap<NodeId, Vec<(String, Entry)>>,
     moving: HashSet<Arc<str>>,
     /// Standby copies this node holds for replicated children running elsewhere.
@@ -526,6 +535,27 @@ impl HubInner {
     pub(crate) fn next_call_id(&self) -> u128 {
         (u128::from(self.me.incarnation()) << 64)
             | u128::from(self.call_ids.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Places the new children of `type_name` by its strategy; `named` is the node the
+    /// caller gave (`guided`).
+    pub(crate) fn placer(&self, type_name: &str, named: Option<NodeId>) -> Placer {
+        let placement = component::vtable(type_name).map(|v| v.placement);
+        let st = self.state.read().unwrap();
+        let ring = st.ring.clone();
+        let needs_loads = placement.is_some_and(|p| p.kind.needs_loads());
+        let loads = if needs_loads {
+            placement::loads_of(&st.registry, &ring, type_name)
+        } else {
+            Vec::new()
+        };
+        Placer {
+            placement,
+            ring,
+            me: self.me,
+            named,
+            loads,
+        }
     }
 
     /// The most bytes of items or entries put in one request or push: half a frame,
@@ -743,7 +773,9 @@ impl HubInner {
         let ring = self.state.read().unwrap().ring.clone();
         let mut local = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
-            let owner = ring.owner(&item.id).unwrap_or(self.me);
+            let owner = item
+                .node
+                .unwrap_or_else(|| ring.owner(&item.id).unwrap_or(self.me));
             if owner == self.me || hops >= MAX_HOPS {
                 local.push((i, item));
             } else {
@@ -961,8 +993,8 @@ impl HubInner {
             let mut guard = self.state.write().unwrap();
             let st = &mut *guard;
             let ring = st.ring.clone();
-            let mut commands =
-                plan_membership_change(self.me, &st.members, &ring, &mut st.registry);
+            let targets = strategy_targets(self.me, &st.registry, &ring, &st.members);
+            let mut commands = plan_with_targets(self.me, &st.members, &mut st.registry, &targets);
             // A start already running or a move under way is not issued twice.
             commands.retain(|c| match c {
                 // (An active replica running here is promoted in place.)
@@ -1116,6 +1148,7 @@ impl HubInner {
             start_state: promoted.then(|| serde_bytes::ByteBuf::from(entry.start_state.to_vec())),
             flags: entry.flags,
             recent: Vec::new(),
+            node: None,
         };
         let outcome = match component::vtable(&entry.type_name) {
             Some(vt) => self.start_local(&item, |mut args| {
@@ -1242,6 +1275,7 @@ impl HubInner {
                         epoch: m.epoch,
                         start_state: Some(serde_bytes::ByteBuf::from(m.start_state.clone())),
                         flags: m.flags,
+                        node: None,
                         recent: m
                             .child
                             .recent_calls()
@@ -1556,7 +1590,8 @@ impl HubInner {
             let prepared: Prepared = items
                 .iter()
                 .map(|item| {
-                    let local = hops >= MAX_HOPS || ring.owner(&item.id).unwrap_or(me) == me;
+                    let owner = item.node.or_else(|| ring.owner(&item.id));
+                    let local = hops >= MAX_HOPS || owner.unwrap_or(me) == me;
                     local.then(|| hub.prepare_child(item, None))
                 })
                 .collect();
@@ -1920,10 +1955,24 @@ impl HubInner {
         // state.
         let moves: Vec<(String, NodeId, u64)> = {
             let st = self.state.read().unwrap();
+            // Where each would go if this node were gone: where its strategy says.
             let others = Ring::new(st.ring.members().iter().copied().filter(|n| *n != self.me));
+            let members: Vec<NodeId> = st
+                .members
+                .iter()
+                .copied()
+                .filter(|n| *n != self.me)
+                .collect();
+            let targets = strategy_targets(self.me, &st.registry, &others, &members);
             st.local
                 .iter()
-                .filter_map(|(id, l)| Some((id.to_string(), others.owner(id)?, l.epoch + 1)))
+                .filter_map(|(id, l)| {
+                    let to = match st.registry.get(id) {
+                        Some(e) => targets(id, e),
+                        None => others.owner(id),
+                    }?;
+                    Some((id.to_string(), to, l.epoch + 1))
+                })
                 .collect()
         };
         if !moves.is_empty() {
@@ -1964,6 +2013,28 @@ impl HubInner {
             m.shutdown().await;
         }
         Ok(())
+    }
+}
+
+impl HubInner {
+    /// Stops as a killed process would: children and their states are gone, and the
+    /// peers are told nothing (their failure detector finds out).
+    async fn kill(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.transport.shutdown().await;
+        if let Some(m) = self.membership.lock().await.take() {
+            m.shutdown().await;
+        }
+        let children: Vec<LocalChild> = {
+            let mut st = self.state.write().unwrap();
+            st.copies.clear();
+            st.local.drain().map(|(_, l)| l).collect()
+        };
+        for l in children {
+            l.child.stop().await;
+        }
     }
 }
 
@@ -2245,6 +2316,71 @@ impl Inbound for HubInner {
         register();
         drop(st);
         tracing::debug!(me = %self.me, %peer, "connected");
+    }
+}
+
+/// Places the new children of one type, one after another (each counted in the loads
+/// the next one sees).
+pub(crate) struct Placer {
+    placement: Option<placement::TypePlacement>,
+    ring: Arc<Ring>,
+    me: NodeId,
+    named: Option<NodeId>,
+    loads: Vec<usize>,
+}
+
+impl Placer {
+    /// The node `id` starts on, `None` when the ring owner takes it (the owner checks
+    /// the ring itself), or why it cannot be placed.
+    pub(crate) fn place(&mut self, id: &str) -> Result<Option<NodeId>, String> {
+        let Some(p) = self.placement else {
+            // A type this binary does not have: its owner on the ring says so.
+            return Ok(None);
+        };
+        if let (Some(node), false) = (self.named, p.kind == Distribution::Guided) {
+            return Err(format!(
+                "a node ({node}) can be named only for `distribution = \"guided\"`; this type's is {}",
+                p.kind
+            ));
+        }
+        if matches!(
+            p.kind,
+            Distribution::ConsistentHash | Distribution::EveryNode
+        ) {
+            return Ok(None);
+        }
+        let node = p.place_new(id, &self.ring, self.me, self.named, &self.loads)?;
+        if let Ok(i) = self.ring.members().binary_search(&node) {
+            if let Some(l) = self.loads.get_mut(i) {
+                *l += 1;
+            }
+        }
+        Ok(Some(node))
+    }
+}
+
+/// The node each child should be on by its type's strategy, for the planner: the ring
+/// owner (`consistent_hash`, and for the others once their node is gone), where a
+/// `bounded_load` or custom strategy sends it, or where it is.
+pub(crate) fn strategy_targets<'a>(
+    me: NodeId,
+    registry: &Registry,
+    ring: &'a Ring,
+    members: &'a [NodeId],
+) -> impl Fn(&str, &Entry) -> Option<NodeId> + 'a {
+    let alive = |n: NodeId| members.binary_search(&n).is_ok();
+    let custom =
+        |type_name: &str| component::vtable(type_name).and_then(|v| (v.placement.custom)());
+    let moved = placement::replacements(me, registry, ring, &alive, &custom);
+    move |id, e| {
+        if let Some(to) = moved.get(id) {
+            return Some(*to);
+        }
+        let placing = ring.members().binary_search(&e.owner).is_ok();
+        match e.flags.distribution() {
+            Distribution::BoundedLoad | Distribution::Custom if placing => Some(e.owner),
+            _ => ring.owner(id),
+        }
     }
 }
 

@@ -40,11 +40,13 @@ mod component;
 mod core;
 mod error;
 mod events;
+mod explain;
 mod handle;
 mod hub;
 mod membership;
 mod node;
 mod options;
+pub mod placement;
 #[cfg(test)]
 mod tests;
 mod transport;
@@ -52,6 +54,7 @@ mod wire;
 
 pub use crate::error::{CallError, HubError, StartError, StopError};
 pub use crate::events::{HubEvent, RestartReason};
+pub use crate::explain::{Explanation, MembershipChange, PlannedMove};
 pub use crate::hub::{
     ChildInfo, DrainReport, Hub, HubBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER,
     DEFAULT_MAX_FRAME,
@@ -105,7 +108,8 @@ pub use crate::options::{OnNodeDeath, Role, StartOptions};
 /// | `struct TallyHandle` | the typed handle: `Clone + Send + Sync + Debug`, one async method per call, `id()` |
 /// | `Tally::start(&hub, id, state)` | starts it on its owner node; `Err(AlreadyStarted { node })` if the id runs anywhere |
 /// | `Tally::start_many(&hub, vec![(id, state), ...])` | many starts, batched per node; one result per item |
-/// | `Tally::start_with(&hub, id, state, options)`, `Tally::start_many_with(..)` | the same, with [`StartOptions`] for these ids (pinned, [`OnNodeDeath`]) over the type's defaults |
+/// | `Tally::start_with(&hub, id, state, options)`, `Tally::start_many_with(..)` | the same, with [`StartOptions`] for these ids (pinned, [`OnNodeDeath`], the node of a `guided` type) over the type's defaults |
+/// | `Tally::start_on(&hub, id, state, node)` | with `distribution = "guided"` only: starts it on `node`; `Err(Placement)` if that is not a live member |
 /// | `Tally::handle(&hub, id)` | a handle by id, from any node; nothing is checked until a call |
 /// | `Tally::stop(&hub, id)` | stops it wherever it runs; `Err(NotFound)` at once if nothing runs there |
 ///
@@ -116,11 +120,13 @@ pub use crate::options::{OnNodeDeath, Role, StartOptions};
 /// | `name` | a string | `module_path!()::Type` | the type's name on the wire; set it to keep a stable name across renames and rolling upgrades |
 /// | `crate` | a path | `::processhub` | where processhub is, when it is re-exported under another name |
 /// | `pinned` | (no value) | not pinned | the component stays on the node it started on while that node lives: a join or a drain does not move it; when its node leaves gracefully it is handed over (or stopped, with `on_node_death = "stay_down"`) |
-/// | `replicas` | an integer from 1 to 255, or `"all"` | `1` | copies kept in step (`"all"`: one on every member of the hub): the primary and `replicas - 1` standbys on the next owners on the ring. Every write (`&mut self` method) sends the new state to the standbys before the caller gets its reply, so a write acknowledged to a caller survives the death of the primary's node: a standby takes over with it ([`HubEvent::PrimaryPromoted`]). Copies are re-made as nodes join, leave and die, so there are `replicas` of them whenever that many nodes are up; [`Hub::lookup`] names the standbys. A write in flight when the primary dies may fail with an error saying it may have been applied |
+/// | `replicas` | an integer from 1 to 255, or `"all"` | `1` | copies kept in step (`"all"`: one on every member of the hub): the primary and `replicas - 1` standbys on the next owners on the ring. Every write (`&mut self` method) sends the new state to the standbys before the caller gets its reply, so a write acknowledged to a caller survives the death of the primary's node: a standby takes over with it ([`HubEvent::PrimaryPromoted`]). Copies are re-made as nodes join, leave and die, so there are `replicas` of them whenever that many nodes are up; [`Hub::lookup`] names the standbys. A write in flight when the primary dies is retried on the promoted standby and applied once (`sync = "sync"`, active/passive) |
 /// | `replication` | `"active_passive"` or `"active_active"` | `"active_passive"` | with `replicas`: `"active_passive"` runs one primary and keeps standbys in step; `"active_active"` runs every replica, each answering the calls made on its node (and those sent to it) on its own: writes are not shipped and copies diverge; a new replica starts from the primary's state, and when the primary's node dies a replica takes over as it is |
 /// | `reads` | `"primary"` or `"any"` | `"primary"` | with `replicas`: `"any"` lets a node holding a standby copy answer reads (`&self` methods) itself, without a network hop; the answer may miss the writes in flight at the primary |
 /// | `sync` | `"sync"` or `"async"` | `"sync"` | with `replicas`: `"sync"` acknowledges a write once its standbys hold it; `"async"` ships the state right after the reply (faster; a crash may lose the last writes, never older ones) |
 /// | `on_node_death` | `"restart"` or `"stay_down"` | `"restart"` | when its node dies: `"restart"` starts it on its new ring owner from its start state; `"stay_down"` drops it from every registry and reports [`HubEvent::ChildDown`] on every hub (start it again to bring it back) |
+/// | `distribution` | `"consistent_hash"`, `"guided"`, `"local"`, `"not_local"`, `"round_robin"`, `"every_node"` or `"bounded_load"` | `"consistent_hash"` | where its children run, and what happens to them when nodes join, leave and die: see [`placement`] for each. `"guided"` generates `Tally::start_on(&hub, id, state, node)`; `"every_node"` runs one instance on every member, each answering its own node (it stands for `replicas = "all", replication = "active_active"`) |
+/// | `custom` | a path to a type implementing [`placement::Strategy`] and `Default` | — | places its children by that strategy instead of a built-in one |
 /// | `migration` | `"hot"` or `"cold"` | `"hot"` | when the component moves (a join, a graceful shutdown, a drain): `"hot"` takes its latest state along, `"cold"` restarts it from its start state |
 ///
 /// # On the impl block
@@ -206,6 +212,7 @@ pub mod __private {
         ComponentVTable, Dispatch, COMPONENTS,
     };
     pub use crate::handle::{start, start_many, stop, HandleCore};
+    pub use crate::placement::custom_strategy;
     pub use futures_util::future::BoxFuture;
     pub use kameo::actor::ActorRef;
     pub use kameo::message::{Context, Message};

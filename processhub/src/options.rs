@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::component::Component;
+use crate::placement::Distribution;
+use crate::NodeId;
 
 /// What happens to a child when its node dies (is declared dead by the failure
 /// detector). A graceful leave is not a death: see [`crate::Hub::shutdown`].
@@ -32,6 +34,7 @@ pub enum OnNodeDeath {
 pub struct StartOptions {
     pinned: Option<bool>,
     on_node_death: Option<OnNodeDeath>,
+    node: Option<NodeId>,
 }
 
 impl StartOptions {
@@ -40,7 +43,21 @@ impl StartOptions {
         Self {
             pinned: None,
             on_node_death: None,
+            node: None,
         }
+    }
+
+    /// The node to start on, for a type with `distribution = "guided"` (for other types
+    /// the start fails with [`crate::StartError::Placement`]). A node that is not a live
+    /// member taking new children is an error too.
+    pub const fn node(mut self, node: NodeId) -> Self {
+        self.node = Some(node);
+        self
+    }
+
+    /// The node named, if any.
+    pub(crate) fn named(&self) -> Option<NodeId> {
+        self.node
     }
 
     /// Whether this child stays on the node it starts on while that node lives: joins
@@ -59,9 +76,10 @@ impl StartOptions {
 
     /// The flags a child of type `T` started with these options carries.
     pub(crate) fn flags<T: Component>(&self) -> Flags {
-        let pinned = self.pinned.unwrap_or(T::PINNED);
+        // Placed once (guided, local, ...): kept on its node while that node lives.
+        let pinned = self.pinned.unwrap_or(T::PINNED) || T::DISTRIBUTION.placed_once();
         let stay_down = self.on_node_death.unwrap_or(T::ON_NODE_DEATH) == OnNodeDeath::StayDown;
-        Flags::new(pinned, stay_down)
+        Flags::new(pinned, stay_down).with_distribution(T::DISTRIBUTION)
     }
 }
 
@@ -72,6 +90,7 @@ pub(crate) struct Flags(u8);
 impl Flags {
     const PINNED: u8 = 1;
     const STAY_DOWN: u8 = 2;
+    const DISTRIBUTION_SHIFT: u8 = 2;
 
     pub(crate) fn new(pinned: bool, stay_down: bool) -> Self {
         Self(if pinned { Self::PINNED } else { 0 } | if stay_down { Self::STAY_DOWN } else { 0 })
@@ -85,6 +104,16 @@ impl Flags {
     /// Not restarted when its node dies.
     pub(crate) fn stay_down(self) -> bool {
         self.0 & Self::STAY_DOWN != 0
+    }
+
+    /// With its type's distribution strategy (bits 2 to 4).
+    pub(crate) fn with_distribution(self, kind: Distribution) -> Self {
+        Self(self.0 & !(7 << Self::DISTRIBUTION_SHIFT) | kind.code() << Self::DISTRIBUTION_SHIFT)
+    }
+
+    /// Its type's distribution strategy.
+    pub(crate) fn distribution(self) -> Distribution {
+        Distribution::from_code(self.0 >> Self::DISTRIBUTION_SHIFT)
     }
 }
 

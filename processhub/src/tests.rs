@@ -91,6 +91,7 @@ fn new_start(id: &str, type_name: &str, state: Vec<u8>, hops: u8) -> Request<'st
             start_state: None,
             flags: Default::default(),
             recent: Vec::new(),
+            node: None,
         }],
         hops,
     }

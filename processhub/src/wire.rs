@@ -106,6 +106,9 @@ pub(crate) struct StartItem {
     pub(crate) start_state: Option<serde_bytes::ByteBuf>,
     /// Pinned, and whether it stays down when its node dies.
     pub(crate) flags: Flags,
+    /// For a new child placed by its strategy rather than the ring: the node it starts
+    /// on (that node takes it without looking at the ring).
+    pub(crate) node: Option<NodeId>,
     /// For a moved replicated child: the replies of its latest identified writes.
     pub(crate) recent: Vec<(u128, serde_bytes::ByteBuf)>,
 }

@@ -152,7 +152,6 @@ pub async fn cluster(hub_id: &str, n: usize) -> Vec<Hub> {
     hubs
 }
 
-/// Waits until every hub sees `n` members.
 /// Whether every hub sees the same owner, epoch and standbys for each of `ids` (no
 /// entry pending): the view a promotion is planned from is the same everywhere.
 pub fn views_agree(hubs: &[Hub], ids: &[String]) -> bool {
@@ -167,6 +166,7 @@ pub fn views_agree(hubs: &[Hub], ids: &[String]) -> bool {
     })
 }
 
+/// Waits until every hub sees `n` members.
 pub async fn wait_members(hubs: &[Hub], n: usize) {
     wait_until(
         "every hub sees every member",

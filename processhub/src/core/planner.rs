@@ -8,6 +8,7 @@
 //! taken up again.
 
 use crate::core::registry::Registry;
+#[cfg(test)]
 use crate::core::ring::Ring;
 use crate::NodeId;
 
@@ -42,16 +43,28 @@ pub(crate) enum Command {
     },
 }
 
-/// Plans the commands of node `me`, marking re-assigned entries in `registry` as
-/// pending, and dropping the entries of dead nodes' children that stay down. `members`
-/// (sorted) are the live nodes; `ring` places children, over the members that take new
-/// ones (a draining member is alive but not on it). Pinned children stay on their node
-/// while it lives. Commands come sorted by id.
+/// The plan of consistent hashing alone: [`plan_with_targets`] with the ring owners.
+#[cfg(test)]
 pub(crate) fn plan_membership_change(
     me: NodeId,
     members: &[NodeId],
     ring: &Ring,
     registry: &mut Registry,
+) -> Vec<Command> {
+    plan_with_targets(me, members, registry, &|id, _| ring.owner(id))
+}
+
+/// Plans the commands of node `me`, marking re-assigned entries in `registry` as
+/// pending, and dropping the entries of dead nodes' children that stay down. `members`
+/// (sorted) are the live nodes; `target` gives the node each child should be on (by its
+/// distribution strategy, over the members that take new ones: a draining member is
+/// alive but takes none; `None`: no member). Pinned children stay on their node while it
+/// lives. Commands come sorted by id.
+pub(crate) fn plan_with_targets(
+    me: NodeId,
+    members: &[NodeId],
+    registry: &mut Registry,
+    target: &dyn Fn(&str, &crate::core::registry::Entry) -> Option<NodeId>,
 ) -> Vec<Command> {
     let mut commands = Vec::new();
     let alive = |n: NodeId| members.binary_search(&n).is_ok();
@@ -63,7 +76,7 @@ pub(crate) fn plan_membership_change(
     let mut reassign = Vec::new();
     let mut down = Vec::new();
     for (id, entry) in registry.iter() {
-        let Some(target) = ring.owner(id) else {
+        let Some(target) = target(id, entry) else {
             continue;
         };
         if entry.flags.stay_down() && !alive(entry.owner) && registry.pending_from(id).is_none() {

@@ -69,7 +69,7 @@ pub(crate) fn wins(a: &Entry, b: &Entry) -> bool {
 
 /// The registry of one node. Keys are shared with [`crate::ChildInfo`] (no copy on a
 /// lookup) and hashed with foldhash (fast, seeded per process).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Registry {
     entries: HashMap<Arc<str>, Entry, foldhash::fast::RandomState>,
     /// Entries re-assigned by the planner after their node died or left, to the node
