@@ -313,8 +313,48 @@ async fn every_node_runs_an_instance_on_each_member_that_answers_its_own_node() 
     .await;
     for h in &hubs {
         assert_eq!(h.local_children(), 1);
-        h.shutdown().await.unwrap();
     }
+    // The primary's node dies: another instance takes over as it is; each survivor
+    // keeps its own.
+    let mut counts: HashMap<NodeId, u64> = HashMap::new();
+    for h in &hubs {
+        counts.insert(h.node_id(), EveryNode::handle(h, "e").get().await.unwrap());
+    }
+    let i = hubs.iter().position(|h| h.node_id() == primary).unwrap();
+    hubs.remove(i).kill().await;
+    wait_members(&hubs, 2).await;
+
+    wait_until(
+        "a new primary, seen everywhere",
+        Duration::from_secs(15),
+        || async {
+            hubs.iter()
+                .all(|h| owner(h, "e").is_some_and(|o| o != primary))
+        },
+    )
+    .await;
+    for h in &hubs {
+        assert_eq!(
+            EveryNode::handle(h, "e").get().await.unwrap(),
+            counts[&h.node_id()]
+        );
+    }
+    // The primary leaves gracefully: its instance stops; the other takes over as it is.
+    let primary = owner(&hubs[0], "e").unwrap();
+    let i = hubs.iter().position(|h| h.node_id() == primary).unwrap();
+    hubs.remove(i).shutdown().await.unwrap();
+    wait_members(&hubs, 1).await;
+    wait_until(
+        "the last instance is the primary",
+        Duration::from_secs(15),
+        || async { owner(&hubs[0], "e") == Some(hubs[0].node_id()) },
+    )
+    .await;
+    assert_eq!(
+        EveryNode::handle(&hubs[0], "e").get().await.unwrap(),
+        counts[&hubs[0].node_id()]
+    );
+    hubs[0].shutdown().await.unwrap();
 }
 
 fn loads(hub: &Hub, ids: &[String]) -> HashMap<NodeId, usize> {
@@ -408,6 +448,28 @@ async fn bounded_load_caps_every_node_and_moves_only_the_excess() {
         },
     )
     .await;
+    // A node leaves gracefully: its children go under the cap of the two left
+    // (ceil(1.25 × 150)), with their state.
+    let leaver = hubs.remove(2);
+    leaver.shutdown().await.unwrap();
+    wait_members(&hubs, 2).await;
+    wait_until(
+        "the leaver's children placed under the cap",
+        Duration::from_secs(15),
+        || async {
+            hubs.iter().all(|h| {
+                let l = loads(h, &ids);
+                l.values().sum::<usize>() == 300 && l.values().all(|l| *l <= 188)
+            })
+        },
+    )
+    .await;
+    let mut kept = 0;
+    for id in &ids {
+        kept += Bounded::handle(&hubs[0], id.clone()).get().await.unwrap();
+    }
+    // Those of the dead node restarted from 0; the others kept their 1.
+    assert!(kept >= 150, "{kept} of 300 kept their state");
     for h in &hubs {
         h.shutdown().await.unwrap();
     }
@@ -457,7 +519,33 @@ async fn a_custom_strategy_places_and_replaces_children() {
             "{id}"
         );
     }
-    for h in &rest {
+    // A join: they go where the strategy says (the joiner if it is now the lowest).
+    let mut hubs = rest;
+    hubs.push(hub("custom", &[hubs[0].listen_addr()]).await);
+    wait_members(&hubs, 3).await;
+    let lowest = hubs.iter().map(|h| h.node_id()).min().unwrap();
+    for id in ids.iter().filter(|id| id.starts_with("eu-")) {
+        wait_owner(&hubs, id, lowest).await;
+        assert_eq!(
+            EuFirst::handle(&hubs[1], id.clone()).get().await.unwrap(),
+            3,
+            "{id}"
+        );
+    }
+    // The lowest dies: restarted on the next lowest, from the start state.
+    let i = hubs.iter().position(|h| h.node_id() == lowest).unwrap();
+    hubs.remove(i).kill().await;
+    wait_members(&hubs, 2).await;
+    let lowest = hubs.iter().map(|h| h.node_id()).min().unwrap();
+    for id in ids.iter().filter(|id| id.starts_with("eu-")) {
+        wait_owner(&hubs, id, lowest).await;
+        assert_eq!(
+            EuFirst::handle(&hubs[0], id.clone()).get().await.unwrap(),
+            0,
+            "{id}"
+        );
+    }
+    for h in &hubs {
         h.shutdown().await.unwrap();
     }
 }
@@ -496,3 +584,102 @@ async fn plan_tells_the_moves_a_leave_makes_and_explain_tells_why() {
         h.shutdown().await.unwrap();
     }
 }
+
+/// For a strategy that places once (`local`, `not_local`, `round_robin`): its children
+/// stay on a join, go to their ring owner with their state on a graceful leave of their
+/// node, and are restarted on their ring owner from their start state when it dies.
+macro_rules! placed_once_lifecycle {
+    ($test:ident, $ty:ident, $hub_id:literal) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let mut hubs = cluster($hub_id, 4).await;
+            let ids: Vec<String> = (0..12).map(|i| format!("{}-{i}", $hub_id)).collect();
+            for id in &ids {
+                $ty::start(&hubs[1], id.clone(), $ty::default())
+                    .await
+                    .unwrap();
+                wait_until("placed everywhere", Duration::from_secs(10), || async {
+                    hubs.iter().all(|h| owner(h, id).is_some())
+                })
+                .await;
+                $ty::handle(&hubs[0], id.clone()).add(1).await.unwrap();
+            }
+            let placed: HashMap<String, NodeId> = ids
+                .iter()
+                .map(|id| (id.clone(), owner(&hubs[0], id).unwrap()))
+                .collect();
+            // A join: they stay.
+            let control = start_control(&hubs[0], concat!($hub_id, "-control")).await;
+            hubs.push(hub($hub_id, &[hubs[0].listen_addr()]).await);
+            wait_members(&hubs, 5).await;
+            wait_control_moved(&hubs, &control, hubs[4].node_id()).await;
+            for id in &ids {
+                assert_eq!(
+                    owner(&hubs[0], id),
+                    Some(placed[id]),
+                    "{id} moved on a join"
+                );
+            }
+            // The node of the first leaves gracefully: its children go to their ring
+            // owners with their state.
+            let i = hubs
+                .iter()
+                .position(|h| h.node_id() == placed[&ids[0]])
+                .unwrap();
+            let leaver = hubs.remove(i);
+            leaver.shutdown().await.unwrap();
+            wait_members(&hubs, 4).await;
+            for id in ids.iter().filter(|id| placed[*id] == leaver.node_id()) {
+                let to = hubs[0].ring_owner(id).unwrap();
+                wait_owner(&hubs, id, to).await;
+                assert_eq!(
+                    $ty::handle(&hubs[0], id.clone()).get().await.unwrap(),
+                    1,
+                    "{id}"
+                );
+            }
+            // Another node holding some dies: restarted on their ring owner, from the
+            // start state.
+            let victim = ids
+                .iter()
+                .filter_map(|id| owner(&hubs[0], id))
+                .find(|n| *n != hubs[0].node_id())
+                .expect("a child on another node");
+            let i = hubs.iter().position(|h| h.node_id() == victim).unwrap();
+            let theirs: Vec<&String> = ids
+                .iter()
+                .filter(|id| owner(&hubs[0], id) == Some(victim))
+                .collect();
+            hubs.remove(i).kill().await;
+            wait_members(&hubs, 3).await;
+            for id in theirs {
+                let to = hubs[0].ring_owner(id).unwrap();
+                wait_owner(&hubs, id, to).await;
+                assert_eq!(
+                    $ty::handle(&hubs[0], id.clone()).get().await.unwrap(),
+                    0,
+                    "{id}"
+                );
+            }
+            for h in &hubs {
+                h.shutdown().await.unwrap();
+            }
+        }
+    };
+}
+
+placed_once_lifecycle!(
+    local_children_stay_on_a_join_and_follow_the_ring_when_their_node_goes,
+    Local,
+    "lc-local"
+);
+placed_once_lifecycle!(
+    not_local_children_stay_on_a_join_and_follow_the_ring_when_their_node_goes,
+    NotLocal,
+    "lc-not-local"
+);
+placed_once_lifecycle!(
+    round_robin_children_stay_on_a_join_and_follow_the_ring_when_their_node_goes,
+    RoundRobin,
+    "lc-round-robin"
+);

@@ -1966,6 +1966,18 @@ impl HubInner {
             let targets = strategy_targets(self.me, &st.registry, &others, &members);
             st.local
                 .iter()
+                // Active/active instances are not handed over: a replica elsewhere takes
+                // over as it is (each instance has its own state), as on a death.
+                .filter(|(id, l)| {
+                    let active =
+                        component::vtable(l.child.type_name()).is_some_and(|v| v.active_active);
+                    let others_run = st.registry.get(id).is_some_and(|e| {
+                        e.standbys
+                            .as_deref()
+                            .is_some_and(|s| s.iter().any(|n| *n != self.me))
+                    });
+                    !(l.replica || active && others_run)
+                })
                 .filter_map(|(id, l)| {
                     let to = match st.registry.get(id) {
                         Some(e) => targets(id, e),
@@ -2377,8 +2389,14 @@ pub(crate) fn strategy_targets<'a>(
             return Some(*to);
         }
         let placing = ring.members().binary_search(&e.owner).is_ok();
+        // An active/active primary stays while its node takes children: moving it would
+        // overwrite the replica running where it goes (each has its own state).
+        let active = || {
+            e.standbys.is_some() && component::vtable(&e.type_name).is_some_and(|v| v.active_active)
+        };
         match e.flags.distribution() {
             Distribution::BoundedLoad | Distribution::Custom if placing => Some(e.owner),
+            _ if placing && active() => Some(e.owner),
             _ => ring.owner(id),
         }
     }
