@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -981,6 +982,128 @@ async fn an_active_replica_takes_over_as_it_is_when_the_primary_is_killed() {
             .await
             .unwrap();
         assert_eq!(roles, vec![Primary, Replica, Primary], "{id}");
+    }
+    hub.shutdown().await.unwrap();
+}
+
+/// A counter placed on the node named at start.
+#[distributed(distribution = "guided")]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct GuidedTally {
+    n: u64,
+}
+
+#[distributed]
+impl GuidedTally {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
+/// A counter placed by consistent hashing under a cap per node.
+#[distributed(distribution = "bounded_load")]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct BoundedTally {
+    n: u64,
+}
+
+#[distributed]
+impl BoundedTally {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guided_and_bounded_children_of_a_killed_node_process_restart_where_their_strategy_says() {
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
+    let mut b = Node::spawn(hub.listen_addr()).await;
+    let _c = Node::spawn(hub.listen_addr()).await;
+    members(&hub, 3).await;
+    // Guided children named onto b; bounded ones spread under the cap (ceil(1.25 × 100)).
+    let guided: Vec<String> = (0..20).map(|i| format!("gd-{i}")).collect();
+    for r in GuidedTally::start_many_with(
+        &hub,
+        guided
+            .iter()
+            .map(|i| (i.clone(), GuidedTally::default()))
+            .collect(),
+        StartOptions::new().node(b.id),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let bounded: Vec<String> = (0..300).map(|i| format!("bd-{i}")).collect();
+    for r in BoundedTally::start_many(
+        &hub,
+        bounded
+            .iter()
+            .map(|i| (i.clone(), BoundedTally::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let per_node = |ids: &[String]| {
+        let mut m: HashMap<NodeId, usize> = HashMap::new();
+        for id in ids {
+            if let Some(i) = hub.lookup(id).filter(|i| !i.pending) {
+                *m.entry(i.owner).or_default() += 1;
+            }
+        }
+        m
+    };
+    for id in &guided {
+        assert_eq!(hub.lookup(id).unwrap().owner, b.id, "{id}");
+        assert_eq!(
+            GuidedTally::handle(&hub, id.clone()).add(1).await.unwrap(),
+            1
+        );
+    }
+    assert!(
+        per_node(&bounded).values().all(|l| *l <= 125),
+        "{:?}",
+        per_node(&bounded)
+    );
+    // kill -9 b: the guided children restart on their ring owners (from the start
+    // state); b's bounded children go under the cap of the two left (ceil(1.25 × 150)).
+    b.child.start_kill().unwrap();
+    b.child.wait().await.unwrap();
+    members(&hub, 2).await;
+    wait_until(
+        "every child placed again",
+        Duration::from_secs(20),
+        || async {
+            let g = per_node(&guided);
+            let l = per_node(&bounded);
+            g.values().sum::<usize>() == 20
+                && !g.contains_key(&b.id)
+                && l.values().sum::<usize>() == 300
+                && l.values().all(|l| *l <= 188)
+        },
+    )
+    .await;
+    for id in &guided {
+        assert_eq!(
+            Some(hub.lookup(id).unwrap().owner),
+            hub.ring_owner(id),
+            "{id}"
+        );
+        assert_eq!(
+            GuidedTally::handle(&hub, id.clone()).add(1).await.unwrap(),
+            1,
+            "{id}"
+        );
+    }
+    for id in &bounded {
+        BoundedTally::handle(&hub, id.clone()).add(1).await.unwrap();
     }
     hub.shutdown().await.unwrap();
 }
