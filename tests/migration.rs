@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{hub, wait_members, wait_until, ColdTally, Tally};
+use common::{cluster, hub, wait_members, wait_until, ColdTally, Tally};
 use processhub::prelude::*;
 use processhub::HubEvent;
 
@@ -641,4 +641,107 @@ async fn on_a_graceful_leave_children_bound_to_their_node_stop_and_the_others_mo
         );
     }
     a.shutdown().await.unwrap();
+}
+
+/// Stops of [`Lifecycle`] children seen by its `#[on_stop]`, in this process.
+static LIFECYCLE_STOPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts its starts (in its state, which moves with it) and its stops.
+#[distributed]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Lifecycle {
+    starts: u32,
+    touches: u32,
+}
+
+#[distributed]
+impl Lifecycle {
+    /// (starts, touches).
+    pub fn touch(&mut self) -> (u32, u32) {
+        self.touches += 1;
+        (self.starts, self.touches)
+    }
+
+    #[on_start]
+    fn started(&mut self) {
+        self.starts += 1;
+    }
+
+    #[on_stop]
+    fn stopped(&mut self) {
+        LIFECYCLE_STOPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_and_stop_hooks_run_on_starts_restarts_and_stops_not_on_moves() {
+    let mut hubs = cluster("lifecycle", 3).await;
+    let ids: Vec<String> = (0..60).map(|i| format!("lc-{i}")).collect();
+    for r in Lifecycle::start_many(
+        &hubs[0],
+        ids.iter()
+            .map(|i| (i.clone(), Lifecycle::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    // Started once each, wherever it started.
+    for id in &ids {
+        assert_eq!(
+            Lifecycle::handle(&hubs[1], id.clone())
+                .touch()
+                .await
+                .unwrap(),
+            (1, 1)
+        );
+    }
+    // A graceful leave moves children with their state: no second start.
+    let owners: Vec<NodeId> = ids
+        .iter()
+        .map(|id| hubs[0].lookup(id).unwrap().owner)
+        .collect();
+    let leaver = hubs.remove(1);
+    let left = leaver.node_id();
+    leaver.shutdown().await.unwrap();
+    wait_members(&hubs, 2).await;
+    for (id, owner) in ids.iter().zip(&owners) {
+        let got = Lifecycle::handle(&hubs[0], id.clone())
+            .touch()
+            .await
+            .unwrap();
+        assert_eq!(got, (1, 2), "{id} (was on {owner}, the leaver was {left})");
+    }
+    // A death restarts its children from their start state: started again, from there.
+    let victim = hubs[1].node_id();
+    let on_victim: Vec<&String> = ids
+        .iter()
+        .filter(|id| hubs[0].lookup(id).unwrap().owner == victim)
+        .collect();
+    assert!(!on_victim.is_empty());
+    hubs.remove(1).kill().await;
+    wait_members(&hubs, 1).await;
+    for id in &ids {
+        let expected = if on_victim.contains(&id) {
+            (1, 1)
+        } else {
+            (1, 3)
+        };
+        let got = Lifecycle::handle(&hubs[0], id.clone())
+            .touch()
+            .await
+            .unwrap();
+        assert_eq!(got, expected, "{id}");
+    }
+    // Stops run the stop hook, once each; nothing else did.
+    assert_eq!(LIFECYCLE_STOPS.load(std::sync::atomic::Ordering::SeqCst), 0);
+    for id in &ids {
+        Lifecycle::stop(&hubs[0], id).await.unwrap();
+    }
+    assert_eq!(
+        LIFECYCLE_STOPS.load(std::sync::atomic::Ordering::SeqCst),
+        60
+    );
+    hubs[0].shutdown().await.unwrap();
 }

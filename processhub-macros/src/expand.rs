@@ -5,7 +5,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{FnArg, ImplItem, ItemImpl, ItemStruct, Pat, ReturnType, Type, Visibility};
 
-use crate::parse::{push, Input, StructArgs};
+use crate::parse::{impl_crate, push, Input, StructArgs};
 
 pub(crate) fn distributed(args: TokenStream, input: TokenStream) -> TokenStream {
     let item: Input = match syn::parse2(input.clone()) {
@@ -28,22 +28,21 @@ pub(crate) fn distributed(args: TokenStream, input: TokenStream) -> TokenStream 
             }
         },
         Input::Impl(mut i) => {
-            if !args.is_empty() {
-                let e = syn::Error::new(
-                    args.span(),
-                    "options go on the struct's #[distributed(...)], not on the impl block",
-                );
-                strip_method_attrs(&mut i);
-                let mut out = fallback(e, i.to_token_stream());
-                out.extend(stub_dispatch(&i));
-                return out;
-            }
-            match expand_impl(&i) {
+            let ph = match impl_crate(args) {
+                Ok(path) => path.map_or_else(|| quote!(::processhub), |p| p.to_token_stream()),
+                Err(e) => {
+                    strip_method_attrs(&mut i);
+                    let mut out = fallback(e, i.to_token_stream());
+                    out.extend(stub_dispatch(&i, &quote!(::processhub)));
+                    return out;
+                }
+            };
+            match expand_impl(&i, &ph) {
                 Ok(out) => out,
                 Err(e) => {
                     strip_method_attrs(&mut i);
                     let mut out = fallback(e, i.to_token_stream());
-                    out.extend(stub_dispatch(&i));
+                    out.extend(stub_dispatch(&i, &ph));
                     out
                 }
             }
@@ -59,17 +58,11 @@ fn fallback(e: syn::Error, item: TokenStream) -> TokenStream {
 
 /// On the error path: a `Dispatch` that knows no method, so that the struct's expansion
 /// does not add errors of its own on top of the one that matters.
-fn stub_dispatch(item: &ItemImpl) -> TokenStream {
+fn stub_dispatch(item: &ItemImpl, ph: &TokenStream) -> TokenStream {
     if !item.generics.params.is_empty() {
         return TokenStream::new();
     }
-    let dispatch = dispatch_impl(
-        &quote!(::processhub),
-        &item.self_ty,
-        &[],
-        &TokenStream::new(),
-        &[],
-    );
+    let dispatch = dispatch_impl(ph, &item.self_ty, &[], &TokenStream::new(), &[]);
     quote! {
         const _: () = {
             #dispatch
@@ -363,6 +356,8 @@ fn is_skip(attr: &syn::Attribute) -> bool {
 
 /// The lifecycle hooks a method can be marked as, and the `Dispatch` method each fills.
 const HOOKS: &[(&str, &str)] = &[
+    ("on_start", "on_start"),
+    ("on_stop", "on_stop"),
     ("on_handover_out", "on_handover_out"),
     ("on_handover_in", "on_handover_in"),
     ("on_role_change", "on_role_change"),
@@ -384,8 +379,7 @@ fn strip_method_attrs(item: &mut ItemImpl) {
     }
 }
 
-fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
-    let ph = quote!(::processhub);
+fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
     let mut errors: Option<syn::Error> = None;
     if let Some((_, path, _)) = &item.trait_ {
         return Err(syn::Error::new(
@@ -536,9 +530,10 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
         let ret_check = quote_spanned! {ret_span=>
             let _ = assert_ret::<#ret>;
         };
+        let serde_path = format!("{}::__private::serde", ph.to_string().replace(' ', ""));
         msgs.push(quote! {
             #[derive(#ph::__private::serde::Serialize, #ph::__private::serde::Deserialize)]
-            #[serde(crate = "::processhub::__private::serde")]
+            #[serde(crate = #serde_path)]
             #[allow(non_camel_case_types)]
             #[doc(hidden)]
             pub struct #msg(#(#arg_types,)*);
@@ -605,7 +600,7 @@ fn expand_impl(item: &ItemImpl) -> syn::Result<TokenStream> {
             }
         })
         .collect();
-    let dispatch = dispatch_impl(&ph, self_ty, &arms, &hooks, &writes);
+    let dispatch = dispatch_impl(ph, self_ty, &arms, &hooks, &writes);
     let mut item = item.clone();
     strip_method_attrs(&mut item);
     Ok(quote! {
@@ -696,4 +691,138 @@ fn method(f: &syn::ImplItemFn) -> syn::Result<Method<'_>> {
         write,
         args,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Expansion snapshots of typical components (`src/snapshots/`, reviewed like code:
+    //! `cargo insta review`, or `INSTA_UPDATE=always cargo test -p processhub-macros`
+    //! and read the diff), and the hygiene of `crate = ...`.
+
+    use proc_macro2::TokenStream;
+    use quote::quote;
+
+    use super::distributed;
+
+    /// The expansion of a struct and its impl block, formatted.
+    fn expand(
+        struct_args: TokenStream,
+        item: TokenStream,
+        impl_args: TokenStream,
+        imp: TokenStream,
+    ) -> String {
+        let mut out = distributed(struct_args, item);
+        out.extend(distributed(impl_args, imp));
+        let file: syn::File = syn::parse2(out).expect("the expansion parses");
+        prettyplease::unparse(&file)
+    }
+
+    #[test]
+    fn a_counter() {
+        insta::assert_snapshot!(expand(
+            quote!(),
+            quote! {
+                /// A counter.
+                #[derive(Default, Serialize, Deserialize)]
+                pub struct Tally {
+                    n: u64,
+                }
+            },
+            quote!(),
+            quote! {
+                impl Tally {
+                    /// Adds.
+                    pub fn add(&mut self, by: u64) -> u64 {
+                        self.n += by;
+                        self.n
+                    }
+                    /// Reads, asynchronously.
+                    pub async fn get(&self) -> u64 {
+                        self.n
+                    }
+                    fn helper(&self) {}
+                }
+            },
+        ));
+    }
+
+    #[test]
+    fn a_replicated_component_with_hooks_and_a_result() {
+        insta::assert_snapshot!(expand(
+            quote!(replicas = 3, reads = "any", name = "bank.Account/v1"),
+            quote! {
+                #[derive(Default, Serialize, Deserialize)]
+                pub struct Account {
+                    balance: i64,
+                }
+            },
+            quote!(),
+            quote! {
+                impl Account {
+                    pub fn withdraw(&mut self, amount: i64) -> Result<i64, String> {
+                        if amount > self.balance {
+                            return Err("insufficient funds".into());
+                        }
+                        self.balance -= amount;
+                        Ok(self.balance)
+                    }
+                    #[on_start]
+                    fn opened(&mut self) {}
+                    #[on_role_change]
+                    fn role(&mut self, role: processhub::Role) {
+                        let _ = role;
+                    }
+                }
+            },
+        ));
+    }
+
+    #[test]
+    fn a_guided_component() {
+        insta::assert_snapshot!(expand(
+            quote!(distribution = "guided", pinned, on_node_death = "stay_down"),
+            quote! {
+                #[derive(Default, Serialize, Deserialize)]
+                pub struct Printer {
+                    jobs: u64,
+                }
+            },
+            quote!(),
+            quote! {
+                impl Printer {
+                    pub fn print(&mut self, doc: String) -> u64 {
+                        let _ = doc;
+                        self.jobs += 1;
+                        self.jobs
+                    }
+                }
+            },
+        ));
+    }
+
+    #[test]
+    fn with_crate_the_expansion_names_only_that_path() {
+        let out = expand(
+            quote!(crate = ::mylib::ph, custom = Lowest),
+            quote! {
+                #[derive(Default, Serialize, Deserialize)]
+                pub struct Job {
+                    n: u64,
+                }
+            },
+            quote!(crate = ::mylib::ph),
+            quote! {
+                impl Job {
+                    pub fn run(&mut self) -> u64 {
+                        self.n += 1;
+                        self.n
+                    }
+                    #[on_stop]
+                    fn done(&mut self) {}
+                }
+            },
+        );
+        assert!(!out.contains("processhub"), "{out}");
+        assert!(out.contains("::mylib::ph::__private"));
+    }
 }

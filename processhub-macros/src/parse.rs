@@ -333,6 +333,37 @@ impl StructArgs {
     }
 }
 
+/// The one option of the impl block: `crate = ::path::to::processhub`, for a processhub
+/// re-exported under another name (the struct says the same).
+pub(crate) fn impl_crate(tokens: TokenStream) -> syn::Result<Option<Path>> {
+    if tokens.is_empty() {
+        return Ok(None);
+    }
+    let parser = |input: ParseStream<'_>| -> syn::Result<Path> {
+        let wrong = |span| {
+            syn::Error::new(
+                span,
+                "on the impl block, only `crate = ::path::to::processhub` is an option; the \
+                 others go on the struct's #[distributed(...)]",
+            )
+        };
+        if !input.peek(Token![crate]) {
+            return Err(wrong(input.span()));
+        }
+        input.parse::<Token![crate]>()?;
+        input.parse::<Token![=]>()?;
+        let path: Path = input
+            .parse()
+            .map_err(|e| syn::Error::new(e.span(), "write `crate = ::path::to::processhub`"))?;
+        input.parse::<Option<Token![,]>>()?;
+        if !input.is_empty() {
+            return Err(wrong(input.span()));
+        }
+        Ok(path)
+    };
+    syn::parse::Parser::parse2(parser, tokens).map(Some)
+}
+
 /// Parses `= "value"` for option `key`, one of `values` (each with what it means).
 /// `None` (and an error collected) for a string that is none of them.
 fn choice(

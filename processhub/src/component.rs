@@ -29,6 +29,11 @@ use crate::events::{HubEvent, RestartReason};
 use crate::NodeId;
 
 /// A component type: implemented by `#[distributed]` on a struct.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a #[distributed] component",
+    label = "put #[distributed] on the struct `{Self}` too",
+    note = "#[distributed] goes on the struct (the component's state) and on its impl block"
+)]
 pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// The type's name on the wire: the same in every binary of the cluster.
     const TYPE_NAME: &'static str;
@@ -67,6 +72,11 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
 
 /// Remote dispatch by method name, and the lifecycle hooks: implemented by
 /// `#[distributed]` on an impl block.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a #[distributed] component with calls",
+    label = "put #[distributed] on `impl {Self} {{ ... }}` too",
+    note = "#[distributed] goes on the struct (the component's state) and on its impl block"
+)]
 pub trait Dispatch: Component {
     /// Runs before the state leaves this node in a hot move (`#[on_handover_out]`).
     fn on_handover_out(&mut self) {}
@@ -74,6 +84,16 @@ pub trait Dispatch: Component {
     /// Runs when a state arrives from a hot move, before the first call
     /// (`#[on_handover_in]`).
     fn on_handover_in(&mut self) {}
+
+    /// Runs when the component starts (`#[on_start]`): a start, a restart from its start
+    /// state after its node died, a cold move. Not when it wakes from sleep, arrives
+    /// in a hot move (`#[on_handover_in]`) or is promoted from a standby copy.
+    fn on_start(&mut self) {}
+
+    /// Runs when the component is stopped (`#[on_stop]`): `Type::stop`, or its node
+    /// leaving with `pinned` and `on_node_death = "stay_down"`. Not when it sleeps,
+    /// moves, or its node dies.
+    fn on_stop(&mut self) {}
 
     /// Runs when an instance of a replicated child takes a role
     /// (`#[on_role_change]`): `Primary` when it starts as the primary (a start, a move's
@@ -262,19 +282,26 @@ impl<T: Component> ComponentActor<T> {
     }
 }
 
-/// Tells a running instance its new role (an active replica promoted in place).
-pub(crate) struct RoleChange(pub(crate) crate::Role);
+/// A lifecycle hook to run on a running instance.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Hook {
+    /// Its new role (an active replica promoted in place): `#[on_role_change]`.
+    Role(crate::Role),
+    /// It is being stopped for good: `#[on_stop]`.
+    Stop,
+}
 
-impl<T: Dispatch> Message<RoleChange> for ComponentActor<T> {
+impl<T: Dispatch> Message<Hook> for ComponentActor<T> {
     type Reply = ();
 
-    async fn handle(
-        &mut self,
-        RoleChange(role): RoleChange,
-        _: &mut kameo::message::Context<Self, ()>,
-    ) {
-        if std::panic::catch_unwind(AssertUnwindSafe(|| self.state.on_role_change(role))).is_err() {
-            tracing::error!(id = %self.id, "#[on_role_change] panicked");
+    async fn handle(&mut self, hook: Hook, _: &mut kameo::message::Context<Self, ()>) {
+        let state = &mut self.state;
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| match hook {
+            Hook::Role(role) => state.on_role_change(role),
+            Hook::Stop => state.on_stop(),
+        }));
+        if ran.is_err() {
+            tracing::error!(id = %self.id, ?hook, "a lifecycle hook panicked");
         }
     }
 }
@@ -460,8 +487,8 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn resync(self: Arc<Self>) -> BoxFuture<'static, ()>;
     /// The replies of its latest identified writes (they move with it).
     fn recent_calls(&self) -> Vec<(u128, Vec<u8>)>;
-    /// Runs its `#[on_role_change]` hook with `role`.
-    fn role_change(self: Arc<Self>, role: crate::Role) -> BoxFuture<'static, ()>;
+    /// Runs a lifecycle hook on it (waking it if it sleeps).
+    fn run_hook(self: Arc<Self>, hook: Hook) -> BoxFuture<'static, ()>;
     /// Freezes it for a move and returns its encoded state (`None` inside for a cold
     /// move: the start state goes instead); `None` if it is stopped. Calls wait until
     /// `move_done` or `move_failed`.
@@ -885,10 +912,10 @@ impl<T: Dispatch> ErasedChild for Child<T> {
         self.ctx.recent.lock().unwrap().to_list()
     }
 
-    fn role_change(self: Arc<Self>, role: crate::Role) -> BoxFuture<'static, ()> {
+    fn run_hook(self: Arc<Self>, hook: Hook) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             if let Some(entered) = self.enter().await {
-                let _ = entered.actor.ask(RoleChange(role)).await;
+                let _ = entered.actor.ask(hook).await;
             }
         })
     }
@@ -942,15 +969,37 @@ pub(crate) fn spawn_typed<T: Dispatch>(state: T, ctx: ChildCtx) -> Arc<dyn Erase
     Arc::new(Child::new(state, ctx))
 }
 
+/// How a child's state comes to be spawned: which hook runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// A start, or a restart from the start state: `#[on_start]`.
+    Started,
+    /// Handed over in a move: `#[on_handover_in]` (hot), `#[on_start]` (cold: it
+    /// restarts from its start state).
+    HandedOver,
+    /// A standby's copy promoted, or an active replica made: no hook but the role's.
+    Resumed,
+}
+
+/// Runs `#[on_start]` (for generated code and the hub), a panic being an error.
+pub(crate) fn run_on_start<T: Dispatch>(state: &mut T) -> Result<(), String> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| state.on_start()))
+        .map_err(|p| format!("#[on_start] panicked: {}", panic_message(&*p)))
+}
+
 fn spawn_erased<T: Dispatch>(
     state: &[u8],
     args: ChildCtx,
-    handed_over: bool,
+    arrival: Arrival,
 ) -> Result<Arc<dyn ErasedChild>, String> {
     let mut state: T = postcard::from_bytes(state).map_err(|e| format!("start state: {e}"))?;
-    if handed_over && T::HOT_MIGRATION {
-        std::panic::catch_unwind(AssertUnwindSafe(|| state.on_handover_in()))
-            .map_err(|p| format!("#[on_handover_in] panicked: {}", panic_message(&*p)))?;
+    match arrival {
+        Arrival::HandedOver if T::HOT_MIGRATION => {
+            std::panic::catch_unwind(AssertUnwindSafe(|| state.on_handover_in()))
+                .map_err(|p| format!("#[on_handover_in] panicked: {}", panic_message(&*p)))?;
+        }
+        Arrival::Started | Arrival::HandedOver => run_on_start(&mut state)?,
+        Arrival::Resumed => {}
     }
     if let Some(role) = args.role {
         std::panic::catch_unwind(AssertUnwindSafe(|| state.on_role_change(role)))
@@ -959,8 +1008,8 @@ fn spawn_erased<T: Dispatch>(
     Ok(spawn_typed(state, args))
 }
 
-/// Starts a child from its encoded state; `true` when the state arrived in a move.
-pub(crate) type SpawnFn = fn(&[u8], ChildCtx, bool) -> Result<Arc<dyn ErasedChild>, String>;
+/// Starts a child from its encoded state, running the hook its arrival calls for.
+pub(crate) type SpawnFn = fn(&[u8], ChildCtx, Arrival) -> Result<Arc<dyn ErasedChild>, String>;
 
 /// One component type, as the hub sees it.
 #[doc(hidden)]

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use crate::component::{
-    self, ChildCtx, EncodedCall, ErasedChild, RecentCalls, Replicator, Responder,
+    self, Arrival, ChildCtx, EncodedCall, ErasedChild, Hook, RecentCalls, Replicator, Responder,
 };
 use crate::core::planner::{plan_with_targets, Command};
 use crate::core::registry::{wins, Entry, Registry, StartState, Upsert};
@@ -869,6 +869,7 @@ impl HubInner {
                 .broadcast(&Push::Remove(vec![(id.to_string(), l.epoch)]));
             l.child
         };
+        child.clone().run_hook(Hook::Stop).await;
         child.stop().await;
         self.emit(HubEvent::ChildStopped {
             id: id.to_string(),
@@ -1122,7 +1123,7 @@ impl HubInner {
                 st.registry.upsert(id, entry.clone());
                 self.transport
                     .broadcast(&Push::Upsert(vec![(id.to_string(), entry)]));
-                tokio::spawn(l.child.clone().role_change(crate::Role::Primary));
+                tokio::spawn(l.child.clone().run_hook(Hook::Role(crate::Role::Primary)));
                 drop(guard);
                 self.emit(HubEvent::PrimaryPromoted {
                     id: id.to_string(),
@@ -1154,7 +1155,12 @@ impl HubInner {
             Some(vt) => self.start_local(&item, |mut args| {
                 // The promoted copy answers the retries of writes it already holds.
                 args.recent = Arc::new(std::sync::Mutex::new(recent));
-                (vt.spawn)(&item.state, args, false)
+                let arrival = if promoted {
+                    Arrival::Resumed
+                } else {
+                    Arrival::Started
+                };
+                (vt.spawn)(&item.state, args, arrival)
             }),
             None => StartOutcome::UnknownType { node: self.me },
         };
@@ -1651,7 +1657,12 @@ impl HubInner {
             ctx.recent = Arc::new(std::sync::Mutex::new(RecentCalls::from_list(recent)));
         }
         // A state that arrives with its start state beside it was handed over.
-        (vt.spawn)(&item.state, ctx, item.start_state.is_some())
+        let arrival = if item.start_state.is_some() {
+            Arrival::HandedOver
+        } else {
+            Arrival::Started
+        };
+        (vt.spawn)(&item.state, ctx, arrival)
     }
 
     /// The standbys the ring gives a child with `replicas` copies run here.
@@ -1847,7 +1858,7 @@ impl HubInner {
         }
         let mut ctx = self.child_ctx(Arc::from(id), epoch, type_name);
         ctx.role = Some(crate::Role::Replica);
-        let child = (vt.spawn)(state, ctx, false)?;
+        let child = (vt.spawn)(state, ctx, Arrival::Resumed)?;
         let mut st = self.state.write().unwrap();
         if st.local.contains_key(id) {
             return Ok(());

@@ -118,7 +118,7 @@ pub use crate::options::{OnNodeDeath, Role, StartOptions};
 /// | option | value | default | meaning |
 /// |---|---|---|---|
 /// | `name` | a string | `module_path!()::Type` | the type's name on the wire; set it to keep a stable name across renames and rolling upgrades |
-/// | `crate` | a path | `::processhub` | where processhub is, when it is re-exported under another name |
+/// | `crate` | a path | `::processhub` | where processhub is, when it is re-exported under another name; write it on the impl block too (`#[distributed(crate = ::mylib::processhub)]`: the one option an impl block takes), and the expansion names no other path to processhub |
 /// | `pinned` | (no value) | not pinned | the component stays on the node it started on while that node lives: a join or a drain does not move it; when its node leaves gracefully it is handed over (or stopped, with `on_node_death = "stay_down"`) |
 /// | `replicas` | an integer from 1 to 255, or `"all"` | `1` | copies kept in step (`"all"`: one on every member of the hub): the primary and `replicas - 1` standbys on the next owners on the ring. Every write (`&mut self` method) sends the new state to the standbys before the caller gets its reply, so a write acknowledged to a caller survives the death of the primary's node: a standby takes over with it ([`HubEvent::PrimaryPromoted`]). Copies are re-made as nodes join, leave and die, so there are `replicas` of them whenever that many nodes are up; [`Hub::lookup`] names the standbys. A write in flight when the primary dies is retried on the promoted standby and applied once (`sync = "sync"`, active/passive) |
 /// | `replication` | `"active_passive"` or `"active_active"` | `"active_passive"` | with `replicas`: `"active_passive"` runs one primary and keeps standbys in step; `"active_active"` runs every replica, each answering the calls made on its node (and those sent to it) on its own: writes are not shipped and copies diverge; a new replica starts from the primary's state, and when the primary's node dies or leaves a replica takes over as it is (instances are never handed over) |
@@ -152,6 +152,8 @@ pub use crate::options::{OnNodeDeath, Role, StartOptions};
 ///
 /// | attribute | runs |
 /// |---|---|
+/// | `#[on_start]` | when the component starts: `start`, a restart from its start state after its node died, a cold move. Not when it wakes from sleep, arrives in a hot move, or is promoted from a standby copy. A panic fails the start |
+/// | `#[on_stop]` | when it is stopped for good: `Tally::stop`, or its node leaving with `pinned` and `on_node_death = "stay_down"`. Not when it sleeps, moves, or its node dies |
 /// | `#[on_handover_out]` | before the state leaves this node in a hot move (to trim it, or to close what cannot travel) |
 /// | `#[on_handover_in]` | on the new node when the state arrives, before the first call (to re-open resources) |
 /// | `#[on_role_change]` | `fn name(&mut self, role: Role)`, for a replicated type: with [`Role::Primary`] when an instance starts as the primary (a start, a move's arrival, a promotion, an active replica promoted in place), with [`Role::Replica`] when an active/active replica starts. Passive standbys hold bytes, not instances: they get no call |

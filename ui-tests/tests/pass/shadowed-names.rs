@@ -11,6 +11,13 @@ struct Send;
 struct Clone;
 mod core {}
 mod std {}
+// processhub's own names, shadowing the prelude's.
+struct Hub;
+struct CallError;
+struct StartError;
+struct StopError;
+struct NodeId;
+struct StartOptions;
 
 #[distributed]
 #[derive(Default, Serialize, Deserialize)]
