@@ -781,3 +781,69 @@ async fn active_active_replicas_answer_where_they_run() {
         h.shutdown().await.unwrap();
     }
 }
+
+/// A generic component: each instance is a component type of its own.
+#[distributed(instances(Stack<u64>, Stack<String>))]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Stack<T> {
+    items: Vec<T>,
+}
+
+#[distributed]
+impl<T> Stack<T>
+where
+    T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Pushes and returns the depth.
+    pub fn push(&mut self, item: T) -> usize {
+        self.items.push(item);
+        self.items.len()
+    }
+
+    /// The top item.
+    pub fn top(&self) -> Option<T> {
+        self.items.last().cloned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generic_components_run_each_instance_by_its_own_name() {
+    let hubs = cluster("generic", 2).await;
+    let ids: Vec<String> = (0..20).map(|i| format!("stack-{i}")).collect();
+    for id in &ids {
+        Stack::<u64>::start(&hubs[0], format!("{id}-n"), Stack::default())
+            .await
+            .unwrap();
+        Stack::<String>::start(&hubs[0], format!("{id}-s"), Stack::default())
+            .await
+            .unwrap();
+    }
+    // Called from the other hub (remote calls for about half): each instance decodes its
+    // own arguments.
+    for id in &ids {
+        let n = Stack::<u64>::handle(&hubs[1], format!("{id}-n"));
+        assert_eq!(n.push(7).await.unwrap(), 1);
+        assert_eq!(n.top().await.unwrap(), Some(7));
+        let s = Stack::<String>::handle(&hubs[1], format!("{id}-s"));
+        assert_eq!(s.push("seven".into()).await.unwrap(), 1);
+        assert_eq!(s.top().await.unwrap(), Some("seven".to_string()));
+    }
+    let types: std::collections::HashSet<String> = hubs[1]
+        .children()
+        .iter()
+        .map(|c| c.type_name.to_string())
+        .collect();
+    assert!(
+        types.contains("cluster::Stack<u64>") && types.contains("cluster::Stack<String>"),
+        "{types:?}"
+    );
+    // The wrong instance for an id is a clear error, not a misread state.
+    let wrong = Stack::<String>::handle(&hubs[1], "stack-0-n")
+        .top()
+        .await
+        .unwrap_err();
+    assert!(matches!(wrong, CallError::WrongType { .. }), "{wrong}");
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

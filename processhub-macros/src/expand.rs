@@ -62,7 +62,14 @@ fn stub_dispatch(item: &ItemImpl, ph: &TokenStream) -> TokenStream {
     if !item.generics.params.is_empty() {
         return TokenStream::new();
     }
-    let dispatch = dispatch_impl(ph, &item.self_ty, &[], &TokenStream::new(), &[]);
+    let dispatch = dispatch_impl(
+        ph,
+        &item.generics,
+        &item.self_ty,
+        &[],
+        &TokenStream::new(),
+        &[],
+    );
     quote! {
         const _: () = {
             #dispatch
@@ -73,14 +80,17 @@ fn stub_dispatch(item: &ItemImpl, ph: &TokenStream) -> TokenStream {
 /// `Dispatch` for `self_ty`: one arm per method name, and `UnknownMethod` for the rest.
 fn dispatch_impl(
     ph: &TokenStream,
+    generics: &syn::Generics,
     self_ty: &Type,
     arms: &[TokenStream],
     hooks: &TokenStream,
     writes: &[String],
 ) -> TokenStream {
+    let (impl_generics, _, _) = generics.split_for_impl();
+    let where_clause = generic_where(ph, generics, self_ty, quote!(Component));
     quote! {
         #[automatically_derived]
-        impl #ph::__private::Dispatch for #self_ty {
+        impl #impl_generics #ph::__private::Dispatch for #self_ty #where_clause {
             #hooks
 
             fn apply<'a>(
@@ -108,6 +118,26 @@ fn dispatch_impl(
     }
 }
 
+/// The where clause of a generated impl for a generic component: the impl block's own
+/// predicates, and `Self: Component` (or `Dispatch`): the impls hold for its instances.
+/// Empty for a plain component.
+fn generic_where(
+    ph: &TokenStream,
+    generics: &syn::Generics,
+    self_ty: &Type,
+    bound: TokenStream,
+) -> TokenStream {
+    if generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    let preds = generics
+        .where_clause
+        .as_ref()
+        .map(|w| w.predicates.iter().collect::<Vec<_>>())
+        .unwrap_or_default();
+    quote!(where #(#preds,)* #self_ty: #ph::__private::#bound)
+}
+
 fn krate(args: &StructArgs) -> TokenStream {
     match &args.krate {
         Some(p) => p.to_token_stream(),
@@ -116,21 +146,78 @@ fn krate(args: &StructArgs) -> TokenStream {
 }
 
 fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
-    if !s.generics.params.is_empty() {
+    let ident = &s.ident;
+    let generic = !s.generics.params.is_empty();
+    if s.generics.lifetimes().next().is_some() || s.generics.const_params().next().is_some() {
         return Err(syn::Error::new(
             s.generics.span(),
-            "a #[distributed] component cannot have generic parameters: every node must be \
-             able to start it by name; wrap a concrete instantiation in a struct of its own",
+            "a #[distributed] component takes type parameters only: its state is `'static` \
+             and travels between nodes",
         ));
     }
+    if generic && args.instances.is_empty() {
+        let params: Vec<String> = s
+            .generics
+            .type_params()
+            .map(|p| p.ident.to_string())
+            .collect();
+        return Err(syn::Error::new(
+            s.generics.span(),
+            format!(
+                "a generic component names the instantiations hubs run (each is a component \
+                 type of its own, started by name on any node): add \
+                 `#[distributed(instances({ident}<...>, ...))]`, e.g. `instances({ident}<{}>)`",
+                params.iter().map(|_| "u64").collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    if let (false, Some(span)) = (generic, args.instances_span) {
+        return Err(syn::Error::new(
+            span,
+            "`instances(...)` names the instantiations of a generic struct; this one has no \
+             type parameters",
+        ));
+    }
+    // Each instance is `Ident<Args>`: its wire name is the type's name and its arguments.
+    let mut instances: Vec<(TokenStream, String)> = Vec::new();
+    for t in &args.instances {
+        let args_text = match t {
+            Type::Path(p)
+                if p.qself.is_none()
+                    && p.path.segments.len() == 1
+                    && p.path.segments[0].ident == *ident
+                    && matches!(
+                        p.path.segments[0].arguments,
+                        syn::PathArguments::AngleBracketed(_)
+                    ) =>
+            {
+                p.path.segments[0]
+                    .arguments
+                    .to_token_stream()
+                    .to_string()
+                    .replace(' ', "")
+            }
+            _ => {
+                return Err(syn::Error::new(
+                    t.span(),
+                    format!(
+                    "an instance of `{ident}` is written `{ident}<...>`, with its type arguments"
+                ),
+                ))
+            }
+        };
+        instances.push((t.to_token_stream(), args_text));
+    }
     let ph = krate(&args);
-    let ident = &s.ident;
     let vis = &s.vis;
     let handle = format_ident!("{}Handle", ident);
-    let type_name = match &args.name {
-        Some(lit) => quote!(#lit),
+    let type_name_of = |suffix: &str| match &args.name {
+        Some(lit) => {
+            let name = format!("{}{suffix}", lit.value());
+            quote!(#name)
+        }
         None => {
-            let name = ident.to_string();
+            let name = format!("{ident}{suffix}");
             quote!(::core::concat!(::core::module_path!(), "::", #name))
         }
     };
@@ -172,6 +259,82 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
             }
         }
     });
+    let on_node_death = if args.stay_down {
+        quote!(#ph::OnNodeDeath::StayDown)
+    } else {
+        quote!(#ph::OnNodeDeath::Restart)
+    };
+    let handle_doc = format!(
+        "A handle on one running [`{ident}`], by id: each method calls it wherever it runs. \
+         Cheap to clone; `Send + Sync`."
+    );
+    // The types hubs run: the struct, or each of its instances.
+    let concrete: Vec<(TokenStream, TokenStream)> = if generic {
+        instances
+            .iter()
+            .map(|(t, args_text)| (t.clone(), type_name_of(args_text)))
+            .collect()
+    } else {
+        vec![(ident.to_token_stream(), type_name_of(""))]
+    };
+    let state_checks = concrete.iter().map(|(t, _)| quote!(assert_state::<#t>();));
+    let serde_check = quote_spanned! {ident.span()=>
+        const _: fn() = || {
+            fn assert_state<T: #ph::__private::serde::Serialize + #ph::__private::serde::de::DeserializeOwned + ::core::marker::Send + 'static>() {}
+            #(#state_checks)*
+        };
+    };
+    let (impl_generics, ty_generics, where_clause) = s.generics.split_for_impl();
+    // A generic handle carries its type parameters; a plain one stays plain.
+    let (handle_def, new_handle, needs_dispatch) = if generic {
+        let params = s.generics.type_params().map(|p| &p.ident);
+        let def = quote! {
+            #[doc = #handle_doc]
+            #vis struct #handle #impl_generics #where_clause {
+                core: #ph::__private::HandleCore,
+                _types: ::core::marker::PhantomData<fn() -> (#(#params,)*)>,
+            }
+
+            #[automatically_derived]
+            impl #impl_generics ::core::clone::Clone for #handle #ty_generics #where_clause {
+                fn clone(&self) -> Self {
+                    Self {
+                        core: ::core::clone::Clone::clone(&self.core),
+                        _types: ::core::marker::PhantomData,
+                    }
+                }
+            }
+
+            #[automatically_derived]
+            impl #impl_generics ::core::fmt::Debug for #handle #ty_generics #where_clause {
+                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    ::core::fmt::Debug::fmt(&self.core, f)
+                }
+            }
+        };
+        let new = |hub: TokenStream, id: TokenStream| quote!(#handle { core: #ph::__private::HandleCore::new(#hub, #id), _types: ::core::marker::PhantomData });
+        (
+            def,
+            Box::new(new) as Box<dyn Fn(TokenStream, TokenStream) -> TokenStream>,
+            quote!(where Self: #ph::__private::Dispatch),
+        )
+    } else {
+        let def = quote! {
+            #[doc = #handle_doc]
+            #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+            #vis struct #handle {
+                core: #ph::__private::HandleCore,
+            }
+        };
+        let new = |hub: TokenStream, id: TokenStream| quote!(#handle { core: #ph::__private::HandleCore::new(#hub, #id) });
+        (
+            def,
+            Box::new(new) as Box<dyn Fn(TokenStream, TokenStream) -> TokenStream>,
+            TokenStream::new(),
+        )
+    };
+    let handle_ty = quote!(#handle #ty_generics);
+    let new_from_id = new_handle(quote!(hub), quote!(id));
     let start_on = matches!(args.distribution, Some(("Guided", _))).then(|| {
         quote! {
             /// Starts a component with this id and state on `node`
@@ -182,43 +345,16 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                 id: impl ::core::convert::Into<::std::string::String>,
                 state: Self,
                 node: #ph::NodeId,
-            ) -> ::core::result::Result<#handle, #ph::StartError> {
+            ) -> ::core::result::Result<#handle_ty, #ph::StartError> #needs_dispatch {
                 Self::start_with(hub, id, state, #ph::StartOptions::new().node(node)).await
             }
         }
     });
-    let on_node_death = if args.stay_down {
-        quote!(#ph::OnNodeDeath::StayDown)
-    } else {
-        quote!(#ph::OnNodeDeath::Restart)
-    };
-    let handle_doc = format!(
-        "A handle on one running [`{ident}`], by id: each method calls it wherever it runs. \
-         Cheap to clone; `Send + Sync`."
-    );
-    let serde_check = quote_spanned! {ident.span()=>
-        const _: fn() = || {
-            fn assert_state<T: #ph::__private::serde::Serialize + #ph::__private::serde::de::DeserializeOwned + ::core::marker::Send + 'static>() {}
-            assert_state::<#ident>();
-        };
-    };
-    // serde's derives name `serde` unless told otherwise: point them at our re-export so
-    // users need no serde dependency of their own.
-    let s = with_serde_crate(s, &ph);
-    Ok(quote! {
-        #s
-
-        #[doc = #handle_doc]
-        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
-        #vis struct #handle {
-            core: #ph::__private::HandleCore,
-        }
-
-        #serde_check
-
-        const _: () = {
+    let components = concrete.iter().enumerate().map(|(k, (t, type_name))| {
+        let component = format_ident!("COMPONENT_{}", k);
+        quote! {
             #[automatically_derived]
-            impl #ph::__private::Component for #ident {
+            impl #ph::__private::Component for #t {
                 const TYPE_NAME: &'static str = #type_name;
                 const HOT_MIGRATION: bool = #hot;
                 const PINNED: bool = #pinned;
@@ -234,18 +370,32 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
 
             #[#ph::__private::linkme::distributed_slice(#ph::__private::COMPONENTS)]
             #[linkme(crate = #ph::__private::linkme)]
-            static COMPONENT: #ph::__private::ComponentVTable =
-                #ph::__private::ComponentVTable::of::<#ident>();
+            static #component: #ph::__private::ComponentVTable =
+                #ph::__private::ComponentVTable::of::<#t>();
+        }
+    });
+    // serde's derives name `serde` unless told otherwise: point them at our re-export so
+    // users need no serde dependency of their own.
+    let s = with_serde_crate(s, &ph);
+    Ok(quote! {
+        #s
+
+        #handle_def
+
+        #serde_check
+
+        const _: () = {
+            #(#components)*
 
             #[automatically_derived]
-            impl #ident {
+            impl #impl_generics #ident #ty_generics #where_clause {
                 /// Starts a component with this id and state on its owner node, and
                 /// returns a handle on it once it runs there.
                 pub async fn start(
                     hub: &#ph::Hub,
                     id: impl ::core::convert::Into<::std::string::String>,
                     state: Self,
-                ) -> ::core::result::Result<#handle, #ph::StartError> {
+                ) -> ::core::result::Result<#handle_ty, #ph::StartError> #needs_dispatch {
                     Self::start_with(hub, id, state, #ph::StartOptions::new()).await
                 }
 
@@ -258,17 +408,17 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                     id: impl ::core::convert::Into<::std::string::String>,
                     state: Self,
                     options: #ph::StartOptions,
-                ) -> ::core::result::Result<#handle, #ph::StartError> {
+                ) -> ::core::result::Result<#handle_ty, #ph::StartError> #needs_dispatch {
                     let id: ::std::string::String = id.into();
                     #ph::__private::start::<Self>(hub, ::core::clone::Clone::clone(&id), state, options).await?;
-                    ::core::result::Result::Ok(#handle { core: #ph::__private::HandleCore::new(hub, id) })
+                    ::core::result::Result::Ok(#new_from_id)
                 }
 
                 /// Starts many components; one result per item, in order.
                 pub async fn start_many(
                     hub: &#ph::Hub,
                     items: ::std::vec::Vec<(::std::string::String, Self)>,
-                ) -> ::std::vec::Vec<::core::result::Result<#handle, #ph::StartError>> {
+                ) -> ::std::vec::Vec<::core::result::Result<#handle_ty, #ph::StartError>> #needs_dispatch {
                     Self::start_many_with(hub, items, #ph::StartOptions::new()).await
                 }
 
@@ -277,14 +427,14 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                     hub: &#ph::Hub,
                     items: ::std::vec::Vec<(::std::string::String, Self)>,
                     options: #ph::StartOptions,
-                ) -> ::std::vec::Vec<::core::result::Result<#handle, #ph::StartError>> {
+                ) -> ::std::vec::Vec<::core::result::Result<#handle_ty, #ph::StartError>> #needs_dispatch {
                     let ids: ::std::vec::Vec<::std::string::String> =
                         items.iter().map(|(id, _)| ::core::clone::Clone::clone(id)).collect();
                     #ph::__private::start_many::<Self>(hub, items, options)
                         .await
                         .into_iter()
                         .zip(ids)
-                        .map(|(r, id)| r.map(|()| #handle { core: #ph::__private::HandleCore::new(hub, id) }))
+                        .map(|(r, id)| r.map(|()| #new_from_id))
                         .collect()
                 }
 
@@ -293,21 +443,21 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                 pub fn handle(
                     hub: &#ph::Hub,
                     id: impl ::core::convert::Into<::std::string::String>,
-                ) -> #handle {
-                    #handle { core: #ph::__private::HandleCore::new(hub, id) }
+                ) -> #handle_ty {
+                    #new_from_id
                 }
 
                 /// Stops the component with this id, wherever it runs.
                 pub async fn stop(
                     hub: &#ph::Hub,
                     id: &str,
-                ) -> ::core::result::Result<(), #ph::StopError> {
+                ) -> ::core::result::Result<(), #ph::StopError> #needs_dispatch {
                     #ph::__private::stop::<Self>(hub, id).await
                 }
             }
 
             #[automatically_derived]
-            impl #handle {
+            impl #impl_generics #handle_ty #where_clause {
                 /// The component's id.
                 pub fn id(&self) -> &str {
                     self.core.id()
@@ -387,27 +537,38 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
             "#[distributed] goes on the component's own impl block, not on a trait impl",
         ));
     }
-    if !item.generics.params.is_empty() {
+    if item.generics.lifetimes().next().is_some() || item.generics.const_params().next().is_some() {
         push(
             &mut errors,
             syn::Error::new(
                 item.generics.span(),
-                "a #[distributed] impl cannot be generic",
+                "a #[distributed] impl takes type parameters only, those of its struct",
             ),
         );
     }
-    let self_ident = match &*item.self_ty {
-        Type::Path(p) if p.qself.is_none() => p.path.segments.last().map(|s| s.ident.clone()),
+    let self_segment = match &*item.self_ty {
+        Type::Path(p) if p.qself.is_none() => p.path.segments.last().cloned(),
         _ => None,
     };
-    let Some(self_ident) = self_ident else {
+    let Some(self_segment) = self_segment else {
         return Err(syn::Error::new(
             item.self_ty.span(),
             "#[distributed] goes on `impl MyComponent { ... }` of a #[distributed] struct",
         ));
     };
+    let self_ident = self_segment.ident.clone();
     let self_ty = &item.self_ty;
-    let handle = format_ident!("{}Handle", self_ident);
+    let handle_ident = format_ident!("{}Handle", self_ident);
+    // The handle of this very instantiation: `TallyHandle`, or `CacheHandle<V>`.
+    let self_args = &self_segment.arguments;
+    let handle = quote!(#handle_ident #self_args);
+    let generic = !item.generics.params.is_empty();
+    let (impl_generics, ty_generics, _) = item.generics.split_for_impl();
+    let turbofish = ty_generics.as_turbofish();
+    // Generated impls of a generic component hold for the instances that are components.
+    let where_clause = generic_where(ph, &item.generics, self_ty, quote!(Component));
+    let where_dispatch = generic_where(ph, &item.generics, self_ty, quote!(Dispatch));
+    let type_params: Vec<&syn::Ident> = item.generics.type_params().map(|p| &p.ident).collect();
 
     let mut methods = Vec::new();
     let mut skipped: Vec<bool> = Vec::new();
@@ -531,32 +692,59 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
             let _ = assert_ret::<#ret>;
         };
         let serde_path = format!("{}::__private::serde", ph.to_string().replace(' ', ""));
+        // A generic message carries its type parameters (a method may use none of them).
+        let (phantom_field, phantom_pat, phantom_val) = if generic {
+            (
+                quote!(::core::marker::PhantomData<fn() -> (#(#type_params,)*)>,),
+                quote!(_,),
+                quote!(::core::marker::PhantomData,),
+            )
+        } else {
+            (TokenStream::new(), TokenStream::new(), TokenStream::new())
+        };
+        let msg_ty = quote!(#msg #ty_generics);
+        let check = format_ident!("{}_types", msg);
+        let checks = quote! {
+            fn assert_arg<T: #ph::__private::serde::Serialize + #ph::__private::serde::de::DeserializeOwned + ::core::marker::Send + 'static>() {}
+            fn assert_ret<T: #ph::__private::serde::Serialize + #ph::__private::serde::de::DeserializeOwned + ::core::marker::Send + 'static>() {}
+            #(#bounds)*
+            #ret_check
+        };
+        let checks = if generic {
+            quote! {
+                #[allow(dead_code, non_snake_case)]
+                fn #check #impl_generics () #where_clause { #checks }
+            }
+        } else {
+            quote!(const _: fn() = || { #checks };)
+        };
+        // Bare parameters: serde's derives add the bounds they need.
+        let msg_generics = if generic {
+            quote!(<#(#type_params),*>)
+        } else {
+            TokenStream::new()
+        };
         msgs.push(quote! {
             #[derive(#ph::__private::serde::Serialize, #ph::__private::serde::Deserialize)]
             #[serde(crate = #serde_path)]
             #[allow(non_camel_case_types)]
             #[doc(hidden)]
-            pub struct #msg(#(#arg_types,)*);
+            pub struct #msg #msg_generics (#(#arg_types,)* #phantom_field);
 
-            const _: fn() = || {
-                fn assert_arg<T: #ph::__private::serde::Serialize + #ph::__private::serde::de::DeserializeOwned + ::core::marker::Send + 'static>() {}
-                fn assert_ret<T: #ph::__private::serde::Serialize + #ph::__private::serde::de::DeserializeOwned + ::core::marker::Send + 'static>() {}
-                #(#bounds)*
-                #ret_check
-            };
+            #checks
 
             #[automatically_derived]
-            impl #ph::__private::Message<#msg> for #ph::__private::ComponentActor<#self_ty> {
+            impl #impl_generics #ph::__private::Message<#msg_ty> for #ph::__private::ComponentActor<#self_ty> #where_clause {
                 type Reply = ::core::result::Result<#ret, #ph::CallError>;
 
                 async fn handle(
                     &mut self,
-                    msg: #msg,
+                    msg: #msg_ty,
                     _: &mut #ph::__private::Context<Self, Self::Reply>,
                 ) -> Self::Reply {
                     let (id, node, epoch, events) = self.__context();
                     let state = self.__state();
-                    let #msg(#(#arg_names,)*) = msg;
+                    let #msg(#(#arg_names,)* #phantom_pat) = msg;
                     let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(id, node, epoch, events, async move { #call }).await;
                     #replicate_self
                     reply
@@ -566,12 +754,12 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
         handle_fns.push(quote! {
             #[doc = #doc]
             #vis async fn #name(&self, #(#arg_names: #arg_types),*) -> ::core::result::Result<#ret, #ph::CallError> {
-                self.core.call::<#self_ty, #msg, #ret>(#name_str, #read, #msg(#(#arg_names,)*)).await
+                self.core.call::<#self_ty, #msg_ty, #ret>(#name_str, #read, #msg(#(#arg_names,)* #phantom_val)).await
             }
         });
         arms.push(quote! {
             #name_str => ::std::boxed::Box::pin(async move {
-                let #msg(#(#arg_names,)*) = #ph::__private::decode_args::<#msg>(args)?;
+                let #msg(#(#arg_names,)* #phantom_pat) = #ph::__private::decode_args::<#msg #turbofish>(args)?;
                 let (id, node, epoch, events) = actor.__context();
                 let state = actor.__state();
                 let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(id, node, epoch, events, async move { #call }).await;
@@ -600,7 +788,7 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
             }
         })
         .collect();
-    let dispatch = dispatch_impl(ph, self_ty, &arms, &hooks, &writes);
+    let dispatch = dispatch_impl(ph, &item.generics, self_ty, &arms, &hooks, &writes);
     let mut item = item.clone();
     strip_method_attrs(&mut item);
     Ok(quote! {
@@ -610,7 +798,7 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
             #(#msgs)*
 
             #[automatically_derived]
-            impl #handle {
+            impl #impl_generics #handle #where_dispatch {
                 #(#handle_fns)*
             }
 
@@ -794,6 +982,34 @@ mod tests {
                         let _ = doc;
                         self.jobs += 1;
                         self.jobs
+                    }
+                }
+            },
+        ));
+    }
+
+    #[test]
+    fn a_generic_component() {
+        insta::assert_snapshot!(expand(
+            quote!(instances(Log<u64>, Log<String>), name = "log"),
+            quote! {
+                #[derive(Default, Serialize, Deserialize)]
+                pub struct Log<E> {
+                    entries: Vec<E>,
+                }
+            },
+            quote!(),
+            quote! {
+                impl<E> Log<E>
+                where
+                    E: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+                {
+                    pub fn push(&mut self, entry: E) -> usize {
+                        self.entries.push(entry);
+                        self.entries.len()
+                    }
+                    pub fn len(&self) -> usize {
+                        self.entries.len()
                     }
                 }
             },

@@ -47,6 +47,7 @@ pub(crate) const STRUCT_KEYS: &[&str] = &[
     "replication",
     "distribution",
     "custom",
+    "instances",
 ];
 
 /// Arguments of the struct attribute.
@@ -73,6 +74,11 @@ pub(crate) struct StructArgs {
     pub(crate) distribution: Option<(&'static str, proc_macro2::Span)>,
     /// `custom = path::to::Strategy`.
     pub(crate) custom: Option<Path>,
+    /// `instances(Type<A>, Type<B>)`: the instantiations of a generic component that
+    /// hubs run, each a component type of its own.
+    pub(crate) instances: Vec<syn::Type>,
+    /// Where `instances` was written.
+    pub(crate) instances_span: Option<proc_macro2::Span>,
 }
 
 /// The values of `distribution`, with what each does, and the variant each names.
@@ -272,6 +278,13 @@ impl StructArgs {
                                  `processhub::placement::Strategy` and `Default`",
                             )
                         })?);
+                    }
+                    "instances" => {
+                        let content;
+                        syn::parenthesized!(content in input);
+                        let types = content.parse_terminated(syn::Type::parse, Token![,])?;
+                        args.instances = types.into_iter().collect();
+                        args.instances_span = Some(key.span());
                     }
                     "crate" => {
                         input.parse::<Token![=]>()?;

@@ -98,7 +98,12 @@ pub use crate::options::{OnNodeDeath, Role, StartOptions};
 ///
 /// The struct must be `Serialize + Deserialize` (with `#[derive(Serialize, Deserialize)]`
 /// from the prelude; no serde dependency of your own is needed), `Send` and `'static`,
-/// and have no generic parameters (every node starts it by name). Its start state is
+/// and may have type parameters: every node starts a component by its type's name, so a
+/// generic struct names the instantiations hubs run, each a component type of its own
+/// (`#[distributed(instances(Log<u64>, Log<String>))]`, wire names `…::Log<u64>` and
+/// `…::Log<String>`; its impl block is `impl<E: Clone + Serialize + DeserializeOwned +
+/// Send + Sync + 'static> Log<E>`, and `Log::<u64>::start(..)` returns a
+/// `LogHandle<u64>`). Its start state is
 /// kept in every node's registry (to restart it if its node dies), so it may be at most
 /// half the frame size (8 MiB by default); grow larger states with calls: a state of any
 /// size moves, in parts. It gets:
@@ -127,6 +132,7 @@ pub use crate::options::{OnNodeDeath, Role, StartOptions};
 /// | `on_node_death` | `"restart"` or `"stay_down"` | `"restart"` | when its node dies: `"restart"` starts it on its new ring owner from its start state; `"stay_down"` drops it from every registry and reports [`HubEvent::ChildDown`] on every hub (start it again to bring it back) |
 /// | `distribution` | `"consistent_hash"`, `"guided"`, `"local"`, `"not_local"`, `"round_robin"`, `"every_node"` or `"bounded_load"` | `"consistent_hash"` | where its children run, and what happens to them when nodes join, leave and die: see [`placement`] for each. `"guided"` generates `Tally::start_on(&hub, id, state, node)`; `"every_node"` runs one instance on every member, each answering its own node (it stands for `replicas = "all", replication = "active_active"`) |
 /// | `custom` | a path to a type implementing [`placement::Strategy`] and `Default` | — | places its children by that strategy instead of a built-in one |
+/// | `instances` | `(Type<A>, Type<B>, ...)` | — | for a generic struct, and required there: the instantiations hubs run, each a component type named after its arguments (with `name = "log"`: `log<u64>`) |
 /// | `migration` | `"hot"` or `"cold"` | `"hot"` | when the component moves (a join, a graceful shutdown, a drain): `"hot"` takes its latest state along, `"cold"` restarts it from its start state |
 ///
 /// # On the impl block
@@ -203,7 +209,8 @@ pub mod prelude {
         distributed, CallError, ChildInfo, Hub, HubError, HubEvent, NodeId, OnNodeDeath,
         StartError, StartOptions, StopError,
     };
-    pub use serde::{Deserialize, Serialize};
+    // `DeserializeOwned`: the bound a generic component puts on its type parameters.
+    pub use serde::{de::DeserializeOwned, Deserialize, Serialize};
 }
 
 /// What generated code uses. Not a public API: it changes without notice.
