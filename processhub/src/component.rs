@@ -120,7 +120,7 @@ pub struct ComponentActor<T> {
     epoch: u64,
     events: broadcast::Sender<HubEvent>,
     replicator: Option<Arc<dyn Replicator>>,
-    recent: Arc<Mutex<RecentCalls>>,
+    recent: SharedRecent,
 }
 
 impl<T> std::fmt::Debug for ComponentActor<T> {
@@ -398,8 +398,8 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
                 continue;
             };
             // A retried write this child already applied: its reply, not a second go.
-            if call.call_id != 0 {
-                if let Some(reply) = self.recent.lock().unwrap().get(call.call_id) {
+            if let (true, Some(recent)) = (call.call_id != 0, &self.recent) {
+                if let Some(reply) = recent.lock().unwrap().get(call.call_id) {
                     replies.push(Ok(reply.clone()));
                     continue;
                 }
@@ -407,11 +407,8 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
             let reply = T::apply(self, method, &call.args).await;
             if T::is_write(method) {
                 // Recorded before the state ships, so standbys know this call too.
-                if let (Ok(bytes), true) = (&reply, call.call_id != 0) {
-                    self.recent
-                        .lock()
-                        .unwrap()
-                        .record(call.call_id, bytes.clone());
+                if let (Ok(bytes), true, Some(recent)) = (&reply, call.call_id != 0, &self.recent) {
+                    recent.lock().unwrap().record(call.call_id, bytes.clone());
                 }
                 self.__replicated().await;
             }
@@ -514,7 +511,7 @@ pub(crate) struct ChildCtx {
     /// The role an instance of a replicated child starts in.
     pub(crate) role: Option<crate::Role>,
     /// Its latest identified writes (kept while it sleeps; from the copy on a promotion).
-    pub(crate) recent: Arc<Mutex<RecentCalls>>,
+    pub(crate) recent: SharedRecent,
 }
 
 /// The replies of a replicated child's latest identified writes (remote writes carry a
@@ -529,6 +526,11 @@ pub(crate) struct RecentCalls {
     /// Recorded since the last shipment.
     unshipped: Vec<u128>,
 }
+
+/// A child's table of identified writes, shared by its actor and its hub: only for the
+/// children of replicated types (the others carry no call ids, and no table: a child
+/// costs a few hundred bytes).
+pub(crate) type SharedRecent = Option<Arc<Mutex<RecentCalls>>>;
 
 /// How many identified writes a replicated child remembers.
 const RECENT_CALLS: usize = 256;
@@ -592,7 +594,7 @@ pub(crate) trait Replicator: Send + Sync + 'static {
         type_name: &'static str,
         epoch: u64,
         state: Vec<u8>,
-        recent: Arc<Mutex<RecentCalls>>,
+        recent: SharedRecent,
     ) -> BoxFuture<'static, ()>;
 }
 
@@ -677,7 +679,13 @@ impl<T: Component> Child<T> {
     /// The reply of identified write `call_id` if this child applied it already (here,
     /// or on the primary it was promoted from).
     pub(crate) fn applied_reply(&self, call_id: u128) -> Option<Vec<u8>> {
-        self.ctx.recent.lock().unwrap().get(call_id).cloned()
+        self.ctx
+            .recent
+            .as_ref()?
+            .lock()
+            .unwrap()
+            .get(call_id)
+            .cloned()
     }
 
     fn new(state: T, ctx: ChildCtx) -> Self {
@@ -909,7 +917,10 @@ impl<T: Dispatch> ErasedChild for Child<T> {
     }
 
     fn recent_calls(&self) -> Vec<(u128, Vec<u8>)> {
-        self.ctx.recent.lock().unwrap().to_list()
+        self.ctx
+            .recent
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.lock().unwrap().to_list())
     }
 
     fn run_hook(self: Arc<Self>, hook: Hook) -> BoxFuture<'static, ()> {

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::component::{
     self, Arrival, ChildCtx, EncodedCall, ErasedChild, Hook, RecentCalls, Replicator, Responder,
+    SharedRecent,
 };
 use crate::core::planner::{plan_with_targets, Command};
 use crate::core::registry::{wins, Entry, Registry, StartState, Upsert};
@@ -608,6 +609,8 @@ impl HubInner {
                 }) as Arc<dyn Replicator>
             });
         let role = replicator.is_some().then_some(crate::Role::Primary);
+        // A table of identified writes for the replicated only.
+        let recent = replicator.as_ref().map(|_| Default::default());
         ChildCtx {
             id,
             node: self.me,
@@ -615,7 +618,7 @@ impl HubInner {
             events: self.events.clone(),
             replicator,
             role,
-            recent: Default::default(),
+            recent,
         }
     }
 
@@ -1036,7 +1039,7 @@ impl HubInner {
                 replicator: None,
                 role: None,
                 // Reads only: no table of writes needed.
-                recent: Default::default(),
+                recent: None,
             },
         ))
     }
@@ -1154,7 +1157,9 @@ impl HubInner {
         let outcome = match component::vtable(&entry.type_name) {
             Some(vt) => self.start_local(&item, |mut args| {
                 // The promoted copy answers the retries of writes it already holds.
-                args.recent = Arc::new(std::sync::Mutex::new(recent));
+                if promoted {
+                    args.recent = Some(Arc::new(std::sync::Mutex::new(recent)));
+                }
                 let arrival = if promoted {
                     Arrival::Resumed
                 } else {
@@ -1654,7 +1659,9 @@ impl HubInner {
                 .iter()
                 .map(|(id, r)| (*id, r.to_vec()))
                 .collect();
-            ctx.recent = Arc::new(std::sync::Mutex::new(RecentCalls::from_list(recent)));
+            ctx.recent = Some(Arc::new(std::sync::Mutex::new(RecentCalls::from_list(
+                recent,
+            ))));
         }
         // A state that arrives with its start state beside it was handed over.
         let arrival = if item.start_state.is_some() {
@@ -1721,10 +1728,12 @@ impl HubInner {
                 .collect()
         };
         let delta = table(&unshipped);
-        let whole = targets
-            .iter()
-            .any(|n| !in_step_now.contains(n))
-            .then(|| table(&recent.lock().unwrap().to_list()));
+        let whole = targets.iter().any(|n| !in_step_now.contains(n)).then(|| {
+            recent
+                .as_ref()
+                .map(|r| table(&r.lock().unwrap().to_list()))
+                .unwrap_or_default()
+        });
         let sends = targets.iter().map(|node| {
             let append = in_step_now.contains(node);
             let req = Request::Replicate {
@@ -2448,7 +2457,7 @@ struct HubReplicator {
 /// a standby in step lacks, and the whole table for the others.
 struct CallsToShip {
     unshipped: Vec<(u128, Vec<u8>)>,
-    recent: Arc<std::sync::Mutex<RecentCalls>>,
+    recent: SharedRecent,
     in_step: Arc<std::sync::Mutex<Vec<NodeId>>>,
 }
 
@@ -2459,13 +2468,16 @@ impl Replicator for HubReplicator {
         type_name: &'static str,
         epoch: u64,
         state: Vec<u8>,
-        recent: Arc<std::sync::Mutex<RecentCalls>>,
+        recent: SharedRecent,
     ) -> BoxFuture<'static, ()> {
         let hub = self.hub.clone();
         // Numbered now, in the order of the writes, with the calls recorded since the
         // previous shipment.
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let unshipped = recent.lock().unwrap().take_unshipped();
+        let unshipped = recent
+            .as_ref()
+            .map(|r| r.lock().unwrap().take_unshipped())
+            .unwrap_or_default();
         let calls = CallsToShip {
             unshipped,
             recent,
