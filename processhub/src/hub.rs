@@ -311,7 +311,8 @@ pub struct DrainReport {
     /// Children now running on other nodes.
     pub moved: usize,
     /// Children that could not move (no other member, the move failed, or the
-    /// component is pinned); they run here.
+    /// component is pinned); they run here. Active/active instances (and `every_node`
+    /// ones) are in neither count: they stay, each with its own state.
     pub failed: usize,
 }
 
@@ -1905,13 +1906,32 @@ impl HubInner {
         }
     }
 
+    /// Whether a child running here is handed over when this node leaves or drains.
+    /// Active/active instances are not: a replica elsewhere takes over as it is (each
+    /// instance has its own state, and a handover would overwrite the one it reached).
+    fn hands_over(&self, st: &State, id: &str, l: &LocalChild) -> bool {
+        let active = component::vtable(l.child.type_name()).is_some_and(|v| v.active_active);
+        let others_run = st.registry.get(id).is_some_and(|e| {
+            e.standbys
+                .as_deref()
+                .is_some_and(|s| s.iter().any(|n| *n != self.me))
+        });
+        !(l.replica || active && others_run)
+    }
+
     async fn drain(self: &Arc<Self>) -> Result<DrainReport, HubError> {
         if self.is_stopped() {
             return Err(HubError::Stopped);
         }
         // Counted first: the planner starts moving children as soon as this node is
         // off the ring.
-        let own = |st: &State| st.local.values().filter(|l| !l.replica).count();
+        // (Active/active instances stay: see `hands_over`.)
+        let own = |st: &State| {
+            st.local
+                .iter()
+                .filter(|(id, l)| self.hands_over(st, id, l))
+                .count()
+        };
         let before = own(&self.state.read().unwrap());
         // Take this node off the ring here and everywhere: no new placements.
         self.state.write().unwrap().draining.insert(self.me);
@@ -1924,12 +1944,18 @@ impl HubInner {
         }
         let moves = {
             let st = self.state.read().unwrap();
+            // Where each goes by its strategy, now that this node takes none.
+            let targets = strategy_targets(self.me, &st.registry, &st.ring, &st.members);
             let moves: Vec<(String, NodeId, u64)> = st
                 .local
                 .iter()
-                .filter(|(id, _)| !st.registry.get(id).is_some_and(|e| e.flags.pinned()))
+                .filter(|(id, l)| self.hands_over(&st, id, l))
                 .filter_map(|(id, l)| {
-                    let to = st.ring.owner(id).filter(|to| *to != self.me)?;
+                    let e = st.registry.get(id)?;
+                    if e.flags.pinned() {
+                        return None;
+                    }
+                    let to = targets(id, e).filter(|to| *to != self.me)?;
                     Some((id.to_string(), to, l.epoch + 1))
                 })
                 .collect();
@@ -1986,18 +2012,7 @@ impl HubInner {
             let targets = strategy_targets(self.me, &st.registry, &others, &members);
             st.local
                 .iter()
-                // Active/active instances are not handed over: a replica elsewhere takes
-                // over as it is (each instance has its own state), as on a death.
-                .filter(|(id, l)| {
-                    let active =
-                        component::vtable(l.child.type_name()).is_some_and(|v| v.active_active);
-                    let others_run = st.registry.get(id).is_some_and(|e| {
-                        e.standbys
-                            .as_deref()
-                            .is_some_and(|s| s.iter().any(|n| *n != self.me))
-                    });
-                    !(l.replica || active && others_run)
-                })
+                .filter(|(id, l)| self.hands_over(&st, id, l))
                 .filter_map(|(id, l)| {
                     let to = match st.registry.get(id) {
                         Some(e) => targets(id, e),
