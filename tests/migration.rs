@@ -645,6 +645,8 @@ async fn on_a_graceful_leave_children_bound_to_their_node_stop_and_the_others_mo
 
 /// Stops of [`Lifecycle`] children seen by its `#[on_stop]`, in this process.
 static LIFECYCLE_STOPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Starts seen by its `#[on_start]`, in this process.
+static LIFECYCLE_STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Counts its starts (in its state, which moves with it) and its stops.
 #[distributed]
@@ -665,6 +667,7 @@ impl Lifecycle {
     #[on_start]
     fn started(&mut self) {
         self.starts += 1;
+        LIFECYCLE_STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     #[on_stop]
@@ -697,6 +700,23 @@ async fn start_and_stop_hooks_run_on_starts_restarts_and_stops_not_on_moves() {
             (1, 1)
         );
     }
+    // A start refused (the id runs already), from every hub: no hook ran for it.
+    for h in &hubs {
+        for id in &ids {
+            let again = Lifecycle::start(h, id.clone(), Lifecycle::default()).await;
+            assert!(
+                matches!(again, Err(StartError::AlreadyStarted { .. })),
+                "{id}"
+            );
+        }
+    }
+    let starts = |n| {
+        assert_eq!(
+            LIFECYCLE_STARTS.load(std::sync::atomic::Ordering::SeqCst),
+            n
+        )
+    };
+    starts(60);
     // A graceful leave moves children with their state: no second start.
     let owners: Vec<NodeId> = ids
         .iter()
@@ -734,6 +754,7 @@ async fn start_and_stop_hooks_run_on_starts_restarts_and_stops_not_on_moves() {
             .unwrap();
         assert_eq!(got, expected, "{id}");
     }
+    starts(60 + on_victim.len());
     // Stops run the stop hook, once each; nothing else did.
     assert_eq!(LIFECYCLE_STOPS.load(std::sync::atomic::Ordering::SeqCst), 0);
     for id in &ids {

@@ -486,6 +486,9 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn recent_calls(&self) -> Vec<(u128, Vec<u8>)>;
     /// Runs a lifecycle hook on it (waking it if it sleeps).
     fn run_hook(self: Arc<Self>, hook: Hook) -> BoxFuture<'static, ()>;
+    /// Runs `#[on_start]` on a child just made (dormant): once its start is decided, so
+    /// that a start refused (a duplicate id) runs no hook.
+    fn start_hook(&self) -> Result<(), String>;
     /// Freezes it for a move and returns its encoded state (`None` inside for a cold
     /// move: the start state goes instead); `None` if it is stopped. Calls wait until
     /// `move_done` or `move_failed`.
@@ -923,6 +926,14 @@ impl<T: Dispatch> ErasedChild for Child<T> {
             .map_or_else(Vec::new, |r| r.lock().unwrap().to_list())
     }
 
+    fn start_hook(&self) -> Result<(), String> {
+        match &mut self.slot.lock().unwrap().life {
+            Life::Dormant(state) => run_on_start(state),
+            // Made dormant a moment ago, under the hub's lock: nothing woke it.
+            _ => Ok(()),
+        }
+    }
+
     fn run_hook(self: Arc<Self>, hook: Hook) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             if let Some(entered) = self.enter().await {
@@ -983,7 +994,8 @@ pub(crate) fn spawn_typed<T: Dispatch>(state: T, ctx: ChildCtx) -> Arc<dyn Erase
 /// How a child's state comes to be spawned: which hook runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Arrival {
-    /// A start, or a restart from the start state: `#[on_start]`.
+    /// A start, or a restart from the start state: `#[on_start]`, which the hub runs
+    /// once the start is decided.
     Started,
     /// Handed over in a move: `#[on_handover_in]` (hot), `#[on_start]` (cold: it
     /// restarts from its start state).
@@ -1009,8 +1021,10 @@ fn spawn_erased<T: Dispatch>(
             std::panic::catch_unwind(AssertUnwindSafe(|| state.on_handover_in()))
                 .map_err(|p| format!("#[on_handover_in] panicked: {}", panic_message(&*p)))?;
         }
-        Arrival::Started | Arrival::HandedOver => run_on_start(&mut state)?,
-        Arrival::Resumed => {}
+        // A cold move restarts from the start state.
+        Arrival::HandedOver => run_on_start(&mut state)?,
+        // Run by the hub once the start is decided (`ErasedChild::start_hook`).
+        Arrival::Started | Arrival::Resumed => {}
     }
     if let Some(role) = args.role {
         std::panic::catch_unwind(AssertUnwindSafe(|| state.on_role_change(role)))

@@ -354,10 +354,9 @@ pub async fn start_many<T: Dispatch>(
     let outcomes = hub
         .inner
         .start_items(batch, 0, |i, _, args| {
-            let mut state = states[i]
+            let state = states[i]
                 .take()
                 .ok_or_else(|| "started twice".to_string())?;
-            component::run_on_start(&mut state)?;
             Ok(component::spawn_typed(state, args))
         })
         .await;

@@ -719,6 +719,15 @@ impl HubInner {
                 }
             }
         };
+        // Started (or restarted from its start state), not handed over: `#[on_start]`,
+        // now that the start is decided.
+        if !handed_over {
+            if let Err(message) = child.start_hook() {
+                return StartOutcome::Failed {
+                    message: format!("{}: {message}", item.id),
+                };
+            }
+        }
         let restarted = item.epoch > 0 && !handed_over;
         // Running here now: a standby copy of it here is stale.
         st.copies.remove(&*id);
