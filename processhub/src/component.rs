@@ -991,40 +991,26 @@ pub(crate) fn spawn_typed<T: Dispatch>(state: T, ctx: ChildCtx) -> Arc<dyn Erase
     Arc::new(Child::new(state, ctx))
 }
 
-/// How a child's state comes to be spawned: which hook runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Arrival {
-    /// A start, or a restart from the start state: `#[on_start]`, which the hub runs
-    /// once the start is decided.
-    Started,
-    /// Handed over in a move: `#[on_handover_in]` (hot), `#[on_start]` (cold: it
-    /// restarts from its start state).
-    HandedOver,
-    /// A standby's copy promoted, or an active replica made: no hook but the role's.
-    Resumed,
-}
-
-/// Runs `#[on_start]` (for generated code and the hub), a panic being an error.
+/// Runs `#[on_start]`, a panic being an error.
 pub(crate) fn run_on_start<T: Dispatch>(state: &mut T) -> Result<(), String> {
     std::panic::catch_unwind(AssertUnwindSafe(|| state.on_start()))
         .map_err(|p| format!("#[on_start] panicked: {}", panic_message(&*p)))
 }
 
+/// Makes a child from its encoded state. A state handed over in a move runs
+/// `#[on_handover_in]` (hot) or `#[on_start]` (cold: it restarts from its start state);
+/// a start's `#[on_start]` runs once the start is decided (`ErasedChild::start_hook`).
 fn spawn_erased<T: Dispatch>(
     state: &[u8],
     args: ChildCtx,
-    arrival: Arrival,
+    handed_over: bool,
 ) -> Result<Arc<dyn ErasedChild>, String> {
     let mut state: T = postcard::from_bytes(state).map_err(|e| format!("start state: {e}"))?;
-    match arrival {
-        Arrival::HandedOver if T::HOT_MIGRATION => {
-            std::panic::catch_unwind(AssertUnwindSafe(|| state.on_handover_in()))
-                .map_err(|p| format!("#[on_handover_in] panicked: {}", panic_message(&*p)))?;
-        }
-        // A cold move restarts from the start state.
-        Arrival::HandedOver => run_on_start(&mut state)?,
-        // Run by the hub once the start is decided (`ErasedChild::start_hook`).
-        Arrival::Started | Arrival::Resumed => {}
+    if handed_over && T::HOT_MIGRATION {
+        std::panic::catch_unwind(AssertUnwindSafe(|| state.on_handover_in()))
+            .map_err(|p| format!("#[on_handover_in] panicked: {}", panic_message(&*p)))?;
+    } else if handed_over {
+        run_on_start(&mut state)?;
     }
     if let Some(role) = args.role {
         std::panic::catch_unwind(AssertUnwindSafe(|| state.on_role_change(role)))
@@ -1033,8 +1019,8 @@ fn spawn_erased<T: Dispatch>(
     Ok(spawn_typed(state, args))
 }
 
-/// Starts a child from its encoded state, running the hook its arrival calls for.
-pub(crate) type SpawnFn = fn(&[u8], ChildCtx, Arrival) -> Result<Arc<dyn ErasedChild>, String>;
+/// Makes a child from its encoded state; `true` when the state arrived in a move.
+pub(crate) type SpawnFn = fn(&[u8], ChildCtx, bool) -> Result<Arc<dyn ErasedChild>, String>;
 
 /// One component type, as the hub sees it.
 #[doc(hidden)]

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use crate::component::{
-    self, Arrival, ChildCtx, EncodedCall, ErasedChild, Hook, RecentCalls, Replicator, Responder,
+    self, ChildCtx, EncodedCall, ErasedChild, Hook, RecentCalls, Replicator, Responder,
     SharedRecent,
 };
 use crate::core::planner::{plan_with_targets, Command};
@@ -1170,12 +1170,7 @@ impl HubInner {
                 if promoted {
                     args.recent = Some(Arc::new(std::sync::Mutex::new(recent)));
                 }
-                let arrival = if promoted {
-                    Arrival::Resumed
-                } else {
-                    Arrival::Started
-                };
-                (vt.spawn)(&item.state, args, arrival)
+                (vt.spawn)(&item.state, args, false)
             }),
             None => StartOutcome::UnknownType { node: self.me },
         };
@@ -1674,12 +1669,7 @@ impl HubInner {
             ))));
         }
         // A state that arrives with its start state beside it was handed over.
-        let arrival = if item.start_state.is_some() {
-            Arrival::HandedOver
-        } else {
-            Arrival::Started
-        };
-        (vt.spawn)(&item.state, ctx, arrival)
+        (vt.spawn)(&item.state, ctx, item.start_state.is_some())
     }
 
     /// The standbys the ring gives a child with `replicas` copies run here.
@@ -1877,7 +1867,7 @@ impl HubInner {
         }
         let mut ctx = self.child_ctx(Arc::from(id), epoch, type_name);
         ctx.role = Some(crate::Role::Replica);
-        let child = (vt.spawn)(state, ctx, Arrival::Resumed)?;
+        let child = (vt.spawn)(state, ctx, false)?;
         let mut st = self.state.write().unwrap();
         if st.local.contains_key(id) {
             return Ok(());
