@@ -35,7 +35,9 @@ use crate::placement::{self, Distribution};
 use crate::transport::{
     Conn, InCall, Inbound, ReplySink, Serving, Transport, TransportError, RECONNECT_WAIT,
 };
-use crate::wire::{Push, Request, Response, StartItem, StartOutcome, StopOutcome};
+use crate::wire::{
+    calls_from_wire, calls_to_wire, Push, Request, Response, StartItem, StartOutcome, StopOutcome,
+};
 use crate::NodeId;
 
 /// Default deadline of a call, start or stop.
@@ -1292,12 +1294,7 @@ impl HubInner {
                         start_state: Some(serde_bytes::ByteBuf::from(m.start_state.clone())),
                         flags: m.flags,
                         node: None,
-                        recent: m
-                            .child
-                            .recent_calls()
-                            .into_iter()
-                            .map(|(id, r)| (id, serde_bytes::ByteBuf::from(r)))
-                            .collect(),
+                        recent: calls_to_wire(&m.child.recent_calls()),
                     });
                     sent.push(m);
                 }
@@ -1659,11 +1656,7 @@ impl HubInner {
         });
         if !item.recent.is_empty() {
             // Writes it already applied stay known where it goes.
-            let recent = item
-                .recent
-                .iter()
-                .map(|(id, r)| (*id, r.to_vec()))
-                .collect();
+            let recent = calls_from_wire(item.recent.clone());
             ctx.recent = Some(Arc::new(std::sync::Mutex::new(RecentCalls::from_list(
                 recent,
             ))));
@@ -1722,16 +1715,11 @@ impl HubInner {
             return;
         }
         let deadline = Instant::now() + self.call_timeout;
-        let table = |list: &[(u128, Vec<u8>)]| -> Vec<(u128, serde_bytes::ByteBuf)> {
-            list.iter()
-                .map(|(id, r)| (*id, serde_bytes::ByteBuf::from(r.clone())))
-                .collect()
-        };
-        let delta = table(&unshipped);
+        let delta = calls_to_wire(&unshipped);
         let whole = targets.iter().any(|n| !in_step_now.contains(n)).then(|| {
             recent
                 .as_ref()
-                .map(|r| table(&r.lock().unwrap().to_list()))
+                .map(|r| calls_to_wire(&r.lock().unwrap().to_list()))
                 .unwrap_or_default()
         });
         let sends = targets.iter().map(|node| {
@@ -2193,10 +2181,7 @@ impl Inbound for HubInner {
                 recent,
                 append,
             } => {
-                let recent = recent
-                    .into_iter()
-                    .map(|(id, r)| (id, r.into_vec()))
-                    .collect();
+                let recent = calls_from_wire(recent);
                 let kept = self.keep_copy(
                     &id,
                     &type_name,

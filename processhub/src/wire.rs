@@ -88,9 +88,24 @@ pub(crate) enum Request<'a> {
         state: serde_bytes::ByteBuf,
         /// Replies of the latest identified writes, to answer their retries: all of
         /// them, or (`append`) those since the previous shipment to this standby.
-        recent: Vec<(u128, serde_bytes::ByteBuf)>,
+        recent: WireCalls,
         append: bool,
     },
+}
+
+/// Replies of identified writes as they travel (call id, encoded reply).
+pub(crate) type WireCalls = Vec<(u128, serde_bytes::ByteBuf)>;
+
+/// A table of identified writes, for the wire.
+pub(crate) fn calls_to_wire(list: &[(u128, Vec<u8>)]) -> WireCalls {
+    list.iter()
+        .map(|(id, r)| (*id, serde_bytes::ByteBuf::from(r.clone())))
+        .collect()
+}
+
+/// A table of identified writes, from the wire.
+pub(crate) fn calls_from_wire(list: WireCalls) -> Vec<(u128, Vec<u8>)> {
+    list.into_iter().map(|(id, r)| (id, r.into_vec())).collect()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,7 +125,7 @@ pub(crate) struct StartItem {
     /// on (that node takes it without looking at the ring).
     pub(crate) node: Option<NodeId>,
     /// For a moved replicated child: the replies of its latest identified writes.
-    pub(crate) recent: Vec<(u128, serde_bytes::ByteBuf)>,
+    pub(crate) recent: WireCalls,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
