@@ -106,9 +106,9 @@ impl Hub {
                 e.standbys.as_deref().map_or(0, <[NodeId]>::len)
             ),
             Distribution::BoundedLoad => {
-                let loads = placement::loads_of(&st.registry, ring, &e.type_name);
+                let loads = crate::core::placement::loads_of(&st.registry, ring, &e.type_name);
                 let total: usize = loads.iter().sum();
-                let cap = placement::cap(total, n);
+                let cap = crate::core::placement::cap(total, n);
                 let load_of =
                     |node: NodeId| ring.members().binary_search(&node).map_or(0, |i| loads[i]);
                 let preference = ring.owners(id, n);

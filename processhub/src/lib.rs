@@ -28,29 +28,29 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The parts, each its own module: `core` (ring, registry, planner: sans-IO),
-//! `transport` (TCP between nodes), `membership` (chitchat gossip and failure
-//! detection), `hub` (executes plans, serves requests), `component` (kameo actors).
+//! The parts, each a folder, bottom to top (none imports from a layer above it):
+//! `core` (every decision: ring, registry, planner, engine; sans-IO), `net` (frames,
+//! connections, the TCP transport), `child` (the component contract, a child's life,
+//! the type table), `hub` (runs the engine's output: builder, control loop, serving,
+//! hand-over, replication, lifecycle, membership), `client` (what handles call).
 
 // Generated code names `::processhub`; this lets the crate's own tests use the macro.
 #[cfg(test)]
 extern crate self as processhub;
 
-mod component;
+mod child;
+mod client;
 mod core;
 mod error;
 mod events;
 mod explain;
-mod handle;
 mod hub;
-mod membership;
+mod net;
 mod node;
 mod options;
 pub mod placement;
 #[cfg(test)]
 mod tests;
-mod transport;
-mod wire;
 
 pub use crate::error::{CallError, HubError, StartError, StopError};
 pub use crate::events::{HubEvent, RestartReason};
@@ -61,6 +61,7 @@ pub use crate::hub::{
 };
 pub use crate::node::NodeId;
 pub use crate::options::{OnNodeDeath, Role, StartOptions};
+
 /// Makes a struct and its impl block a distributed component.
 ///
 /// Put `#[distributed]` on the struct that holds the component's state, and on its impl
@@ -216,12 +217,15 @@ pub mod prelude {
 /// What generated code uses. Not a public API: it changes without notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::component::{
-        decode_args, encode_reply, unknown_method, Child, ChildRef, Component, ComponentActor,
-        ComponentVTable, Dispatch, COMPONENTS,
+    pub use crate::child::component::{
+        decode_args, encode_reply, unknown_method, Component, ComponentActor, Dispatch,
     };
-    pub use crate::handle::{start, start_many, stop, HandleCore};
-    pub use crate::placement::custom_strategy;
+    pub use crate::child::life::{Child, ChildRef};
+    pub use crate::child::types::{ComponentVTable, COMPONENTS};
+    pub use crate::client::call::HandleCore;
+    pub use crate::client::start::{start, start_many};
+    pub use crate::client::stop::stop;
+    pub use crate::core::placement::custom_strategy;
     pub use futures_util::future::BoxFuture;
     pub use kameo::actor::ActorRef;
     pub use kameo::message::{Context, Message};

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::component::Component;
-use crate::placement::Distribution;
+use crate::child::component::Component;
+use crate::core::entry::Flags;
 use crate::NodeId;
 
 /// What happens to a child when its node dies (is declared dead by the failure
@@ -80,40 +80,6 @@ impl StartOptions {
         let pinned = self.pinned.unwrap_or(T::PINNED) || T::DISTRIBUTION.placed_once();
         let stay_down = self.on_node_death.unwrap_or(T::ON_NODE_DEATH) == OnNodeDeath::StayDown;
         Flags::new(pinned, stay_down).with_distribution(T::DISTRIBUTION)
-    }
-}
-
-/// How a child is placed, kept in its registry entry on every node (a byte).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Flags(u8);
-
-impl Flags {
-    const PINNED: u8 = 1;
-    const STAY_DOWN: u8 = 2;
-    const DISTRIBUTION_SHIFT: u8 = 2;
-
-    pub(crate) fn new(pinned: bool, stay_down: bool) -> Self {
-        Self(if pinned { Self::PINNED } else { 0 } | if stay_down { Self::STAY_DOWN } else { 0 })
-    }
-
-    /// Stays on its node while that node lives.
-    pub(crate) fn pinned(self) -> bool {
-        self.0 & Self::PINNED != 0
-    }
-
-    /// Not restarted when its node dies.
-    pub(crate) fn stay_down(self) -> bool {
-        self.0 & Self::STAY_DOWN != 0
-    }
-
-    /// With its type's distribution strategy (bits 2 to 4).
-    pub(crate) fn with_distribution(self, kind: Distribution) -> Self {
-        Self(self.0 & !(7 << Self::DISTRIBUTION_SHIFT) | kind.code() << Self::DISTRIBUTION_SHIFT)
-    }
-
-    /// Its type's distribution strategy.
-    pub(crate) fn distribution(self) -> Distribution {
-        Distribution::from_code(self.0 >> Self::DISTRIBUTION_SHIFT)
     }
 }
 

@@ -7,8 +7,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::net::wire::{decode, encode};
+use crate::net::wire::{Frame, Request, Response, StartItem, StartOutcome};
 use crate::prelude::*;
-use crate::wire::{self, Frame, Request, Response, StartItem, StartOutcome};
 
 #[distributed]
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -125,7 +126,7 @@ async fn malformed_and_oversize_frames_close_the_connection() {
     );
     // A request before any hello.
     let mut s = TcpStream::connect(a.listen_addr()).await.unwrap();
-    let req = wire::encode(&Frame::Request {
+    let req = encode(&Frame::Request {
         rid: 1,
         req: Request::Stop {
             id: "x".into(),
@@ -152,7 +153,7 @@ async fn a_stranger_or_a_stale_incarnation_is_refused() {
         ),
     ] {
         let mut s = TcpStream::connect(a.listen_addr()).await.unwrap();
-        let hello = wire::encode(&Frame::Hello {
+        let hello = encode(&Frame::Hello {
             hub_id: hub_id.into(),
             from: crate::NodeId::new("127.0.0.1:1".parse().unwrap(), 1),
             to,
@@ -163,7 +164,7 @@ async fn a_stranger_or_a_stale_incarnation_is_refused() {
         s.read_exact(&mut len).await.unwrap();
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
         s.read_exact(&mut body).await.unwrap();
-        match wire::decode(&body).unwrap() {
+        match decode(&body).unwrap() {
             Frame::Reject { reason } => assert!(!reason.is_empty()),
             other => panic!("expected Reject, got {other:?}"),
         }
@@ -206,7 +207,7 @@ async fn unknown_types_and_methods_get_error_replies() {
                 owner,
                 Request::Call {
                     id: "e".into(),
-                    type_name: <Echo as crate::component::Component>::TYPE_NAME.into(),
+                    type_name: <Echo as crate::child::component::Component>::TYPE_NAME.into(),
                     method: method.into(),
                     args: args.into(),
                     call_id: 0,
@@ -315,7 +316,7 @@ async fn a_start_sent_to_a_node_that_does_not_own_the_id_is_forwarded_to_its_own
         .find(|id| a.ring_owner(id) == Some(c.node_id()))
         .unwrap();
     let state = postcard::to_allocvec(&Echo::default()).unwrap();
-    let echo = <Echo as crate::component::Component>::TYPE_NAME;
+    let echo = <Echo as crate::child::component::Component>::TYPE_NAME;
     let resp = a
         .inner
         .transport
@@ -343,7 +344,7 @@ async fn a_start_sent_to_a_node_that_does_not_own_the_id_is_forwarded_to_its_own
 /// Frames written by a hand-made peer that said hello to `hub`.
 async fn fake_peer(hub: &Hub) -> TcpStream {
     let mut s = TcpStream::connect(hub.listen_addr()).await.unwrap();
-    let hello = wire::encode(&Frame::Hello {
+    let hello = encode(&Frame::Hello {
         hub_id: "wire".into(),
         from: crate::NodeId::new("127.0.0.1:1".parse().unwrap(), 1),
         to: hub.node_id(),
@@ -352,7 +353,7 @@ async fn fake_peer(hub: &Hub) -> TcpStream {
     s.write_all(&hello).await.unwrap();
     loop {
         let body = read_frame(&mut s).await;
-        match wire::decode(&body).unwrap() {
+        match decode(&body).unwrap() {
             Frame::Welcome { .. } => return s,
             Frame::Push(_) => {}
             other => panic!("expected Welcome, got {other:?}"),
@@ -381,9 +382,9 @@ async fn calls_arriving_together_are_answered_each_in_order_per_child() {
     // Wherever the ring put them, ask the node that runs them.
     let owner = |id: &str| a.lookup(id).unwrap().owner;
     let target = if owner(&x) == a.node_id() { &a } else { &b };
-    let type_name = <Echo as crate::component::Component>::TYPE_NAME;
+    let type_name = <Echo as crate::child::component::Component>::TYPE_NAME;
     let call = |rid: u64, id: &str, type_name: &str, method: &str, args: Vec<u8>| {
-        wire::encode(&Frame::Request {
+        encode(&Frame::Request {
             rid,
             req: Request::Call {
                 id: id.to_string().into(),
@@ -415,7 +416,7 @@ async fn calls_arriving_together_are_answered_each_in_order_per_child() {
     let mut replies = std::collections::HashMap::new();
     while replies.len() < 10 {
         let body = read_frame(&mut s).await;
-        if let Frame::Response { rid, resp } = wire::decode(&body).unwrap() {
+        if let Frame::Response { rid, resp } = decode(&body).unwrap() {
             assert!(
                 replies.insert(rid, resp).is_none(),
                 "one response per request"
@@ -465,8 +466,7 @@ async fn calls_arriving_together_are_answered_each_in_order_per_child() {
 async fn bad_parts_of_a_big_state_are_refused_with_a_reason() {
     let (a, b) = pair(1024 * 1024).await;
     let mut s = fake_peer(&a).await;
-    let send =
-        |rid: u64, req: Request<'static>| wire::encode(&Frame::Request { rid, req }).unwrap();
+    let send = |rid: u64, req: Request<'static>| encode(&Frame::Request { rid, req }).unwrap();
     let mut out = Vec::new();
     // A part that does not start at 0, one over the size limit, a start of a transfer
     // never sent, and a start of one left incomplete.
@@ -515,7 +515,7 @@ async fn bad_parts_of_a_big_state_are_refused_with_a_reason() {
     let mut replies = std::collections::HashMap::new();
     while replies.len() < 5 {
         let body = read_frame(&mut s).await;
-        if let Frame::Response { rid, resp } = wire::decode(&body).unwrap() {
+        if let Frame::Response { rid, resp } = decode(&body).unwrap() {
             replies.insert(rid, resp);
         }
     }

@@ -10,7 +10,10 @@
 //!                                   hub executes:  StartLocal / MoveTo
 //! ```
 
+pub(crate) mod entry;
+pub(crate) mod placement;
 pub(crate) mod planner;
+pub(crate) mod recent;
 pub(crate) mod registry;
 pub(crate) mod ring;
 pub(crate) mod staging;

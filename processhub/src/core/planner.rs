@@ -64,7 +64,7 @@ pub(crate) fn plan_with_targets(
     me: NodeId,
     members: &[NodeId],
     registry: &mut Registry,
-    target: &dyn Fn(&str, &crate::core::registry::Entry) -> Option<NodeId>,
+    target: &dyn Fn(&str, &crate::core::entry::Entry) -> Option<NodeId>,
 ) -> Vec<Command> {
     let mut commands = Vec::new();
     let alive = |n: NodeId| members.binary_search(&n).is_ok();
@@ -160,8 +160,7 @@ fn command_id(c: &Command) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::registry::Entry;
-    use crate::options::Flags;
+    use crate::core::entry::{Entry, Flags};
 
     fn node(port: u16) -> NodeId {
         NodeId::new(([127, 0, 0, 1], port).into(), 1)

@@ -9,49 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-use crate::options::Flags;
-use crate::NodeId;
-
-/// One registered child, as every node sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Entry {
-    /// The component type's wire name.
-    pub(crate) type_name: Arc<str>,
-    /// The node that runs it.
-    pub(crate) owner: NodeId,
-    /// Bumped on every move or restart.
-    pub(crate) epoch: u64,
-    /// The state it was started with, to restart it elsewhere if its node dies. Small
-    /// states live inline: most are a few bytes, and a heap block would double the entry.
-    pub(crate) start_state: StartState,
-    /// Pinned, and whether it stays down when its node dies.
-    pub(crate) flags: Flags,
-    /// The nodes holding a standby copy in step with it (`replicas = N`), in the order a
-    /// standby is promoted when the owner dies. Empty for most children.
-    pub(crate) standbys: Standbys,
-}
-
-impl Entry {
-    /// Its standbys but `node`: those a move to `node`, or a promotion of `node`, keeps.
-    pub(crate) fn standbys_but(&self, node: NodeId) -> Standbys {
-        let kept: Box<[NodeId]> = self
-            .standbys
-            .as_deref()?
-            .iter()
-            .copied()
-            .filter(|n| *n != node)
-            .collect();
-        (!kept.is_empty()).then_some(kept)
-    }
-}
-
-/// Standby nodes of an entry: no allocation when there are none.
-pub(crate) type Standbys = Option<Box<[NodeId]>>;
-
-/// An encoded start state: inline up to 16 bytes.
-pub(crate) type StartState = smallvec::SmallVec<[u8; 16]>;
+use crate::core::entry::{wins, Entry};
+use crate::node::NodeId;
 
 /// What an upsert did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,11 +19,6 @@ pub(crate) enum Upsert {
     Applied,
     /// The registry holds a winning entry; the given one was ignored.
     Ignored,
-}
-
-/// Whether entry `a` wins over entry `b` for the same id.
-pub(crate) fn wins(a: &Entry, b: &Entry) -> bool {
-    (a.epoch, a.owner) > (b.epoch, b.owner)
 }
 
 /// The registry of one node. Keys are shared with [`crate::ChildInfo`] (no copy on a
@@ -212,6 +166,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::entry::StartState;
 
     fn node(port: u16) -> NodeId {
         NodeId::new(([127, 0, 0, 1], port).into(), 1)

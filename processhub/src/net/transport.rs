@@ -24,21 +24,25 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use crate::component::EncodedCall;
-use crate::wire::{self, Frame, Push, Request, Response};
+use crate::child::component::EncodedCall;
+use crate::net::conn::{
+    encode_response, write_all, Conn, ForgetOnDrop, Outbox, Pending, KEEP_BUFFER, SWEEP,
+};
+use crate::net::error::TransportError;
+use crate::net::wire::{decode, encode, encode_push};
+use crate::net::wire::{Frame, Push, Request, Response};
 use crate::NodeId;
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closing transport waits for requests to stop coming.
-const QUIET: Duration = Duration::from_millis(100);
+pub(super) const QUIET: Duration = Duration::from_millis(100);
 /// The longest a closing transport waits to go quiet.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long a call waits for a connection to the owner before it looks again where the
@@ -85,220 +89,6 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     /// A connection to `peer` is up: `register` makes it usable for requests and
     /// broadcasts; call it after sending what must come first on it.
     fn connected(&self, peer: NodeId, conn: &Arc<Conn>, register: &dyn Fn());
-}
-
-/// Why a request got no response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TransportError {
-    /// No connection to the peer before the deadline; nothing was sent.
-    NotConnected,
-    /// The connection closed after the request was sent.
-    Lost,
-    /// No response before the deadline.
-    Timeout,
-    /// The request exceeds the frame limit; nothing was sent.
-    TooLarge { size: usize, max: usize },
-    /// The request could not be encoded; nothing was sent.
-    Encode(String),
-}
-
-/// A request awaiting its response.
-struct Pending {
-    /// When the sweep fails it with `Timeout`.
-    deadline: Instant,
-    tx: oneshot::Sender<Result<Response, TransportError>>,
-}
-
-/// How often a connection fails the requests past their deadline. A request times out
-/// up to this late; in exchange no call registers a timer of its own (timers were a
-/// tenth of the calling thread's time at 64 calls in flight: BENCHMARKS.md, P2).
-const SWEEP: Duration = Duration::from_millis(50);
-/// The largest buffer a connection keeps between writes: a big transfer (a state moved
-/// in parts of up to half a frame) must not pin megabytes per connection.
-const KEEP_BUFFER: usize = 1 << 20;
-
-/// Frames the socket has not taken yet.
-#[derive(Default)]
-struct Outbox {
-    buf: Vec<u8>,
-    /// The writer task owns the socket's write side until `buf` is empty.
-    flushing: bool,
-}
-
-/// One live connection.
-pub(crate) struct Conn {
-    peer: NodeId,
-    write: Arc<OwnedWriteHalf>,
-    outbox: Mutex<Outbox>,
-    wake_writer: Notify,
-    /// Requests awaiting their response, by request id.
-    pending: Mutex<HashMap<u64, Pending, foldhash::fast::RandomState>>,
-    next_rid: AtomicU64,
-    closed: CancellationToken,
-    /// Requests being served on this connection.
-    serving: AtomicU64,
-    /// Requests in flight when one is sent, averaged (in 1/256ths): whether this
-    /// connection carries one call at a time (write at once) or many (batch).
-    load: std::sync::atomic::AtomicU32,
-    /// When the last request arrived, in nanoseconds since `opened`.
-    last_request: AtomicU64,
-    opened: Instant,
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn").field("peer", &self.peer).finish()
-    }
-}
-
-impl Conn {
-    /// Sends an encoded frame; false if the connection is closed.
-    pub(crate) fn send_bytes(&self, bytes: &[u8], alone: bool) -> bool {
-        if self.closed.is_cancelled() {
-            return false;
-        }
-        let mut out = self.outbox.lock().unwrap();
-        out.buf.extend_from_slice(bytes);
-        self.flush_locked(out, alone)
-    }
-
-    /// Encodes frames straight into the outbox (no buffer of their own) and sends
-    /// them. `Ok(false)` if the connection is closed; an error (nothing sent) if a frame
-    /// does not encode or exceeds `max`.
-    pub(crate) fn send_frames<'f>(
-        &self,
-        frames: impl IntoIterator<Item = Frame<'f>>,
-        alone: bool,
-        max: usize,
-    ) -> Result<bool, TransportError> {
-        if self.closed.is_cancelled() {
-            return Ok(false);
-        }
-        let mut out = self.outbox.lock().unwrap();
-        let start = out.buf.len();
-        for frame in frames {
-            if let Err(e) = wire::encode_into(&mut out.buf, &frame, max) {
-                out.buf.truncate(start);
-                return Err(e);
-            }
-        }
-        Ok(self.flush_locked(out, alone))
-    }
-
-    /// Sends what the outbox holds.
-    ///
-    /// With `alone` (nothing else in flight on this connection) and the writer idle, the
-    /// bytes are written at once on the caller's thread, saving a wake-up of the writer
-    /// task: thread wake-ups are the largest cost per call (measured with perf).
-    /// Otherwise the writer is woken (if it is not already writing) and sends what
-    /// gathered in one write: under load, batches save more than the wake-up costs.
-    fn flush_locked(&self, mut out: std::sync::MutexGuard<'_, Outbox>, alone: bool) -> bool {
-        if out.flushing {
-            return true;
-        }
-        if alone {
-            match self.write.try_write(&out.buf) {
-                Ok(n) if n == out.buf.len() => {
-                    out.buf.clear();
-                    if out.buf.capacity() > KEEP_BUFFER {
-                        out.buf = Vec::new();
-                    }
-                    return true;
-                }
-                Ok(n) => {
-                    out.buf.drain(..n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    out.buf.clear();
-                    drop(out);
-                    tracing::debug!(peer = %self.peer, "write failed: {e}");
-                    self.close();
-                    return false;
-                }
-            }
-        }
-        out.flushing = true;
-        drop(out);
-        self.wake_writer.notify_one();
-        true
-    }
-
-    /// Notes that a request is sent with `in_flight` requests in flight (itself
-    /// included); true if the connection carries one request at a time.
-    ///
-    /// Writing at once is best for a lone request, and worst in a burst: a frame sent
-    /// alone is served alone, and the peer answers it alone, so a busy connection would
-    /// settle into small batches. The average in flight tells the two apart.
-    fn note_in_flight(&self, in_flight: usize) -> bool {
-        let sample = (in_flight.min(1 << 16) as u32) << 8;
-        let old = self.load.load(Ordering::Relaxed);
-        let new = old - old / 8 + sample / 8;
-        self.load.store(new, Ordering::Relaxed);
-        in_flight == 1 && new < 2 << 8
-    }
-
-    /// Queues a push.
-    pub(crate) fn push(&self, push: &Push) -> bool {
-        match wire::encode_push(push) {
-            Ok(bytes) => self.send_bytes(&bytes, false),
-            Err(e) => {
-                tracing::error!("could not encode a push: {e}");
-                false
-            }
-        }
-    }
-
-    /// Fails the requests past their deadline with `Timeout`.
-    fn fail_expired(&self, now: Instant) {
-        let mut pending = self.pending.lock().unwrap();
-        if pending.is_empty() {
-            return;
-        }
-        let expired: Vec<u64> = pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(rid, _)| *rid)
-            .collect();
-        for rid in expired {
-            if let Some(p) = pending.remove(&rid) {
-                let _ = p.tx.send(Err(TransportError::Timeout));
-            }
-        }
-    }
-
-    /// Nothing served, nothing queued, no request for a while.
-    fn is_quiet(&self, now: Instant) -> bool {
-        let since_open = now.saturating_duration_since(self.opened).as_nanos() as u64;
-        let idle = since_open.saturating_sub(self.last_request.load(Ordering::Relaxed));
-        let out = self.outbox.lock().unwrap();
-        self.serving.load(Ordering::Relaxed) == 0
-            && out.buf.is_empty()
-            && !out.flushing
-            && idle >= QUIET.as_nanos() as u64
-    }
-
-    fn close(&self) {
-        self.closed.cancel();
-        self.pending.lock().unwrap().clear();
-        // The write side is shared with senders: shut the socket down explicitly so the
-        // peer sees the close now, not when the last sender lets go.
-        let stream: &TcpStream = (*self.write).as_ref();
-        let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// Removes a request from the pending map when its caller stops waiting (answered,
-/// timed out, or the caller's future dropped).
-struct ForgetOnDrop<'a> {
-    conn: &'a Conn,
-    rid: u64,
-}
-
-impl Drop for ForgetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.conn.pending.lock().unwrap().remove(&self.rid);
-    }
 }
 
 /// The TCP layer of one hub.
@@ -405,7 +195,7 @@ impl Transport {
         if conns.is_empty() {
             return;
         }
-        match wire::encode_push(push) {
+        match encode_push(push) {
             Ok(bytes) => {
                 for c in conns.values() {
                     c.send_bytes(&bytes, false);
@@ -527,7 +317,7 @@ impl Transport {
         stream.set_nodelay(true).ok();
         let (read, mut write) = stream.into_split();
         let mut frames = self.framed(read);
-        let hello = wire::encode(&Frame::Hello {
+        let hello = encode(&Frame::Hello {
             hub_id: self.hub_id.clone(),
             from: self.me,
             to: peer,
@@ -587,14 +377,14 @@ impl Transport {
             other => return Err(format!("expected Hello, got {other:?}")),
         };
         if let Some(reason) = reject {
-            if let Ok(bytes) = wire::encode(&Frame::Reject {
+            if let Ok(bytes) = encode(&Frame::Reject {
                 reason: reason.clone(),
             }) {
                 let _ = write.write_all(&bytes).await;
             }
             return Err(reason);
         }
-        let welcome = wire::encode(&Frame::Welcome { node: self.me }).map_err(|e| e.to_string())?;
+        let welcome = encode(&Frame::Welcome { node: self.me }).map_err(|e| e.to_string())?;
         write.write_all(&welcome).await.map_err(|e| e.to_string())?;
         self.run_conn(peer, frames, write);
         Ok(())
@@ -770,7 +560,7 @@ fn serve_frames(
     let mut result = Ok(());
     let mut requests = 0u64;
     for body in bodies {
-        let frame = match wire::decode(body) {
+        let frame = match decode(body) {
             Ok(f) => f,
             Err(e) => {
                 result = Err(format!("malformed frame: {e}"));
@@ -866,38 +656,6 @@ fn share(body: &Bytes, part: &[u8]) -> Bytes {
     }
 }
 
-/// Appends the frame of a response to `out`; a reply that cannot travel (too large,
-/// or not encodable) becomes an error that can.
-fn encode_response(out: &mut Vec<u8>, rid: u64, resp: Response, max: usize) {
-    let err = match wire::encode_into(out, &Frame::Response { rid, resp }, max) {
-        Ok(()) => return,
-        Err(TransportError::TooLarge { size, max }) => {
-            crate::error::CallError::TooLarge { size, max }
-        }
-        Err(TransportError::Encode(message)) => crate::error::CallError::Codec { message },
-        Err(e) => crate::error::CallError::Codec {
-            message: format!("{e:?}"),
-        },
-    };
-    let resp = Response::Reply(Err(err));
-    wire::encode_into(out, &Frame::Response { rid, resp }, max)
-        .expect("an error response always encodes");
-}
-
-/// Writes all of `buf` through a shared write half.
-async fn write_all(write: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        write.writable().await?;
-        match write.try_write(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// The next frame body of a handshake.
 async fn next_body(
     frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
@@ -911,5 +669,5 @@ async fn next_body(
 }
 
 fn decode_handshake(body: &[u8]) -> Result<Frame<'_>, String> {
-    wire::decode(body).map_err(|e| format!("malformed frame: {e}"))
+    decode(body).map_err(|e| format!("malformed frame: {e}"))
 }

@@ -1,20 +1,21 @@
-//! What generated handles and constructors call: routing, retries, start and stop.
+//! Calls through a handle: one redirect and retry policy for every call.
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
 
 use kameo::message::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::component::{self, AskFailure, Child, ComponentActor, Dispatch};
-use crate::error::{CallError, StartError, StopError};
+use super::retry::Backoff;
+use crate::child::component::{ask, read_copy, AskFailure, ComponentActor, Dispatch};
+use crate::child::life::Child;
+use crate::error::CallError;
 use crate::hub::{Hub, Route};
-use crate::options::StartOptions;
-use crate::transport::{TransportError, RECONNECT_WAIT};
-use crate::wire::{Request, Response, StartItem, StartOutcome};
+use crate::net::error::TransportError;
+use crate::net::transport::RECONNECT_WAIT;
+use crate::net::wire::{Request, Response};
 
 /// The untyped core of every generated handle: a hub and a child id.
 #[doc(hidden)]
@@ -96,7 +97,7 @@ impl HandleCore {
                 let args = postcard::to_allocvec(m).map_err(|e| CallError::Codec {
                     message: format!("arguments: {e}"),
                 })?;
-                let reply = component::read_copy::<T>(&copy, ctx, method, &args).await?;
+                let reply = read_copy::<T>(&copy, ctx, method, &args).await?;
                 return postcard::from_bytes(&reply).map_err(|e| CallError::Codec {
                     message: format!("reply: {e}"),
                 });
@@ -139,7 +140,7 @@ impl HandleCore {
                         let m = msg
                             .take()
                             .expect("the message is back after each failed try");
-                        Some(component::ask(&entered.actor, m).await)
+                        Some(ask(&entered.actor, m).await)
                     };
                     match tokio::time::timeout_at(deadline, local).await {
                         Err(_) => return Err(timed_out()),
@@ -234,167 +235,4 @@ impl HandleCore {
             }
         }
     }
-}
-
-/// The pause between two tries of a call, start or stop: from 1 ms, doubling up to
-/// 50 ms, never past the deadline.
-pub(crate) struct Backoff {
-    next: Duration,
-    deadline: Instant,
-}
-
-impl Backoff {
-    pub(crate) fn until(deadline: Instant) -> Self {
-        Self {
-            next: Duration::from_millis(1),
-            deadline,
-        }
-    }
-
-    /// Sleeps before the next try; false (without sleeping) if it would end past the
-    /// deadline.
-    pub(crate) async fn wait(&mut self) -> bool {
-        if Instant::now() + self.next >= self.deadline {
-            return false;
-        }
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(Duration::from_millis(50));
-        true
-    }
-}
-
-fn check_id(id: &str) -> Result<(), StartError> {
-    if id.is_empty() {
-        Err(StartError::EmptyId)
-    } else {
-        Ok(())
-    }
-}
-
-fn outcome_to_result(id: &str, o: StartOutcome, hub: &Hub) -> Result<(), StartError> {
-    match o {
-        StartOutcome::Started { .. } => Ok(()),
-        StartOutcome::AlreadyStarted { node } => Err(StartError::AlreadyStarted {
-            id: id.to_string(),
-            node,
-        }),
-        StartOutcome::UnknownType { node } => Err(StartError::UnknownType {
-            type_name: String::new(),
-            node,
-        }),
-        StartOutcome::Failed { message } if message == "timeout" => Err(StartError::Timeout {
-            id: id.to_string(),
-            after: hub.inner.call_timeout,
-        }),
-        StartOutcome::Failed { message } if hub.inner.is_stopped() => {
-            let _ = message;
-            Err(StartError::HubStopped)
-        }
-        StartOutcome::Failed { message } => Err(StartError::Codec { message }),
-    }
-}
-
-/// Starts many children of type `T`; one result per item, in order.
-#[doc(hidden)]
-pub async fn start_many<T: Dispatch>(
-    hub: &Hub,
-    items: Vec<(String, T)>,
-    options: StartOptions,
-) -> Vec<Result<(), StartError>> {
-    let flags = options.flags::<T>();
-    if hub.inner.is_stopped() {
-        return items.iter().map(|_| Err(StartError::HubStopped)).collect();
-    }
-    // Where each child starts, unless the ring decides (on the node that owns it).
-    let mut placer = hub.inner.placer(T::TYPE_NAME, options.named());
-    let mut results: Vec<Option<Result<(), StartError>>> = Vec::with_capacity(items.len());
-    let mut batch = Vec::with_capacity(items.len());
-    let mut states = Vec::with_capacity(items.len());
-    let mut index = Vec::with_capacity(items.len());
-    // A start state travels in every node's registry: at most half a frame.
-    let max = hub.inner.batch_bytes();
-    for (id, state) in items {
-        let mut node = None;
-        let checked = check_id(&id).and_then(|()| {
-            node = placer.place(&id).map_err(|reason| StartError::Placement {
-                id: id.clone(),
-                reason,
-            })?;
-            let bytes = postcard::to_allocvec(&state).map_err(|e| StartError::Codec {
-                message: e.to_string(),
-            })?;
-            if bytes.len() > max {
-                return Err(StartError::TooLarge {
-                    size: bytes.len(),
-                    max,
-                });
-            }
-            Ok(bytes)
-        });
-        match checked {
-            Ok(bytes) => {
-                index.push(results.len());
-                results.push(None);
-                batch.push(StartItem {
-                    id,
-                    type_name: T::TYPE_NAME.to_string(),
-                    state: bytes,
-                    epoch: 0,
-                    start_state: None,
-                    flags,
-                    recent: Vec::new(),
-                    node,
-                });
-                states.push(Some(state));
-            }
-            Err(e) => results.push(Some(Err(e))),
-        }
-    }
-    let ids: Vec<String> = batch.iter().map(|i| i.id.clone()).collect();
-    let outcomes = hub
-        .inner
-        .start_items(batch, 0, |i, _, args| {
-            let state = states[i]
-                .take()
-                .ok_or_else(|| "started twice".to_string())?;
-            Ok(component::spawn_typed(state, args))
-        })
-        .await;
-    for ((slot, id), o) in index.into_iter().zip(&ids).zip(outcomes) {
-        let r = outcome_to_result(id, o, hub).map_err(|e| match e {
-            StartError::UnknownType { node, .. } => StartError::UnknownType {
-                type_name: T::TYPE_NAME.to_string(),
-                node,
-            },
-            other => other,
-        });
-        results[slot] = Some(r);
-    }
-    results
-        .into_iter()
-        .map(|r| r.expect("every item has a result"))
-        .collect()
-}
-
-/// Starts one child of type `T`.
-#[doc(hidden)]
-pub async fn start<T: Dispatch>(
-    hub: &Hub,
-    id: String,
-    state: T,
-    options: StartOptions,
-) -> Result<(), StartError> {
-    start_many(hub, vec![(id, state)], options)
-        .await
-        .pop()
-        .expect("one item, one result")
-}
-
-/// Stops the child `id` of type `T`, wherever it runs.
-#[doc(hidden)]
-pub async fn stop<T: Dispatch>(hub: &Hub, id: &str) -> Result<(), StopError> {
-    if id.is_empty() {
-        return Err(StopError::NotFound { id: String::new() });
-    }
-    hub.inner.stop_routed(id, T::TYPE_NAME).await
 }

@@ -10,9 +10,9 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::core::registry::Entry;
+use crate::core::entry::{Entry, Flags};
 use crate::error::CallError;
-use crate::options::Flags;
+use crate::net::error::TransportError;
 use crate::NodeId;
 
 /// Everything one hub sends another. Calls borrow their strings and arguments from the
@@ -207,8 +207,7 @@ pub(crate) fn encode_into(
     out: &mut Vec<u8>,
     frame: &Frame<'_>,
     max: usize,
-) -> Result<(), crate::transport::TransportError> {
-    use crate::transport::TransportError;
+) -> Result<(), crate::net::error::TransportError> {
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
     if let Err(e) = postcard::to_io(frame, &mut *out) {

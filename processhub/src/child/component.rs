@@ -1,0 +1,457 @@
+//! Components: the `#[distributed]` types, their actors, and the table that lets any
+//! node host any component type linked into its binary.
+//!
+//! Each running child is a kameo actor, [`ComponentActor<T>`], holding the user's state.
+//! The macro implements [`Component`] (the type's wire name) and [`Dispatch`] (remote
+//! calls by method name), and adds a [`ComponentVTable`] to the [`COMPONENTS`] slice
+//! (linkme), which the hub reads to start a type by name.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use kameo::actor::{Actor, ActorRef};
+use kameo::error::SendError;
+use kameo::message::Message;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::child::erased::{ChildCtx, Replicator};
+use crate::child::life::Entered;
+use crate::core::recent::SharedRecent;
+use crate::error::CallError;
+use crate::events::{HubEvent, RestartReason};
+use crate::NodeId;
+
+/// A component type: implemented by `#[distributed]` on a struct.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a #[distributed] component",
+    label = "put #[distributed] on the struct `{Self}` too",
+    note = "#[distributed] goes on the struct (the component's state) and on its impl block"
+)]
+pub trait Component: Serialize + DeserializeOwned + Send + 'static {
+    /// The type's name on the wire: the same in every binary of the cluster.
+    const TYPE_NAME: &'static str;
+    /// Whether a move takes the latest state along (`migration = "hot"`, the default)
+    /// or restarts from the start state (`migration = "cold"`).
+    const HOT_MIGRATION: bool = true;
+    /// Whether it stays on the node it started on while that node lives
+    /// (`#[distributed(pinned)]`): joins and drains do not move it.
+    const PINNED: bool = false;
+    /// What happens to its children when their node dies
+    /// (`#[distributed(on_node_death = "...")]`).
+    const ON_NODE_DEATH: crate::OnNodeDeath = crate::OnNodeDeath::Restart;
+    /// Copies of each child kept in step, the primary included
+    /// (`#[distributed(replicas = N)]`): with N > 1, every write reaches N - 1 standbys
+    /// before it is acknowledged, and a standby takes over if the primary's node dies.
+    const REPLICAS: usize = 1;
+    /// Whether a write waits for its standbys before it is acknowledged
+    /// (`sync = "sync"`, the default) or ships its state right after
+    /// (`sync = "async"`: faster; a crash may lose the last writes).
+    const SYNC_REPLICATION: bool = true;
+    /// Whether reads (`&self` methods) may be served by a node's standby copy
+    /// (`reads = "any"`: possibly stale) instead of going to the primary.
+    const READS_ANY: bool = false;
+    /// Whether every replica runs and answers calls on its own
+    /// (`replication = "active_active"`): writes are not shipped, copies may diverge.
+    const ACTIVE_ACTIVE: bool = false;
+    /// How its children are placed (`#[distributed(distribution = "...")]`).
+    const DISTRIBUTION: crate::placement::Distribution =
+        crate::placement::Distribution::ConsistentHash;
+
+    /// The strategy of `#[distributed(custom = path::to::Strategy)]`.
+    fn custom_strategy() -> Option<&'static dyn crate::placement::Strategy> {
+        None
+    }
+}
+
+/// Remote dispatch by method name, and the lifecycle hooks: implemented by
+/// `#[distributed]` on an impl block.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a #[distributed] component with calls",
+    label = "put #[distributed] on `impl {Self} {{ ... }}` too",
+    note = "#[distributed] goes on the struct (the component's state) and on its impl block"
+)]
+pub trait Dispatch: Component {
+    /// Runs before the state leaves this node in a hot move (`#[on_handover_out]`).
+    fn on_handover_out(&mut self) {}
+
+    /// Runs when a state arrives from a hot move, before the first call
+    /// (`#[on_handover_in]`).
+    fn on_handover_in(&mut self) {}
+
+    /// Runs when the component starts (`#[on_start]`): a start, a restart from its start
+    /// state after its node died, a cold move. Not when it wakes from sleep, arrives
+    /// in a hot move (`#[on_handover_in]`) or is promoted from a standby copy.
+    fn on_start(&mut self) {}
+
+    /// Runs when the component is stopped (`#[on_stop]`): `Type::stop`, or its node
+    /// leaving with `pinned` and `on_node_death = "stay_down"`. Not when it sleeps,
+    /// moves, or its node dies.
+    fn on_stop(&mut self) {}
+
+    /// Runs when an instance of a replicated child takes a role
+    /// (`#[on_role_change]`): `Primary` when it starts as the primary (a start, a move's
+    /// arrival, a promotion), `Replica` when an active/active replica starts.
+    fn on_role_change(&mut self, _role: crate::Role) {}
+
+    /// Runs the remote call `method` with its encoded `args` on the actor's state and
+    /// encodes the reply; an unknown method or bad arguments give an error.
+    fn apply<'a>(
+        actor: &'a mut ComponentActor<Self>,
+        method: &'a str,
+        args: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, CallError>>;
+
+    /// Whether `method` is a write (`&mut self`): after it, the standbys get the state.
+    fn is_write(method: &str) -> bool;
+}
+
+/// The kameo actor that runs one child.
+pub struct ComponentActor<T> {
+    pub(crate) state: T,
+    pub(crate) id: Arc<str>,
+    pub(crate) node: NodeId,
+    pub(crate) epoch: u64,
+    pub(crate) events: broadcast::Sender<HubEvent>,
+    pub(crate) replicator: Option<Arc<dyn Replicator>>,
+    pub(crate) recent: SharedRecent,
+}
+
+impl<T> std::fmt::Debug for ComponentActor<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentActor")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl<T: Component> Actor for ComponentActor<T> {
+    type Args = Self;
+    type Error = std::convert::Infallible;
+
+    async fn on_start(args: Self, _: ActorRef<Self>) -> Result<Self, Self::Error> {
+        Ok(args)
+    }
+}
+
+impl<T> ComponentActor<T> {
+    /// The user's state (for generated code).
+    #[doc(hidden)]
+    pub fn __state(&mut self) -> &mut T {
+        &mut self.state
+    }
+
+    /// Runs a method's future, turning a panic into [`CallError::Panicked`]; the actor
+    /// goes on with the state the panic left, and the hub reports a restart.
+    #[doc(hidden)]
+    pub async fn __guard<R>(
+        id: Arc<str>,
+        node: NodeId,
+        epoch: u64,
+        events: broadcast::Sender<HubEvent>,
+        fut: impl std::future::Future<Output = R>,
+    ) -> Result<R, CallError> {
+        match AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(r) => Ok(r),
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                tracing::error!(id = %id, "component panicked: {message}");
+                let _ = events.send(HubEvent::ChildRestarted {
+                    id: id.to_string(),
+                    node,
+                    epoch,
+                    reason: RestartReason::Panicked {
+                        message: message.clone(),
+                    },
+                });
+                Err(CallError::Panicked {
+                    id: id.to_string(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// What [`Self::__guard`] needs besides the future (for generated code).
+    #[doc(hidden)]
+    pub fn __context(&self) -> (Arc<str>, NodeId, u64, broadcast::Sender<HubEvent>) {
+        (self.id.clone(), self.node, self.epoch, self.events.clone())
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+/// Decodes the arguments of a remote call (for generated code).
+#[doc(hidden)]
+pub fn decode_args<M: DeserializeOwned>(args: &[u8]) -> Result<M, CallError> {
+    postcard::from_bytes(args).map_err(|e| CallError::Codec {
+        message: format!("arguments: {e}"),
+    })
+}
+
+/// Encodes the reply of a remote call (for generated code).
+#[doc(hidden)]
+pub fn encode_reply<R: Serialize>(reply: &R) -> Result<Vec<u8>, CallError> {
+    postcard::to_allocvec(reply).map_err(|e| CallError::Codec {
+        message: format!("reply: {e}"),
+    })
+}
+
+/// The answer to a method this binary's `T` does not have (for generated code).
+#[doc(hidden)]
+pub fn unknown_method<T: Component>(method: &str) -> CallError {
+    CallError::UnknownMethod {
+        type_name: T::TYPE_NAME.into(),
+        method: method.into(),
+    }
+}
+
+/// Runs the read `method` on a standby copy of a `T` (`reads = "any"`): the copy is
+/// decoded into an actor of its own, used once and dropped.
+pub(crate) async fn read_copy<T: Dispatch>(
+    copy: &[u8],
+    ctx: ChildCtx,
+    method: &str,
+    args: &[u8],
+) -> Result<Vec<u8>, CallError> {
+    let state: T = postcard::from_bytes(copy).map_err(|e| CallError::Codec {
+        message: format!("standby copy: {e}"),
+    })?;
+    let mut actor = ComponentActor {
+        state,
+        id: ctx.id,
+        node: ctx.node,
+        epoch: ctx.epoch,
+        events: ctx.events,
+        replicator: None,
+        recent: ctx.recent,
+    };
+    T::apply(&mut actor, method, args).await
+}
+
+impl<T: Component> ComponentActor<T> {
+    /// After a write (for generated code): with standbys, returns once they have the
+    /// new state, so the caller's acknowledgement means the write survives its node.
+    #[doc(hidden)]
+    pub async fn __replicated(&mut self) {
+        if T::ACTIVE_ACTIVE {
+            // Each replica runs on its own: nothing to ship.
+            return;
+        }
+        self.ship_state().await;
+    }
+
+    /// Sends the state to the standbys (or, active/active, makes the replicas run).
+    async fn ship_state(&mut self) {
+        let Some(r) = &self.replicator else {
+            return;
+        };
+        match postcard::to_allocvec(&self.state) {
+            Ok(state) => {
+                let shipped = r.ship(
+                    self.id.clone(),
+                    T::TYPE_NAME,
+                    self.epoch,
+                    state,
+                    self.recent.clone(),
+                );
+                if T::SYNC_REPLICATION {
+                    shipped.await
+                } else {
+                    tokio::spawn(shipped);
+                }
+            }
+            Err(e) => {
+                tracing::error!(id = %self.id, "could not encode the state to replicate: {e}")
+            }
+        }
+    }
+}
+
+/// A lifecycle hook to run on a running instance.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Hook {
+    /// Its new role (an active replica promoted in place): `#[on_role_change]`.
+    Role(crate::Role),
+    /// It is being stopped for good: `#[on_stop]`.
+    Stop,
+}
+
+impl<T: Dispatch> Message<Hook> for ComponentActor<T> {
+    type Reply = ();
+
+    async fn handle(&mut self, hook: Hook, _: &mut kameo::message::Context<Self, ()>) {
+        let state = &mut self.state;
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| match hook {
+            Hook::Role(role) => state.on_role_change(role),
+            Hook::Stop => state.on_stop(),
+        }));
+        if ran.is_err() {
+            tracing::error!(id = %self.id, ?hook, "a lifecycle hook panicked");
+        }
+    }
+}
+
+/// Brings a replicated child's standby set in line with the ring, with its state: run
+/// by the actor, so no write slips between the snapshot and the new set.
+pub(crate) struct Resync;
+
+impl<T: Component> Message<Resync> for ComponentActor<T> {
+    type Reply = ();
+
+    async fn handle(&mut self, _: Resync, _: &mut kameo::message::Context<Self, ()>) {
+        self.ship_state().await;
+    }
+}
+
+/// The replies to the calls of a batch, in order.
+pub(crate) type Replies = Vec<Result<Vec<u8>, CallError>>;
+
+/// Where the replies of a batch go, once: `Some` when it ran, `None` when the child
+/// was gone first (nothing of it applied). Dropped unused, it answers `None`.
+pub(crate) struct Responder(Option<Box<dyn FnOnce(Option<Replies>) + Send>>);
+
+impl Responder {
+    pub(crate) fn new(f: impl FnOnce(Option<Replies>) + Send + 'static) -> Self {
+        Self(Some(Box::new(f)))
+    }
+
+    fn answer(mut self, replies: Option<Replies>) {
+        if let Some(f) = self.0.take() {
+            f(replies);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(None);
+        }
+    }
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
+}
+
+/// Remote calls to one child, in arrival order, encoded as they came off the wire.
+///
+/// A connection hands a child every call that arrived for it in one read as one
+/// message, and the actor writes the replies to the connection itself: one thread
+/// wake-up per batch instead of two per call (thread wake-ups are the largest cost of a
+/// remote call: BENCHMARKS.md, P2). The actor runs the calls one after the other,
+/// exactly as it would run them one message each. The message holds the child awake
+/// (`Entered`) until it has run.
+#[doc(hidden)]
+pub struct CallBatch<T: Component> {
+    pub(crate) calls: Vec<EncodedCall>,
+    pub(crate) respond: Responder,
+    pub(crate) _entered: Entered<T>,
+}
+
+impl<T: Component> std::fmt::Debug for CallBatch<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallBatch")
+            .field("calls", &self.calls.len())
+            .finish()
+    }
+}
+
+/// One call of a [`CallBatch`]: its method name and arguments, shared with the frame.
+#[derive(Debug)]
+pub(crate) struct EncodedCall {
+    pub(crate) method: bytes::Bytes,
+    pub(crate) args: bytes::Bytes,
+    /// Non-zero for an identified write (see [`RecentCalls`]).
+    pub(crate) call_id: u128,
+}
+
+impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
+    type Reply = ();
+
+    async fn handle(
+        &mut self,
+        batch: CallBatch<T>,
+        _: &mut kameo::message::Context<Self, Self::Reply>,
+    ) {
+        let mut replies = Vec::with_capacity(batch.calls.len());
+        for call in &batch.calls {
+            let Ok(method) = std::str::from_utf8(&call.method) else {
+                replies.push(Err(unknown_method::<T>("(not UTF-8)")));
+                continue;
+            };
+            // A retried write this child already applied: its reply, not a second go.
+            if let (true, Some(recent)) = (call.call_id != 0, &self.recent) {
+                if let Some(reply) = recent.lock().unwrap().get(call.call_id) {
+                    replies.push(Ok(reply.clone()));
+                    continue;
+                }
+            }
+            let reply = T::apply(self, method, &call.args).await;
+            if T::is_write(method) {
+                // Recorded before the state ships, so standbys know this call too.
+                if let (Ok(bytes), true, Some(recent)) = (&reply, call.call_id != 0, &self.recent) {
+                    recent.lock().unwrap().record(call.call_id, bytes.clone());
+                }
+                self.__replicated().await;
+            }
+            replies.push(reply);
+        }
+        batch.respond.answer(Some(replies));
+    }
+}
+
+/// Asks the actor; a stopped actor gives the message back.
+pub(crate) async fn ask<T, M, R>(
+    actor: &ActorRef<ComponentActor<T>>,
+    msg: M,
+) -> Result<R, AskFailure<M>>
+where
+    T: Component,
+    M: Send + 'static,
+    R: Send + 'static,
+    ComponentActor<T>: Message<M, Reply = Result<R, CallError>>,
+{
+    match actor.ask(msg).await {
+        Ok(r) => Ok(r),
+        Err(SendError::HandlerError(e)) => Err(AskFailure::Call(e)),
+        Err(SendError::ActorNotRunning(m)) | Err(SendError::ActorRestarting(m)) => {
+            Err(AskFailure::Stopped(Some(m)))
+        }
+        Err(SendError::MailboxFull(m)) => Err(AskFailure::Stopped(Some(m))),
+        Err(SendError::ActorStopped) | Err(SendError::Timeout(_)) => Err(AskFailure::Stopped(None)),
+    }
+}
+
+/// Why a local ask failed.
+#[derive(Debug)]
+pub(crate) enum AskFailure<M> {
+    /// The method ran and failed.
+    Call(CallError),
+    /// The actor is not running; the message comes back if it was not handled.
+    Stopped(Option<M>),
+}
+
+impl<M> From<AskFailure<M>> for CallError {
+    fn from(f: AskFailure<M>) -> Self {
+        match f {
+            AskFailure::Call(e) => e,
+            AskFailure::Stopped(_) => CallError::HubStopped,
+        }
+    }
+}

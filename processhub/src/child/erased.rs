@@ -1,0 +1,90 @@
+//! A child whatever its type: what the hub holds of it, and what it holds of the hub.
+
+use crate::child::component::{EncodedCall, Hook, Responder};
+use crate::core::recent::SharedRecent;
+use crate::events::HubEvent;
+use crate::node::NodeId;
+use futures_util::future::BoxFuture;
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+/// A running child, whatever its type.
+pub(crate) trait ErasedChild: Send + Sync + 'static {
+    fn type_name(&self) -> &'static str;
+    fn id(&self) -> &str;
+    /// The `Child<T>`, for a typed downcast.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Runs remote calls, in order, as one message to the actor, which answers
+    /// `respond` with one reply per call (or `None` if the child stopped or moved
+    /// before running any of them). The future ends once the message is queued.
+    fn call_batch(
+        self: Arc<Self>,
+        calls: Vec<EncodedCall>,
+        respond: Responder,
+    ) -> BoxFuture<'static, ()>;
+    fn stop(self: Arc<Self>) -> BoxFuture<'static, ()>;
+    /// Puts the child to sleep (its state kept, its actor stopped) if it was not called
+    /// for `idle`; true if it started to.
+    fn try_hibernate(self: Arc<Self>, idle: Duration, now: Instant) -> bool;
+    /// Whether an actor runs for it now.
+    fn is_active(&self) -> bool;
+    /// Whether it has ever been called (here, since it started).
+    fn was_called(&self) -> bool;
+    /// Brings its standby set in line with the ring, sending its state.
+    fn resync(self: Arc<Self>) -> BoxFuture<'static, ()>;
+    /// The replies of its latest identified writes (they move with it).
+    fn recent_calls(&self) -> Vec<(u128, Vec<u8>)>;
+    /// Runs a lifecycle hook on it (waking it if it sleeps).
+    fn run_hook(self: Arc<Self>, hook: Hook) -> BoxFuture<'static, ()>;
+    /// Runs `#[on_start]` on a child just made (dormant): once its start is decided, so
+    /// that a start refused (a duplicate id) runs no hook.
+    fn start_hook(&self) -> Result<(), String>;
+    /// Freezes it for a move and returns its encoded state (`None` inside for a cold
+    /// move: the start state goes instead); `None` if it is stopped. Calls wait until
+    /// `move_done` or `move_failed`.
+    fn freeze_for_move(
+        self: Arc<Self>,
+    ) -> BoxFuture<'static, Option<Result<Option<Vec<u8>>, String>>>;
+    /// The move failed: it goes on here with its state.
+    fn move_failed(&self);
+    /// The move succeeded: it is gone from here; waiting calls look again.
+    fn move_done(&self);
+}
+
+/// What a child needs to know about itself, kept while it sleeps; what the hub hands a
+/// child it starts.
+#[derive(Debug)]
+pub(crate) struct ChildCtx {
+    pub(crate) id: Arc<str>,
+    pub(crate) node: NodeId,
+    pub(crate) epoch: u64,
+    pub(crate) events: broadcast::Sender<HubEvent>,
+    /// Keeps the standbys in step, for a type with `replicas` > 1.
+    pub(crate) replicator: Option<Arc<dyn Replicator>>,
+    /// The role an instance of a replicated child starts in.
+    pub(crate) role: Option<crate::Role>,
+    /// Its latest identified writes (kept while it sleeps; from the copy on a promotion).
+    pub(crate) recent: SharedRecent,
+}
+
+/// Ships a replicated child's state to its standby nodes (implemented by the hub).
+pub(crate) trait Replicator: Send + Sync + 'static {
+    /// Sends `state` (encoded) to the child's standbys and returns once each has it
+    /// or has been left out of its standby set.
+    fn ship(
+        &self,
+        id: Arc<str>,
+        type_name: &'static str,
+        epoch: u64,
+        state: Vec<u8>,
+        recent: SharedRecent,
+    ) -> BoxFuture<'static, ()>;
+}
+
+impl std::fmt::Debug for dyn Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replicator")
+    }
+}

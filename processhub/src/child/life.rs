@@ -1,0 +1,408 @@
+//! A child's life: asleep (its state alone), awake (a kameo actor), taken (frozen for a
+//! sleep, a stop or a move).
+
+use crate::child::component::{
+    panic_message, CallBatch, Component, ComponentActor, Dispatch, EncodedCall, Hook, Responder,
+    Resync,
+};
+use crate::child::erased::{ChildCtx, ErasedChild};
+use crate::events::HubEvent;
+use futures_util::future::BoxFuture;
+use kameo::actor::{ActorRef, Spawn};
+use kameo::error::{ActorStopReason, PanicError};
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+type ActorJoin<T> =
+    tokio::task::JoinHandle<Result<(ComponentActor<T>, ActorStopReason), PanicError>>;
+
+enum Life<T: Component> {
+    /// The state alone: no actor, no task. A child starts so, and returns to it when idle.
+    Dormant(T),
+    /// A kameo actor runs it.
+    Active(ActorRef<ComponentActor<T>>, ActorJoin<T>),
+    /// Its actor is stopping to hand the state back; callers wait.
+    Taking,
+    /// Frozen for a move: the state is kept here until the move succeeds (then the
+    /// child is gone) or fails (then it goes on here). Callers wait.
+    Held(T),
+    Stopped,
+}
+
+struct Slot<T: Component> {
+    life: Life<T>,
+    /// Calls between `enter` and the end of their ask: the actor is never stopped under
+    /// them.
+    in_flight: u32,
+    /// Set while the state is being taken: new calls wait, calls in flight finish.
+    frozen: bool,
+    last_used: Instant,
+    /// Set by the first call.
+    called: bool,
+}
+
+/// One child of type `T`: dormant until called, an actor while in use, dormant again
+/// after being idle for the hub's hibernation time. An idle child costs its state and a
+/// few words, not a task and a mailbox (a kameo actor is about 6 KB: BENCHMARKS.md, P6).
+///
+/// Sleep, stop and migration share one operation, [`Child::take`]: freeze (new calls
+/// wait), let the calls in flight finish, stop the actor gracefully and take its state
+/// back. Nothing a caller was told is lost, and nothing is applied twice: a waiting call
+/// has not been applied, and goes where the child goes.
+#[doc(hidden)]
+pub struct Child<T: Component> {
+    ctx: ChildCtx,
+    slot: Mutex<Slot<T>>,
+    changed: Notify,
+}
+
+impl<T: Component> std::fmt::Debug for Child<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Child").field("id", &self.ctx.id).finish()
+    }
+}
+
+/// A shared child (for generated code).
+#[doc(hidden)]
+pub type ChildRef<T> = Arc<Child<T>>;
+
+/// A call in progress on an active child: holds the actor awake.
+pub(crate) struct Entered<T: Component> {
+    pub(crate) actor: ActorRef<ComponentActor<T>>,
+    child: ChildRef<T>,
+}
+
+impl<T: Component> Drop for Entered<T> {
+    fn drop(&mut self) {
+        let mut slot = self.child.slot.lock().unwrap();
+        slot.in_flight -= 1;
+        slot.last_used = Instant::now();
+        if slot.frozen && slot.in_flight == 0 {
+            drop(slot);
+            self.child.changed.notify_waiters();
+        }
+    }
+}
+
+impl<T: Component> Child<T> {
+    /// The reply of identified write `call_id` if this child applied it already (here,
+    /// or on the primary it was promoted from).
+    pub(crate) fn applied_reply(&self, call_id: u128) -> Option<Vec<u8>> {
+        self.ctx
+            .recent
+            .as_ref()?
+            .lock()
+            .unwrap()
+            .get(call_id)
+            .cloned()
+    }
+
+    fn new(state: T, ctx: ChildCtx) -> Self {
+        Self {
+            ctx,
+            slot: Mutex::new(Slot {
+                life: Life::Dormant(state),
+                in_flight: 0,
+                frozen: false,
+                last_used: Instant::now(),
+                called: false,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The actor, woken if the child sleeps; `None` once the child is stopped or gone.
+    pub(crate) async fn enter(self: &Arc<Self>) -> Option<Entered<T>> {
+        loop {
+            let wait = self.changed.notified();
+            tokio::pin!(wait);
+            {
+                let mut slot = self.slot.lock().unwrap();
+                if slot.frozen {
+                    wait.as_mut().enable();
+                } else {
+                    if let Life::Dormant(_) = slot.life {
+                        let Life::Dormant(state) = std::mem::replace(&mut slot.life, Life::Stopped)
+                        else {
+                            unreachable!()
+                        };
+                        slot.life = self.activate(state);
+                    }
+                    match &slot.life {
+                        Life::Active(actor, _) => {
+                            let actor = actor.clone();
+                            slot.in_flight += 1;
+                            slot.called = true;
+                            return Some(Entered {
+                                actor,
+                                child: Arc::clone(self),
+                            });
+                        }
+                        Life::Stopped => return None,
+                        Life::Taking | Life::Held(_) => {
+                            wait.as_mut().enable();
+                        }
+                        Life::Dormant(_) => unreachable!("activated above"),
+                    }
+                }
+            }
+            wait.await;
+        }
+    }
+
+    fn activate(&self, state: T) -> Life<T> {
+        let prepared = ComponentActor::prepare();
+        let actor = prepared.actor_ref().clone();
+        let join = prepared.spawn(ComponentActor {
+            state,
+            id: self.ctx.id.clone(),
+            node: self.ctx.node,
+            epoch: self.ctx.epoch,
+            events: self.ctx.events.clone(),
+            replicator: self.ctx.replicator.clone(),
+            recent: self.ctx.recent.clone(),
+        });
+        Life::Active(actor, join)
+    }
+
+    /// Freezes the child, lets the calls in flight finish, stops its actor and returns
+    /// its state; the child stays frozen (callers wait) until [`Self::put_back`] or
+    /// [`Self::finish`]. `None` if it is stopped, or another take holds it.
+    pub(crate) async fn take(self: &Arc<Self>) -> Option<T> {
+        loop {
+            let wait = self.changed.notified();
+            tokio::pin!(wait);
+            let running = {
+                let mut slot = self.slot.lock().unwrap();
+                if matches!(slot.life, Life::Stopped) {
+                    return None;
+                }
+                if slot.frozen && !matches!(slot.life, Life::Active(..) | Life::Dormant(_)) {
+                    // Another take holds it: wait for its end, then look again.
+                    wait.as_mut().enable();
+                    None
+                } else {
+                    slot.frozen = true;
+                    if slot.in_flight > 0 {
+                        wait.as_mut().enable();
+                        None
+                    } else {
+                        match std::mem::replace(&mut slot.life, Life::Taking) {
+                            Life::Dormant(state) => return Some(state),
+                            Life::Active(actor, join) => Some((actor, join)),
+                            _ => unreachable!("checked above"),
+                        }
+                    }
+                }
+            };
+            let Some((actor, join)) = running else {
+                wait.await;
+                continue;
+            };
+            let _ = actor.stop_gracefully().await;
+            return match join.await {
+                Ok(Ok((actor, _))) => Some(actor.state),
+                _ => {
+                    tracing::error!(id = %self.ctx.id, "its actor failed while stopping; the child is lost");
+                    let _ = self.ctx.events.send(HubEvent::ChildLost {
+                        id: self.ctx.id.to_string(),
+                        reason: "its actor failed while stopping".into(),
+                    });
+                    self.finish();
+                    None
+                }
+            };
+        }
+    }
+
+    /// Holds a taken state while a move is under way (callers keep waiting).
+    pub(crate) fn hold(&self, state: T) {
+        self.slot.lock().unwrap().life = Life::Held(state);
+    }
+
+    /// Ends a take: the child goes on here with `state` (it wakes at its next call).
+    pub(crate) fn put_back(&self, state: T) {
+        {
+            let mut slot = self.slot.lock().unwrap();
+            slot.life = Life::Dormant(state);
+            slot.frozen = false;
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Ends a take for good: the child is stopped or lives elsewhere now; waiting callers
+    /// get `None` and look again where it is.
+    pub(crate) fn finish(&self) {
+        {
+            let mut slot = self.slot.lock().unwrap();
+            slot.life = Life::Stopped;
+            slot.frozen = false;
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Puts back a held state (a move failed).
+    pub(crate) fn release_held(&self) {
+        let held = {
+            let mut slot = self.slot.lock().unwrap();
+            match std::mem::replace(&mut slot.life, Life::Stopped) {
+                Life::Held(state) => Some(state),
+                other => {
+                    slot.life = other;
+                    None
+                }
+            }
+        };
+        if let Some(state) = held {
+            self.put_back(state);
+        }
+    }
+}
+
+impl<T: Dispatch> ErasedChild for Child<T> {
+    fn type_name(&self) -> &'static str {
+        T::TYPE_NAME
+    }
+
+    fn id(&self) -> &str {
+        &self.ctx.id
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn call_batch(
+        self: Arc<Self>,
+        calls: Vec<EncodedCall>,
+        respond: Responder,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            // Gone: `respond` is dropped unused and answers `None`.
+            let Some(entered) = self.enter().await else {
+                return;
+            };
+            let actor = entered.actor.clone();
+            let batch = CallBatch {
+                calls,
+                respond,
+                _entered: entered,
+            };
+            // If the actor is not running, the batch comes back in the error and is
+            // dropped: nothing ran, and its responder answers `None`.
+            let _ = actor.tell(batch).send().await;
+        })
+    }
+
+    fn stop(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let _ = self.take().await;
+            self.finish();
+        })
+    }
+
+    fn try_hibernate(self: Arc<Self>, idle: Duration, now: Instant) -> bool {
+        {
+            let slot = self.slot.lock().unwrap();
+            let idle_enough = now.saturating_duration_since(slot.last_used) >= idle;
+            if !matches!(slot.life, Life::Active(..))
+                || slot.frozen
+                || slot.in_flight > 0
+                || !idle_enough
+            {
+                return false;
+            }
+        }
+        tokio::spawn(async move {
+            if let Some(state) = self.take().await {
+                self.put_back(state);
+            }
+        });
+        true
+    }
+
+    fn was_called(&self) -> bool {
+        self.slot.lock().unwrap().called
+    }
+
+    fn recent_calls(&self) -> Vec<(u128, Vec<u8>)> {
+        self.ctx
+            .recent
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.lock().unwrap().to_list())
+    }
+
+    fn start_hook(&self) -> Result<(), String> {
+        match &mut self.slot.lock().unwrap().life {
+            Life::Dormant(state) => run_on_start(state),
+            // Made dormant a moment ago, under the hub's lock: nothing woke it.
+            _ => Ok(()),
+        }
+    }
+
+    fn run_hook(self: Arc<Self>, hook: Hook) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Some(entered) = self.enter().await {
+                let _ = entered.actor.ask(hook).await;
+            }
+        })
+    }
+
+    fn resync(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Some(entered) = self.enter().await {
+                let _ = entered.actor.ask(Resync).await;
+            }
+        })
+    }
+
+    fn is_active(&self) -> bool {
+        matches!(self.slot.lock().unwrap().life, Life::Active(..))
+    }
+
+    fn freeze_for_move(
+        self: Arc<Self>,
+    ) -> BoxFuture<'static, Option<Result<Option<Vec<u8>>, String>>> {
+        Box::pin(async move {
+            let mut state = self.take().await?;
+            let encoded = if T::HOT_MIGRATION {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| state.on_handover_out())) {
+                    Ok(()) => postcard::to_allocvec(&state)
+                        .map(Some)
+                        .map_err(|e| format!("encoding the state: {e}")),
+                    Err(p) => Err(format!(
+                        "#[on_handover_out] panicked: {}",
+                        panic_message(&*p)
+                    )),
+                }
+            } else {
+                Ok(None)
+            };
+            self.hold(state);
+            Some(encoded)
+        })
+    }
+
+    fn move_failed(&self) {
+        self.release_held();
+    }
+
+    fn move_done(&self) {
+        self.finish();
+    }
+}
+
+/// Makes a typed child (dormant until its first call).
+pub(crate) fn spawn_typed<T: Dispatch>(state: T, ctx: ChildCtx) -> Arc<dyn ErasedChild> {
+    Arc::new(Child::new(state, ctx))
+}
+
+/// Runs `#[on_start]`, a panic being an error.
+pub(crate) fn run_on_start<T: Dispatch>(state: &mut T) -> Result<(), String> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| state.on_start()))
+        .map_err(|p| format!("#[on_start] panicked: {}", panic_message(&*p)))
+}

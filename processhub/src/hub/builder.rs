@@ -1,0 +1,251 @@
+//! Building and starting a hub.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+
+use super::{
+    Hub, HubInner, State, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME,
+    DEFAULT_MOVE_TIMEOUT, START_BATCH,
+};
+use crate::core::registry::Registry;
+use crate::core::ring::Ring;
+use crate::core::staging::Staging;
+use crate::error::HubError;
+use crate::hub::control::control_loop;
+use crate::hub::membership::{GossipConfig, Membership};
+use crate::net::transport::{Inbound, Transport};
+use crate::NodeId;
+
+/// Builds and starts a [`Hub`].
+///
+/// ```no_run
+/// # async fn f() -> Result<(), processhub::HubError> {
+/// let hub = processhub::Hub::builder("my-hub")
+///     .listen("127.0.0.1:0")
+///     .seeds(["127.0.0.1:7000"])
+///     .start()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct HubBuilder {
+    hub_id: String,
+    listen: String,
+    seeds: Vec<String>,
+    call_timeout: Duration,
+    gossip_interval: Duration,
+    phi_threshold: f64,
+    max_frame: usize,
+    hibernate_after: Option<Duration>,
+    move_timeout: Duration,
+    move_concurrency: usize,
+    max_state_size: usize,
+}
+
+impl HubBuilder {
+    /// A builder with the defaults, for cluster `hub_id`.
+    pub(super) fn new(hub_id: String) -> Self {
+        HubBuilder {
+            hub_id,
+            listen: "127.0.0.1:0".into(),
+            seeds: Vec::new(),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            gossip_interval: Duration::from_millis(100),
+            phi_threshold: 8.0,
+            max_frame: DEFAULT_MAX_FRAME,
+            hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
+            move_timeout: DEFAULT_MOVE_TIMEOUT,
+            move_concurrency: START_BATCH,
+            max_state_size: 1 << 30,
+        }
+    }
+
+    /// The address to listen on (TCP for calls, UDP on the same port for gossip).
+    /// Port 0 picks a free port; [`Hub::listen_addr`] tells which. Default `127.0.0.1:0`.
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = addr.into();
+        self
+    }
+
+    /// Addresses of nodes already in the cluster (zero or more).
+    pub fn seeds<S: Into<String>>(mut self, seeds: impl IntoIterator<Item = S>) -> Self {
+        self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Deadline of calls, starts and stops, retries included. Default 5 s.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// How often gossip runs. Default 100 ms; failure detection takes about 20 intervals.
+    pub fn gossip_interval(mut self, interval: Duration) -> Self {
+        self.gossip_interval = interval;
+        self
+    }
+
+    /// The phi-accrual threshold above which a silent node is declared dead. Default 8.
+    pub fn failure_threshold(mut self, phi: f64) -> Self {
+        self.phi_threshold = phi;
+        self
+    }
+
+    /// The largest frame accepted or sent between nodes. Default 16 MiB.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// How long a child may go without a call before its actor is stopped and only its
+    /// state is kept (it wakes up at the next call, transparently). `None` keeps actors
+    /// running. Default 5 minutes. Children start asleep and wake at their first call.
+    pub fn hibernate_after(mut self, idle: Option<Duration>) -> Self {
+        self.hibernate_after = idle;
+        self
+    }
+
+    /// How long a move may take, from freezing the component to the new owner's
+    /// confirmation, before it is rolled back (the component goes on here with its
+    /// state, and `MigrationFailed` is reported). Default 10 s.
+    pub fn move_timeout(mut self, timeout: Duration) -> Self {
+        self.move_timeout = timeout;
+        self
+    }
+
+    /// How many components may be frozen for a move at once (on a join, a drain or a
+    /// shutdown); the others keep serving until their turn. At least 1. Default 512.
+    pub fn move_concurrency(mut self, children: usize) -> Self {
+        self.move_concurrency = children.max(1);
+        self
+    }
+
+    /// The largest encoded state a hot move may carry (states larger than a frame move
+    /// in parts of half a frame). A larger state does not move: the move fails and the
+    /// component stays. Default 1 GiB.
+    pub fn max_state_size(mut self, bytes: usize) -> Self {
+        self.max_state_size = bytes;
+        self
+    }
+
+    /// Binds, joins the cluster through the seeds, and returns the running hub.
+    pub async fn start(self) -> Result<Hub, HubError> {
+        if self.hub_id.is_empty() {
+            return Err(HubError::EmptyHubId);
+        }
+        let listen: SocketAddr = self.listen.parse().map_err(|e: std::net::AddrParseError| {
+            HubError::InvalidAddress {
+                addr: self.listen.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        for seed in &self.seeds {
+            if seed.parse::<SocketAddr>().is_err() && !seed.contains(':') {
+                return Err(HubError::InvalidAddress {
+                    addr: seed.clone(),
+                    message: "a seed is host:port".into(),
+                });
+            }
+        }
+        let gossip = GossipConfig {
+            interval: self.gossip_interval,
+            phi_threshold: self.phi_threshold,
+        };
+        let incarnation = new_incarnation();
+        let (members_tx, members_rx) = mpsc::unbounded_channel();
+        // TCP and UDP share the port number: with port 0 we retry until both are free.
+        let mut attempt = 0;
+        let (listener, me, membership) = loop {
+            attempt += 1;
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|source| HubError::Bind {
+                    addr: listen.to_string(),
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| HubError::Bind {
+                addr: listen.to_string(),
+                source,
+            })?;
+            let me = NodeId::new(addr, incarnation);
+            match Membership::start(
+                me,
+                &self.hub_id,
+                self.seeds.clone(),
+                &gossip,
+                members_tx.clone(),
+            )
+            .await
+            {
+                Ok(m) => break (listener, me, m),
+                Err(e) if listen.port() == 0 && attempt < 20 => {
+                    tracing::debug!("gossip port {} taken ({e}), retrying", addr.port());
+                }
+                Err(e) => return Err(HubError::Membership(e)),
+            }
+        };
+        let (events, _) = broadcast::channel(16_384);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new_cyclic(|weak: &Weak<HubInner>| {
+            let inbound: Weak<dyn Inbound> = weak.clone();
+            HubInner {
+                me,
+                hub_id: self.hub_id.clone(),
+                call_timeout: self.call_timeout,
+                hibernate_after: self.hibernate_after,
+                move_timeout: self.move_timeout,
+                move_concurrency: self.move_concurrency,
+                max_state_size: self.max_state_size,
+                staging: std::sync::Mutex::new(Staging::default()),
+                weak: weak.clone(),
+                call_ids: AtomicU64::new(1),
+                next_transfer: AtomicU64::new(1),
+                transport: Transport::start(
+                    me,
+                    self.hub_id.clone(),
+                    self.max_frame,
+                    listener,
+                    inbound,
+                ),
+                membership: tokio::sync::Mutex::new(Some(membership)),
+                state: RwLock::new(State {
+                    registry: Registry::default(),
+                    local: HashMap::default(),
+                    ring: Arc::new(Ring::new([me])),
+                    chitchat_members: vec![me],
+                    departed: HashSet::new(),
+                    members: vec![me],
+                    draining: HashSet::new(),
+                    snapshots: HashMap::new(),
+                    moving: HashSet::new(),
+                    copies: HashMap::new(),
+                    resyncing: HashSet::new(),
+                }),
+                events,
+                stopped: AtomicBool::new(false),
+                control: control_tx,
+            }
+        });
+        tokio::spawn(control_loop(Arc::downgrade(&inner), members_rx, control_rx));
+        Ok(Hub { inner })
+    }
+}
+
+fn new_incarnation() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    // Distinct across processes (pid, time) and across hubs of one process (counter);
+    // kept below 2^53 so it prints the same everywhere.
+    (nanos ^ (u64::from(std::process::id()) << 32))
+        .wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed) << 8)
+        & ((1 << 53) - 1)
+}

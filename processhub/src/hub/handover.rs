@@ -1,0 +1,348 @@
+//! Hot and cold moves: freeze, send, confirm or roll back.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{HubInner, MAX_HOPS, START_BATCH};
+use crate::child::erased::ErasedChild;
+use crate::child::types::replicas;
+use crate::core::entry::{Entry, Flags, StartState};
+use crate::events::HubEvent;
+use crate::net::batch::{batches, item_size};
+use crate::net::error::TransportError;
+use crate::net::transport::RECONNECT_WAIT;
+use crate::net::wire::{calls_to_wire, Push, Request, Response, StartItem, StartOutcome};
+use crate::NodeId;
+
+/// A child on its way to another node.
+struct Move {
+    id: String,
+    epoch: u64,
+    from_epoch: u64,
+    type_name: String,
+    start_state: Vec<u8>,
+    flags: Flags,
+    child: Arc<dyn ErasedChild>,
+}
+
+/// What became of a moved child sent to its new owner.
+struct Sent {
+    outcome: StartOutcome,
+    /// The request reached the target: the child may have started there.
+    offered: bool,
+    /// The target could not be reached at all.
+    unreachable: bool,
+}
+
+impl HubInner {
+    /// Moves children to their new owners, at most `move_concurrency` frozen at a time,
+    /// in batches of up to [`START_BATCH`] per owner: each is frozen (new calls wait,
+    /// calls in flight finish), its state taken (or, for `migration = "cold"`, its start
+    /// state used), started on the new owner under the next epoch, and then gone from
+    /// here: the waiting calls follow it. A move that fails or does not finish within
+    /// `move_timeout` puts the child back here, with its state. Returns (moved, failed).
+    pub(crate) async fn move_children(
+        self: Arc<Self>,
+        moves: Vec<(String, NodeId, u64)>,
+    ) -> (usize, usize) {
+        use futures_util::StreamExt;
+        let mut by_node: HashMap<NodeId, Vec<Move>> = HashMap::new();
+        {
+            let mut st = self.state.write().unwrap();
+            for (id, to, epoch) in moves {
+                let (Some(e), Some(l)) = (st.registry.get(&id), st.local.get(&*id)) else {
+                    continue;
+                };
+                if e.owner != self.me || st.moving.contains(&*id) {
+                    continue;
+                }
+                let m = Move {
+                    type_name: e.type_name.to_string(),
+                    start_state: e.start_state.to_vec(),
+                    flags: e.flags,
+                    child: l.child.clone(),
+                    from_epoch: l.epoch,
+                    epoch,
+                    id,
+                };
+                st.moving.insert(Arc::from(m.id.as_str()));
+                by_node.entry(to).or_default().push(m);
+            }
+        }
+        let batch = self.move_concurrency.min(START_BATCH);
+        let parallel = (self.move_concurrency / batch).max(1);
+        // Once a target proves unreachable, the rest of its batches fail at once (put
+        // back here) instead of each waiting for the deadline.
+        let unreachable = std::sync::Mutex::new(HashSet::new());
+        let mut units: Vec<(NodeId, Vec<Move>)> = Vec::new();
+        for (to, moves) in by_node {
+            let mut moves = moves.into_iter().peekable();
+            while moves.peek().is_some() {
+                units.push((to, moves.by_ref().take(batch).collect()));
+            }
+        }
+        let unreachable = &unreachable;
+        futures_util::stream::iter(units)
+            .map(|(to, chunk)| self.move_batch(to, chunk, unreachable))
+            .buffer_unordered(parallel)
+            .fold((0, 0), |(m, f), (dm, df)| async move { (m + dm, f + df) })
+            .await
+    }
+
+    /// Moves one batch of children to `to`. Returns (moved, failed).
+    async fn move_batch(
+        &self,
+        to: NodeId,
+        chunk: Vec<Move>,
+        unreachable: &std::sync::Mutex<HashSet<NodeId>>,
+    ) -> (usize, usize) {
+        let (mut moved, mut failed) = (0, 0);
+        if unreachable.lock().unwrap().contains(&to) {
+            for m in &chunk {
+                let reason = format!("{to} is unreachable");
+                self.move_failed(m.id.as_str(), &*m.child, to, reason, None);
+            }
+            return (0, chunk.len());
+        }
+        let deadline = Instant::now() + self.move_timeout;
+        let frozen =
+            futures_util::future::join_all(chunk.iter().map(|m| m.child.clone().freeze_for_move()))
+                .await;
+        let mut items = Vec::with_capacity(chunk.len());
+        let mut sent = Vec::with_capacity(chunk.len());
+        for (m, state) in chunk.into_iter().zip(frozen) {
+            match state {
+                Some(Ok(state)) => {
+                    items.push(StartItem {
+                        id: m.id.clone(),
+                        type_name: m.type_name.clone(),
+                        state: state.unwrap_or_else(|| m.start_state.clone()),
+                        epoch: m.epoch,
+                        start_state: Some(serde_bytes::ByteBuf::from(m.start_state.clone())),
+                        flags: m.flags,
+                        node: None,
+                        recent: calls_to_wire(&m.child.recent_calls()),
+                    });
+                    sent.push(m);
+                }
+                Some(Err(reason)) => {
+                    failed += 1;
+                    self.move_failed(m.id.as_str(), &*m.child, to, reason, None);
+                }
+                // Stopped meanwhile: nothing to move.
+                None => {
+                    self.state.write().unwrap().moving.remove(m.id.as_str());
+                }
+            }
+        }
+        let outcomes = self.send_moved(to, items, deadline).await;
+        for (
+            m,
+            Sent {
+                outcome,
+                offered,
+                unreachable: gone,
+            },
+        ) in sent.into_iter().zip(outcomes)
+        {
+            match outcome {
+                StartOutcome::Started { .. } | StartOutcome::AlreadyStarted { .. } => {
+                    moved += 1;
+                    self.move_done(&m, to);
+                }
+                other => {
+                    failed += 1;
+                    if gone {
+                        unreachable.lock().unwrap().insert(to);
+                    }
+                    // Unknown outcome only if the request went out.
+                    let offered = offered.then_some(m.epoch);
+                    self.move_failed(m.id.as_str(), &*m.child, to, format!("{other:?}"), offered);
+                }
+            }
+        }
+        (moved, failed)
+    }
+
+    /// Starts moved children on `to`: in requests of up to half a frame, and each state
+    /// too large for that in parts. One outcome per item, in order.
+    async fn send_moved(&self, to: NodeId, items: Vec<StartItem>, deadline: Instant) -> Vec<Sent> {
+        let limit = self.batch_bytes();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for group in batches(&items, START_BATCH, limit, item_size) {
+            let res = if group.len() == 1 && item_size(&group[0]) > limit {
+                self.send_staged(to, group, deadline).await
+            } else {
+                let req = Request::Start {
+                    items: group.to_vec(),
+                    hops: MAX_HOPS,
+                };
+                self.transport
+                    .request_within(to, req, RECONNECT_WAIT, deadline)
+                    .await
+            };
+            match res {
+                Ok(Response::Started(o)) if o.len() == group.len() => {
+                    outcomes.extend(o.into_iter().map(|outcome| Sent {
+                        outcome,
+                        offered: true,
+                        unreachable: false,
+                    }));
+                }
+                other => {
+                    let unreachable = matches!(other, Err(TransportError::NotConnected));
+                    let offered = !unreachable
+                        && !matches!(
+                            other,
+                            Err(TransportError::TooLarge { .. } | TransportError::Encode(_))
+                        );
+                    let message = format!("no start on {to}: {other:?}");
+                    outcomes.extend(group.iter().map(|_| Sent {
+                        outcome: StartOutcome::Failed {
+                            message: message.clone(),
+                        },
+                        offered,
+                        unreachable,
+                    }));
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// Sends `items` to `to` in parts of half a frame, then asks it to start them.
+    async fn send_staged(
+        &self,
+        to: NodeId,
+        items: &[StartItem],
+        deadline: Instant,
+    ) -> Result<Response, TransportError> {
+        let bytes =
+            postcard::to_allocvec(items).map_err(|e| TransportError::Encode(e.to_string()))?;
+        if bytes.len() > self.max_state_size {
+            return Err(TransportError::TooLarge {
+                size: bytes.len(),
+                max: self.max_state_size,
+            });
+        }
+        let transfer = self.next_transfer.fetch_add(1, Ordering::Relaxed);
+        let part = self.batch_bytes().max(1);
+        for (i, data) in bytes.chunks(part).enumerate() {
+            let req = Request::Stage {
+                transfer,
+                offset: (i * part) as u64,
+                total: bytes.len() as u64,
+                data: std::borrow::Cow::Borrowed(data),
+            };
+            match self
+                .transport
+                .request_within(to, req, RECONNECT_WAIT, deadline)
+                .await?
+            {
+                Response::Staged(Ok(())) => {}
+                other => return Ok(other),
+            }
+        }
+        let req = Request::StartStaged {
+            transfer,
+            hops: MAX_HOPS,
+        };
+        self.transport
+            .request_within(to, req, RECONNECT_WAIT, deadline)
+            .await
+    }
+
+    /// A move succeeded: the registry points at the new owner before the waiting calls
+    /// are let go, so they follow it.
+    fn move_done(&self, m: &Move, to: NodeId) {
+        let Move {
+            id,
+            epoch,
+            from_epoch,
+            type_name,
+            start_state,
+            flags,
+            child,
+        } = m;
+        let (id, epoch) = (id.as_str(), *epoch);
+        {
+            let mut st = self.state.write().unwrap();
+            st.moving.remove(id);
+            st.local.remove(id);
+            // The new owner's own entry may be here already (its push can overtake its
+            // answer): it is the truth, standbys included, and is kept. Otherwise ours
+            // says what the new owner will: the standbys stay, but for itself.
+            let confirmed = st
+                .registry
+                .get(id)
+                .is_some_and(|e| (e.epoch, e.owner) >= (epoch, to));
+            if !confirmed {
+                let standbys = st.registry.get(id).and_then(|e| e.standbys_but(to));
+                let entry = Entry {
+                    type_name: st.registry.intern(type_name),
+                    owner: to,
+                    epoch,
+                    start_state: StartState::from_slice(start_state),
+                    flags: *flags,
+                    standbys,
+                };
+                st.registry.upsert(id, entry);
+            }
+            // The new owner's entry (a later epoch) replaces ours everywhere; the removal
+            // only clears it sooner. Not for a replicated child: to its replicas a removal
+            // means a stop.
+            if replicas(type_name) <= 1 {
+                self.transport
+                    .broadcast(&Push::Remove(vec![(id.to_string(), *from_epoch)]));
+            }
+        }
+        child.move_done();
+        self.emit(HubEvent::ChildMigrated {
+            id: id.to_string(),
+            from: self.me,
+            to,
+            epoch,
+        });
+    }
+
+    /// A move failed: the child goes on here, with its state.
+    ///
+    /// When the target was sent the child under `offered` and its answer is unknown (a
+    /// timeout, a lost connection), the target may run it anyway: the child here takes
+    /// the epoch after `offered`, so the registry keeps this one everywhere and the
+    /// target, seeing it, stops its copy.
+    fn move_failed(
+        &self,
+        id: &str,
+        child: &dyn ErasedChild,
+        to: NodeId,
+        reason: String,
+        offered: Option<u64>,
+    ) {
+        tracing::warn!(%id, %to, "move failed, it stays here: {reason}");
+        {
+            let mut guard = self.state.write().unwrap();
+            let st = &mut *guard;
+            st.moving.remove(id);
+            if let (Some(offered), Some(local)) = (offered, st.local.get_mut(id)) {
+                local.epoch = offered + 1;
+                if let Some(mut entry) = st.registry.get(id).cloned() {
+                    entry.owner = self.me;
+                    entry.epoch = offered + 1;
+                    st.registry.upsert(id, entry.clone());
+                    self.transport
+                        .broadcast(&Push::Upsert(vec![(id.to_string(), entry)]));
+                }
+            }
+        }
+        child.move_failed();
+        self.emit(HubEvent::MigrationFailed {
+            id: id.to_string(),
+            to,
+            reason,
+        });
+    }
+}

@@ -1,0 +1,457 @@
+//! The hub: one node of a cluster. It owns the transport, the membership, the registry
+//! and the children running here, and executes what the planner decides.
+//!
+//! ```text
+//!  chitchat ─► members ─► control task ─► plan_membership_change ─► StartLocal / MoveTo
+//!  Transport ─► Inbound (requests: Start/Stop/Call; pushes: registry deltas, Leaving)
+//!  handles  ─► route(id): local actor, or remote owner over the transport
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+
+use crate::child::erased::{ChildCtx, ErasedChild, Replicator};
+use crate::child::types::{replicas, vtable};
+use crate::core::entry::Entry;
+use crate::core::recent::RecentCalls;
+use crate::core::registry::Registry;
+use crate::core::ring::Ring;
+use crate::core::staging::Staging;
+use crate::error::HubError;
+use crate::events::HubEvent;
+use crate::hub::membership::Membership;
+use crate::hub::replication::HubReplicator;
+use crate::net::transport::Transport;
+use crate::placement::Distribution;
+use crate::NodeId;
+
+/// Default deadline of a call, start or stop.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default idle time after which a child's actor is stopped and its state kept.
+pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(300);
+/// Default limit on one frame between nodes.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Default of [`HubBuilder::move_timeout`].
+pub(crate) const DEFAULT_MOVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many start items (or registry entries) go in one request or push.
+const START_BATCH: usize = 512;
+/// How many entries go in one snapshot frame.
+const SNAPSHOT_CHUNK: usize = 2048;
+/// How often the planner runs when nothing changes, to take up what an earlier plan left.
+const REPLAN_INTERVAL: Duration = Duration::from_secs(1);
+/// How many times a start may be forwarded between nodes whose views differ.
+const MAX_HOPS: u8 = 3;
+
+mod builder;
+mod control;
+mod handover;
+mod lifecycle;
+pub(crate) mod membership;
+mod replication;
+mod serve;
+
+pub use builder::HubBuilder;
+
+/// Hubs with the same hub id find each other through their seeds and form a cluster;
+/// components started on any of them run on their owner on the ring and can be called
+/// from every node. See the crate docs for a full example.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("hub_id", &self.inner.hub_id)
+            .field("node", &self.inner.me)
+            .finish()
+    }
+}
+
+/// The outcome of [`Hub::drain`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Children now running on other nodes.
+    pub moved: usize,
+    /// Children that could not move (no other member, the move failed, or the
+    /// component is pinned); they run here. Active/active instances (and `every_node`
+    /// ones) are in neither count: they stay, each with its own state.
+    pub failed: usize,
+}
+
+/// What the registry says about one child. Cheap to make: the id and type name are
+/// shared with the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// The child id.
+    pub id: Arc<str>,
+    /// Its component type's wire name.
+    pub type_name: Arc<str>,
+    /// The node that runs it (or is restarting it, when `pending`).
+    pub owner: NodeId,
+    /// Bumped on every move or restart.
+    pub epoch: u64,
+    /// True while its node died or left and the new owner has not confirmed the restart.
+    pub pending: bool,
+    /// The nodes holding a standby copy in step with it (`replicas = N`), in the order
+    /// one would take over; empty for a child without replicas.
+    pub standbys: Vec<NodeId>,
+}
+
+impl ChildInfo {
+    fn new(id: &Arc<str>, e: &Entry, registry: &Registry) -> Self {
+        Self {
+            id: id.clone(),
+            type_name: e.type_name.clone(),
+            owner: e.owner,
+            epoch: e.epoch,
+            pending: registry.pending_from(id).is_some(),
+            standbys: e.standbys.as_deref().unwrap_or_default().to_vec(),
+        }
+    }
+
+    /// Every node holding a copy: just the owner until replication lands.
+    pub fn owners(&self) -> &[NodeId] {
+        std::slice::from_ref(&self.owner)
+    }
+}
+
+impl Hub {
+    /// A builder for a hub of cluster `hub_id`.
+    pub fn builder(hub_id: impl Into<String>) -> HubBuilder {
+        HubBuilder::new(hub_id.into())
+    }
+
+    /// This node.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.me
+    }
+
+    /// The hub id.
+    pub fn hub_id(&self) -> &str {
+        &self.inner.hub_id
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.me.addr()
+    }
+
+    /// The live members of this hub's cluster, this node included, sorted.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        self.inner.state.read().unwrap().members.clone()
+    }
+
+    /// The node a start of `id` would place it on now: its owner on the ring of the
+    /// current members. A local computation; `None` never happens for a running hub.
+    pub fn ring_owner(&self, id: &str) -> Option<NodeId> {
+        self.inner.state.read().unwrap().ring.owner(id)
+    }
+
+    /// What the local registry says of `id`. Never touches the network.
+    pub fn lookup(&self, id: &str) -> Option<ChildInfo> {
+        let st = self.inner.state.read().unwrap();
+        st.registry
+            .get_key_value(id)
+            .map(|(id, e)| ChildInfo::new(id, e, &st.registry))
+    }
+
+    /// Every child in the local registry.
+    pub fn children(&self) -> Vec<ChildInfo> {
+        let st = self.inner.state.read().unwrap();
+        st.registry
+            .iter()
+            .map(|(id, e)| ChildInfo::new(id, e, &st.registry))
+            .collect()
+    }
+
+    /// How many children run on this node.
+    pub fn local_children(&self) -> usize {
+        self.inner.state.read().unwrap().local.len()
+    }
+
+    /// How many children of this node are awake (have an actor) now; the others sleep
+    /// and cost only their state (see [`HubBuilder::hibernate_after`]).
+    pub fn active_children(&self) -> usize {
+        let st = self.inner.state.read().unwrap();
+        st.local.values().filter(|l| l.child.is_active()).count()
+    }
+
+    /// A receiver of this hub's events from now on.
+    pub fn events(&self) -> broadcast::Receiver<HubEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Moves every child of this node to the other members, with its state, and places
+    /// nothing new here from now on; the node stays a member and keeps answering (with
+    /// redirects) until it shuts down. Returns how many children moved and how many
+    /// could not (those stay here, running).
+    pub async fn drain(&self) -> Result<DrainReport, HubError> {
+        self.inner.drain().await
+    }
+
+    /// Stops this hub as if its process had been killed: no handover, no goodbye; its
+    /// children and standby copies are gone. The other members find out through failure
+    /// detection, as after a crash, and restart or promote what ran here. For tests of
+    /// failure handling within one process.
+    pub async fn kill(&self) {
+        self.inner.kill().await
+    }
+
+    /// Leaves the cluster: peers are told at once (they restart this node's children
+    /// on their new owners), this waits until they confirm or the call timeout passes,
+    /// then stops the local children, the transport and the gossip.
+    pub async fn shutdown(&self) -> Result<(), HubError> {
+        self.inner.shutdown().await
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) registry: Registry,
+    /// Children running here (foldhash: looked up on every call).
+    pub(crate) local: HashMap<Arc<str>, LocalChild, foldhash::fast::RandomState>,
+    pub(crate) ring: Arc<Ring>,
+    chitchat_members: Vec<NodeId>,
+    departed: HashSet<NodeId>,
+    /// Live members, sorted (the ring leaves out the draining ones).
+    pub(crate) members: Vec<NodeId>,
+    /// Members that take no new children.
+    pub(crate) draining: HashSet<NodeId>,
+    snapshots: HashMap<NodeId, Vec<(String, Entry)>>,
+    moving: HashSet<Arc<str>>,
+    /// Standby copies this node holds for replicated children running elsewhere.
+    copies: HashMap<Arc<str>, StandbyCopy>,
+    /// Replicated children whose standby set is being remade.
+    resyncing: HashSet<Arc<str>>,
+}
+
+/// The latest state of a replicated child, kept for its primary.
+pub(crate) struct StandbyCopy {
+    /// (epoch, shipment) of the primary that sent it.
+    version: (u64, u64),
+    state: Vec<u8>,
+    /// The replies of the primary's latest identified writes.
+    recent: RecentCalls,
+}
+
+#[derive(Clone)]
+pub(crate) struct LocalChild {
+    pub(crate) child: Arc<dyn ErasedChild>,
+    pub(crate) epoch: u64,
+    /// Restarted here from its start state after its node died or left.
+    pub(crate) restarted: bool,
+    /// An active/active replica: it serves calls here, while the registry names the
+    /// child's primary elsewhere.
+    pub(crate) replica: bool,
+}
+
+pub(crate) struct HubInner {
+    pub(crate) me: NodeId,
+    hub_id: String,
+    pub(crate) call_timeout: Duration,
+    hibernate_after: Option<Duration>,
+    move_timeout: Duration,
+    move_concurrency: usize,
+    max_state_size: usize,
+    /// Big moved states arriving in parts.
+    staging: std::sync::Mutex<Staging>,
+    /// This hub, for what its children hold on to (the replicator).
+    weak: Weak<HubInner>,
+    /// Numbers the identified writes sent from here.
+    call_ids: AtomicU64,
+    next_transfer: AtomicU64,
+    pub(crate) transport: Arc<Transport>,
+    membership: tokio::sync::Mutex<Option<Membership>>,
+    pub(crate) state: RwLock<State>,
+    pub(crate) events: broadcast::Sender<HubEvent>,
+    stopped: AtomicBool,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+enum Control {
+    Departed(NodeId),
+    Draining(NodeId),
+}
+
+/// Where a call for an id goes now.
+pub(crate) enum Route {
+    Local(Arc<dyn ErasedChild>),
+    /// Registered here but not running yet (a restart under way) or just stopped.
+    LocalMissing {
+        pending: bool,
+    },
+    Remote(NodeId),
+}
+
+impl HubInner {
+    /// A call id unique in the cluster: this node's incarnation and a counter.
+    pub(crate) fn next_call_id(&self) -> u128 {
+        (u128::from(self.me.incarnation()) << 64)
+            | u128::from(self.call_ids.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Places the new children of `type_name` by its strategy; `named` is the node the
+    /// caller gave (`guided`).
+    pub(crate) fn placer(&self, type_name: &str, named: Option<NodeId>) -> Placer {
+        let placement = vtable(type_name).map(|v| v.placement);
+        let st = self.state.read().unwrap();
+        let ring = st.ring.clone();
+        let needs_loads = placement.is_some_and(|p| p.kind.needs_loads());
+        let loads = if needs_loads {
+            crate::core::placement::loads_of(&st.registry, &ring, type_name)
+        } else {
+            Vec::new()
+        };
+        Placer {
+            placement,
+            ring,
+            me: self.me,
+            named,
+            loads,
+        }
+    }
+
+    /// The most bytes of items or entries put in one request or push: half a frame,
+    /// leaving room for the rest of it.
+    pub(crate) fn batch_bytes(&self) -> usize {
+        self.transport.max_frame() / 2
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn route(&self, id: &str) -> Route {
+        let st = self.state.read().unwrap();
+        if let Some(l) = st.local.get(id) {
+            return Route::Local(l.child.clone());
+        }
+        let (target, pending) = match st.registry.get(id) {
+            Some(e) => (e.owner, st.registry.pending_from(id).is_some()),
+            None => (st.ring.owner(id).unwrap_or(self.me), false),
+        };
+        if target == self.me {
+            Route::LocalMissing { pending }
+        } else {
+            Route::Remote(target)
+        }
+    }
+
+    /// After `asked` said it does not have `id`: whether the registry expects it to
+    /// appear somewhere (a restart or move under way), so a retry can succeed.
+    pub(crate) fn retry_after_not_found(&self, id: &str, asked: NodeId) -> bool {
+        let st = self.state.read().unwrap();
+        match st.registry.get(id) {
+            Some(e) => st.registry.pending_from(id).is_some() || e.owner != asked,
+            None => false,
+        }
+    }
+
+    fn emit(&self, event: HubEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn child_ctx(&self, id: Arc<str>, epoch: u64, type_name: &str) -> ChildCtx {
+        let replicator: Option<Arc<dyn Replicator>> = (replicas(type_name) > 1).then(|| {
+            Arc::new(HubReplicator {
+                hub: self.weak.clone(),
+                seq: AtomicU64::new(0),
+                in_step: Default::default(),
+            }) as Arc<dyn Replicator>
+        });
+        let role = replicator.is_some().then_some(crate::Role::Primary);
+        // A table of identified writes for the replicated only.
+        let recent = replicator.as_ref().map(|_| Default::default());
+        ChildCtx {
+            id,
+            node: self.me,
+            epoch,
+            events: self.events.clone(),
+            replicator,
+            role,
+            recent,
+        }
+    }
+}
+
+/// Places the new children of one type, one after another (each counted in the loads
+/// the next one sees).
+pub(crate) struct Placer {
+    placement: Option<crate::core::placement::TypePlacement>,
+    ring: Arc<Ring>,
+    me: NodeId,
+    named: Option<NodeId>,
+    loads: Vec<usize>,
+}
+
+impl Placer {
+    /// The node `id` starts on, `None` when the ring owner takes it (the owner checks
+    /// the ring itself), or why it cannot be placed.
+    pub(crate) fn place(&mut self, id: &str) -> Result<Option<NodeId>, String> {
+        let Some(p) = self.placement else {
+            // A type this binary does not have: its owner on the ring says so.
+            return Ok(None);
+        };
+        if let (Some(node), false) = (self.named, p.kind == Distribution::Guided) {
+            return Err(format!(
+                "a node ({node}) can be named only for `distribution = \"guided\"`; this type's is {}",
+                p.kind
+            ));
+        }
+        if matches!(
+            p.kind,
+            Distribution::ConsistentHash | Distribution::EveryNode
+        ) {
+            return Ok(None);
+        }
+        let node = p.place_new(id, &self.ring, self.me, self.named, &self.loads)?;
+        if let Ok(i) = self.ring.members().binary_search(&node) {
+            if let Some(l) = self.loads.get_mut(i) {
+                *l += 1;
+            }
+        }
+        Ok(Some(node))
+    }
+}
+
+/// The node each child should be on by its type's strategy, for the planner: the ring
+/// owner (`consistent_hash`, and for the others once their node is gone), where a
+/// `bounded_load` or custom strategy sends it, or where it is.
+pub(crate) fn strategy_targets<'a>(
+    me: NodeId,
+    registry: &Registry,
+    ring: &'a Ring,
+    members: &'a [NodeId],
+) -> impl Fn(&str, &Entry) -> Option<NodeId> + 'a {
+    let alive = |n: NodeId| members.binary_search(&n).is_ok();
+    let custom = |type_name: &str| vtable(type_name).and_then(|v| (v.placement.custom)());
+    let moved = crate::core::placement::replacements(me, registry, ring, &alive, &custom);
+    move |id, e| {
+        if let Some(to) = moved.get(id) {
+            return Some(*to);
+        }
+        let placing = ring.members().binary_search(&e.owner).is_ok();
+        // An active/active primary stays while its node takes children: moving it would
+        // overwrite the replica running where it goes (each has its own state).
+        let active =
+            || e.standbys.is_some() && vtable(&e.type_name).is_some_and(|v| v.active_active);
+        match e.flags.distribution() {
+            Distribution::BoundedLoad | Distribution::Custom if placing => Some(e.owner),
+            _ if placing && active() => Some(e.owner),
+            _ => ring.owner(id),
+        }
+    }
+}
+
+/// Where the registry places `id`: its owner, and whether that owner is still
+/// restarting it (pending).
+fn placed(registry: &Registry, id: &str) -> Option<(NodeId, bool)> {
+    let e = registry.get(id)?;
+    Some((e.owner, registry.pending_from(id).is_some()))
+}

@@ -1,0 +1,403 @@
+//! The serving side: what arrives from other nodes (calls, starts, stops, parts of big
+//! states, shipments, registry pushes, new connections).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::{placed, Control, HubInner, MAX_HOPS, SNAPSHOT_CHUNK};
+use crate::child::component::{EncodedCall, Responder};
+use crate::child::erased::{ChildCtx, ErasedChild};
+use crate::child::types::vtable;
+use crate::core::entry::{wins, Entry, StartState};
+use crate::core::recent::RecentCalls;
+use crate::core::registry::Upsert;
+use crate::core::staging::Part;
+use crate::events::HubEvent;
+use crate::net::batch::{batches, entry_size};
+use crate::net::conn::Conn;
+use crate::net::transport::{InCall, Inbound, ReplySink, Serving};
+use crate::net::wire::{calls_from_wire, Push, Request, Response, StartItem, StartOutcome};
+use crate::NodeId;
+
+impl HubInner {
+    /// Serves calls that arrived over the network together: the lookups happen now,
+    /// and each child gets its calls, in arrival order, as one message (one actor
+    /// wake-up); its actor answers them through `reply`. Calls that can be answered
+    /// at once are.
+    fn serve_calls(
+        self: &Arc<Self>,
+        calls: Vec<InCall<'_>>,
+        reply: &ReplySink,
+        out: &mut Vec<Serving>,
+    ) {
+        type Group = (Arc<dyn ErasedChild>, Vec<u64>, Vec<EncodedCall>);
+        let mut groups: Vec<Group> = Vec::new();
+        let mut by_id: HashMap<&str, usize> = HashMap::new();
+        let mut answered: Vec<(u64, Response)> = Vec::new();
+        {
+            let st = self.state.read().unwrap();
+            for c in calls {
+                let Some(local) = st.local.get(c.id) else {
+                    answered.push((c.rid, self.not_here(c.id, placed(&st.registry, c.id))));
+                    continue;
+                };
+                let child = &local.child;
+                if child.type_name() != c.type_name {
+                    let err = crate::CallError::WrongType {
+                        id: c.id.to_string(),
+                        expected: c.type_name.to_string(),
+                        actual: child.type_name().to_string(),
+                    };
+                    answered.push((c.rid, Response::Reply(Err(err))));
+                    continue;
+                }
+                let g = *by_id.entry(c.id).or_insert_with(|| {
+                    groups.push((Arc::clone(child), Vec::new(), Vec::new()));
+                    groups.len() - 1
+                });
+                groups[g].1.push(c.rid);
+                groups[g].2.push(c.call);
+            }
+        }
+        if !answered.is_empty() {
+            reply(answered);
+        }
+        for (child, rids, calls) in groups {
+            let hub = Arc::clone(self);
+            let reply = Arc::clone(reply);
+            let id: Arc<str> = Arc::from(child.id());
+            let respond = Responder::new(move |replies| {
+                let responses = match replies {
+                    Some(replies) => rids
+                        .into_iter()
+                        .zip(replies)
+                        .map(|(rid, r)| (rid, Response::Reply(r.map(serde_bytes::ByteBuf::from))))
+                        .collect(),
+                    // It moved or stopped while the calls waited: send the callers after it.
+                    None => {
+                        let placed = placed(&hub.state.read().unwrap().registry, &id);
+                        let resp = hub.not_here(&id, placed);
+                        rids.into_iter().map(|rid| (rid, resp.clone())).collect()
+                    }
+                };
+                reply(responses);
+            });
+            out.push(child.call_batch(calls, respond));
+        }
+    }
+
+    /// Starts items sent by another node (new children, or moved ones).
+    async fn serve_start(self: Arc<Self>, items: Vec<StartItem>, hops: u8) -> Response {
+        if self.is_stopped() {
+            let o = StartOutcome::Failed {
+                message: "hub is shutting down".into(),
+            };
+            return Response::Started(vec![o; items.len()]);
+        }
+        // Decode the states (and run `#[on_handover_in]`) first, outside the hub's lock
+        // and on a blocking thread: a big state or a slow hook must hold up neither the
+        // rest of the node nor a worker of its runtime. A child made here starts
+        // dormant; if the item turns out not to start here, it is dropped unused.
+        let ring = self.state.read().unwrap().ring.clone();
+        let me = self.me;
+        let hub = Arc::clone(&self);
+        let count = items.len();
+        type Prepared = Vec<Option<Result<Arc<dyn ErasedChild>, String>>>;
+        let made = tokio::task::spawn_blocking(move || {
+            let prepared: Prepared = items
+                .iter()
+                .map(|item| {
+                    let owner = item.node.or_else(|| ring.owner(&item.id));
+                    let local = hops >= MAX_HOPS || owner.unwrap_or(me) == me;
+                    local.then(|| hub.prepare_child(item, None))
+                })
+                .collect();
+            (items, prepared)
+        })
+        .await;
+        let (items, mut prepared) = match made {
+            Ok(made) => made,
+            Err(e) => {
+                let o = StartOutcome::Failed {
+                    message: format!("preparing the children failed: {e}"),
+                };
+                return Response::Started(vec![o; count]);
+            }
+        };
+        let unknown: Vec<bool> = items
+            .iter()
+            .map(|i| vtable(&i.type_name).is_none())
+            .collect();
+        let mut outcomes = self
+            .start_items(items, hops, |i, item, ctx| match prepared[i].take() {
+                Some(child) => child,
+                // Placed here after all (the ring changed meanwhile): make it now.
+                None => self.prepare_child(item, Some(ctx)),
+            })
+            .await;
+        for (o, unknown) in outcomes.iter_mut().zip(unknown) {
+            if unknown && matches!(o, StartOutcome::Failed { .. }) {
+                *o = StartOutcome::UnknownType { node: me };
+            }
+        }
+        Response::Started(outcomes)
+    }
+
+    /// A dormant child for a start item arriving from another node (`ctx`, or one made
+    /// here): its state decoded, and `#[on_handover_in]` run if it was handed over.
+    fn prepare_child(
+        &self,
+        item: &StartItem,
+        ctx: Option<ChildCtx>,
+    ) -> Result<Arc<dyn ErasedChild>, String> {
+        let vt = vtable(&item.type_name).ok_or_else(String::new)?;
+        let mut ctx = ctx.unwrap_or_else(|| {
+            self.child_ctx(
+                Arc::from(item.id.as_str()),
+                item.epoch.max(1),
+                &item.type_name,
+            )
+        });
+        if !item.recent.is_empty() {
+            // Writes it already applied stay known where it goes.
+            let recent = calls_from_wire(item.recent.clone());
+            ctx.recent = Some(Arc::new(std::sync::Mutex::new(RecentCalls::from_list(
+                recent,
+            ))));
+        }
+        // A state that arrives with its start state beside it was handed over.
+        (vt.spawn)(&item.state, ctx, item.start_state.is_some())
+    }
+
+    /// The answer to a call for a child this node does not run, from where the
+    /// registry places it (owner, and whether that owner is still restarting it).
+    fn not_here(&self, id: &str, placed: Option<(NodeId, bool)>) -> Response {
+        match placed {
+            Some((owner, _)) if owner != self.me => Response::NotHere { owner },
+            // Being restarted here (its node died; the start is under way): the caller
+            // tries again in a moment.
+            Some((_, true)) => Response::NotHere { owner: self.me },
+            _ => Response::Reply(Err(crate::CallError::NotFound { id: id.to_string() })),
+        }
+    }
+}
+
+impl Inbound for HubInner {
+    fn calls(
+        self: Arc<Self>,
+        _from: NodeId,
+        calls: Vec<InCall<'_>>,
+        reply: &ReplySink,
+        out: &mut Vec<Serving>,
+    ) {
+        self.serve_calls(calls, reply, out);
+    }
+
+    fn request(self: Arc<Self>, from: NodeId, req: Request<'_>) -> BoxFuture<'static, Response> {
+        match req {
+            // The transport hands every call to `calls`, never here.
+            Request::Call { .. } => Box::pin(std::future::ready(Response::Reply(Err(
+                crate::CallError::Codec {
+                    message: "a call reached the request path".into(),
+                },
+            )))),
+            Request::Start { items, hops } => Box::pin(self.serve_start(items, hops)),
+            Request::Stage {
+                transfer,
+                offset,
+                total,
+                data,
+            } => {
+                let part = Part {
+                    offset,
+                    total,
+                    data: &data,
+                };
+                let staged = self.staging.lock().unwrap().stage(
+                    (from, transfer),
+                    part,
+                    self.max_state_size,
+                    Instant::now(),
+                );
+                Box::pin(std::future::ready(Response::Staged(staged)))
+            }
+            Request::Replicate {
+                id,
+                type_name,
+                epoch,
+                seq,
+                state,
+                recent,
+                append,
+            } => {
+                let recent = calls_from_wire(recent);
+                let kept = self.keep_copy(
+                    &id,
+                    &type_name,
+                    (epoch, seq),
+                    state.into_vec(),
+                    (recent, append),
+                );
+                Box::pin(std::future::ready(Response::Replicated(kept)))
+            }
+            Request::StartStaged { transfer, hops } => {
+                let staged = self.staging.lock().unwrap().take((from, transfer));
+                Box::pin(async move {
+                    let items = staged.and_then(|bytes| {
+                        postcard::from_bytes::<Vec<StartItem>>(&bytes)
+                            .map_err(|e| format!("malformed staged items: {e}"))
+                    });
+                    match items {
+                        Ok(items) => self.serve_start(items, hops).await,
+                        Err(message) => Response::Staged(Err(message)),
+                    }
+                })
+            }
+            Request::Stop { id, type_name } => {
+                Box::pin(async move { Response::Stopped(self.stop_local(&id, &type_name).await) })
+            }
+        }
+    }
+
+    fn push(&self, from: NodeId, push: Push) {
+        let mut to_stop = Vec::new();
+        {
+            let mut guard = self.state.write().unwrap();
+            let st = &mut *guard;
+            match push {
+                Push::Upsert(entries) => {
+                    for (id, entry) in entries {
+                        if entry.owner != from {
+                            continue;
+                        }
+                        let standby_here = entry
+                            .standbys
+                            .as_deref()
+                            .is_some_and(|s| s.contains(&self.me));
+                        // An active replica here stays while the primary names it.
+                        if st.local.get(&*id).is_some_and(|l| l.replica) {
+                            if !standby_here {
+                                if let Some(l) = st.local.remove(&*id) {
+                                    to_stop.push((id.clone(), l));
+                                }
+                            }
+                            if st.registry.upsert(&id, entry) == Upsert::Ignored {
+                                tracing::debug!(%id, %from, "ignored a losing entry");
+                            }
+                            continue;
+                        }
+                        // A duplicate: another node runs it under a winning entry.
+                        if let Some(l) = st.local.get(&*id) {
+                            let ours = Entry {
+                                type_name: entry.type_name.clone(),
+                                owner: self.me,
+                                epoch: l.epoch,
+                                start_state: StartState::new(),
+                                flags: entry.flags,
+                                standbys: None,
+                            };
+                            if wins(&entry, &ours) && !st.moving.contains(&*id) {
+                                if let Some(l) = st.local.remove(&*id) {
+                                    to_stop.push((id.clone(), l));
+                                }
+                            }
+                        }
+                        if st.registry.upsert(&id, entry) == Upsert::Ignored {
+                            tracing::debug!(%id, %from, "ignored a losing entry");
+                        } else if !standby_here {
+                            // No longer a standby of it: its copy goes.
+                            st.copies.remove(id.as_str());
+                        }
+                    }
+                }
+                Push::Remove(ids) => {
+                    for (id, epoch) in ids {
+                        if st.registry.remove(&id, from, epoch).is_some() {
+                            st.copies.remove(id.as_str());
+                            // Stopped: an active replica of it here stops too.
+                            if st.local.get(id.as_str()).is_some_and(|l| l.replica) {
+                                if let Some(l) = st.local.remove(id.as_str()) {
+                                    to_stop.push((id.clone(), l));
+                                }
+                            }
+                        }
+                    }
+                }
+                Push::Snapshot {
+                    entries,
+                    first,
+                    last,
+                } => {
+                    let buf = st.snapshots.entry(from).or_default();
+                    if first {
+                        buf.clear();
+                    }
+                    buf.extend(entries.into_iter().filter(|(_, e)| e.owner == from));
+                    if last {
+                        let snapshot = st.snapshots.remove(&from).unwrap_or_default();
+                        st.registry.replace_origin(from, snapshot);
+                    }
+                }
+                Push::Leaving => {
+                    let _ = self.control.send(Control::Departed(from));
+                }
+                Push::Draining => {
+                    let _ = self.control.send(Control::Draining(from));
+                }
+            }
+        }
+        for (id, l) in to_stop {
+            if l.replica {
+                tracing::debug!(%id, "stopping an active replica: no longer named");
+            } else {
+                tracing::warn!(%id, "stopping a duplicate: another node won it");
+            }
+            let events = self.events.clone();
+            let me = self.me;
+            tokio::spawn(async move {
+                l.child.stop().await;
+                let _ = events.send(HubEvent::ChildStopped {
+                    id: id.to_string(),
+                    node: me,
+                });
+            });
+        }
+    }
+
+    fn connected(&self, peer: NodeId, conn: &Arc<Conn>, register: &dyn Fn()) {
+        // Hold the state lock: no delta can slip between the snapshot and registration.
+        let st = self.state.write().unwrap();
+        let own: Vec<(String, Entry)> = st
+            .registry
+            .owned_by(self.me)
+            .into_iter()
+            .filter(|(id, _)| {
+                st.registry.pending_from(id).is_none() && st.local.contains_key(id.as_str())
+            })
+            .collect();
+        let mut chunks = batches(&own, SNAPSHOT_CHUNK, self.batch_bytes(), entry_size).peekable();
+        if chunks.peek().is_none() {
+            conn.push(&Push::Snapshot {
+                entries: Vec::new(),
+                first: true,
+                last: true,
+            });
+        }
+        let mut first = true;
+        while let Some(chunk) = chunks.next() {
+            let last = chunks.peek().is_none();
+            conn.push(&Push::Snapshot {
+                entries: chunk.to_vec(),
+                first,
+                last,
+            });
+            first = false;
+        }
+        register();
+        drop(st);
+        tracing::debug!(me = %self.me, %peer, "connected");
+    }
+}

@@ -1,0 +1,9 @@
+//! Bytes and sockets: the frames between hubs (`wire`), one connection per node pair
+//! (`conn`), the transport that dials, accepts and dispatches (`transport`), and the
+//! batching of items into frames (`batch`).
+
+pub(crate) mod batch;
+pub(crate) mod conn;
+pub(crate) mod error;
+pub(crate) mod transport;
+pub(crate) mod wire;
