@@ -1,6 +1,6 @@
 //! What a hub reports: nodes coming and going, children starting, stopping, restarting.
 
-use crate::NodeId;
+use crate::node::NodeId;
 
 /// An event seen by one hub. Child events are reported by the node where they happen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub enum HubEvent {
         failed: usize,
     },
     /// A child whose node died was not restarted, as it asked
-    /// ([`crate::OnNodeDeath::StayDown`]): it is out of the registry until started
+    /// ([`crate::core::entry::OnNodeDeath::StayDown`]): it is out of the registry until started
     /// again. Reported by every hub.
     ChildDown {
         /// The child id.

@@ -4,8 +4,9 @@
 use crate::core::planner::{plan_with_targets, Command};
 use crate::core::ring::Ring;
 use crate::hub::strategy_targets;
+use crate::hub::Hub;
+use crate::node::NodeId;
 use crate::placement::{self, Distribution};
-use crate::{Hub, NodeId};
 
 /// Where a child runs and why: [`Hub::explain`].
 #[derive(Clone, Debug, PartialEq, Eq)]

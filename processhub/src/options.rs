@@ -1,23 +1,9 @@
 //! Per-id start options: pinning, and what happens to a child when its node dies.
 
-use serde::{Deserialize, Serialize};
-
 use crate::child::component::Component;
 use crate::core::entry::Flags;
-use crate::NodeId;
-
-/// What happens to a child when its node dies (is declared dead by the failure
-/// detector). A graceful leave is not a death: see [`crate::Hub::shutdown`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum OnNodeDeath {
-    /// Restarted on its new owner on the ring, from its start state (the default).
-    #[default]
-    Restart,
-    /// Not restarted: every hub drops it from its registry and reports
-    /// [`crate::HubEvent::ChildDown`]. Starting it again brings it back. For children
-    /// bound to their node (a device, a local file), usually together with `pinned`.
-    StayDown,
-}
+pub use crate::core::entry::{OnNodeDeath, Role};
+use crate::node::NodeId;
 
 /// Options of one start, over the component type's defaults (`#[distributed(pinned)]`,
 /// `#[distributed(on_node_death = "...")]`). Used with the generated `start_with` and
@@ -81,14 +67,4 @@ impl StartOptions {
         let stay_down = self.on_node_death.unwrap_or(T::ON_NODE_DEATH) == OnNodeDeath::StayDown;
         Flags::new(pinned, stay_down).with_distribution(T::DISTRIBUTION)
     }
-}
-
-/// The role of an instance of a replicated child (`#[distributed(replicas = N)]`), told
-/// to its `#[on_role_change]` hook.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Role {
-    /// It serves the child's calls, and (active/passive) keeps the standbys in step.
-    Primary,
-    /// An active/active replica: it serves the calls of its node on its own.
-    Replica,
 }

@@ -7,8 +7,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::core::item::{StartItem, StartOutcome};
 use crate::net::wire::{decode, encode};
-use crate::net::wire::{Frame, Request, Response, StartItem, StartOutcome};
+use crate::net::wire::{Frame, Request, Response};
 use crate::prelude::*;
 
 #[distributed]

@@ -24,7 +24,8 @@ use crate::child::life::Entered;
 use crate::core::recent::SharedRecent;
 use crate::error::CallError;
 use crate::events::{HubEvent, RestartReason};
-use crate::NodeId;
+use crate::net::wire::EncodedCall;
+use crate::node::NodeId;
 
 /// A component type: implemented by `#[distributed]` on a struct.
 #[diagnostic::on_unimplemented(
@@ -43,7 +44,7 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     const PINNED: bool = false;
     /// What happens to its children when their node dies
     /// (`#[distributed(on_node_death = "...")]`).
-    const ON_NODE_DEATH: crate::OnNodeDeath = crate::OnNodeDeath::Restart;
+    const ON_NODE_DEATH: crate::core::entry::OnNodeDeath = crate::core::entry::OnNodeDeath::Restart;
     /// Copies of each child kept in step, the primary included
     /// (`#[distributed(replicas = N)]`): with N > 1, every write reaches N - 1 standbys
     /// before it is acknowledged, and a standby takes over if the primary's node dies.
@@ -59,11 +60,11 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// (`replication = "active_active"`): writes are not shipped, copies may diverge.
     const ACTIVE_ACTIVE: bool = false;
     /// How its children are placed (`#[distributed(distribution = "...")]`).
-    const DISTRIBUTION: crate::placement::Distribution =
-        crate::placement::Distribution::ConsistentHash;
+    const DISTRIBUTION: crate::core::placement::Distribution =
+        crate::core::placement::Distribution::ConsistentHash;
 
     /// The strategy of `#[distributed(custom = path::to::Strategy)]`.
-    fn custom_strategy() -> Option<&'static dyn crate::placement::Strategy> {
+    fn custom_strategy() -> Option<&'static dyn crate::core::placement::Strategy> {
         None
     }
 }
@@ -96,7 +97,7 @@ pub trait Dispatch: Component {
     /// Runs when an instance of a replicated child takes a role
     /// (`#[on_role_change]`): `Primary` when it starts as the primary (a start, a move's
     /// arrival, a promotion), `Replica` when an active/active replica starts.
-    fn on_role_change(&mut self, _role: crate::Role) {}
+    fn on_role_change(&mut self, _role: crate::core::entry::Role) {}
 
     /// Runs the remote call `method` with its encoded `args` on the actor's state and
     /// encodes the reply; an unknown method or bad arguments give an error.
@@ -284,7 +285,7 @@ impl<T: Component> ComponentActor<T> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Hook {
     /// Its new role (an active replica promoted in place): `#[on_role_change]`.
-    Role(crate::Role),
+    Role(crate::core::entry::Role),
     /// It is being stopped for good: `#[on_stop]`.
     Stop,
 }
@@ -370,15 +371,6 @@ impl<T: Component> std::fmt::Debug for CallBatch<T> {
             .field("calls", &self.calls.len())
             .finish()
     }
-}
-
-/// One call of a [`CallBatch`]: its method name and arguments, shared with the frame.
-#[derive(Debug)]
-pub(crate) struct EncodedCall {
-    pub(crate) method: bytes::Bytes,
-    pub(crate) args: bytes::Bytes,
-    /// Non-zero for an identified write (see [`RecentCalls`]).
-    pub(crate) call_id: u128,
 }
 
 impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {

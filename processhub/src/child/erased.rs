@@ -1,8 +1,9 @@
 //! A child whatever its type: what the hub holds of it, and what it holds of the hub.
 
-use crate::child::component::{EncodedCall, Hook, Responder};
+use crate::child::component::{Hook, Responder};
 use crate::core::recent::SharedRecent;
 use crate::events::HubEvent;
+use crate::net::wire::EncodedCall;
 use crate::node::NodeId;
 use futures_util::future::BoxFuture;
 use std::any::Any;
@@ -64,7 +65,7 @@ pub(crate) struct ChildCtx {
     /// Keeps the standbys in step, for a type with `replicas` > 1.
     pub(crate) replicator: Option<Arc<dyn Replicator>>,
     /// The role an instance of a replicated child starts in.
-    pub(crate) role: Option<crate::Role>,
+    pub(crate) role: Option<crate::core::entry::Role>,
     /// Its latest identified writes (kept while it sleeps; from the copy on a promotion).
     pub(crate) recent: SharedRecent,
 }

@@ -2,11 +2,11 @@
 //! sleep, a stop or a move).
 
 use crate::child::component::{
-    panic_message, CallBatch, Component, ComponentActor, Dispatch, EncodedCall, Hook, Responder,
-    Resync,
+    panic_message, CallBatch, Component, ComponentActor, Dispatch, Hook, Responder, Resync,
 };
 use crate::child::erased::{ChildCtx, ErasedChild};
 use crate::events::HubEvent;
+use crate::net::wire::EncodedCall;
 use futures_util::future::BoxFuture;
 use kameo::actor::{ActorRef, Spawn};
 use kameo::error::{ActorStopReason, PanicError};

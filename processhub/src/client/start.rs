@@ -2,9 +2,9 @@
 
 use crate::child::component::Dispatch;
 use crate::child::life::spawn_typed;
+use crate::core::item::{StartItem, StartOutcome};
 use crate::error::StartError;
 use crate::hub::Hub;
-use crate::net::wire::{StartItem, StartOutcome};
 use crate::options::StartOptions;
 
 fn check_id(id: &str) -> Result<(), StartError> {

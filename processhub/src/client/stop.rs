@@ -4,12 +4,13 @@ use tokio::time::Instant;
 
 use super::retry::Backoff;
 use crate::child::component::Dispatch;
+use crate::core::item::StopOutcome;
 use crate::error::StopError;
 use crate::hub::HubInner;
 use crate::hub::{Hub, Route};
 use crate::net::error::TransportError;
 use crate::net::transport::RECONNECT_WAIT;
-use crate::net::wire::{Request, Response, StopOutcome};
+use crate::net::wire::{Request, Response};
 
 /// Stops the child `id` of type `T`, wherever it runs.
 #[doc(hidden)]

@@ -52,14 +52,20 @@ pub(crate) fn wins(a: &Entry, b: &Entry) -> bool {
     (a.epoch, a.owner) > (b.epoch, b.owner)
 }
 
-/// How a child is placed, kept in its registry entry on every node (a byte).
+/// How a child is placed, kept in its registry entry on every node: pinned (bit 0),
+/// stays down (bit 1), its type's distribution strategy (bits 2 to 7: 64 codes, 8 used).
+///
+/// A `u16` on the wire (a postcard varint): every value below 128 encodes as the one
+/// byte the earlier `u8` did, so the registry format is unchanged for the flags in use,
+/// and there is room for strategies and flags to come.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Flags(u8);
+pub(crate) struct Flags(u16);
 
 impl Flags {
-    const PINNED: u8 = 1;
-    const STAY_DOWN: u8 = 2;
-    const DISTRIBUTION_SHIFT: u8 = 2;
+    const PINNED: u16 = 1;
+    const STAY_DOWN: u16 = 2;
+    const DISTRIBUTION_SHIFT: u16 = 2;
+    const DISTRIBUTION_MASK: u16 = 0x3f;
 
     pub(crate) fn new(pinned: bool, stay_down: bool) -> Self {
         Self(if pinned { Self::PINNED } else { 0 } | if stay_down { Self::STAY_DOWN } else { 0 })
@@ -75,13 +81,75 @@ impl Flags {
         self.0 & Self::STAY_DOWN != 0
     }
 
-    /// With its type's distribution strategy (bits 2 to 4).
+    /// With its type's distribution strategy (bits 2 to 7).
     pub(crate) fn with_distribution(self, kind: Distribution) -> Self {
-        Self(self.0 & !(7 << Self::DISTRIBUTION_SHIFT) | kind.code() << Self::DISTRIBUTION_SHIFT)
+        let shift = Self::DISTRIBUTION_SHIFT;
+        Self(self.0 & !(Self::DISTRIBUTION_MASK << shift) | u16::from(kind.code()) << shift)
     }
 
     /// Its type's distribution strategy.
     pub(crate) fn distribution(self) -> Distribution {
-        Distribution::from_code(self.0 >> Self::DISTRIBUTION_SHIFT)
+        Distribution::from_code(
+            (self.0 >> Self::DISTRIBUTION_SHIFT & Self::DISTRIBUTION_MASK) as u8,
+        )
+    }
+}
+
+/// What happens to a child when its node dies (is declared dead by the failure
+/// detector). A graceful leave is not a death: see `Hub::shutdown`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnNodeDeath {
+    /// Restarted on its new owner on the ring, from its start state (the default).
+    #[default]
+    Restart,
+    /// Not restarted: every hub drops it from its registry and reports
+    /// `HubEvent::ChildDown`. Starting it again brings it back. For children
+    /// bound to their node (a device, a local file), usually together with `pinned`.
+    StayDown,
+}
+
+/// The role of an instance of a replicated child (`#[distributed(replicas = N)]`), told
+/// to its `#[on_role_change]` hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// It serves the child's calls, and (active/passive) keeps the standbys in step.
+    Primary,
+    /// An active/active replica: it serves the calls of its node on its own.
+    Replica,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_in_use_encode_as_the_one_byte_they_always_did() {
+        let kinds = [
+            Distribution::ConsistentHash,
+            Distribution::Guided,
+            Distribution::Local,
+            Distribution::NotLocal,
+            Distribution::RoundRobin,
+            Distribution::EveryNode,
+            Distribution::BoundedLoad,
+            Distribution::Custom,
+        ];
+        for kind in kinds {
+            for (pinned, stay_down) in [(false, false), (true, false), (false, true), (true, true)]
+            {
+                let flags = Flags::new(pinned, stay_down).with_distribution(kind);
+                let old = u8::from(pinned) | u8::from(stay_down) << 1 | kind.code() << 2;
+                assert_eq!(
+                    postcard::to_allocvec(&flags).unwrap(),
+                    vec![old],
+                    "{kind:?}"
+                );
+                assert_eq!(postcard::from_bytes::<Flags>(&[old]).unwrap(), flags);
+                assert_eq!(
+                    (flags.pinned(), flags.stay_down(), flags.distribution()),
+                    (pinned, stay_down, kind)
+                );
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! ```
 
 pub(crate) mod entry;
+pub(crate) mod item;
 pub(crate) mod placement;
 pub(crate) mod planner;
 pub(crate) mod recent;

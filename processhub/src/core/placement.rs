@@ -54,7 +54,7 @@ impl Distribution {
         }
     }
 
-    /// Its code in a registry entry's flags (3 bits).
+    /// Its code in a registry entry's flags (6 bits; 8 codes used).
     pub(crate) const fn code(self) -> u8 {
         match self {
             Distribution::ConsistentHash => 0,
@@ -69,7 +69,7 @@ impl Distribution {
     }
 
     pub(crate) const fn from_code(code: u8) -> Self {
-        match code & 7 {
+        match code {
             1 => Distribution::Guided,
             2 => Distribution::Local,
             3 => Distribution::NotLocal,

@@ -10,7 +10,7 @@
 use crate::core::registry::Registry;
 #[cfg(test)]
 use crate::core::ring::Ring;
-use crate::NodeId;
+use crate::node::NodeId;
 
 /// What this node must do after a membership change.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -71,6 +71,21 @@ impl RecentCalls {
     }
 }
 
+/// Replies of identified writes as they travel (call id, encoded reply).
+pub(crate) type WireCalls = Vec<(u128, serde_bytes::ByteBuf)>;
+
+/// A table of identified writes, for the wire.
+pub(crate) fn calls_to_wire(list: &[(u128, Vec<u8>)]) -> WireCalls {
+    list.iter()
+        .map(|(id, r)| (*id, serde_bytes::ByteBuf::from(r.clone())))
+        .collect()
+}
+
+/// A table of identified writes, from the wire.
+pub(crate) fn calls_from_wire(list: WireCalls) -> Vec<(u128, Vec<u8>)> {
+    list.into_iter().map(|(id, r)| (id, r.into_vec())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{RecentCalls, RECENT_CALLS};

@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::core::entry::{wins, Entry};
 use crate::node::NodeId;
 
@@ -19,6 +21,23 @@ pub(crate) enum Upsert {
     Applied,
     /// The registry holds a winning entry; the given one was ignored.
     Ignored,
+}
+
+/// Registry traffic: the sender is the origin of every entry it names.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Push {
+    Upsert(Vec<(String, Entry)>),
+    Remove(Vec<(String, u64)>),
+    /// The sender's own entries, in one or more parts; `last` closes it.
+    Snapshot {
+        entries: Vec<(String, Entry)>,
+        first: bool,
+        last: bool,
+    },
+    /// The sender leaves the cluster now.
+    Leaving,
+    /// The sender takes no new children (it is draining).
+    Draining,
 }
 
 /// The registry of one node. Keys are shared with [`crate::ChildInfo`] (no copy on a

@@ -8,7 +8,7 @@ use std::hash::{Hash, Hasher};
 
 use hashring::HashRing;
 
-use crate::NodeId;
+use crate::node::NodeId;
 
 /// Virtual nodes per member. A member's share of the ring varies by about 1/sqrt(VNODES):
 /// with 160 a 4th node took 0.217 to 0.277 of the keys (measured, P8); with 1024 it

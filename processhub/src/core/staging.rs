@@ -3,14 +3,15 @@
 //! A hot move whose state does not fit in a frame sends the encoded start items in
 //! parts (`Request::Stage`), then asks the target to start what it staged
 //! (`Request::StartStaged`). Parts must come in order; a transfer is bounded in size
-//! and dropped when it goes quiet (its sender died or gave up).
+//! and dropped when it goes quiet (its sender died or gave up). Time comes in as a value
+//! (the shell reads the clock).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
-use crate::NodeId;
+use crate::node::NodeId;
 
 /// One transfer being received.
 #[derive(Debug)]

@@ -20,7 +20,7 @@ use crate::error::HubError;
 use crate::hub::control::control_loop;
 use crate::hub::membership::{GossipConfig, Membership};
 use crate::net::transport::{Inbound, Transport};
-use crate::NodeId;
+use crate::node::NodeId;
 
 /// Builds and starts a [`Hub`].
 ///

@@ -11,7 +11,7 @@ use super::{strategy_targets, Control, HubInner, REPLAN_INTERVAL};
 use crate::core::planner::{plan_with_targets, Command};
 use crate::core::ring::Ring;
 use crate::events::HubEvent;
-use crate::NodeId;
+use crate::node::NodeId;
 
 impl HubInner {
     pub(super) fn recompute_members(self: &Arc<Self>) {
@@ -118,7 +118,10 @@ pub(super) async fn control_loop(
                 }
                 hub.replan();
                 // Parts of a big state whose sender went quiet (it died, or gave up).
-                hub.staging.lock().unwrap().purge(Instant::now(), hub.move_timeout);
+                hub.staging
+                    .lock()
+                    .unwrap()
+                    .purge(Instant::now().into_std(), hub.move_timeout);
             }
             _ = sweep.tick() => {
                 let Some(hub) = hub.upgrade() else { return };

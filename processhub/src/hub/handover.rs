@@ -10,12 +10,15 @@ use super::{HubInner, MAX_HOPS, START_BATCH};
 use crate::child::erased::ErasedChild;
 use crate::child::types::replicas;
 use crate::core::entry::{Entry, Flags, StartState};
+use crate::core::item::{StartItem, StartOutcome};
+use crate::core::recent::calls_to_wire;
+use crate::core::registry::Push;
 use crate::events::HubEvent;
 use crate::net::batch::{batches, item_size};
 use crate::net::error::TransportError;
 use crate::net::transport::RECONNECT_WAIT;
-use crate::net::wire::{calls_to_wire, Push, Request, Response, StartItem, StartOutcome};
-use crate::NodeId;
+use crate::net::wire::{Request, Response};
+use crate::node::NodeId;
 
 /// A child on its way to another node.
 struct Move {

@@ -13,14 +13,16 @@ use crate::child::component::Hook;
 use crate::child::erased::{ChildCtx, ErasedChild};
 use crate::child::types::{replicas, vtable};
 use crate::core::entry::{Entry, StartState};
+use crate::core::item::{StartItem, StartOutcome, StopOutcome};
 use crate::core::recent::RecentCalls;
+use crate::core::registry::Push;
 use crate::core::ring::Ring;
 use crate::error::HubError;
 use crate::events::{HubEvent, RestartReason};
 use crate::net::batch::{batches, entry_size, item_size};
 use crate::net::error::TransportError;
-use crate::net::wire::{Push, Request, Response, StartItem, StartOutcome, StopOutcome};
-use crate::NodeId;
+use crate::net::wire::{Request, Response};
+use crate::node::NodeId;
 
 impl HubInner {
     /// Starts `item` here if this node may: the check, the spawn and the registry update
@@ -330,7 +332,11 @@ impl HubInner {
                 st.registry.upsert(id, entry.clone());
                 self.transport
                     .broadcast(&Push::Upsert(vec![(id.to_string(), entry)]));
-                tokio::spawn(l.child.clone().run_hook(Hook::Role(crate::Role::Primary)));
+                tokio::spawn(
+                    l.child
+                        .clone()
+                        .run_hook(Hook::Role(crate::core::entry::Role::Primary)),
+                );
                 drop(guard);
                 self.emit(HubEvent::PrimaryPromoted {
                     id: id.to_string(),

@@ -13,7 +13,7 @@ use chitchat::transport::UdpTransport;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use tokio::sync::mpsc;
 
-use crate::NodeId;
+use crate::node::NodeId;
 
 const LEAVING_KEY: &str = "leaving";
 const DRAINING_KEY: &str = "draining";

@@ -27,8 +27,8 @@ use crate::events::HubEvent;
 use crate::hub::membership::Membership;
 use crate::hub::replication::HubReplicator;
 use crate::net::transport::Transport;
+use crate::node::NodeId;
 use crate::placement::Distribution;
-use crate::NodeId;
 
 /// Default deadline of a call, start or stop.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -365,7 +365,9 @@ impl HubInner {
                 in_step: Default::default(),
             }) as Arc<dyn Replicator>
         });
-        let role = replicator.is_some().then_some(crate::Role::Primary);
+        let role = replicator
+            .is_some()
+            .then_some(crate::core::entry::Role::Primary);
         // A table of identified writes for the replicated only.
         let recent = replicator.as_ref().map(|_| Default::default());
         ChildCtx {

@@ -11,12 +11,14 @@ use super::{HubInner, LocalChild, StandbyCopy};
 use crate::child::erased::{ChildCtx, ErasedChild, Replicator};
 use crate::child::types::{any_replicated, replicas, vtable};
 use crate::core::entry::Entry;
+use crate::core::recent::calls_to_wire;
 use crate::core::recent::{RecentCalls, SharedRecent};
+use crate::core::registry::Push;
 use crate::core::ring::Ring;
 use crate::events::HubEvent;
 use crate::net::transport::RECONNECT_WAIT;
-use crate::net::wire::{calls_to_wire, Push, Request, Response};
-use crate::NodeId;
+use crate::net::wire::{Request, Response};
+use crate::node::NodeId;
 
 impl HubInner {
     /// This node's standby copy of `id`, if it holds one, and a context to run it in.
@@ -270,7 +272,7 @@ impl HubInner {
             return Ok(());
         }
         let mut ctx = self.child_ctx(Arc::from(id), epoch, type_name);
-        ctx.role = Some(crate::Role::Replica);
+        ctx.role = Some(crate::core::entry::Role::Replica);
         let child = (vt.spawn)(state, ctx, false)?;
         let mut st = self.state.write().unwrap();
         if st.local.contains_key(id) {

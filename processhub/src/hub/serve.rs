@@ -8,19 +8,23 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::{placed, Control, HubInner, MAX_HOPS, SNAPSHOT_CHUNK};
-use crate::child::component::{EncodedCall, Responder};
+use crate::child::component::Responder;
 use crate::child::erased::{ChildCtx, ErasedChild};
 use crate::child::types::vtable;
 use crate::core::entry::{wins, Entry, StartState};
+use crate::core::item::{StartItem, StartOutcome};
+use crate::core::recent::calls_from_wire;
 use crate::core::recent::RecentCalls;
+use crate::core::registry::Push;
 use crate::core::registry::Upsert;
 use crate::core::staging::Part;
 use crate::events::HubEvent;
 use crate::net::batch::{batches, entry_size};
 use crate::net::conn::Conn;
 use crate::net::transport::{InCall, Inbound, ReplySink, Serving};
-use crate::net::wire::{calls_from_wire, Push, Request, Response, StartItem, StartOutcome};
-use crate::NodeId;
+use crate::net::wire::EncodedCall;
+use crate::net::wire::{Request, Response};
+use crate::node::NodeId;
 
 impl HubInner {
     /// Serves calls that arrived over the network together: the lookups happen now,
@@ -46,7 +50,7 @@ impl HubInner {
                 };
                 let child = &local.child;
                 if child.type_name() != c.type_name {
-                    let err = crate::CallError::WrongType {
+                    let err = crate::error::CallError::WrongType {
                         id: c.id.to_string(),
                         expected: c.type_name.to_string(),
                         actual: child.type_name().to_string(),
@@ -180,7 +184,9 @@ impl HubInner {
             // Being restarted here (its node died; the start is under way): the caller
             // tries again in a moment.
             Some((_, true)) => Response::NotHere { owner: self.me },
-            _ => Response::Reply(Err(crate::CallError::NotFound { id: id.to_string() })),
+            _ => Response::Reply(Err(crate::error::CallError::NotFound {
+                id: id.to_string(),
+            })),
         }
     }
 }
@@ -200,7 +206,7 @@ impl Inbound for HubInner {
         match req {
             // The transport hands every call to `calls`, never here.
             Request::Call { .. } => Box::pin(std::future::ready(Response::Reply(Err(
-                crate::CallError::Codec {
+                crate::error::CallError::Codec {
                     message: "a call reached the request path".into(),
                 },
             )))),
@@ -220,7 +226,7 @@ impl Inbound for HubInner {
                     (from, transfer),
                     part,
                     self.max_state_size,
-                    Instant::now(),
+                    Instant::now().into_std(),
                 );
                 Box::pin(std::future::ready(Response::Staged(staged)))
             }

@@ -1,7 +1,7 @@
 //! Splitting items into runs that fit a frame.
 
 use crate::core::entry::Entry;
-use crate::net::wire::StartItem;
+use crate::core::item::StartItem;
 
 /// Splits `items` into runs of at most `count` items and at most `bytes` bytes as
 /// measured by `size` (a single item larger than `bytes` makes a run of its own).

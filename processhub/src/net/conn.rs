@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::core::registry::Push;
 use crate::net::error::TransportError;
 use crate::net::transport::QUIET;
 use crate::net::wire::{encode_into, encode_push};
-use crate::net::wire::{Frame, Push, Response};
+use crate::net::wire::{Frame, Response};
 use crate::node::NodeId;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;

@@ -30,14 +30,15 @@ use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use crate::child::component::EncodedCall;
+use crate::core::registry::Push;
 use crate::net::conn::{
     encode_response, write_all, Conn, ForgetOnDrop, Outbox, Pending, KEEP_BUFFER, SWEEP,
 };
 use crate::net::error::TransportError;
+use crate::net::wire::EncodedCall;
 use crate::net::wire::{decode, encode, encode_push};
-use crate::net::wire::{Frame, Push, Request, Response};
-use crate::NodeId;
+use crate::net::wire::{Frame, Request, Response};
+use crate::node::NodeId;
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -587,7 +588,7 @@ fn serve_frames(
                 let (Cow::Borrowed(id), Cow::Borrowed(type_name)) = (id, type_name) else {
                     reply(vec![(
                         rid,
-                        Response::Reply(Err(crate::CallError::Codec {
+                        Response::Reply(Err(crate::error::CallError::Codec {
                             message: "a call's names must be borrowed from its frame".into(),
                         })),
                     )]);

@@ -10,10 +10,12 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::core::entry::{Entry, Flags};
+use crate::core::item::{StartItem, StartOutcome, StopOutcome};
+use crate::core::recent::WireCalls;
+use crate::core::registry::Push;
 use crate::error::CallError;
 use crate::net::error::TransportError;
-use crate::NodeId;
+use crate::node::NodeId;
 
 /// Everything one hub sends another. Calls borrow their strings and arguments from the
 /// frame they arrive in, so serving a call copies nothing.
@@ -93,72 +95,6 @@ pub(crate) enum Request<'a> {
     },
 }
 
-/// Replies of identified writes as they travel (call id, encoded reply).
-pub(crate) type WireCalls = Vec<(u128, serde_bytes::ByteBuf)>;
-
-/// A table of identified writes, for the wire.
-pub(crate) fn calls_to_wire(list: &[(u128, Vec<u8>)]) -> WireCalls {
-    list.iter()
-        .map(|(id, r)| (*id, serde_bytes::ByteBuf::from(r.clone())))
-        .collect()
-}
-
-/// A table of identified writes, from the wire.
-pub(crate) fn calls_from_wire(list: WireCalls) -> Vec<(u128, Vec<u8>)> {
-    list.into_iter().map(|(id, r)| (id, r.into_vec())).collect()
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct StartItem {
-    pub(crate) id: String,
-    pub(crate) type_name: String,
-    #[serde(with = "serde_bytes")]
-    pub(crate) state: Vec<u8>,
-    /// 0 for a new child; otherwise the epoch of a child moved here.
-    pub(crate) epoch: u64,
-    /// For a moved child, the state it was first started with (for restarts after a
-    /// node death); `None` when it is `state`.
-    pub(crate) start_state: Option<serde_bytes::ByteBuf>,
-    /// Pinned, and whether it stays down when its node dies.
-    pub(crate) flags: Flags,
-    /// For a new child placed by its strategy rather than the ring: the node it starts
-    /// on (that node takes it without looking at the ring).
-    pub(crate) node: Option<NodeId>,
-    /// For a moved replicated child: the replies of its latest identified writes.
-    pub(crate) recent: WireCalls,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum StartOutcome {
-    Started {
-        node: NodeId,
-        epoch: u64,
-    },
-    AlreadyStarted {
-        node: NodeId,
-    },
-    UnknownType {
-        node: NodeId,
-    },
-    /// The receiver is not the owner and could not forward (hop limit, owner unreachable).
-    Failed {
-        message: String,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum StopOutcome {
-    Stopped,
-    NotFound,
-    /// The receiver does not run it; its registry says `owner` does.
-    NotHere {
-        owner: NodeId,
-    },
-    WrongType {
-        actual: String,
-    },
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) enum Response {
     Started(Vec<StartOutcome>),
@@ -174,21 +110,13 @@ pub(crate) enum Response {
     Replicated(Result<(), String>),
 }
 
-/// Registry traffic: the sender is the origin of every entry it names.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Push {
-    Upsert(Vec<(String, Entry)>),
-    Remove(Vec<(String, u64)>),
-    /// The sender's own entries, in one or more parts; `last` closes it.
-    Snapshot {
-        entries: Vec<(String, Entry)>,
-        first: bool,
-        last: bool,
-    },
-    /// The sender leaves the cluster now.
-    Leaving,
-    /// The sender takes no new children (it is draining).
-    Draining,
+/// One call of a `CallBatch` (`crate::child`): its method name and arguments, shared with the frame.
+#[derive(Debug)]
+pub(crate) struct EncodedCall {
+    pub(crate) method: bytes::Bytes,
+    pub(crate) args: bytes::Bytes,
+    /// Non-zero for an identified write (see `crate::core::recent::RecentCalls`).
+    pub(crate) call_id: u128,
 }
 
 /// Encodes a frame with its length prefix.
