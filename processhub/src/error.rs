@@ -108,8 +108,8 @@ pub enum StartError {
         /// The node that refused.
         node: NodeId,
     },
-    /// The state could not be encoded.
-    #[error("could not encode the start state: {message}")]
+    /// The state could not be encoded here, or decoded on the node that was to run it.
+    #[error("could not encode or decode the start state: {message}")]
     Codec {
         /// What the codec said.
         message: String,
@@ -140,6 +140,29 @@ pub enum StartError {
         /// The id.
         id: String,
         /// What the strategy said.
+        reason: String,
+    },
+    /// A hook of the component panicked as it started there (`#[on_start]`, or
+    /// `#[on_role_change]` for a replicated type). Nothing started; retrying runs the
+    /// hook again.
+    #[error("{id:?} did not start on {node}: {message}")]
+    Hook {
+        /// The id.
+        id: String,
+        /// The node that ran the hook.
+        node: NodeId,
+        /// What the hook's panic said.
+        message: String,
+    },
+    /// The node that was to run it could not be reached, was shutting down, or the
+    /// connection to it closed before it answered (then it may have started).
+    #[error("could not start {id:?} on {node}: {reason}")]
+    Unreachable {
+        /// The id.
+        id: String,
+        /// The node that was to run it.
+        node: NodeId,
+        /// What happened.
         reason: String,
     },
     /// The hub has shut down.

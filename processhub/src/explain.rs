@@ -1,9 +1,10 @@
 //! Why a child is where it is ([`Hub::explain`]), and what a membership change would
 //! move ([`Hub::plan`]): read from the local registry, never the network.
 
+use crate::child::types::type_info;
+use crate::core::engine::targets;
 use crate::core::planner::{plan_with_targets, Command};
 use crate::core::ring::Ring;
-use crate::hub::strategy_targets;
 use crate::hub::Hub;
 use crate::node::NodeId;
 use crate::placement::{self, Distribution};
@@ -61,9 +62,9 @@ impl Hub {
     /// Which strategy placed `id`, on which node(s), under which epoch, and why, from the
     /// local registry; `None` if it knows no such child.
     pub fn explain(&self, id: &str) -> Option<Explanation> {
-        let st = self.inner.state.read().unwrap();
+        let st = self.inner.engine.read().unwrap();
         let e = st.registry.get(id)?;
-        let ring = &st.ring;
+        let ring = st.view.ring();
         let pending = st.registry.pending_from(id);
         let kind = e.flags.distribution();
         let n = ring.members().len();
@@ -164,8 +165,8 @@ impl Hub {
     /// The children a membership change would move, and where, planned as every node
     /// would plan it over this node's registry, without doing anything. Sorted by id.
     pub fn plan(&self, change: MembershipChange) -> Vec<PlannedMove> {
-        let st = self.inner.state.read().unwrap();
-        let mut members = st.members.clone();
+        let st = self.inner.engine.read().unwrap();
+        let mut members = st.view.members().to_vec();
         match change {
             MembershipChange::Join(node) => {
                 if !members.contains(&node) {
@@ -178,13 +179,13 @@ impl Hub {
         let placing: Vec<NodeId> = members
             .iter()
             .copied()
-            .filter(|m| !st.draining.contains(m))
+            .filter(|m| !st.view.is_draining(*m))
             .collect();
         let ring = Ring::new(placing);
         let mut out = Vec::new();
         for me in &members {
             let mut registry = st.registry.clone();
-            let targets = strategy_targets(*me, &registry, &ring, &members);
+            let targets = targets(*me, type_info, &registry, &ring, &members);
             for c in plan_with_targets(*me, &members, &mut registry, &targets) {
                 let moved = match c {
                     Command::MoveTo { id, to, .. } => PlannedMove {

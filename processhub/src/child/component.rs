@@ -21,6 +21,7 @@ use tokio::sync::broadcast;
 
 use crate::child::erased::{ChildCtx, Replicator};
 use crate::child::life::Entered;
+use crate::core::entry::EpochCell;
 use crate::core::recent::SharedRecent;
 use crate::error::CallError;
 use crate::events::{HubEvent, RestartReason};
@@ -116,7 +117,7 @@ pub struct ComponentActor<T> {
     pub(crate) state: T,
     pub(crate) id: Arc<str>,
     pub(crate) node: NodeId,
-    pub(crate) epoch: u64,
+    pub(crate) epoch: EpochCell,
     pub(crate) events: broadcast::Sender<HubEvent>,
     pub(crate) replicator: Option<Arc<dyn Replicator>>,
     pub(crate) recent: SharedRecent,
@@ -180,7 +181,12 @@ impl<T> ComponentActor<T> {
     /// What [`Self::__guard`] needs besides the future (for generated code).
     #[doc(hidden)]
     pub fn __context(&self) -> (Arc<str>, NodeId, u64, broadcast::Sender<HubEvent>) {
-        (self.id.clone(), self.node, self.epoch, self.events.clone())
+        (
+            self.id.clone(),
+            self.node,
+            self.epoch.get(),
+            self.events.clone(),
+        )
     }
 }
 
@@ -264,7 +270,7 @@ impl<T: Component> ComponentActor<T> {
                 let shipped = r.ship(
                     self.id.clone(),
                     T::TYPE_NAME,
-                    self.epoch,
+                    self.epoch.get(),
                     state,
                     self.recent.clone(),
                 );

@@ -1,6 +1,9 @@
 //! A child whatever its type: what the hub holds of it, and what it holds of the hub.
 
 use crate::child::component::{Hook, Responder};
+use crate::core::engine::ChildHandle;
+use crate::core::entry::EpochCell;
+use crate::core::item::StartFailure;
 use crate::core::recent::SharedRecent;
 use crate::events::HubEvent;
 use crate::net::wire::EncodedCall;
@@ -11,6 +14,33 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+
+/// How a child just made came to run here: which of its hooks run on arrival.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// Started, or restarted from its start state: `#[on_start]`, then its role.
+    Started,
+    /// Arrived in a move (`#[on_handover_in]` ran as its state was decoded) or promoted
+    /// from a standby copy: its role (and `#[on_start]` for a cold move).
+    HandedOver,
+    /// An active/active replica made from its primary's state: its role.
+    Replica,
+}
+
+impl ChildHandle for Arc<dyn ErasedChild> {
+    fn type_name(&self) -> &str {
+        ErasedChild::type_name(&**self)
+    }
+
+    fn was_called(&self) -> bool {
+        ErasedChild::was_called(&**self)
+    }
+
+    fn set_epoch(&self, epoch: u64) {
+        ErasedChild::set_epoch(&**self, epoch)
+    }
+}
+
 /// A running child, whatever its type.
 pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
@@ -39,9 +69,13 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn recent_calls(&self) -> Vec<(u128, Vec<u8>)>;
     /// Runs a lifecycle hook on it (waking it if it sleeps).
     fn run_hook(self: Arc<Self>, hook: Hook) -> BoxFuture<'static, ()>;
-    /// Runs `#[on_start]` on a child just made (dormant): once its start is decided, so
-    /// that a start refused (a duplicate id) runs no hook.
-    fn start_hook(&self) -> Result<(), String>;
+    /// Runs the hooks of a child just made (dormant), once its start is admitted and
+    /// outside the hub's lock: `#[on_start]` (a start, a restart from the start state,
+    /// a cold move), then `#[on_role_change]` with the role it starts in. A start
+    /// refused runs none.
+    fn arrive(&self, how: Arrival) -> Result<(), StartFailure>;
+    /// Its epoch changed (a promotion in place, a rolled-back move).
+    fn set_epoch(&self, epoch: u64);
     /// Freezes it for a move and returns its encoded state (`None` inside for a cold
     /// move: the start state goes instead); `None` if it is stopped. Calls wait until
     /// `move_done` or `move_failed`.
@@ -60,7 +94,8 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
 pub(crate) struct ChildCtx {
     pub(crate) id: Arc<str>,
     pub(crate) node: NodeId,
-    pub(crate) epoch: u64,
+    /// Its epoch: set by the engine, read by the instance.
+    pub(crate) epoch: EpochCell,
     pub(crate) events: broadcast::Sender<HubEvent>,
     /// Keeps the standbys in step, for a type with `replicas` > 1.
     pub(crate) replicator: Option<Arc<dyn Replicator>>,

@@ -4,7 +4,8 @@
 use crate::child::component::{
     panic_message, CallBatch, Component, ComponentActor, Dispatch, Hook, Responder, Resync,
 };
-use crate::child::erased::{ChildCtx, ErasedChild};
+use crate::child::erased::{Arrival, ChildCtx, ErasedChild};
+use crate::core::item::StartFailure;
 use crate::events::HubEvent;
 use crate::net::wire::EncodedCall;
 use futures_util::future::BoxFuture;
@@ -161,7 +162,7 @@ impl<T: Component> Child<T> {
             state,
             id: self.ctx.id.clone(),
             node: self.ctx.node,
-            epoch: self.ctx.epoch,
+            epoch: self.ctx.epoch.clone(),
             events: self.ctx.events.clone(),
             replicator: self.ctx.replicator.clone(),
             recent: self.ctx.recent.clone(),
@@ -336,12 +337,36 @@ impl<T: Dispatch> ErasedChild for Child<T> {
             .map_or_else(Vec::new, |r| r.lock().unwrap().to_list())
     }
 
-    fn start_hook(&self) -> Result<(), String> {
+    fn arrive(&self, how: Arrival) -> Result<(), StartFailure> {
+        let on_start = match how {
+            Arrival::Started => true,
+            // A cold move restarts from the start state.
+            Arrival::HandedOver => !T::HOT_MIGRATION,
+            Arrival::Replica => false,
+        };
         match &mut self.slot.lock().unwrap().life {
-            Life::Dormant(state) => run_on_start(state),
-            // Made dormant a moment ago, under the hub's lock: nothing woke it.
+            Life::Dormant(state) => {
+                if on_start {
+                    run_on_start(state)?;
+                }
+                if let Some(role) = self.ctx.role {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| state.on_role_change(role)))
+                        .map_err(|p| {
+                            StartFailure::Hook(format!(
+                                "#[on_role_change] panicked: {}",
+                                panic_message(&*p)
+                            ))
+                        })?;
+                }
+                Ok(())
+            }
+            // Made dormant a moment ago, not yet registered: nothing woke it.
             _ => Ok(()),
         }
+    }
+
+    fn set_epoch(&self, epoch: u64) {
+        self.ctx.epoch.set(epoch);
     }
 
     fn run_hook(self: Arc<Self>, hook: Hook) -> BoxFuture<'static, ()> {
@@ -402,7 +427,7 @@ pub(crate) fn spawn_typed<T: Dispatch>(state: T, ctx: ChildCtx) -> Arc<dyn Erase
 }
 
 /// Runs `#[on_start]`, a panic being an error.
-pub(crate) fn run_on_start<T: Dispatch>(state: &mut T) -> Result<(), String> {
+pub(crate) fn run_on_start<T: Dispatch>(state: &mut T) -> Result<(), StartFailure> {
     std::panic::catch_unwind(AssertUnwindSafe(|| state.on_start()))
-        .map_err(|p| format!("#[on_start] panicked: {}", panic_message(&*p)))
+        .map_err(|p| StartFailure::Hook(format!("#[on_start] panicked: {}", panic_message(&*p))))
 }

@@ -3,33 +3,34 @@
 
 use crate::child::component::{panic_message, Dispatch};
 use crate::child::erased::{ChildCtx, ErasedChild};
-use crate::child::life::{run_on_start, spawn_typed};
+use crate::child::life::spawn_typed;
+use crate::core::engine::TypeInfo;
+use crate::core::item::StartFailure;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-/// Makes a child from its encoded state. A state handed over in a move runs
-/// `#[on_handover_in]` (hot) or `#[on_start]` (cold: it restarts from its start state);
-/// a start's `#[on_start]` runs once the start is decided (`ErasedChild::start_hook`).
+/// Makes a child from its encoded state. A state handed over in a hot move runs
+/// `#[on_handover_in]` now, as it is decoded (before the hub's lock is taken); the other
+/// hooks run once its start is admitted (`ErasedChild::arrive`).
 fn spawn_erased<T: Dispatch>(
     state: &[u8],
     args: ChildCtx,
     handed_over: bool,
-) -> Result<Arc<dyn ErasedChild>, String> {
-    let mut state: T = postcard::from_bytes(state).map_err(|e| format!("start state: {e}"))?;
+) -> Result<Arc<dyn ErasedChild>, StartFailure> {
+    let mut state: T = postcard::from_bytes(state)
+        .map_err(|e| StartFailure::State(format!("start state: {e}")))?;
     if handed_over && T::HOT_MIGRATION {
-        std::panic::catch_unwind(AssertUnwindSafe(|| state.on_handover_in()))
-            .map_err(|p| format!("#[on_handover_in] panicked: {}", panic_message(&*p)))?;
-    } else if handed_over {
-        run_on_start(&mut state)?;
-    }
-    if let Some(role) = args.role {
-        std::panic::catch_unwind(AssertUnwindSafe(|| state.on_role_change(role)))
-            .map_err(|p| format!("#[on_role_change] panicked: {}", panic_message(&*p)))?;
+        std::panic::catch_unwind(AssertUnwindSafe(|| state.on_handover_in())).map_err(|p| {
+            StartFailure::Hook(format!(
+                "#[on_handover_in] panicked: {}",
+                panic_message(&*p)
+            ))
+        })?;
     }
     Ok(spawn_typed(state, args))
 }
 
 /// Makes a child from its encoded state; `true` when the state arrived in a move.
-pub(crate) type SpawnFn = fn(&[u8], ChildCtx, bool) -> Result<Arc<dyn ErasedChild>, String>;
+pub(crate) type SpawnFn = fn(&[u8], ChildCtx, bool) -> Result<Arc<dyn ErasedChild>, StartFailure>;
 
 /// One component type, as the hub sees it.
 #[doc(hidden)]
@@ -78,6 +79,15 @@ pub(crate) fn replicas(type_name: &str) -> usize {
 /// Whether any component type linked into this binary keeps replicas.
 pub(crate) fn any_replicated() -> bool {
     COMPONENTS.iter().any(|v| v.replicas > 1)
+}
+
+/// What the engine knows of a type of this binary.
+pub(crate) fn type_info(type_name: &str) -> Option<TypeInfo> {
+    vtable(type_name).map(|v| TypeInfo {
+        replicas: v.replicas,
+        active_active: v.active_active,
+        placement: v.placement,
+    })
 }
 
 /// The table entry of a type name, if this binary has it.

@@ -2,7 +2,7 @@
 
 use crate::child::component::Dispatch;
 use crate::child::life::spawn_typed;
-use crate::core::item::{StartItem, StartOutcome};
+use crate::core::item::{StartFailure, StartItem, StartOutcome};
 use crate::error::StartError;
 use crate::hub::Hub;
 use crate::options::StartOptions;
@@ -16,24 +16,36 @@ fn check_id(id: &str) -> Result<(), StartError> {
 }
 
 fn outcome_to_result(id: &str, o: StartOutcome, hub: &Hub) -> Result<(), StartError> {
+    let id = id.to_string();
     match o {
         StartOutcome::Started { .. } => Ok(()),
-        StartOutcome::AlreadyStarted { node } => Err(StartError::AlreadyStarted {
-            id: id.to_string(),
-            node,
-        }),
+        StartOutcome::AlreadyStarted { node } => Err(StartError::AlreadyStarted { id, node }),
         StartOutcome::UnknownType { node } => Err(StartError::UnknownType {
             type_name: String::new(),
             node,
         }),
-        StartOutcome::Failed { message } if message == "timeout" => Err(StartError::Timeout {
-            id: id.to_string(),
+        StartOutcome::TimedOut => Err(StartError::Timeout {
+            id,
             after: hub.inner.call_timeout,
         }),
-        StartOutcome::Failed { message } if hub.inner.is_stopped() => {
-            let _ = message;
+        StartOutcome::HookPanicked { node, message } => Err(StartError::Hook { id, node, message }),
+        StartOutcome::BadState { message, .. } => Err(StartError::Codec { message }),
+        StartOutcome::ShuttingDown { node } if node == hub.node_id() => Err(StartError::HubStopped),
+        StartOutcome::ShuttingDown { node } => Err(StartError::Unreachable {
+            id,
+            node,
+            reason: "it is shutting down".into(),
+        }),
+        StartOutcome::Unreachable { .. } | StartOutcome::Failed { .. }
+            if hub.inner.is_stopped() =>
+        {
             Err(StartError::HubStopped)
         }
+        StartOutcome::Unreachable { node, message } => Err(StartError::Unreachable {
+            id,
+            node,
+            reason: message,
+        }),
         StartOutcome::Failed { message } => Err(StartError::Codec { message }),
     }
 }
@@ -100,7 +112,7 @@ pub async fn start_many<T: Dispatch>(
         .start_items(batch, 0, |i, _, args| {
             let state = states[i]
                 .take()
-                .ok_or_else(|| "started twice".to_string())?;
+                .ok_or_else(|| StartFailure::State("started twice".to_string()))?;
             Ok(spawn_typed(state, args))
         })
         .await;

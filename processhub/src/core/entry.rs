@@ -118,6 +118,26 @@ pub enum Role {
     Replica,
 }
 
+/// A running instance's epoch: one number, set by the engine (a start, a promotion in
+/// place, a rolled-back move) and read by the instance (its events, its shipments), so
+/// the two never drift.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EpochCell(Arc<std::sync::atomic::AtomicU64>);
+
+impl EpochCell {
+    pub(crate) fn new(epoch: u64) -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicU64::new(epoch)))
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn set(&self, epoch: u64) {
+        self.0.store(epoch, std::sync::atomic::Ordering::Release);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,51 @@ pub(crate) enum StartOutcome {
     Failed {
         message: String,
     },
+    // Appended: the variants above keep their bytes on the wire.
+    /// The state did not decode on the node that was to run it; nothing started.
+    BadState {
+        node: NodeId,
+        message: String,
+    },
+    /// A hook of the component panicked as it started (`#[on_start]`,
+    /// `#[on_handover_in]`, `#[on_role_change]`); nothing started.
+    HookPanicked {
+        node: NodeId,
+        message: String,
+    },
+    /// The node that was to run it is shutting down; nothing started.
+    ShuttingDown {
+        node: NodeId,
+    },
+    /// The node that was to run it could not be reached, or the connection closed
+    /// before it answered (then it may have started). Made by the caller, never sent.
+    Unreachable {
+        node: NodeId,
+        message: String,
+    },
+    /// No answer within the deadline; it may have started. Made by the caller, never
+    /// sent.
+    TimedOut,
+}
+
+/// Why the instance of an admitted start could not be made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum StartFailure {
+    /// This binary has no component type of that name.
+    UnknownType,
+    /// The state did not decode.
+    State(String),
+    /// A hook panicked (`#[on_start]`, `#[on_handover_in]`, `#[on_role_change]`).
+    Hook(String),
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartFailure::UnknownType => f.write_str("unknown component type"),
+            StartFailure::State(m) | StartFailure::Hook(m) => f.write_str(m),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -194,7 +194,7 @@ pub fn custom_strategy<S: Strategy + Default>(
 }
 
 /// The strategy of a type: built in, or the user's.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct TypePlacement {
     pub(crate) kind: Distribution,
     pub(crate) custom: fn() -> Option<&'static dyn Strategy>,

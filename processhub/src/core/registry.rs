@@ -24,7 +24,7 @@ pub(crate) enum Upsert {
 }
 
 /// Registry traffic: the sender is the origin of every entry it names.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Push {
     Upsert(Vec<(String, Entry)>),
     Remove(Vec<(String, u64)>),
@@ -41,15 +41,16 @@ pub(crate) enum Push {
 }
 
 /// The registry of one node. Keys are shared with [`crate::ChildInfo`] (no copy on a
-/// lookup) and hashed with foldhash (fast, seeded per process).
+/// lookup) and hashed with foldhash under a fixed seed (fast, and the same iteration
+/// order in every run: the simulator replays a seed exactly).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Registry {
-    entries: HashMap<Arc<str>, Entry, foldhash::fast::RandomState>,
+    entries: HashMap<Arc<str>, Entry, foldhash::fast::FixedState>,
     /// Entries re-assigned by the planner after their node died or left, to the node
     /// they came from, until the new owner confirms. Rare, so kept beside the entries
     /// rather than in each of them.
-    pending: HashMap<Arc<str>, NodeId, foldhash::fast::RandomState>,
-    type_names: HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>,
+    pending: HashMap<Arc<str>, NodeId, foldhash::fast::FixedState>,
+    type_names: HashMap<Box<str>, Arc<str>, foldhash::fast::FixedState>,
 }
 
 impl Registry {

@@ -1,6 +1,5 @@
 //! Building and starting a hub.
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
@@ -10,11 +9,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{
-    Hub, HubInner, State, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME,
+    Hub, HubInner, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME,
     DEFAULT_MOVE_TIMEOUT, START_BATCH,
 };
-use crate::core::registry::Registry;
-use crate::core::ring::Ring;
+use crate::child::types::{any_replicated, type_info};
+use crate::core::engine::Engine;
 use crate::core::staging::Staging;
 use crate::error::HubError;
 use crate::hub::control::control_loop;
@@ -214,19 +213,7 @@ impl HubBuilder {
                     inbound,
                 ),
                 membership: tokio::sync::Mutex::new(Some(membership)),
-                state: RwLock::new(State {
-                    registry: Registry::default(),
-                    local: HashMap::default(),
-                    ring: Arc::new(Ring::new([me])),
-                    chitchat_members: vec![me],
-                    departed: HashSet::new(),
-                    members: vec![me],
-                    draining: HashSet::new(),
-                    snapshots: HashMap::new(),
-                    moving: HashSet::new(),
-                    copies: HashMap::new(),
-                    resyncing: HashSet::new(),
-                }),
+                engine: RwLock::new(Engine::new(me, type_info, any_replicated())),
                 events,
                 stopped: AtomicBool::new(false),
                 control: control_tx,

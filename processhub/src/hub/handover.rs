@@ -1,6 +1,6 @@
 //! Hot and cold moves: freeze, send, confirm or roll back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -8,12 +8,8 @@ use tokio::time::Instant;
 
 use super::{HubInner, MAX_HOPS, START_BATCH};
 use crate::child::erased::ErasedChild;
-use crate::child::types::replicas;
-use crate::core::entry::{Entry, Flags, StartState};
 use crate::core::item::{StartItem, StartOutcome};
 use crate::core::recent::calls_to_wire;
-use crate::core::registry::Push;
-use crate::events::HubEvent;
 use crate::net::batch::{batches, item_size};
 use crate::net::error::TransportError;
 use crate::net::transport::RECONNECT_WAIT;
@@ -21,15 +17,7 @@ use crate::net::wire::{Request, Response};
 use crate::node::NodeId;
 
 /// A child on its way to another node.
-struct Move {
-    id: String,
-    epoch: u64,
-    from_epoch: u64,
-    type_name: String,
-    start_state: Vec<u8>,
-    flags: Flags,
-    child: Arc<dyn ErasedChild>,
-}
+type Move = crate::core::engine::Move<Arc<dyn ErasedChild>>;
 
 /// What became of a moved child sent to its new owner.
 struct Sent {
@@ -41,6 +29,13 @@ struct Sent {
 }
 
 impl HubInner {
+    /// Moves these children in a task of its own (see [`Self::move_children`]).
+    pub(super) fn spawn_moves(self: Arc<Self>, moves: Vec<(String, NodeId, u64)>) {
+        tokio::spawn(async move {
+            self.move_children(moves).await;
+        });
+    }
+
     /// Moves children to their new owners, at most `move_concurrency` frozen at a time,
     /// in batches of up to [`START_BATCH`] per owner: each is frozen (new calls wait,
     /// calls in flight finish), its state taken (or, for `migration = "cold"`, its start
@@ -52,29 +47,7 @@ impl HubInner {
         moves: Vec<(String, NodeId, u64)>,
     ) -> (usize, usize) {
         use futures_util::StreamExt;
-        let mut by_node: HashMap<NodeId, Vec<Move>> = HashMap::new();
-        {
-            let mut st = self.state.write().unwrap();
-            for (id, to, epoch) in moves {
-                let (Some(e), Some(l)) = (st.registry.get(&id), st.local.get(&*id)) else {
-                    continue;
-                };
-                if e.owner != self.me || st.moving.contains(&*id) {
-                    continue;
-                }
-                let m = Move {
-                    type_name: e.type_name.to_string(),
-                    start_state: e.start_state.to_vec(),
-                    flags: e.flags,
-                    child: l.child.clone(),
-                    from_epoch: l.epoch,
-                    epoch,
-                    id,
-                };
-                st.moving.insert(Arc::from(m.id.as_str()));
-                by_node.entry(to).or_default().push(m);
-            }
-        }
+        let by_node = self.engine.write().unwrap().begin_moves(moves);
         let batch = self.move_concurrency.min(START_BATCH);
         let parallel = (self.move_concurrency / batch).max(1);
         // Once a target proves unreachable, the rest of its batches fail at once (put
@@ -88,8 +61,11 @@ impl HubInner {
             }
         }
         let unreachable = &unreachable;
-        futures_util::stream::iter(units)
-            .map(|(to, chunk)| self.move_batch(to, chunk, unreachable))
+        let mut batches = Vec::with_capacity(units.len());
+        for (to, chunk) in units {
+            batches.push(self.move_batch(to, chunk, unreachable));
+        }
+        futures_util::stream::iter(batches)
             .buffer_unordered(parallel)
             .fold((0, 0), |(m, f), (dm, df)| async move { (m + dm, f + df) })
             .await
@@ -137,7 +113,7 @@ impl HubInner {
                 }
                 // Stopped meanwhile: nothing to move.
                 None => {
-                    self.state.write().unwrap().moving.remove(m.id.as_str());
+                    self.engine.write().unwrap().move_dropped(m.id.as_str());
                 }
             }
         }
@@ -261,62 +237,12 @@ impl HubInner {
     /// A move succeeded: the registry points at the new owner before the waiting calls
     /// are let go, so they follow it.
     fn move_done(&self, m: &Move, to: NodeId) {
-        let Move {
-            id,
-            epoch,
-            from_epoch,
-            type_name,
-            start_state,
-            flags,
-            child,
-        } = m;
-        let (id, epoch) = (id.as_str(), *epoch);
-        {
-            let mut st = self.state.write().unwrap();
-            st.moving.remove(id);
-            st.local.remove(id);
-            // The new owner's own entry may be here already (its push can overtake its
-            // answer): it is the truth, standbys included, and is kept. Otherwise ours
-            // says what the new owner will: the standbys stay, but for itself.
-            let confirmed = st
-                .registry
-                .get(id)
-                .is_some_and(|e| (e.epoch, e.owner) >= (epoch, to));
-            if !confirmed {
-                let standbys = st.registry.get(id).and_then(|e| e.standbys_but(to));
-                let entry = Entry {
-                    type_name: st.registry.intern(type_name),
-                    owner: to,
-                    epoch,
-                    start_state: StartState::from_slice(start_state),
-                    flags: *flags,
-                    standbys,
-                };
-                st.registry.upsert(id, entry);
-            }
-            // The new owner's entry (a later epoch) replaces ours everywhere; the removal
-            // only clears it sooner. Not for a replicated child: to its replicas a removal
-            // means a stop.
-            if replicas(type_name) <= 1 {
-                self.transport
-                    .broadcast(&Push::Remove(vec![(id.to_string(), *from_epoch)]));
-            }
-        }
-        child.move_done();
-        self.emit(HubEvent::ChildMigrated {
-            id: id.to_string(),
-            from: self.me,
-            to,
-            epoch,
-        });
+        self.decide(|engine| engine.move_done(m, to));
+        m.child.move_done();
     }
 
-    /// A move failed: the child goes on here, with its state.
-    ///
-    /// When the target was sent the child under `offered` and its answer is unknown (a
-    /// timeout, a lost connection), the target may run it anyway: the child here takes
-    /// the epoch after `offered`, so the registry keeps this one everywhere and the
-    /// target, seeing it, stops its copy.
+    /// A move failed: the child goes on here, with its state (see
+    /// `Engine::move_failed` for the epoch it takes when the outcome is unknown).
     fn move_failed(
         &self,
         id: &str,
@@ -325,27 +251,7 @@ impl HubInner {
         reason: String,
         offered: Option<u64>,
     ) {
-        tracing::warn!(%id, %to, "move failed, it stays here: {reason}");
-        {
-            let mut guard = self.state.write().unwrap();
-            let st = &mut *guard;
-            st.moving.remove(id);
-            if let (Some(offered), Some(local)) = (offered, st.local.get_mut(id)) {
-                local.epoch = offered + 1;
-                if let Some(mut entry) = st.registry.get(id).cloned() {
-                    entry.owner = self.me;
-                    entry.epoch = offered + 1;
-                    st.registry.upsert(id, entry.clone());
-                    self.transport
-                        .broadcast(&Push::Upsert(vec![(id.to_string(), entry)]));
-                }
-            }
-        }
+        self.decide(|engine| engine.move_failed(id, to, reason, offered));
         child.move_failed();
-        self.emit(HubEvent::MigrationFailed {
-            id: id.to_string(),
-            to,
-            reason,
-        });
     }
 }

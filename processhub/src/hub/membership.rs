@@ -13,21 +13,11 @@ use chitchat::transport::UdpTransport;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use tokio::sync::mpsc;
 
+use crate::core::view::Gossip;
 use crate::node::NodeId;
 
 const LEAVING_KEY: &str = "leaving";
 const DRAINING_KEY: &str = "draining";
-
-/// What gossip says of the cluster.
-#[derive(Debug)]
-pub(crate) struct View {
-    /// Live members, self included, sorted.
-    pub(crate) members: Vec<NodeId>,
-    /// Live nodes that announced they leave.
-    pub(crate) leaving: Vec<NodeId>,
-    /// Members that announced they take no new children.
-    pub(crate) draining: Vec<NodeId>,
-}
 
 /// Gossip settings.
 #[derive(Clone, Debug)]
@@ -62,7 +52,7 @@ impl Membership {
         hub_id: &str,
         seeds: Vec<String>,
         gossip: &GossipConfig,
-        changes: mpsc::UnboundedSender<View>,
+        changes: mpsc::UnboundedSender<Gossip>,
     ) -> Result<Self, String> {
         let chitchat_id = ChitchatId::new(me.addr().to_string(), me.incarnation(), me.addr());
         let config = ChitchatConfig {
@@ -151,7 +141,7 @@ fn gossip_thread() -> Result<(tokio::runtime::Handle, tokio::sync::oneshot::Send
 fn live_members(
     me: NodeId,
     live: &std::collections::BTreeMap<ChitchatId, chitchat::NodeState>,
-) -> View {
+) -> Gossip {
     // One incarnation per address: the newest.
     let mut by_addr: HashMap<SocketAddr, NodeId> = HashMap::new();
     let mut leaving = Vec::new();
@@ -176,7 +166,7 @@ fn live_members(
     by_addr.insert(me.addr(), me);
     let mut members: Vec<NodeId> = by_addr.into_values().collect();
     members.sort();
-    View {
+    Gossip {
         members,
         leaving,
         draining,

@@ -1,13 +1,18 @@
-//! The hub: one node of a cluster. It owns the transport, the membership, the registry
-//! and the children running here, and executes what the planner decides.
+//! The hub: one node of a cluster. It owns the transport, the membership and the
+//! engine, feeds the engine what happens, and runs what it decides.
 //!
 //! ```text
-//!  chitchat ─► members ─► control task ─► plan_membership_change ─► StartLocal / MoveTo
-//!  Transport ─► Inbound (requests: Start/Stop/Call; pushes: registry deltas, Leaving)
-//!  handles  ─► route(id): local actor, or remote owner over the transport
+//!  chitchat ─► control loop ─┐
+//!  Transport ─► serve ───────┼─► Engine (core) ─► Output ─► decide(): pushes broadcast
+//!  handles ─► client ────────┘     under the lock; effects (stop, restart, move, resync,
+//!                                  role, peers) and events after it
 //! ```
+//!
+//! The files say where a change belongs: `builder` (configuration, start), `control`
+//! (membership, the planner's timer, sleep sweeps), `serve` (what arrives from peers),
+//! `handover` (moves), `replication` (shipments and copies), `lifecycle` (starts, stops,
+//! restarts, drain, shutdown, kill), `membership` (chitchat).
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
@@ -15,10 +20,13 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
+use crate::child::component::Hook;
 use crate::child::erased::{ChildCtx, ErasedChild, Replicator};
 use crate::child::types::{replicas, vtable};
+use crate::core::engine::{Effect, Engine};
 use crate::core::entry::Entry;
-use crate::core::recent::RecentCalls;
+use crate::core::entry::EpochCell;
+use crate::core::registry::Push;
 use crate::core::registry::Registry;
 use crate::core::ring::Ring;
 use crate::core::staging::Staging;
@@ -26,6 +34,7 @@ use crate::error::HubError;
 use crate::events::HubEvent;
 use crate::hub::membership::Membership;
 use crate::hub::replication::HubReplicator;
+use crate::net::batch::{batches, entry_size};
 use crate::net::transport::Transport;
 use crate::node::NodeId;
 use crate::placement::Distribution;
@@ -116,9 +125,12 @@ impl ChildInfo {
         }
     }
 
-    /// Every node holding a copy: just the owner until replication lands.
-    pub fn owners(&self) -> &[NodeId] {
-        std::slice::from_ref(&self.owner)
+    /// Every node holding a copy: the owner first, then its standbys in the order one
+    /// would take over (`replicas = N`; active/active: the nodes running a replica).
+    pub fn owners(&self) -> Vec<NodeId> {
+        std::iter::once(self.owner)
+            .chain(self.standbys.iter().copied().filter(|n| *n != self.owner))
+            .collect()
     }
 }
 
@@ -145,42 +157,42 @@ impl Hub {
 
     /// The live members of this hub's cluster, this node included, sorted.
     pub fn nodes(&self) -> Vec<NodeId> {
-        self.inner.state.read().unwrap().members.clone()
+        self.inner.engine.read().unwrap().view.members().to_vec()
     }
 
     /// The node a start of `id` would place it on now: its owner on the ring of the
     /// current members. A local computation; `None` never happens for a running hub.
     pub fn ring_owner(&self, id: &str) -> Option<NodeId> {
-        self.inner.state.read().unwrap().ring.owner(id)
+        self.inner.engine.read().unwrap().view.ring().owner(id)
     }
 
     /// What the local registry says of `id`. Never touches the network.
     pub fn lookup(&self, id: &str) -> Option<ChildInfo> {
-        let st = self.inner.state.read().unwrap();
-        st.registry
+        let e = self.inner.engine.read().unwrap();
+        e.registry
             .get_key_value(id)
-            .map(|(id, e)| ChildInfo::new(id, e, &st.registry))
+            .map(|(id, entry)| ChildInfo::new(id, entry, &e.registry))
     }
 
     /// Every child in the local registry.
     pub fn children(&self) -> Vec<ChildInfo> {
-        let st = self.inner.state.read().unwrap();
-        st.registry
+        let e = self.inner.engine.read().unwrap();
+        e.registry
             .iter()
-            .map(|(id, e)| ChildInfo::new(id, e, &st.registry))
+            .map(|(id, entry)| ChildInfo::new(id, entry, &e.registry))
             .collect()
     }
 
     /// How many children run on this node.
     pub fn local_children(&self) -> usize {
-        self.inner.state.read().unwrap().local.len()
+        self.inner.engine.read().unwrap().local.len()
     }
 
     /// How many children of this node are awake (have an actor) now; the others sleep
     /// and cost only their state (see [`HubBuilder::hibernate_after`]).
     pub fn active_children(&self) -> usize {
-        let st = self.inner.state.read().unwrap();
-        st.local.values().filter(|l| l.child.is_active()).count()
+        let e = self.inner.engine.read().unwrap();
+        e.local.values().filter(|l| l.child.is_active()).count()
     }
 
     /// A receiver of this hub's events from now on.
@@ -212,45 +224,6 @@ impl Hub {
     }
 }
 
-pub(crate) struct State {
-    pub(crate) registry: Registry,
-    /// Children running here (foldhash: looked up on every call).
-    pub(crate) local: HashMap<Arc<str>, LocalChild, foldhash::fast::RandomState>,
-    pub(crate) ring: Arc<Ring>,
-    chitchat_members: Vec<NodeId>,
-    departed: HashSet<NodeId>,
-    /// Live members, sorted (the ring leaves out the draining ones).
-    pub(crate) members: Vec<NodeId>,
-    /// Members that take no new children.
-    pub(crate) draining: HashSet<NodeId>,
-    snapshots: HashMap<NodeId, Vec<(String, Entry)>>,
-    moving: HashSet<Arc<str>>,
-    /// Standby copies this node holds for replicated children running elsewhere.
-    copies: HashMap<Arc<str>, StandbyCopy>,
-    /// Replicated children whose standby set is being remade.
-    resyncing: HashSet<Arc<str>>,
-}
-
-/// The latest state of a replicated child, kept for its primary.
-pub(crate) struct StandbyCopy {
-    /// (epoch, shipment) of the primary that sent it.
-    version: (u64, u64),
-    state: Vec<u8>,
-    /// The replies of the primary's latest identified writes.
-    recent: RecentCalls,
-}
-
-#[derive(Clone)]
-pub(crate) struct LocalChild {
-    pub(crate) child: Arc<dyn ErasedChild>,
-    pub(crate) epoch: u64,
-    /// Restarted here from its start state after its node died or left.
-    pub(crate) restarted: bool,
-    /// An active/active replica: it serves calls here, while the registry names the
-    /// child's primary elsewhere.
-    pub(crate) replica: bool,
-}
-
 pub(crate) struct HubInner {
     pub(crate) me: NodeId,
     hub_id: String,
@@ -268,26 +241,21 @@ pub(crate) struct HubInner {
     next_transfer: AtomicU64,
     pub(crate) transport: Arc<Transport>,
     membership: tokio::sync::Mutex<Option<Membership>>,
-    pub(crate) state: RwLock<State>,
+    /// Every decision, and the state it decides over.
+    pub(crate) engine: RwLock<Engine<Arc<dyn ErasedChild>>>,
     pub(crate) events: broadcast::Sender<HubEvent>,
     stopped: AtomicBool,
     control: mpsc::UnboundedSender<Control>,
 }
 
+/// What the serving side asks of the control loop.
 enum Control {
-    Departed(NodeId),
-    Draining(NodeId),
+    /// A peer said it leaves or drains: the members may have changed.
+    Refresh,
 }
 
 /// Where a call for an id goes now.
-pub(crate) enum Route {
-    Local(Arc<dyn ErasedChild>),
-    /// Registered here but not running yet (a restart under way) or just stopped.
-    LocalMissing {
-        pending: bool,
-    },
-    Remote(NodeId),
-}
+pub(crate) type Route = crate::core::engine::Route<Arc<dyn ErasedChild>>;
 
 impl HubInner {
     /// A call id unique in the cluster: this node's incarnation and a counter.
@@ -300,11 +268,11 @@ impl HubInner {
     /// caller gave (`guided`).
     pub(crate) fn placer(&self, type_name: &str, named: Option<NodeId>) -> Placer {
         let placement = vtable(type_name).map(|v| v.placement);
-        let st = self.state.read().unwrap();
-        let ring = st.ring.clone();
+        let e = self.engine.read().unwrap();
+        let ring = e.view.ring().clone();
         let needs_loads = placement.is_some_and(|p| p.kind.needs_loads());
         let loads = if needs_loads {
-            crate::core::placement::loads_of(&st.registry, &ring, type_name)
+            crate::core::placement::loads_of(&e.registry, &ring, type_name)
         } else {
             Vec::new()
         };
@@ -328,28 +296,106 @@ impl HubInner {
     }
 
     pub(crate) fn route(&self, id: &str) -> Route {
-        let st = self.state.read().unwrap();
-        if let Some(l) = st.local.get(id) {
-            return Route::Local(l.child.clone());
-        }
-        let (target, pending) = match st.registry.get(id) {
-            Some(e) => (e.owner, st.registry.pending_from(id).is_some()),
-            None => (st.ring.owner(id).unwrap_or(self.me), false),
-        };
-        if target == self.me {
-            Route::LocalMissing { pending }
-        } else {
-            Route::Remote(target)
-        }
+        self.engine.read().unwrap().route(id)
     }
 
     /// After `asked` said it does not have `id`: whether the registry expects it to
     /// appear somewhere (a restart or move under way), so a retry can succeed.
     pub(crate) fn retry_after_not_found(&self, id: &str, asked: NodeId) -> bool {
-        let st = self.state.read().unwrap();
-        match st.registry.get(id) {
-            Some(e) => st.registry.pending_from(id).is_some() || e.owner != asked,
-            None => false,
+        self.engine.read().unwrap().retry_after_not_found(id, asked)
+    }
+
+    /// Runs `decide` on the engine, then what it decided: the registry pushes go to
+    /// every peer before the lock is let go (each peer sees this node's changes in the
+    /// order they happened); effects and events run after it.
+    pub(crate) fn decide<R>(
+        &self,
+        decide: impl FnOnce(&mut Engine<Arc<dyn ErasedChild>>) -> R,
+    ) -> R {
+        let (r, out) = {
+            let mut engine = self.engine.write().unwrap();
+            let r = decide(&mut engine);
+            let out = engine.take_output();
+            for push in &out.pushes {
+                self.broadcast(push);
+            }
+            (r, out)
+        };
+        if !out.effects.is_empty() || !out.events.is_empty() {
+            self.execute(out.effects, out.events);
+        }
+        r
+    }
+
+    /// Sends a registry push to every peer, upserts in runs that fit a frame.
+    fn broadcast(&self, push: &Push) {
+        match push {
+            Push::Upsert(entries) if entries.len() > START_BATCH => {
+                for chunk in batches(entries, START_BATCH, self.batch_bytes(), entry_size) {
+                    self.transport.broadcast(&Push::Upsert(chunk.to_vec()));
+                }
+            }
+            Push::Upsert(entries)
+                if entries.iter().map(entry_size).sum::<usize>() > self.batch_bytes() =>
+            {
+                for chunk in batches(entries, START_BATCH, self.batch_bytes(), entry_size) {
+                    self.transport.broadcast(&Push::Upsert(chunk.to_vec()));
+                }
+            }
+            other => self.transport.broadcast(other),
+        }
+    }
+
+    /// Runs the engine's effects, in order, then emits its events.
+    fn execute(&self, effects: Vec<Effect<Arc<dyn ErasedChild>>>, events: Vec<HubEvent>) {
+        let hub = self.weak.upgrade();
+        let mut restarts = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Peers(members) => self.transport.set_wanted(members),
+                Effect::Stop { id, child, report } => {
+                    let events = self.events.clone();
+                    let me = self.me;
+                    tokio::spawn(async move {
+                        child.stop().await;
+                        if report {
+                            let _ = events.send(HubEvent::ChildStopped {
+                                id: id.to_string(),
+                                node: me,
+                            });
+                        }
+                    });
+                }
+                Effect::Restart { id, epoch, from } => restarts.push((id, epoch, from)),
+                Effect::Move(moves) => {
+                    if let Some(hub) = &hub {
+                        Arc::clone(hub).spawn_moves(moves);
+                    }
+                }
+                Effect::Resync { id, child } => {
+                    if let Some(hub) = &hub {
+                        let hub = Arc::clone(hub);
+                        tokio::spawn(async move {
+                            child.resync().await;
+                            hub.engine.write().unwrap().resync_done(&id);
+                        });
+                    }
+                }
+                Effect::Role { child, role } => {
+                    tokio::spawn(child.run_hook(Hook::Role(role)));
+                }
+                Effect::Refresh => {
+                    let _ = self.control.send(Control::Refresh);
+                }
+            }
+        }
+        for event in events {
+            self.emit(event);
+        }
+        // After the events of the plan that asked for them (as before: a restart's
+        // events follow the membership events that caused it).
+        for (id, epoch, from) in restarts {
+            self.restart_local(&id, epoch, from);
         }
     }
 
@@ -373,7 +419,7 @@ impl HubInner {
         ChildCtx {
             id,
             node: self.me,
-            epoch,
+            epoch: EpochCell::new(epoch),
             events: self.events.clone(),
             replicator,
             role,
@@ -420,40 +466,4 @@ impl Placer {
         }
         Ok(Some(node))
     }
-}
-
-/// The node each child should be on by its type's strategy, for the planner: the ring
-/// owner (`consistent_hash`, and for the others once their node is gone), where a
-/// `bounded_load` or custom strategy sends it, or where it is.
-pub(crate) fn strategy_targets<'a>(
-    me: NodeId,
-    registry: &Registry,
-    ring: &'a Ring,
-    members: &'a [NodeId],
-) -> impl Fn(&str, &Entry) -> Option<NodeId> + 'a {
-    let alive = |n: NodeId| members.binary_search(&n).is_ok();
-    let custom = |type_name: &str| vtable(type_name).and_then(|v| (v.placement.custom)());
-    let moved = crate::core::placement::replacements(me, registry, ring, &alive, &custom);
-    move |id, e| {
-        if let Some(to) = moved.get(id) {
-            return Some(*to);
-        }
-        let placing = ring.members().binary_search(&e.owner).is_ok();
-        // An active/active primary stays while its node takes children: moving it would
-        // overwrite the replica running where it goes (each has its own state).
-        let active =
-            || e.standbys.is_some() && vtable(&e.type_name).is_some_and(|v| v.active_active);
-        match e.flags.distribution() {
-            Distribution::BoundedLoad | Distribution::Custom if placing => Some(e.owner),
-            _ if placing && active() => Some(e.owner),
-            _ => ring.owner(id),
-        }
-    }
-}
-
-/// Where the registry places `id`: its owner, and whether that owner is still
-/// restarting it (pending).
-fn placed(registry: &Registry, id: &str) -> Option<(NodeId, bool)> {
-    let e = registry.get(id)?;
-    Some((e.owner, registry.pending_from(id).is_some()))
 }

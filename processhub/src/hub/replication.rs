@@ -7,15 +7,14 @@ use std::sync::{Arc, Weak};
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::{HubInner, LocalChild, StandbyCopy};
-use crate::child::erased::{ChildCtx, ErasedChild, Replicator};
-use crate::child::types::{any_replicated, replicas, vtable};
-use crate::core::entry::Entry;
+use super::HubInner;
+use crate::child::erased::Arrival;
+use crate::child::erased::{ChildCtx, Replicator};
+use crate::child::types::vtable;
+use crate::core::engine::{Kept, ShipPlan};
+use crate::core::entry::{EpochCell, Role};
 use crate::core::recent::calls_to_wire;
-use crate::core::recent::{RecentCalls, SharedRecent};
-use crate::core::registry::Push;
-use crate::core::ring::Ring;
-use crate::events::HubEvent;
+use crate::core::recent::SharedRecent;
 use crate::net::transport::RECONNECT_WAIT;
 use crate::net::wire::{Request, Response};
 use crate::node::NodeId;
@@ -23,14 +22,13 @@ use crate::node::NodeId;
 impl HubInner {
     /// This node's standby copy of `id`, if it holds one, and a context to run it in.
     pub(crate) fn standby_copy(&self, id: &Arc<str>) -> Option<(Vec<u8>, ChildCtx)> {
-        let st = self.state.read().unwrap();
-        let copy = st.copies.get(&**id)?;
+        let (state, epoch) = self.engine.read().unwrap().standby_copy(id)?;
         Some((
-            copy.state.clone(),
+            state,
             ChildCtx {
                 id: id.clone(),
                 node: self.me,
-                epoch: copy.version.0,
+                epoch: EpochCell::new(epoch),
                 events: self.events.clone(),
                 replicator: None,
                 role: None,
@@ -38,58 +36,6 @@ impl HubInner {
                 recent: None,
             },
         ))
-    }
-
-    /// Gives every replicated child running here the standbys the ring says it should
-    /// have (after a join, a death, a promotion, a move), sending them its state.
-    pub(super) fn keep_replicas(self: &Arc<Self>) {
-        // Runs every second: nothing to do (and no scan of every child) in a binary
-        // without replicated types.
-        if !any_replicated() {
-            return;
-        }
-        let resyncs: Vec<(Arc<str>, Arc<dyn ErasedChild>)> = {
-            // Scanned under the read lock (calls keep routing); the write lock only marks.
-            let st = self.state.read().unwrap();
-            let mut out = Vec::new();
-            for (id, l) in &st.local {
-                let replicas = replicas(l.child.type_name());
-                if replicas <= 1 || st.moving.contains(id) || st.resyncing.contains(id) {
-                    continue;
-                }
-                let Some(e) = st.registry.get(id) else {
-                    continue;
-                };
-                if e.owner != self.me || st.registry.pending_from(id).is_some() {
-                    continue;
-                }
-                let desired = self.desired_standbys(&st.ring, id, replicas);
-                if e.standbys.as_deref().unwrap_or_default() != desired.as_slice() {
-                    out.push((id.clone(), l.child.clone()));
-                }
-            }
-            drop(st);
-            let mut st = self.state.write().unwrap();
-            // A resync another replan started meanwhile is not started twice.
-            out.retain(|(id, _)| st.resyncing.insert(id.clone()));
-            out
-        };
-        for (id, child) in resyncs {
-            let me = Arc::clone(self);
-            tokio::spawn(async move {
-                child.resync().await;
-                me.state.write().unwrap().resyncing.remove(&id);
-            });
-        }
-    }
-
-    /// The standbys the ring gives a child with `replicas` copies run here.
-    fn desired_standbys(&self, ring: &Ring, id: &str, replicas: usize) -> Vec<NodeId> {
-        ring.owners(id, replicas)
-            .into_iter()
-            .filter(|n| *n != self.me)
-            .take(replicas.saturating_sub(1))
-            .collect()
     }
 
     /// Sends a replicated child's state (the whole of it: state shipping) to the
@@ -101,7 +47,7 @@ impl HubInner {
         &self,
         id: Arc<str>,
         type_name: &'static str,
-        (_, seq): (u64, u64),
+        (epoch, seq): (u64, u64),
         state: Vec<u8>,
         calls: CallsToShip,
     ) {
@@ -111,22 +57,16 @@ impl HubInner {
             in_step,
         } = calls;
         let in_step_now = in_step.lock().unwrap().clone();
-        // The registry's epoch, not the actor's: a replica promoted in place keeps its
-        // actor (active/active).
-        let (current, targets, epoch) = {
-            let st = self.state.read().unwrap();
-            match st.registry.get(&id) {
-                Some(e) if e.owner == self.me => (
-                    e.standbys.as_deref().unwrap_or_default().to_vec(),
-                    self.desired_standbys(&st.ring, &id, replicas(type_name)),
-                    e.epoch,
-                ),
-                // Not ours (any more): nothing to keep in step.
-                _ => {
-                    in_step.lock().unwrap().clear();
-                    return;
-                }
-            }
+        let plan = self.engine.read().unwrap().ship_plan(&id, type_name, epoch);
+        // Not this node's primary under this epoch (any more): nothing to keep in step.
+        let Some(ShipPlan {
+            current,
+            targets,
+            epoch,
+        }) = plan
+        else {
+            in_step.lock().unwrap().clear();
+            return;
         };
         if targets.is_empty() && current.is_empty() {
             in_step.lock().unwrap().clear();
@@ -171,90 +111,27 @@ impl HubInner {
             .map(|(_, n)| *n)
             .collect();
         in_step.lock().unwrap().clone_from(&took);
-        if took == current {
-            return;
-        }
-        let mut st = self.state.write().unwrap();
-        let Some(e) = st.registry.get(&id).cloned() else {
-            return;
-        };
-        if e.owner != self.me || e.epoch != epoch {
-            return;
-        }
-        let added: Vec<NodeId> = took
-            .iter()
-            .filter(|n| !current.contains(n))
-            .copied()
-            .collect();
-        let removed: Vec<NodeId> = current
-            .iter()
-            .filter(|n| !took.contains(n))
-            .copied()
-            .collect();
-        let entry = Entry {
-            standbys: (!took.is_empty()).then(|| took.into_boxed_slice()),
-            ..e
-        };
-        st.registry.upsert(&id, entry.clone());
-        self.transport
-            .broadcast(&Push::Upsert(vec![(id.to_string(), entry)]));
-        drop(st);
-        for node in added {
-            self.emit(HubEvent::ReplicaAdded {
-                id: id.to_string(),
-                node,
-            });
-        }
-        for node in removed {
-            self.emit(HubEvent::ReplicaRemoved {
-                id: id.to_string(),
-                node,
-            });
-        }
+        self.decide(|engine| engine.shipped(&id, epoch, &current, took));
     }
 
-    /// Keeps a standby copy sent by a replicated child's primary, unless a newer one is
-    /// here (shipments after asynchronous writes may arrive out of order).
+    /// Keeps a standby copy sent by a replicated child's primary (the engine decides
+    /// which copy it keeps), or runs an active/active replica from it.
     pub(super) fn keep_copy(
         &self,
         id: &str,
         type_name: &str,
         version: (u64, u64),
         state: Vec<u8>,
-        (recent, append): (Vec<(u128, Vec<u8>)>, bool),
+        recent: (Vec<(u128, Vec<u8>)>, bool),
     ) -> Result<(), String> {
-        let vt = vtable(type_name);
-        if vt.is_some_and(|v| v.active_active) {
-            return self.run_replica(id, type_name, version.0, &state);
-        }
-        let mut st = self.state.write().unwrap();
-        if st.local.contains_key(id) {
-            return Err(format!("{id} runs here; it has no standby here"));
-        }
-        match st.copies.get_mut(id) {
-            Some(c) => {
-                if supersedes(c.version, version, id)? {
-                    c.version = version;
-                    c.state = state;
-                    if append {
-                        c.recent.extend(recent);
-                    } else {
-                        c.recent = RecentCalls::from_list(recent);
-                    }
-                }
-                Ok(())
-            }
-            None => {
-                st.copies.insert(
-                    Arc::from(id),
-                    StandbyCopy {
-                        version,
-                        state,
-                        recent: RecentCalls::from_list(recent),
-                    },
-                );
-                Ok(())
-            }
+        let kept = self
+            .engine
+            .write()
+            .unwrap()
+            .keep_copy(id, type_name, version, state, recent);
+        match kept? {
+            Kept::Copy => Ok(()),
+            Kept::Replica(state) => self.run_replica(id, type_name, version.0, &state),
         }
     }
 
@@ -268,41 +145,16 @@ impl HubInner {
         state: &[u8],
     ) -> Result<(), String> {
         let vt = vtable(type_name).ok_or_else(|| format!("unknown type {type_name}"))?;
-        if self.state.read().unwrap().local.contains_key(id) {
+        if self.engine.read().unwrap().runs_here(id) {
             return Ok(());
         }
         let mut ctx = self.child_ctx(Arc::from(id), epoch, type_name);
-        ctx.role = Some(crate::core::entry::Role::Replica);
-        let child = (vt.spawn)(state, ctx, false)?;
-        let mut st = self.state.write().unwrap();
-        if st.local.contains_key(id) {
-            return Ok(());
-        }
-        st.local.insert(
-            Arc::from(id),
-            LocalChild {
-                child,
-                epoch,
-                restarted: false,
-                replica: true,
-            },
-        );
+        ctx.role = Some(Role::Replica);
+        let child = (vt.spawn)(state, ctx, false).map_err(|e| e.to_string())?;
+        child.arrive(Arrival::Replica).map_err(|e| e.to_string())?;
+        self.engine.write().unwrap().add_replica(id, child, epoch);
         Ok(())
     }
-}
-
-/// Whether a standby copy of version `incoming` (epoch, shipment) replaces one of
-/// `held`: a newer shipment does, an older one is ignored (asynchronous shipments may
-/// arrive out of order), and one from an older epoch is refused (its primary was
-/// replaced: it must learn it is a standby no more).
-fn supersedes(held: (u64, u64), incoming: (u64, u64), id: &str) -> Result<bool, String> {
-    if held.0 > incoming.0 {
-        return Err(format!(
-            "a copy of {id} from epoch {} is newer than {}",
-            held.0, incoming.0
-        ));
-    }
-    Ok(incoming > held)
 }
 
 /// The hub's side of replication for one child: sends its state to its standbys.
@@ -350,26 +202,5 @@ impl Replicator for HubReplicator {
                 hub.ship(id, type_name, (epoch, seq), state, calls).await;
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::supersedes;
-
-    #[test]
-    fn newer_copies_win_and_older_epochs_are_refused() {
-        assert_eq!(supersedes((1, 1), (1, 2), "x"), Ok(true));
-        assert_eq!(supersedes((1, 2), (1, 1), "x"), Ok(false), "late, ignored");
-        assert_eq!(supersedes((1, 2), (1, 2), "x"), Ok(false), "again, ignored");
-        assert_eq!(
-            supersedes((1, 9), (2, 1), "x"),
-            Ok(true),
-            "a promoted primary"
-        );
-        assert!(
-            supersedes((2, 1), (1, 9), "x").is_err(),
-            "a replaced primary"
-        );
     }
 }

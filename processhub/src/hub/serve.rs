@@ -7,18 +7,17 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::{placed, Control, HubInner, MAX_HOPS, SNAPSHOT_CHUNK};
+use super::{HubInner, MAX_HOPS, SNAPSHOT_CHUNK};
 use crate::child::component::Responder;
 use crate::child::erased::{ChildCtx, ErasedChild};
 use crate::child::types::vtable;
-use crate::core::entry::{wins, Entry, StartState};
-use crate::core::item::{StartItem, StartOutcome};
+use crate::core::engine::Missing;
+use crate::core::item::{StartFailure, StartItem, StartOutcome};
 use crate::core::recent::calls_from_wire;
 use crate::core::recent::RecentCalls;
 use crate::core::registry::Push;
-use crate::core::registry::Upsert;
 use crate::core::staging::Part;
-use crate::events::HubEvent;
+use crate::error::CallError;
 use crate::net::batch::{batches, entry_size};
 use crate::net::conn::Conn;
 use crate::net::transport::{InCall, Inbound, ReplySink, Serving};
@@ -42,10 +41,10 @@ impl HubInner {
         let mut by_id: HashMap<&str, usize> = HashMap::new();
         let mut answered: Vec<(u64, Response)> = Vec::new();
         {
-            let st = self.state.read().unwrap();
+            let engine = self.engine.read().unwrap();
             for c in calls {
-                let Some(local) = st.local.get(c.id) else {
-                    answered.push((c.rid, self.not_here(c.id, placed(&st.registry, c.id))));
+                let Some(local) = engine.local.get(c.id) else {
+                    answered.push((c.rid, self.not_here(c.id, engine.missing(c.id))));
                     continue;
                 };
                 let child = &local.child;
@@ -82,8 +81,8 @@ impl HubInner {
                         .collect(),
                     // It moved or stopped while the calls waited: send the callers after it.
                     None => {
-                        let placed = placed(&hub.state.read().unwrap().registry, &id);
-                        let resp = hub.not_here(&id, placed);
+                        let missing = hub.engine.read().unwrap().missing(&id);
+                        let resp = hub.not_here(&id, missing);
                         rids.into_iter().map(|rid| (rid, resp.clone())).collect()
                     }
                 };
@@ -96,20 +95,18 @@ impl HubInner {
     /// Starts items sent by another node (new children, or moved ones).
     async fn serve_start(self: Arc<Self>, items: Vec<StartItem>, hops: u8) -> Response {
         if self.is_stopped() {
-            let o = StartOutcome::Failed {
-                message: "hub is shutting down".into(),
-            };
+            let o = StartOutcome::ShuttingDown { node: self.me };
             return Response::Started(vec![o; items.len()]);
         }
         // Decode the states (and run `#[on_handover_in]`) first, outside the hub's lock
         // and on a blocking thread: a big state or a slow hook must hold up neither the
         // rest of the node nor a worker of its runtime. A child made here starts
         // dormant; if the item turns out not to start here, it is dropped unused.
-        let ring = self.state.read().unwrap().ring.clone();
+        let ring = self.engine.read().unwrap().view.ring().clone();
         let me = self.me;
         let hub = Arc::clone(&self);
         let count = items.len();
-        type Prepared = Vec<Option<Result<Arc<dyn ErasedChild>, String>>>;
+        type Prepared = Vec<Option<Result<Arc<dyn ErasedChild>, StartFailure>>>;
         let made = tokio::task::spawn_blocking(move || {
             let prepared: Prepared = items
                 .iter()
@@ -131,22 +128,13 @@ impl HubInner {
                 return Response::Started(vec![o; count]);
             }
         };
-        let unknown: Vec<bool> = items
-            .iter()
-            .map(|i| vtable(&i.type_name).is_none())
-            .collect();
-        let mut outcomes = self
+        let outcomes = self
             .start_items(items, hops, |i, item, ctx| match prepared[i].take() {
                 Some(child) => child,
                 // Placed here after all (the ring changed meanwhile): make it now.
                 None => self.prepare_child(item, Some(ctx)),
             })
             .await;
-        for (o, unknown) in outcomes.iter_mut().zip(unknown) {
-            if unknown && matches!(o, StartOutcome::Failed { .. }) {
-                *o = StartOutcome::UnknownType { node: me };
-            }
-        }
         Response::Started(outcomes)
     }
 
@@ -156,8 +144,8 @@ impl HubInner {
         &self,
         item: &StartItem,
         ctx: Option<ChildCtx>,
-    ) -> Result<Arc<dyn ErasedChild>, String> {
-        let vt = vtable(&item.type_name).ok_or_else(String::new)?;
+    ) -> Result<Arc<dyn ErasedChild>, StartFailure> {
+        let vt = vtable(&item.type_name).ok_or(StartFailure::UnknownType)?;
         let mut ctx = ctx.unwrap_or_else(|| {
             self.child_ctx(
                 Arc::from(item.id.as_str()),
@@ -177,16 +165,14 @@ impl HubInner {
     }
 
     /// The answer to a call for a child this node does not run, from where the
-    /// registry places it (owner, and whether that owner is still restarting it).
-    fn not_here(&self, id: &str, placed: Option<(NodeId, bool)>) -> Response {
-        match placed {
-            Some((owner, _)) if owner != self.me => Response::NotHere { owner },
+    /// registry places it.
+    fn not_here(&self, id: &str, missing: Missing) -> Response {
+        match missing {
+            Missing::NotHere(owner) => Response::NotHere { owner },
             // Being restarted here (its node died; the start is under way): the caller
             // tries again in a moment.
-            Some((_, true)) => Response::NotHere { owner: self.me },
-            _ => Response::Reply(Err(crate::error::CallError::NotFound {
-                id: id.to_string(),
-            })),
+            Missing::Restarting => Response::NotHere { owner: self.me },
+            Missing::NotFound => Response::Reply(Err(CallError::NotFound { id: id.to_string() })),
         }
     }
 }
@@ -269,121 +255,14 @@ impl Inbound for HubInner {
     }
 
     fn push(&self, from: NodeId, push: Push) {
-        let mut to_stop = Vec::new();
-        {
-            let mut guard = self.state.write().unwrap();
-            let st = &mut *guard;
-            match push {
-                Push::Upsert(entries) => {
-                    for (id, entry) in entries {
-                        if entry.owner != from {
-                            continue;
-                        }
-                        let standby_here = entry
-                            .standbys
-                            .as_deref()
-                            .is_some_and(|s| s.contains(&self.me));
-                        // An active replica here stays while the primary names it.
-                        if st.local.get(&*id).is_some_and(|l| l.replica) {
-                            if !standby_here {
-                                if let Some(l) = st.local.remove(&*id) {
-                                    to_stop.push((id.clone(), l));
-                                }
-                            }
-                            if st.registry.upsert(&id, entry) == Upsert::Ignored {
-                                tracing::debug!(%id, %from, "ignored a losing entry");
-                            }
-                            continue;
-                        }
-                        // A duplicate: another node runs it under a winning entry.
-                        if let Some(l) = st.local.get(&*id) {
-                            let ours = Entry {
-                                type_name: entry.type_name.clone(),
-                                owner: self.me,
-                                epoch: l.epoch,
-                                start_state: StartState::new(),
-                                flags: entry.flags,
-                                standbys: None,
-                            };
-                            if wins(&entry, &ours) && !st.moving.contains(&*id) {
-                                if let Some(l) = st.local.remove(&*id) {
-                                    to_stop.push((id.clone(), l));
-                                }
-                            }
-                        }
-                        if st.registry.upsert(&id, entry) == Upsert::Ignored {
-                            tracing::debug!(%id, %from, "ignored a losing entry");
-                        } else if !standby_here {
-                            // No longer a standby of it: its copy goes.
-                            st.copies.remove(id.as_str());
-                        }
-                    }
-                }
-                Push::Remove(ids) => {
-                    for (id, epoch) in ids {
-                        if st.registry.remove(&id, from, epoch).is_some() {
-                            st.copies.remove(id.as_str());
-                            // Stopped: an active replica of it here stops too.
-                            if st.local.get(id.as_str()).is_some_and(|l| l.replica) {
-                                if let Some(l) = st.local.remove(id.as_str()) {
-                                    to_stop.push((id.clone(), l));
-                                }
-                            }
-                        }
-                    }
-                }
-                Push::Snapshot {
-                    entries,
-                    first,
-                    last,
-                } => {
-                    let buf = st.snapshots.entry(from).or_default();
-                    if first {
-                        buf.clear();
-                    }
-                    buf.extend(entries.into_iter().filter(|(_, e)| e.owner == from));
-                    if last {
-                        let snapshot = st.snapshots.remove(&from).unwrap_or_default();
-                        st.registry.replace_origin(from, snapshot);
-                    }
-                }
-                Push::Leaving => {
-                    let _ = self.control.send(Control::Departed(from));
-                }
-                Push::Draining => {
-                    let _ = self.control.send(Control::Draining(from));
-                }
-            }
-        }
-        for (id, l) in to_stop {
-            if l.replica {
-                tracing::debug!(%id, "stopping an active replica: no longer named");
-            } else {
-                tracing::warn!(%id, "stopping a duplicate: another node won it");
-            }
-            let events = self.events.clone();
-            let me = self.me;
-            tokio::spawn(async move {
-                l.child.stop().await;
-                let _ = events.send(HubEvent::ChildStopped {
-                    id: id.to_string(),
-                    node: me,
-                });
-            });
-        }
+        self.decide(|engine| engine.push(from, push));
     }
 
     fn connected(&self, peer: NodeId, conn: &Arc<Conn>, register: &dyn Fn()) {
-        // Hold the state lock: no delta can slip between the snapshot and registration.
-        let st = self.state.write().unwrap();
-        let own: Vec<(String, Entry)> = st
-            .registry
-            .owned_by(self.me)
-            .into_iter()
-            .filter(|(id, _)| {
-                st.registry.pending_from(id).is_none() && st.local.contains_key(id.as_str())
-            })
-            .collect();
+        // Hold the engine's lock: no delta can slip between the snapshot and
+        // registration.
+        let engine = self.engine.write().unwrap();
+        let own = engine.snapshot();
         let mut chunks = batches(&own, SNAPSHOT_CHUNK, self.batch_bytes(), entry_size).peekable();
         if chunks.peek().is_none() {
             conn.push(&Push::Snapshot {
@@ -403,7 +282,7 @@ impl Inbound for HubInner {
             first = false;
         }
         register();
-        drop(st);
+        drop(engine);
         tracing::debug!(me = %self.me, %peer, "connected");
     }
 }

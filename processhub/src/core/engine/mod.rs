@@ -1,0 +1,356 @@
+//! The engine: one node's state and every decision it makes, as synchronous code.
+//!
+//! The hub feeds it events (a start arrived, a registry push came in, the members
+//! changed, a move ended, a shipment was taken) and runs what it decides. Nothing here
+//! awaits, spawns, reads a clock or touches a socket; time comes in as a value, and the
+//! shell's handle on a running child is a type parameter, so tests drive the engine with
+//! plain values and assert its exact output.
+//!
+//! ```text
+//!   events ──► Engine::{admit, started, push, gossip, replan, move_done, shipped, ..}
+//!                 │  (state: registry, view, local children, standby copies, moves)
+//!                 ▼
+//!              Output { pushes, effects, events }
+//!                 │
+//!   hub:  pushes ─► broadcast, under the engine's lock (peers see changes in order)
+//!         effects ─► stop / restart / move / resync / role hook / peers, after the lock
+//!         events ─► HubEvent subscribers, after the lock
+//! ```
+//!
+//! The decisions are grouped by concern, each in a file of its own that borrows the same
+//! state: `start` (admission, reservation, supersede), `push` (which copy wins),
+//! `plan` (membership changes, restarts, promotion), `moves` (hand-over lists, outcomes,
+//! rollback epochs), `replicas` (standby choice, standby sets, copies).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::core::entry::{Entry, Role};
+use crate::core::placement::{Distribution, TypePlacement};
+use crate::core::recent::RecentCalls;
+use crate::core::registry::{Push, Registry};
+use crate::core::ring::Ring;
+use crate::core::view::ClusterView;
+use crate::events::HubEvent;
+use crate::node::NodeId;
+
+mod moves;
+mod plan;
+mod push;
+mod replicas;
+mod start;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use moves::Move;
+pub(crate) use replicas::{Kept, ShipPlan};
+
+/// A fixed hasher: the engine's maps iterate in the same order in every run (the
+/// simulator replays a seed exactly), and lookups stay fast.
+pub(crate) type Fixed = foldhash::fast::FixedState;
+
+/// What the engine needs of the shell's handle on a running child.
+pub(crate) trait ChildHandle: Clone {
+    /// Its component type's wire name.
+    fn type_name(&self) -> &str;
+    /// Whether it has been called since it started here.
+    fn was_called(&self) -> bool;
+    /// Its epoch changed (a promotion in place, a rolled-back move): the instance reads
+    /// its epoch from the engine's one number.
+    fn set_epoch(&self, epoch: u64);
+}
+
+/// What the engine knows of a component type: from the type table of the binary, or a
+/// test's own.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TypeInfo {
+    /// Copies kept of each child, the primary included.
+    pub(crate) replicas: usize,
+    /// Every replica runs and answers calls (`replication = "active_active"`).
+    pub(crate) active_active: bool,
+    /// How its children are placed.
+    pub(crate) placement: TypePlacement,
+}
+
+/// The type table: the component types this binary can host.
+pub(crate) type Types = fn(&str) -> Option<TypeInfo>;
+
+/// A child running here.
+#[derive(Clone, Debug)]
+pub(crate) struct LocalChild<C> {
+    pub(crate) child: C,
+    /// The epoch it runs under here: the one number every other copy of it (the
+    /// registry entry this node publishes, the instance's own) is derived from.
+    pub(crate) epoch: u64,
+    /// Restarted here from its start state after its node died or left.
+    pub(crate) restarted: bool,
+    /// An active/active replica: it serves calls here, while the registry names the
+    /// child's primary elsewhere.
+    pub(crate) replica: bool,
+}
+
+/// The latest state of a replicated child, kept for its primary.
+#[derive(Debug)]
+pub(crate) struct StandbyCopy {
+    /// (epoch, shipment) of the primary that sent it.
+    pub(crate) version: (u64, u64),
+    pub(crate) state: Vec<u8>,
+    /// The replies of the primary's latest identified writes.
+    pub(crate) recent: RecentCalls,
+}
+
+/// What the shell must do, in order, after the engine decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Effect<C> {
+    /// Keep connections to exactly these members (the membership changed).
+    Peers(Vec<NodeId>),
+    /// Stop this instance here: a duplicate whose copy elsewhere won, an active replica
+    /// its primary no longer names, a restarted copy a hand-over replaced. `report`:
+    /// emit `ChildStopped` once it has stopped.
+    Stop {
+        id: Arc<str>,
+        child: C,
+        report: bool,
+    },
+    /// Start `id` here under `epoch`: its node `from` died or left (see
+    /// [`Engine::restart`]).
+    Restart {
+        id: String,
+        epoch: u64,
+        from: NodeId,
+    },
+    /// Move these children of this node to their new owners: (id, to, epoch there).
+    Move(Vec<(String, NodeId, u64)>),
+    /// Bring this primary's standby set in line with the ring (it ships its state).
+    Resync { id: Arc<str>, child: C },
+    /// Tell this instance its new role (`#[on_role_change]`).
+    Role { child: C, role: Role },
+    /// The members may have changed (a peer said it leaves or drains): refresh the view.
+    Refresh,
+}
+
+/// What the engine decided since the shell last took its output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Output<C> {
+    /// Registry changes of this node, for every peer, in the order they happened.
+    pub(crate) pushes: Vec<Push>,
+    /// What the shell runs.
+    pub(crate) effects: Vec<Effect<C>>,
+    /// What subscribers hear.
+    pub(crate) events: Vec<HubEvent>,
+}
+
+impl<C> Default for Output<C> {
+    fn default() -> Self {
+        Self {
+            pushes: Vec::new(),
+            effects: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl<C> Output<C> {
+    /// Publishes an entry of this node (merged with the upserts just before it).
+    fn upsert(&mut self, id: &str, entry: Entry) {
+        match self.pushes.last_mut() {
+            Some(Push::Upsert(entries)) => entries.push((id.to_string(), entry)),
+            _ => self
+                .pushes
+                .push(Push::Upsert(vec![(id.to_string(), entry)])),
+        }
+    }
+
+    /// Publishes the removal of an entry of this node.
+    fn remove(&mut self, id: &str, epoch: u64) {
+        match self.pushes.last_mut() {
+            Some(Push::Remove(ids)) => ids.push((id.to_string(), epoch)),
+            _ => self
+                .pushes
+                .push(Push::Remove(vec![(id.to_string(), epoch)])),
+        }
+    }
+}
+
+/// Where a call for an id goes now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Route<C> {
+    /// It runs here.
+    Local(C),
+    /// Registered here but not running yet (a restart under way) or just stopped.
+    LocalMissing { pending: bool },
+    /// It runs on that node (or the ring places it there).
+    Remote(NodeId),
+}
+
+/// The answer for a child this node does not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// The registry says that node runs it.
+    NotHere(NodeId),
+    /// This node is restarting it: try again in a moment.
+    Restarting,
+    /// Nothing runs under the id.
+    NotFound,
+}
+
+/// One node's state and decisions. `C` is the shell's handle on a running child.
+#[derive(Debug)]
+pub(crate) struct Engine<C> {
+    me: NodeId,
+    types: Types,
+    /// Whether any type of the table keeps replicas (nothing to keep in step otherwise).
+    any_replicated: bool,
+    pub(crate) registry: Registry,
+    pub(crate) view: ClusterView,
+    /// Children running here.
+    pub(crate) local: HashMap<Arc<str>, LocalChild<C>, Fixed>,
+    /// Standby copies this node holds for replicated children running elsewhere.
+    pub(crate) copies: HashMap<Arc<str>, StandbyCopy, Fixed>,
+    /// Starts admitted and not finished: their id is taken.
+    starting: HashSet<Arc<str>, Fixed>,
+    /// Children on their way to another node.
+    moving: HashSet<Arc<str>, Fixed>,
+    /// Replicated children whose standby set is being remade.
+    resyncing: HashSet<Arc<str>, Fixed>,
+    /// A started replicated child waits for its standbys.
+    resync_due: bool,
+    /// This node is leaving (or was killed): it plans nothing more.
+    leaving: bool,
+    /// Snapshots arriving in parts, per sender.
+    snapshots: BTreeMap<NodeId, Vec<(String, Entry)>>,
+    out: Output<C>,
+}
+
+impl<C: ChildHandle> Engine<C> {
+    /// The engine of node `me`, hosting the types of `types`.
+    pub(crate) fn new(me: NodeId, types: Types, any_replicated: bool) -> Self {
+        Self {
+            me,
+            types,
+            any_replicated,
+            registry: Registry::default(),
+            view: ClusterView::new(me),
+            local: HashMap::default(),
+            copies: HashMap::default(),
+            starting: HashSet::default(),
+            moving: HashSet::default(),
+            resyncing: HashSet::default(),
+            resync_due: false,
+            leaving: false,
+            snapshots: BTreeMap::new(),
+            out: Output::default(),
+        }
+    }
+
+    /// This node leaves the cluster (or was killed): from now on it plans nothing (the
+    /// others take over what it ran).
+    pub(crate) fn leave(&mut self) {
+        self.leaving = true;
+    }
+
+    /// What was decided since the last call.
+    pub(crate) fn take_output(&mut self) -> Output<C> {
+        std::mem::take(&mut self.out)
+    }
+
+    fn info(&self, type_name: &str) -> Option<TypeInfo> {
+        (self.types)(type_name)
+    }
+
+    /// Copies kept of each child of this type (1 if the type is unknown here).
+    pub(crate) fn replicas_of(&self, type_name: &str) -> usize {
+        self.info(type_name).map_or(1, |t| t.replicas)
+    }
+
+    fn active_active(&self, type_name: &str) -> bool {
+        self.info(type_name).is_some_and(|t| t.active_active)
+    }
+
+    /// Where a call for `id` goes now.
+    pub(crate) fn route(&self, id: &str) -> Route<C> {
+        if let Some(l) = self.local.get(id) {
+            return Route::Local(l.child.clone());
+        }
+        let (target, pending) = match self.registry.get(id) {
+            Some(e) => (e.owner, self.registry.pending_from(id).is_some()),
+            None => (self.view.ring().owner(id).unwrap_or(self.me), false),
+        };
+        if target == self.me {
+            Route::LocalMissing { pending }
+        } else {
+            Route::Remote(target)
+        }
+    }
+
+    /// The answer to a call for `id`, which does not run here.
+    pub(crate) fn missing(&self, id: &str) -> Missing {
+        match self.registry.get(id) {
+            Some(e) if e.owner != self.me => Missing::NotHere(e.owner),
+            Some(_) if self.registry.pending_from(id).is_some() => Missing::Restarting,
+            _ => Missing::NotFound,
+        }
+    }
+
+    /// After `asked` said it does not have `id`: whether the registry expects it to
+    /// appear somewhere (a restart or move under way), so a retry can succeed.
+    pub(crate) fn retry_after_not_found(&self, id: &str, asked: NodeId) -> bool {
+        match self.registry.get(id) {
+            Some(e) => self.registry.pending_from(id).is_some() || e.owner != asked,
+            None => false,
+        }
+    }
+
+    /// Whether a move of a child of this node is under way.
+    pub(crate) fn is_moving(&self) -> bool {
+        !self.moving.is_empty()
+    }
+
+    /// Whether this node is still named as the owner of a child while other members
+    /// remain (a leaving node waits for them to take over).
+    pub(crate) fn owns_any_with_others_left(&self) -> bool {
+        self.view.ring().members().len() > 1
+            && self.registry.iter().any(|(_, e)| e.owner == self.me)
+    }
+
+    /// Every child and copy of this node, gone at once (the hub is killed or stops):
+    /// the instances for the shell to stop.
+    pub(crate) fn take_all(&mut self, copies_too: bool) -> Vec<C> {
+        if copies_too {
+            self.copies.clear();
+        }
+        self.local.drain().map(|(_, l)| l.child).collect()
+    }
+}
+
+/// The node each child should be on by its type's strategy, over `ring` and `members`:
+/// the ring owner (`consistent_hash`, and for the others once their node is gone), where
+/// a `bounded_load` or custom strategy sends it, or where it is.
+pub(crate) fn targets<'a>(
+    me: NodeId,
+    types: Types,
+    registry: &Registry,
+    ring: &'a Ring,
+    members: &'a [NodeId],
+) -> impl Fn(&str, &Entry) -> Option<NodeId> + 'a {
+    let alive = |n: NodeId| members.binary_search(&n).is_ok();
+    let custom = move |type_name: &str| types(type_name).and_then(|t| (t.placement.custom)());
+    let moved = crate::core::placement::replacements(me, registry, ring, &alive, &custom);
+    move |id, e| {
+        if let Some(to) = moved.get(id) {
+            return Some(*to);
+        }
+        let placing = ring.members().binary_search(&e.owner).is_ok();
+        // An active/active primary stays while its node takes children: moving it would
+        // overwrite the replica running where it goes (each has its own state).
+        let active =
+            || e.standbys.is_some() && types(&e.type_name).is_some_and(|t| t.active_active);
+        match e.flags.distribution() {
+            Distribution::BoundedLoad | Distribution::Custom if placing => Some(e.owner),
+            _ if placing && active() => Some(e.owner),
+            _ => ring.owner(id),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Membership changes and the plan: who joined or left, which children this node
+//! restarts or moves, and how a child of a dead node comes back here (an active replica
+//! promoted in place, a standby copy promoted, or a restart from its start state).
+
+use super::{ChildHandle, Effect, Engine};
+use crate::core::entry::{Entry, Role};
+use crate::core::item::{StartItem, StartOutcome};
+use crate::core::planner::{plan_with_targets, Command};
+use crate::core::recent::RecentCalls;
+use crate::core::view::Gossip;
+use crate::events::{HubEvent, RestartReason};
+use crate::node::NodeId;
+
+/// A child of a dead or departed node to start here: [`Engine::restart`].
+#[derive(Debug)]
+pub(crate) struct Restart {
+    /// What to start: the promoted copy's state, or the start state.
+    pub(crate) item: StartItem,
+    /// From a standby copy (with the replies of the writes it holds), not the start
+    /// state.
+    pub(crate) promoted: bool,
+    /// The promoted copy's table of identified writes.
+    pub(crate) recent: RecentCalls,
+    /// The node it ran on.
+    pub(crate) from: NodeId,
+}
+
+impl<C: ChildHandle> Engine<C> {
+    /// Takes in what gossip says of the members, and plans if they changed.
+    pub(crate) fn gossip(&mut self, gossip: Gossip) {
+        self.view.gossip(gossip);
+        self.refresh_members();
+    }
+
+    /// This node takes no new children from now on (it drains); plans.
+    pub(crate) fn drain_here(&mut self) {
+        self.view.drain(self.me);
+        self.refresh_members();
+    }
+
+    /// Recomputes the members; on a change, reports it, sets the peers and plans.
+    pub(crate) fn refresh_members(&mut self) {
+        let Some(change) = self.view.refresh() else {
+            return;
+        };
+        self.out
+            .effects
+            .push(Effect::Peers(self.view.members().to_vec()));
+        for node in change.joined {
+            tracing::info!(me = %self.me, %node, "node joined");
+            self.out.events.push(HubEvent::NodeJoined { node });
+        }
+        for (node, graceful) in change.left {
+            tracing::info!(me = %self.me, %node, graceful, "node left");
+            self.out.events.push(HubEvent::NodeLeft { node, graceful });
+        }
+        self.replan();
+    }
+
+    /// Runs the planner over the current view: restarts of the children of dead nodes
+    /// placed here, moves of children whose place changed, reports of those that stay
+    /// down, then the standby sets. Runs after every membership change and on a timer
+    /// (to take up what an earlier plan left).
+    pub(crate) fn replan(&mut self) {
+        if self.leaving {
+            return;
+        }
+        let ring = self.view.ring().clone();
+        let members = self.view.members().to_vec();
+        let targets = super::targets(self.me, self.types, &self.registry, &ring, &members);
+        let mut commands = plan_with_targets(self.me, &members, &mut self.registry, &targets);
+        // A start already running or a move under way is not issued twice.
+        commands.retain(|c| match c {
+            // (An active replica running here is promoted in place.)
+            Command::StartLocal { id, .. } => {
+                self.local.get(id.as_str()).is_none_or(|l| l.replica)
+                    && !self.starting.contains(id.as_str())
+            }
+            Command::MoveTo { id, .. } => !self.moving.contains(id.as_str()),
+            Command::Down { .. } => true,
+        });
+        let mut moves = Vec::new();
+        for c in commands {
+            match c {
+                Command::StartLocal { id, epoch, from } => {
+                    self.out.effects.push(Effect::Restart { id, epoch, from })
+                }
+                Command::MoveTo { id, to, epoch } => moves.push((id, to, epoch)),
+                Command::Down { id, node } => {
+                    self.out.events.push(HubEvent::ChildDown { id, node })
+                }
+            }
+        }
+        if !moves.is_empty() {
+            self.out.effects.push(Effect::Move(moves));
+        }
+        self.keep_replicas();
+    }
+
+    /// How the child `id` of dead node `from` comes back here under `epoch`. An active
+    /// replica running here becomes the primary as it is (decided now; `None`); a
+    /// standby copy here is the latest acknowledged state and is promoted; otherwise it
+    /// restarts from its start state. `None` also when the registry no longer has it.
+    pub(crate) fn restart(&mut self, id: &str, epoch: u64, from: NodeId) -> Option<Restart> {
+        let entry = self.registry.get(id)?.clone();
+        if let Some(l) = self.local.get_mut(id).filter(|l| l.replica) {
+            l.replica = false;
+            l.epoch = epoch;
+            l.child.set_epoch(epoch);
+            let child = l.child.clone();
+            // The other replicas run on: they stay named (the next shipment drops those
+            // that are gone).
+            let entry = Entry {
+                owner: self.me,
+                epoch,
+                standbys: entry.standbys_but(self.me),
+                ..entry
+            };
+            self.registry.upsert(id, entry.clone());
+            self.out.upsert(id, entry);
+            self.out.effects.push(Effect::Role {
+                child,
+                role: Role::Primary,
+            });
+            self.out.events.push(HubEvent::PrimaryPromoted {
+                id: id.to_string(),
+                node: self.me,
+                epoch,
+                from,
+            });
+            return None;
+        }
+        let copy = self.copies.remove(id);
+        let promoted = copy.is_some();
+        let (state, recent) = match copy {
+            Some(c) => (c.state, c.recent),
+            None => (entry.start_state.to_vec(), RecentCalls::default()),
+        };
+        let item = StartItem {
+            id: id.to_string(),
+            type_name: entry.type_name.to_string(),
+            state,
+            epoch,
+            // With the start state beside it, as a moved state arrives.
+            start_state: promoted.then(|| serde_bytes::ByteBuf::from(entry.start_state.to_vec())),
+            flags: entry.flags,
+            recent: Vec::new(),
+            node: None,
+        };
+        Some(Restart {
+            item,
+            promoted,
+            recent,
+            from,
+        })
+    }
+
+    /// A restart planned by [`Self::restart`] ended with `outcome`: reported; one that
+    /// could not be carried out is unregistered everywhere.
+    pub(crate) fn restarted(&mut self, restart: &Restart, outcome: &StartOutcome) {
+        let id = restart.item.id.as_str();
+        let from = restart.from;
+        match outcome {
+            StartOutcome::Started { epoch, .. } if restart.promoted => {
+                self.out.events.push(HubEvent::PrimaryPromoted {
+                    id: id.to_string(),
+                    node: self.me,
+                    epoch: *epoch,
+                    from,
+                })
+            }
+            StartOutcome::Started { epoch, .. } => self.out.events.push(HubEvent::ChildRestarted {
+                id: id.to_string(),
+                node: self.me,
+                epoch: *epoch,
+                reason: RestartReason::NodeDown { node: from },
+            }),
+            StartOutcome::AlreadyStarted { .. } => {}
+            other => {
+                tracing::error!(%id, "could not restart: {other:?}");
+                let epoch = restart.item.epoch;
+                if self.registry.remove(id, self.me, epoch).is_some() {
+                    self.out.remove(id, epoch);
+                }
+                self.out.events.push(HubEvent::ChildLost {
+                    id: id.to_string(),
+                    reason: format!("{other:?}"),
+                });
+            }
+        }
+    }
+}

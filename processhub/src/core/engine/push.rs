@@ -1,0 +1,124 @@
+//! Registry pushes from a peer: which copy wins, and what that stops here.
+//!
+//! A peer publishes only what it owns: an upsert naming another owner is ignored. An
+//! entry that wins over the instance running here (a higher epoch, or the same epoch
+//! from a larger node id) makes it a duplicate: it stops, unless it is on its way to
+//! that node. An active replica stays while its primary names this node a standby.
+
+use super::{ChildHandle, Effect, Engine};
+use crate::core::entry::{wins, Entry, StartState};
+use crate::core::registry::{Push, Upsert};
+use crate::node::NodeId;
+
+impl<C: ChildHandle> Engine<C> {
+    /// Applies a push from `from`, in arrival order.
+    pub(crate) fn push(&mut self, from: NodeId, push: Push) {
+        match push {
+            Push::Upsert(entries) => {
+                for (id, entry) in entries {
+                    if entry.owner == from {
+                        self.upsert_from(from, &id, entry);
+                    }
+                }
+            }
+            Push::Remove(ids) => {
+                for (id, epoch) in ids {
+                    if self.registry.remove(&id, from, epoch).is_some() {
+                        self.copies.remove(id.as_str());
+                        // Stopped: an active replica of it here stops too.
+                        if self.local.get(id.as_str()).is_some_and(|l| l.replica) {
+                            self.stop_instance(&id, true);
+                        }
+                    }
+                }
+            }
+            Push::Snapshot {
+                entries,
+                first,
+                last,
+            } => {
+                let buf = self.snapshots.entry(from).or_default();
+                if first {
+                    buf.clear();
+                }
+                buf.extend(entries.into_iter().filter(|(_, e)| e.owner == from));
+                if last {
+                    let snapshot = self.snapshots.remove(&from).unwrap_or_default();
+                    self.registry.replace_origin(from, snapshot);
+                }
+            }
+            Push::Leaving => {
+                self.view.depart(from);
+                self.out.effects.push(Effect::Refresh);
+            }
+            Push::Draining => {
+                self.view.drain(from);
+                self.out.effects.push(Effect::Refresh);
+            }
+        }
+    }
+
+    fn upsert_from(&mut self, from: NodeId, id: &str, entry: Entry) {
+        let standby_here = entry
+            .standbys
+            .as_deref()
+            .is_some_and(|s| s.contains(&self.me));
+        // An active replica here stays while the primary names it.
+        if self.local.get(id).is_some_and(|l| l.replica) {
+            if !standby_here {
+                self.stop_instance(id, true);
+            }
+            if self.registry.upsert(id, entry) == Upsert::Ignored {
+                tracing::debug!(%id, %from, "ignored a losing entry");
+            }
+            return;
+        }
+        // A duplicate: another node runs it under a winning entry.
+        if let Some(l) = self.local.get(id) {
+            let ours = Entry {
+                type_name: entry.type_name.clone(),
+                owner: self.me,
+                epoch: l.epoch,
+                start_state: StartState::new(),
+                flags: entry.flags,
+                standbys: None,
+            };
+            if wins(&entry, &ours) && !self.moving.contains(id) {
+                tracing::warn!(%id, "stopping a duplicate: another node won it");
+                self.stop_instance(id, true);
+            }
+        }
+        if self.registry.upsert(id, entry) == Upsert::Ignored {
+            tracing::debug!(%id, %from, "ignored a losing entry");
+        } else if !standby_here {
+            // No longer a standby of it: its copy goes.
+            self.copies.remove(id);
+        }
+    }
+
+    /// Takes the instance of `id` off this node for the shell to stop.
+    fn stop_instance(&mut self, id: &str, report: bool) {
+        if let Some((id, l)) = self.local.remove_entry(id) {
+            self.out.effects.push(Effect::Stop {
+                id,
+                child: l.child,
+                report,
+            });
+        }
+    }
+
+    /// This node's own confirmed entries (not those it is still restarting, nor those it
+    /// no longer runs): the snapshot a new connection gets first.
+    pub(crate) fn snapshot(&self) -> Vec<(String, Entry)> {
+        let mut own: Vec<(String, Entry)> = self
+            .registry
+            .owned_by(self.me)
+            .into_iter()
+            .filter(|(id, _)| {
+                self.registry.pending_from(id).is_none() && self.local.contains_key(id.as_str())
+            })
+            .collect();
+        own.sort_by(|a, b| a.0.cmp(&b.0));
+        own
+    }
+}

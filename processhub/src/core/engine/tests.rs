@@ -1,0 +1,725 @@
+//! The engine's decisions, each with its exact output: one event per call, then
+//! `assert_eq!(expected, engine.take_output())`.
+
+use super::plan::Restart;
+use super::testing::{engine, entry, id_owned_by, moved_item, new_item, node, start, TestChild};
+use super::{Effect, Kept, Missing, Output, Route, ShipPlan};
+use crate::core::entry::{Flags, Role};
+use crate::core::item::{StartFailure, StartOutcome, StopOutcome};
+use crate::core::registry::Push;
+use crate::core::ring::Ring;
+use crate::core::view::Gossip;
+use crate::events::{HubEvent, RestartReason};
+use crate::node::NodeId;
+
+fn out(
+    pushes: Vec<Push>,
+    effects: Vec<Effect<TestChild>>,
+    events: Vec<HubEvent>,
+) -> Output<TestChild> {
+    Output {
+        pushes,
+        effects,
+        events,
+    }
+}
+
+fn upsert(id: &str, e: crate::core::entry::Entry) -> Push {
+    Push::Upsert(vec![(id.to_string(), e)])
+}
+
+fn gossip(members: &[u16]) -> Gossip {
+    Gossip {
+        members: members.iter().map(|p| node(*p)).collect(),
+        ..Gossip::default()
+    }
+}
+
+// ---- starts ----
+
+#[test]
+fn a_new_start_is_admitted_then_published_once_with_its_event() {
+    let mut e = engine(1, &[1]);
+    let item = new_item("a", "T");
+    assert_eq!(e.admit(&item), Ok(1));
+    assert_eq!(
+        e.take_output(),
+        Output::default(),
+        "admission publishes nothing"
+    );
+    let a1 = TestChild::new("a1", "T");
+    assert_eq!(
+        e.started(&item, 1, Ok(a1.clone())),
+        StartOutcome::Started {
+            node: node(1),
+            epoch: 1
+        }
+    );
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![upsert("a", entry("T", node(1), 1))],
+            vec![],
+            vec![HubEvent::ChildStarted {
+                id: "a".into(),
+                type_name: "T".into(),
+                node: node(1),
+                epoch: 1,
+            }],
+        )
+    );
+    assert_eq!(e.route("a"), Route::Local(a1));
+}
+
+#[test]
+fn a_second_start_of_an_id_is_refused_while_the_first_runs_its_hooks_and_after() {
+    let mut e = engine(1, &[1, 2]);
+    let item = new_item("a", "T");
+    assert_eq!(e.admit(&item), Ok(1));
+    // Reserved: the second start runs no hook at all.
+    assert_eq!(
+        e.admit(&item),
+        Err(StartOutcome::AlreadyStarted { node: node(1) })
+    );
+    e.started(&item, 1, Ok(TestChild::new("a1", "T")));
+    assert_eq!(
+        e.admit(&item),
+        Err(StartOutcome::AlreadyStarted { node: node(1) })
+    );
+    // An id another node runs: refused with that node.
+    e.push(node(2), upsert("b", entry("T", node(2), 1)));
+    assert_eq!(
+        e.admit(&new_item("b", "T")),
+        Err(StartOutcome::AlreadyStarted { node: node(2) })
+    );
+    e.take_output();
+    assert_eq!(e.take_output(), Output::default());
+}
+
+#[test]
+fn a_start_whose_hook_panicked_publishes_nothing_and_frees_its_id() {
+    let mut e = engine(1, &[1]);
+    let item = new_item("a", "T");
+    let epoch = e.admit(&item).unwrap();
+    let failed = Err(StartFailure::Hook("#[on_start] panicked: boom".into()));
+    assert_eq!(
+        e.started(&item, epoch, failed),
+        StartOutcome::HookPanicked {
+            node: node(1),
+            message: "a: #[on_start] panicked: boom".into()
+        }
+    );
+    assert_eq!(e.take_output(), Output::default());
+    assert_eq!(e.route("a"), Route::LocalMissing { pending: false });
+    assert_eq!(e.admit(&item), Ok(1), "it may start again");
+    // A state that does not decode, and a type this binary lacks.
+    assert_eq!(
+        e.started(
+            &item,
+            1,
+            Err(StartFailure::State("start state: eof".into()))
+        ),
+        StartOutcome::BadState {
+            node: node(1),
+            message: "a: start state: eof".into()
+        }
+    );
+    e.admit(&item).unwrap();
+    assert_eq!(
+        e.started(&item, 1, Err(StartFailure::UnknownType)),
+        StartOutcome::UnknownType { node: node(1) }
+    );
+}
+
+/// A child of node 3 restarted on node 1 from its start state, node 3 gone.
+fn restarted_here(e: &mut super::Engine<TestChild>, id: &str, child: &TestChild) {
+    e.push(node(3), upsert(id, entry("T", node(3), 1)));
+    e.gossip(gossip(&[1, 2]));
+    e.take_output();
+    let r = e
+        .restart(id, 2, node(3))
+        .expect("a restart from the start state");
+    assert!(!r.promoted);
+    let epoch = e.admit(&r.item).unwrap();
+    e.started(&r.item, epoch, Ok(child.clone()));
+    e.restarted(
+        &r,
+        &StartOutcome::Started {
+            node: node(1),
+            epoch,
+        },
+    );
+    e.take_output();
+}
+
+#[test]
+fn a_hand_over_replaces_a_restarted_copy_never_called_and_not_one_that_served() {
+    let id = id_owned_by(1, &[1, 2]);
+    let mut e = engine(1, &[1, 2, 3]);
+    let restarted = TestChild::new("restarted", "T");
+    restarted_here(&mut e, &id, &restarted);
+    // The source died while its hand-over was on the way: the state arrives now.
+    let handed = moved_item(&id, "T", 2);
+    assert_eq!(e.admit(&handed), Ok(2));
+    let arrived = TestChild::new("arrived", "T");
+    e.started(&handed, 2, Ok(arrived.clone()));
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![upsert(&id, entry("T", node(1), 2))],
+            vec![Effect::Stop {
+                id: id.as_str().into(),
+                child: restarted,
+                report: false
+            }],
+            vec![],
+        )
+    );
+    assert_eq!(e.route(&id), Route::Local(arrived));
+
+    // A restarted copy that was called has served writes: it stays.
+    let mut e = engine(1, &[1, 2, 3]);
+    let served = TestChild::new("served", "T");
+    restarted_here(&mut e, &id, &served);
+    served.call();
+    assert_eq!(
+        e.admit(&handed),
+        Err(StartOutcome::AlreadyStarted { node: node(1) })
+    );
+}
+
+#[test]
+fn a_stop_unregisters_and_publishes_and_refuses_what_it_must() {
+    let mut e = engine(1, &[1, 2]);
+    let a1 = TestChild::new("a1", "T");
+    start(&mut e, "a", &a1);
+    assert_eq!(e.stop("nope", "T"), Err(StopOutcome::NotFound));
+    assert_eq!(
+        e.stop("a", "Other"),
+        Err(StopOutcome::WrongType { actual: "T".into() })
+    );
+    e.push(node(2), upsert("b", entry("T", node(2), 1)));
+    assert_eq!(
+        e.stop("b", "T"),
+        Err(StopOutcome::NotHere { owner: node(2) })
+    );
+    assert_eq!(e.take_output(), Output::default());
+    assert_eq!(e.stop("a", "T"), Ok(a1));
+    assert_eq!(
+        e.take_output(),
+        out(vec![Push::Remove(vec![("a".into(), 1)])], vec![], vec![])
+    );
+    assert!(e.registry.get("a").is_none());
+}
+
+// ---- pushes ----
+
+#[test]
+fn a_winning_entry_from_its_owner_stops_the_duplicate_here() {
+    let mut e = engine(1, &[1, 2]);
+    let a1 = TestChild::new("a1", "T");
+    start(&mut e, "a", &a1);
+    // Same epoch, larger node id: node 2's copy wins everywhere.
+    e.push(node(2), upsert("a", entry("T", node(2), 1)));
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![],
+            vec![Effect::Stop {
+                id: "a".into(),
+                child: a1,
+                report: true
+            }],
+            vec![],
+        )
+    );
+    assert_eq!(e.route("a"), Route::Remote(node(2)));
+    assert_eq!(e.missing("a"), Missing::NotHere(node(2)));
+}
+
+#[test]
+fn a_losing_entry_or_one_naming_another_owner_changes_nothing() {
+    let mut e = engine(2, &[1, 2, 3]);
+    let a2 = TestChild::new("a2", "T");
+    start(&mut e, "a", &a2);
+    e.push(node(1), upsert("a", entry("T", node(1), 1)));
+    // A peer publishes only what it owns.
+    e.push(node(1), upsert("a", entry("T", node(3), 9)));
+    e.push(node(1), upsert("b", entry("T", node(3), 1)));
+    assert_eq!(e.take_output(), Output::default());
+    assert_eq!(e.registry.get("a"), Some(&entry("T", node(2), 1)));
+    assert!(e.registry.get("b").is_none());
+    assert_eq!(e.route("a"), Route::Local(a2));
+}
+
+#[test]
+fn a_goodbye_refreshes_the_view_and_the_survivors_restart_what_is_theirs() {
+    let members = [1, 2, 3];
+    let mine = id_owned_by(1, &[1, 2]);
+    let theirs = id_owned_by(2, &[1, 2]);
+    let mut e = engine(1, &members);
+    e.push(node(3), upsert(&mine, entry("T", node(3), 1)));
+    e.push(node(3), upsert(&theirs, entry("T", node(3), 1)));
+    e.push(node(3), Push::Leaving);
+    assert_eq!(e.take_output(), out(vec![], vec![Effect::Refresh], vec![]));
+    e.refresh_members();
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![],
+            vec![
+                Effect::Peers(vec![node(1), node(2)]),
+                Effect::Restart {
+                    id: mine.clone(),
+                    epoch: 2,
+                    from: node(3)
+                },
+            ],
+            vec![HubEvent::NodeLeft {
+                node: node(3),
+                graceful: true
+            }],
+        )
+    );
+    // Both re-assigned alike on every node, pending until their new owner confirms.
+    assert_eq!(
+        e.registry.get(&theirs).map(|e| (e.owner, e.epoch)),
+        Some((node(2), 2))
+    );
+    assert_eq!(e.route(&mine), Route::LocalMissing { pending: true });
+    assert_eq!(e.missing(&mine), Missing::Restarting);
+    assert!(e.retry_after_not_found(&theirs, node(3)));
+}
+
+#[test]
+fn a_restart_that_cannot_be_carried_out_is_unregistered_and_reported() {
+    let mut e = engine(1, &[1, 2]);
+    let id = id_owned_by(1, &[1]);
+    e.push(node(2), upsert(&id, entry("Unknown", node(2), 1)));
+    e.gossip(gossip(&[1]));
+    e.take_output();
+    let r = e.restart(&id, 2, node(2)).unwrap();
+    let outcome = StartOutcome::UnknownType { node: node(1) };
+    e.restarted(&r, &outcome);
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![Push::Remove(vec![(id.clone(), 2)])],
+            vec![],
+            vec![HubEvent::ChildLost {
+                id: id.clone(),
+                reason: format!("{outcome:?}"),
+            }],
+        )
+    );
+    assert!(e.registry.get(&id).is_none());
+}
+
+#[test]
+fn a_restart_from_the_start_state_is_reported_as_one() {
+    let id = id_owned_by(1, &[1, 2]);
+    let mut e = engine(1, &[1, 2, 3]);
+    e.push(node(3), upsert(&id, entry("T", node(3), 1)));
+    e.gossip(gossip(&[1, 2]));
+    e.take_output();
+    let r = e.restart(&id, 2, node(3)).unwrap();
+    assert_eq!(
+        (r.item.state.clone(), r.item.start_state.clone()),
+        (vec![1], None)
+    );
+    let epoch = e.admit(&r.item).unwrap();
+    e.started(&r.item, epoch, Ok(TestChild::new("c", "T")));
+    e.restarted(
+        &r,
+        &StartOutcome::Started {
+            node: node(1),
+            epoch: 2,
+        },
+    );
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![upsert(&id, entry("T", node(1), 2))],
+            vec![],
+            vec![HubEvent::ChildRestarted {
+                id: id.clone(),
+                node: node(1),
+                epoch: 2,
+                reason: RestartReason::NodeDown { node: node(3) },
+            }],
+        )
+    );
+}
+
+// ---- replication ----
+
+fn replicated(type_name: &str, owner: NodeId, standbys: &[u16]) -> crate::core::entry::Entry {
+    crate::core::entry::Entry {
+        standbys: Some(standbys.iter().map(|p| node(*p)).collect()),
+        ..entry(type_name, owner, 1)
+    }
+}
+
+#[test]
+fn the_first_live_standby_promotes_its_copy_with_the_writes_it_holds() {
+    let id = "x";
+    let mut e = engine(1, &[1, 2, 3]);
+    e.push(node(3), upsert(id, replicated("R3", node(3), &[1, 2])));
+    let kept = e.keep_copy(id, "R3", (1, 5), vec![9], (vec![(7, vec![42])], false));
+    assert_eq!(kept, Ok(Kept::Copy));
+    e.take_output();
+    e.gossip(gossip(&[1, 2]));
+    let plan = e.take_output();
+    assert!(
+        plan.effects.contains(&Effect::Restart {
+            id: id.into(),
+            epoch: 2,
+            from: node(3)
+        }),
+        "{plan:?}"
+    );
+    let r: Restart = e.restart(id, 2, node(3)).unwrap();
+    assert!(r.promoted);
+    assert_eq!(r.item.state, vec![9]);
+    assert_eq!(r.item.start_state.as_deref(), Some(&vec![1]));
+    assert_eq!(r.recent.get(7), Some(&vec![42]));
+    assert_eq!(e.standby_copy(id), None, "the copy is the primary now");
+}
+
+#[test]
+fn an_active_replica_is_promoted_in_place_told_its_role_and_its_epoch() {
+    let id = "x";
+    let mut e = engine(1, &[1, 2, 3]);
+    e.push(node(3), upsert(id, replicated("AA", node(3), &[1, 2])));
+    assert_eq!(
+        e.keep_copy(id, "AA", (1, 1), vec![5], (vec![], false)),
+        Ok(Kept::Replica(vec![5]))
+    );
+    let r1 = TestChild::new("r1", "AA");
+    assert!(e.add_replica(id, r1.clone(), 1));
+    assert!(!e.add_replica(id, TestChild::new("again", "AA"), 1));
+    e.gossip(gossip(&[1, 2]));
+    e.take_output();
+    assert!(e.restart(id, 2, node(3)).is_none(), "decided in place");
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![upsert(
+                id,
+                crate::core::entry::Entry {
+                    owner: node(1),
+                    epoch: 2,
+                    ..replicated("AA", node(3), &[2])
+                }
+            )],
+            vec![Effect::Role {
+                child: r1.clone(),
+                role: Role::Primary
+            }],
+            vec![HubEvent::PrimaryPromoted {
+                id: id.into(),
+                node: node(1),
+                epoch: 2,
+                from: node(3),
+            }],
+        )
+    );
+    assert_eq!(r1.epoch(), 2, "the instance reads the engine's epoch");
+}
+
+#[test]
+fn a_started_primary_gets_standbys_and_a_shipment_makes_the_set_it_reached() {
+    let mut e = engine(1, &[1, 2, 3]);
+    let x = TestChild::new("x", "R3");
+    let item = new_item("x", "R3");
+    let epoch = e.admit(&item).unwrap();
+    e.started(&item, epoch, Ok(x.clone()));
+    e.keep_replicas_if_due();
+    let o = e.take_output();
+    assert_eq!(
+        o.effects,
+        vec![Effect::Resync {
+            id: "x".into(),
+            child: x.clone()
+        }]
+    );
+    let ring = Ring::new([node(1), node(2), node(3)]);
+    let desired = e.desired_standbys(&ring, "x", 3);
+    assert_eq!(desired.len(), 2);
+    assert!(!desired.contains(&node(1)));
+    assert_eq!(
+        e.ship_plan("x", "R3", 1),
+        Some(ShipPlan {
+            current: vec![],
+            targets: desired.clone(),
+            epoch: 1
+        })
+    );
+    assert_eq!(
+        e.ship_plan("x", "R3", 0),
+        None,
+        "a stale instance ships nothing"
+    );
+    e.shipped("x", 1, &[], desired.clone());
+    let mut standby_entry = entry("R3", node(1), 1);
+    standby_entry.standbys = Some(desired.clone().into_boxed_slice());
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![upsert("x", standby_entry)],
+            vec![],
+            desired
+                .iter()
+                .map(|n| HubEvent::ReplicaAdded {
+                    id: "x".into(),
+                    node: *n
+                })
+                .collect(),
+        )
+    );
+    // A resync under way is not asked for twice; once done, nothing is due (in step).
+    e.keep_replicas();
+    assert_eq!(e.take_output(), Output::default());
+    e.resync_done("x");
+    e.keep_replicas();
+    assert_eq!(e.take_output(), Output::default());
+    // A shipment that reached one standby only: the other is dropped from the set.
+    e.shipped("x", 1, &desired, vec![desired[0]]);
+    let o = e.take_output();
+    assert_eq!(
+        o.events,
+        vec![HubEvent::ReplicaRemoved {
+            id: "x".into(),
+            node: desired[1]
+        }]
+    );
+    e.shipped("x", 7, &[desired[0]], vec![]);
+    assert_eq!(
+        e.take_output(),
+        Output::default(),
+        "another epoch's: ignored"
+    );
+}
+
+#[test]
+fn a_standby_keeps_the_newest_copy_and_refuses_an_older_primary() {
+    let mut e = engine(2, &[1, 2]);
+    assert_eq!(
+        e.keep_copy("x", "R3", (1, 2), vec![2], (vec![], false)),
+        Ok(Kept::Copy)
+    );
+    assert_eq!(
+        e.keep_copy("x", "R3", (1, 1), vec![1], (vec![], false)),
+        Ok(Kept::Copy)
+    );
+    assert_eq!(
+        e.standby_copy("x"),
+        Some((vec![2], 1)),
+        "a late shipment is ignored"
+    );
+    assert_eq!(
+        e.keep_copy("x", "R3", (2, 1), vec![3], (vec![], false)),
+        Ok(Kept::Copy)
+    );
+    assert!(e
+        .keep_copy("x", "R3", (1, 9), vec![4], (vec![], false))
+        .is_err());
+    assert_eq!(e.standby_copy("x"), Some((vec![3], 2)));
+    start(&mut e, "y", &TestChild::new("y", "R3"));
+    assert!(e
+        .keep_copy("y", "R3", (1, 1), vec![], (vec![], false))
+        .is_err());
+}
+
+// ---- moves ----
+
+#[test]
+fn a_finished_move_points_the_registry_at_the_new_owner_and_clears_the_old_entry() {
+    let mut e = engine(1, &[1, 2]);
+    let a1 = TestChild::new("a1", "T");
+    start(&mut e, "a", &a1);
+    let moves = e.begin_moves(vec![
+        ("a".into(), node(2), 2),
+        ("a".into(), node(2), 2),
+        ("nope".into(), node(2), 2),
+    ]);
+    assert_eq!(moves.len(), 1);
+    assert_eq!(moves[0].0, node(2));
+    let m = &moves[0].1;
+    assert_eq!(m.len(), 1, "taken up once");
+    assert_eq!((m[0].epoch, m[0].from_epoch), (2, 1));
+    assert!(e.is_moving());
+    e.move_done(&m[0], node(2));
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![Push::Remove(vec![("a".into(), 1)])],
+            vec![],
+            vec![HubEvent::ChildMigrated {
+                id: "a".into(),
+                from: node(1),
+                to: node(2),
+                epoch: 2,
+            }],
+        )
+    );
+    assert!(!e.is_moving());
+    assert_eq!(e.registry.get("a"), Some(&entry("T", node(2), 2)));
+    assert_eq!(e.route("a"), Route::Remote(node(2)));
+}
+
+#[test]
+fn the_new_owners_entry_arriving_first_is_kept_with_its_standbys() {
+    let mut e = engine(1, &[1, 2, 3]);
+    start(&mut e, "x", &TestChild::new("x", "R3"));
+    let m = e
+        .begin_moves(vec![("x".into(), node(2), 2)])
+        .remove(0)
+        .1
+        .remove(0);
+    let theirs = crate::core::entry::Entry {
+        epoch: 2,
+        ..replicated("R3", node(2), &[3])
+    };
+    // Not a duplicate while it moves: nothing stops.
+    e.push(node(2), upsert("x", theirs.clone()));
+    assert_eq!(e.take_output(), Output::default());
+    e.move_done(&m, node(2));
+    let o = e.take_output();
+    assert_eq!(
+        o.pushes,
+        vec![],
+        "no removal for a replicated child: it means a stop"
+    );
+    assert_eq!(e.registry.get("x"), Some(&theirs));
+}
+
+#[test]
+fn a_move_with_an_unknown_outcome_rolls_back_under_the_epoch_after_the_one_offered() {
+    let mut e = engine(1, &[1, 2]);
+    let a1 = TestChild::new("a1", "T");
+    start(&mut e, "a", &a1);
+    let m = e.begin_moves(vec![("a".into(), node(2), 2)]);
+    assert_eq!(m.len(), 1);
+    e.move_failed("a", node(2), "timeout".into(), Some(2));
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![upsert("a", entry("T", node(1), 3))],
+            vec![],
+            vec![HubEvent::MigrationFailed {
+                id: "a".into(),
+                to: node(2),
+                reason: "timeout".into(),
+            }],
+        )
+    );
+    assert_eq!(a1.epoch(), 3);
+    assert_eq!(e.local["a"].epoch, 3);
+    // A move refused outright keeps the epoch it had.
+    e.begin_moves(vec![("a".into(), node(2), 4)]);
+    e.move_failed("a", node(2), "unreachable".into(), None);
+    let o = e.take_output();
+    assert_eq!(o.pushes, vec![]);
+    assert_eq!(e.local["a"].epoch, 3);
+    assert!(!e.is_moving());
+}
+
+#[test]
+fn a_drain_moves_all_but_the_pinned_and_a_leave_hands_over_all() {
+    let mut e = engine(1, &[1, 2, 3]);
+    let ids: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+    for id in &ids {
+        start(&mut e, id, &TestChild::new("c", "T"));
+    }
+    let pinned = new_item("pinned", "T");
+    let pinned = crate::core::item::StartItem {
+        flags: Flags::new(true, false),
+        ..pinned
+    };
+    let bound = crate::core::item::StartItem {
+        flags: Flags::new(true, true),
+        ..new_item("bound", "T")
+    };
+    for item in [&pinned, &bound] {
+        let epoch = e.admit(item).unwrap();
+        e.started(item, epoch, Ok(TestChild::new("p", "T")));
+    }
+    e.take_output();
+    let others = Ring::new([node(2), node(3)]);
+    let to = |id: &str| others.owner(id).unwrap();
+    let mut leave: Vec<(String, NodeId, u64)> = ids
+        .iter()
+        .chain([&"pinned".to_string(), &"bound".to_string()])
+        .map(|id| (id.clone(), to(id), 2))
+        .collect();
+    leave.sort();
+    assert_eq!(e.leave_moves(), leave);
+    assert_eq!(e.bound_here(), vec![("bound".into(), "T".into())]);
+    assert_eq!(e.handed_over_count(), 8);
+    e.drain_here();
+    let mut drain: Vec<(String, NodeId, u64)> =
+        ids.iter().map(|id| (id.clone(), to(id), 2)).collect();
+    drain.sort();
+    assert_eq!(e.drain_moves(), drain);
+    // The plan after the drain moved the same ones.
+    let o = e.take_output();
+    assert_eq!(
+        o.effects,
+        vec![
+            Effect::Peers(vec![node(1), node(2), node(3)]),
+            Effect::Move(drain)
+        ]
+    );
+}
+
+#[test]
+fn a_leaving_node_plans_nothing_more() {
+    let mut e = engine(1, &[1, 2, 3]);
+    e.push(
+        node(3),
+        upsert(&id_owned_by(1, &[1, 2]), entry("T", node(3), 1)),
+    );
+    e.leave();
+    e.gossip(gossip(&[1, 2]));
+    let o = e.take_output();
+    assert_eq!(
+        o.effects,
+        vec![Effect::Peers(vec![node(1), node(2)])],
+        "reported, not planned"
+    );
+}
+
+// ---- determinism ----
+
+#[test]
+fn the_same_events_give_the_same_output_on_every_engine() {
+    let run = || {
+        let mut e = engine(1, &[1, 2, 3, 4]);
+        let mut outputs = Vec::new();
+        for i in 0..200 {
+            let owner = node(2 + (i % 3) as u16);
+            e.push(owner, upsert(&format!("c{i}"), entry("T", owner, 1)));
+        }
+        for i in 0..50 {
+            start(&mut e, &format!("mine{i}"), &TestChild::new("m", "T"));
+        }
+        e.gossip(gossip(&[1, 2]));
+        outputs.push(e.take_output());
+        e.gossip(gossip(&[1, 2, 5]));
+        outputs.push(e.take_output());
+        outputs.push(Output {
+            pushes: vec![Push::Snapshot {
+                entries: e.snapshot(),
+                first: true,
+                last: true,
+            }],
+            effects: vec![],
+            events: vec![],
+        });
+        outputs
+    };
+    let (a, b) = (run(), run());
+    assert!(a[0].effects.len() > 10, "{:?}", a[0].effects);
+    assert_eq!(a, b);
+}

@@ -1,0 +1,177 @@
+//! The membership view: who the failure detector says is alive, who announced that it
+//! leaves or drains, the members, and the ring of the members that take new children.
+//!
+//! Gossip reports *observations*; the view turns them into the member list every
+//! decision reads. A member that drains stays a member (it is alive and answers) but is
+//! off the ring, so nothing new is placed on it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::core::ring::Ring;
+use crate::node::NodeId;
+
+/// What the membership layer (gossip and its failure detector) says of the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Gossip {
+    /// Live members, self included, sorted.
+    pub(crate) members: Vec<NodeId>,
+    /// Live nodes that announced they leave.
+    pub(crate) leaving: Vec<NodeId>,
+    /// Members that announced they take no new children.
+    pub(crate) draining: Vec<NodeId>,
+}
+
+/// How the members changed: in sorted order, so every node reports alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MembersChanged {
+    /// Nodes that became members.
+    pub(crate) joined: Vec<NodeId>,
+    /// Members that are gone, and whether they said goodbye.
+    pub(crate) left: Vec<(NodeId, bool)>,
+}
+
+/// One node's view of the membership.
+#[derive(Debug)]
+pub(crate) struct ClusterView {
+    /// Alive by the failure detector, self included.
+    alive: Vec<NodeId>,
+    /// Nodes that said they leave: gone for every decision from then on.
+    departed: BTreeSet<NodeId>,
+    /// Members that take no new children.
+    draining: BTreeSet<NodeId>,
+    /// Live members, sorted.
+    members: Vec<NodeId>,
+    /// The ring of the members that take new children.
+    ring: Arc<Ring>,
+}
+
+impl ClusterView {
+    /// The view of a node that knows only itself.
+    pub(crate) fn new(me: NodeId) -> Self {
+        Self {
+            alive: vec![me],
+            departed: BTreeSet::new(),
+            draining: BTreeSet::new(),
+            members: vec![me],
+            ring: Arc::new(Ring::new([me])),
+        }
+    }
+
+    /// Live members, sorted.
+    pub(crate) fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    /// The ring of the members that take new children.
+    pub(crate) fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+
+    /// Whether `node` takes no new children.
+    pub(crate) fn is_draining(&self, node: NodeId) -> bool {
+        self.draining.contains(&node)
+    }
+
+    /// Takes in what gossip says now (call [`Self::refresh`] after).
+    pub(crate) fn gossip(&mut self, gossip: Gossip) {
+        self.alive = gossip.members;
+        self.departed.extend(gossip.leaving);
+        self.draining.extend(gossip.draining);
+    }
+
+    /// `node` said it leaves (call [`Self::refresh`] after).
+    pub(crate) fn depart(&mut self, node: NodeId) {
+        self.departed.insert(node);
+    }
+
+    /// `node` said it takes no new children (call [`Self::refresh`] after).
+    pub(crate) fn drain(&mut self, node: NodeId) {
+        self.draining.insert(node);
+    }
+
+    /// Recomputes the members and the ring; `None` if neither changed.
+    pub(crate) fn refresh(&mut self) -> Option<MembersChanged> {
+        let members: Vec<NodeId> = {
+            let mut m: Vec<NodeId> = self
+                .alive
+                .iter()
+                .copied()
+                .filter(|n| !self.departed.contains(n))
+                .collect();
+            m.sort();
+            m.dedup();
+            m
+        };
+        let placing: Vec<NodeId> = members
+            .iter()
+            .copied()
+            .filter(|n| !self.draining.contains(n))
+            .collect();
+        if members == self.members && placing == self.ring.members() {
+            return None;
+        }
+        let joined = members
+            .iter()
+            .copied()
+            .filter(|n| self.members.binary_search(n).is_err())
+            .collect();
+        let left = self
+            .members
+            .iter()
+            .copied()
+            .filter(|n| members.binary_search(n).is_err())
+            .map(|n| (n, self.departed.contains(&n)))
+            .collect();
+        self.ring = Arc::new(Ring::new(placing));
+        self.members = members;
+        Some(MembersChanged { joined, left })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(port: u16) -> NodeId {
+        NodeId::new(([127, 0, 0, 1], port).into(), 1)
+    }
+
+    #[test]
+    fn joins_deaths_leaves_and_drains_change_members_and_ring_as_they_should() {
+        let mut v = ClusterView::new(node(1));
+        assert_eq!(v.refresh(), None);
+        v.gossip(Gossip {
+            members: vec![node(3), node(1), node(2)],
+            ..Gossip::default()
+        });
+        assert_eq!(
+            v.refresh(),
+            Some(MembersChanged {
+                joined: vec![node(2), node(3)],
+                left: vec![],
+            })
+        );
+        assert_eq!(v.ring().members(), &[node(1), node(2), node(3)]);
+        // A drain keeps the member, takes it off the ring.
+        v.drain(node(2));
+        assert_eq!(v.refresh(), Some(MembersChanged::default()));
+        assert_eq!(v.members(), &[node(1), node(2), node(3)]);
+        assert_eq!(v.ring().members(), &[node(1), node(3)]);
+        // A goodbye is graceful; a silence is a death.
+        v.depart(node(2));
+        v.gossip(Gossip {
+            members: vec![node(1), node(2)],
+            ..Gossip::default()
+        });
+        assert_eq!(
+            v.refresh(),
+            Some(MembersChanged {
+                joined: vec![],
+                left: vec![(node(2), true), (node(3), false)],
+            })
+        );
+        assert_eq!(v.members(), &[node(1)]);
+        assert_eq!(v.refresh(), None, "said once");
+    }
+}
