@@ -50,6 +50,8 @@ mod node;
 mod options;
 pub mod placement;
 #[cfg(test)]
+mod seams;
+#[cfg(test)]
 mod tests;
 
 pub use crate::error::{CallError, HubError, StartError, StopError};

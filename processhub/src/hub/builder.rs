@@ -15,9 +15,12 @@ use super::{
 use crate::child::types::{any_replicated, type_info};
 use crate::core::engine::Engine;
 use crate::core::staging::Staging;
+use crate::core::view::Gossip;
 use crate::error::HubError;
 use crate::hub::control::control_loop;
-use crate::hub::membership::{GossipConfig, Membership};
+use crate::hub::membership::{Chitchat, GossipConfig, Membership, MembershipScript};
+use crate::net::link::{Listener, Network, Tcp};
+use crate::net::memory::MemoryNetwork;
 use crate::net::transport::{Inbound, Transport};
 use crate::node::NodeId;
 
@@ -45,6 +48,51 @@ pub struct HubBuilder {
     move_timeout: Duration,
     move_concurrency: usize,
     max_state_size: usize,
+    /// An in-memory network and scripted membership instead of TCP and chitchat.
+    world: Option<World>,
+}
+
+/// Where a hub's connections and membership come from.
+type Plumbing = (
+    Box<dyn Listener>,
+    Arc<dyn Network>,
+    NodeId,
+    Box<dyn Membership>,
+);
+
+/// A world for hubs in one process: an in-memory network, membership by script, and
+/// incarnations from a seed instead of the clock (tests and the simulator). One
+/// cluster per world: the script shows every hub of it to every other.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct World {
+    pub(crate) net: MemoryNetwork,
+    pub(crate) membership: MembershipScript,
+    seed: u64,
+    started: Arc<AtomicU64>,
+}
+
+// Used by the tests, and by the simulator that runs many hubs in one world.
+#[cfg_attr(not(test), allow(dead_code))]
+impl World {
+    /// A new world; `seed` makes the incarnations of its hubs.
+    pub(crate) fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            ..Self::default()
+        }
+    }
+
+    /// The incarnation of the next hub started in this world: from the seed, in order.
+    fn next_incarnation(&self) -> u64 {
+        let n = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        // A splitmix64 step: distinct, and the same for the same seed.
+        let mut z = self
+            .seed
+            .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) & ((1 << 53) - 1)
+    }
 }
 
 impl HubBuilder {
@@ -62,6 +110,7 @@ impl HubBuilder {
             move_timeout: DEFAULT_MOVE_TIMEOUT,
             move_concurrency: START_BATCH,
             max_state_size: 1 << 30,
+            world: None,
         }
     }
 
@@ -133,6 +182,59 @@ impl HubBuilder {
         self
     }
 
+    /// Binds the TCP listener and starts chitchat on the same port number.
+    async fn bind_tcp(
+        &self,
+        listen: SocketAddr,
+        members_tx: mpsc::UnboundedSender<Gossip>,
+    ) -> Result<(TcpListener, NodeId, Chitchat), HubError> {
+        let gossip = GossipConfig {
+            interval: self.gossip_interval,
+            phi_threshold: self.phi_threshold,
+        };
+        let incarnation = new_incarnation();
+        // TCP and UDP share the port number: with port 0 we retry until both are free.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let listener = TcpListener::bind(listen)
+                .await
+                .map_err(|source| HubError::Bind {
+                    addr: listen.to_string(),
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| HubError::Bind {
+                addr: listen.to_string(),
+                source,
+            })?;
+            let me = NodeId::new(addr, incarnation);
+            match Chitchat::start(
+                me,
+                &self.hub_id,
+                self.seeds.clone(),
+                &gossip,
+                members_tx.clone(),
+            )
+            .await
+            {
+                Ok(m) => return Ok((listener, me, m)),
+                Err(e) if listen.port() == 0 && attempt < 20 => {
+                    tracing::debug!("gossip port {} taken ({e}), retrying", addr.port());
+                }
+                Err(e) => return Err(HubError::Membership(e)),
+            }
+        }
+    }
+
+    /// Runs the hub in `world` (an in-memory network, membership by script) instead of
+    /// over TCP and chitchat. Seeds are not needed there: the script makes every hub of
+    /// the world see the others.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn in_world(mut self, world: &World) -> Self {
+        self.world = Some(world.clone());
+        self
+    }
+
     /// Binds, joins the cluster through the seeds, and returns the running hub.
     pub async fn start(self) -> Result<Hub, HubError> {
         if self.hub_id.is_empty() {
@@ -152,41 +254,21 @@ impl HubBuilder {
                 });
             }
         }
-        let gossip = GossipConfig {
-            interval: self.gossip_interval,
-            phi_threshold: self.phi_threshold,
-        };
-        let incarnation = new_incarnation();
         let (members_tx, members_rx) = mpsc::unbounded_channel();
-        // TCP and UDP share the port number: with port 0 we retry until both are free.
-        let mut attempt = 0;
-        let (listener, me, membership) = loop {
-            attempt += 1;
-            let listener = TcpListener::bind(listen)
-                .await
-                .map_err(|source| HubError::Bind {
-                    addr: listen.to_string(),
-                    source,
-                })?;
-            let addr = listener.local_addr().map_err(|source| HubError::Bind {
-                addr: listen.to_string(),
-                source,
-            })?;
-            let me = NodeId::new(addr, incarnation);
-            match Membership::start(
-                me,
-                &self.hub_id,
-                self.seeds.clone(),
-                &gossip,
-                members_tx.clone(),
-            )
-            .await
-            {
-                Ok(m) => break (listener, me, m),
-                Err(e) if listen.port() == 0 && attempt < 20 => {
-                    tracing::debug!("gossip port {} taken ({e}), retrying", addr.port());
-                }
-                Err(e) => return Err(HubError::Membership(e)),
+        let (listener, network, me, membership): Plumbing = match &self.world {
+            Some(world) => {
+                let (addr, listener, endpoint) =
+                    world.net.bind(listen).map_err(|source| HubError::Bind {
+                        addr: listen.to_string(),
+                        source,
+                    })?;
+                let me = NodeId::new(addr, world.next_incarnation());
+                let member = world.membership.register(me, members_tx);
+                (Box::new(listener), Arc::new(endpoint), me, Box::new(member))
+            }
+            None => {
+                let (listener, me, chitchat) = self.bind_tcp(listen, members_tx).await?;
+                (Box::new(listener), Arc::new(Tcp), me, Box::new(chitchat))
             }
         };
         let (events, _) = broadcast::channel(16_384);
@@ -209,6 +291,7 @@ impl HubBuilder {
                     me,
                     self.hub_id.clone(),
                     self.max_frame,
+                    network,
                     listener,
                     inbound,
                 ),

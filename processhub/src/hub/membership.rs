@@ -5,12 +5,14 @@
 //! each other even when seeded with each other's addresses. A node leaving gracefully
 //! sets the `leaving` key (and tells its peers directly over TCP, which is faster).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chitchat::transport::UdpTransport;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use crate::core::view::Gossip;
@@ -32,19 +34,47 @@ pub(crate) struct GossipConfig {
 /// does (a component method that computes for a second, a blocking hook, a burst of
 /// moves) delays heartbeats: a node whose heartbeats stall is declared dead by the
 /// others, and its children restarted elsewhere.
-pub(crate) struct Membership {
+pub(crate) struct Chitchat {
     handle: ChitchatHandle,
     /// Dropped to stop the gossip thread.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-impl std::fmt::Debug for Membership {
+impl std::fmt::Debug for Chitchat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Membership")
+        f.write_str("Chitchat")
     }
 }
 
-impl Membership {
+/// The membership seam: what the hub needs of its membership layer. It reports the
+/// live set on the channel it was started with (self included, with the nodes that
+/// announced they leave or drain), and tells the others when this node leaves or
+/// drains. Chitchat in production ([`Chitchat`]); a script in tests and the simulator
+/// ([`MembershipScript`]).
+pub(crate) trait Membership: Send + Sync + 'static {
+    /// Announces that this node leaves.
+    fn announce_leaving(&self) -> BoxFuture<'_, ()>;
+    /// Announces that this node takes no new children.
+    fn announce_draining(&self) -> BoxFuture<'_, ()>;
+    /// Stops.
+    fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+impl Membership for Chitchat {
+    fn announce_leaving(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Chitchat::announce_leaving(self))
+    }
+
+    fn announce_draining(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Chitchat::announce_draining(self))
+    }
+
+    fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(Chitchat::shutdown(*self))
+    }
+}
+
+impl Chitchat {
     /// Starts gossiping as `me` on `me.addr()` (UDP). Every change of the live set is sent
     /// on `changes`, self included, with the nodes that announced they are leaving.
     pub(crate) async fn start(
@@ -170,5 +200,150 @@ fn live_members(
         members,
         leaving,
         draining,
+    }
+}
+
+/// Membership by script, for tests and the simulator: each node sees every live node
+/// unless told otherwise ([`MembershipScript::set_view`]); a node that is killed is
+/// gone for the others at once; goodbyes and drains are passed on as gossip would.
+/// Cheap to clone: all clones are the same script.
+#[derive(Clone, Default)]
+pub(crate) struct MembershipScript {
+    state: Arc<Mutex<ScriptState>>,
+}
+
+impl std::fmt::Debug for MembershipScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MembershipScript")
+    }
+}
+
+#[derive(Default)]
+struct ScriptState {
+    nodes: BTreeMap<NodeId, Scripted>,
+}
+
+struct Scripted {
+    changes: mpsc::UnboundedSender<Gossip>,
+    alive: bool,
+    leaving: bool,
+    draining: bool,
+    /// What it sees alive, when scripted (itself always).
+    sees: Option<Vec<NodeId>>,
+}
+
+// Used by the tests, and by the simulator that runs many hubs in one world.
+#[cfg_attr(not(test), allow(dead_code))]
+impl MembershipScript {
+    /// Adds `me`, alive; its views go to `changes`.
+    pub(crate) fn register(
+        &self,
+        me: NodeId,
+        changes: mpsc::UnboundedSender<Gossip>,
+    ) -> ScriptedMember {
+        let mut st = self.state.lock().unwrap();
+        st.nodes.insert(
+            me,
+            Scripted {
+                changes,
+                alive: true,
+                leaving: false,
+                draining: false,
+                sees: None,
+            },
+        );
+        st.publish();
+        ScriptedMember {
+            script: self.clone(),
+            me,
+        }
+    }
+
+    /// `node` is dead for every other node from now on.
+    pub(crate) fn kill(&self, node: NodeId) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(n) = st.nodes.get_mut(&node) {
+            n.alive = false;
+        }
+        st.publish();
+    }
+
+    /// What `node` sees alive from now on (`None`: every live node), as a partition or a
+    /// failure detector's mistake would have it.
+    pub(crate) fn set_view(&self, node: NodeId, sees: Option<Vec<NodeId>>) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(n) = st.nodes.get_mut(&node) {
+            n.sees = sees;
+        }
+        st.publish();
+    }
+
+    fn update(&self, node: NodeId, change: impl FnOnce(&mut Scripted)) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(n) = st.nodes.get_mut(&node) {
+            change(n);
+        }
+        st.publish();
+    }
+}
+
+impl ScriptState {
+    /// Sends every live node what it sees now.
+    fn publish(&mut self) {
+        let live: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.alive)
+            .map(|(id, _)| *id)
+            .collect();
+        for (me, n) in &self.nodes {
+            if !n.alive {
+                continue;
+            }
+            let mut members: Vec<NodeId> = match &n.sees {
+                Some(sees) => sees.iter().copied().filter(|s| live.contains(s)).collect(),
+                None => live.clone(),
+            };
+            if !members.contains(me) {
+                members.push(*me);
+            }
+            members.sort();
+            let flagged = |f: fn(&Scripted) -> bool| -> Vec<NodeId> {
+                members
+                    .iter()
+                    .copied()
+                    .filter(|m| self.nodes.get(m).is_some_and(f))
+                    .collect()
+            };
+            let gossip = Gossip {
+                leaving: flagged(|s| s.leaving),
+                draining: flagged(|s| s.draining),
+                members: members.clone(),
+            };
+            let _ = n.changes.send(gossip);
+        }
+    }
+}
+
+/// One node's part of a [`MembershipScript`].
+pub(crate) struct ScriptedMember {
+    script: MembershipScript,
+    me: NodeId,
+}
+
+impl Membership for ScriptedMember {
+    fn announce_leaving(&self) -> BoxFuture<'_, ()> {
+        self.script.update(self.me, |n| n.leaving = true);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn announce_draining(&self) -> BoxFuture<'_, ()> {
+        self.script.update(self.me, |n| n.draining = true);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()> {
+        self.script.update(self.me, |n| n.alive = false);
+        Box::pin(std::future::ready(()))
     }
 }

@@ -65,6 +65,8 @@ mod replication;
 mod serve;
 
 pub use builder::HubBuilder;
+#[cfg(test)]
+pub(crate) use builder::World;
 
 /// Hubs with the same hub id find each other through their seeds and form a cluster;
 /// components started on any of them run on their owner on the ring and can be called
@@ -240,7 +242,7 @@ pub(crate) struct HubInner {
     call_ids: AtomicU64,
     next_transfer: AtomicU64,
     pub(crate) transport: Arc<Transport>,
-    membership: tokio::sync::Mutex<Option<Membership>>,
+    membership: tokio::sync::Mutex<Option<Box<dyn Membership>>>,
     /// Every decision, and the state it decides over.
     pub(crate) engine: RwLock<Engine<Arc<dyn ErasedChild>>>,
     pub(crate) events: broadcast::Sender<HubEvent>,

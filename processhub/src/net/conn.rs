@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use crate::core::registry::Push;
 use crate::net::error::TransportError;
+use crate::net::link::LinkWrite;
 use crate::net::transport::QUIET;
 use crate::net::wire::{encode_into, encode_push};
 use crate::net::wire::{Frame, Response};
 use crate::node::NodeId;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +42,7 @@ pub(super) struct Outbox {
 /// One live connection.
 pub(crate) struct Conn {
     pub(super) peer: NodeId,
-    pub(super) write: Arc<OwnedWriteHalf>,
+    pub(super) write: Arc<dyn LinkWrite>,
     pub(super) outbox: Mutex<Outbox>,
     pub(super) wake_writer: Notify,
     /// Requests awaiting their response, by request id.
@@ -200,10 +199,7 @@ impl Conn {
     pub(super) fn close(&self) {
         self.closed.cancel();
         self.pending.lock().unwrap().clear();
-        // The write side is shared with senders: shut the socket down explicitly so the
-        // peer sees the close now, not when the last sender lets go.
-        let stream: &TcpStream = (*self.write).as_ref();
-        let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Both);
+        self.write.shutdown();
     }
 }
 
@@ -236,18 +232,4 @@ pub(super) fn encode_response(out: &mut Vec<u8>, rid: u64, resp: Response, max: 
     let resp = Response::Reply(Err(err));
     encode_into(out, &Frame::Response { rid, resp }, max)
         .expect("an error response always encodes");
-}
-
-/// Writes all of `buf` through a shared write half.
-pub(super) async fn write_all(write: &OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        write.writable().await?;
-        match write.try_write(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

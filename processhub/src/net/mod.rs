@@ -5,5 +5,7 @@
 pub(crate) mod batch;
 pub(crate) mod conn;
 pub(crate) mod error;
+pub(crate) mod link;
+pub(crate) mod memory;
 pub(crate) mod transport;
 pub(crate) mod wire;

@@ -19,21 +19,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::net::link::{write_all, FrameRead, Link, LinkWrite, Listener, Network};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::registry::Push;
-use crate::net::conn::{
-    encode_response, write_all, Conn, ForgetOnDrop, Outbox, Pending, KEEP_BUFFER, SWEEP,
-};
+use crate::net::conn::{encode_response, Conn, ForgetOnDrop, Outbox, Pending, KEEP_BUFFER, SWEEP};
 use crate::net::error::TransportError;
 use crate::net::wire::EncodedCall;
 use crate::net::wire::{decode, encode, encode_push};
@@ -103,6 +99,8 @@ pub(crate) struct Transport {
     /// Peers we should be connected to (the live members).
     wanted: Mutex<HashSet<NodeId>>,
     inbound: Weak<dyn Inbound>,
+    /// Where peers are dialed: TCP, or the in-memory network.
+    network: Arc<dyn Network>,
     shutdown: CancellationToken,
 }
 
@@ -118,7 +116,8 @@ impl Transport {
         me: NodeId,
         hub_id: String,
         max_frame: usize,
-        listener: TcpListener,
+        network: Arc<dyn Network>,
+        listener: Box<dyn Listener>,
         inbound: Weak<dyn Inbound>,
     ) -> Arc<Self> {
         let t = Arc::new(Self {
@@ -129,6 +128,7 @@ impl Transport {
             version: watch::channel(0).0,
             wanted: Mutex::new(HashSet::new()),
             inbound,
+            network,
             shutdown: CancellationToken::new(),
         });
         tokio::spawn(Arc::clone(&t).accept_loop(listener));
@@ -311,42 +311,42 @@ impl Transport {
     }
 
     async fn dial(self: &Arc<Self>, peer: NodeId) -> Result<(), String> {
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(peer.addr()))
+        let dialing = self.network.dial(peer.addr(), self.max_frame);
+        let Link { mut read, write } = tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing)
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).ok();
-        let (read, mut write) = stream.into_split();
-        let mut frames = self.framed(read);
         let hello = encode(&Frame::Hello {
             hub_id: self.hub_id.clone(),
             from: self.me,
             to: peer,
         })
         .map_err(|e| e.to_string())?;
-        write.write_all(&hello).await.map_err(|e| e.to_string())?;
-        let body = next_body(&mut frames).await?;
+        write_all(&*write, &hello)
+            .await
+            .map_err(|e| e.to_string())?;
+        let body = next_body(&mut read).await?;
         match decode_handshake(&body)? {
             Frame::Welcome { node } if node == peer => {}
             Frame::Welcome { node } => return Err(format!("reached {node}, wanted {peer}")),
             Frame::Reject { reason } => return Err(format!("refused: {reason}")),
             other => return Err(format!("unexpected handshake frame {other:?}")),
         }
-        self.run_conn(peer, frames, write);
+        self.run_conn(peer, read, write);
         Ok(())
     }
 
-    async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+    async fn accept_loop(self: Arc<Self>, mut listener: Box<dyn Listener>) {
         loop {
             let accepted = tokio::select! {
-                a = listener.accept() => a,
+                a = listener.accept(self.max_frame) => a,
                 _ = self.shutdown.cancelled() => return,
             };
             match accepted {
-                Ok((stream, from)) => {
+                Ok((link, from)) => {
                     let t = Arc::clone(&self);
                     tokio::spawn(async move {
-                        if let Err(e) = t.accept(stream).await {
+                        if let Err(e) = t.accept(link).await {
                             tracing::warn!(%from, "refused a connection: {e}");
                         }
                     });
@@ -359,11 +359,9 @@ impl Transport {
         }
     }
 
-    async fn accept(self: Arc<Self>, stream: TcpStream) -> Result<(), String> {
-        stream.set_nodelay(true).ok();
-        let (read, mut write) = stream.into_split();
-        let mut frames = self.framed(read);
-        let body = next_body(&mut frames).await?;
+    async fn accept(self: Arc<Self>, link: Link) -> Result<(), String> {
+        let Link { mut read, write } = link;
+        let body = next_body(&mut read).await?;
         let (peer, reject) = match decode_handshake(&body)? {
             Frame::Hello { hub_id, from, to } => {
                 let reject = if hub_id != self.hub_id {
@@ -381,39 +379,24 @@ impl Transport {
             if let Ok(bytes) = encode(&Frame::Reject {
                 reason: reason.clone(),
             }) {
-                let _ = write.write_all(&bytes).await;
+                let _ = write_all(&*write, &bytes).await;
             }
+            write.shutdown();
             return Err(reason);
         }
         let welcome = encode(&Frame::Welcome { node: self.me }).map_err(|e| e.to_string())?;
-        write.write_all(&welcome).await.map_err(|e| e.to_string())?;
-        self.run_conn(peer, frames, write);
+        write_all(&*write, &welcome)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.run_conn(peer, read, write);
         Ok(())
     }
 
-    fn framed(
-        &self,
-        read: tokio::net::tcp::OwnedReadHalf,
-    ) -> FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec> {
-        FramedRead::new(
-            read,
-            LengthDelimitedCodec::builder()
-                .max_frame_length(self.max_frame)
-                .new_codec(),
-        )
-    }
-
     /// Starts the writer and reader of an established connection.
-    fn run_conn(
-        self: &Arc<Self>,
-        peer: NodeId,
-        mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
-        write: tokio::net::tcp::OwnedWriteHalf,
-    ) {
+    fn run_conn(self: &Arc<Self>, peer: NodeId, mut frames: FrameRead, write: Arc<dyn LinkWrite>) {
         let Some(inbound) = self.inbound.upgrade() else {
             return;
         };
-        let write = Arc::new(write);
         let conn = Arc::new(Conn {
             peer,
             write: Arc::clone(&write),
@@ -454,7 +437,7 @@ impl Transport {
                         std::mem::swap(&mut out.buf, &mut spare);
                     }
                     let chunk = &spare;
-                    if let Err(e) = write_all(&write, chunk).await {
+                    if let Err(e) = write_all(&*write, chunk).await {
                         tracing::debug!(%peer, "write failed: {e}");
                         writer.close();
                         return;
@@ -509,14 +492,14 @@ impl Transport {
                 match next {
                     None => end = Some(String::new()),
                     Some(Err(e)) => end = Some(format!("bad frame: {e}")),
-                    Some(Ok(body)) => bodies.push(body.freeze()),
+                    Some(Ok(body)) => bodies.push(body),
                 }
                 while end.is_none() && bodies.len() < MAX_BATCH {
                     match frames.next().now_or_never() {
                         None => break,
                         Some(None) => end = Some(String::new()),
                         Some(Some(Err(e))) => end = Some(format!("bad frame: {e}")),
-                        Some(Some(Ok(body))) => bodies.push(body.freeze()),
+                        Some(Some(Ok(body))) => bodies.push(body),
                     }
                 }
                 if let Err(e) = serve_frames(&conn, &inbound, &reply, &bodies, &mut fresh) {
@@ -658,9 +641,7 @@ fn share(body: &Bytes, part: &[u8]) -> Bytes {
 }
 
 /// The next frame body of a handshake.
-async fn next_body(
-    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
-) -> Result<bytes::BytesMut, String> {
+async fn next_body(frames: &mut FrameRead) -> Result<Bytes, String> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
         Err(_) => Err("handshake timed out".into()),
         Ok(None) => Err("closed during handshake".into()),
