@@ -9,7 +9,8 @@ use tokio::time::Instant;
 
 use crate::core::item::{StartItem, StartOutcome};
 use crate::net::wire::{decode, encode};
-use crate::net::wire::{Frame, Request, Response};
+use crate::net::wire::{Call, Frame, Request, Response};
+use crate::net::wire::{Stage, Start, StartStaged, Stop};
 use crate::prelude::*;
 
 #[distributed]
@@ -84,7 +85,7 @@ async fn still_serves(hub: &Hub) {
 
 /// A request to start one new child, as a node sends it after `hops` forwards.
 fn new_start(id: &str, type_name: &str, state: Vec<u8>, hops: u8) -> Request<'static> {
-    Request::Start {
+    Request::Start(Start {
         items: vec![StartItem {
             id: id.into(),
             type_name: type_name.into(),
@@ -96,7 +97,7 @@ fn new_start(id: &str, type_name: &str, state: Vec<u8>, hops: u8) -> Request<'st
             node: None,
         }],
         hops,
-    }
+    })
 }
 
 fn rand_suffix() -> u128 {
@@ -129,10 +130,10 @@ async fn malformed_and_oversize_frames_close_the_connection() {
     let mut s = TcpStream::connect(a.listen_addr()).await.unwrap();
     let req = encode(&Frame::Request {
         rid: 1,
-        req: Request::Stop {
+        req: Request::Stop(Stop {
             id: "x".into(),
             type_name: "y".into(),
-        },
+        }),
     })
     .unwrap();
     s.write_all(&req).await.unwrap();
@@ -206,13 +207,13 @@ async fn unknown_types_and_methods_get_error_replies() {
             .transport
             .request(
                 owner,
-                Request::Call {
+                Request::Call(Call {
                     id: "e".into(),
                     type_name: <Echo as crate::child::component::Component>::TYPE_NAME.into(),
                     method: method.into(),
                     args: args.into(),
                     call_id: 0,
-                },
+                }),
                 deadline,
             )
             .await
@@ -387,13 +388,13 @@ async fn calls_arriving_together_are_answered_each_in_order_per_child() {
     let call = |rid: u64, id: &str, type_name: &str, method: &str, args: Vec<u8>| {
         encode(&Frame::Request {
             rid,
-            req: Request::Call {
+            req: Request::Call(Call {
                 id: id.to_string().into(),
                 type_name: type_name.to_string().into(),
                 method: method.to_string().into(),
                 args: args.into(),
                 call_id: 0,
-            },
+            }),
         })
         .unwrap()
     };
@@ -473,44 +474,44 @@ async fn bad_parts_of_a_big_state_are_refused_with_a_reason() {
     // never sent, and a start of one left incomplete.
     out.extend_from_slice(&send(
         1,
-        Request::Stage {
+        Request::Stage(Stage {
             transfer: 1,
             offset: 5,
             total: 10,
             data: vec![0; 5].into(),
-        },
+        }),
     ));
     out.extend_from_slice(&send(
         2,
-        Request::Stage {
+        Request::Stage(Stage {
             transfer: 2,
             offset: 0,
             total: u64::MAX,
             data: vec![0; 5].into(),
-        },
+        }),
     ));
     out.extend_from_slice(&send(
         3,
-        Request::StartStaged {
+        Request::StartStaged(StartStaged {
             transfer: 3,
             hops: 3,
-        },
+        }),
     ));
     out.extend_from_slice(&send(
         4,
-        Request::Stage {
+        Request::Stage(Stage {
             transfer: 4,
             offset: 0,
             total: 10,
             data: vec![0; 5].into(),
-        },
+        }),
     ));
     out.extend_from_slice(&send(
         5,
-        Request::StartStaged {
+        Request::StartStaged(StartStaged {
             transfer: 4,
             hops: 3,
-        },
+        }),
     ));
     s.write_all(&out).await.unwrap();
     let mut replies = std::collections::HashMap::new();

@@ -15,7 +15,7 @@ use crate::error::CallError;
 use crate::hub::{Hub, Route};
 use crate::net::error::TransportError;
 use crate::net::transport::RECONNECT_WAIT;
-use crate::net::wire::{Request, Response};
+use crate::net::wire::{Call, Request, Response};
 
 /// The untyped core of every generated handle: a hub and a child id.
 #[doc(hidden)]
@@ -175,13 +175,13 @@ impl HandleCore {
                             max,
                         });
                     }
-                    let req = Request::Call {
+                    let req = Request::Call(Call {
                         id: Cow::Borrowed(&self.id),
                         type_name: Cow::Borrowed(T::TYPE_NAME),
                         method: Cow::Borrowed(method),
                         args: Cow::Owned(args),
                         call_id,
-                    };
+                    });
                     match inner
                         .transport
                         .request_within(node, req, RECONNECT_WAIT, deadline)

@@ -10,6 +10,7 @@ use crate::hub::HubInner;
 use crate::hub::{Hub, Route};
 use crate::net::error::TransportError;
 use crate::net::transport::RECONNECT_WAIT;
+use crate::net::wire::Stop;
 use crate::net::wire::{Request, Response};
 
 /// Stops the child `id` of type `T`, wherever it runs.
@@ -39,10 +40,10 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
         let outcome = if target == hub.me {
             Ok(hub.stop_local(id, type_name).await)
         } else {
-            let req = Request::Stop {
+            let req = Request::Stop(Stop {
                 id: id.to_string(),
                 type_name: type_name.to_string(),
-            };
+            });
             match hub
                 .transport
                 .request_within(target, req, RECONNECT_WAIT, deadline)

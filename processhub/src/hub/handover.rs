@@ -14,6 +14,7 @@ use crate::net::batch::{batches, item_size};
 use crate::net::error::TransportError;
 use crate::net::transport::RECONNECT_WAIT;
 use crate::net::wire::{Request, Response};
+use crate::net::wire::{Stage, Start, StartStaged};
 use crate::node::NodeId;
 
 /// A child on its way to another node.
@@ -155,10 +156,10 @@ impl HubInner {
             let res = if group.len() == 1 && item_size(&group[0]) > limit {
                 self.send_staged(to, group, deadline).await
             } else {
-                let req = Request::Start {
+                let req = Request::Start(Start {
                     items: group.to_vec(),
                     hops: MAX_HOPS,
-                };
+                });
                 self.transport
                     .request_within(to, req, RECONNECT_WAIT, deadline)
                     .await
@@ -210,12 +211,12 @@ impl HubInner {
         let transfer = self.next_transfer.fetch_add(1, Ordering::Relaxed);
         let part = self.batch_bytes().max(1);
         for (i, data) in bytes.chunks(part).enumerate() {
-            let req = Request::Stage {
+            let req = Request::Stage(Stage {
                 transfer,
                 offset: (i * part) as u64,
                 total: bytes.len() as u64,
                 data: std::borrow::Cow::Borrowed(data),
-            };
+            });
             match self
                 .transport
                 .request_within(to, req, RECONNECT_WAIT, deadline)
@@ -225,10 +226,10 @@ impl HubInner {
                 other => return Ok(other),
             }
         }
-        let req = Request::StartStaged {
+        let req = Request::StartStaged(StartStaged {
             transfer,
             hops: MAX_HOPS,
-        };
+        });
         self.transport
             .request_within(to, req, RECONNECT_WAIT, deadline)
             .await

@@ -19,6 +19,7 @@ use crate::error::HubError;
 use crate::events::HubEvent;
 use crate::net::batch::{batches, item_size};
 use crate::net::error::TransportError;
+use crate::net::wire::Start;
 use crate::net::wire::{Request, Response};
 use crate::node::NodeId;
 use std::collections::BTreeMap;
@@ -137,10 +138,10 @@ impl HubInner {
                     let res = t
                         .request(
                             node,
-                            Request::Start {
+                            Request::Start(Start {
                                 items: batch,
                                 hops: hops + 1,
-                            },
+                            }),
                             deadline,
                         )
                         .await;

@@ -16,6 +16,7 @@ use crate::core::entry::{EpochCell, Role};
 use crate::core::recent::calls_to_wire;
 use crate::core::recent::SharedRecent;
 use crate::net::transport::RECONNECT_WAIT;
+use crate::net::wire::Replicate;
 use crate::net::wire::{Request, Response};
 use crate::node::NodeId;
 
@@ -82,7 +83,7 @@ impl HubInner {
         });
         let sends = targets.iter().map(|node| {
             let append = in_step_now.contains(node);
-            let req = Request::Replicate {
+            let req = Request::Replicate(Replicate {
                 id: id.to_string(),
                 type_name: type_name.to_string(),
                 epoch,
@@ -94,7 +95,7 @@ impl HubInner {
                     whole.clone().unwrap_or_default()
                 },
                 append,
-            };
+            });
             let t = &self.transport;
             async move {
                 matches!(

@@ -22,7 +22,8 @@ use crate::net::batch::{batches, entry_size};
 use crate::net::conn::Conn;
 use crate::net::transport::{InCall, Inbound, ReplySink, Serving};
 use crate::net::wire::EncodedCall;
-use crate::net::wire::{Request, Response};
+use crate::net::wire::{Command, Response};
+use crate::net::wire::{Replicate, Stage, Start, StartStaged, Stop};
 use crate::node::NodeId;
 
 impl HubInner {
@@ -188,21 +189,15 @@ impl Inbound for HubInner {
         self.serve_calls(calls, reply, out);
     }
 
-    fn request(self: Arc<Self>, from: NodeId, req: Request<'_>) -> BoxFuture<'static, Response> {
+    fn request(self: Arc<Self>, from: NodeId, req: Command<'_>) -> BoxFuture<'static, Response> {
         match req {
-            // The transport hands every call to `calls`, never here.
-            Request::Call { .. } => Box::pin(std::future::ready(Response::Reply(Err(
-                crate::error::CallError::Codec {
-                    message: "a call reached the request path".into(),
-                },
-            )))),
-            Request::Start { items, hops } => Box::pin(self.serve_start(items, hops)),
-            Request::Stage {
+            Command::Start(Start { items, hops }) => Box::pin(self.serve_start(items, hops)),
+            Command::Stage(Stage {
                 transfer,
                 offset,
                 total,
                 data,
-            } => {
+            }) => {
                 let part = Part {
                     offset,
                     total,
@@ -216,7 +211,7 @@ impl Inbound for HubInner {
                 );
                 Box::pin(std::future::ready(Response::Staged(staged)))
             }
-            Request::Replicate {
+            Command::Replicate(Replicate {
                 id,
                 type_name,
                 epoch,
@@ -224,7 +219,7 @@ impl Inbound for HubInner {
                 state,
                 recent,
                 append,
-            } => {
+            }) => {
                 let recent = calls_from_wire(recent);
                 let kept = self.keep_copy(
                     &id,
@@ -235,7 +230,7 @@ impl Inbound for HubInner {
                 );
                 Box::pin(std::future::ready(Response::Replicated(kept)))
             }
-            Request::StartStaged { transfer, hops } => {
+            Command::StartStaged(StartStaged { transfer, hops }) => {
                 let staged = self.staging.lock().unwrap().take((from, transfer));
                 Box::pin(async move {
                     let items = staged.and_then(|bytes| {
@@ -248,7 +243,7 @@ impl Inbound for HubInner {
                     }
                 })
             }
-            Request::Stop { id, type_name } => {
+            Command::Stop(Stop { id, type_name }) => {
                 Box::pin(async move { Response::Stopped(self.stop_local(&id, &type_name).await) })
             }
         }

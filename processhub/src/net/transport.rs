@@ -33,7 +33,7 @@ use crate::net::conn::{encode_response, Conn, ForgetOnDrop, Outbox, Pending, KEE
 use crate::net::error::TransportError;
 use crate::net::wire::EncodedCall;
 use crate::net::wire::{decode, encode, encode_push};
-use crate::net::wire::{Frame, Request, Response};
+use crate::net::wire::{Call, Command, Frame, Request, Response};
 use crate::node::NodeId;
 
 /// How long a handshake may take.
@@ -80,7 +80,7 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     );
     /// Answers a request other than a call: the synchronous part runs now, on the
     /// borrowed frame; the returned future does the rest.
-    fn request(self: Arc<Self>, from: NodeId, req: Request<'_>) -> BoxFuture<'static, Response>;
+    fn request(self: Arc<Self>, from: NodeId, req: Command<'_>) -> BoxFuture<'static, Response>;
     /// Applies a push, in arrival order.
     fn push(&self, from: NodeId, push: Push);
     /// A connection to `peer` is up: `register` makes it usable for requests and
@@ -556,66 +556,69 @@ fn serve_frames(
             // Counted before it can be answered.
             conn.serving.fetch_add(1, Ordering::Relaxed);
         }
+        // Everything that is not a call to a child keeps its place: the calls before it
+        // are handed over first.
+        let flush = |calls: &mut Vec<InCall<'_>>, out: &mut Vec<Serving>| {
+            if !calls.is_empty() {
+                Arc::clone(inbound).calls(peer, std::mem::take(calls), reply, out);
+            }
+        };
         match frame {
-            Frame::Request {
-                rid,
-                req:
-                    Request::Call {
-                        id,
-                        type_name,
-                        method,
-                        args,
-                        call_id,
-                    },
-            } => {
-                let (Cow::Borrowed(id), Cow::Borrowed(type_name)) = (id, type_name) else {
-                    reply(vec![(
-                        rid,
-                        Response::Reply(Err(crate::error::CallError::Codec {
-                            message: "a call's names must be borrowed from its frame".into(),
-                        })),
-                    )]);
-                    continue;
-                };
-                calls.push(InCall {
-                    rid,
+            Frame::Request { rid, req } => match req.split() {
+                Ok(Call {
                     id,
                     type_name,
-                    call: EncodedCall {
-                        method: share(body, method.as_bytes()),
-                        args: share(body, &args),
-                        call_id,
-                    },
-                });
+                    method,
+                    args,
+                    call_id,
+                }) => {
+                    let (Cow::Borrowed(id), Cow::Borrowed(type_name)) = (id, type_name) else {
+                        reply(vec![(
+                            rid,
+                            Response::Reply(Err(crate::error::CallError::Codec {
+                                message: "a call's names must be borrowed from its frame".into(),
+                            })),
+                        )]);
+                        continue;
+                    };
+                    calls.push(InCall {
+                        rid,
+                        id,
+                        type_name,
+                        call: EncodedCall {
+                            method: share(body, method.as_bytes()),
+                            args: share(body, &args),
+                            call_id,
+                        },
+                    });
+                }
+                Err(command) => {
+                    flush(&mut calls, out);
+                    let fut = Arc::clone(inbound).request(peer, command);
+                    let reply = Arc::clone(reply);
+                    // A task of its own: a start or a stop runs to its end even if this
+                    // connection drops (a move whose source dies still lands).
+                    let task = tokio::spawn(async move { reply(vec![(rid, fut.await)]) });
+                    out.push(Box::pin(async move {
+                        let _ = task.await;
+                    }));
+                }
+            },
+            Frame::Response { rid, resp } => {
+                flush(&mut calls, out);
+                let p = conn.pending.lock().unwrap().remove(&rid);
+                if let Some(p) = p {
+                    let _ = p.tx.send(Ok(resp));
+                }
+            }
+            Frame::Push(push) => {
+                flush(&mut calls, out);
+                inbound.push(peer, push);
             }
             other => {
-                // Keep the order of everything that is not a call to a child.
-                if !calls.is_empty() {
-                    Arc::clone(inbound).calls(peer, std::mem::take(&mut calls), reply, out);
-                }
-                match other {
-                    Frame::Request { rid, req } => {
-                        let fut = Arc::clone(inbound).request(peer, req);
-                        let reply = Arc::clone(reply);
-                        // A task of its own: a start or a stop runs to its end even if
-                        // this connection drops (a move whose source dies still lands).
-                        let task = tokio::spawn(async move { reply(vec![(rid, fut.await)]) });
-                        out.push(Box::pin(async move {
-                            let _ = task.await;
-                        }));
-                    }
-                    Frame::Response { rid, resp } => {
-                        let p = conn.pending.lock().unwrap().remove(&rid);
-                        if let Some(p) = p {
-                            let _ = p.tx.send(Ok(resp));
-                        }
-                    }
-                    Frame::Push(push) => inbound.push(peer, push),
-                    other => {
-                        result = Err(format!("unexpected frame {other:?}"));
-                        break;
-                    }
-                }
+                flush(&mut calls, out);
+                result = Err(format!("unexpected frame {other:?}"));
+                break;
             }
         }
     }

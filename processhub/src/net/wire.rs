@@ -48,51 +48,113 @@ pub(crate) enum Frame<'a> {
     Push(Push),
 }
 
+/// A request. Every variant wraps a struct of its own (postcard encodes a newtype
+/// variant of a struct as the struct variant with the same fields: the bytes are those
+/// of the flat variants), so that the serving side splits calls (their own path,
+/// grouped per child) from the other requests ([`Command`]), in which a call cannot
+/// occur.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request<'a> {
     /// Start these children on the receiver (or forward them to their owner).
-    Start { items: Vec<StartItem>, hops: u8 },
+    Start(Start),
     /// Stop a child the receiver runs.
-    Stop { id: String, type_name: String },
+    Stop(Stop),
     /// Call a method of a child the receiver runs.
-    Call {
-        #[serde(borrow)]
-        id: Cow<'a, str>,
-        #[serde(borrow)]
-        type_name: Cow<'a, str>,
-        #[serde(borrow)]
-        method: Cow<'a, str>,
-        #[serde(borrow, with = "serde_bytes")]
-        args: Cow<'a, [u8]>,
-        /// For a write to a replicated child: unique per call (the caller's incarnation
-        /// and a counter), so that a retry after its primary died is applied once.
-        call_id: u128,
-    },
-    /// A part of start items too large for one frame (a big moved state): the
-    /// receiver appends `data` at `offset` of transfer `transfer`, `total` bytes in all.
-    Stage {
-        transfer: u64,
-        offset: u64,
-        total: u64,
-        #[serde(borrow, with = "serde_bytes")]
-        data: Cow<'a, [u8]>,
-    },
-    /// Start the items whose encoding was staged under `transfer` (as `Start`).
-    StartStaged { transfer: u64, hops: u8 },
-    /// Keep this state of a replicated child as a standby copy (from its primary, after
-    /// each write, and in full when the standby set changes).
-    Replicate {
-        id: String,
-        type_name: String,
-        epoch: u64,
-        /// Counts the primary's shipments within its epoch: a standby keeps the newest.
-        seq: u64,
-        state: serde_bytes::ByteBuf,
-        /// Replies of the latest identified writes, to answer their retries: all of
-        /// them, or (`append`) those since the previous shipment to this standby.
-        recent: WireCalls,
-        append: bool,
-    },
+    Call(#[serde(borrow)] Call<'a>),
+    /// A part of start items too large for one frame.
+    Stage(#[serde(borrow)] Stage<'a>),
+    /// Start the items staged under a transfer.
+    StartStaged(StartStaged),
+    /// Keep a standby copy of a replicated child.
+    Replicate(Replicate),
+}
+
+/// A request other than a call: what the serving side's request path handles.
+#[derive(Debug)]
+pub(crate) enum Command<'a> {
+    Start(Start),
+    Stop(Stop),
+    Stage(Stage<'a>),
+    StartStaged(StartStaged),
+    Replicate(Replicate),
+}
+
+impl<'a> Request<'a> {
+    /// A call, or the request as a [`Command`].
+    pub(crate) fn split(self) -> Result<Call<'a>, Command<'a>> {
+        Err(match self {
+            Request::Call(call) => return Ok(call),
+            Request::Start(r) => Command::Start(r),
+            Request::Stop(r) => Command::Stop(r),
+            Request::Stage(r) => Command::Stage(r),
+            Request::StartStaged(r) => Command::StartStaged(r),
+            Request::Replicate(r) => Command::Replicate(r),
+        })
+    }
+}
+
+/// Call a method of a child the receiver runs.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Call<'a> {
+    #[serde(borrow)]
+    pub(crate) id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) type_name: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) method: Cow<'a, str>,
+    #[serde(borrow, with = "serde_bytes")]
+    pub(crate) args: Cow<'a, [u8]>,
+    /// For a write to a replicated child: unique per call (the caller's incarnation and
+    /// a counter), so that a retry after its primary died is applied once.
+    pub(crate) call_id: u128,
+}
+
+/// Start these children on the receiver (or forward them to their owner).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Start {
+    pub(crate) items: Vec<StartItem>,
+    pub(crate) hops: u8,
+}
+
+/// Stop a child the receiver runs.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Stop {
+    pub(crate) id: String,
+    pub(crate) type_name: String,
+}
+
+/// A part of start items too large for one frame (a big moved state): the receiver
+/// appends `data` at `offset` of transfer `transfer`, `total` bytes in all.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Stage<'a> {
+    pub(crate) transfer: u64,
+    pub(crate) offset: u64,
+    pub(crate) total: u64,
+    #[serde(borrow, with = "serde_bytes")]
+    pub(crate) data: Cow<'a, [u8]>,
+}
+
+/// Start the items whose encoding was staged under `transfer` (as `Start`).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct StartStaged {
+    pub(crate) transfer: u64,
+    pub(crate) hops: u8,
+}
+
+/// Keep this state of a replicated child as a standby copy (from its primary, after
+/// each write, and in full when the standby set changes).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Replicate {
+    pub(crate) id: String,
+    pub(crate) type_name: String,
+    pub(crate) epoch: u64,
+    /// Counts the primary's shipments within its epoch: a standby keeps the newest.
+    pub(crate) seq: u64,
+    pub(crate) state: serde_bytes::ByteBuf,
+    /// Replies of the latest identified writes, to answer their retries: all of them,
+    /// or (`append`) those since the previous shipment to this standby.
+    pub(crate) recent: WireCalls,
+    pub(crate) append: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -187,13 +249,13 @@ mod tests {
     fn round_trip_with_length_prefix() {
         let frame = Frame::Request {
             rid: 7,
-            req: Request::Call {
+            req: Request::Call(Call {
                 id: "🦀/a b".into(),
                 type_name: "T".into(),
                 method: "add".into(),
                 args: Cow::Borrowed(&[1, 2, 3]),
                 call_id: 0,
-            },
+            }),
         };
         let bytes = encode(&frame).unwrap();
         let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
@@ -201,7 +263,7 @@ mod tests {
         match decode(&bytes[4..]).unwrap() {
             Frame::Request {
                 rid: 7,
-                req: Request::Call { id, args, .. },
+                req: Request::Call(Call { id, args, .. }),
             } => {
                 assert_eq!(id, "🦀/a b");
                 assert!(matches!(id, Cow::Borrowed(_)), "decoding borrows");
@@ -216,6 +278,35 @@ mod tests {
         let bytes = encode_push(&Push::Remove(vec![("a".into(), 3)])).unwrap();
         match decode(&bytes[4..]).unwrap() {
             Frame::Push(Push::Remove(ids)) => assert_eq!(ids, vec![("a".to_string(), 3)]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_wrapping_a_struct_encode_as_the_flat_variants_did() {
+        // What the flat `Stop { id, type_name }` (variant 1) encoded to.
+        let flat = [1, 1, b'a', 1, b'T'];
+        let req = Request::Stop(Stop {
+            id: "a".into(),
+            type_name: "T".into(),
+        });
+        assert_eq!(postcard::to_allocvec(&req).unwrap(), flat);
+        // `StartStaged { transfer, hops }` (variant 4), and a borrowed `Stage` (3).
+        let req = Request::StartStaged(StartStaged {
+            transfer: 300,
+            hops: 2,
+        });
+        assert_eq!(postcard::to_allocvec(&req).unwrap(), [4, 0xac, 0x02, 2]);
+        let req = Request::Stage(Stage {
+            transfer: 1,
+            offset: 0,
+            total: 2,
+            data: Cow::Borrowed(&[7, 8]),
+        });
+        let bytes = postcard::to_allocvec(&req).unwrap();
+        assert_eq!(bytes, [3, 1, 0, 2, 2, 7, 8]);
+        match postcard::from_bytes::<Request<'_>>(&bytes).unwrap().split() {
+            Err(Command::Stage(s)) => assert!(matches!(s.data, Cow::Borrowed(&[7, 8]))),
             other => panic!("{other:?}"),
         }
     }
