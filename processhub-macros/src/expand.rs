@@ -538,13 +538,10 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
         ));
     }
     if item.generics.lifetimes().next().is_some() || item.generics.const_params().next().is_some() {
-        push(
-            &mut errors,
-            syn::Error::new(
-                item.generics.span(),
-                "a #[distributed] impl takes type parameters only, those of its struct",
-            ),
-        );
+        return Err(syn::Error::new(
+            item.generics.span(),
+            "a #[distributed] impl takes type parameters only, those of its struct",
+        ));
     }
     let self_segment = match &*item.self_ty {
         Type::Path(p) if p.qself.is_none() => p.path.segments.last().cloned(),
@@ -573,6 +570,7 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
     let mut methods = Vec::new();
     let mut skipped: Vec<bool> = Vec::new();
     let mut hook_fns: Vec<(&str, syn::Ident)> = Vec::new();
+    let mut stubs: Vec<TokenStream> = Vec::new();
     for it in &item.items {
         let ImplItem::Fn(f) = it else {
             skipped.push(true);
@@ -642,11 +640,13 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
         }
         match method(f) {
             Ok(m) => methods.push(m),
-            Err(e) => push(&mut errors, e),
+            Err(e) => {
+                // The rest of the handle is still generated, and a stub of this method:
+                // its error is the only one, not one more at every call site.
+                push(&mut errors, e);
+                stubs.push(stub_method(f, ph));
+            }
         }
-    }
-    if let Some(e) = errors {
-        return Err(e);
     }
 
     let mut msgs = Vec::new();
@@ -791,7 +791,10 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
     let dispatch = dispatch_impl(ph, &item.generics, self_ty, &arms, &hooks, &writes);
     let mut item = item.clone();
     strip_method_attrs(&mut item);
+    let errors = errors.map(|e| e.to_compile_error());
     Ok(quote! {
+        #errors
+
         #item
 
         const _: () = {
@@ -800,11 +803,40 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
             #[automatically_derived]
             impl #impl_generics #handle #where_dispatch {
                 #(#handle_fns)*
+                #(#stubs)*
             }
 
             #dispatch
         };
     })
+}
+
+/// On the error path, for a method that could not become a call: a handle method of
+/// the same name and arguments, so that its call sites raise no error of their own.
+fn stub_method(f: &syn::ImplItemFn, ph: &TokenStream) -> TokenStream {
+    let sig = &f.sig;
+    let (name, vis, generics) = (&sig.ident, &f.vis, &sig.generics);
+    let where_clause = &generics.where_clause;
+    let args = sig.inputs.iter().filter_map(|input| match input {
+        FnArg::Typed(t) => Some(&t.ty),
+        FnArg::Receiver(_) => None,
+    });
+    let args = args.enumerate().map(|(i, ty)| {
+        let arg = format_ident!("__arg{}", i);
+        quote!(#arg: #ty)
+    });
+    let ret = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, t) => t.to_token_stream(),
+    };
+    let message = format!("`{name}` did not compile: see the error on its signature");
+    quote! {
+        #[doc(hidden)]
+        #[allow(unused_variables, clippy::unused_async)]
+        #vis async fn #name #generics (&self, #(#args),*) -> ::core::result::Result<#ret, #ph::CallError> #where_clause {
+            ::core::unreachable!(#message)
+        }
+    }
 }
 
 fn method(f: &syn::ImplItemFn) -> syn::Result<Method<'_>> {
@@ -1040,5 +1072,26 @@ mod tests {
         );
         assert!(!out.contains("processhub"), "{out}");
         assert!(out.contains("::mylib::ph::__private"));
+    }
+
+    #[test]
+    fn a_bad_method_leaves_the_other_handle_methods_and_a_stub_of_itself() {
+        let out = distributed(
+            TokenStream::new(),
+            quote! {
+                impl Cart {
+                    pub fn add(&mut self, item: &str) -> usize { 1 }
+                    pub fn count(&self) -> usize { 0 }
+                }
+            },
+        )
+        .to_string();
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(out.contains("take `String`"), "{out}");
+        // `count` is a call as usual; `add` is a stub on the handle.
+        assert!(out.contains("__Cart_count"), "{out}");
+        assert!(!out.contains("__Cart_add"), "{out}");
+        assert!(out.contains("async fn add"), "{out}");
+        assert!(out.contains("did not compile"), "{out}");
     }
 }
