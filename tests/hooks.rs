@@ -1,6 +1,6 @@
 //! Start hooks as the engine runs them: outside the node's lock, once a start is
-//! admitted, with typed errors from any node; role signals on every start; the owners
-//! of a replicated child.
+//! admitted, with typed errors from any node; role signals on every start and for
+//! passive standbys; the owners of a replicated child.
 
 mod common;
 
@@ -34,6 +34,7 @@ impl Roles {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_child_hears_it_is_the_primary_wherever_it_starts_and_lists_its_owners() {
     let hubs = cluster("roles", 2).await;
+    let mut events: Vec<_> = hubs.iter().map(|h| h.events()).collect();
     let ids: Vec<String> = (0..40).map(|i| format!("roles-{i}")).collect();
     for r in Roles::start_many(
         &hubs[0],
@@ -66,6 +67,21 @@ async fn a_replicated_child_hears_it_is_the_primary_wherever_it_starts_and_lists
         };
         assert_eq!(info.owners(), vec![info.owner, other], "{id}");
     }
+    // Each passive standby heard that its role began, on its own node.
+    let mut standbys = Vec::new();
+    for (h, e) in hubs.iter().zip(&mut events) {
+        while let Ok(ev) = e.try_recv() {
+            if let HubEvent::StandbyStarted { id, node, .. } = ev {
+                assert_eq!(node, h.node_id());
+                assert_ne!(h.lookup(&id).unwrap().owner, node, "{id}");
+                standbys.push(id);
+            }
+        }
+    }
+    standbys.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(standbys, expected);
     for h in hubs {
         h.shutdown().await.unwrap();
     }

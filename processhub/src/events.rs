@@ -113,6 +113,26 @@ pub enum HubEvent {
         /// The former standby's node.
         node: NodeId,
     },
+    /// This node holds a standby copy of a replicated child from now on, kept in step
+    /// by its primary (`epoch`): the passive standby's role begins. The primary's node
+    /// reports [`HubEvent::ReplicaAdded`].
+    StandbyStarted {
+        /// The child id.
+        id: String,
+        /// This node.
+        node: NodeId,
+        /// The epoch of the primary that sent the copy.
+        epoch: u64,
+    },
+    /// This node's standby copy of a child is gone: it was promoted (then
+    /// [`HubEvent::PrimaryPromoted`] follows), the child runs here now, this node is no
+    /// longer named a standby, or the child stopped.
+    StandbyEnded {
+        /// The child id.
+        id: String,
+        /// This node.
+        node: NodeId,
+    },
     /// A restart could not be carried out.
     ChildLost {
         /// The child id.

@@ -21,7 +21,6 @@ use tokio::sync::broadcast;
 
 use crate::child::erased::{ChildCtx, Replicator};
 use crate::child::life::Entered;
-use crate::core::entry::EpochCell;
 use crate::core::recent::SharedRecent;
 use crate::error::CallError;
 use crate::events::{HubEvent, RestartReason};
@@ -112,12 +111,29 @@ pub trait Dispatch: Component {
     fn is_write(method: &str) -> bool;
 }
 
+/// Where an actor reads its child's current epoch.
+pub(crate) trait EpochOf: Send + Sync + 'static {
+    fn epoch(&self) -> u64;
+}
+
+/// The home of an actor that runs no child (a read on a standby copy).
+pub(crate) struct NoHome;
+
+impl EpochOf for NoHome {
+    fn epoch(&self) -> u64 {
+        0
+    }
+}
+
 /// The kameo actor that runs one child.
 pub struct ComponentActor<T> {
     pub(crate) state: T,
     pub(crate) id: Arc<str>,
     pub(crate) node: NodeId,
-    pub(crate) epoch: EpochCell,
+    /// Its epoch when it woke (read from `home` while the child lives).
+    pub(crate) epoch: u64,
+    /// The child it runs: where its current epoch is kept.
+    pub(crate) home: std::sync::Weak<dyn EpochOf>,
     pub(crate) events: broadcast::Sender<HubEvent>,
     pub(crate) replicator: Option<Arc<dyn Replicator>>,
     pub(crate) recent: SharedRecent,
@@ -178,13 +194,20 @@ impl<T> ComponentActor<T> {
         }
     }
 
+    /// Its epoch now: the child's (the engine may have changed it since it woke).
+    fn epoch(&self) -> u64 {
+        self.home
+            .upgrade()
+            .map_or(self.epoch, |child| child.epoch())
+    }
+
     /// What [`Self::__guard`] needs besides the future (for generated code).
     #[doc(hidden)]
     pub fn __context(&self) -> (Arc<str>, NodeId, u64, broadcast::Sender<HubEvent>) {
         (
             self.id.clone(),
             self.node,
-            self.epoch.get(),
+            self.epoch(),
             self.events.clone(),
         )
     }
@@ -240,7 +263,8 @@ pub(crate) async fn read_copy<T: Dispatch>(
         state,
         id: ctx.id,
         node: ctx.node,
-        epoch: ctx.epoch,
+        epoch: ctx.epoch.get(),
+        home: std::sync::Weak::<NoHome>::new(),
         events: ctx.events,
         replicator: None,
         recent: ctx.recent,
@@ -270,7 +294,7 @@ impl<T: Component> ComponentActor<T> {
                 let shipped = r.ship(
                     self.id.clone(),
                     T::TYPE_NAME,
-                    self.epoch.get(),
+                    self.epoch(),
                     state,
                     self.recent.clone(),
                 );

@@ -2,7 +2,7 @@
 //! sleep, a stop or a move).
 
 use crate::child::component::{
-    panic_message, CallBatch, Component, ComponentActor, Dispatch, Hook, Responder, Resync,
+    panic_message, CallBatch, Component, ComponentActor, Dispatch, EpochOf, Hook, Responder, Resync,
 };
 use crate::child::erased::{Arrival, ChildCtx, ErasedChild};
 use crate::core::item::StartFailure;
@@ -155,14 +155,15 @@ impl<T: Component> Child<T> {
         }
     }
 
-    fn activate(&self, state: T) -> Life<T> {
+    fn activate(self: &Arc<Self>, state: T) -> Life<T> {
         let prepared = ComponentActor::prepare();
         let actor = prepared.actor_ref().clone();
         let join = prepared.spawn(ComponentActor {
             state,
             id: self.ctx.id.clone(),
             node: self.ctx.node,
-            epoch: self.ctx.epoch.clone(),
+            epoch: self.ctx.epoch.get(),
+            home: Arc::downgrade(self) as std::sync::Weak<dyn EpochOf>,
             events: self.ctx.events.clone(),
             replicator: self.ctx.replicator.clone(),
             recent: self.ctx.recent.clone(),
@@ -261,6 +262,12 @@ impl<T: Component> Child<T> {
         if let Some(state) = held {
             self.put_back(state);
         }
+    }
+}
+
+impl<T: Component> EpochOf for Child<T> {
+    fn epoch(&self) -> u64 {
+        self.ctx.epoch.get()
     }
 }
 

@@ -118,15 +118,16 @@ pub enum Role {
     Replica,
 }
 
-/// A running instance's epoch: one number, set by the engine (a start, a promotion in
-/// place, a rolled-back move) and read by the instance (its events, its shipments), so
-/// the two never drift.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct EpochCell(Arc<std::sync::atomic::AtomicU64>);
+/// A running instance's epoch: one number, kept in the instance's context, set by the
+/// engine (a start, a promotion in place, a rolled-back move) and read by the instance
+/// (its events, its shipments), so the two never drift. Inline: no allocation of its
+/// own.
+#[derive(Debug, Default)]
+pub(crate) struct EpochCell(std::sync::atomic::AtomicU64);
 
 impl EpochCell {
     pub(crate) fn new(epoch: u64) -> Self {
-        Self(Arc::new(std::sync::atomic::AtomicU64::new(epoch)))
+        Self(std::sync::atomic::AtomicU64::new(epoch))
     }
 
     pub(crate) fn get(&self) -> u64 {

@@ -13,6 +13,41 @@ use std::time::Instant;
 
 use crate::node::NodeId;
 
+/// Why a part or a transfer was refused (the transfer is dropped).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum StagingError {
+    /// The transfer would be larger than the limit.
+    #[error("a transfer of {total} bytes exceeds the limit of {max}")]
+    TooLarge { total: u64, max: usize },
+    /// No such transfer is being received (never begun, dropped, or taken).
+    #[error("no transfer {0} under way")]
+    Unknown(u64),
+    /// A part gives another total than the transfer's first one.
+    #[error("transfer {transfer} was {was} bytes, now {now}")]
+    TotalChanged {
+        transfer: u64,
+        was: usize,
+        now: usize,
+    },
+    /// A part is not the next one.
+    #[error("part at {offset} of transfer {transfer}, expected {expected}")]
+    OutOfOrder {
+        transfer: u64,
+        offset: u64,
+        expected: usize,
+    },
+    /// A part goes past the total.
+    #[error("transfer {transfer} overruns its {total} bytes")]
+    Overrun { transfer: u64, total: usize },
+    /// The transfer was taken before all its parts came.
+    #[error("transfer {transfer} is incomplete: {got} of {total} bytes")]
+    Incomplete {
+        transfer: u64,
+        got: usize,
+        total: usize,
+    },
+}
+
 /// One transfer being received.
 #[derive(Debug)]
 struct Transfer {
@@ -45,7 +80,7 @@ impl Staging {
         part: Part<'_>,
         max: usize,
         now: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), StagingError> {
         let result = self.append(key, part, max, now);
         if result.is_err() {
             self.transfers.remove(&key);
@@ -63,11 +98,11 @@ impl Staging {
         }: Part<'_>,
         max: usize,
         now: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), StagingError> {
         let total = usize::try_from(total)
             .ok()
             .filter(|t| *t <= max)
-            .ok_or_else(|| format!("a transfer of {total} bytes exceeds the limit of {max}"))?;
+            .ok_or(StagingError::TooLarge { total, max })?;
         if offset == 0 {
             self.transfers.insert(
                 key,
@@ -81,22 +116,26 @@ impl Staging {
         let t = self
             .transfers
             .get_mut(&key)
-            .ok_or_else(|| format!("no transfer {} under way", key.1))?;
+            .ok_or(StagingError::Unknown(key.1))?;
         if t.total != total {
-            return Err(format!(
-                "transfer {} was {} bytes, now {total}",
-                key.1, t.total
-            ));
+            return Err(StagingError::TotalChanged {
+                transfer: key.1,
+                was: t.total,
+                now: total,
+            });
         }
         if offset != t.bytes.len() as u64 {
-            return Err(format!(
-                "part at {offset} of transfer {}, expected {}",
-                key.1,
-                t.bytes.len()
-            ));
+            return Err(StagingError::OutOfOrder {
+                transfer: key.1,
+                offset,
+                expected: t.bytes.len(),
+            });
         }
         if t.bytes.len() + data.len() > total {
-            return Err(format!("transfer {} overruns its {total} bytes", key.1));
+            return Err(StagingError::Overrun {
+                transfer: key.1,
+                total,
+            });
         }
         t.bytes.extend_from_slice(data);
         t.touched = now;
@@ -104,18 +143,17 @@ impl Staging {
     }
 
     /// Takes the complete transfer `(from, id)`.
-    pub(crate) fn take(&mut self, key: (NodeId, u64)) -> Result<Vec<u8>, String> {
+    pub(crate) fn take(&mut self, key: (NodeId, u64)) -> Result<Vec<u8>, StagingError> {
         let t = self
             .transfers
             .remove(&key)
-            .ok_or_else(|| format!("no transfer {} under way", key.1))?;
+            .ok_or(StagingError::Unknown(key.1))?;
         if t.bytes.len() != t.total {
-            return Err(format!(
-                "transfer {} is incomplete: {} of {} bytes",
-                key.1,
-                t.bytes.len(),
-                t.total
-            ));
+            return Err(StagingError::Incomplete {
+                transfer: key.1,
+                got: t.bytes.len(),
+                total: t.total,
+            });
         }
         Ok(t.bytes)
     }

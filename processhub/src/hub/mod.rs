@@ -26,6 +26,7 @@ use crate::child::types::{replicas, vtable};
 use crate::core::engine::{Effect, Engine};
 use crate::core::entry::Entry;
 use crate::core::entry::EpochCell;
+use crate::core::placement::Distribution;
 use crate::core::registry::Push;
 use crate::core::registry::Registry;
 use crate::core::ring::Ring;
@@ -37,7 +38,6 @@ use crate::hub::replication::HubReplicator;
 use crate::net::batch::{batches, entry_size};
 use crate::net::transport::Transport;
 use crate::node::NodeId;
-use crate::placement::Distribution;
 
 /// Default deadline of a call, start or stop.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);

@@ -130,7 +130,7 @@ impl HubInner {
             .write()
             .unwrap()
             .keep_copy(id, type_name, version, state, recent);
-        match kept? {
+        match kept.map_err(|e| e.to_string())? {
             Kept::Copy => Ok(()),
             Kept::Replica(state) => self.run_replica(id, type_name, version.0, &state),
         }

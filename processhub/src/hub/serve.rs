@@ -209,7 +209,9 @@ impl Inbound for HubInner {
                     self.max_state_size,
                     Instant::now().into_std(),
                 );
-                Box::pin(std::future::ready(Response::Staged(staged)))
+                Box::pin(std::future::ready(Response::Staged(
+                    staged.map_err(|e| e.to_string()),
+                )))
             }
             Command::Replicate(Replicate {
                 id,
@@ -233,7 +235,7 @@ impl Inbound for HubInner {
             Command::StartStaged(StartStaged { transfer, hops }) => {
                 let staged = self.staging.lock().unwrap().take((from, transfer));
                 Box::pin(async move {
-                    let items = staged.and_then(|bytes| {
+                    let items = staged.map_err(|e| e.to_string()).and_then(|bytes| {
                         postcard::from_bytes::<Vec<StartItem>>(&bytes)
                             .map_err(|e| format!("malformed staged items: {e}"))
                     });

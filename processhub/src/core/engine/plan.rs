@@ -130,7 +130,7 @@ impl<C: ChildHandle> Engine<C> {
             });
             return None;
         }
-        let copy = self.copies.remove(id);
+        let copy = self.drop_copy(id);
         let promoted = copy.is_some();
         let (state, recent) = match copy {
             Some(c) => (c.state, c.recent),

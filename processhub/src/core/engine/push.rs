@@ -24,7 +24,7 @@ impl<C: ChildHandle> Engine<C> {
             Push::Remove(ids) => {
                 for (id, epoch) in ids {
                     if self.registry.remove(&id, from, epoch).is_some() {
-                        self.copies.remove(id.as_str());
+                        self.drop_copy(&id);
                         // Stopped: an active replica of it here stops too.
                         if self.local.get(id.as_str()).is_some_and(|l| l.replica) {
                             self.stop_instance(&id, true);
@@ -92,7 +92,7 @@ impl<C: ChildHandle> Engine<C> {
             tracing::debug!(%id, %from, "ignored a losing entry");
         } else if !standby_here {
             // No longer a standby of it: its copy goes.
-            self.copies.remove(id);
+            self.drop_copy(id);
         }
     }
 

@@ -158,12 +158,12 @@ impl<C: ChildHandle> Engine<C> {
         version: (u64, u64),
         state: Vec<u8>,
         (recent, append): (Vec<(u128, Vec<u8>)>, bool),
-    ) -> Result<Kept, String> {
+    ) -> Result<Kept, CopyRefused> {
         if self.active_active(type_name) {
             return Ok(Kept::Replica(state));
         }
         if self.local.contains_key(id) {
-            return Err(format!("{id} runs here; it has no standby here"));
+            return Err(CopyRefused::RunsHere { id: id.to_string() });
         }
         match self.copies.get_mut(id) {
             Some(c) => {
@@ -186,9 +186,26 @@ impl<C: ChildHandle> Engine<C> {
                         recent: RecentCalls::from_list(recent),
                     },
                 );
+                self.out.events.push(HubEvent::StandbyStarted {
+                    id: id.to_string(),
+                    node: self.me,
+                    epoch: version.0,
+                });
             }
         }
         Ok(Kept::Copy)
+    }
+
+    /// Drops this node's standby copy of `id`, if it holds one (reported: the passive
+    /// standby's end, whatever the reason: promoted, running here, no longer named,
+    /// stopped).
+    pub(crate) fn drop_copy(&mut self, id: &str) -> Option<StandbyCopy> {
+        let copy = self.copies.remove(id)?;
+        self.out.events.push(HubEvent::StandbyEnded {
+            id: id.to_string(),
+            node: self.me,
+        });
+        Some(copy)
     }
 
     /// Whether an instance of `id` runs here or is starting (then no replica is made).
@@ -227,14 +244,34 @@ impl<C: ChildHandle> Engine<C> {
 /// `held`: a newer shipment does, an older one is ignored (asynchronous shipments may
 /// arrive out of order), and one from an older epoch is refused (its primary was
 /// replaced: it must learn it is a standby no more).
-pub(crate) fn supersedes(held: (u64, u64), incoming: (u64, u64), id: &str) -> Result<bool, String> {
+pub(crate) fn supersedes(
+    held: (u64, u64),
+    incoming: (u64, u64),
+    id: &str,
+) -> Result<bool, CopyRefused> {
     if held.0 > incoming.0 {
-        return Err(format!(
-            "a copy of {id} from epoch {} is newer than {}",
-            held.0, incoming.0
-        ));
+        return Err(CopyRefused::OlderPrimary {
+            id: id.to_string(),
+            held: held.0,
+            incoming: incoming.0,
+        });
     }
     Ok(incoming > held)
+}
+
+/// Why a standby refused a shipment (the primary drops it from the standby set).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum CopyRefused {
+    /// The child runs here: this node is no standby of it.
+    #[error("{id} runs here; it has no standby here")]
+    RunsHere { id: String },
+    /// This node holds a copy from a newer primary: the sender was replaced.
+    #[error("a copy of {id} from epoch {held} is newer than {incoming}")]
+    OlderPrimary {
+        id: String,
+        held: u64,
+        incoming: u64,
+    },
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ impl<C: ChildHandle> Engine<C> {
             self.resync_due = true;
         }
         // Running here now: a standby copy of it here is stale.
-        self.copies.remove(&*id);
+        self.drop_copy(&id);
         let replaced = self.local.insert(
             id.clone(),
             LocalChild {

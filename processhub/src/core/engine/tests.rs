@@ -531,6 +531,44 @@ fn a_standby_keeps_the_newest_copy_and_refuses_an_older_primary() {
         .is_err());
 }
 
+#[test]
+fn a_passive_standby_hears_when_its_role_begins_and_ends() {
+    let mut e = engine(2, &[1, 2, 3]);
+    e.push(node(1), upsert("x", replicated("R3", node(1), &[2])));
+    e.take_output();
+    e.keep_copy("x", "R3", (1, 1), vec![1], (vec![], false))
+        .unwrap();
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![],
+            vec![],
+            vec![HubEvent::StandbyStarted {
+                id: "x".into(),
+                node: node(2),
+                epoch: 1
+            }]
+        )
+    );
+    e.keep_copy("x", "R3", (1, 2), vec![2], (vec![], false))
+        .unwrap();
+    assert_eq!(e.take_output(), Output::default(), "said once");
+    // Its primary names another standby set: the copy goes.
+    e.push(node(1), upsert("x", replicated("R3", node(1), &[3])));
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![],
+            vec![],
+            vec![HubEvent::StandbyEnded {
+                id: "x".into(),
+                node: node(2)
+            }]
+        )
+    );
+    assert_eq!(e.standby_copy("x"), None);
+}
+
 // ---- moves ----
 
 #[test]
