@@ -19,12 +19,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::child::erased::Hook;
 use crate::child::erased::{ChildCtx, Replicator};
-use crate::child::life::Entered;
 use crate::core::recent::SharedRecent;
 use crate::error::CallError;
 use crate::events::{HubEvent, RestartReason};
-use crate::net::wire::EncodedCall;
 use crate::node::NodeId;
 
 /// A component type: implemented by `#[distributed]` on a struct.
@@ -311,15 +310,6 @@ impl<T: Component> ComponentActor<T> {
     }
 }
 
-/// A lifecycle hook to run on a running instance.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Hook {
-    /// Its new role (an active replica promoted in place): `#[on_role_change]`.
-    Role(crate::core::entry::Role),
-    /// It is being stopped for good: `#[on_stop]`.
-    Stop,
-}
-
 impl<T: Dispatch> Message<Hook> for ComponentActor<T> {
     type Reply = ();
 
@@ -344,97 +334,6 @@ impl<T: Component> Message<Resync> for ComponentActor<T> {
 
     async fn handle(&mut self, _: Resync, _: &mut kameo::message::Context<Self, ()>) {
         self.ship_state().await;
-    }
-}
-
-/// The replies to the calls of a batch, in order.
-pub(crate) type Replies = Vec<Result<Vec<u8>, CallError>>;
-
-/// Where the replies of a batch go, once: `Some` when it ran, `None` when the child
-/// was gone first (nothing of it applied). Dropped unused, it answers `None`.
-pub(crate) struct Responder(Option<Box<dyn FnOnce(Option<Replies>) + Send>>);
-
-impl Responder {
-    pub(crate) fn new(f: impl FnOnce(Option<Replies>) + Send + 'static) -> Self {
-        Self(Some(Box::new(f)))
-    }
-
-    fn answer(mut self, replies: Option<Replies>) {
-        if let Some(f) = self.0.take() {
-            f(replies);
-        }
-    }
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f(None);
-        }
-    }
-}
-
-impl std::fmt::Debug for Responder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Responder")
-    }
-}
-
-/// Remote calls to one child, in arrival order, encoded as they came off the wire.
-///
-/// A connection hands a child every call that arrived for it in one read as one
-/// message, and the actor writes the replies to the connection itself: one thread
-/// wake-up per batch instead of two per call (thread wake-ups are the largest cost of a
-/// remote call: BENCHMARKS.md, P2). The actor runs the calls one after the other,
-/// exactly as it would run them one message each. The message holds the child awake
-/// (`Entered`) until it has run.
-#[doc(hidden)]
-pub struct CallBatch<T: Component> {
-    pub(crate) calls: Vec<EncodedCall>,
-    pub(crate) respond: Responder,
-    pub(crate) _entered: Entered<T>,
-}
-
-impl<T: Component> std::fmt::Debug for CallBatch<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallBatch")
-            .field("calls", &self.calls.len())
-            .finish()
-    }
-}
-
-impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
-    type Reply = ();
-
-    async fn handle(
-        &mut self,
-        batch: CallBatch<T>,
-        _: &mut kameo::message::Context<Self, Self::Reply>,
-    ) {
-        let mut replies = Vec::with_capacity(batch.calls.len());
-        for call in &batch.calls {
-            let Ok(method) = std::str::from_utf8(&call.method) else {
-                replies.push(Err(unknown_method::<T>("(not UTF-8)")));
-                continue;
-            };
-            // A retried write this child already applied: its reply, not a second go.
-            if let (true, Some(recent)) = (call.call_id != 0, &self.recent) {
-                if let Some(reply) = recent.lock().unwrap().get(call.call_id) {
-                    replies.push(Ok(reply.clone()));
-                    continue;
-                }
-            }
-            let reply = T::apply(self, method, &call.args).await;
-            if T::is_write(method) {
-                // Recorded before the state ships, so standbys know this call too.
-                if let (Ok(bytes), true, Some(recent)) = (&reply, call.call_id != 0, &self.recent) {
-                    recent.lock().unwrap().record(call.call_id, bytes.clone());
-                }
-                self.__replicated().await;
-            }
-            replies.push(reply);
-        }
-        batch.respond.answer(Some(replies));
     }
 }
 

@@ -1,10 +1,10 @@
 //! A child whatever its type: what the hub holds of it, and what it holds of the hub.
 
-use crate::child::component::{Hook, Responder};
 use crate::core::engine::ChildHandle;
 use crate::core::entry::EpochCell;
 use crate::core::item::StartFailure;
 use crate::core::recent::SharedRecent;
+use crate::error::CallError;
 use crate::events::HubEvent;
 use crate::net::wire::EncodedCall;
 use crate::node::NodeId;
@@ -122,5 +122,47 @@ pub(crate) trait Replicator: Send + Sync + 'static {
 impl std::fmt::Debug for dyn Replicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Replicator")
+    }
+}
+
+/// A lifecycle hook to run on a running instance.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Hook {
+    /// Its new role (an active replica promoted in place): `#[on_role_change]`.
+    Role(crate::core::entry::Role),
+    /// It is being stopped for good: `#[on_stop]`.
+    Stop,
+}
+
+/// The replies to the calls of a batch, in order.
+pub(crate) type Replies = Vec<Result<Vec<u8>, CallError>>;
+
+/// Where the replies of a batch go, once: `Some` when it ran, `None` when the child
+/// was gone first (nothing of it applied). Dropped unused, it answers `None`.
+pub(crate) struct Responder(Option<Box<dyn FnOnce(Option<Replies>) + Send>>);
+
+impl Responder {
+    pub(crate) fn new(f: impl FnOnce(Option<Replies>) + Send + 'static) -> Self {
+        Self(Some(Box::new(f)))
+    }
+
+    pub(crate) fn answer(mut self, replies: Option<Replies>) {
+        if let Some(f) = self.0.take() {
+            f(replies);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(None);
+        }
+    }
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
     }
 }

@@ -1,16 +1,19 @@
 //! A child's life: asleep (its state alone), awake (a kameo actor), taken (frozen for a
 //! sleep, a stop or a move).
 
+use crate::child::component::unknown_method;
 use crate::child::component::{
-    panic_message, CallBatch, Component, ComponentActor, Dispatch, EpochOf, Hook, Responder, Resync,
+    panic_message, Component, ComponentActor, Dispatch, EpochOf, Resync,
 };
 use crate::child::erased::{Arrival, ChildCtx, ErasedChild};
+use crate::child::erased::{Hook, Responder};
 use crate::core::item::StartFailure;
 use crate::events::HubEvent;
 use crate::net::wire::EncodedCall;
 use futures_util::future::BoxFuture;
 use kameo::actor::{ActorRef, Spawn};
 use kameo::error::{ActorStopReason, PanicError};
+use kameo::message::Message;
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -44,6 +47,64 @@ struct Slot<T: Component> {
     last_used: Instant,
     /// Set by the first call.
     called: bool,
+}
+
+/// Remote calls to one child, in arrival order, encoded as they came off the wire.
+///
+/// A connection hands a child every call that arrived for it in one read as one
+/// message, and the actor writes the replies to the connection itself: one thread
+/// wake-up per batch instead of two per call (thread wake-ups are the largest cost of a
+/// remote call: BENCHMARKS.md, P2). The actor runs the calls one after the other,
+/// exactly as it would run them one message each. The message holds the child awake
+/// (`Entered`) until it has run.
+#[doc(hidden)]
+pub struct CallBatch<T: Component> {
+    pub(crate) calls: Vec<EncodedCall>,
+    pub(crate) respond: Responder,
+    pub(crate) _entered: Entered<T>,
+}
+
+impl<T: Component> std::fmt::Debug for CallBatch<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallBatch")
+            .field("calls", &self.calls.len())
+            .finish()
+    }
+}
+
+impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
+    type Reply = ();
+
+    async fn handle(
+        &mut self,
+        batch: CallBatch<T>,
+        _: &mut kameo::message::Context<Self, Self::Reply>,
+    ) {
+        let mut replies = Vec::with_capacity(batch.calls.len());
+        for call in &batch.calls {
+            let Ok(method) = std::str::from_utf8(&call.method) else {
+                replies.push(Err(unknown_method::<T>("(not UTF-8)")));
+                continue;
+            };
+            // A retried write this child already applied: its reply, not a second go.
+            if let (true, Some(recent)) = (call.call_id != 0, &self.recent) {
+                if let Some(reply) = recent.lock().unwrap().get(call.call_id) {
+                    replies.push(Ok(reply.clone()));
+                    continue;
+                }
+            }
+            let reply = T::apply(self, method, &call.args).await;
+            if T::is_write(method) {
+                // Recorded before the state ships, so standbys know this call too.
+                if let (Ok(bytes), true, Some(recent)) = (&reply, call.call_id != 0, &self.recent) {
+                    recent.lock().unwrap().record(call.call_id, bytes.clone());
+                }
+                self.__replicated().await;
+            }
+            replies.push(reply);
+        }
+        batch.respond.answer(Some(replies));
+    }
 }
 
 /// One child of type `T`: dormant until called, an actor while in use, dormant again

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::placement::Distribution;
 use crate::node::NodeId;
 
 /// One registered child, as every node sees it.
@@ -50,6 +49,103 @@ pub(crate) type StartState = smallvec::SmallVec<[u8; 16]>;
 /// Whether entry `a` wins over entry `b` for the same id.
 pub(crate) fn wins(a: &Entry, b: &Entry) -> bool {
     (a.epoch, a.owner) > (b.epoch, b.owner)
+}
+
+/// How the children of a component type are placed
+/// (`#[distributed(distribution = "...")]`). See the `placement` module for
+/// what each does when nodes join, leave and die.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Distribution {
+    /// On the ring owner of the id; moves when that changes.
+    #[default]
+    ConsistentHash,
+    /// On the node the caller names at start; stays there while it lives.
+    Guided,
+    /// On the node that starts it; stays there while it lives.
+    Local,
+    /// On a node other than the one that starts it; stays there while it lives.
+    NotLocal,
+    /// On the members in turn (the one with the fewest children of the type).
+    RoundRobin,
+    /// One instance on every member.
+    EveryNode,
+    /// Consistent hashing, with no node holding more than [`BOUND`] × the mean.
+    BoundedLoad,
+    /// A [`Strategy`](crate::placement::Strategy) of the user's.
+    Custom,
+}
+
+/// The cap of `bounded_load`: no member holds more than this many times the mean number
+/// of children of the type (rounded up).
+pub const BOUND: f64 = 1.25;
+
+impl Distribution {
+    /// Its name in `#[distributed(distribution = "...")]`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Distribution::ConsistentHash => "consistent_hash",
+            Distribution::Guided => "guided",
+            Distribution::Local => "local",
+            Distribution::NotLocal => "not_local",
+            Distribution::RoundRobin => "round_robin",
+            Distribution::EveryNode => "every_node",
+            Distribution::BoundedLoad => "bounded_load",
+            Distribution::Custom => "custom",
+        }
+    }
+
+    /// Its code in a registry entry's flags (6 bits; 8 codes used).
+    pub(crate) const fn code(self) -> u8 {
+        match self {
+            Distribution::ConsistentHash => 0,
+            Distribution::Guided => 1,
+            Distribution::Local => 2,
+            Distribution::NotLocal => 3,
+            Distribution::RoundRobin => 4,
+            Distribution::EveryNode => 5,
+            Distribution::BoundedLoad => 6,
+            Distribution::Custom => 7,
+        }
+    }
+
+    pub(crate) const fn from_code(code: u8) -> Self {
+        match code {
+            1 => Distribution::Guided,
+            2 => Distribution::Local,
+            3 => Distribution::NotLocal,
+            4 => Distribution::RoundRobin,
+            5 => Distribution::EveryNode,
+            6 => Distribution::BoundedLoad,
+            7 => Distribution::Custom,
+            _ => Distribution::ConsistentHash,
+        }
+    }
+
+    /// Placed once at start, then kept on its node while that node lives.
+    pub(crate) const fn placed_once(self) -> bool {
+        matches!(
+            self,
+            Distribution::Guided
+                | Distribution::Local
+                | Distribution::NotLocal
+                | Distribution::RoundRobin
+        )
+    }
+
+    /// Whether placing it needs the number of children of its type on each member.
+    pub(crate) const fn needs_loads(self) -> bool {
+        matches!(
+            self,
+            Distribution::RoundRobin | Distribution::BoundedLoad | Distribution::Custom
+        )
+    }
+}
+
+impl std::fmt::Display for Distribution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// How a child is placed, kept in its registry entry on every node: pinned (bit 0),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{DrainReport, HubInner, MAX_HOPS, START_BATCH};
-use crate::child::component::Hook;
 use crate::child::erased::Arrival;
+use crate::child::erased::Hook;
 use crate::child::erased::{ChildCtx, ErasedChild};
 use crate::child::types::vtable;
 use crate::core::item::{StartFailure, StartItem, StartOutcome, StopOutcome};

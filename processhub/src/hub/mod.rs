@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::child::component::Hook;
+use crate::child::erased::Hook;
 use crate::child::erased::{ChildCtx, ErasedChild, Replicator};
 use crate::child::types::{replicas, vtable};
 use crate::core::engine::{Effect, Engine};

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::{HubInner, MAX_HOPS, SNAPSHOT_CHUNK};
-use crate::child::component::Responder;
+use crate::child::erased::Responder;
 use crate::child::erased::{ChildCtx, ErasedChild};
 use crate::child::types::vtable;
 use crate::core::engine::Missing;

@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::core::registry::Push;
 use crate::net::error::TransportError;
 use crate::net::link::LinkWrite;
-use crate::net::transport::QUIET;
 use crate::net::wire::{encode_into, encode_push};
 use crate::net::wire::{Frame, Response};
 use crate::node::NodeId;
@@ -23,6 +22,8 @@ pub(super) struct Pending {
     pub(super) tx: oneshot::Sender<Result<Response, TransportError>>,
 }
 
+/// How long a closing transport waits for requests to stop coming.
+pub(super) const QUIET: Duration = Duration::from_millis(100);
 /// How often a connection fails the requests past their deadline. A request times out
 /// up to this late; in exchange no call registers a timer of its own (timers were a
 /// tenth of the calling thread's time at 64 calls in flight: BENCHMARKS.md, P2).

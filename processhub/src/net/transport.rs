@@ -38,8 +38,6 @@ use crate::node::NodeId;
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a closing transport waits for requests to stop coming.
-pub(super) const QUIET: Duration = Duration::from_millis(100);
 /// The longest a closing transport waits to go quiet.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long a call waits for a connection to the owner before it looks again where the
