@@ -97,20 +97,23 @@ fn registries_agree(hubs: &[Hub], ids: &[String]) -> bool {
     })
 }
 
+/// Starts `n` counters `{prefix}-{i}` from `hub`.
+async fn start_counters(hub: &Hub, prefix: &str, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let items = ids
+        .iter()
+        .map(|i| (i.clone(), Counter::default()))
+        .collect();
+    for r in Counter::start_many(hub, items).await {
+        r.unwrap();
+    }
+    ids
+}
+
 /// Every hub calls every child once: each ends at the number of hubs.
 async fn calls_from_every_hub_reach_every_child(net: Net) {
     let hubs = net.cluster("seams-calls", 3).await;
-    let ids: Vec<String> = (0..150).map(|i| format!("c-{i}")).collect();
-    for r in Counter::start_many(
-        &hubs[0],
-        ids.iter()
-            .map(|i| (i.clone(), Counter::default()))
-            .collect(),
-    )
-    .await
-    {
-        r.unwrap();
-    }
+    let ids = start_counters(&hubs[0], "c", 150).await;
     for h in &hubs {
         for id in &ids {
             Counter::handle(h, id.clone()).add(1).await.unwrap();
@@ -135,17 +138,7 @@ async fn calls_from_every_hub_reach_every_child(net: Net) {
 /// A node killed: its children restart on the survivors, whose registries agree.
 async fn a_killed_nodes_children_restart_on_the_survivors(net: Net) {
     let mut hubs = net.cluster("seams-kill", 3).await;
-    let ids: Vec<String> = (0..90).map(|i| format!("k-{i}")).collect();
-    for r in Counter::start_many(
-        &hubs[0],
-        ids.iter()
-            .map(|i| (i.clone(), Counter::default()))
-            .collect(),
-    )
-    .await
-    {
-        r.unwrap();
-    }
+    let ids = start_counters(&hubs[0], "k", 90).await;
     let victim = hubs[2].node_id();
     let lost: Vec<&String> = ids
         .iter()
@@ -180,17 +173,7 @@ async fn a_killed_nodes_children_restart_on_the_survivors(net: Net) {
 /// A graceful leave hands every child over with its state.
 async fn a_graceful_leave_hands_over_every_child_with_its_state(net: Net) {
     let mut hubs = net.cluster("seams-leave", 3).await;
-    let ids: Vec<String> = (0..90).map(|i| format!("l-{i}")).collect();
-    for r in Counter::start_many(
-        &hubs[0],
-        ids.iter()
-            .map(|i| (i.clone(), Counter::default()))
-            .collect(),
-    )
-    .await
-    {
-        r.unwrap();
-    }
+    let ids = start_counters(&hubs[0], "l", 90).await;
     for id in &ids {
         Counter::handle(&hubs[0], id.clone()).add(5).await.unwrap();
     }
