@@ -172,6 +172,65 @@ impl TypePlacement {
     }
 }
 
+/// Places the new children of one type, one after another (each counted in the loads
+/// the next one sees).
+pub(crate) struct Placer {
+    placement: Option<TypePlacement>,
+    ring: Arc<Ring>,
+    me: NodeId,
+    named: Option<NodeId>,
+    loads: Vec<usize>,
+}
+
+impl Placer {
+    /// A placer of the type placed by `placement` (`None`: a type this binary lacks),
+    /// on `ring`, from `me`, with the caller's `named` node and the type's `loads` per
+    /// member.
+    pub(crate) fn new(
+        placement: Option<TypePlacement>,
+        ring: Arc<Ring>,
+        me: NodeId,
+        named: Option<NodeId>,
+        loads: Vec<usize>,
+    ) -> Self {
+        Self {
+            placement,
+            ring,
+            me,
+            named,
+            loads,
+        }
+    }
+
+    /// The node `id` starts on, `None` when the ring owner takes it (the owner checks
+    /// the ring itself), or why it cannot be placed.
+    pub(crate) fn place(&mut self, id: &str) -> Result<Option<NodeId>, String> {
+        let Some(p) = self.placement else {
+            // A type this binary does not have: its owner on the ring says so.
+            return Ok(None);
+        };
+        if let (Some(node), false) = (self.named, p.kind == Distribution::Guided) {
+            return Err(format!(
+                "a node ({node}) can be named only for `distribution = \"guided\"`; this type's is {}",
+                p.kind
+            ));
+        }
+        if matches!(
+            p.kind,
+            Distribution::ConsistentHash | Distribution::EveryNode
+        ) {
+            return Ok(None);
+        }
+        let node = p.place_new(id, &self.ring, self.me, self.named, &self.loads)?;
+        if let Ok(i) = self.ring.members().binary_search(&node) {
+            if let Some(l) = self.loads.get_mut(i) {
+                *l += 1;
+            }
+        }
+        Ok(Some(node))
+    }
+}
+
 /// The most children of a type a member may hold under `bounded_load`.
 pub(crate) fn cap(total: usize, members: usize) -> usize {
     ((total as f64 * BOUND) / members.max(1) as f64)

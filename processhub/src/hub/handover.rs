@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{HubInner, MAX_HOPS, START_BATCH};
+use super::{HubInner, START_BATCH};
 use crate::child::erased::ErasedChild;
+use crate::core::engine::MAX_HOPS;
 use crate::core::item::{StartItem, StartOutcome};
 use crate::core::recent::calls_to_wire;
 use crate::net::batch::{batches, item_size};

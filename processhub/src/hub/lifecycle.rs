@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{DrainReport, HubInner, MAX_HOPS, START_BATCH};
+use super::{DrainReport, HubInner, START_BATCH};
 use crate::child::erased::Arrival;
 use crate::child::erased::Hook;
 use crate::child::erased::{ChildCtx, ErasedChild};
@@ -106,16 +106,15 @@ impl HubInner {
     ) -> Vec<StartOutcome> {
         let mut out: Vec<Option<StartOutcome>> = vec![None; items.len()];
         let mut remote: BTreeMap<NodeId, Vec<(usize, StartItem)>> = BTreeMap::new();
-        let ring = self.engine.read().unwrap().view.ring().clone();
+        let targets: Vec<Option<NodeId>> = {
+            let engine = self.engine.read().unwrap();
+            items.iter().map(|i| engine.start_target(i, hops)).collect()
+        };
         let mut local = Vec::new();
-        for (i, item) in items.into_iter().enumerate() {
-            let owner = item
-                .node
-                .unwrap_or_else(|| ring.owner(&item.id).unwrap_or(self.me));
-            if owner == self.me || hops >= MAX_HOPS {
-                local.push((i, item));
-            } else {
-                remote.entry(owner).or_default().push((i, item));
+        for ((i, item), target) in items.into_iter().enumerate().zip(targets) {
+            match target {
+                None => local.push((i, item)),
+                Some(owner) => remote.entry(owner).or_default().push((i, item)),
             }
         }
         for chunk in local.chunks(START_BATCH) {

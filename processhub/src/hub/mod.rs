@@ -22,14 +22,13 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::child::erased::Hook;
 use crate::child::erased::{ChildCtx, ErasedChild, Replicator};
-use crate::child::types::{replicas, vtable};
+use crate::child::types::replicas;
 use crate::core::engine::{Effect, Engine};
 use crate::core::entry::Entry;
 use crate::core::entry::EpochCell;
-use crate::core::placement::Distribution;
+use crate::core::placement::Placer;
 use crate::core::registry::Push;
 use crate::core::registry::Registry;
-use crate::core::ring::Ring;
 use crate::core::staging::Staging;
 use crate::error::HubError;
 use crate::events::HubEvent;
@@ -53,8 +52,6 @@ const START_BATCH: usize = 512;
 const SNAPSHOT_CHUNK: usize = 2048;
 /// How often the planner runs when nothing changes, to take up what an earlier plan left.
 const REPLAN_INTERVAL: Duration = Duration::from_secs(1);
-/// How many times a start may be forwarded between nodes whose views differ.
-const MAX_HOPS: u8 = 3;
 
 mod builder;
 mod control;
@@ -269,22 +266,7 @@ impl HubInner {
     /// Places the new children of `type_name` by its strategy; `named` is the node the
     /// caller gave (`guided`).
     pub(crate) fn placer(&self, type_name: &str, named: Option<NodeId>) -> Placer {
-        let placement = vtable(type_name).map(|v| v.placement);
-        let e = self.engine.read().unwrap();
-        let ring = e.view.ring().clone();
-        let needs_loads = placement.is_some_and(|p| p.kind.needs_loads());
-        let loads = if needs_loads {
-            crate::core::placement::loads_of(&e.registry, &ring, type_name)
-        } else {
-            Vec::new()
-        };
-        Placer {
-            placement,
-            ring,
-            me: self.me,
-            named,
-            loads,
-        }
+        self.engine.read().unwrap().placer(type_name, named)
     }
 
     /// The most bytes of items or entries put in one request or push: half a frame,
@@ -427,45 +409,5 @@ impl HubInner {
             role,
             recent,
         }
-    }
-}
-
-/// Places the new children of one type, one after another (each counted in the loads
-/// the next one sees).
-pub(crate) struct Placer {
-    placement: Option<crate::core::placement::TypePlacement>,
-    ring: Arc<Ring>,
-    me: NodeId,
-    named: Option<NodeId>,
-    loads: Vec<usize>,
-}
-
-impl Placer {
-    /// The node `id` starts on, `None` when the ring owner takes it (the owner checks
-    /// the ring itself), or why it cannot be placed.
-    pub(crate) fn place(&mut self, id: &str) -> Result<Option<NodeId>, String> {
-        let Some(p) = self.placement else {
-            // A type this binary does not have: its owner on the ring says so.
-            return Ok(None);
-        };
-        if let (Some(node), false) = (self.named, p.kind == Distribution::Guided) {
-            return Err(format!(
-                "a node ({node}) can be named only for `distribution = \"guided\"`; this type's is {}",
-                p.kind
-            ));
-        }
-        if matches!(
-            p.kind,
-            Distribution::ConsistentHash | Distribution::EveryNode
-        ) {
-            return Ok(None);
-        }
-        let node = p.place_new(id, &self.ring, self.me, self.named, &self.loads)?;
-        if let Ok(i) = self.ring.members().binary_search(&node) {
-            if let Some(l) = self.loads.get_mut(i) {
-                *l += 1;
-            }
-        }
-        Ok(Some(node))
     }
 }

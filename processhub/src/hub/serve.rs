@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::{HubInner, MAX_HOPS, SNAPSHOT_CHUNK};
+use super::{HubInner, SNAPSHOT_CHUNK};
 use crate::child::erased::Responder;
 use crate::child::erased::{ChildCtx, ErasedChild};
 use crate::child::types::vtable;
@@ -103,19 +103,21 @@ impl HubInner {
         // and on a blocking thread: a big state or a slow hook must hold up neither the
         // rest of the node nor a worker of its runtime. A child made here starts
         // dormant; if the item turns out not to start here, it is dropped unused.
-        let ring = self.engine.read().unwrap().view.ring().clone();
-        let me = self.me;
+        let here: Vec<bool> = {
+            let engine = self.engine.read().unwrap();
+            items
+                .iter()
+                .map(|i| engine.start_target(i, hops).is_none())
+                .collect()
+        };
         let hub = Arc::clone(&self);
         let count = items.len();
         type Prepared = Vec<Option<Result<Arc<dyn ErasedChild>, StartFailure>>>;
         let made = tokio::task::spawn_blocking(move || {
             let prepared: Prepared = items
                 .iter()
-                .map(|item| {
-                    let owner = item.node.or_else(|| ring.owner(&item.id));
-                    let local = hops >= MAX_HOPS || owner.unwrap_or(me) == me;
-                    local.then(|| hub.prepare_child(item, None))
-                })
+                .zip(here)
+                .map(|(item, here)| here.then(|| hub.prepare_child(item, None)))
                 .collect();
             (items, prepared)
         })

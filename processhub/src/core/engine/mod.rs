@@ -46,6 +46,7 @@ mod tests;
 
 pub(crate) use moves::Move;
 pub(crate) use replicas::{Kept, ShipPlan};
+pub(crate) use start::MAX_HOPS;
 
 /// A fixed hasher: the engine's maps iterate in the same order in every run (the
 /// simulator replays a seed exactly), and lookups stay fast.

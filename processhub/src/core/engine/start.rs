@@ -11,9 +11,38 @@ use std::sync::Arc;
 use super::{ChildHandle, Effect, Engine, LocalChild};
 use crate::core::entry::{Entry, StartState};
 use crate::core::item::{StartFailure, StartItem, StartOutcome};
+use crate::core::placement::{loads_of, Placer};
 use crate::events::HubEvent;
+use crate::node::NodeId;
+
+/// How many times a start may be forwarded between nodes whose views differ.
+pub(crate) const MAX_HOPS: u8 = 3;
 
 impl<C: ChildHandle> Engine<C> {
+    /// Places the new children of `type_name` by its strategy, one after another;
+    /// `named` is the node the caller gave (`guided`).
+    pub(crate) fn placer(&self, type_name: &str, named: Option<NodeId>) -> Placer {
+        let placement = self.info(type_name).map(|t| t.placement);
+        let ring = self.view.ring().clone();
+        let needs_loads = placement.is_some_and(|p| p.kind.needs_loads());
+        let loads = if needs_loads {
+            loads_of(&self.registry, &ring, type_name)
+        } else {
+            Vec::new()
+        };
+        Placer::new(placement, ring, self.me, named, loads)
+    }
+
+    /// Where a start of `item` that came through `hops` forwards goes from here: `None`
+    /// to start it here (placed here, or forwarded often enough between nodes whose
+    /// views differ), or the node to forward it to.
+    pub(crate) fn start_target(&self, item: &StartItem, hops: u8) -> Option<NodeId> {
+        let owner = item
+            .node
+            .unwrap_or_else(|| self.view.ring().owner(&item.id).unwrap_or(self.me));
+        (owner != self.me && hops < MAX_HOPS).then_some(owner)
+    }
+
     /// Whether `item` may start here. `Ok(epoch)`: its id is reserved, and the child
     /// runs under `epoch`; finish with [`Self::started`]. `Err`: the answer to the start.
     ///

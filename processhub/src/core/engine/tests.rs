@@ -3,7 +3,7 @@
 
 use super::plan::Restart;
 use super::testing::{engine, entry, id_owned_by, moved_item, new_item, node, start, TestChild};
-use super::{Effect, Kept, Missing, Output, Route, ShipPlan};
+use super::{Effect, Kept, Missing, Output, Route, ShipPlan, MAX_HOPS};
 use crate::core::entry::{Flags, Role};
 use crate::core::item::{StartFailure, StartOutcome, StopOutcome};
 use crate::core::registry::Push;
@@ -129,6 +129,44 @@ fn a_start_whose_hook_panicked_publishes_nothing_and_frees_its_id() {
         e.started(&item, 1, Err(StartFailure::UnknownType)),
         StartOutcome::UnknownType { node: node(1) }
     );
+}
+
+#[test]
+fn a_start_goes_to_its_ring_owner_or_its_placed_node_and_stops_bouncing() {
+    let e = engine(1, &[1, 2]);
+    let mine = id_owned_by(1, &[1, 2]);
+    let theirs = id_owned_by(2, &[1, 2]);
+    assert_eq!(e.start_target(&new_item(&mine, "T"), 0), None);
+    assert_eq!(e.start_target(&new_item(&theirs, "T"), 0), Some(node(2)));
+    // Forwarded often enough between nodes whose views differ: it starts here.
+    assert_eq!(e.start_target(&new_item(&theirs, "T"), MAX_HOPS), None);
+    // The node its strategy chose takes it, whatever the ring says.
+    let placed = crate::core::item::StartItem {
+        node: Some(node(1)),
+        ..new_item(&theirs, "T")
+    };
+    assert_eq!(e.start_target(&placed, 0), None);
+}
+
+#[test]
+fn a_placer_keeps_bounded_load_under_the_cap_and_leaves_the_ring_to_the_owner() {
+    let e = engine(1, &[1, 2, 3]);
+    let mut p = e.placer("BL", None);
+    let mut per: std::collections::BTreeMap<NodeId, usize> = Default::default();
+    for i in 0..30 {
+        let n = p
+            .place(&format!("b{i}"))
+            .unwrap()
+            .expect("placed by the strategy");
+        *per.entry(n).or_default() += 1;
+    }
+    assert_eq!(per.values().sum::<usize>(), 30);
+    assert!(per.values().all(|n| *n <= 13), "{per:?}");
+    // Consistent hashing, or a type this binary lacks: the ring owner decides.
+    assert_eq!(e.placer("T", None).place("x"), Ok(None));
+    assert_eq!(e.placer("Nope", None).place("x"), Ok(None));
+    // A node named for a type that is not `guided`.
+    assert!(e.placer("T", Some(node(2))).place("x").is_err());
 }
 
 /// A child of node 3 restarted on node 1 from its start state, node 3 gone.
