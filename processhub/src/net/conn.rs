@@ -47,7 +47,7 @@ pub(crate) struct Conn {
     pub(super) outbox: Mutex<Outbox>,
     pub(super) wake_writer: Notify,
     /// Requests awaiting their response, by request id.
-    pub(super) pending: Mutex<HashMap<u64, Pending, foldhash::fast::RandomState>>,
+    pub(super) pending: Mutex<HashMap<u64, Pending, foldhash::fast::FixedState>>,
     pub(super) next_rid: AtomicU64,
     pub(super) closed: CancellationToken,
     /// Requests being served on this connection.

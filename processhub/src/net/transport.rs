@@ -14,7 +14,7 @@
 //! a logged error; the failure detector, not a closed socket, decides who is dead.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -91,11 +91,11 @@ pub(crate) struct Transport {
     me: NodeId,
     hub_id: String,
     max_frame: usize,
-    conns: Mutex<HashMap<NodeId, Arc<Conn>, foldhash::fast::RandomState>>,
+    conns: Mutex<BTreeMap<NodeId, Arc<Conn>>>,
     /// Bumped whenever `conns` changes, to wake requests waiting for a connection.
     version: watch::Sender<u64>,
     /// Peers we should be connected to (the live members).
-    wanted: Mutex<HashSet<NodeId>>,
+    wanted: Mutex<BTreeSet<NodeId>>,
     inbound: Weak<dyn Inbound>,
     /// Where peers are dialed: TCP, or the in-memory network.
     network: Arc<dyn Network>,
@@ -122,9 +122,9 @@ impl Transport {
             me,
             hub_id,
             max_frame,
-            conns: Mutex::new(HashMap::default()),
+            conns: Mutex::new(BTreeMap::new()),
             version: watch::channel(0).0,
-            wanted: Mutex::new(HashSet::new()),
+            wanted: Mutex::new(BTreeSet::new()),
             inbound,
             network,
             shutdown: CancellationToken::new(),
@@ -156,7 +156,7 @@ impl Transport {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        let conns: Vec<_> = self.conns.lock().unwrap().drain().collect();
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap());
         self.shutdown.cancel();
         for (_, c) in conns {
             c.close();
@@ -166,7 +166,7 @@ impl Transport {
 
     /// Sets the peers to stay connected to; dials those this node must dial.
     pub(crate) fn set_wanted(self: &Arc<Self>, peers: impl IntoIterator<Item = NodeId>) {
-        let peers: HashSet<NodeId> = peers.into_iter().filter(|p| *p != self.me).collect();
+        let peers: BTreeSet<NodeId> = peers.into_iter().filter(|p| *p != self.me).collect();
         let added: Vec<NodeId> = {
             let mut wanted = self.wanted.lock().unwrap();
             let added = peers.difference(&wanted).copied().collect();
@@ -302,8 +302,9 @@ impl Transport {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                biased;
                 _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
             }
         }
     }
@@ -337,8 +338,9 @@ impl Transport {
     async fn accept_loop(self: Arc<Self>, mut listener: Box<dyn Listener>) {
         loop {
             let accepted = tokio::select! {
-                a = listener.accept(self.max_frame) => a,
+                biased;
                 _ = self.shutdown.cancelled() => return,
+                a = listener.accept(self.max_frame) => a,
             };
             match accepted {
                 Ok((link, from)) => {
@@ -415,13 +417,16 @@ impl Transport {
             let mut sweep = tokio::time::interval(SWEEP);
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                // In a fixed order (the same events give the same run): the close, then
+                // the sweep (ready every 50 ms at most), then the writes.
                 tokio::select! {
-                    _ = writer.wake_writer.notified() => {}
+                    biased;
+                    _ = writer.closed.cancelled() => return,
                     _ = sweep.tick() => {
                         writer.fail_expired(Instant::now());
                         continue;
                     }
-                    _ = writer.closed.cancelled() => return,
+                    _ = writer.wake_writer.notified() => {}
                 }
                 loop {
                     // Swap buffers with the outbox, so that both keep their capacity.
@@ -479,10 +484,13 @@ impl Transport {
             let mut bodies: Vec<Bytes> = Vec::new();
             let mut fresh: Vec<Serving> = Vec::new();
             loop {
+                // In a fixed order: the close, the requests being served (they end;
+                // only frames read add more), then the frames.
                 let next = tokio::select! {
-                    f = frames.next() => f,
-                    Some(()) = serving.next(), if !serving.is_empty() => continue,
+                    biased;
                     _ = conn.closed.cancelled() => None,
+                    Some(()) = serving.next(), if !serving.is_empty() => continue,
+                    f = frames.next() => f,
                 };
                 // Take every frame already read (up to MAX_BATCH), so that calls to
                 // the same child reach it together.
