@@ -6,9 +6,8 @@ use std::sync::Arc;
 use kameo::message::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::time::Instant;
 
-use super::retry::Backoff;
+use super::retry::Retry;
 use crate::child::component::{ask, read_copy, AskFailure, ComponentActor, Dispatch};
 use crate::child::life::Child;
 use crate::error::CallError;
@@ -72,10 +71,9 @@ impl HandleCore {
     {
         let inner = &self.hub.inner;
         let timeout = inner.call_timeout;
-        let deadline = Instant::now() + timeout;
+        let mut retry = Retry::new(inner, &self.id);
+        let deadline = retry.deadline();
         let mut msg = Some(msg);
-        let mut backoff = Backoff::until(deadline);
-        let mut target_override = None;
         // Whether an identified write went out to another node already.
         let mut tried_remote = false;
         let timed_out = || CallError::Timeout {
@@ -107,11 +105,7 @@ impl HandleCore {
             if inner.is_stopped() {
                 return Err(CallError::HubStopped);
             }
-            let route = match target_override.take() {
-                Some(node) => Route::Remote(node),
-                None => inner.route(&self.id),
-            };
-            match route {
+            match retry.route() {
                 Route::Local(child) => {
                     let actual = child.type_name();
                     let Ok(child) = child.into_any().downcast::<Child<T>>() else {
@@ -193,16 +187,12 @@ impl HandleCore {
                             })
                         }
                         Ok(Response::Reply(Err(CallError::NotFound { id }))) => {
-                            if !inner.retry_after_not_found(&self.id, node) {
+                            if !retry.missing(node) {
                                 return Err(CallError::NotFound { id });
                             }
                         }
                         Ok(Response::Reply(Err(e))) => return Err(e),
-                        Ok(Response::NotHere { owner }) => {
-                            if owner != node {
-                                target_override = Some(owner);
-                            }
-                        }
+                        Ok(Response::NotHere { owner }) => retry.moved(node, owner),
                         Ok(other) => {
                             return Err(CallError::Codec {
                                 message: format!("unexpected response {other:?}"),
@@ -227,10 +217,7 @@ impl HandleCore {
                     }
                 }
             }
-            if target_override.is_some() {
-                continue;
-            }
-            if !backoff.wait().await {
+            if !retry.again().await {
                 return Err(timed_out());
             }
         }

@@ -1,8 +1,6 @@
 //! Stops from generated code: follows the registry to wherever the child runs.
 
-use tokio::time::Instant;
-
-use super::retry::Backoff;
+use super::retry::Retry;
 use crate::child::component::Dispatch;
 use crate::core::item::StopOutcome;
 use crate::error::StopError;
@@ -24,21 +22,21 @@ pub async fn stop<T: Dispatch>(hub: &Hub, id: &str) -> Result<(), StopError> {
 
 /// Stops `id` wherever it runs, following the registry.
 async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), StopError> {
-    let deadline = Instant::now() + hub.call_timeout;
-    let mut backoff = Backoff::until(deadline);
-    let mut target_override = None;
+    let mut retry = Retry::new(hub, id);
+    let timed_out = || StopError::Timeout {
+        id: id.to_string(),
+        after: hub.call_timeout,
+    };
     loop {
         if hub.is_stopped() {
             return Err(StopError::HubStopped);
         }
-        let target = target_override
-            .take()
-            .unwrap_or_else(|| match hub.route(id) {
-                Route::Local(_) | Route::LocalMissing { .. } => hub.me,
-                Route::Remote(n) => n,
-            });
+        let target = match retry.route() {
+            Route::Local(_) | Route::LocalMissing { .. } => hub.me,
+            Route::Remote(n) => n,
+        };
         let outcome = if target == hub.me {
-            Ok(hub.stop_local(id, type_name).await)
+            Some(hub.stop_local(id, type_name).await)
         } else {
             let req = Request::Stop(Stop {
                 id: id.to_string(),
@@ -46,44 +44,34 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
             });
             match hub
                 .transport
-                .request_within(target, req, RECONNECT_WAIT, deadline)
+                .request_within(target, req, RECONNECT_WAIT, retry.deadline())
                 .await
             {
-                Ok(Response::Stopped(o)) => Ok(o),
-                Ok(_) => Err(()),
-                Err(TransportError::Timeout) => {
-                    return Err(StopError::Timeout {
-                        id: id.to_string(),
-                        after: hub.call_timeout,
-                    })
-                }
-                Err(_) => Err(()),
+                Ok(Response::Stopped(o)) => Some(o),
+                Err(TransportError::Timeout) => return Err(timed_out()),
+                // Not connected, lost, or an answer of another kind: look again.
+                Ok(_) | Err(_) => None,
             }
         };
         match outcome {
-            Ok(StopOutcome::Stopped) => return Ok(()),
-            Ok(StopOutcome::WrongType { actual }) => {
+            Some(StopOutcome::Stopped) => return Ok(()),
+            Some(StopOutcome::WrongType { actual }) => {
                 return Err(StopError::WrongType {
                     id: id.to_string(),
                     expected: type_name.to_string(),
                     actual,
                 })
             }
-            Ok(StopOutcome::NotHere { owner }) if owner != target => {
-                target_override = Some(owner);
+            Some(StopOutcome::NotHere { owner }) if owner != target => retry.moved(target, owner),
+            Some(StopOutcome::NotFound) | Some(StopOutcome::NotHere { .. })
+                if !retry.missing(target) =>
+            {
+                return Err(StopError::NotFound { id: id.to_string() });
             }
-            Ok(StopOutcome::NotFound) | Ok(StopOutcome::NotHere { .. }) => {
-                if !hub.retry_after_not_found(id, target) {
-                    return Err(StopError::NotFound { id: id.to_string() });
-                }
-            }
-            Err(()) => {}
+            Some(StopOutcome::NotFound) | Some(StopOutcome::NotHere { .. }) | None => {}
         }
-        if !backoff.wait().await {
-            return Err(StopError::Timeout {
-                id: id.to_string(),
-                after: hub.call_timeout,
-            });
+        if !retry.again().await {
+            return Err(timed_out());
         }
     }
 }
