@@ -74,7 +74,7 @@ pub async fn start_many<T: Dispatch>(
         let checked = check_id(&id).and_then(|()| {
             node = placer.place(&id).map_err(|reason| StartError::Placement {
                 id: id.clone(),
-                reason,
+                reason: reason.to_string(),
             })?;
             let bytes = postcard::to_allocvec(&state).map_err(|e| StartError::Codec {
                 message: e.to_string(),

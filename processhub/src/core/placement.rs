@@ -113,7 +113,7 @@ impl TypePlacement {
         caller: NodeId,
         named: Option<NodeId>,
         loads: &[usize],
-    ) -> Result<NodeId, String> {
+    ) -> Result<NodeId, PlacementError> {
         let members = ring.members();
         if members.is_empty() {
             return Ok(caller);
@@ -127,22 +127,18 @@ impl TypePlacement {
             loads,
             ring,
         };
-        let ring_owner = || input.ring_owner().ok_or_else(|| "no member".to_string());
+        let ring_owner = || input.ring_owner().ok_or(PlacementError::NoMember);
         match self.kind {
             Distribution::ConsistentHash | Distribution::EveryNode => ring_owner(),
             Distribution::Guided => {
-                let node = named.ok_or_else(|| {
-                    "distribution = \"guided\" places a child on the node named at start: \
-                     use `start_on`, or `StartOptions::new().node(node)`"
-                        .to_string()
-                })?;
+                let node = named.ok_or(PlacementError::NoNodeNamed)?;
                 if members.contains(&node) {
                     Ok(node)
                 } else {
-                    Err(format!(
-                        "node {node} is not a live member of this hub taking new children \
-                         (members: {members:?})"
-                    ))
+                    Err(PlacementError::NotAMember {
+                        node,
+                        members: members.to_vec(),
+                    })
                 }
             }
             Distribution::Local => Ok(caller),
@@ -159,17 +155,45 @@ impl TypePlacement {
                 Ok(first_under(&input.preference(), members, loads, cap))
             }
             Distribution::Custom => {
-                let strategy = (self.custom)().ok_or("no custom strategy")?;
+                let strategy = (self.custom)().ok_or(PlacementError::NoCustomStrategy)?;
                 match strategy.place(&input) {
                     Some(n) if members.contains(&n) => Ok(n),
-                    Some(n) => Err(format!(
-                        "the custom strategy chose {n}, not a live member taking new children"
-                    )),
-                    None => Err("the custom strategy placed it on no node".to_string()),
+                    Some(n) => Err(PlacementError::CustomChoseNonMember(n)),
+                    None => Err(PlacementError::CustomChoseNone),
                 }
             }
         }
     }
+}
+
+/// Why a new child cannot be placed (the reason of `StartError::Placement`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PlacementError {
+    /// The ring has no member.
+    #[error("no member")]
+    NoMember,
+    /// A `guided` start without a node.
+    #[error("distribution = \"guided\" places a child on the node named at start: use `start_on`, or `StartOptions::new().node(node)`")]
+    NoNodeNamed,
+    /// A `guided` start on a node that takes no new children.
+    #[error(
+        "node {node} is not a live member of this hub taking new children (members: {members:?})"
+    )]
+    NotAMember { node: NodeId, members: Vec<NodeId> },
+    /// A node named for a type that is not `guided`.
+    #[error(
+        "a node ({node}) can be named only for `distribution = \"guided\"`; this type's is {kind}"
+    )]
+    NamedForUnguided { node: NodeId, kind: Distribution },
+    /// A `custom` type without its strategy.
+    #[error("no custom strategy")]
+    NoCustomStrategy,
+    /// The custom strategy chose a node that takes no new children.
+    #[error("the custom strategy chose {0}, not a live member taking new children")]
+    CustomChoseNonMember(NodeId),
+    /// The custom strategy chose no node.
+    #[error("the custom strategy placed it on no node")]
+    CustomChoseNone,
 }
 
 /// Places the new children of one type, one after another (each counted in the loads
@@ -204,16 +228,13 @@ impl Placer {
 
     /// The node `id` starts on, `None` when the ring owner takes it (the owner checks
     /// the ring itself), or why it cannot be placed.
-    pub(crate) fn place(&mut self, id: &str) -> Result<Option<NodeId>, String> {
+    pub(crate) fn place(&mut self, id: &str) -> Result<Option<NodeId>, PlacementError> {
         let Some(p) = self.placement else {
             // A type this binary does not have: its owner on the ring says so.
             return Ok(None);
         };
         if let (Some(node), false) = (self.named, p.kind == Distribution::Guided) {
-            return Err(format!(
-                "a node ({node}) can be named only for `distribution = \"guided\"`; this type's is {}",
-                p.kind
-            ));
+            return Err(PlacementError::NamedForUnguided { node, kind: p.kind });
         }
         if matches!(
             p.kind,
@@ -462,9 +483,17 @@ mod tests {
         let ring = Ring::new([node(7001), node(7002)]);
         let guided = kind(Distribution::Guided);
         let none = guided.place_new("a", &ring, node(7001), None, &[0, 0]);
-        assert!(none.unwrap_err().contains("start_on"));
+        assert_eq!(none, Err(PlacementError::NoNodeNamed));
+        assert!(none.unwrap_err().to_string().contains("start_on"));
         let dead = guided.place_new("a", &ring, node(7001), Some(node(7009)), &[0, 0]);
-        assert!(dead.unwrap_err().contains("not a live member"));
+        assert_eq!(
+            dead,
+            Err(PlacementError::NotAMember {
+                node: node(7009),
+                members: vec![node(7001), node(7002)]
+            })
+        );
+        assert!(dead.unwrap_err().to_string().contains("not a live member"));
         // Not local in a one-node cluster: the only node.
         let alone = Ring::new([node(7001)]);
         let n = kind(Distribution::NotLocal).place_new("a", &alone, node(7001), None, &[0]);

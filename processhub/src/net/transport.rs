@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::registry::Push;
 use crate::net::conn::{encode_response, Conn, ForgetOnDrop, Outbox, Pending, KEEP_BUFFER, SWEEP};
-use crate::net::error::TransportError;
+use crate::net::error::{ConnError, TransportError};
 use crate::net::wire::EncodedCall;
 use crate::net::wire::{decode, encode, encode_push};
 use crate::net::wire::{Call, Command, Frame, Request, Response};
@@ -309,27 +309,29 @@ impl Transport {
         }
     }
 
-    async fn dial(self: &Arc<Self>, peer: NodeId) -> Result<(), String> {
+    async fn dial(self: &Arc<Self>, peer: NodeId) -> Result<(), ConnError> {
         let dialing = self.network.dial(peer.addr(), self.max_frame);
         let Link { mut read, write } = tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing)
             .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ConnError::ConnectTimeout)??;
         let hello = encode(&Frame::Hello {
             hub_id: self.hub_id.clone(),
             from: self.me,
             to: peer,
         })
-        .map_err(|e| e.to_string())?;
-        write_all(&*write, &hello)
-            .await
-            .map_err(|e| e.to_string())?;
+        .map_err(ConnError::Encode)?;
+        write_all(&*write, &hello).await?;
         let body = next_body(&mut read).await?;
-        match decode_handshake(&body)? {
+        match decode(&body).map_err(ConnError::Malformed)? {
             Frame::Welcome { node } if node == peer => {}
-            Frame::Welcome { node } => return Err(format!("reached {node}, wanted {peer}")),
-            Frame::Reject { reason } => return Err(format!("refused: {reason}")),
-            other => return Err(format!("unexpected handshake frame {other:?}")),
+            Frame::Welcome { node } => {
+                return Err(ConnError::WrongNode {
+                    reached: node,
+                    wanted: peer,
+                })
+            }
+            Frame::Reject { reason } => return Err(ConnError::Refused(reason)),
+            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
         }
         self.run_conn(peer, read, write);
         Ok(())
@@ -359,35 +361,36 @@ impl Transport {
         }
     }
 
-    async fn accept(self: Arc<Self>, link: Link) -> Result<(), String> {
+    async fn accept(self: Arc<Self>, link: Link) -> Result<(), ConnError> {
         let Link { mut read, write } = link;
         let body = next_body(&mut read).await?;
-        let (peer, reject) = match decode_handshake(&body)? {
+        let (peer, reject) = match decode(&body).map_err(ConnError::Malformed)? {
             Frame::Hello { hub_id, from, to } => {
                 let reject = if hub_id != self.hub_id {
-                    Some(format!("hub id {hub_id:?} is not {:?}", self.hub_id))
+                    Some(ConnError::OtherHub {
+                        theirs: hub_id,
+                        ours: self.hub_id.clone(),
+                    })
                 } else if to != self.me {
-                    Some(format!("{to} is a previous incarnation of {}", self.me))
+                    Some(ConnError::StaleIncarnation { to, me: self.me })
                 } else {
                     None
                 };
                 (from, reject)
             }
-            other => return Err(format!("expected Hello, got {other:?}")),
+            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
         };
         if let Some(reason) = reject {
             if let Ok(bytes) = encode(&Frame::Reject {
-                reason: reason.clone(),
+                reason: reason.to_string(),
             }) {
                 let _ = write_all(&*write, &bytes).await;
             }
             write.shutdown();
             return Err(reason);
         }
-        let welcome = encode(&Frame::Welcome { node: self.me }).map_err(|e| e.to_string())?;
-        write_all(&*write, &welcome)
-            .await
-            .map_err(|e| e.to_string())?;
+        let welcome = encode(&Frame::Welcome { node: self.me }).map_err(ConnError::Encode)?;
+        write_all(&*write, &welcome).await?;
         self.run_conn(peer, read, write);
         Ok(())
     }
@@ -494,27 +497,28 @@ impl Transport {
                 };
                 // Take every frame already read (up to MAX_BATCH), so that calls to
                 // the same child reach it together.
-                let mut end = None;
+                // `Some(None)`: closed by the peer; `Some(Some(e))`: closed for `e`.
+                let mut end: Option<Option<ConnError>> = None;
                 match next {
-                    None => end = Some(String::new()),
-                    Some(Err(e)) => end = Some(format!("bad frame: {e}")),
+                    None => end = Some(None),
+                    Some(Err(e)) => end = Some(Some(ConnError::BadFrame(e))),
                     Some(Ok(body)) => bodies.push(body),
                 }
                 while end.is_none() && bodies.len() < MAX_BATCH {
                     match frames.next().now_or_never() {
                         None => break,
-                        Some(None) => end = Some(String::new()),
-                        Some(Some(Err(e))) => end = Some(format!("bad frame: {e}")),
+                        Some(None) => end = Some(None),
+                        Some(Some(Err(e))) => end = Some(Some(ConnError::BadFrame(e))),
                         Some(Some(Ok(body))) => bodies.push(body),
                     }
                 }
                 if let Err(e) = serve_frames(&conn, &inbound, &reply, &bodies, &mut fresh) {
-                    end = Some(e);
+                    end = Some(Some(e));
                 }
                 bodies.clear();
                 serving.extend(fresh.drain(..));
                 if let Some(reason) = end {
-                    if !reason.is_empty() {
+                    if let Some(reason) = reason {
                         tracing::error!(%peer, "closing connection: {reason}");
                     }
                     break;
@@ -544,7 +548,7 @@ fn serve_frames(
     reply: &ReplySink,
     bodies: &[Bytes],
     out: &mut Vec<Serving>,
-) -> Result<(), String> {
+) -> Result<(), ConnError> {
     let peer = conn.peer;
     let mut calls: Vec<InCall<'_>> = Vec::new();
     let mut result = Ok(());
@@ -553,7 +557,7 @@ fn serve_frames(
         let frame = match decode(body) {
             Ok(f) => f,
             Err(e) => {
-                result = Err(format!("malformed frame: {e}"));
+                result = Err(ConnError::Malformed(e));
                 break;
             }
         };
@@ -623,7 +627,7 @@ fn serve_frames(
             }
             other => {
                 flush(&mut calls, out);
-                result = Err(format!("unexpected frame {other:?}"));
+                result = Err(ConnError::Unexpected(format!("{other:?}")));
                 break;
             }
         }
@@ -650,15 +654,11 @@ fn share(body: &Bytes, part: &[u8]) -> Bytes {
 }
 
 /// The next frame body of a handshake.
-async fn next_body(frames: &mut FrameRead) -> Result<Bytes, String> {
+async fn next_body(frames: &mut FrameRead) -> Result<Bytes, ConnError> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
-        Err(_) => Err("handshake timed out".into()),
-        Ok(None) => Err("closed during handshake".into()),
-        Ok(Some(Err(e))) => Err(format!("bad frame: {e}")),
+        Err(_) => Err(ConnError::HandshakeTimeout),
+        Ok(None) => Err(ConnError::ClosedInHandshake),
+        Ok(Some(Err(e))) => Err(ConnError::BadFrame(e)),
         Ok(Some(Ok(body))) => Ok(body),
     }
-}
-
-fn decode_handshake(body: &[u8]) -> Result<Frame<'_>, String> {
-    decode(body).map_err(|e| format!("malformed frame: {e}"))
 }
