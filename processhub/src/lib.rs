@@ -34,8 +34,9 @@
 //! the type table), `hub` (runs the engine's output: builder, control loop, serving,
 //! hand-over, replication, lifecycle, membership), `client` (what handles call).
 
-// Generated code names `::processhub`; this lets the crate's own tests use the macro.
-#[cfg(test)]
+// Generated code names `::processhub`; this lets the crate's own tests (and the
+// simulator's workload) use the macro.
+#[cfg(any(test, feature = "sim"))]
 extern crate self as processhub;
 
 mod child;
@@ -51,6 +52,8 @@ mod options;
 pub mod placement;
 #[cfg(test)]
 mod seams;
+#[cfg(feature = "sim")]
+pub mod sim;
 #[cfg(test)]
 mod tests;
 

@@ -72,7 +72,7 @@ pub(crate) struct World {
 }
 
 // Used by the tests, and by the simulator that runs many hubs in one world.
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg_attr(not(any(test, feature = "sim")), allow(dead_code))]
 impl World {
     /// A new world; `seed` makes the incarnations of its hubs.
     pub(crate) fn new(seed: u64) -> Self {
@@ -229,7 +229,7 @@ impl HubBuilder {
     /// Runs the hub in `world` (an in-memory network, membership by script) instead of
     /// over TCP and chitchat. Seeds are not needed there: the script makes every hub of
     /// the world see the others.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(not(any(test, feature = "sim")), allow(dead_code))]
     pub(crate) fn in_world(mut self, world: &World) -> Self {
         self.world = Some(world.clone());
         self
@@ -283,6 +283,7 @@ impl HubBuilder {
                 move_timeout: self.move_timeout,
                 move_concurrency: self.move_concurrency,
                 max_state_size: self.max_state_size,
+                inline_decode: self.world.is_some(),
                 staging: std::sync::Mutex::new(Staging::default()),
                 weak: weak.clone(),
                 call_ids: AtomicU64::new(1),

@@ -233,7 +233,7 @@ struct Scripted {
 }
 
 // Used by the tests, and by the simulator that runs many hubs in one world.
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg_attr(not(any(test, feature = "sim")), allow(dead_code))]
 impl MembershipScript {
     /// Adds `me`, alive; its views go to `changes`.
     pub(crate) fn register(
@@ -260,6 +260,7 @@ impl MembershipScript {
     }
 
     /// `node` is dead for every other node from now on.
+    #[cfg(test)]
     pub(crate) fn kill(&self, node: NodeId) {
         let mut st = self.state.lock().unwrap();
         if let Some(n) = st.nodes.get_mut(&node) {
@@ -300,8 +301,10 @@ impl ScriptState {
             if !n.alive {
                 continue;
             }
+            // A scripted view is what the node's failure detector would say: it may
+            // still name a node that died a moment ago.
             let mut members: Vec<NodeId> = match &n.sees {
-                Some(sees) => sees.iter().copied().filter(|s| live.contains(s)).collect(),
+                Some(sees) => sees.clone(),
                 None => live.clone(),
             };
             if !members.contains(me) {

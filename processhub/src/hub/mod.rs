@@ -62,7 +62,7 @@ mod replication;
 mod serve;
 
 pub use builder::HubBuilder;
-#[cfg(test)]
+#[cfg(any(test, feature = "sim"))]
 pub(crate) use builder::World;
 
 /// Hubs with the same hub id find each other through their seeds and form a cluster;
@@ -231,6 +231,9 @@ pub(crate) struct HubInner {
     move_timeout: Duration,
     move_concurrency: usize,
     max_state_size: usize,
+    /// Decode arriving states on the serving task, not a blocking thread (a simulated
+    /// world: every task runs on the world's clock).
+    inline_decode: bool,
     /// Big moved states arriving in parts.
     staging: std::sync::Mutex<Staging>,
     /// This hub, for what its children hold on to (the replicator).

@@ -113,15 +113,20 @@ impl HubInner {
         let hub = Arc::clone(&self);
         let count = items.len();
         type Prepared = Vec<Option<Result<Arc<dyn ErasedChild>, StartFailure>>>;
-        let made = tokio::task::spawn_blocking(move || {
+        let prepare = move || {
             let prepared: Prepared = items
                 .iter()
                 .zip(here)
                 .map(|(item, here)| here.then(|| hub.prepare_child(item, None)))
                 .collect();
             (items, prepared)
-        })
-        .await;
+        };
+        // In a simulated world every task runs on the world's clock: no other thread.
+        let made = if self.inline_decode {
+            Ok(prepare())
+        } else {
+            tokio::task::spawn_blocking(prepare).await
+        };
         let (items, mut prepared) = match made {
             Ok(made) => made,
             Err(e) => {

@@ -62,7 +62,7 @@ impl std::fmt::Debug for MemoryNetwork {
 }
 
 // Faults are set by the tests, and by the simulator that runs many hubs in one world.
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg_attr(not(any(test, feature = "sim")), allow(dead_code))]
 impl MemoryNetwork {
     /// Listens on `addr` (port 0: a fresh port): the address bound, its listener, and
     /// the network as seen from it (what its transport dials with).
@@ -128,6 +128,7 @@ impl MemoryNetwork {
     }
 
     /// Sets `fault` on both directions between `a` and `b`.
+    #[cfg(test)]
     pub(crate) fn set_fault_both(&self, a: SocketAddr, b: SocketAddr, fault: Fault) {
         self.set_fault(a, b, fault);
         self.set_fault(b, a, fault);

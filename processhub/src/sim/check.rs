@@ -1,0 +1,238 @@
+//! The checker: the promise, verified on a run's history and its final state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::sim::workload::{SimCounter, SyncCounter};
+use crate::sim::{History, Sim, Workload};
+
+/// What one invariant says of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It holds.
+    Pass,
+    /// It does not: what broke it.
+    Fail(String),
+}
+
+/// One invariant and its verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// Its name: `single-writer`, `no-lost-write`, `convergence`, `standbys`.
+    pub name: &'static str,
+    /// What it says.
+    pub verdict: Verdict,
+}
+
+/// The verdicts of a run, and the fingerprint of its trace (the same seed and options
+/// give the same fingerprint).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// One per invariant.
+    pub checks: Vec<Check>,
+    /// A hash of the history, the final values and every registry.
+    pub trace: u64,
+}
+
+impl Report {
+    /// Whether every invariant holds.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.verdict == Verdict::Pass)
+    }
+}
+
+/// FNV-1a: a fingerprint of the trace (not for security; stable across runs).
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+fn verdict(failures: Vec<String>) -> Verdict {
+    if failures.is_empty() {
+        Verdict::Pass
+    } else {
+        let more = failures.len().saturating_sub(5);
+        let mut s = failures.into_iter().take(5).collect::<Vec<_>>().join("; ");
+        if more > 0 {
+            s.push_str(&format!("; and {more} more"));
+        }
+        Verdict::Fail(s)
+    }
+}
+
+/// Checks a run: (a) single writer: the acknowledged values of each counter are
+/// distinct (but for counters restarted from their start state by design); (b) no
+/// acknowledged write lost: each counter ends at no less than its largest acknowledged
+/// value nor than its number of acknowledged writes, and at no more than its writes made (none applied twice),
+/// except plain counters of a node that crashed (restarted from their start state by
+/// design); (c) convergence: every running hub's registry agrees on each counter, none
+/// pending, each owned by a running node; (e) standbys: each replicated counter has as
+/// many standbys as the running nodes allow. Reads the final values through the first
+/// running node, after closing the history.
+pub fn check(sim: &mut Sim, workload: &Workload, history: &History) -> Report {
+    // The clients stop; the calls under way end (or their node is gone).
+    history.close();
+    let settle = sim.now() + sim.config.call_timeout * 2;
+    while !history.settled() && sim.now() < settle {
+        sim.step();
+    }
+    let ops = history.ops();
+    let (plain, replicated) = workload.ids();
+    let mut acked: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut made: BTreeMap<&str, u64> = BTreeMap::new();
+    for op in &ops {
+        *made.entry(&op.id).or_default() += 1;
+        if let Some(Ok(v)) = &op.outcome {
+            acked.entry(&op.id).or_default().push(*v);
+        }
+    }
+    // (a)
+    let mut twice = Vec::new();
+    for (id, values) in &acked {
+        // Restarted from its start state by design (its node crashed with no standby):
+        // the new instance counts again from the start, after the old one is gone.
+        if sim.excused.contains(*id) {
+            continue;
+        }
+        let mut seen = BTreeSet::new();
+        for v in values {
+            if !seen.insert(*v) {
+                twice.push(format!("{id}: {v} acknowledged twice"));
+            }
+        }
+    }
+    // Final values, read through a running node.
+    let up = sim.up();
+    let reader = sim.hub(up[0]).clone();
+    let ids: Vec<(String, bool)> = plain
+        .iter()
+        .map(|id| (id.clone(), false))
+        .chain(replicated.iter().map(|id| (id.clone(), true)))
+        .collect();
+    let read_ids = ids.clone();
+    let finals = sim
+        .run_until(up[0], Duration::from_secs(30), async move {
+            let mut out = Vec::new();
+            for (id, replicated) in read_ids {
+                let v = if replicated {
+                    SyncCounter::handle(&reader, id.clone()).get().await
+                } else {
+                    SimCounter::handle(&reader, id.clone()).get().await
+                };
+                out.push((id, v.map_err(|e| e.to_string())));
+            }
+            out
+        })
+        .unwrap_or_default();
+    // (b)
+    let mut lost = Vec::new();
+    for (id, value) in &finals {
+        let excused = sim.excused.contains(id);
+        match value {
+            Err(e) => lost.push(format!("{id}: unreadable at the end ({e})")),
+            Ok(v) => {
+                let acks = acked.get(id.as_str()).map_or(&[][..], |a| &a[..]);
+                let max = acks.iter().max().copied();
+                if let Some(max) = max.filter(|m| v < m && !excused) {
+                    lost.push(format!("{id}: ends at {v}, {max} was acknowledged"));
+                } else if (*v as usize) < acks.len() && !excused {
+                    // Each acknowledged write added one: fewer means some were lost.
+                    lost.push(format!(
+                        "{id}: ends at {v} after {} acknowledged writes",
+                        acks.len()
+                    ));
+                }
+                let writes = made.get(id.as_str()).copied().unwrap_or(0);
+                if *v > writes {
+                    lost.push(format!("{id}: ends at {v} after {writes} writes"));
+                }
+            }
+        }
+    }
+    if finals.len() != ids.len() {
+        lost.push("the final values could not be read".to_string());
+    }
+    // (c) and (e)
+    let hubs: Vec<_> = up.iter().map(|i| sim.hub(*i).clone()).collect();
+    let alive: BTreeSet<_> = hubs.iter().map(|h| h.node_id()).collect();
+    let mut diverged = Vec::new();
+    let mut standbys = Vec::new();
+    for (id, replicated) in &ids {
+        let infos: Vec<_> = hubs.iter().map(|h| h.lookup(id)).collect();
+        let first = infos[0].as_ref().map(|i| (i.owner, i.epoch, i.pending));
+        if infos
+            .iter()
+            .any(|i| i.as_ref().map(|i| (i.owner, i.epoch, i.pending)) != first)
+        {
+            diverged.push(format!("{id}: the registries differ"));
+        }
+        match &infos[0] {
+            None => diverged.push(format!("{id}: in no registry")),
+            Some(i) if i.pending => diverged.push(format!("{id}: still pending")),
+            Some(i) if !alive.contains(&i.owner) => {
+                diverged.push(format!("{id}: owned by {}, which is gone", i.owner))
+            }
+            Some(i) if *replicated => {
+                let want = alive.len().min(3) - 1;
+                if i.standbys.len() != want {
+                    standbys.push(format!(
+                        "{id}: {} standbys, {want} expected",
+                        i.standbys.len()
+                    ));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    let mut fnv = Fnv::new();
+    for op in &ops {
+        fnv.write(
+            format!(
+                "{}|{}|{}|{}|{:?};",
+                op.seq, op.client, op.node, op.id, op.outcome
+            )
+            .as_bytes(),
+        );
+    }
+    for (id, v) in &finals {
+        fnv.write(format!("{id}={v:?};").as_bytes());
+    }
+    for h in &hubs {
+        let mut children = h.children();
+        children.sort_by(|a, b| a.id.cmp(&b.id));
+        for c in children {
+            fnv.write(format!("{}@{}#{}{:?};", c.id, c.owner, c.epoch, c.standbys).as_bytes());
+        }
+    }
+    Report {
+        checks: vec![
+            Check {
+                name: "single-writer",
+                verdict: verdict(twice),
+            },
+            Check {
+                name: "no-lost-write",
+                verdict: verdict(lost),
+            },
+            Check {
+                name: "convergence",
+                verdict: verdict(diverged),
+            },
+            Check {
+                name: "standbys",
+                verdict: verdict(standbys),
+            },
+        ],
+        trace: fnv.0,
+    }
+}

@@ -1,0 +1,365 @@
+//! A deterministic cluster simulator (feature `sim`): many hubs in one process, on
+//! simulated time, over the in-memory network, with faults drawn from a seed.
+//!
+//! Each node runs on a current-thread tokio runtime of its own whose clock is paused;
+//! the simulator drives the nodes in lockstep, one small step of simulated time at a
+//! time, always in the same order. Nothing runs on another thread and nothing reads the
+//! wall clock, so the same seed gives the same run. A node that is *paused* is simply not
+//! driven: nothing it would send or time out happens, and when it resumes its clock
+//! jumps and its timers fire late, all at once, as after a GC pause or a stopped VM.
+//!
+//! ```text
+//!  Sim::step ─► membership as each node's failure detector would see it (detection
+//!      │        delay, pauses, partitions) ─► MembershipScript
+//!      └──────► for each live, unpaused node, in order: drive its runtime to `now`
+//!                 (its hub, its children, its clients; frames to others go through
+//!                  the MemoryNetwork, with the faults of the link)
+//! ```
+//!
+//! ```
+//! use std::time::Duration;
+//! use processhub::sim::{Sim, SimConfig};
+//!
+//! let mut sim = Sim::new(7, SimConfig { nodes: 3, ..SimConfig::default() });
+//! sim.run_for(Duration::from_secs(1));
+//! assert_eq!(sim.hub(0).nodes().len(), 3);
+//! sim.crash(2);
+//! sim.run_for(Duration::from_secs(2));
+//! assert_eq!(sim.hub(0).nodes().len(), 2);
+//! ```
+//!
+//! What it cannot stand in for: real TCP (its buffering, resets, Nagle, the kernel's
+//! scheduling), chitchat's UDP gossip and phi-accrual detector (membership is scripted
+//! from the simulated faults, with a fixed detection delay), OS signals and processes.
+//! The multi-process tests keep those.
+
+mod check;
+mod scenario;
+mod workload;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+
+use crate::hub::{Hub, World};
+use crate::net::memory::Fault;
+use crate::node::NodeId;
+
+pub use check::{check, Check, Report, Verdict};
+pub use scenario::{FaultKind, Outcome, Scenario};
+pub use workload::{History, Op, SimCounter, SyncCounter, Workload};
+
+/// How a simulated cluster is made.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Nodes at the start.
+    pub nodes: usize,
+    /// How long a node's failure detector takes to declare a silent node dead.
+    pub detection: Duration,
+    /// How long a woken node takes to hear from the others again (it takes them for
+    /// dead until then, as its failure detector did while it was paused).
+    pub gossip_round: Duration,
+    /// One step of simulated time.
+    pub step: Duration,
+    /// The hubs' call timeout.
+    pub call_timeout: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            detection: Duration::from_millis(500),
+            gossip_round: Duration::from_millis(100),
+            step: Duration::from_millis(1),
+            call_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+struct Node {
+    /// `None` once it crashed.
+    rt: Option<Runtime>,
+    hub: Hub,
+    /// The simulated time its runtime has been driven to.
+    clock: Duration,
+    /// Paused from, until.
+    paused: Option<(Duration, Duration)>,
+    /// Resumed from a pause long enough for its failure detector to take every peer
+    /// for dead: it sees none of them until then.
+    stale_until: Duration,
+    crashed_at: Option<Duration>,
+}
+
+/// A simulated cluster. See the [module](self) for how it runs.
+pub struct Sim {
+    seed: u64,
+    config: SimConfig,
+    world: World,
+    nodes: Vec<Node>,
+    now: Duration,
+    /// The side of each node while a partition lasts, and since when.
+    partition: Option<(Vec<usize>, Duration)>,
+    /// The view last given to each node.
+    views: Vec<Option<Vec<NodeId>>>,
+    /// Children restarted from their start state by design: those of crashed nodes
+    /// without a standby.
+    pub(crate) excused: std::collections::BTreeSet<String>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("seed", &self.seed)
+            .field("nodes", &self.nodes.len())
+            .field("now", &self.now)
+            .finish()
+    }
+}
+
+const HUB_ID: &str = "sim";
+
+impl Sim {
+    /// A cluster of `config.nodes` hubs, from `seed`. The hubs have met when this returns.
+    pub fn new(seed: u64, config: SimConfig) -> Self {
+        let world = World::new(seed);
+        let mut sim = Sim {
+            seed,
+            config,
+            world,
+            nodes: Vec::new(),
+            now: Duration::ZERO,
+            partition: None,
+            views: Vec::new(),
+            excused: Default::default(),
+        };
+        for _ in 0..sim.config.nodes {
+            sim.add_node();
+        }
+        sim.run_for(sim.config.gossip_round);
+        sim
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Simulated time since the start.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// How many nodes were started (crashed ones included; they keep their index).
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether node `i` runs (it did not crash).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i].rt.is_some()
+    }
+
+    /// The nodes that run, by index.
+    pub fn up(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|i| self.is_up(*i)).collect()
+    }
+
+    /// The hub of node `i`.
+    pub fn hub(&self, i: usize) -> &Hub {
+        &self.nodes[i].hub
+    }
+
+    /// Starts a new node (a new incarnation at a new address); its index.
+    pub fn add_node(&mut self) -> usize {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a current-thread runtime");
+        let builder = Hub::builder(HUB_ID)
+            .in_world(&self.world)
+            .call_timeout(self.config.call_timeout);
+        let hub = rt.block_on(builder.start()).expect("a hub in the world");
+        self.nodes.push(Node {
+            rt: Some(rt),
+            hub,
+            clock: self.now,
+            paused: None,
+            stale_until: Duration::ZERO,
+            crashed_at: None,
+        });
+        self.views.push(None);
+        self.nodes.len() - 1
+    }
+
+    /// Spawns `task` on node `i` (it runs as the node is driven; gone if it crashes).
+    pub fn spawn<F>(&self, i: usize, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.nodes[i]
+            .rt
+            .as_ref()
+            .expect("a node that runs")
+            .spawn(task)
+    }
+
+    /// Runs `task` on node `i` while the whole cluster goes on, until it ends or
+    /// `within` of simulated time passed (`None`).
+    pub fn run_until<F>(&mut self, i: usize, within: Duration, task: F) -> Option<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = self.spawn(i, task);
+        let end = self.now + within;
+        while !handle.is_finished() {
+            if self.now >= end || !self.is_up(i) {
+                handle.abort();
+                return None;
+            }
+            self.step();
+        }
+        let rt = self.nodes[i].rt.as_ref()?;
+        rt.block_on(handle).ok()
+    }
+
+    /// Advances simulated time by `d`.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Node `i` crashes: its hub, children, clients and standby copies are gone; the
+    /// others' failure detectors notice after the detection time.
+    pub fn crash(&mut self, i: usize) {
+        let me = self.nodes[i].hub.node_id();
+        for c in self.nodes[i].hub.children() {
+            if c.owner == me && c.standbys.is_empty() {
+                self.excused.insert(c.id.to_string());
+            }
+        }
+        let node = &mut self.nodes[i];
+        if let Some(rt) = node.rt.take() {
+            let hub = node.hub.clone();
+            rt.block_on(hub.kill());
+            drop(rt);
+            node.crashed_at = Some(self.now);
+        }
+    }
+
+    /// Node `i` stops for `d` (a GC pause, a stopped VM): nothing of it runs, then it
+    /// resumes where it was, its timers late.
+    pub fn pause(&mut self, i: usize, d: Duration) {
+        self.nodes[i].paused = Some((self.now, self.now + d));
+    }
+
+    /// Splits the running nodes: `sides[i]` is the side of node `i`. Frames between
+    /// sides vanish (no reset: the connections stay up), and each side's failure
+    /// detectors take the other side for dead after the detection time.
+    pub fn partition(&mut self, sides: &[usize]) {
+        let addrs: Vec<_> = self.nodes.iter().map(|n| n.hub.listen_addr()).collect();
+        for a in 0..self.nodes.len() {
+            for b in 0..self.nodes.len() {
+                if a != b && sides.get(a) != sides.get(b) {
+                    let fault = Fault {
+                        black_hole: true,
+                        ..Fault::default()
+                    };
+                    self.world.net.set_fault(addrs[a], addrs[b], fault);
+                }
+            }
+        }
+        self.partition = Some((sides.to_vec(), self.now));
+    }
+
+    /// Ends a partition and every link fault.
+    pub fn heal(&mut self) {
+        self.world.net.heal_all();
+        self.partition = None;
+    }
+
+    /// Sets what is wrong with the link from node `a` to node `b`.
+    pub fn set_link(&mut self, a: usize, b: usize, delay: Duration) {
+        let (from, to) = (
+            self.nodes[a].hub.listen_addr(),
+            self.nodes[b].hub.listen_addr(),
+        );
+        self.world.net.set_fault(
+            from,
+            to,
+            Fault {
+                delay,
+                ..Fault::default()
+            },
+        );
+    }
+
+    /// One step: membership as the failure detectors see it, then every running node
+    /// driven to the new time, in order.
+    pub fn step(&mut self) {
+        self.now += self.config.step;
+        self.update_views();
+        for node in &mut self.nodes {
+            let Some(rt) = &node.rt else { continue };
+            if let Some((since, until)) = node.paused {
+                if self.now < until {
+                    continue;
+                }
+                node.paused = None;
+                if until - since >= self.config.detection {
+                    node.stale_until = self.now + self.config.gossip_round;
+                }
+            }
+            let behind = self.now.saturating_sub(node.clock);
+            rt.block_on(async move { tokio::time::sleep(behind).await });
+            node.clock = self.now;
+        }
+    }
+
+    /// Whether node `a`'s failure detector takes node `b` for alive now.
+    fn sees(&self, a: usize, b: usize) -> bool {
+        if a == b {
+            return true;
+        }
+        let d = self.config.detection;
+        let (na, nb) = (&self.nodes[a], &self.nodes[b]);
+        if self.now < na.stale_until {
+            return false;
+        }
+        if nb.crashed_at.is_some_and(|t| self.now >= t + d) {
+            return false;
+        }
+        if nb.paused.is_some_and(|(since, _)| self.now >= since + d) {
+            return false;
+        }
+        if let Some((sides, since)) = &self.partition {
+            if sides.get(a) != sides.get(b) && self.now >= *since + d {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn update_views(&mut self) {
+        for a in 0..self.nodes.len() {
+            if self.nodes[a].rt.is_none() {
+                continue;
+            }
+            let view: Vec<NodeId> = (0..self.nodes.len())
+                .filter(|b| self.sees(a, *b))
+                .map(|b| self.nodes[b].hub.node_id())
+                .collect();
+            if self.views[a].as_ref() != Some(&view) {
+                let me = self.nodes[a].hub.node_id();
+                self.world.membership.set_view(me, Some(view.clone()));
+                self.views[a] = Some(view);
+            }
+        }
+    }
+}

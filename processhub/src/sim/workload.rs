@@ -1,0 +1,247 @@
+//! The simulator's workload: counters whose write returns the new value, clients on
+//! every node that call them, and the history of every call.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::prelude::*;
+use crate::sim::Sim;
+
+/// A counter whose write returns the new value: two acknowledgements of one id with
+/// the same value mean that two instances served writes.
+#[distributed(name = "processhub::sim::SimCounter")]
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SimCounter {
+    n: u64,
+}
+
+#[distributed]
+impl SimCounter {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
+/// [`SimCounter`] kept on three nodes, each write acknowledged once its standbys hold it.
+#[distributed(name = "processhub::sim::SyncCounter", replicas = 3)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SyncCounter {
+    n: u64,
+}
+
+#[distributed]
+impl SyncCounter {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
+/// One call of the workload, as it was invoked and as it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Op {
+    /// Its place among every invocation of the run.
+    pub seq: u64,
+    /// The client that made it.
+    pub client: usize,
+    /// The node it was made on.
+    pub node: usize,
+    /// The counter.
+    pub id: String,
+    /// `None` while (or if forever) it has no answer: it may or may not have applied.
+    pub outcome: Option<Result<u64, String>>,
+}
+
+/// Every call of a run, in invocation order. Cheap to clone: all clones are the same.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    ops: Arc<Mutex<Vec<Op>>>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl History {
+    /// No client makes a call after this (the calls under way still end).
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the history was closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether every call made has its answer.
+    pub fn settled(&self) -> bool {
+        self.ops.lock().unwrap().iter().all(|o| o.outcome.is_some())
+    }
+
+    /// A copy of every call so far.
+    pub fn ops(&self) -> Vec<Op> {
+        self.ops.lock().unwrap().clone()
+    }
+
+    /// Notes a call made; its index.
+    pub fn invoke(&self, client: usize, node: usize, id: &str) -> usize {
+        let mut ops = self.ops.lock().unwrap();
+        let seq = ops.len() as u64;
+        ops.push(Op {
+            seq,
+            client,
+            node,
+            id: id.to_string(),
+            outcome: None,
+        });
+        ops.len() - 1
+    }
+
+    /// Notes the answer of call `index`.
+    pub fn complete(&self, index: usize, outcome: Result<u64, String>) {
+        self.ops.lock().unwrap()[index].outcome = Some(outcome);
+    }
+}
+
+/// Counters and the clients that write to them.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    /// Plain counters (`p-0`, `p-1`, ...).
+    pub plain: usize,
+    /// Replicated counters (`r-0`, ...), `replicas = 3`, `sync`.
+    pub replicated: usize,
+    /// Clients on each node.
+    pub clients_per_node: usize,
+    /// The pause of a client between two calls.
+    pub interval: Duration,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            plain: 20,
+            replicated: 20,
+            clients_per_node: 2,
+            interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// A generator of numbers from a seed (splitmix64): the same seed, the same numbers.
+#[derive(Clone, Debug)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+impl Workload {
+    /// The ids of the plain counters, then of the replicated ones.
+    pub fn ids(&self) -> (Vec<String>, Vec<String>) {
+        (
+            (0..self.plain).map(|i| format!("p-{i}")).collect(),
+            (0..self.replicated).map(|i| format!("r-{i}")).collect(),
+        )
+    }
+
+    /// Starts the counters (from the first running node) and the clients (on every
+    /// running node); returns the history they fill as the simulation runs.
+    pub fn start(&self, sim: &mut Sim) -> History {
+        let history = History::default();
+        let (plain, replicated) = self.ids();
+        let up = sim.up();
+        let first = sim.hub(up[0]).clone();
+        let starting = async move {
+            let plain = plain.into_iter().map(|id| (id, SimCounter::default()));
+            for r in SimCounter::start_many(&first, plain.collect()).await {
+                r.map_err(|e| e.to_string())?;
+            }
+            let replicated = replicated
+                .into_iter()
+                .map(|id| (id, SyncCounter::default()));
+            for r in SyncCounter::start_many(&first, replicated.collect()).await {
+                r.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        };
+        sim.run_until(up[0], Duration::from_secs(10), starting)
+            .expect("the counters start within 10 s")
+            .expect("the counters start");
+        let mut client = 0;
+        for node in up {
+            for _ in 0..self.clients_per_node {
+                let task = self.client(
+                    sim.seed(),
+                    client,
+                    node,
+                    sim.hub(node).clone(),
+                    history.clone(),
+                );
+                sim.spawn(node, task);
+                client += 1;
+            }
+        }
+        history
+    }
+
+    /// One client: a counter drawn from the seed, one write, the pause, again.
+    fn client(
+        &self,
+        seed: u64,
+        client: usize,
+        node: usize,
+        hub: Hub,
+        history: History,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (plain, replicated) = self.ids();
+        let interval = self.interval;
+        let mut rng = Rng::new(seed ^ (client as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F));
+        async move {
+            let total = (plain.len() + replicated.len()) as u64;
+            if total == 0 {
+                return;
+            }
+            while !history.is_closed() {
+                let k = rng.below(total) as usize;
+                let id = if k < plain.len() {
+                    plain[k].clone()
+                } else {
+                    replicated[k - plain.len()].clone()
+                };
+                let index = history.invoke(client, node, &id);
+                let outcome = if k < plain.len() {
+                    SimCounter::handle(&hub, id).add(1).await
+                } else {
+                    SyncCounter::handle(&hub, id).add(1).await
+                };
+                history.complete(index, outcome.map_err(|e| e.to_string()));
+                tokio::time::sleep(interval).await;
+            }
+        }
+    }
+}
