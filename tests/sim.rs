@@ -127,19 +127,22 @@ fn expected_failure_a_pause_loses_acknowledged_writes() {
     );
 }
 
-/// EXPECTED FAILURE, found by the simulator (seed 0 of crash faults with an immediate
-/// restart): a node crashes and a fresh node joins before the survivors restarted the
-/// crashed node's children. The survivors re-assign a child whose ring owner is now the
-/// joiner to the joiner, pending its confirmation; but a joiner learns only the
-/// entries its peers own (their snapshots), not those they re-assigned to it, so it
-/// never starts the child: the entry stays pending and the child unreachable. Fixed in
-/// a later issue: keep it failing until then.
+/// Found by the simulator (crash faults with an immediate restart): a node crashes and
+/// a fresh node joins before the survivors restarted the crashed node's children. The
+/// survivors re-assign a child whose ring owner is now the joiner to the joiner; the
+/// joiner, which never saw the dead node, learns of it only because they tell it
+/// (`Push::Assigned`). Before that fix the entry stayed pending and the child
+/// unreachable for ever.
 #[test]
-fn expected_failure_a_restart_that_joins_at_once_leaves_children_pending() {
-    let s = scenario(&[FaultKind::QuickRestart]);
-    let failing = (0..10).filter(|seed| !s.run(*seed).report.passed()).count();
-    assert!(
-        failing > 0,
-        "the quick restart no longer loses children? Turn this around."
-    );
+fn a_restart_that_joins_at_once_takes_over_the_children_it_owns_now() {
+    let s = scenario(&[FaultKind::QuickRestart, FaultKind::Delay]);
+    for seed in 0..20 {
+        let out = s.run(seed);
+        assert!(
+            out.report.passed(),
+            "seed {seed} (replay: cargo run --release --example sim -- --seed {seed} --faults quick-restart,delay): {:#?}\n{:#?}",
+            out.plan,
+            out.report
+        );
+    }
 }

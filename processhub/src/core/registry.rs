@@ -38,6 +38,12 @@ pub(crate) enum Push {
     Leaving,
     /// The sender takes no new children (it is draining).
     Draining,
+    // Appended: the variants above keep their bytes on the wire.
+    /// Children of dead nodes that every survivor re-assigned to the receiver, pending
+    /// its start: (id, entry naming the receiver, the node it ran on). A node that
+    /// joined after the death has no other way to learn of them (snapshots carry only
+    /// what their sender owns).
+    Assigned(Vec<(String, Entry, NodeId)>),
 }
 
 /// The registry of one node. Keys are shared with [`crate::ChildInfo`] (no copy on a
@@ -87,6 +93,49 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Takes in `entry` for `id`, re-assigned by the others to this registry's node
+    /// while `from` (its old node) is gone: kept pending, unless a winning entry is here.
+    /// Whether it was taken.
+    pub(crate) fn adopt(&mut self, id: &str, mut entry: Entry, from: NodeId) -> bool {
+        if self.entries.get(id).is_some_and(|e| !wins(&entry, e)) {
+            return false;
+        }
+        entry.type_name = self.intern(&entry.type_name);
+        let id: Arc<str> = Arc::from(id);
+        self.entries.insert(id.clone(), entry);
+        self.pending.insert(id, from);
+        true
+    }
+
+    /// The entries pending a restart on `node` (re-assigned to it, not confirmed), with
+    /// the node each came from, sorted by id.
+    pub(crate) fn pending_on(&self, node: NodeId) -> Vec<(String, Entry, NodeId)> {
+        let mut out: Vec<(String, Entry, NodeId)> = self
+            .pending
+            .iter()
+            .filter_map(|(id, from)| {
+                let e = self.entries.get(id)?;
+                (e.owner == node).then(|| (id.to_string(), e.clone(), *from))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Every pending entry: (id, owner, epoch), sorted.
+    pub(crate) fn pending_entries(&self) -> Vec<(Arc<str>, NodeId, u64)> {
+        let mut out: Vec<(Arc<str>, NodeId, u64)> = self
+            .pending
+            .keys()
+            .filter_map(|id| {
+                let e = self.entries.get(id)?;
+                Some((id.clone(), e.owner, e.epoch))
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// Drops the entry of `id` (planner only: a child that stays down).

@@ -285,6 +285,11 @@ impl Inbound for HubInner {
             });
             first = false;
         }
+        // What the others re-assigned to it while it was away, pending its start.
+        let assigned = engine.assigned_to(peer);
+        if !assigned.is_empty() {
+            conn.push(&Push::Assigned(assigned));
+        }
         register();
         drop(engine);
         tracing::debug!(me = %self.me, %peer, "connected");

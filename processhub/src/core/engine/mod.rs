@@ -220,6 +220,8 @@ pub(crate) struct Engine<C> {
     resync_due: bool,
     /// This node is leaving (or was killed): it plans nothing more.
     leaving: bool,
+    /// The entries pending at the last plan (id, owner, epoch).
+    pending_last: Vec<(Arc<str>, NodeId, u64)>,
     /// Snapshots arriving in parts, per sender.
     snapshots: BTreeMap<NodeId, Vec<(String, Entry)>>,
     out: Output<C>,
@@ -241,6 +243,7 @@ impl<C: ChildHandle> Engine<C> {
             resyncing: HashSet::default(),
             resync_due: false,
             leaving: false,
+            pending_last: Vec::new(),
             snapshots: BTreeMap::new(),
             out: Output::default(),
         }

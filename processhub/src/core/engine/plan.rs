@@ -69,6 +69,7 @@ impl<C: ChildHandle> Engine<C> {
         let members = self.view.members().to_vec();
         let targets = super::targets(self.me, self.types, &self.registry, &ring, &members);
         let mut commands = plan_with_targets(self.me, &members, &mut self.registry, &targets);
+        self.tell_assigned();
         // A start already running or a move under way is not issued twice.
         commands.retain(|c| match c {
             // (An active replica running here is promoted in place.)
@@ -95,6 +96,47 @@ impl<C: ChildHandle> Engine<C> {
             self.out.effects.push(Effect::Move(moves));
         }
         self.keep_replicas();
+    }
+
+    /// Tells the peers of the children re-assigned to another node that were pending
+    /// already at the previous plan: a node that joined around their node's death may
+    /// not know of them (snapshots carry only what their sender owns), and learns of
+    /// them so. A child of a node that just died is not told at once (its new owner
+    /// confirms within moments); one not confirmed by the next plan is. Every survivor
+    /// tells the same; the receiver takes each once.
+    fn tell_assigned(&mut self) {
+        let now = self.registry.pending_entries();
+        let assigned: Vec<(String, crate::core::entry::Entry, NodeId)> = now
+            .iter()
+            .filter(|(id, owner, _)| {
+                // (Sorted by id: one search each, however many are pending.)
+                *owner != self.me
+                    && self
+                        .pending_last
+                        .binary_search_by(|(b, _, _)| b.cmp(id))
+                        .is_ok()
+            })
+            .filter_map(|(id, _, _)| {
+                let e = self.registry.get(id)?.clone();
+                let from = self.registry.pending_from(id)?;
+                Some((id.to_string(), e, from))
+            })
+            .collect();
+        self.pending_last = now;
+        if !assigned.is_empty() {
+            self.out
+                .pushes
+                .push(crate::core::registry::Push::Assigned(assigned));
+        }
+    }
+
+    /// The children re-assigned to `peer` and pending its start, for a connection to
+    /// it that opens (after the snapshot of this node's own entries).
+    pub(crate) fn assigned_to(
+        &self,
+        peer: NodeId,
+    ) -> Vec<(String, crate::core::entry::Entry, NodeId)> {
+        self.registry.pending_on(peer)
     }
 
     /// How the child `id` of dead node `from` comes back here under `epoch`. An active

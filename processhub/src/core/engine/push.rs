@@ -47,6 +47,21 @@ impl<C: ChildHandle> Engine<C> {
                     self.registry.replace_origin(from, snapshot);
                 }
             }
+            Push::Assigned(entries) => {
+                let mut adopted = false;
+                for (id, entry, origin) in entries {
+                    // Only what is assigned to this node, of a node gone for it too,
+                    // and not running here.
+                    let gone = self.view.members().binary_search(&origin).is_err();
+                    if entry.owner == self.me && gone && !self.runs_here(&id) {
+                        adopted |= self.registry.adopt(&id, entry, origin);
+                    }
+                }
+                // Started now, not at the next tick of the planner.
+                if adopted {
+                    self.replan();
+                }
+            }
             Push::Leaving => {
                 self.view.depart(from);
                 self.out.effects.push(Effect::Refresh);

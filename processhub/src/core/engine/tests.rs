@@ -330,6 +330,51 @@ fn a_goodbye_refreshes_the_view_and_the_survivors_restart_what_is_theirs() {
 }
 
 #[test]
+fn children_re_assigned_to_a_joiner_are_told_to_it_and_it_starts_them() {
+    // Node 3 dies; node 4 joins before the survivors restarted its child, and is now
+    // its ring owner: the survivors re-assign it to node 4, pending.
+    let id = id_owned_by(4, &[1, 2, 4]);
+    let mut e = engine(1, &[1, 2, 3]);
+    e.push(node(3), upsert(&id, entry("T", node(3), 1)));
+    e.gossip(gossip(&[1, 2]));
+    e.take_output();
+    e.gossip(gossip(&[1, 2, 4]));
+    let theirs = crate::core::entry::Entry {
+        owner: node(4),
+        epoch: 2,
+        ..entry("T", node(3), 1)
+    };
+    let told = vec![(id.clone(), theirs, node(3))];
+    let o = e.take_output();
+    assert_eq!(o.pushes, vec![Push::Assigned(told.clone())], "{o:?}");
+    assert_eq!(
+        e.assigned_to(node(4)),
+        told,
+        "and on a new connection to it"
+    );
+    // The joiner never saw node 3: it takes the child in and starts it.
+    let mut joiner = engine(4, &[1, 2, 4]);
+    joiner.push(node(1), Push::Assigned(told.clone()));
+    let o = joiner.take_output();
+    assert_eq!(
+        o.effects,
+        vec![Effect::Restart {
+            id: id.clone(),
+            epoch: 2,
+            from: node(3)
+        }]
+    );
+    // Told again (every survivor tells): nothing more.
+    joiner.push(node(2), Push::Assigned(told.clone()));
+    assert_eq!(joiner.take_output(), Output::default());
+    // Not for another node, nor of a node it sees alive.
+    let mut other = engine(2, &[1, 2, 3]);
+    other.push(node(1), Push::Assigned(told));
+    assert_eq!(other.take_output(), Output::default());
+    assert!(other.registry.get(&id).is_none());
+}
+
+#[test]
 fn a_restart_that_cannot_be_carried_out_is_unregistered_and_reported() {
     let mut e = engine(1, &[1, 2]);
     let id = id_owned_by(1, &[1]);
