@@ -65,6 +65,11 @@ impl Registry {
         self.entries.get(id)
     }
 
+    /// Whether any entry is pending a restart.
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Where `id` came from, if it is pending a restart.
     pub(crate) fn pending_from(&self, id: &str) -> Option<NodeId> {
         if self.pending.is_empty() {

@@ -16,7 +16,7 @@ impl HubInner {
         if self.is_stopped() {
             return;
         }
-        self.decide(|engine| engine.replan());
+        self.decide(|engine| engine.tick());
     }
 }
 

@@ -220,6 +220,9 @@ pub(crate) struct Engine<C> {
     resync_due: bool,
     /// This node is leaving (or was killed): it plans nothing more.
     leaving: bool,
+    /// Something changed since the last plan (the planner's timer skips a plan
+    /// otherwise: an idle cluster walks no registry).
+    dirty: bool,
     /// The entries pending at the last plan (id, owner, epoch).
     pending_last: Vec<(Arc<str>, NodeId, u64)>,
     /// Snapshots arriving in parts, per sender.
@@ -243,6 +246,7 @@ impl<C: ChildHandle> Engine<C> {
             resyncing: HashSet::default(),
             resync_due: false,
             leaving: false,
+            dirty: true,
             pending_last: Vec::new(),
             snapshots: BTreeMap::new(),
             out: Output::default(),

@@ -58,12 +58,14 @@ impl<C: ChildHandle> Engine<C> {
 
     /// A move taken up ended without a hand-over (the child stopped meanwhile).
     pub(crate) fn move_dropped(&mut self, id: &str) {
+        self.dirty = true;
         self.moving.remove(id);
     }
 
     /// A move succeeded: the registry points at the new owner (before the waiting calls
     /// are let go, so they follow it).
     pub(crate) fn move_done(&mut self, m: &Move<C>, to: NodeId) {
+        self.dirty = true;
         let (id, epoch) = (m.id.as_str(), m.epoch);
         self.moving.remove(id);
         self.local.remove(id);
@@ -113,6 +115,7 @@ impl<C: ChildHandle> Engine<C> {
         reason: String,
         offered: Option<u64>,
     ) {
+        self.dirty = true;
         tracing::warn!(%id, %to, "move failed, it stays here: {reason}");
         self.moving.remove(id);
         if let (Some(offered), Some(local)) = (offered, self.local.get_mut(id)) {

@@ -65,6 +65,7 @@ impl<C: ChildHandle> Engine<C> {
         if self.leaving {
             return;
         }
+        self.dirty = false;
         let ring = self.view.ring().clone();
         let members = self.view.members().to_vec();
         let targets = super::targets(self.me, self.types, &self.registry, &ring, &members);
@@ -139,11 +140,22 @@ impl<C: ChildHandle> Engine<C> {
         self.registry.pending_on(peer)
     }
 
+    /// The planner's timer: plans again if anything changed since the last plan, or if a
+    /// child is still pending its restart (to take up what a plan left: a start under a
+    /// passing view, a move that failed, a resync that did not reach every standby).
+    /// An idle cluster walks no registry.
+    pub(crate) fn tick(&mut self) {
+        if self.dirty || self.registry.has_pending() {
+            self.replan();
+        }
+    }
+
     /// How the child `id` of dead node `from` comes back here under `epoch`. An active
     /// replica running here becomes the primary as it is (decided now; `None`); a
     /// standby copy here is the latest acknowledged state and is promoted; otherwise it
     /// restarts from its start state. `None` also when the registry no longer has it.
     pub(crate) fn restart(&mut self, id: &str, epoch: u64, from: NodeId) -> Option<Restart> {
+        self.dirty = true;
         let entry = self.registry.get(id)?.clone();
         if let Some(l) = self.local.get_mut(id).filter(|l| l.replica) {
             l.replica = false;
@@ -200,6 +212,7 @@ impl<C: ChildHandle> Engine<C> {
     /// A restart planned by [`Self::restart`] ended with `outcome`: reported; one that
     /// could not be carried out is unregistered everywhere.
     pub(crate) fn restarted(&mut self, restart: &Restart, outcome: &StartOutcome) {
+        self.dirty = true;
         let id = restart.item.id.as_str();
         let from = restart.from;
         match outcome {

@@ -13,6 +13,7 @@ use crate::node::NodeId;
 impl<C: ChildHandle> Engine<C> {
     /// Applies a push from `from`, in arrival order.
     pub(crate) fn push(&mut self, from: NodeId, push: Push) {
+        self.dirty = true;
         match push {
             Push::Upsert(entries) => {
                 for (id, entry) in entries {

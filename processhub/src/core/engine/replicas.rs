@@ -85,6 +85,7 @@ impl<C: ChildHandle> Engine<C> {
 
     /// A `Resync` of `id` ended.
     pub(crate) fn resync_done(&mut self, id: &str) {
+        self.dirty = true;
         self.resyncing.remove(id);
     }
 
@@ -108,6 +109,7 @@ impl<C: ChildHandle> Engine<C> {
     /// planned with): they are its standby set now, published before the write it
     /// carried is acknowledged.
     pub(crate) fn shipped(&mut self, id: &str, epoch: u64, current: &[NodeId], took: Vec<NodeId>) {
+        self.dirty = true;
         if took == current {
             return;
         }
@@ -217,6 +219,7 @@ impl<C: ChildHandle> Engine<C> {
     /// it serves the calls made here on its own. False (the shell drops it) if an
     /// instance runs here meanwhile.
     pub(crate) fn add_replica(&mut self, id: &str, child: C, epoch: u64) -> bool {
+        self.dirty = true;
         if self.runs_here(id) {
             return false;
         }

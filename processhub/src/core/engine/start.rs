@@ -89,6 +89,7 @@ impl<C: ChildHandle> Engine<C> {
         epoch: u64,
         made: Result<C, StartFailure>,
     ) -> StartOutcome {
+        self.dirty = true;
         let me = self.me;
         let id: Arc<str> = self
             .starting
@@ -179,6 +180,7 @@ impl<C: ChildHandle> Engine<C> {
         id: &str,
         type_name: &str,
     ) -> Result<C, crate::core::item::StopOutcome> {
+        self.dirty = true;
         use crate::core::item::StopOutcome;
         // An active replica: the primary stops it, and every replica with it.
         if self.local.get(id).is_some_and(|l| l.replica) {

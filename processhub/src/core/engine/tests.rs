@@ -811,6 +811,41 @@ fn a_leaving_node_plans_nothing_more() {
     );
 }
 
+#[test]
+fn the_planners_timer_plans_only_after_a_change_or_while_a_child_is_pending() {
+    let mut e = engine(1, &[1, 2]);
+    let theirs = id_owned_by(2, &[1, 2]);
+    // Started here, though node 2 owns it on the ring: the next plan moves it.
+    start(&mut e, &theirs, &TestChild::new("c", "T"));
+    e.tick();
+    let moves = vec![(theirs.clone(), node(2), 2)];
+    assert_eq!(e.take_output().effects, vec![Effect::Move(moves.clone())]);
+    // Nothing changed since: the timer plans nothing (an idle node walks no registry).
+    e.tick();
+    assert_eq!(e.take_output(), Output::default());
+    // The move failed: the next tick takes it up again.
+    e.begin_moves(moves.clone());
+    e.move_failed(&theirs, node(2), "unreachable".into(), None);
+    e.take_output();
+    e.tick();
+    assert_eq!(e.take_output().effects, vec![Effect::Move(moves)]);
+    // A child pending its restart here keeps the timer planning until it is confirmed.
+    let mut e = engine(1, &[1, 2, 3]);
+    let mine = id_owned_by(1, &[1, 2]);
+    e.push(node(3), upsert(&mine, entry("T", node(3), 1)));
+    e.gossip(gossip(&[1, 2]));
+    e.take_output();
+    for _ in 0..2 {
+        e.tick();
+        let restart = Effect::Restart {
+            id: mine.clone(),
+            epoch: 2,
+            from: node(3),
+        };
+        assert_eq!(e.take_output().effects, vec![restart]);
+    }
+}
+
 // ---- determinism ----
 
 #[test]
