@@ -367,3 +367,50 @@ async fn a_scripted_view_is_what_the_hub_plans_with() {
     a.shutdown().await.unwrap();
     b.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_waits_for_the_connection_to_a_joiner_instead_of_failing() {
+    let world = World::new(5);
+    let a = Hub::builder("seams-join")
+        .in_world(&world)
+        .start()
+        .await
+        .unwrap();
+    let ids = start_counters(&a, "j", 60).await;
+    let mut events = a.events();
+    // The joiner gets the next address; its link to the first hub is down at first, as
+    // when a plan moves children to a joiner before the connection to it is up.
+    let next = SocketAddr::new(a.listen_addr().ip(), a.listen_addr().port() + 1);
+    let cut = Fault {
+        cut: true,
+        ..Fault::default()
+    };
+    world.net.set_fault_both(a.listen_addr(), next, cut);
+    let b = Hub::builder("seams-join")
+        .in_world(&world)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(b.listen_addr(), next);
+    wait_members(&[a.clone(), b.clone()], 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    world.net.heal_all();
+    wait_until(
+        "the joiner's children moved",
+        Duration::from_secs(10),
+        || async {
+            ids.iter().all(|id| {
+                a.lookup(id)
+                    .is_some_and(|i| Some(i.owner) == a.ring_owner(id))
+            })
+        },
+    )
+    .await;
+    let mut failed = 0;
+    while let Ok(e) = events.try_recv() {
+        failed += usize::from(matches!(e, HubEvent::MigrationFailed { .. }));
+    }
+    assert_eq!(failed, 0, "no move failed for want of a connection");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -18,6 +18,9 @@ use crate::net::wire::{Request, Response};
 use crate::net::wire::{Stage, Start, StartStaged};
 use crate::node::NodeId;
 
+/// How long a move waits for a connection to its target before it fails.
+const CONNECT_FOR_MOVE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A child on its way to another node.
 type Move = crate::core::engine::Move<Arc<dyn ErasedChild>>;
 
@@ -81,7 +84,12 @@ impl HubInner {
         unreachable: &std::sync::Mutex<HashSet<NodeId>>,
     ) -> (usize, usize) {
         let (mut moved, mut failed) = (0, 0);
-        if unreachable.lock().unwrap().contains(&to) {
+        // A move waits for the connection it needs (a joiner's is being dialed as the
+        // plan that moves children to it runs), before anything is frozen.
+        let reachable = !unreachable.lock().unwrap().contains(&to)
+            && self.transport.connected_within(to, CONNECT_FOR_MOVE).await;
+        if !reachable {
+            unreachable.lock().unwrap().insert(to);
             for m in &chunk {
                 let reason = format!("{to} is unreachable");
                 self.move_failed(m.id.as_str(), &*m.child, to, reason, None);

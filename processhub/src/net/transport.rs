@@ -252,6 +252,12 @@ impl Transport {
         }
     }
 
+    /// Whether a connection to `peer` is up, waiting for it up to `wait`.
+    pub(crate) async fn connected_within(&self, peer: NodeId, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        self.wait_conn(peer, wait, deadline).await.is_ok()
+    }
+
     /// Whether a connection to `peer` is up now.
     pub(crate) fn is_connected(&self, peer: NodeId) -> bool {
         self.conns.lock().unwrap().contains_key(&peer)
