@@ -110,26 +110,30 @@ pub struct ChildInfo {
     /// The nodes holding a standby copy in step with it (`replicas = N`), in the order
     /// one would take over; empty for a child without replicas.
     pub standbys: Vec<NodeId>,
+    /// The owner, then the standbys (inline for a child without standbys).
+    owners: smallvec::SmallVec<[NodeId; 1]>,
 }
 
 impl ChildInfo {
     fn new(id: &Arc<str>, e: &Entry, registry: &Registry) -> Self {
+        let standbys = e.standbys.as_deref().unwrap_or_default();
         Self {
             id: id.clone(),
             type_name: e.type_name.clone(),
             owner: e.owner,
             epoch: e.epoch,
             pending: registry.pending_from(id).is_some(),
-            standbys: e.standbys.as_deref().unwrap_or_default().to_vec(),
+            standbys: standbys.to_vec(),
+            owners: std::iter::once(e.owner)
+                .chain(standbys.iter().copied().filter(|n| *n != e.owner))
+                .collect(),
         }
     }
 
     /// Every node holding a copy: the owner first, then its standbys in the order one
     /// would take over (`replicas = N`; active/active: the nodes running a replica).
-    pub fn owners(&self) -> Vec<NodeId> {
-        std::iter::once(self.owner)
-            .chain(self.standbys.iter().copied().filter(|n| *n != self.owner))
-            .collect()
+    pub fn owners(&self) -> &[NodeId] {
+        &self.owners
     }
 }
 
