@@ -170,3 +170,40 @@ fn expected_failure_a_partition_loses_acknowledged_writes() {
         );
     }
 }
+
+#[test]
+fn an_idle_cluster_sends_nothing_whatever_the_size_of_its_registry() {
+    use processhub::sim::{Sim, SimConfig, Workload};
+    let idle = |components: usize| {
+        let mut sim = Sim::new(3, SimConfig::default());
+        let w = Workload {
+            plain: components,
+            replicated: 0,
+            clients_per_node: 0,
+            interval: Duration::from_millis(20),
+        };
+        let _history = w.start(&mut sim);
+        sim.run_for(Duration::from_secs(2));
+        let sent = |sim: &Sim| {
+            (0..3)
+                .map(|i| sim.sent(i))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        };
+        let before = sent(&sim);
+        assert!(before.0 > 0, "the start itself was carried");
+        sim.run_for(Duration::from_secs(5));
+        let after = sent(&sim);
+        (after.0 - before.0, after.1 - before.1)
+    };
+    let (small, big) = (idle(100), idle(3000));
+    assert_eq!(
+        small,
+        (0, 0),
+        "frames and bytes in 5 idle seconds, 100 children"
+    );
+    assert_eq!(
+        big,
+        (0, 0),
+        "frames and bytes in 5 idle seconds, 3000 children"
+    );
+}

@@ -47,6 +47,8 @@ struct State {
     /// Live write sides, per direction, to close when a link is cut.
     pipes: BTreeMap<(SocketAddr, SocketAddr), Vec<Weak<MemWrite>>>,
     next_port: u16,
+    /// Frames and bytes sent, per sending address.
+    sent: BTreeMap<SocketAddr, (u64, u64)>,
 }
 
 /// An in-memory network: cheap to clone, all clones are the same network.
@@ -132,6 +134,17 @@ impl MemoryNetwork {
     pub(crate) fn set_fault_both(&self, a: SocketAddr, b: SocketAddr, fault: Fault) {
         self.set_fault(a, b, fault);
         self.set_fault(b, a, fault);
+    }
+
+    /// Frames and bytes sent from `addr` so far (length prefixes included).
+    pub(crate) fn sent(&self, addr: SocketAddr) -> (u64, u64) {
+        self.state
+            .lock()
+            .unwrap()
+            .sent
+            .get(&addr)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Heals every link.
@@ -346,6 +359,14 @@ impl LinkWrite for MemWrite {
             }
         }
         inner.partial.drain(..at);
+        drop(inner);
+        if let Some(st) = self.net.upgrade() {
+            let frames = frames_in(buf);
+            let mut st = st.lock().unwrap();
+            let sent = st.sent.entry(self.from).or_default();
+            sent.0 += frames;
+            sent.1 += buf.len() as u64;
+        }
         Ok(buf.len())
     }
 
@@ -357,4 +378,16 @@ impl LinkWrite for MemWrite {
         // The reader sees the end once the frames already sent are delivered.
         self.inner.lock().unwrap().pump = None;
     }
+}
+
+/// How many frame headers start in `buf`, counting as if it began on a frame (the
+/// writers hand over whole frames; a partial one counts where it starts).
+fn frames_in(buf: &[u8]) -> u64 {
+    let (mut at, mut frames) = (0usize, 0u64);
+    while buf.len().saturating_sub(at) >= 4 {
+        let len = u32::from_be_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+        frames += 1;
+        at += 4 + len;
+    }
+    frames
 }

@@ -284,6 +284,11 @@ impl Sim {
         self.partition = None;
     }
 
+    /// Frames and bytes node `i` has sent so far (what the in-memory network carried).
+    pub fn sent(&self, i: usize) -> (u64, u64) {
+        self.world.net.sent(self.nodes[i].hub.listen_addr())
+    }
+
     /// Sets what is wrong with the link from node `a` to node `b`.
     pub fn set_link(&mut self, a: usize, b: usize, delay: Duration) {
         let (from, to) = (
