@@ -90,6 +90,8 @@ struct Node {
     /// for dead: it sees none of them until then.
     stale_until: Duration,
     crashed_at: Option<Duration>,
+    /// It left gracefully: gone for everyone at once.
+    left: bool,
 }
 
 /// A simulated cluster. See the [module](self) for how it runs.
@@ -189,6 +191,7 @@ impl Sim {
             paused: None,
             stale_until: Duration::ZERO,
             crashed_at: None,
+            left: false,
         });
         self.views.push(None);
         self.nodes.len() - 1
@@ -251,6 +254,22 @@ impl Sim {
             drop(rt);
             node.crashed_at = Some(self.now);
         }
+    }
+
+    /// Node `i` leaves gracefully (`Hub::shutdown`: its children are handed over first),
+    /// while the cluster goes on; then it is gone.
+    pub fn shutdown(&mut self, i: usize) {
+        if !self.is_up(i) {
+            return;
+        }
+        let hub = self.nodes[i].hub.clone();
+        let wait = self.config.call_timeout * 4;
+        self.run_until(i, wait, async move {
+            let _ = hub.shutdown().await;
+        });
+        let node = &mut self.nodes[i];
+        node.left = true;
+        node.rt = None;
     }
 
     /// Node `i` stops for `d` (a GC pause, a stopped VM): nothing of it runs, then it
@@ -337,7 +356,7 @@ impl Sim {
         if self.now < na.stale_until {
             return false;
         }
-        if nb.crashed_at.is_some_and(|t| self.now >= t + d) {
+        if nb.left || nb.crashed_at.is_some_and(|t| self.now >= t + d) {
             return false;
         }
         if nb.paused.is_some_and(|(since, _)| self.now >= since + d) {

@@ -1,0 +1,135 @@
+//! The simulator at scale: N nodes and C components on simulated time; a join, a
+//! graceful leave and a crash, each with the simulated time the cluster took to
+//! converge, the wall time, and the frames and bytes the nodes sent for it.
+//!
+//! ```sh
+//! cargo run --release --example sim_scale -- 100 100000
+//! ```
+
+use std::time::{Duration, Instant};
+
+use processhub::sim::{Sim, SimConfig, Workload};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let nodes: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    let components: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let wall = Instant::now();
+    let mut sim = Sim::new(
+        1,
+        SimConfig {
+            nodes,
+            ..SimConfig::default()
+        },
+    );
+    let workload = Workload {
+        plain: components,
+        replicated: 0,
+        clients_per_node: 0,
+        interval: Duration::from_millis(20),
+    };
+    let _history = workload.start(&mut sim);
+    let started = wall.elapsed();
+    converge(&mut sim, components);
+    println!(
+        "{nodes} nodes, {components} components: started in {:?} of wall time",
+        started
+    );
+    println!("| change | simulated time to converge | wall time | frames per node (mean / max) | bytes per node (mean / max) |");
+    println!("|---|---|---|---|---|");
+    let before = traffic(&sim);
+    measure(&mut sim, components, "a node joins", before, |sim| {
+        sim.add_node();
+    });
+    let before = traffic(&sim);
+    measure(
+        &mut sim,
+        components,
+        "a node leaves gracefully",
+        before,
+        |sim| {
+            let leaver = sim.up()[1];
+            sim.shutdown(leaver);
+        },
+    );
+    let before = traffic(&sim);
+    measure(&mut sim, components, "a node crashes", before, |sim| {
+        let victim = sim.up()[1];
+        sim.crash(victim);
+    });
+    println!("total wall time {:?}", wall.elapsed());
+}
+
+/// Frames and bytes each node has sent so far.
+fn traffic(sim: &Sim) -> Vec<(u64, u64)> {
+    (0..sim.nodes()).map(|i| sim.sent(i)).collect()
+}
+
+/// Runs until every component runs on a running node, counted once, with the
+/// registries of a few nodes agreeing on a sample of ids; the simulated time it took.
+fn converge(sim: &mut Sim, components: usize) -> Duration {
+    let start = sim.now();
+    let sample: Vec<String> = (0..components)
+        .step_by((components / 16).max(1))
+        .map(|i| format!("p-{i}"))
+        .collect();
+    loop {
+        sim.run_for(Duration::from_millis(10));
+        let up = sim.up();
+        let running: usize = up.iter().map(|i| sim.hub(*i).local_children()).sum();
+        let alive: Vec<_> = up.iter().map(|i| sim.hub(*i).node_id()).collect();
+        let agreed = sample.iter().all(|id| {
+            let first = sim
+                .hub(up[0])
+                .lookup(id)
+                .map(|c| (c.owner, c.epoch, c.pending));
+            first.is_some_and(|(owner, _, pending)| !pending && alive.contains(&owner))
+                && up.iter().take(4).all(|i| {
+                    sim.hub(*i)
+                        .lookup(id)
+                        .map(|c| (c.owner, c.epoch, c.pending))
+                        == first
+                })
+        });
+        if running == components && agreed {
+            return sim.now() - start;
+        }
+        if sim.now() - start > Duration::from_secs(120) {
+            println!(
+                "did not converge in 120 s of simulated time ({running} of {components} running)"
+            );
+            return sim.now() - start;
+        }
+    }
+}
+
+fn measure(
+    sim: &mut Sim,
+    components: usize,
+    what: &str,
+    before: Vec<(u64, u64)>,
+    change: impl FnOnce(&mut Sim),
+) {
+    let wall = Instant::now();
+    change(sim);
+    let took = converge(sim, components);
+    let after = traffic(sim);
+    let deltas: Vec<(u64, u64)> = after
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let b = before.get(i).copied().unwrap_or_default();
+            (a.0 - b.0, a.1 - b.1)
+        })
+        .collect();
+    let n = deltas.len().max(1) as u64;
+    let (frames, bytes): (u64, u64) = deltas.iter().fold((0, 0), |s, d| (s.0 + d.0, s.1 + d.1));
+    let max_f = deltas.iter().map(|d| d.0).max().unwrap_or(0);
+    let max_b = deltas.iter().map(|d| d.1).max().unwrap_or(0);
+    println!(
+        "| {what} | {took:?} | {:?} | {} / {max_f} | {} / {max_b} |",
+        wall.elapsed(),
+        frames / n,
+        bytes / n
+    );
+}
