@@ -44,6 +44,27 @@ fn scenario(faults: &[FaultKind]) -> Scenario {
     }
 }
 
+/// Runs `s` from each of `seeds`; each must keep every promise. A failure prints the
+/// command that replays it.
+fn assert_seeds_pass(s: &Scenario, seeds: impl IntoIterator<Item = u64>) {
+    let faults: Vec<&str> = s.faults.iter().map(|f| f.name()).collect();
+    for seed in seeds {
+        let out = s.run(seed);
+        assert!(
+            out.report.passed(),
+            "seed {seed} (replay: cargo run --release --example sim -- --seed {seed} --nodes {} \
+             --components {} --duration {} --faults {}): {:#?}\n{:#?}",
+            s.config.nodes,
+            s.workload.plain + s.workload.replicated,
+            s.duration.as_secs(),
+            faults.join(","),
+            out.plan,
+            out.report
+        );
+        assert!(out.calls.1 > 100, "seed {seed}: {:?}", out.calls);
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_trace() {
     let s = scenario(&[FaultKind::Crash, FaultKind::Delay]);
@@ -60,17 +81,7 @@ fn the_same_seed_gives_the_same_trace() {
 
 #[test]
 fn seeds_of_crashes_and_slow_links_keep_every_promise() {
-    let s = scenario(&[FaultKind::Crash, FaultKind::Delay]);
-    for seed in 0..10 {
-        let out = s.run(seed);
-        assert!(
-            out.report.passed(),
-            "seed {seed} (replay: cargo run --release --example sim -- --seed {seed} --faults crash,delay): {:#?}\n{:#?}",
-            out.plan,
-            out.report
-        );
-        assert!(out.calls.1 > 100, "seed {seed}: {:?}", out.calls);
-    }
+    assert_seeds_pass(&scenario(&[FaultKind::Crash, FaultKind::Delay]), 0..10);
 }
 
 /// The seeds CI runs of the faults the library survives today.
@@ -79,15 +90,7 @@ const SURVIVED: std::ops::Range<u64> = 100..150;
 #[test]
 fn fifty_seeds_of_crashes_restarts_and_slow_links_keep_every_promise() {
     let s = scenario(&[FaultKind::Crash, FaultKind::Delay, FaultKind::Delay]);
-    for seed in SURVIVED {
-        let out = s.run(seed);
-        assert!(
-            out.report.passed(),
-            "seed {seed} (replay: cargo run --release --example sim -- --seed {seed} --faults crash,delay,delay): {:#?}\n{:#?}",
-            out.plan,
-            out.report
-        );
-    }
+    assert_seeds_pass(&s, SURVIVED);
 }
 
 /// EXPECTED FAILURE, until the issue on pauses and partitions ("A paused node, a
@@ -135,16 +138,10 @@ fn expected_failure_a_pause_loses_acknowledged_writes() {
 /// unreachable for ever.
 #[test]
 fn a_restart_that_joins_at_once_takes_over_the_children_it_owns_now() {
-    let s = scenario(&[FaultKind::QuickRestart, FaultKind::Delay]);
-    for seed in 0..20 {
-        let out = s.run(seed);
-        assert!(
-            out.report.passed(),
-            "seed {seed} (replay: cargo run --release --example sim -- --seed {seed} --faults quick-restart,delay): {:#?}\n{:#?}",
-            out.plan,
-            out.report
-        );
-    }
+    assert_seeds_pass(
+        &scenario(&[FaultKind::QuickRestart, FaultKind::Delay]),
+        0..20,
+    );
 }
 
 /// EXPECTED FAILURE, until the issue on pauses and partitions fixes it (never delete or
