@@ -95,8 +95,8 @@ fn main() -> ExitCode {
     );
     for check in &outcome.report.checks {
         match &check.verdict {
-            Verdict::Pass => println!("{:<14} pass", check.name),
-            Verdict::Fail(why) => println!("{:<14} FAIL: {why}", check.name),
+            Verdict::Pass => println!("{:<16} pass", check.name),
+            Verdict::Fail(why) => println!("{:<16} FAIL: {why}", check.name),
         }
     }
     println!("trace {:016x}", outcome.report.trace);

@@ -18,7 +18,8 @@ pub enum Verdict {
 /// One invariant and its verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
-    /// Its name: `single-writer`, `no-lost-write`, `convergence`, `standbys`.
+    /// Its name: `single-writer`, `no-lost-write`, `convergence`, `no-resurrection`,
+    /// `standbys`.
     pub name: &'static str,
     /// What it says.
     pub verdict: Verdict,
@@ -76,7 +77,9 @@ fn verdict(failures: Vec<String>) -> Verdict {
 /// value nor than its number of acknowledged writes, and at no more than its writes made (none applied twice),
 /// except plain counters of a node that crashed (restarted from their start state by
 /// design); (c) convergence: every running hub's registry agrees on each counter, none
-/// pending, each owned by a running node; (e) standbys: each replicated counter has as
+/// pending, each owned by a running node; (d) no resurrection: no call made after a
+/// counter's stop was acknowledged succeeds, and no registry holds it at the end; (e)
+/// standbys: each replicated counter has as
 /// many standbys as the running nodes allow. Reads the final values through the first
 /// running node, after closing the history.
 pub fn check(sim: &mut Sim, workload: &Workload, history: &History) -> Report {
@@ -114,10 +117,13 @@ pub fn check(sim: &mut Sim, workload: &Workload, history: &History) -> Report {
     // Final values, read through a running node.
     let up = sim.up();
     let reader = sim.hub(up[0]).clone();
+    let stops = history.stops();
+    let stopped = |id: &str| stops.iter().any(|(s, _)| s == id);
     let ids: Vec<(String, bool)> = plain
         .iter()
         .map(|id| (id.clone(), false))
         .chain(replicated.iter().map(|id| (id.clone(), true)))
+        .filter(|(id, _)| !stopped(id))
         .collect();
     let read_ids = ids.clone();
     let finals = sim
@@ -194,6 +200,22 @@ pub fn check(sim: &mut Sim, workload: &Workload, history: &History) -> Report {
             Some(_) => {}
         }
     }
+    // (d)
+    let mut resurrected = Vec::new();
+    for (id, at) in &stops {
+        if let Some(op) = ops
+            .iter()
+            .find(|o| &o.id == id && o.seq >= *at && matches!(o.outcome, Some(Ok(_))))
+        {
+            resurrected.push(format!(
+                "{id}: a call made after its stop was answered ({:?})",
+                op.outcome
+            ));
+        }
+        if hubs.iter().any(|h| h.lookup(id).is_some()) {
+            resurrected.push(format!("{id}: in a registry after its stop"));
+        }
+    }
     let mut fnv = Fnv::new();
     for op in &ops {
         fnv.write(
@@ -227,6 +249,10 @@ pub fn check(sim: &mut Sim, workload: &Workload, history: &History) -> Report {
             Check {
                 name: "convergence",
                 verdict: verdict(diverged),
+            },
+            Check {
+                name: "no-resurrection",
+                verdict: verdict(resurrected),
             },
             Check {
                 name: "standbys",

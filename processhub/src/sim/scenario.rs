@@ -62,6 +62,9 @@ pub struct Scenario {
     pub duration: Duration,
     /// The kinds of fault drawn (each once, at a time the seed picks).
     pub faults: Vec<FaultKind>,
+    /// Counters stopped half way through (drawn from the seed; their clients go on
+    /// calling them, and must be told they are gone).
+    pub stops: usize,
 }
 
 impl Default for Scenario {
@@ -71,6 +74,7 @@ impl Default for Scenario {
             workload: Workload::default(),
             duration: Duration::from_secs(4),
             faults: vec![FaultKind::Crash, FaultKind::Delay],
+            stops: 2,
         }
     }
 }
@@ -146,8 +150,21 @@ impl Scenario {
         // (end of the fault, what ends it, and the nodes it was between)
         let mut ends: Vec<(Duration, FaultKind, usize, usize)> = Vec::new();
         let mut next = 0;
+        let mut stops_due = self.stops > 0;
         while sim.now() < start + self.duration {
             let t = sim.now() - start;
+            if stops_due && t >= self.duration / 2 {
+                stops_due = false;
+                let (plain, replicated) = self.workload.ids();
+                let all: Vec<String> = plain.into_iter().chain(replicated).collect();
+                let up = sim.up();
+                for _ in 0..self.stops.min(all.len()) {
+                    let id = &all[rng.below(all.len() as u64) as usize];
+                    let node = up[rng.below(up.len() as u64) as usize];
+                    self.workload.stop(&sim, node, id, &history);
+                    plan.push(format!("at {t:?}: {id} is stopped from node {node}"));
+                }
+            }
             while next < planned.len() && planned[next].at <= t {
                 let p = planned[next].clone();
                 next += 1;

@@ -70,6 +70,9 @@ pub struct Op {
 pub struct History {
     ops: Arc<Mutex<Vec<Op>>>,
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Counters stopped, each with the number of calls invoked when its stop was
+    /// acknowledged: a call invoked after that must not be acknowledged.
+    stopped: Arc<Mutex<Vec<(String, u64)>>>,
 }
 
 impl History {
@@ -105,6 +108,18 @@ impl History {
             outcome: None,
         });
         ops.len() - 1
+    }
+
+    /// Notes that the stop of `id` was acknowledged now.
+    pub fn stopped(&self, id: &str) {
+        let seq = self.ops.lock().unwrap().len() as u64;
+        self.stopped.lock().unwrap().push((id.to_string(), seq));
+    }
+
+    /// The counters stopped, with the number of calls invoked when each stop was
+    /// acknowledged.
+    pub fn stops(&self) -> Vec<(String, u64)> {
+        self.stopped.lock().unwrap().clone()
     }
 
     /// Notes the answer of call `index`.
@@ -161,6 +176,22 @@ impl Rng {
 }
 
 impl Workload {
+    /// Stops counter `id` from node `node` (in a task: the simulation goes on); the
+    /// history notes the stop once it is acknowledged.
+    pub fn stop(&self, sim: &Sim, node: usize, id: &str, history: &History) {
+        let (hub, id, history) = (sim.hub(node).clone(), id.to_string(), history.clone());
+        sim.spawn(node, async move {
+            let stopped = if id.starts_with("r-") {
+                SyncCounter::stop(&hub, &id).await
+            } else {
+                SimCounter::stop(&hub, &id).await
+            };
+            if stopped.is_ok() {
+                history.stopped(&id);
+            }
+        });
+    }
+
     /// The ids of the plain counters, then of the replicated ones.
     pub fn ids(&self) -> (Vec<String>, Vec<String>) {
         (
