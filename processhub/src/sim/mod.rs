@@ -308,7 +308,7 @@ impl Sim {
         self.world.net.sent(self.nodes[i].hub.listen_addr())
     }
 
-    /// Sets what is wrong with the link from node `a` to node `b`.
+    /// Delays every frame from node `a` to node `b` by `delay` (zero heals the link).
     pub fn set_link(&mut self, a: usize, b: usize, delay: Duration) {
         let (from, to) = (
             self.nodes[a].hub.listen_addr(),
