@@ -13,7 +13,6 @@ use crate::child::erased::Hook;
 use crate::child::erased::{ChildCtx, ErasedChild};
 use crate::child::types::vtable;
 use crate::core::item::{StartFailure, StartItem, StartOutcome, StopOutcome};
-use crate::core::recent::RecentCalls;
 use crate::core::registry::Push;
 use crate::error::HubError;
 use crate::events::HubEvent;
@@ -215,14 +214,15 @@ impl HubInner {
     /// Restarts a child of a dead or departed node here: as the engine says (a standby
     /// copy promoted, or its start state).
     pub(super) fn restart_local(&self, id: &str, epoch: u64, from: NodeId) {
-        let Some(restart) = self.decide(|engine| engine.restart(id, epoch, from)) else {
+        let Some(mut restart) = self.decide(|engine| engine.restart(id, epoch, from)) else {
             return;
         };
+        // The promoted copy's table moves into the instance (not copied).
+        let recent = std::mem::take(&mut restart.recent);
         let item = &restart.item;
         let outcome = match vtable(&item.type_name) {
             Some(vt) => {
                 let promoted = restart.promoted;
-                let recent = RecentCalls::from_list(restart.recent.to_list());
                 self.start_local(item, |mut ctx| {
                     // The promoted copy answers the retries of writes it already holds.
                     if promoted {

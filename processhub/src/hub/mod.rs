@@ -321,13 +321,9 @@ impl HubInner {
     /// Sends a registry push to every peer, upserts in runs that fit a frame.
     fn broadcast(&self, push: &Push) {
         match push {
-            Push::Upsert(entries) if entries.len() > START_BATCH => {
-                for chunk in batches(entries, START_BATCH, self.batch_bytes(), entry_size) {
-                    self.transport.broadcast(&Push::Upsert(chunk.to_vec()));
-                }
-            }
             Push::Upsert(entries)
-                if entries.iter().map(entry_size).sum::<usize>() > self.batch_bytes() =>
+                if entries.len() > START_BATCH
+                    || entries.iter().map(entry_size).sum::<usize>() > self.batch_bytes() =>
             {
                 for chunk in batches(entries, START_BATCH, self.batch_bytes(), entry_size) {
                     self.transport.broadcast(&Push::Upsert(chunk.to_vec()));
