@@ -27,6 +27,9 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
         id: id.to_string(),
         after: hub.call_timeout,
     };
+    // A stop whose answer was lost may have stopped the child: if the next attempt
+    // finds it gone, it is stopped (stopping is idempotent).
+    let mut maybe_stopped = false;
     loop {
         if hub.is_stopped() {
             return Err(StopError::HubStopped);
@@ -49,6 +52,10 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
             {
                 Ok(Response::Stopped(o)) => Some(o),
                 Err(TransportError::Timeout) => return Err(timed_out()),
+                Err(TransportError::Lost) => {
+                    maybe_stopped = true;
+                    None
+                }
                 // Not connected, lost, or an answer of another kind: look again.
                 Ok(_) | Err(_) => None,
             }
@@ -66,8 +73,13 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
             Some(StopOutcome::NotFound) | Some(StopOutcome::NotHere { .. })
                 if !retry.missing(target) =>
             {
+                if maybe_stopped {
+                    return Ok(());
+                }
                 return Err(StopError::NotFound { id: id.to_string() });
             }
+            // On its way elsewhere: once the move ends, the registry says where.
+            Some(StopOutcome::Moving) => {}
             Some(StopOutcome::NotFound) | Some(StopOutcome::NotHere { .. }) | None => {}
         }
         if !retry.again().await {

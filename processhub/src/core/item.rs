@@ -101,4 +101,7 @@ pub(crate) enum StopOutcome {
     WrongType {
         actual: String,
     },
+    /// The child is on its way to another node: stopping it here now would let the
+    /// hand-over bring it back there. Ask again once the move has ended.
+    Moving,
 }

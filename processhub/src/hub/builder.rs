@@ -78,6 +78,7 @@ impl World {
     pub(crate) fn new(seed: u64) -> Self {
         Self {
             seed,
+            net: MemoryNetwork::seeded(seed),
             ..Self::default()
         }
     }

@@ -31,6 +31,8 @@ struct Sent {
     offered: bool,
     /// The target could not be reached at all.
     unreachable: bool,
+    /// The target answered (else its answer was lost, or did not come in time).
+    answered: bool,
 }
 
 impl HubInner {
@@ -127,13 +129,14 @@ impl HubInner {
                 }
             }
         }
-        let outcomes = self.send_moved(to, items, deadline).await;
+        let outcomes = self.send_settled(to, items, deadline).await;
         for (
             m,
             Sent {
                 outcome,
                 offered,
                 unreachable: gone,
+                ..
             },
         ) in sent.into_iter().zip(outcomes)
         {
@@ -154,6 +157,48 @@ impl HubInner {
             }
         }
         (moved, failed)
+    }
+
+    /// Starts moved children on `to` (see [`Self::send_moved`]), asking again for those
+    /// whose answer was lost while the deadline allows: the same start under the same
+    /// epoch, which the target answers "already started" if the first one reached it.
+    /// Until then the child stays frozen here, so the state sent is still its state. It
+    /// rolls back once the target is no longer a member (nothing runs there), or, while
+    /// the target may run it (two instances serving), only when it stays unreachable
+    /// past the deadline.
+    async fn send_settled(
+        &self,
+        to: NodeId,
+        items: Vec<StartItem>,
+        deadline: Instant,
+    ) -> Vec<Sent> {
+        let mut outcomes = self.send_moved(to, items.clone(), deadline).await;
+        loop {
+            let unsettled: Vec<usize> = (0..outcomes.len())
+                .filter(|i| outcomes[*i].offered && !outcomes[*i].answered)
+                .collect();
+            // A target that is no longer a member runs nothing: rolling back is safe.
+            let gone = || {
+                let engine = self.engine.read().unwrap();
+                engine.view.members().binary_search(&to).is_err()
+            };
+            if unsettled.is_empty()
+                || Instant::now() + RECONNECT_WAIT >= deadline
+                || self.is_stopped()
+                || gone()
+            {
+                return outcomes;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            let again: Vec<StartItem> = unsettled.iter().map(|i| items[*i].clone()).collect();
+            let answers = self.send_moved(to, again, deadline).await;
+            for (i, answer) in unsettled.into_iter().zip(answers) {
+                // A retry that did not go out leaves the first outcome: it was offered.
+                if answer.answered {
+                    outcomes[i] = answer;
+                }
+            }
+        }
     }
 
     /// Starts moved children on `to`: in requests of up to half a frame, and each state
@@ -179,6 +224,7 @@ impl HubInner {
                         outcome,
                         offered: true,
                         unreachable: false,
+                        answered: true,
                     }));
                 }
                 other => {
@@ -195,6 +241,7 @@ impl HubInner {
                         },
                         offered,
                         unreachable,
+                        answered: false,
                     }));
                 }
             }

@@ -28,7 +28,16 @@
 //! assert_eq!(sim.hub(0).nodes().len(), 2);
 //! ```
 //!
-//! What it cannot stand in for: real TCP (its buffering, resets, Nagle, the kernel's
+//! Links are streams, as TCP connections are: per-frame loss, duplication and
+//! reordering ([`LinkFault`]) are repaired by the receiving end the way TCP repairs
+//! them (a retransmission after a timeout, a sequence check, putting frames back in
+//! order), so the hubs see what TCP would show them: late frames, frames held behind a
+//! lost one, and resets that lose what was in flight. A slow node ([`Sim::slow`]) runs
+//! only now and then. Every call of a [`History`] is checked as it ends (two
+//! acknowledgements of one value, a write that returns less than what was acknowledged
+//! before it began); [`check`] adds what needs the end state.
+//!
+//! What it cannot stand in for: real TCP (its buffering, Nagle, windows, the kernel's
 //! scheduling), chitchat's UDP gossip and phi-accrual detector (membership is scripted
 //! from the simulated faults, with a fixed detection delay), OS signals and processes.
 //! The multi-process tests keep those.
@@ -37,18 +46,21 @@ mod check;
 mod scenario;
 mod workload;
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
 use crate::hub::{Hub, World};
-use crate::net::memory::Fault;
 use crate::node::NodeId;
 
+pub use crate::net::memory::{Fault as LinkFault, JITTER, RETRANSMIT};
 pub use check::{check, Check, Report, Verdict};
 pub use scenario::{FaultKind, Outcome, Scenario};
-pub use workload::{History, Op, SimCounter, SyncCounter, Workload};
+pub use workload::{History, Op, SimCounter, SyncCounter, Violation, Workload};
 
 /// How a simulated cluster is made.
 #[derive(Clone, Debug)]
@@ -86,6 +98,8 @@ struct Node {
     clock: Duration,
     /// Paused from, until.
     paused: Option<(Duration, Duration)>,
+    /// Slow: driven only once every this much simulated time (since, every).
+    slow: Option<(Duration, Duration)>,
     /// Resumed from a pause long enough for its failure detector to take every peer
     /// for dead: it sees none of them until then.
     stale_until: Duration,
@@ -105,10 +119,20 @@ pub struct Sim {
     partition: Option<(Vec<usize>, Duration)>,
     /// The view last given to each node.
     views: Vec<Option<Vec<NodeId>>>,
+    /// What is wrong with each link (from, to), partitions aside.
+    links: std::collections::BTreeMap<(usize, usize), LinkFault>,
     /// Children restarted from their start state by design: those of crashed nodes
     /// without a standby.
-    pub(crate) excused: std::collections::BTreeSet<String>,
+    excused: Arc<Mutex<BTreeSet<String>>>,
+    /// `now` in microseconds, for the histories.
+    clock: Arc<AtomicU64>,
+    /// The hubs' events, once [`Sim::record_events`] asked for them.
+    events: Option<EventLog>,
 }
+
+/// The events of every hub of a simulation, in the order they were seen: (simulated
+/// time, node, event). Cheap to clone: all clones are the same.
+pub type EventLog = Arc<Mutex<Vec<(Duration, usize, crate::events::HubEvent)>>>;
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,8 +158,12 @@ impl Sim {
             now: Duration::ZERO,
             partition: None,
             views: Vec::new(),
+            links: Default::default(),
             excused: Default::default(),
+            clock: Default::default(),
+            events: None,
         };
+        sim.world.net.use_world_clock(sim.clock.clone());
         for _ in 0..sim.config.nodes {
             sim.add_node();
         }
@@ -168,6 +196,54 @@ impl Sim {
         (0..self.nodes.len()).filter(|i| self.is_up(*i)).collect()
     }
 
+    /// A new history whose calls are checked as they end (see [`History`]), at the
+    /// simulated time, excusing what this simulator excuses: the plain counters of a
+    /// crashed node, which restart from their start state by design.
+    pub fn history(&self) -> History {
+        History::watched(self.clock.clone(), self.excused.clone())
+    }
+
+    /// Whether child `id` was restarted from its start state by design (it ran on a
+    /// node that crashed, with no standby).
+    pub fn is_excused(&self, id: &str) -> bool {
+        self.excused.lock().unwrap().contains(id)
+    }
+
+    /// From now on, records the events of every hub (and of the nodes added later).
+    pub fn record_events(&mut self) -> EventLog {
+        if let Some(log) = &self.events {
+            return log.clone();
+        }
+        let log = EventLog::default();
+        self.events = Some(log.clone());
+        for i in self.up() {
+            self.watch(i);
+        }
+        log
+    }
+
+    /// Records node `i`'s events in the log.
+    fn watch(&self, i: usize) {
+        let Some(log) = self.events.clone() else {
+            return;
+        };
+        let mut rx = self.nodes[i].hub.events();
+        let clock = self.clock.clone();
+        self.spawn(i, async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        let at = Duration::from_micros(clock.load(Ordering::SeqCst));
+                        log.lock().unwrap().push((at, i, ev));
+                    }
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// The hub of node `i`.
     pub fn hub(&self, i: usize) -> &Hub {
         &self.nodes[i].hub
@@ -189,11 +265,13 @@ impl Sim {
             hub,
             clock: self.now,
             paused: None,
+            slow: None,
             stale_until: Duration::ZERO,
             crashed_at: None,
             left: false,
         });
         self.views.push(None);
+        self.watch(self.nodes.len() - 1);
         self.nodes.len() - 1
     }
 
@@ -244,13 +322,14 @@ impl Sim {
         let me = self.nodes[i].hub.node_id();
         for c in self.nodes[i].hub.children() {
             if c.owner == me && c.standbys.is_empty() {
-                self.excused.insert(c.id.to_string());
+                self.excused.lock().unwrap().insert(c.id.to_string());
             }
         }
         let node = &mut self.nodes[i];
+        // As a killed process: nothing of it runs again, not even its shutdown (which
+        // would get its tasks another turn); its connections close, as the kernel
+        // closes a dead process's sockets.
         if let Some(rt) = node.rt.take() {
-            let hub = node.hub.clone();
-            rt.block_on(hub.kill());
             drop(rt);
             node.crashed_at = Some(self.now);
         }
@@ -282,25 +361,38 @@ impl Sim {
     /// sides vanish (no reset: the connections stay up), and each side's failure
     /// detectors take the other side for dead after the detection time.
     pub fn partition(&mut self, sides: &[usize]) {
-        let addrs: Vec<_> = self.nodes.iter().map(|n| n.hub.listen_addr()).collect();
-        for a in 0..self.nodes.len() {
-            for b in 0..self.nodes.len() {
-                if a != b && sides.get(a) != sides.get(b) {
-                    let fault = Fault {
-                        black_hole: true,
-                        ..Fault::default()
-                    };
-                    self.world.net.set_fault(addrs[a], addrs[b], fault);
-                }
-            }
-        }
         self.partition = Some((sides.to_vec(), self.now));
+        self.apply_links();
+    }
+
+    /// Ends a partition; the links keep the faults [`set_link`](Self::set_link) gave.
+    pub fn heal_partition(&mut self) {
+        self.partition = None;
+        self.apply_links();
     }
 
     /// Ends a partition and every link fault.
     pub fn heal(&mut self) {
-        self.world.net.heal_all();
+        self.links.clear();
         self.partition = None;
+        self.world.net.heal_all();
+    }
+
+    /// Gives every link its fault: the one set on it, black-holed across a partition.
+    fn apply_links(&mut self) {
+        let addrs: Vec<_> = self.nodes.iter().map(|n| n.hub.listen_addr()).collect();
+        for a in 0..self.nodes.len() {
+            for b in 0..self.nodes.len() {
+                if a == b {
+                    continue;
+                }
+                let mut fault = self.links.get(&(a, b)).copied().unwrap_or_default();
+                if let Some((sides, _)) = &self.partition {
+                    fault.black_hole |= sides.get(a) != sides.get(b);
+                }
+                self.world.net.set_fault(addrs[a], addrs[b], fault);
+            }
+        }
     }
 
     /// Frames and bytes node `i` has sent so far (what the in-memory network carried).
@@ -308,29 +400,51 @@ impl Sim {
         self.world.net.sent(self.nodes[i].hub.listen_addr())
     }
 
-    /// Delays every frame from node `a` to node `b` by `delay` (zero heals the link).
-    pub fn set_link(&mut self, a: usize, b: usize, delay: Duration) {
+    /// Frames and bytes node `a` has sent to node `b` so far.
+    pub fn sent_to(&self, a: usize, b: usize) -> (u64, u64) {
         let (from, to) = (
             self.nodes[a].hub.listen_addr(),
             self.nodes[b].hub.listen_addr(),
         );
-        self.world.net.set_fault(
-            from,
-            to,
-            Fault {
-                delay,
-                ..Fault::default()
-            },
-        );
+        self.world.net.sent_to(from, to)
+    }
+
+    /// Sets what is wrong with the link from node `a` to node `b` (one direction; the
+    /// default heals it): delay, per-frame loss, duplication, reordering, resets. The
+    /// connections are streams, as over TCP (see [`LinkFault`]).
+    pub fn set_link(&mut self, a: usize, b: usize, fault: LinkFault) {
+        if fault == LinkFault::default() {
+            self.links.remove(&(a, b));
+        } else {
+            self.links.insert((a, b), fault);
+        }
+        self.apply_links();
+    }
+
+    /// Node `i` gets slow (a starved CPU, a swapping host): it runs only once every
+    /// `every` of simulated time, catching up all at once, so everything it does is
+    /// late by up to `every`. Zero makes it normal again.
+    pub fn slow(&mut self, i: usize, every: Duration) {
+        self.nodes[i].slow = (!every.is_zero()).then_some((self.now, every));
     }
 
     /// One step: membership as the failure detectors see it, then every running node
     /// driven to the new time, in order.
     pub fn step(&mut self) {
         self.now += self.config.step;
+        self.clock
+            .store(self.now.as_micros() as u64, Ordering::SeqCst);
         self.update_views();
         for node in &mut self.nodes {
             let Some(rt) = &node.rt else { continue };
+            if let Some((since, every)) = node.slow {
+                if !(self.now - since)
+                    .as_micros()
+                    .is_multiple_of(every.as_micros().max(1))
+                {
+                    continue;
+                }
+            }
             if let Some((since, until)) = node.paused {
                 if self.now < until {
                     continue;

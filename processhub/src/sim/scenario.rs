@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::sim::check::{check, Report};
 use crate::sim::workload::Rng;
-use crate::sim::{Sim, SimConfig, Workload};
+use crate::sim::{LinkFault, Sim, SimConfig, Workload};
 
 /// A kind of fault a scenario may draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,16 +22,35 @@ pub enum FaultKind {
     Partition,
     /// A link between two nodes gets slow for a while.
     Delay,
+    /// Light loss on every link of a node for a while: lost frames are retransmitted
+    /// (TCP), late, holding back the frames behind them.
+    Drop,
+    /// Frames on every link of a node cross twice for a while (the receiver drops the
+    /// copies, as TCP does).
+    Duplicate,
+    /// Frames on every link of a node are held up and put back in order for a while.
+    Reorder,
+    /// Now and then a connection of a node is reset for a while: both directions close
+    /// and what was in flight is lost.
+    Reset,
+    /// A node runs only now and then for a while (a starved CPU), under the failure
+    /// detection time.
+    Slow,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 5] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Crash,
         FaultKind::QuickRestart,
         FaultKind::Pause,
         FaultKind::Partition,
         FaultKind::Delay,
+        FaultKind::Drop,
+        FaultKind::Duplicate,
+        FaultKind::Reorder,
+        FaultKind::Reset,
+        FaultKind::Slow,
     ];
 
     /// Its name on the command line.
@@ -42,6 +61,11 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
             FaultKind::Delay => "delay",
+            FaultKind::Drop => "drop",
+            FaultKind::Duplicate => "duplicate",
+            FaultKind::Reorder => "reorder",
+            FaultKind::Reset => "reset",
+            FaultKind::Slow => "slow",
         }
     }
 
@@ -49,6 +73,44 @@ impl FaultKind {
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
+
+    /// The kinds of a comma-separated list of names (`crash,drop`), or which name is
+    /// not one.
+    pub fn parse_list(names: &str) -> Result<Vec<Self>, String> {
+        names
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                Self::parse(s).ok_or_else(|| {
+                    let all: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+                    format!("unknown fault {s:?}; the faults are {}", all.join(", "))
+                })
+            })
+            .collect()
+    }
+}
+
+/// The faults of every link in `active` together: the longest delay, the highest rates.
+fn merged(active: &[ActiveLink], link: (usize, usize)) -> LinkFault {
+    let mut out = LinkFault::default();
+    for a in active.iter().filter(|a| a.links.contains(&link)) {
+        let f = a.fault;
+        out.delay = out.delay.max(f.delay);
+        out.loss = out.loss.max(f.loss);
+        out.duplicate = out.duplicate.max(f.duplicate);
+        out.reorder = out.reorder.max(f.reorder);
+        out.reset = out.reset.max(f.reset);
+    }
+    out
+}
+
+/// A link fault under way.
+#[derive(Clone, Debug)]
+struct ActiveLink {
+    end: Duration,
+    kind: FaultKind,
+    links: Vec<(usize, usize)>,
+    fault: LinkFault,
 }
 
 /// A scenario: what the seed draws from.
@@ -65,6 +127,8 @@ pub struct Scenario {
     /// Counters stopped half way through (drawn from the seed; their clients go on
     /// calling them, and must be told they are gone).
     pub stops: usize,
+    /// Whether to record the hubs' events ([`Outcome::events`]).
+    pub record_events: bool,
 }
 
 impl Default for Scenario {
@@ -75,6 +139,7 @@ impl Default for Scenario {
             duration: Duration::from_secs(4),
             faults: vec![FaultKind::Crash, FaultKind::Delay],
             stops: 2,
+            record_events: false,
         }
     }
 }
@@ -82,12 +147,20 @@ impl Default for Scenario {
 /// What a run did and found.
 #[derive(Clone, Debug)]
 pub struct Outcome {
-    /// What the seed chose, a line each (faults, times, nodes).
+    /// What the seed chose, a line each (faults, times, nodes). Times are simulated
+    /// time since the simulation began, as in [`Outcome::events`].
     pub plan: Vec<String>,
     /// The checker's verdicts and the trace's fingerprint.
     pub report: Report,
     /// Calls made, and acknowledged.
     pub calls: (usize, usize),
+    /// The first broken invariant the history saw as a call ended, if any.
+    pub first_violation: Option<crate::sim::Violation>,
+    /// Every call made, with its times and its outcome.
+    pub history: crate::sim::History,
+    /// The hubs' events, one line each (`at <time> node <i>: <event>`), when the
+    /// scenario asked for them.
+    pub events: Vec<String>,
 }
 
 /// One planned fault: what, at what time of the run, on which nodes, for how long.
@@ -101,10 +174,24 @@ struct Planned {
 }
 
 impl Scenario {
+    /// The command that runs this scenario from `seed` again (for the scenarios the
+    /// command line can make: a workload of half plain, half replicated counters).
+    pub fn replay_command(&self, seed: u64) -> String {
+        let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
+        format!(
+            "cargo run --release --example sim -- --seed {seed} --nodes {} --components {} --duration {} --faults {}",
+            self.config.nodes,
+            self.workload.plain + self.workload.replicated,
+            self.duration.as_secs(),
+            faults.join(",")
+        )
+    }
+
     /// Runs the scenario from `seed`.
     pub fn run(&self, seed: u64) -> Outcome {
         let mut rng = Rng::new(seed);
         let mut sim = Sim::new(seed, self.config.clone());
+        let log = self.record_events.then(|| sim.record_events());
         let n = self.config.nodes.max(1);
         let detection = self.config.detection;
         // Faults in the first two thirds, each over before the last third.
@@ -117,7 +204,12 @@ impl Scenario {
                     FaultKind::Pause | FaultKind::Partition => {
                         detection * 2 + Duration::from_millis(rng.below(500))
                     }
-                    FaultKind::Delay => Duration::from_millis(200 + rng.below(800)),
+                    FaultKind::Delay
+                    | FaultKind::Drop
+                    | FaultKind::Duplicate
+                    | FaultKind::Reorder
+                    | FaultKind::Reset
+                    | FaultKind::Slow => Duration::from_millis(300 + rng.below(1200)),
                     // The restart comes once the others have taken over.
                     FaultKind::Crash => detection * 3 + Duration::from_millis(rng.below(500)),
                     FaultKind::QuickRestart => Duration::ZERO,
@@ -147,8 +239,9 @@ impl Scenario {
         ];
         let history = self.workload.start(&mut sim);
         let start = sim.now();
-        // (end of the fault, what ends it, and the nodes it was between)
-        let mut ends: Vec<(Duration, FaultKind, usize, usize)> = Vec::new();
+        // (end of the fault, what ends it, the node it was on)
+        let mut ends: Vec<(Duration, FaultKind, usize)> = Vec::new();
+        let mut active: Vec<ActiveLink> = Vec::new();
         let mut next = 0;
         let mut stops_due = self.stops > 0;
         while sim.now() < start + self.duration {
@@ -162,7 +255,10 @@ impl Scenario {
                     let id = &all[rng.below(all.len() as u64) as usize];
                     let node = up[rng.below(up.len() as u64) as usize];
                     self.workload.stop(&sim, node, id, &history);
-                    plan.push(format!("at {t:?}: {id} is stopped from node {node}"));
+                    plan.push(format!(
+                        "at {:?}: {id} is stopped from node {node}",
+                        start + t
+                    ));
                 }
             }
             while next < planned.len() && planned[next].at <= t {
@@ -173,22 +269,23 @@ impl Scenario {
                 match p.kind {
                     FaultKind::Crash => {
                         sim.crash(node);
-                        plan.push(format!("at {:?}: node {node} crashes", p.at));
-                        ends.push((t + p.lasts, p.kind, node, node));
+                        plan.push(format!("at {:?}: node {node} crashes", start + p.at));
+                        ends.push((t + p.lasts, p.kind, node));
                     }
                     FaultKind::QuickRestart => {
                         sim.crash(node);
                         let fresh = sim.add_node();
                         plan.push(format!(
                             "at {:?}: node {node} crashes; node {fresh} joins at once",
-                            p.at
+                            start + p.at
                         ));
                     }
                     FaultKind::Pause => {
                         sim.pause(node, p.lasts);
                         plan.push(format!(
                             "at {:?}: node {node} pauses for {:?}",
-                            p.at, p.lasts
+                            start + p.at,
+                            p.lasts
                         ));
                     }
                     FaultKind::Partition => {
@@ -197,38 +294,113 @@ impl Scenario {
                         sim.partition(&sides);
                         plan.push(format!(
                             "at {:?}: node {node} is cut off from the others for {:?}",
-                            p.at, p.lasts
+                            start + p.at,
+                            p.lasts
                         ));
-                        ends.push((t + p.lasts, p.kind, node, node));
+                        ends.push((t + p.lasts, p.kind, node));
                     }
-                    FaultKind::Delay => {
+                    FaultKind::Slow => {
+                        let every = Duration::from_millis(10 + rng.below(90));
+                        sim.slow(node, every);
+                        plan.push(format!(
+                            "at {:?}: node {node} runs only once every {every:?} for {:?}",
+                            start + p.at,
+                            p.lasts
+                        ));
+                        ends.push((t + p.lasts, p.kind, node));
+                    }
+                    kind => {
                         let other = up[p.other % up.len()];
-                        let delay = Duration::from_millis(5 + rng.below(45));
-                        if other != node {
-                            sim.set_link(node, other, delay);
-                            plan.push(format!(
-                                "at {:?}: the link from node {node} to node {other} is {delay:?} slower for {:?}",
-                                p.at, p.lasts
-                            ));
-                            ends.push((t + p.lasts, p.kind, node, other));
+                        let (links, fault, what) = match kind {
+                            FaultKind::Delay => {
+                                let delay = Duration::from_millis(5 + rng.below(45));
+                                let fault = LinkFault {
+                                    delay,
+                                    ..LinkFault::default()
+                                };
+                                let what = format!(
+                                    "the link from node {node} to node {other} is {delay:?} slower"
+                                );
+                                (vec![(node, other)], fault, what)
+                            }
+                            _ => {
+                                let rate = |lo: u64, hi: u64, rng: &mut Rng| {
+                                    (lo + rng.below(hi - lo + 1)) as u16
+                                };
+                                let mut fault = LinkFault::default();
+                                let what = match kind {
+                                    FaultKind::Drop => {
+                                        fault.loss = rate(10, 50, &mut rng);
+                                        format!("{}‰ of the frames are lost", fault.loss)
+                                    }
+                                    FaultKind::Duplicate => {
+                                        fault.duplicate = rate(50, 300, &mut rng);
+                                        format!("{}‰ of the frames cross twice", fault.duplicate)
+                                    }
+                                    FaultKind::Reorder => {
+                                        fault.reorder = rate(100, 500, &mut rng);
+                                        format!("{}‰ of the frames are held up", fault.reorder)
+                                    }
+                                    _ => {
+                                        fault.reset = rate(2, 10, &mut rng);
+                                        format!(
+                                            "{}‰ of the frames reset their connection",
+                                            fault.reset
+                                        )
+                                    }
+                                };
+                                let links = (0..sim.nodes())
+                                    .filter(|o| *o != node)
+                                    .flat_map(|o| [(node, o), (o, node)])
+                                    .collect();
+                                (
+                                    links,
+                                    fault,
+                                    format!("on every link of node {node}, {what}"),
+                                )
+                            }
+                        };
+                        if links.iter().all(|(a, b)| a != b) {
+                            plan.push(format!("at {:?}: {what} for {:?}", start + p.at, p.lasts));
+                            active.push(ActiveLink {
+                                end: t + p.lasts,
+                                kind,
+                                links: links.clone(),
+                                fault,
+                            });
+                            for link in links {
+                                sim.set_link(link.0, link.1, merged(&active, link));
+                            }
                         }
                     }
                 }
             }
+            while let Some(i) = active.iter().position(|a| a.end <= t) {
+                let gone = active.remove(i);
+                for link in &gone.links {
+                    sim.set_link(link.0, link.1, merged(&active, *link));
+                }
+                plan.push(format!(
+                    "at {:?}: the {} heals",
+                    start + gone.end,
+                    gone.kind.name()
+                ));
+            }
             while let Some(i) = ends.iter().position(|(end, ..)| *end <= t) {
-                let (end, kind, a, b) = ends.remove(i);
+                let (end, kind, a) = ends.remove(i);
                 match kind {
-                    FaultKind::Delay => sim.set_link(a, b, Duration::ZERO),
+                    FaultKind::Slow => sim.slow(a, Duration::ZERO),
                     FaultKind::Crash => {
                         let fresh = sim.add_node();
                         plan.push(format!(
-                            "at {end:?}: node {fresh} joins in place of node {a}"
+                            "at {:?}: node {fresh} joins in place of node {a}",
+                            start + end
                         ));
                         continue;
                     }
-                    _ => sim.heal(),
+                    _ => sim.heal_partition(),
                 }
-                plan.push(format!("at {end:?}: the {} heals", kind.name()));
+                plan.push(format!("at {:?}: the {} heals", start + end, kind.name()));
             }
             sim.step();
         }
@@ -245,6 +417,16 @@ impl Scenario {
             plan,
             report,
             calls: (ops.len(), acked),
+            first_violation: history.violations().into_iter().next(),
+            history: history.clone(),
+            events: log
+                .map(|log| {
+                    let log = log.lock().unwrap();
+                    log.iter()
+                        .map(|(at, node, ev)| format!("at {at:?} node {node}: {ev:?}"))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

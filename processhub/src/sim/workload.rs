@@ -1,6 +1,8 @@
 //! The simulator's workload: counters whose write returns the new value, clients on
 //! every node that call them, and the history of every call.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,58 +63,137 @@ pub struct Op {
     pub node: usize,
     /// The counter.
     pub id: String,
+    /// The largest value of the counter acknowledged before it was invoked: a write
+    /// invoked after that must return more.
+    pub floor: u64,
+    /// Simulated time it was invoked at.
+    pub invoked: Duration,
+    /// Simulated time it ended at, once it did.
+    pub ended: Option<Duration>,
     /// `None` while (or if forever) it has no answer: it may or may not have applied.
     pub outcome: Option<Result<u64, String>>,
 }
 
-/// Every call of a run, in invocation order. Cheap to clone: all clones are the same.
+/// A broken invariant, as the history saw it when the call ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant: `single-writer` or `no-lost-write`.
+    pub invariant: &'static str,
+    /// Simulated time it was seen at.
+    pub at: Duration,
+    /// What happened.
+    pub what: String,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    ops: Vec<Op>,
+    /// Per counter: the values acknowledged.
+    acked: BTreeMap<String, BTreeSet<u64>>,
+    violations: Vec<Violation>,
+}
+
+/// Every call of a run, in invocation order, checked as each call ends: (a) two
+/// acknowledgements of one counter with the same value mean two instances served
+/// writes; (b) a write invoked after value `v` was acknowledged that returns `v` or
+/// less means acknowledged writes were lost. Cheap to clone: all clones are the same.
+///
+/// From [`Sim::history`], it knows the simulated time and the counters the simulator
+/// excuses (plain counters of a crashed node, restarted from their start state by
+/// design).
 #[derive(Clone, Debug, Default)]
 pub struct History {
-    ops: Arc<Mutex<Vec<Op>>>,
-    closed: Arc<std::sync::atomic::AtomicBool>,
+    ledger: Arc<Mutex<Ledger>>,
+    closed: Arc<AtomicBool>,
     /// Counters stopped, each with the number of calls invoked when its stop was
     /// acknowledged: a call invoked after that must not be acknowledged.
     stopped: Arc<Mutex<Vec<(String, u64)>>>,
+    /// Counters a stop was asked for.
+    stopping: Arc<Mutex<Vec<String>>>,
+    /// Simulated time, in microseconds, as the simulator last stepped it.
+    clock: Arc<AtomicU64>,
+    excused: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl History {
+    /// A history that reads simulated time from `clock` and skips `excused` counters.
+    pub(crate) fn watched(clock: Arc<AtomicU64>, excused: Arc<Mutex<BTreeSet<String>>>) -> Self {
+        Self {
+            clock,
+            excused,
+            ..Self::default()
+        }
+    }
+
     /// No client makes a call after this (the calls under way still end).
     pub fn close(&self) {
-        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// Whether the history was closed.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Whether every call made has its answer.
     pub fn settled(&self) -> bool {
-        self.ops.lock().unwrap().iter().all(|o| o.outcome.is_some())
+        let ledger = self.ledger.lock().unwrap();
+        ledger.ops.iter().all(|o| o.outcome.is_some())
     }
 
     /// A copy of every call so far.
     pub fn ops(&self) -> Vec<Op> {
-        self.ops.lock().unwrap().clone()
+        self.ledger.lock().unwrap().ops.clone()
+    }
+
+    /// The invariants broken so far, in the order they were seen.
+    pub fn violations(&self) -> Vec<Violation> {
+        self.ledger.lock().unwrap().violations.clone()
+    }
+
+    /// Whether counter `id` is excused (restarted from its start state by design).
+    pub fn is_excused(&self, id: &str) -> bool {
+        self.excused.lock().unwrap().contains(id)
     }
 
     /// Notes a call made; its index.
     pub fn invoke(&self, client: usize, node: usize, id: &str) -> usize {
-        let mut ops = self.ops.lock().unwrap();
-        let seq = ops.len() as u64;
-        ops.push(Op {
+        let mut ledger = self.ledger.lock().unwrap();
+        let seq = ledger.ops.len() as u64;
+        let floor = ledger
+            .acked
+            .get(id)
+            .and_then(|v| v.last())
+            .copied()
+            .unwrap_or(0);
+        let invoked = Duration::from_micros(self.clock.load(Ordering::SeqCst));
+        ledger.ops.push(Op {
             seq,
             client,
             node,
             id: id.to_string(),
+            floor,
+            invoked,
+            ended: None,
             outcome: None,
         });
-        ops.len() - 1
+        ledger.ops.len() - 1
+    }
+
+    /// Notes that a stop of `id` was asked for now: until it is acknowledged, it may or
+    /// may not have happened.
+    pub fn stopping(&self, id: &str) {
+        self.stopping.lock().unwrap().push(id.to_string());
+    }
+
+    /// The counters a stop was asked for, acknowledged or not.
+    pub fn stops_asked(&self) -> Vec<String> {
+        self.stopping.lock().unwrap().clone()
     }
 
     /// Notes that the stop of `id` was acknowledged now.
     pub fn stopped(&self, id: &str) {
-        let seq = self.ops.lock().unwrap().len() as u64;
+        let seq = self.ledger.lock().unwrap().ops.len() as u64;
         self.stopped.lock().unwrap().push((id.to_string(), seq));
     }
 
@@ -122,9 +203,36 @@ impl History {
         self.stopped.lock().unwrap().clone()
     }
 
-    /// Notes the answer of call `index`.
+    /// Notes the answer of call `index`, and checks it.
     pub fn complete(&self, index: usize, outcome: Result<u64, String>) {
-        self.ops.lock().unwrap()[index].outcome = Some(outcome);
+        let excused = outcome.is_ok() && {
+            let id = self.ledger.lock().unwrap().ops[index].id.clone();
+            self.is_excused(&id)
+        };
+        let at = Duration::from_micros(self.clock.load(Ordering::SeqCst));
+        let mut ledger = self.ledger.lock().unwrap();
+        let op = &mut ledger.ops[index];
+        op.outcome = Some(outcome.clone());
+        op.ended = Some(at);
+        let (id, floor) = (op.id.clone(), op.floor);
+        let Ok(v) = outcome else { return };
+        let fresh = ledger.acked.entry(id.clone()).or_default().insert(v);
+        if excused {
+            return;
+        }
+        if !fresh {
+            ledger.violations.push(Violation {
+                invariant: "single-writer",
+                at,
+                what: format!("{id}: {v} acknowledged twice"),
+            });
+        } else if v <= floor {
+            ledger.violations.push(Violation {
+                invariant: "no-lost-write",
+                at,
+                what: format!("{id}: a write returned {v}, invoked after {floor} was acknowledged"),
+            });
+        }
     }
 }
 
@@ -180,6 +288,7 @@ impl Workload {
     /// history notes the stop once it is acknowledged.
     pub fn stop(&self, sim: &Sim, node: usize, id: &str, history: &History) {
         let (hub, id, history) = (sim.hub(node).clone(), id.to_string(), history.clone());
+        history.stopping(&id);
         sim.spawn(node, async move {
             let stopped = if id.starts_with("r-") {
                 SyncCounter::stop(&hub, &id).await
@@ -203,7 +312,7 @@ impl Workload {
     /// Starts the counters (from the first running node) and the clients (on every
     /// running node); returns the history they fill as the simulation runs.
     pub fn start(&self, sim: &mut Sim) -> History {
-        let history = History::default();
+        let history = sim.history();
         let (plain, replicated) = self.ids();
         let up = sim.up();
         let first = sim.hub(up[0]).clone();

@@ -200,6 +200,7 @@ impl<C: ChildHandle> Engine<C> {
                     actual: l.child.type_name().to_string(),
                 })
             }
+            Some(_) if self.moving.contains(id) => return Err(StopOutcome::Moving),
             Some(_) => {}
         }
         let l = self.local.remove(id).expect("checked above");

@@ -746,6 +746,33 @@ fn a_move_with_an_unknown_outcome_rolls_back_under_the_epoch_after_the_one_offer
     assert!(!e.is_moving());
 }
 
+/// Found by the simulator (seed 14, frame loss): a stop that reached the old owner
+/// while the state was on its way let the hand-over bring the child back on the new
+/// one.
+#[test]
+fn a_stop_waits_for_a_move_under_way_to_end() {
+    let mut e = engine(1, &[1, 2]);
+    let a1 = TestChild::new("a1", "T");
+    start(&mut e, "a", &a1);
+    let m = e.begin_moves(vec![("a".into(), node(2), 2)]);
+    let _ = e.take_output();
+    assert_eq!(e.stop("a", "T"), Err(StopOutcome::Moving));
+    assert_eq!(e.take_output(), Output::default());
+    assert!(e.registry.get("a").is_some());
+    e.move_done(&m[0].1[0], node(2));
+    let _ = e.take_output();
+    assert_eq!(
+        e.stop("a", "T"),
+        Err(StopOutcome::NotHere { owner: node(2) })
+    );
+    // A move that failed leaves it here, to be stopped.
+    let mut e = engine(1, &[1, 2]);
+    start(&mut e, "b", &TestChild::new("b1", "T"));
+    e.begin_moves(vec![("b".into(), node(2), 2)]);
+    e.move_failed("b", node(2), "unreachable".into(), None);
+    assert!(e.stop("b", "T").is_ok());
+}
+
 #[test]
 fn a_drain_moves_all_but_the_pinned_and_a_leave_hands_over_all() {
     let mut e = engine(1, &[1, 2, 3]);
@@ -878,4 +905,29 @@ fn the_same_events_give_the_same_output_on_every_engine() {
     let (a, b) = (run(), run());
     assert!(a[0].effects.len() > 10, "{:?}", a[0].effects);
     assert_eq!(a, b);
+}
+
+/// Found by the simulator (seed 4, connection resets): a move whose answer was lost
+/// is asked again under the same epoch; a target that already runs it answers so,
+/// and keeps its instance (and whatever it served meanwhile).
+#[test]
+fn a_hand_over_sent_twice_starts_once() {
+    let mut e = engine(2, &[1, 2]);
+    let handed = crate::core::item::StartItem {
+        epoch: 2,
+        start_state: Some(serde_bytes::ByteBuf::from(vec![1])),
+        ..new_item("a", "T")
+    };
+    let first = TestChild::new("a2", "T");
+    let epoch = e.admit(&handed).expect("admitted");
+    assert_eq!(epoch, 2);
+    e.started(&handed, epoch, Ok(first.clone()));
+    let _ = e.take_output();
+    first.call();
+    assert_eq!(
+        e.admit(&handed),
+        Err(StartOutcome::AlreadyStarted { node: node(2) })
+    );
+    assert_eq!(e.take_output(), Output::default());
+    assert_eq!(e.local["a"].epoch, 2);
 }
