@@ -56,7 +56,7 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
                     maybe_stopped = true;
                     None
                 }
-                // Not connected, lost, or an answer of another kind: look again.
+                // Not connected, or an answer of another kind: look again.
                 Ok(_) | Err(_) => None,
             }
         };

@@ -57,7 +57,15 @@ pub(crate) struct Registry {
     /// rather than in each of them.
     pending: HashMap<Arc<str>, NodeId, foldhash::fast::FixedState>,
     type_names: HashMap<Box<str>, Arc<str>, foldhash::fast::FixedState>,
+    /// Children removed lately: the epoch they were removed at, and the planner ticks
+    /// since. An entry of that epoch or older that arrives meanwhile (sent before the
+    /// removal, over another link) is refused instead of bringing the child back.
+    removed: HashMap<Arc<str>, (u64, u8), foldhash::fast::FixedState>,
 }
+
+/// How many planner ticks a removal is remembered for: longer than an entry sent before
+/// it can take to arrive over another link.
+pub(crate) const TOMBSTONE_TICKS: u8 = 10;
 
 impl Registry {
     /// The entry of `id`.
@@ -104,7 +112,9 @@ impl Registry {
     /// while `from` (its old node) is gone: kept pending, unless a winning entry is here.
     /// Whether it was taken.
     pub(crate) fn adopt(&mut self, id: &str, mut entry: Entry, from: NodeId) -> bool {
-        if self.entries.get(id).is_some_and(|e| !wins(&entry, e)) {
+        if self.entries.get(id).is_some_and(|e| !wins(&entry, e))
+            || self.removed_since(id, entry.epoch)
+        {
             return false;
         }
         entry.type_name = self.intern(&entry.type_name);
@@ -175,9 +185,35 @@ impl Registry {
         t
     }
 
-    /// Inserts `entry` unless the registry holds one that wins over it. An applied entry
-    /// comes from its owner, so it is no longer pending.
+    /// Whether an entry of `epoch` for `id` is older than its recent removal.
+    fn removed_since(&self, id: &str, epoch: u64) -> bool {
+        !self.removed.is_empty() && self.removed.get(id).is_some_and(|(e, _)| epoch <= *e)
+    }
+
+    /// The epoch for a new start of `id`: past the one it was removed at lately (so that
+    /// every registry that remembers the removal takes it), else 1.
+    pub(crate) fn fresh_epoch(&self, id: &str) -> u64 {
+        self.removed.get(id).map_or(1, |(e, _)| e + 1)
+    }
+
+    /// A planner tick: removals remembered for [`TOMBSTONE_TICKS`] are forgotten.
+    pub(crate) fn age_removals(&mut self) {
+        if self.removed.is_empty() {
+            return;
+        }
+        self.removed.retain(|_, (_, age)| {
+            *age += 1;
+            *age < TOMBSTONE_TICKS
+        });
+    }
+
+    /// Inserts `entry` unless the registry holds one that wins over it, or removed the
+    /// child lately at its epoch or a later one. An applied entry comes from its owner,
+    /// so it is no longer pending.
     pub(crate) fn upsert(&mut self, id: &str, mut entry: Entry) -> Upsert {
+        if self.removed_since(id, entry.epoch) {
+            return Upsert::Ignored;
+        }
         entry.type_name = self.intern(&entry.type_name);
         let applied = match self.entries.get_mut(id) {
             // The owner confirms what the planner predicted.
@@ -201,6 +237,9 @@ impl Registry {
         if !self.pending.is_empty() {
             self.pending.remove(id);
         }
+        if !self.removed.is_empty() {
+            self.removed.remove(id);
+        }
         Upsert::Applied
     }
 
@@ -209,7 +248,9 @@ impl Registry {
         match self.entries.get(id) {
             Some(e) if e.owner == origin && e.epoch <= epoch => {
                 self.pending.remove(id);
-                self.entries.remove(id)
+                let (key, entry) = self.entries.remove_entry(id)?;
+                self.removed.insert(key, (epoch, 0));
+                Some(entry)
             }
             _ => None,
         }
@@ -293,6 +334,34 @@ mod tests {
         let mut ids: Vec<&str> = r.iter().map(|(id, _)| &**id).collect();
         ids.sort();
         assert_eq!(ids, ["b", "c", "d"]);
+    }
+
+    /// Found by the simulator's soak (every message fault at once): the old owner's
+    /// entry, sent just before it handed the child over, arrived over its slow link
+    /// after the new owner's removal, and the stopped child stayed in one registry.
+    #[test]
+    fn an_entry_older_than_a_removal_is_refused_until_the_removal_is_forgotten() {
+        let mut r = Registry::default();
+        r.upsert("a", entry(node(2), 4));
+        assert!(r.remove("a", node(2), 4).is_some());
+        assert_eq!(r.upsert("a", entry(node(1), 3)), Upsert::Ignored);
+        assert_eq!(r.upsert("a", entry(node(2), 4)), Upsert::Ignored);
+        assert!(!r.adopt("a", entry(node(1), 4), node(2)));
+        assert!(r.get("a").is_none());
+        // A new start takes the epoch after the removal, and every registry that
+        // remembers it takes that.
+        assert_eq!(r.fresh_epoch("a"), 5);
+        assert_eq!(r.fresh_epoch("b"), 1);
+        for _ in 0..TOMBSTONE_TICKS - 1 {
+            r.age_removals();
+        }
+        assert_eq!(r.upsert("a", entry(node(1), 3)), Upsert::Ignored);
+        r.age_removals();
+        assert_eq!(r.upsert("a", entry(node(1), 1)), Upsert::Applied);
+        // An applied entry ends the memory of the removal.
+        assert!(r.remove("a", node(1), 1).is_some());
+        assert_eq!(r.upsert("a", entry(node(3), 2)), Upsert::Applied);
+        assert_eq!(r.fresh_epoch("a"), 1);
     }
 
     #[test]

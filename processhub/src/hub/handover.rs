@@ -172,26 +172,21 @@ impl HubInner {
         items: Vec<StartItem>,
         deadline: Instant,
     ) -> Vec<Sent> {
-        let mut outcomes = self.send_moved(to, items.clone(), deadline).await;
+        let mut outcomes = self.send_moved(to, &items, deadline).await;
         loop {
             let unsettled: Vec<usize> = (0..outcomes.len())
                 .filter(|i| outcomes[*i].offered && !outcomes[*i].answered)
                 .collect();
-            // A target that is no longer a member runs nothing: rolling back is safe.
-            let gone = || {
-                let engine = self.engine.read().unwrap();
-                engine.view.members().binary_search(&to).is_err()
-            };
             if unsettled.is_empty()
                 || Instant::now() + RECONNECT_WAIT >= deadline
                 || self.is_stopped()
-                || gone()
+                || self.engine.read().unwrap().may_roll_back_move(to)
             {
                 return outcomes;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             let again: Vec<StartItem> = unsettled.iter().map(|i| items[*i].clone()).collect();
-            let answers = self.send_moved(to, again, deadline).await;
+            let answers = self.send_moved(to, &again, deadline).await;
             for (i, answer) in unsettled.into_iter().zip(answers) {
                 // A retry that did not go out leaves the first outcome: it was offered.
                 if answer.answered {
@@ -203,10 +198,10 @@ impl HubInner {
 
     /// Starts moved children on `to`: in requests of up to half a frame, and each state
     /// too large for that in parts. One outcome per item, in order.
-    async fn send_moved(&self, to: NodeId, items: Vec<StartItem>, deadline: Instant) -> Vec<Sent> {
+    async fn send_moved(&self, to: NodeId, items: &[StartItem], deadline: Instant) -> Vec<Sent> {
         let limit = self.batch_bytes();
         let mut outcomes = Vec::with_capacity(items.len());
-        for group in batches(&items, START_BATCH, limit, item_size) {
+        for group in batches(items, START_BATCH, limit, item_size) {
             let res = if group.len() == 1 && item_size(&group[0]) > limit {
                 self.send_staged(to, group, deadline).await
             } else {

@@ -56,6 +56,14 @@ impl<C: ChildHandle> Engine<C> {
         by_node.into_iter().collect()
     }
 
+    /// Whether a move to `to` whose answer is unknown may roll back now, the child going
+    /// on here: only once `to` is no longer a member (nothing of it runs), since until
+    /// then it may run the child, and both would serve. (The shell asks the target again
+    /// meanwhile; a target unreachable past the move's deadline still rolls back.)
+    pub(crate) fn may_roll_back_move(&self, to: NodeId) -> bool {
+        self.view.members().binary_search(&to).is_err()
+    }
+
     /// A move taken up ended without a hand-over (the child stopped meanwhile).
     pub(crate) fn move_dropped(&mut self, id: &str) {
         self.dirty = true;

@@ -143,8 +143,9 @@ impl<C: ChildHandle> Engine<C> {
     /// The planner's timer: plans again if anything changed since the last plan, or if a
     /// child is still pending its restart (to take up what a plan left: a start under a
     /// passing view, a move that failed, a resync that did not reach every standby).
-    /// An idle cluster walks no registry.
+    /// An idle cluster walks no registry. Ages the registry's memory of removals.
     pub(crate) fn tick(&mut self) {
+        self.registry.age_removals();
         if self.dirty || self.registry.has_pending() {
             self.replan();
         }

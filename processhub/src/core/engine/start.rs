@@ -65,7 +65,11 @@ impl<C: ChildHandle> Engine<C> {
             }
         }
         self.starting.insert(Arc::from(item.id.as_str()));
-        Ok(item.epoch.max(1))
+        Ok(if item.epoch == 0 {
+            self.registry.fresh_epoch(&item.id)
+        } else {
+            item.epoch
+        })
     }
 
     /// Whether the start of `item` may go ahead beside the instance `l` running here.

@@ -930,4 +930,27 @@ fn a_hand_over_sent_twice_starts_once() {
     );
     assert_eq!(e.take_output(), Output::default());
     assert_eq!(e.local["a"].epoch, 2);
+    // The source rolls back an unanswered move only once the target is gone.
+    let mut source = engine(1, &[1, 2]);
+    assert!(!source.may_roll_back_move(node(2)));
+    source.gossip(gossip(&[1]));
+    assert!(source.may_roll_back_move(node(2)));
+}
+
+/// Found by the simulator's soak (seed 29 of every message fault): the old owner's last
+/// entry, held up on its slow link, arrived after the new owner's removal and brought a
+/// stopped child back into this registry. A fresh start of it later is taken.
+#[test]
+fn a_removal_is_not_undone_by_an_older_entry_from_another_link() {
+    let mut e = engine(3, &[1, 2, 3]);
+    e.push(node(1), upsert("a", entry("T", node(1), 3)));
+    e.push(node(2), upsert("a", entry("T", node(2), 4)));
+    e.push(node(2), Push::Remove(vec![("a".into(), 4)]));
+    e.push(node(1), upsert("a", entry("T", node(1), 3)));
+    assert!(e.registry.get("a").is_none());
+    assert_eq!(e.take_output(), Output::default());
+    // Started again here: under the epoch after the removal, which every registry that
+    // remembers it takes.
+    let item = new_item("a", "T");
+    assert_eq!(e.admit(&item), Ok(5));
 }
