@@ -35,34 +35,27 @@ fn main() {
         "{nodes} nodes, {components} components: started in {:?} of wall time",
         started
     );
-    println!("| change | simulated time to converge | wall time | frames per node (mean / max) | bytes per node (mean / max) |");
+    println!("| change | simulated time to converge | wall time | between the other nodes: frames / bytes per node (mean / max) | to and from the changed node: frames / bytes |");
     println!("|---|---|---|---|---|");
-    let before = traffic(&sim);
-    measure(&mut sim, components, "a node joins", before, |sim| {
-        sim.add_node();
+    measure(&mut sim, components, "a node joins", |sim| sim.add_node());
+    measure(&mut sim, components, "a node leaves gracefully", |sim| {
+        let leaver = sim.up()[1];
+        sim.shutdown(leaver);
+        leaver
     });
-    let before = traffic(&sim);
-    measure(
-        &mut sim,
-        components,
-        "a node leaves gracefully",
-        before,
-        |sim| {
-            let leaver = sim.up()[1];
-            sim.shutdown(leaver);
-        },
-    );
-    let before = traffic(&sim);
-    measure(&mut sim, components, "a node crashes", before, |sim| {
+    measure(&mut sim, components, "a node crashes", |sim| {
         let victim = sim.up()[1];
         sim.crash(victim);
+        victim
     });
     println!("total wall time {:?}", wall.elapsed());
 }
 
-/// Frames and bytes each node has sent so far.
-fn traffic(sim: &Sim) -> Vec<(u64, u64)> {
-    (0..sim.nodes()).map(|i| sim.sent(i)).collect()
+/// Frames and bytes sent so far over each link, `[from][to]`.
+fn traffic(sim: &Sim) -> Vec<Vec<(u64, u64)>> {
+    (0..sim.nodes())
+        .map(|a| (0..sim.nodes()).map(|b| sim.sent_to(a, b)).collect())
+        .collect()
 }
 
 /// Runs until every component runs on a running node, counted once, with the
@@ -103,33 +96,50 @@ fn converge(sim: &mut Sim, components: usize) -> Duration {
     }
 }
 
-fn measure(
-    sim: &mut Sim,
-    components: usize,
-    what: &str,
-    before: Vec<(u64, u64)>,
-    change: impl FnOnce(&mut Sim),
-) {
+/// Makes a change (it returns the node it changed), waits for the cluster to converge,
+/// and prints a row: the traffic between the other nodes (what sync costs the members
+/// that stay) apart from the traffic to and from the changed node (the hand-overs).
+fn measure(sim: &mut Sim, components: usize, what: &str, change: impl FnOnce(&mut Sim) -> usize) {
+    let before = traffic(sim);
     let wall = Instant::now();
-    change(sim);
+    let changed = change(sim);
     let took = converge(sim, components);
     let after = traffic(sim);
-    let deltas: Vec<(u64, u64)> = after
+    let delta = |a: usize, b: usize| {
+        let was = before
+            .get(a)
+            .and_then(|row| row.get(b))
+            .copied()
+            .unwrap_or_default();
+        (after[a][b].0 - was.0, after[a][b].1 - was.1)
+    };
+    let n = after.len();
+    let others: Vec<usize> = (0..n).filter(|i| *i != changed).collect();
+    let per_node: Vec<(u64, u64)> = others
         .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let b = before.get(i).copied().unwrap_or_default();
-            (a.0 - b.0, a.1 - b.1)
+        .map(|a| {
+            others
+                .iter()
+                .filter(|b| *b != a)
+                .map(|b| delta(*a, *b))
+                .fold((0, 0), |s, d| (s.0 + d.0, s.1 + d.1))
         })
         .collect();
-    let n = deltas.len().max(1) as u64;
-    let (frames, bytes): (u64, u64) = deltas.iter().fold((0, 0), |s, d| (s.0 + d.0, s.1 + d.1));
-    let max_f = deltas.iter().map(|d| d.0).max().unwrap_or(0);
-    let max_b = deltas.iter().map(|d| d.1).max().unwrap_or(0);
+    let m = per_node.len().max(1) as u64;
+    let (frames, bytes) = per_node.iter().fold((0, 0), |s, d| (s.0 + d.0, s.1 + d.1));
+    let max_f = per_node.iter().map(|d| d.0).max().unwrap_or(0);
+    let max_b = per_node.iter().map(|d| d.1).max().unwrap_or(0);
+    let (cf, cb) = (0..n)
+        .filter(|o| *o != changed)
+        .map(|o| {
+            let (out, back) = (delta(changed, o), delta(o, changed));
+            (out.0 + back.0, out.1 + back.1)
+        })
+        .fold((0, 0), |s, d| (s.0 + d.0, s.1 + d.1));
     println!(
-        "| {what} | {took:?} | {:?} | {} / {max_f} | {} / {max_b} |",
+        "| {what} | {took:?} | {:?} | {} / {max_f} frames, {} / {max_b} bytes | {cf} frames, {cb} bytes |",
         wall.elapsed(),
-        frames / n,
-        bytes / n
+        frames / m,
+        bytes / m
     );
 }

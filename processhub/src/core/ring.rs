@@ -5,6 +5,7 @@
 //! gets [`VNODES`] virtual nodes, hashed from its address and the vnode index.
 
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use hashring::HashRing;
 
@@ -16,17 +17,20 @@ use crate::node::NodeId;
 /// 4 members), and the ring is rebuilt only on membership changes.
 pub(crate) const VNODES: u16 = 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct VNode {
     node: NodeId,
     index: u16,
+    /// The node's address text, made once for all its vnodes (building a ring of 100
+    /// members formatted it 102,400 times, most of the build).
+    addr: Arc<str>,
 }
 
 impl Hash for VNode {
     fn hash<H: Hasher>(&self, state: &mut H) {
         // Stable bytes only: the address text and the index, never the incarnation, so a
         // restarted node takes back the same arcs of the ring.
-        state.write(self.node.addr().to_string().as_bytes());
+        state.write(self.addr.as_bytes());
         state.write(&self.index.to_le_bytes());
     }
 }
@@ -62,10 +66,37 @@ impl Ring {
         let mut ring = HashRing::new();
         let vnodes = members
             .iter()
-            .flat_map(|&node| (0..VNODES).map(move |index| VNode { node, index }))
+            .flat_map(|&node| {
+                let addr: Arc<str> = Arc::from(node.addr().to_string());
+                (0..VNODES).map(move |index| VNode {
+                    node,
+                    index,
+                    addr: addr.clone(),
+                })
+            })
             .collect();
         ring.batch_add(vnodes);
         Self { ring, members }
+    }
+
+    /// The ring of these members (sorted, without duplicates), shared with every hub of
+    /// this process that asked for the same members lately: a ring of 100 members has
+    /// 102,400 points to hash and sort, and the simulator's 100 hubs each build the same
+    /// one on every change. Nothing but the cost differs from [`Ring::new`].
+    pub(crate) fn shared(mut members: Vec<NodeId>) -> Arc<Ring> {
+        members.sort();
+        members.dedup();
+        /// The rings built last, newest first.
+        static RECENT: Mutex<Vec<Arc<Ring>>> = Mutex::new(Vec::new());
+        const KEEP: usize = 4;
+        if let Some(ring) = RECENT.lock().unwrap().iter().find(|r| r.members == members) {
+            return ring.clone();
+        }
+        let ring = Arc::new(Ring::new(members));
+        let mut recent = RECENT.lock().unwrap();
+        recent.insert(0, ring.clone());
+        recent.truncate(KEEP);
+        ring
     }
 
     /// The members, sorted.
@@ -126,6 +157,20 @@ mod tests {
     #[test]
     fn empty_ring_has_no_owner() {
         assert_eq!(Ring::new([]).owner("a"), None);
+    }
+
+    #[test]
+    fn a_shared_ring_is_the_ring_of_its_members() {
+        let members = vec![node(7003), node(7001), node(7002)];
+        let shared = Ring::shared(members.clone());
+        assert!(Arc::ptr_eq(&shared, &Ring::shared(members.clone())));
+        let built = Ring::new(members);
+        assert_eq!(shared.members(), built.members());
+        for i in 0..200 {
+            let id = format!("id-{i}");
+            assert_eq!(shared.owner(&id), built.owner(&id));
+            assert_eq!(shared.owners(&id, 2), built.owners(&id, 2));
+        }
     }
 
     #[test]

@@ -22,6 +22,26 @@ pub(crate) struct Gossip {
     pub(crate) draining: Vec<NodeId>,
 }
 
+impl Gossip {
+    /// This view followed by `next`: `next`'s members; the nodes that announced they
+    /// leave or drain in either (announcements add up, as [`ClusterView::gossip`] takes
+    /// them).
+    pub(crate) fn then(mut self, next: Gossip) -> Gossip {
+        self.members = next.members;
+        for n in next.leaving {
+            if !self.leaving.contains(&n) {
+                self.leaving.push(n);
+            }
+        }
+        for n in next.draining {
+            if !self.draining.contains(&n) {
+                self.draining.push(n);
+            }
+        }
+        self
+    }
+}
+
 /// How the members changed: in sorted order, so every node reports alike.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct MembersChanged {
@@ -123,7 +143,7 @@ impl ClusterView {
             .filter(|n| members.binary_search(n).is_err())
             .map(|n| (n, self.departed.contains(&n)))
             .collect();
-        self.ring = Arc::new(Ring::new(placing));
+        self.ring = Ring::shared(placing);
         self.members = members;
         Some(MembersChanged { joined, left })
     }
@@ -173,5 +193,43 @@ mod tests {
         );
         assert_eq!(v.members(), &[node(1)]);
         assert_eq!(v.refresh(), None, "said once");
+    }
+
+    #[test]
+    fn a_burst_of_views_taken_at_once_ends_where_taking_them_one_by_one_does() {
+        let views = [
+            Gossip {
+                members: vec![node(1), node(2)],
+                ..Gossip::default()
+            },
+            Gossip {
+                members: vec![node(1), node(2), node(3)],
+                draining: vec![node(3)],
+                ..Gossip::default()
+            },
+            Gossip {
+                members: vec![node(1), node(2), node(3), node(4)],
+                leaving: vec![node(2)],
+                ..Gossip::default()
+            },
+        ];
+        let mut one_by_one = ClusterView::new(node(1));
+        for g in views.clone() {
+            one_by_one.gossip(g);
+            one_by_one.refresh();
+        }
+        let mut at_once = ClusterView::new(node(1));
+        let burst = views.into_iter().reduce(Gossip::then).unwrap();
+        at_once.gossip(burst);
+        assert_eq!(
+            at_once.refresh(),
+            Some(MembersChanged {
+                joined: vec![node(3), node(4)],
+                left: vec![],
+            })
+        );
+        assert_eq!(at_once.members(), one_by_one.members());
+        assert_eq!(at_once.ring().members(), one_by_one.ring().members());
+        assert_eq!(at_once.members(), &[node(1), node(3), node(4)]);
     }
 }

@@ -41,7 +41,12 @@ pub(super) async fn control_loop(
             // In a fixed order: the same events give the same decisions.
             biased;
             m = members.recv() => {
-                let Some(gossip) = m else { return };
+                let Some(mut gossip) = m else { return };
+                // A burst of views (nodes starting one after the other): only the last
+                // one counts, so the members are recomputed (and the ring rebuilt) once.
+                while let Ok(next) = members.try_recv() {
+                    gossip = gossip.then(next);
+                }
                 let Some(hub) = hub.upgrade() else { return };
                 hub.decide(|engine| engine.gossip(gossip));
             }
