@@ -166,7 +166,11 @@ async fn main() {
     let wanted: Vec<String> = args[1..]
         .iter()
         .filter(|a| {
-            a.starts_with('P') || a.starts_with('M') || a.starts_with('R') || a.starts_with('S')
+            a.starts_with('P')
+                || a.starts_with('M')
+                || a.starts_with('R')
+                || a.starts_with('S')
+                || a.starts_with('I')
         })
         .cloned()
         .collect();
@@ -199,6 +203,9 @@ async fn main() {
     }
     if run("S1") {
         rows.extend(s1().await);
+    }
+    if run("I1") {
+        rows.push(i1().await);
     }
     println!();
     println!("| # | figure | processhub | baseline | ratio | target | met |");
@@ -883,6 +890,80 @@ async fn p7() -> Row {
         ratio: None,
         target: "≤ 200 ns",
         met: ns <= 200.0,
+    }
+}
+
+/// CPU time a process has used so far (user and system), from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces, closed by the last ')').
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    let per_second = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(100);
+    Duration::from_micros(ticks * 1_000_000 / per_second.max(1))
+}
+
+/// The share of a core each node process of an idle 3-node cluster uses, over `window`,
+/// with `components` children in the cluster (started from the bench's own hub, then
+/// left alone for a few seconds so the moves and standbys are done).
+async fn idle_cpu(components: usize, window: Duration) -> f64 {
+    let (hub, procs) = cluster(3).await;
+    let mut started = 0;
+    while started < components {
+        let n = (components - started).min(10_000);
+        let items: Vec<(String, Counter)> = (started..started + n)
+            .map(|i| (format!("i-{i}"), Counter::default()))
+            .collect();
+        for r in Counter::start_many(&hub, items).await {
+            r.unwrap();
+        }
+        started += n;
+    }
+    wait_for("registry", Duration::from_secs(120), || {
+        hub.children().len() == components
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pids: Vec<u32> = procs.iter().filter_map(|p| p.child.id()).collect();
+    let before: Vec<Duration> = pids.iter().map(|p| cpu_time(*p)).collect();
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let used: f64 = pids
+        .iter()
+        .zip(before)
+        .map(|(p, b)| (cpu_time(*p) - b).as_secs_f64())
+        .sum();
+    let _ = hub.shutdown().await;
+    drop(procs);
+    100.0 * used / elapsed / pids.len().max(1) as f64
+}
+
+/// I1: idle CPU per node process at 100,000 children against the same cluster with no
+/// children (gossip and the planner's timer alone), in the same run.
+async fn i1() -> Row {
+    let window = Duration::from_secs(10);
+    let base = idle_cpu(0, window).await;
+    let full = idle_cpu(100_000, window).await;
+    Row {
+        id: "I1",
+        figure: "idle CPU per node process, 3 nodes, 100,000 children (% of a core)",
+        value: format!("{full:.2} %"),
+        baseline: Some(format!("{base:.2} % (no children)")),
+        ratio: Some(full / base.max(0.01)),
+        target: "≈ 1 (an idle cluster costs what gossip costs)",
+        met: full <= base * 1.5 + 0.1,
     }
 }
 

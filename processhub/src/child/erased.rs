@@ -56,9 +56,6 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
         respond: Responder,
     ) -> BoxFuture<'static, ()>;
     fn stop(self: Arc<Self>) -> BoxFuture<'static, ()>;
-    /// Puts the child to sleep (its state kept, its actor stopped) if it was not called
-    /// for `idle`; true if it started to.
-    fn try_hibernate(self: Arc<Self>, idle: Duration, now: Instant) -> bool;
     /// Whether an actor runs for it now.
     fn is_active(&self) -> bool;
     /// Whether it has ever been called (here, since it started).
@@ -103,6 +100,21 @@ pub(crate) struct ChildCtx {
     pub(crate) role: Option<crate::core::entry::Role>,
     /// Its latest identified writes (kept while it sleeps; from the copy on a promotion).
     pub(crate) recent: SharedRecent,
+    /// Where it notes that it woke: the hub's sleep sweep visits those only, not every
+    /// child (`None`: nobody puts it to sleep).
+    pub(crate) awake: Option<Awake>,
+}
+
+/// The children that woke since the sweep last saw them (see [`Sleeper`]).
+pub(crate) type Awake = Arc<std::sync::Mutex<Vec<std::sync::Weak<dyn Sleeper>>>>;
+
+/// A child the sleep sweep can put to sleep.
+pub(crate) trait Sleeper: Send + Sync + 'static {
+    /// Puts the child to sleep (its state kept, its actor stopped) if it was not called
+    /// for `idle`; true if it started to.
+    fn try_hibernate(self: Arc<Self>, idle: Duration, now: Instant) -> bool;
+    /// Whether an actor runs for it now.
+    fn is_awake(&self) -> bool;
 }
 
 /// Ships a replicated child's state to its standby nodes (implemented by the hub).

@@ -5,6 +5,7 @@ use crate::child::component::unknown_method;
 use crate::child::component::{
     panic_message, Component, ComponentActor, Dispatch, EpochOf, Resync,
 };
+use crate::child::erased::Sleeper;
 use crate::child::erased::{Arrival, ChildCtx, ErasedChild};
 use crate::child::erased::{Hook, Responder};
 use crate::core::item::StartFailure;
@@ -229,6 +230,12 @@ impl<T: Component> Child<T> {
             replicator: self.ctx.replicator.clone(),
             recent: self.ctx.recent.clone(),
         });
+        if let Some(awake) = &self.ctx.awake {
+            awake
+                .lock()
+                .unwrap()
+                .push(Arc::downgrade(self) as std::sync::Weak<dyn Sleeper>);
+        }
         Life::Active(actor, join)
     }
 
@@ -332,6 +339,32 @@ impl<T: Component> EpochOf for Child<T> {
     }
 }
 
+impl<T: Component> Sleeper for Child<T> {
+    fn try_hibernate(self: Arc<Self>, idle: Duration, now: Instant) -> bool {
+        {
+            let slot = self.slot.lock().unwrap();
+            let idle_enough = now.saturating_duration_since(slot.last_used) >= idle;
+            if !matches!(slot.life, Life::Active(..))
+                || slot.frozen
+                || slot.in_flight > 0
+                || !idle_enough
+            {
+                return false;
+            }
+        }
+        tokio::spawn(async move {
+            if let Some(state) = self.take().await {
+                self.put_back(state);
+            }
+        });
+        true
+    }
+
+    fn is_awake(&self) -> bool {
+        matches!(self.slot.lock().unwrap().life, Life::Active(..))
+    }
+}
+
 impl<T: Dispatch> ErasedChild for Child<T> {
     fn type_name(&self) -> &'static str {
         T::TYPE_NAME
@@ -372,26 +405,6 @@ impl<T: Dispatch> ErasedChild for Child<T> {
             let _ = self.take().await;
             self.finish();
         })
-    }
-
-    fn try_hibernate(self: Arc<Self>, idle: Duration, now: Instant) -> bool {
-        {
-            let slot = self.slot.lock().unwrap();
-            let idle_enough = now.saturating_duration_since(slot.last_used) >= idle;
-            if !matches!(slot.life, Life::Active(..))
-                || slot.frozen
-                || slot.in_flight > 0
-                || !idle_enough
-            {
-                return false;
-            }
-        }
-        tokio::spawn(async move {
-            if let Some(state) = self.take().await {
-                self.put_back(state);
-            }
-        });
-        true
     }
 
     fn was_called(&self) -> bool {
@@ -454,7 +467,7 @@ impl<T: Dispatch> ErasedChild for Child<T> {
     }
 
     fn is_active(&self) -> bool {
-        matches!(self.slot.lock().unwrap().life, Life::Active(..))
+        self.is_awake()
     }
 
     fn freeze_for_move(

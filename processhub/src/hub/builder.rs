@@ -300,6 +300,7 @@ impl HubBuilder {
                 membership: tokio::sync::Mutex::new(Some(membership)),
                 engine: RwLock::new(Engine::new(me, type_info, any_replicated())),
                 events,
+                awake: Default::default(),
                 stopped: AtomicBool::new(false),
                 control: control_tx,
             }

@@ -201,14 +201,18 @@ impl HubInner {
         let Some(idle) = self.hibernate_after else {
             return;
         };
-        let children: Vec<Arc<dyn ErasedChild>> = {
-            let engine = self.engine.read().unwrap();
-            engine.local.values().map(|l| l.child.clone()).collect()
-        };
+        // Only the children that woke: an idle node with many sleeping children walks
+        // none of them.
+        let awake = std::mem::take(&mut *self.awake.lock().unwrap());
         let now = Instant::now();
-        for c in children {
-            c.try_hibernate(idle, now);
+        let mut still = Vec::new();
+        for weak in awake {
+            let Some(c) = weak.upgrade() else { continue };
+            if c.is_awake() && !c.try_hibernate(idle, now) {
+                still.push(weak);
+            }
         }
+        self.awake.lock().unwrap().extend(still);
     }
 
     /// Restarts a child of a dead or departed node here: as the engine says (a standby

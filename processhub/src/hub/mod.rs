@@ -250,6 +250,8 @@ pub(crate) struct HubInner {
     /// Every decision, and the state it decides over.
     pub(crate) engine: RwLock<Engine<Arc<dyn ErasedChild>>>,
     pub(crate) events: broadcast::Sender<HubEvent>,
+    /// The children that woke since the sleep sweep last looked.
+    awake: crate::child::erased::Awake,
     stopped: AtomicBool,
     control: mpsc::UnboundedSender<Control>,
 }
@@ -411,6 +413,7 @@ impl HubInner {
             replicator,
             role,
             recent,
+            awake: Some(self.awake.clone()),
         }
     }
 }

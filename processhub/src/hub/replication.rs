@@ -35,6 +35,7 @@ impl HubInner {
                 role: None,
                 // Reads only: no table of writes needed.
                 recent: None,
+                awake: None,
             },
         ))
     }
