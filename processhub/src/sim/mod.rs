@@ -117,6 +117,8 @@ pub struct Sim {
     now: Duration,
     /// The side of each node while a partition lasts, and since when.
     partition: Option<(Vec<usize>, Duration)>,
+    /// One-way cuts: frames from the first nodes to the second vanish, since when.
+    cuts: Vec<(Vec<usize>, Vec<usize>, Duration)>,
     /// The view last given to each node.
     views: Vec<Option<Vec<NodeId>>>,
     /// What is wrong with each link (from, to), partitions aside.
@@ -157,6 +159,7 @@ impl Sim {
             nodes: Vec::new(),
             now: Duration::ZERO,
             partition: None,
+            cuts: Vec::new(),
             views: Vec::new(),
             links: Default::default(),
             excused: Default::default(),
@@ -365,9 +368,19 @@ impl Sim {
         self.apply_links();
     }
 
-    /// Ends a partition; the links keep the faults [`set_link`](Self::set_link) gave.
+    /// Cuts one way: frames from the nodes `from` to the nodes `to` vanish (no reset),
+    /// while the other way works. After the detection time the `to` nodes take the
+    /// `from` nodes for dead; the `from` nodes go on hearing them.
+    pub fn cut_one_way(&mut self, from: &[usize], to: &[usize]) {
+        self.cuts.push((from.to_vec(), to.to_vec(), self.now));
+        self.apply_links();
+    }
+
+    /// Ends a partition and the one-way cuts; the links keep the faults
+    /// [`set_link`](Self::set_link) gave.
     pub fn heal_partition(&mut self) {
         self.partition = None;
+        self.cuts.clear();
         self.apply_links();
     }
 
@@ -375,6 +388,7 @@ impl Sim {
     pub fn heal(&mut self) {
         self.links.clear();
         self.partition = None;
+        self.cuts.clear();
         self.world.net.heal_all();
     }
 
@@ -390,6 +404,10 @@ impl Sim {
                 if let Some((sides, _)) = &self.partition {
                     fault.black_hole |= sides.get(a) != sides.get(b);
                 }
+                fault.black_hole |= self
+                    .cuts
+                    .iter()
+                    .any(|(from, to, _)| from.contains(&a) && to.contains(&b));
                 self.world.net.set_fault(addrs[a], addrs[b], fault);
             }
         }
@@ -480,6 +498,14 @@ impl Sim {
             if sides.get(a) != sides.get(b) && self.now >= *since + d {
                 return false;
             }
+        }
+        // `a` no longer hears `b`.
+        if self
+            .cuts
+            .iter()
+            .any(|(from, to, since)| from.contains(&b) && to.contains(&a) && self.now >= *since + d)
+        {
+            return false;
         }
         true
     }

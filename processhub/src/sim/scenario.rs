@@ -20,6 +20,9 @@ pub enum FaultKind {
     Pause,
     /// The cluster splits in two for a while, then heals.
     Partition,
+    /// One node's frames to the others vanish for a while (it still hears them), then
+    /// the link heals: the others take it for dead, it takes nobody for dead.
+    OneWay,
     /// A link between two nodes gets slow for a while.
     Delay,
     /// Light loss on every link of a node for a while: lost frames are retransmitted
@@ -40,11 +43,12 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Crash,
         FaultKind::QuickRestart,
         FaultKind::Pause,
         FaultKind::Partition,
+        FaultKind::OneWay,
         FaultKind::Delay,
         FaultKind::Drop,
         FaultKind::Duplicate,
@@ -60,6 +64,7 @@ impl FaultKind {
             FaultKind::QuickRestart => "quick-restart",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
+            FaultKind::OneWay => "one-way",
             FaultKind::Delay => "delay",
             FaultKind::Drop => "drop",
             FaultKind::Duplicate => "duplicate",
@@ -201,7 +206,7 @@ impl Scenario {
             .iter()
             .map(|kind| {
                 let lasts = match kind {
-                    FaultKind::Pause | FaultKind::Partition => {
+                    FaultKind::Pause | FaultKind::Partition | FaultKind::OneWay => {
                         detection * 2 + Duration::from_millis(rng.below(500))
                     }
                     FaultKind::Delay
@@ -294,6 +299,16 @@ impl Scenario {
                         sim.partition(&sides);
                         plan.push(format!(
                             "at {:?}: node {node} is cut off from the others for {:?}",
+                            start + p.at,
+                            p.lasts
+                        ));
+                        ends.push((t + p.lasts, p.kind, node));
+                    }
+                    FaultKind::OneWay => {
+                        let others: Vec<usize> = (0..sim.nodes()).filter(|i| *i != node).collect();
+                        sim.cut_one_way(&[node], &others);
+                        plan.push(format!(
+                            "at {:?}: the frames of node {node} to the others vanish for {:?} (it still hears them)",
                             start + p.at,
                             p.lasts
                         ));

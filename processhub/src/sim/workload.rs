@@ -63,6 +63,9 @@ pub struct Op {
     pub node: usize,
     /// The counter.
     pub id: String,
+    /// The epoch the caller's registry named for it when the call was made (`None`:
+    /// not in that registry).
+    pub epoch: Option<u64>,
     /// The largest value of the counter acknowledged before it was invoked: a write
     /// invoked after that must return more.
     pub floor: u64,
@@ -77,7 +80,7 @@ pub struct Op {
 /// A broken invariant, as the history saw it when the call ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    /// The invariant: `single-writer` or `no-lost-write`.
+    /// The invariant: `single-writer`, `no-lost-write` or `no-resurrection`.
     pub invariant: &'static str,
     /// Simulated time it was seen at.
     pub at: Duration,
@@ -96,7 +99,8 @@ struct Ledger {
 /// Every call of a run, in invocation order, checked as each call ends: (a) two
 /// acknowledgements of one counter with the same value mean two instances served
 /// writes; (b) a write invoked after value `v` was acknowledged that returns `v` or
-/// less means acknowledged writes were lost. Cheap to clone: all clones are the same.
+/// less means acknowledged writes were lost; (d) a call invoked after the counter's stop
+/// was acknowledged must not succeed. Cheap to clone: all clones are the same.
 ///
 /// From [`Sim::history`], it knows the simulated time and the counters the simulator
 /// excuses (plain counters of a crashed node, restarted from their start state by
@@ -156,8 +160,9 @@ impl History {
         self.excused.lock().unwrap().contains(id)
     }
 
-    /// Notes a call made; its index.
-    pub fn invoke(&self, client: usize, node: usize, id: &str) -> usize {
+    /// Notes a call made by `client` on `node` to `id`, whose registry there named
+    /// `epoch`; its index.
+    pub fn invoke(&self, client: usize, node: usize, id: &str, epoch: Option<u64>) -> usize {
         let mut ledger = self.ledger.lock().unwrap();
         let seq = ledger.ops.len() as u64;
         let floor = ledger
@@ -172,6 +177,7 @@ impl History {
             client,
             node,
             id: id.to_string(),
+            epoch,
             floor,
             invoked,
             ended: None,
@@ -216,7 +222,21 @@ impl History {
         op.ended = Some(at);
         let (id, floor) = (op.id.clone(), op.floor);
         let Ok(v) = outcome else { return };
+        let seq = op.seq;
         let fresh = ledger.acked.entry(id.clone()).or_default().insert(v);
+        let stopped_before = self
+            .stopped
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(s, at)| *s == id && seq >= *at);
+        if stopped_before {
+            ledger.violations.push(Violation {
+                invariant: "no-resurrection",
+                at,
+                what: format!("{id}: call {seq} made after its stop was answered ({v})"),
+            });
+        }
         if excused {
             return;
         }
@@ -373,7 +393,8 @@ impl Workload {
                 } else {
                     replicated[k - plain.len()].clone()
                 };
-                let index = history.invoke(client, node, &id);
+                let epoch = hub.lookup(&id).map(|c| c.epoch);
+                let index = history.invoke(client, node, &id, epoch);
                 let outcome = if k < plain.len() {
                     SimCounter::handle(&hub, id).add(1).await
                 } else {
