@@ -222,7 +222,19 @@ async fn a_panic_is_an_error_and_the_component_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hubs_of_other_ids_never_mix() {
     let a = hub("alpha", &[]).await;
-    let b = hub("beta", &[a.listen_addr()]).await;
+    // A hub whose only seed is of another cluster does not join it, nor start alone.
+    let refused = Hub::builder("beta")
+        .listen("127.0.0.1:0")
+        .seeds([a.listen_addr().to_string()])
+        .join_timeout(Duration::from_millis(800))
+        .start()
+        .await;
+    assert!(
+        matches!(refused, Err(HubError::NoSeedReachable { .. })),
+        "{refused:?}"
+    );
+    let b = hub("beta", &[]).await;
+    // Seeds of both: it joins its own, and hears nothing of the other.
     let a2 = hub("alpha", &[b.listen_addr(), a.listen_addr()]).await;
     wait_members(&[a.clone(), a2.clone()], 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -844,6 +856,57 @@ async fn generic_components_run_each_instance_by_its_own_name() {
         .unwrap_err();
     assert!(matches!(wrong, CallError::WrongType { .. }), "{wrong}");
     for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
+/// A seed that does not answer (nothing listens there, or its name does not resolve)
+/// is an error, not a cluster of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_whose_seeds_do_not_answer_fails_with_no_seed_reachable() {
+    // A port nothing listens on: bound, then let go.
+    let free = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for seed in [free.to_string(), "no-such-host.invalid:7000".to_string()] {
+        let started = std::time::Instant::now();
+        let err = Hub::builder("no-seed")
+            .listen("127.0.0.1:0")
+            .seeds([seed.clone()])
+            .join_timeout(Duration::from_millis(600))
+            .start()
+            .await
+            .expect_err("no seed answers");
+        match &err {
+            HubError::NoSeedReachable { seeds, waited } => {
+                assert_eq!(seeds, &vec![seed.clone()]);
+                assert_eq!(*waited, Duration::from_millis(600));
+            }
+            other => panic!("{seed}: {other:?}"),
+        }
+        assert!(err.to_string().contains("no seed answered"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{seed}");
+    }
+}
+
+/// A hub that joins knows the cluster's children when `start` returns: its registry
+/// came with the join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_joins_knows_every_child_when_its_start_returns() {
+    let first = hub("joins-knowing", &[]).await;
+    let items: Vec<(String, Tally)> = (0..300)
+        .map(|i| (format!("known-{i}"), Tally::default()))
+        .collect();
+    for r in Tally::start_many(&first, items).await {
+        r.unwrap();
+    }
+    let second = hub("joins-knowing", &[first.listen_addr()]).await;
+    assert_eq!(second.children().len(), 300, "at once, no waiting");
+    let third = hub("joins-knowing", &[first.listen_addr()]).await;
+    assert_eq!(third.children().len(), 300);
+    assert!(third.nodes().len() >= 2);
+    for h in [&third, &second, &first] {
         h.shutdown().await.unwrap();
     }
 }

@@ -232,4 +232,14 @@ pub enum HubError {
     /// The membership layer (chitchat) failed.
     #[error("membership: {0}")]
     Membership(String),
+    /// Seeds were given and none answered within the join timeout (nothing listens
+    /// there, the name does not resolve, or another cluster's hub id): the hub did not
+    /// start, rather than start a cluster of its own.
+    #[error("no seed answered within {waited:?} (seeds: {seeds:?})")]
+    NoSeedReachable {
+        /// The seeds given.
+        seeds: Vec<String>,
+        /// How long the hub waited.
+        waited: std::time::Duration,
+    },
 }

@@ -9,8 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{
-    Hub, HubInner, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME,
-    DEFAULT_MOVE_TIMEOUT, START_BATCH,
+    Hub, HubInner, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_JOIN_TIMEOUT,
+    DEFAULT_MAX_FRAME, DEFAULT_MOVE_TIMEOUT, START_BATCH,
 };
 use crate::child::types::{any_replicated, type_info};
 use crate::core::engine::Engine;
@@ -48,6 +48,7 @@ pub struct HubBuilder {
     move_timeout: Duration,
     move_concurrency: usize,
     max_state_size: usize,
+    join_timeout: Duration,
     /// An in-memory network and scripted membership instead of TCP and chitchat.
     world: Option<World>,
 }
@@ -111,6 +112,7 @@ impl HubBuilder {
             move_timeout: DEFAULT_MOVE_TIMEOUT,
             move_concurrency: START_BATCH,
             max_state_size: 1 << 30,
+            join_timeout: DEFAULT_JOIN_TIMEOUT,
             world: None,
         }
     }
@@ -125,6 +127,17 @@ impl HubBuilder {
     /// Addresses of nodes already in the cluster (zero or more).
     pub fn seeds<S: Into<String>>(mut self, seeds: impl IntoIterator<Item = S>) -> Self {
         self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// With seeds: how long [`start`](Self::start) waits for the cluster. It returns
+    /// once a seed answered and the registry of every member in view has arrived (so
+    /// the new hub knows every child before it places one); if no seed answers in time,
+    /// it fails with [`HubError::NoSeedReachable`] instead of starting a cluster of its
+    /// own. Seeds that are this hub's own address are skipped (a hub whose only seed is
+    /// itself starts alone). Default 10 s.
+    pub fn join_timeout(mut self, timeout: Duration) -> Self {
+        self.join_timeout = timeout;
         self
     }
 
@@ -306,6 +319,15 @@ impl HubBuilder {
             }
         });
         tokio::spawn(control_loop(Arc::downgrade(&inner), members_rx, control_rx));
+        let listen_addr = inner.me.addr();
+        // (A seed that is this hub's own address is not another node.)
+        let others = self
+            .seeds
+            .iter()
+            .any(|s| s.parse::<SocketAddr>().ok() != Some(listen_addr));
+        if self.world.is_none() && others {
+            inner.join(&self.seeds, self.join_timeout).await?;
+        }
         Ok(Hub { inner })
     }
 }

@@ -23,6 +23,10 @@ use crate::net::wire::{Request, Response};
 use crate::node::NodeId;
 use std::collections::BTreeMap;
 
+/// Once a member's registry arrived, how long a joining hub waits for the other
+/// members' (see `HubInner::join`).
+const JOIN_SETTLE: Duration = Duration::from_secs(2);
+
 impl HubInner {
     /// Starts `item` here if this node may (see [`Self::start_local_batch`]).
     pub(crate) fn start_local(
@@ -331,6 +335,41 @@ impl HubInner {
 
     /// Stops as a killed process would: children and their states are gone, and the
     /// peers are told nothing (their failure detector finds out).
+    /// Waits until this new hub has joined the cluster its seeds are in: a member
+    /// answered and every member's registry arrived. If no member sent its registry
+    /// within `timeout`, the hub stops and the start fails with `NoSeedReachable`. Once
+    /// one has, the others get [`JOIN_SETTLE`] more (a member in view may be dead and
+    /// never answer); then the hub goes on, and the rest arrives as connections come up.
+    pub(super) async fn join(&self, seeds: &[String], timeout: Duration) -> Result<(), HubError> {
+        let deadline = Instant::now() + timeout;
+        let mut settle: Option<Instant> = None;
+        loop {
+            let (seen, synced) = self.engine.read().unwrap().join_state();
+            let now = Instant::now();
+            if synced > 0 {
+                if synced == seen {
+                    return Ok(());
+                }
+                let until = *settle.get_or_insert(now + JOIN_SETTLE);
+                if now >= until {
+                    tracing::warn!(
+                        me = %self.me,
+                        "joined; {} of {seen} members' registries arrived so far",
+                        synced
+                    );
+                    return Ok(());
+                }
+            } else if now >= deadline {
+                self.kill().await;
+                return Err(HubError::NoSeedReachable {
+                    seeds: seeds.to_vec(),
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub(super) async fn kill(&self) {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;

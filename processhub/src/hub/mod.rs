@@ -46,6 +46,8 @@ pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Default of [`HubBuilder::move_timeout`].
 pub(crate) const DEFAULT_MOVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a hub started with seeds waits for the cluster (`HubBuilder::join_timeout`).
+pub(crate) const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many start items (or registry entries) go in one request or push.
 const START_BATCH: usize = 512;
 /// How many entries go in one snapshot frame.

@@ -227,6 +227,8 @@ pub(crate) struct Engine<C> {
     pending_last: Vec<(Arc<str>, NodeId, u64)>,
     /// Snapshots arriving in parts, per sender.
     snapshots: BTreeMap<NodeId, Vec<(String, Entry)>>,
+    /// The peers whose whole snapshot has arrived (their registry is in ours).
+    synced: std::collections::BTreeSet<NodeId>,
     out: Output<C>,
 }
 
@@ -249,6 +251,7 @@ impl<C: ChildHandle> Engine<C> {
             dirty: true,
             pending_last: Vec::new(),
             snapshots: BTreeMap::new(),
+            synced: Default::default(),
             out: Output::default(),
         }
     }
@@ -312,6 +315,15 @@ impl<C: ChildHandle> Engine<C> {
     }
 
     /// Whether a move of a child of this node is under way.
+    /// How far this node has joined: the other members in its view, and how many of
+    /// them sent their whole snapshot (their children are in its registry).
+    pub(crate) fn join_state(&self) -> (usize, usize) {
+        let peers = self.view.members().iter().filter(|n| **n != self.me);
+        peers.fold((0, 0), |(seen, synced), n| {
+            (seen + 1, synced + usize::from(self.synced.contains(n)))
+        })
+    }
+
     pub(crate) fn is_moving(&self) -> bool {
         !self.moving.is_empty()
     }

@@ -46,6 +46,7 @@ impl<C: ChildHandle> Engine<C> {
                 if last {
                     let snapshot = self.snapshots.remove(&from).unwrap_or_default();
                     self.registry.replace_origin(from, snapshot);
+                    self.synced.insert(from);
                 }
             }
             Push::Assigned(entries) => {
