@@ -910,3 +910,68 @@ async fn a_hub_that_joins_knows_every_child_when_its_start_returns() {
         h.shutdown().await.unwrap();
     }
 }
+
+/// A component that reads its own instance: its epoch is a fencing token.
+#[distributed]
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Fenced {
+    writes: u64,
+}
+
+#[distributed]
+impl Fenced {
+    /// A write: its fencing token, and the node that ran it.
+    pub fn write(&mut self) -> (u64, NodeId) {
+        self.writes += 1;
+        let me = processhub::current_instance().expect("inside a method");
+        (me.epoch, me.node)
+    }
+
+    /// The same, from an async read.
+    pub async fn token(&self) -> u64 {
+        tokio::task::yield_now().await;
+        processhub::current_instance().map_or(0, |i| i.epoch)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_reads_its_epoch_as_a_fencing_token_that_grows_when_it_moves() {
+    let hubs = cluster("fenced", 2).await;
+    assert!(processhub::current_instance().is_none());
+    let id = "fenced-0".to_string();
+    Fenced::start(&hubs[0], id.clone(), Fenced::default())
+        .await
+        .unwrap();
+    let owner = hubs.iter().position(|h| h.local_children() == 1).unwrap();
+    let (epoch, node) = Fenced::handle(&hubs[1 - owner], id.clone())
+        .write()
+        .await
+        .unwrap();
+    assert_eq!((epoch, node), (1, hubs[owner].node_id()));
+    assert_eq!(
+        Fenced::handle(&hubs[owner], id.clone())
+            .token()
+            .await
+            .unwrap(),
+        1
+    );
+    // Drained away, it runs elsewhere under a higher epoch.
+    let report = hubs[owner].drain().await.unwrap();
+    assert_eq!(report.moved, 1);
+    let (epoch, node) = Fenced::handle(&hubs[owner], id.clone())
+        .write()
+        .await
+        .unwrap();
+    assert_eq!(node, hubs[1 - owner].node_id());
+    assert!(epoch > 1, "{epoch}");
+    assert_eq!(
+        Fenced::handle(&hubs[1 - owner], id.clone())
+            .token()
+            .await
+            .unwrap(),
+        epoch
+    );
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

@@ -127,6 +127,8 @@ async fn test_hub() -> Hub {
 struct Node {
     child: Child,
     out: Lines<BufReader<ChildStdout>>,
+    /// Lines the node printed before READY (a state may reach it while it joins).
+    early: std::collections::VecDeque<String>,
     id: NodeId,
 }
 
@@ -154,6 +156,7 @@ impl Node {
             .spawn()
             .expect("spawn node process");
         let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut early = std::collections::VecDeque::new();
         let id = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 let line = out.next_line().await.unwrap().expect("node printed READY");
@@ -161,12 +164,18 @@ impl Node {
                 if let Some(at) = line.find("READY ") {
                     return line[at + 6..].trim().to_string();
                 }
+                early.push_back(line);
             }
         })
         .await
         .expect("node ready in time");
         let id = parse_node_id(&id);
-        Node { child, out, id }
+        Node {
+            child,
+            out,
+            early,
+            id,
+        }
     }
 
     async fn say(&mut self, line: &str) {
@@ -191,6 +200,11 @@ impl Node {
     }
 
     async fn expect_line(&mut self, prefix: &str) -> String {
+        while let Some(line) = self.early.pop_front() {
+            if let Some(at) = line.find(prefix) {
+                return line[at + prefix.len()..].trim().to_string();
+            }
+        }
         tokio::time::timeout(Duration::from_secs(15), async {
             loop {
                 let line = self.out.next_line().await.unwrap().expect("node output");

@@ -57,6 +57,7 @@ pub mod sim;
 #[cfg(test)]
 mod tests;
 
+pub use crate::child::component::{current_instance, Instance};
 pub use crate::error::{CallError, HubError, StartError, StopError};
 pub use crate::events::{HubEvent, RestartReason};
 pub use crate::explain::{Explanation, MembershipChange, PlannedMove};

@@ -172,7 +172,15 @@ impl<T> ComponentActor<T> {
         events: broadcast::Sender<HubEvent>,
         fut: impl std::future::Future<Output = R>,
     ) -> Result<R, CallError> {
-        match AssertUnwindSafe(fut).catch_unwind().await {
+        let here = Instance {
+            id: id.clone(),
+            node,
+            epoch,
+        };
+        match AssertUnwindSafe(CURRENT.scope(here, fut))
+            .catch_unwind()
+            .await
+        {
             Ok(r) => Ok(r),
             Err(payload) => {
                 let message = panic_message(&*payload);
@@ -210,6 +218,50 @@ impl<T> ComponentActor<T> {
             self.events.clone(),
         )
     }
+}
+
+/// The instance of a component that runs a method: its id, its node, and its epoch.
+///
+/// The epoch grows with every restart, promotion and move of the id, and a receiver
+/// refuses the lower one: use it as a fencing token for the component's own side
+/// effects (send it with a write to an external database, and have the database refuse
+/// writes carrying an older epoch than the newest it has seen).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// The child id.
+    pub id: Arc<str>,
+    /// The node running it.
+    pub node: NodeId,
+    /// Its epoch when the call began.
+    pub epoch: u64,
+}
+
+tokio::task_local! {
+    static CURRENT: Instance;
+}
+
+/// The instance running the component method this is called from (sync or async), or
+/// `None` outside one (for example in `#[on_start]` or in ordinary code).
+///
+/// ```
+/// use processhub::prelude::*;
+///
+/// #[distributed]
+/// #[derive(Default, Serialize, Deserialize)]
+/// pub struct Ledger { entries: u64 }
+///
+/// #[distributed]
+/// impl Ledger {
+///     /// Appends, and returns the fencing token to write alongside.
+///     pub fn append(&mut self) -> u64 {
+///         self.entries += 1;
+///         processhub::current_instance().map_or(0, |i| i.epoch)
+///     }
+/// }
+/// assert!(processhub::current_instance().is_none());
+/// ```
+pub fn current_instance() -> Option<Instance> {
+    CURRENT.try_with(Instance::clone).ok()
 }
 
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
