@@ -199,6 +199,9 @@ impl HandleCore {
                             })
                         }
                         Err(TransportError::NotConnected) => {}
+                        // Its node died with the call under way: whatever it did died
+                        // with it; the registry names the new owner.
+                        Err(TransportError::Gone) => {}
                         // A read, or a write its child will recognise: try again.
                         Err(TransportError::Lost) if read || call_id != 0 => {}
                         Err(TransportError::Lost) => {

@@ -221,6 +221,13 @@ impl Hub {
         self.inner.kill().await
     }
 
+    /// The simulator's crash, after the node's runtime is gone: its connections close
+    /// as a dead process's sockets do. Runs nothing of the hub.
+    #[cfg(feature = "sim")]
+    pub(crate) fn sever(&self) {
+        self.inner.transport.sever();
+    }
+
     /// Leaves the cluster: peers are told at once (they restart this node's children
     /// on their new owners), this waits until they confirm or the call timeout passes,
     /// then stops the local children, the transport and the gossip.
@@ -344,6 +351,11 @@ impl HubInner {
         for effect in effects {
             match effect {
                 Effect::Peers(members) => self.transport.set_wanted(members),
+                Effect::Dead(nodes) => {
+                    for node in nodes {
+                        self.transport.peer_died(node);
+                    }
+                }
                 Effect::Stop { id, child, report } => {
                     let events = self.events.clone();
                     let me = self.me;

@@ -186,6 +186,20 @@ impl Conn {
         }
     }
 
+    /// Fails every request awaiting an answer with `err`.
+    pub(super) fn fail_all(&self, err: impl Fn() -> TransportError) {
+        let drained: Vec<Pending> = self
+            .pending
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for p in drained {
+            let _ = p.tx.send(Err(err()));
+        }
+    }
+
     /// Nothing served, nothing queued, no request for a while.
     pub(super) fn is_quiet(&self, now: Instant) -> bool {
         let since_open = now.saturating_duration_since(self.opened).as_nanos() as u64;

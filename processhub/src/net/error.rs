@@ -15,6 +15,9 @@ pub(crate) enum TransportError {
     TooLarge { size: usize, max: usize },
     /// The request could not be encoded; nothing was sent.
     Encode(String),
+    /// The peer died (it left the view without a goodbye) with the request under way:
+    /// whatever it did with it is lost with it, and its children run elsewhere now.
+    Gone,
 }
 
 /// Why a connection could not be set up, or why it was closed.

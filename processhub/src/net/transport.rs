@@ -182,6 +182,24 @@ impl Transport {
         }
     }
 
+    /// Closes every connection at once, running nothing (the simulator's crash: the
+    /// kernel closing a killed process's sockets; the peers read what was sent, then
+    /// the end).
+    #[cfg_attr(not(any(test, feature = "sim")), allow(dead_code))]
+    pub(crate) fn sever(&self) {
+        for conn in self.connections() {
+            conn.close();
+        }
+    }
+
+    /// `peer` died: the requests awaiting its answer fail now with `Gone`.
+    pub(crate) fn peer_died(&self, peer: NodeId) {
+        let conn = self.conns.lock().unwrap().get(&peer).cloned();
+        if let Some(conn) = conn {
+            conn.fail_all(|| TransportError::Gone);
+        }
+    }
+
     /// Connections currently up.
     pub(crate) fn connections(&self) -> Vec<Arc<Conn>> {
         self.conns.lock().unwrap().values().cloned().collect()

@@ -180,7 +180,25 @@ pub fn check(sim: &mut Sim, workload: &Workload, history: &History) -> Report {
             .iter()
             .any(|i| i.as_ref().map(|i| (i.owner, i.epoch, i.pending)) != first)
         {
-            diverged.push(format!("{id}: the registries differ"));
+            let views: Vec<String> = up
+                .iter()
+                .zip(&infos)
+                .map(|(i, info)| match info {
+                    Some(c) => {
+                        let owner = up.iter().find(|j| sim.hub(**j).node_id() == c.owner);
+                        format!(
+                            "node {i}: node {owner:?} at epoch {}{}",
+                            c.epoch,
+                            if c.pending { " (pending)" } else { "" }
+                        )
+                    }
+                    None => format!("node {i}: none"),
+                })
+                .collect();
+            diverged.push(format!(
+                "{id}: the registries differ ({})",
+                views.join(", ")
+            ));
         }
         match &infos[0] {
             None => diverged.push(format!("{id}: in no registry")),

@@ -334,6 +334,7 @@ impl Sim {
         // closes a dead process's sockets.
         if let Some(rt) = node.rt.take() {
             drop(rt);
+            node.hub.sever();
             node.crashed_at = Some(self.now);
         }
     }

@@ -130,6 +130,10 @@ pub(crate) enum Effect<C> {
     Role { child: C, role: Role },
     /// The members may have changed (a peer said it leaves or drains): refresh the view.
     Refresh,
+    /// These peers died (left the view without a goodbye): the requests awaiting their
+    /// answer fail now, so their callers go to the new owners instead of waiting out
+    /// their timeout.
+    Dead(Vec<NodeId>),
 }
 
 /// What the engine decided since the shell last took its output.

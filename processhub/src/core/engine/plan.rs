@@ -46,6 +46,15 @@ impl<C: ChildHandle> Engine<C> {
         self.out
             .effects
             .push(Effect::Peers(self.view.members().to_vec()));
+        let dead: Vec<NodeId> = change
+            .left
+            .iter()
+            .filter(|(_, graceful)| !graceful)
+            .map(|(n, _)| *n)
+            .collect();
+        if !dead.is_empty() {
+            self.out.effects.push(Effect::Dead(dead));
+        }
         for node in change.joined {
             tracing::info!(me = %self.me, %node, "node joined");
             self.out.events.push(HubEvent::NodeJoined { node });

@@ -833,7 +833,10 @@ fn a_leaving_node_plans_nothing_more() {
     let o = e.take_output();
     assert_eq!(
         o.effects,
-        vec![Effect::Peers(vec![node(1), node(2)])],
+        vec![
+            Effect::Peers(vec![node(1), node(2)]),
+            Effect::Dead(vec![node(3)])
+        ],
         "reported, not planned"
     );
 }
@@ -953,4 +956,36 @@ fn a_removal_is_not_undone_by_an_older_entry_from_another_link() {
     // remembers it takes.
     let item = new_item("a", "T");
     assert_eq!(e.admit(&item), Ok(5));
+}
+
+/// A peer that dies has the calls awaiting its answer failed at once (so they go to the
+/// new owner); one that says goodbye does not (it still answers, and hands over what it
+/// served).
+#[test]
+fn a_death_fails_the_calls_awaiting_the_dead_and_a_goodbye_does_not() {
+    let mut e = engine(1, &[1, 2, 3, 4]);
+    e.push(node(4), Push::Leaving);
+    e.gossip(gossip(&[1, 2, 4]));
+    let o = e.take_output();
+    assert_eq!(
+        o.effects,
+        vec![
+            Effect::Refresh,
+            Effect::Peers(vec![node(1), node(2)]),
+            Effect::Dead(vec![node(3)])
+        ]
+    );
+    assert_eq!(
+        o.events,
+        vec![
+            HubEvent::NodeLeft {
+                node: node(3),
+                graceful: false
+            },
+            HubEvent::NodeLeft {
+                node: node(4),
+                graceful: true
+            }
+        ]
+    );
 }
