@@ -131,8 +131,9 @@ impl HubBuilder {
     }
 
     /// With seeds: how long [`start`](Self::start) waits for the cluster. It returns
-    /// once a seed answered and the registry of every member in view has arrived (so
-    /// the new hub knows every child before it places one); if no seed answers in time,
+    /// once a seed answered, the registry of every member in view has arrived (so the
+    /// new hub knows every child before it places one) and no new member showed for
+    /// three gossip rounds; if no seed answers in time,
     /// it fails with [`HubError::NoSeedReachable`] instead of starting a cluster of its
     /// own. Seeds that are this hub's own address are skipped (a hub whose only seed is
     /// itself starts alone). Default 10 s.
@@ -326,7 +327,9 @@ impl HubBuilder {
             .iter()
             .any(|s| s.parse::<SocketAddr>().ok() != Some(listen_addr));
         if self.world.is_none() && others {
-            inner.join(&self.seeds, self.join_timeout).await?;
+            // Three gossip rounds without a new member: the view has settled.
+            let quiet = self.gossip_interval * 3;
+            inner.join(&self.seeds, self.join_timeout, quiet).await?;
         }
         Ok(Hub { inner })
     }

@@ -336,27 +336,41 @@ impl HubInner {
     /// Stops as a killed process would: children and their states are gone, and the
     /// peers are told nothing (their failure detector finds out).
     /// Waits until this new hub has joined the cluster its seeds are in: a member
-    /// answered and every member's registry arrived. If no member sent its registry
-    /// within `timeout`, the hub stops and the start fails with `NoSeedReachable`. Once
-    /// one has, the others get [`JOIN_SETTLE`] more (a member in view may be dead and
-    /// never answer); then the hub goes on, and the rest arrives as connections come up.
-    pub(super) async fn join(&self, seeds: &[String], timeout: Duration) -> Result<(), HubError> {
+    /// answered, every member in view sent its registry, and the view has not grown for
+    /// `quiet` (gossip tells of the members a round at a time). If no member sent its
+    /// registry within `timeout`, the hub stops and the start fails with
+    /// `NoSeedReachable`. Once one has, the rest get [`JOIN_SETTLE`] more (a member in
+    /// view may be dead and never answer); then the hub goes on, and what is missing
+    /// arrives as the connections come up.
+    pub(super) async fn join(
+        &self,
+        seeds: &[String],
+        timeout: Duration,
+        quiet: Duration,
+    ) -> Result<(), HubError> {
         let deadline = Instant::now() + timeout;
         let mut settle: Option<Instant> = None;
+        let mut last = (0, 0);
+        let mut since = Instant::now();
         loop {
-            let (seen, synced) = self.engine.read().unwrap().join_state();
+            let state = self.engine.read().unwrap().join_state();
             let now = Instant::now();
+            if state != last {
+                (last, since) = (state, now);
+            }
+            let (seen, synced) = state;
             if synced > 0 {
-                if synced == seen {
+                if synced == seen && now - since >= quiet {
                     return Ok(());
                 }
                 let until = *settle.get_or_insert(now + JOIN_SETTLE);
                 if now >= until {
-                    tracing::warn!(
-                        me = %self.me,
-                        "joined; {} of {seen} members' registries arrived so far",
-                        synced
-                    );
+                    if synced < seen {
+                        tracing::warn!(
+                            me = %self.me,
+                            "joined; {synced} of {seen} members' registries arrived so far"
+                        );
+                    }
                     return Ok(());
                 }
             } else if now >= deadline {
