@@ -742,10 +742,10 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
                     msg: #msg_ty,
                     _: &mut #ph::__private::Context<Self, Self::Reply>,
                 ) -> Self::Reply {
-                    let (id, node, epoch, events) = self.__context();
+                    let cx = self.__context();
                     let state = self.__state();
                     let #msg(#(#arg_names,)* #phantom_pat) = msg;
-                    let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(id, node, epoch, events, async move { #call }).await;
+                    let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(cx, async move { #call }).await;
                     #replicate_self
                     reply
                 }
@@ -760,9 +760,9 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
         arms.push(quote! {
             #name_str => ::std::boxed::Box::pin(async move {
                 let #msg(#(#arg_names,)* #phantom_pat) = #ph::__private::decode_args::<#msg #turbofish>(args)?;
-                let (id, node, epoch, events) = actor.__context();
+                let cx = actor.__context();
                 let state = actor.__state();
-                let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(id, node, epoch, events, async move { #call }).await;
+                let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(cx, async move { #call }).await;
                 let reply: #ret = reply?;
                 #ph::__private::encode_reply(&reply)
             }),

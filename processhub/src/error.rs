@@ -81,6 +81,16 @@ pub enum CallError {
     /// The hub has shut down.
     #[error("the hub has shut down")]
     HubStopped,
+    // Appended: the variants above keep their bytes on the wire.
+    /// The node that runs the component is on a side of a split without a quorum, or
+    /// was paused past its lease and no quorum has confirmed it since (see
+    /// [`PartitionTolerance`](crate::PartitionTolerance)): it serves nothing until it
+    /// has one. Retryable: try again later, or from the other side. A call refused
+    /// before its method ran changed nothing; one whose node lost its quorum while the
+    /// method ran is not acknowledged, and its effect lives only in that fenced
+    /// instance (dropped if the node is downed, kept if the split heals first).
+    #[error("no quorum: the node serving the call is cut off from most of its cluster")]
+    NoQuorum,
 }
 
 /// Why a start failed. Nothing was started unless the variant says otherwise.
@@ -168,6 +178,16 @@ pub enum StartError {
     /// The hub has shut down.
     #[error("the hub has shut down")]
     HubStopped,
+    // Appended: the variants above keep their bytes on the wire.
+    /// The node that was to run it reaches no quorum of its cluster (it is on the
+    /// minority side of a split, or was downed): nothing started. Retryable.
+    #[error("no quorum on {node} to start {id:?}: it is cut off from most of its cluster")]
+    NoQuorum {
+        /// The id.
+        id: String,
+        /// The node that was to run it.
+        node: NodeId,
+    },
 }
 
 /// Why a stop failed.

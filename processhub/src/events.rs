@@ -140,6 +140,47 @@ pub enum HubEvent {
         /// Why.
         reason: String,
     },
+    /// The members this node reaches make a quorum and downed `nodes`, which they could
+    /// not reach (a crash, a pause, the other side of a split): their children start
+    /// elsewhere once their leases must have run out.
+    NodesDowned {
+        /// The downed nodes.
+        nodes: Vec<NodeId>,
+    },
+    /// This node lost its quorum (it is on the minority side of a split, or was
+    /// paused): it serves no writes until it has one again (see
+    /// [`Hub::is_partitioned`](crate::Hub::is_partitioned)).
+    QuorumLost {
+        /// This node.
+        node: NodeId,
+    },
+    /// This node reaches a quorum again.
+    QuorumRegained {
+        /// This node.
+        node: NodeId,
+    },
+    /// This node was downed by the others (it was paused, or cut off, for longer than
+    /// they waited) and came back as a new incarnation: the children it ran were
+    /// superseded by the copies the others took over, and were dropped without being
+    /// published.
+    Rejoined {
+        /// The downed incarnation.
+        old: NodeId,
+        /// The new one.
+        new: NodeId,
+        /// How many children of the old one were dropped.
+        dropped: usize,
+    },
+    /// Two instances of one id met (after a split healed, or starts that raced): one
+    /// is kept, the other stopped.
+    DuplicateResolved {
+        /// The child id.
+        id: String,
+        /// The node and epoch of the instance kept.
+        kept: (NodeId, u64),
+        /// The node and epoch of the instance stopped.
+        dropped: (NodeId, u64),
+    },
 }
 
 /// Why a child was restarted.

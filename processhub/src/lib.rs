@@ -58,6 +58,7 @@ pub mod sim;
 mod tests;
 
 pub use crate::child::component::{current_instance, Instance};
+pub use crate::core::downing::PartitionTolerance;
 pub use crate::error::{CallError, HubError, StartError, StopError};
 pub use crate::events::{HubEvent, RestartReason};
 pub use crate::explain::{Explanation, MembershipChange, PlannedMove};
@@ -224,7 +225,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::child::component::{
-        decode_args, encode_reply, unknown_method, Component, ComponentActor, Dispatch,
+        decode_args, encode_reply, unknown_method, CallContext, Component, ComponentActor,
+        Dispatch,
     };
     pub use crate::child::life::{Child, ChildRef};
     pub use crate::child::types::{ComponentVTable, COMPONENTS};

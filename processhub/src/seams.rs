@@ -348,22 +348,54 @@ async fn a_scripted_view_is_what_the_hub_plans_with() {
         .await
         .unwrap();
     wait_members(&[a.clone(), b.clone()], 2).await;
-    // A failure detector's mistake, scripted: a thinks b is gone.
+    // A failure detector's mistake, scripted: a no longer hears b. One of two is no
+    // majority: b is unreachable for a, not downed, and a fences itself.
     world
         .membership
         .set_view(a.node_id(), Some(vec![a.node_id()]));
-    wait_until("a sees itself alone", Duration::from_secs(5), || async {
+    wait_until("a does not hear b", Duration::from_secs(5), || async {
+        a.unreachable() == vec![b.node_id()]
+    })
+    .await;
+    assert!(a.is_partitioned());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.nodes().len(), 2, "b stays a member for a");
+    assert_eq!(b.nodes().len(), 2, "b still sees both");
+    assert!(!b.is_partitioned(), "b hears a: 2 of 2");
+    world.membership.set_view(a.node_id(), None);
+    wait_until("a hears b again", Duration::from_secs(5), || async {
+        a.unreachable().is_empty() && !a.is_partitioned()
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.kill().await;
+}
+
+/// Under `Divergence` a hub that hears no one downs the others alone, once its view
+/// was stable for `stable_after`; one heard again is a member again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_divergence_a_lone_hub_downs_the_silent_and_takes_them_back() {
+    let world = World::new(6);
+    let hub = || {
+        Hub::builder("seams-divergence")
+            .in_world(&world)
+            .partition_tolerance(crate::PartitionTolerance::Divergence)
+            .stable_after(Duration::from_millis(200))
+            .start()
+    };
+    let a = hub().await.unwrap();
+    let b = hub().await.unwrap();
+    wait_members(&[a.clone(), b.clone()], 2).await;
+    world
+        .membership
+        .set_view(a.node_id(), Some(vec![a.node_id()]));
+    wait_until("a downed b", Duration::from_secs(5), || async {
         a.nodes() == vec![a.node_id()]
     })
     .await;
-    assert_eq!(b.nodes().len(), 2, "b still sees both");
+    assert!(!a.is_partitioned(), "divergence never fences");
     world.membership.set_view(a.node_id(), None);
     wait_members(&[a.clone(), b.clone()], 2).await;
-    world.membership.kill(b.node_id());
-    wait_until("b is gone for a", Duration::from_secs(5), || async {
-        a.nodes() == vec![a.node_id()]
-    })
-    .await;
     a.shutdown().await.unwrap();
     b.kill().await;
 }

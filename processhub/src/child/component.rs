@@ -136,6 +136,19 @@ pub struct ComponentActor<T> {
     pub(crate) events: broadcast::Sender<HubEvent>,
     pub(crate) replicator: Option<Arc<dyn Replicator>>,
     pub(crate) recent: SharedRecent,
+    /// The node's lease: no call is served, and no reply sent, without it.
+    pub(crate) lease: Option<Arc<crate::child::lease::Lease>>,
+}
+
+/// What [`ComponentActor::__guard`] needs of the actor (for generated code).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct CallContext {
+    id: Arc<str>,
+    node: NodeId,
+    epoch: u64,
+    events: broadcast::Sender<HubEvent>,
+    lease: Option<Arc<crate::child::lease::Lease>>,
 }
 
 impl<T> std::fmt::Debug for ComponentActor<T> {
@@ -163,15 +176,25 @@ impl<T> ComponentActor<T> {
     }
 
     /// Runs a method's future, turning a panic into [`CallError::Panicked`]; the actor
-    /// goes on with the state the panic left, and the hub reports a restart.
+    /// goes on with the state the panic left, and the hub reports a restart. The node's
+    /// lease is checked before the method runs and again before its reply goes: a node
+    /// without one (cut off from a quorum, or paused past it) serves nothing
+    /// ([`CallError::NoQuorum`]).
     #[doc(hidden)]
     pub async fn __guard<R>(
-        id: Arc<str>,
-        node: NodeId,
-        epoch: u64,
-        events: broadcast::Sender<HubEvent>,
+        cx: CallContext,
         fut: impl std::future::Future<Output = R>,
     ) -> Result<R, CallError> {
+        let CallContext {
+            id,
+            node,
+            epoch,
+            events,
+            lease,
+        } = cx;
+        if let Some(lease) = &lease {
+            lease.ready().await?;
+        }
         let here = Instance {
             id: id.clone(),
             node,
@@ -181,7 +204,14 @@ impl<T> ComponentActor<T> {
             .catch_unwind()
             .await
         {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                // Still confirmed once it ran: a node paused meanwhile may have been
+                // replaced, and must not acknowledge.
+                if let Some(lease) = &lease {
+                    lease.ready().await?;
+                }
+                Ok(r)
+            }
             Err(payload) => {
                 let message = panic_message(&*payload);
                 tracing::error!(id = %id, "component panicked: {message}");
@@ -210,13 +240,14 @@ impl<T> ComponentActor<T> {
 
     /// What [`Self::__guard`] needs besides the future (for generated code).
     #[doc(hidden)]
-    pub fn __context(&self) -> (Arc<str>, NodeId, u64, broadcast::Sender<HubEvent>) {
-        (
-            self.id.clone(),
-            self.node,
-            self.epoch(),
-            self.events.clone(),
-        )
+    pub fn __context(&self) -> CallContext {
+        CallContext {
+            id: self.id.clone(),
+            node: self.node,
+            epoch: self.epoch(),
+            events: self.events.clone(),
+            lease: self.lease.clone(),
+        }
     }
 }
 
@@ -319,6 +350,7 @@ pub(crate) async fn read_copy<T: Dispatch>(
         events: ctx.events,
         replicator: None,
         recent: ctx.recent,
+        lease: None,
     };
     T::apply(&mut actor, method, args).await
 }

@@ -229,6 +229,7 @@ impl<T: Component> Child<T> {
             events: self.ctx.events.clone(),
             replicator: self.ctx.replicator.clone(),
             recent: self.ctx.recent.clone(),
+            lease: self.ctx.lease.clone(),
         });
         if let Some(awake) = &self.ctx.awake {
             awake

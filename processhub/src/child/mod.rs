@@ -4,5 +4,6 @@
 
 pub(crate) mod component;
 pub(crate) mod erased;
+pub(crate) mod lease;
 pub(crate) mod life;
 pub(crate) mod types;

@@ -47,6 +47,7 @@ fn outcome_to_result(id: &str, o: StartOutcome, hub: &Hub) -> Result<(), StartEr
             reason: message,
         }),
         StartOutcome::Failed { message } => Err(StartError::Codec { message }),
+        StartOutcome::NoQuorum { node } => Err(StartError::NoQuorum { id, node }),
     }
 }
 

@@ -35,10 +35,10 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
             return Err(StopError::HubStopped);
         }
         let target = match retry.route() {
-            Route::Local(_) | Route::LocalMissing { .. } => hub.me,
+            Route::Local(_) | Route::LocalMissing { .. } => hub.me(),
             Route::Remote(n) => n,
         };
-        let outcome = if target == hub.me {
+        let outcome = if target == hub.me() {
             Some(hub.stop_local(id, type_name).await)
         } else {
             let req = Request::Stop(Stop {

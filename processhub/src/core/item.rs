@@ -68,6 +68,11 @@ pub(crate) enum StartOutcome {
     /// No answer within the deadline; it may have started. Made by the caller, never
     /// sent.
     TimedOut,
+    /// The node that was to run it reaches no quorum of its cluster (or was downed);
+    /// nothing started.
+    NoQuorum {
+        node: NodeId,
+    },
 }
 
 /// Why the instance of an admitted start could not be made.

@@ -17,6 +17,7 @@
 //! the decisions, with their tests), `item` (what a start carries), `recent` (the table
 //! of identified writes), `staging` (transfers in parts).
 
+pub(crate) mod downing;
 pub(crate) mod engine;
 pub(crate) mod entry;
 pub(crate) mod item;

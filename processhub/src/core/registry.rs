@@ -44,6 +44,9 @@ pub(crate) enum Push {
     /// joined after the death has no other way to learn of them (snapshots carry only
     /// what their sender owns).
     Assigned(Vec<(String, Entry, NodeId)>),
+    /// The sender downed these nodes (or heard that a peer did, and downs them too):
+    /// see [`crate::core::downing`].
+    Down(Vec<NodeId>),
 }
 
 /// The registry of one node. Keys are shared with [`crate::ChildInfo`] (no copy on a

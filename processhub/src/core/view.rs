@@ -2,8 +2,11 @@
 //! leaves or drains, the members, and the ring of the members that take new children.
 //!
 //! Gossip reports *observations*; the view turns them into the member list every
-//! decision reads. A member that drains stays a member (it is alive and answers) but is
-//! off the ring, so nothing new is placed on it.
+//! decision reads. A member that goes silent stays a member, *unreachable*, until it is
+//! downed ([`crate::core::downing`]) and removed, or a newer incarnation of it appears at
+//! its address (the process restarted: the old one is dead). A member that drains stays
+//! a member (it is alive and answers) but is off the ring, so nothing new is placed on
+//! it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -60,7 +63,9 @@ pub(crate) struct ClusterView {
     departed: BTreeSet<NodeId>,
     /// Members that take no new children.
     draining: BTreeSet<NodeId>,
-    /// Live members, sorted.
+    /// Downed and taken out: never members again (unless [`Self::restore`]d).
+    removed: BTreeSet<NodeId>,
+    /// Members, reachable or not, sorted.
     members: Vec<NodeId>,
     /// The ring of the members that take new children.
     ring: Arc<Ring>,
@@ -73,14 +78,63 @@ impl ClusterView {
             alive: vec![me],
             departed: BTreeSet::new(),
             draining: BTreeSet::new(),
+            removed: BTreeSet::new(),
             members: vec![me],
             ring: Arc::new(Ring::new([me])),
         }
     }
 
-    /// Live members, sorted.
+    /// Members, reachable or not, sorted.
     pub(crate) fn members(&self) -> &[NodeId] {
         &self.members
+    }
+
+    /// Whether the failure detector hears `node` now.
+    pub(crate) fn is_alive(&self, node: NodeId) -> bool {
+        self.alive.contains(&node)
+    }
+
+    /// The members [`Self::refresh`] would give now, and those of them the failure
+    /// detector does not hear.
+    pub(crate) fn candidates(&self) -> (Vec<NodeId>, Vec<NodeId>) {
+        let members = self.next_members();
+        let unreachable = members
+            .iter()
+            .copied()
+            .filter(|n| !self.alive.contains(n))
+            .collect();
+        (members, unreachable)
+    }
+
+    /// `node` was downed: out of the members from the next [`Self::refresh`] on.
+    pub(crate) fn remove(&mut self, node: NodeId) {
+        self.removed.insert(node);
+    }
+
+    /// `node`, downed, is heard again and may be a member again (`Divergence`).
+    pub(crate) fn restore(&mut self, node: NodeId) {
+        self.removed.remove(&node);
+    }
+
+    /// The members from what is known now: those already members and the live nodes,
+    /// less those that said goodbye, were removed, or were replaced by a newer
+    /// incarnation at their address.
+    fn next_members(&self) -> Vec<NodeId> {
+        let newer = |n: &NodeId| {
+            self.alive
+                .iter()
+                .any(|a| a.addr() == n.addr() && a.incarnation() > n.incarnation())
+        };
+        let mut m: Vec<NodeId> = self
+            .members
+            .iter()
+            .chain(self.alive.iter())
+            .copied()
+            .filter(|n| !self.departed.contains(n) && !self.removed.contains(n) && !newer(n))
+            .collect();
+        m.sort();
+        m.dedup();
+        m
     }
 
     /// The ring of the members that take new children.
@@ -112,17 +166,7 @@ impl ClusterView {
 
     /// Recomputes the members and the ring; `None` if neither changed.
     pub(crate) fn refresh(&mut self) -> Option<MembersChanged> {
-        let members: Vec<NodeId> = {
-            let mut m: Vec<NodeId> = self
-                .alive
-                .iter()
-                .copied()
-                .filter(|n| !self.departed.contains(n))
-                .collect();
-            m.sort();
-            m.dedup();
-            m
-        };
+        let members = self.next_members();
         let placing: Vec<NodeId> = members
             .iter()
             .copied()
@@ -178,7 +222,8 @@ mod tests {
         assert_eq!(v.refresh(), Some(MembersChanged::default()));
         assert_eq!(v.members(), &[node(1), node(2), node(3)]);
         assert_eq!(v.ring().members(), &[node(1), node(3)]);
-        // A goodbye is graceful; a silence is a death.
+        // A goodbye is graceful; a silence makes a member unreachable, not gone: only
+        // downing it takes it out.
         v.depart(node(2));
         v.gossip(Gossip {
             members: vec![node(1), node(2)],
@@ -188,11 +233,39 @@ mod tests {
             v.refresh(),
             Some(MembersChanged {
                 joined: vec![],
-                left: vec![(node(2), true), (node(3), false)],
+                left: vec![(node(2), true)],
+            })
+        );
+        assert_eq!(v.candidates(), (vec![node(1), node(3)], vec![node(3)]));
+        v.remove(node(3));
+        assert_eq!(
+            v.refresh(),
+            Some(MembersChanged {
+                joined: vec![],
+                left: vec![(node(3), false)],
             })
         );
         assert_eq!(v.members(), &[node(1)]);
         assert_eq!(v.refresh(), None, "said once");
+        // A newer incarnation at a member's address: the old one is dead at once.
+        let old = NodeId::new(([127, 0, 0, 1], 9).into(), 1);
+        let new = NodeId::new(([127, 0, 0, 1], 9).into(), 2);
+        v.gossip(Gossip {
+            members: vec![node(1), old],
+            ..Gossip::default()
+        });
+        v.refresh();
+        v.gossip(Gossip {
+            members: vec![node(1), new],
+            ..Gossip::default()
+        });
+        assert_eq!(
+            v.refresh(),
+            Some(MembersChanged {
+                joined: vec![new],
+                left: vec![(old, false)],
+            })
+        );
     }
 
     #[test]

@@ -10,10 +10,12 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::{
     Hub, HubInner, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_JOIN_TIMEOUT,
-    DEFAULT_MAX_FRAME, DEFAULT_MOVE_TIMEOUT, START_BATCH,
+    DEFAULT_LEASE, DEFAULT_MAX_FRAME, DEFAULT_MOVE_TIMEOUT, DEFAULT_STABLE_AFTER, START_BATCH,
 };
 use crate::child::types::{any_replicated, type_info};
+use crate::core::downing::{PartitionTolerance, SafetyConfig};
 use crate::core::engine::Engine;
+use crate::child::lease::Lease;
 use crate::core::staging::Staging;
 use crate::core::view::Gossip;
 use crate::error::HubError;
@@ -49,6 +51,7 @@ pub struct HubBuilder {
     move_concurrency: usize,
     max_state_size: usize,
     join_timeout: Duration,
+    safety: SafetyConfig,
     /// An in-memory network and scripted membership instead of TCP and chitchat.
     world: Option<World>,
 }
@@ -113,6 +116,11 @@ impl HubBuilder {
             move_concurrency: START_BATCH,
             max_state_size: 1 << 30,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
+            safety: SafetyConfig {
+                strategy: PartitionTolerance::default(),
+                stable_after: DEFAULT_STABLE_AFTER,
+                lease: DEFAULT_LEASE,
+            },
             world: None,
         }
     }
@@ -139,6 +147,32 @@ impl HubBuilder {
     /// itself starts alone). Default 10 s.
     pub fn join_timeout(mut self, timeout: Duration) -> Self {
         self.join_timeout = timeout;
+        self
+    }
+
+    /// What this hub does when the cluster splits or a node only looks dead: see
+    /// [`PartitionTolerance`]. Default [`PartitionTolerance::MajorityQuorum`]: a side
+    /// without a strict majority of the cluster fences itself, the side with one takes
+    /// over. Every hub of a cluster should use the same.
+    pub fn partition_tolerance(mut self, strategy: PartitionTolerance) -> Self {
+        self.safety.strategy = strategy;
+        self
+    }
+
+    /// How long a node serves after a quorum last confirmed it (its lease, renewed
+    /// while it serves). A node downed by the others has its children started elsewhere
+    /// 1.25 leases after a quorum downed it, so a shorter lease fails over sooner and
+    /// renews more often. Default 400 ms.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.safety.lease = lease.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long the set of unreachable members must stay the same before the
+    /// unreachable are downed (a flapping link downs nobody). Default 300 ms, after
+    /// the failure detector's own time (about half a second with the default gossip).
+    pub fn stable_after(mut self, stable: Duration) -> Self {
+        self.safety.stable_after = stable;
         self
     }
 
@@ -291,7 +325,15 @@ impl HubBuilder {
         let inner = Arc::new_cyclic(|weak: &Weak<HubInner>| {
             let inbound: Weak<dyn Inbound> = weak.clone();
             HubInner {
-                me,
+                addr: me.addr(),
+                incarnation: AtomicU64::new(me.incarnation()),
+                new_incarnation: match &self.world {
+                    Some(world) => {
+                        let world = world.clone();
+                        Box::new(move || world.next_incarnation())
+                    }
+                    None => Box::new(new_incarnation),
+                },
                 hub_id: self.hub_id.clone(),
                 call_timeout: self.call_timeout,
                 hibernate_after: self.hibernate_after,
@@ -312,7 +354,14 @@ impl HubBuilder {
                     inbound,
                 ),
                 membership: tokio::sync::Mutex::new(Some(membership)),
-                engine: RwLock::new(Engine::new(me, type_info, any_replicated())),
+                engine: RwLock::new(Engine::new(
+                    me,
+                    type_info,
+                    any_replicated(),
+                    self.safety,
+                    tokio::time::Instant::now().into_std(),
+                )),
+                lease: Arc::new(Lease::new(self.safety)),
                 events,
                 awake: Default::default(),
                 stopped: AtomicBool::new(false),
@@ -320,7 +369,8 @@ impl HubBuilder {
             }
         });
         tokio::spawn(control_loop(Arc::downgrade(&inner), members_rx, control_rx));
-        let listen_addr = inner.me.addr();
+        tokio::spawn(super::lease::lease_loop(Arc::downgrade(&inner)));
+        let listen_addr = inner.me().addr();
         // (A seed that is this hub's own address is not another node.)
         let others = self
             .seeds

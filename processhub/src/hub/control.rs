@@ -7,6 +7,15 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Control, HubInner, REPLAN_INTERVAL};
+
+/// How often the control loop looks at the downing's timers and its own lateness.
+const WATCH: Duration = Duration::from_millis(50);
+
+/// A watch tick later than this means the process was paused: half the lease (a
+/// shorter pause cannot outlast it), at least four ticks (a busy runtime is late too).
+fn pause_threshold(hub: &HubInner) -> Duration {
+    (hub.lease.config.lease / 2).max(WATCH * 4)
+}
 use crate::core::view::Gossip;
 
 impl HubInner {
@@ -36,6 +45,11 @@ pub(super) async fn control_loop(
         });
     let mut sweep = tokio::time::interval(sweep_every);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The downing's timers, and this process's own pauses: a watch tick that fires far
+    // too late means the process was stopped (a GC pause, a stopped VM).
+    let mut watch = tokio::time::interval(WATCH);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_watch = Instant::now();
     loop {
         tokio::select! {
             // In a fixed order: the same events give the same decisions.
@@ -66,6 +80,22 @@ pub(super) async fn control_loop(
                     .lock()
                     .unwrap()
                     .purge(Instant::now().into_std(), hub.move_timeout);
+            }
+            _ = watch.tick() => {
+                let Some(hub) = hub.upgrade() else { return };
+                if hub.is_stopped() {
+                    return;
+                }
+                let now = Instant::now();
+                let late = now.saturating_duration_since(last_watch);
+                last_watch = now;
+                if late > pause_threshold(&hub) {
+                    tracing::warn!(me = %hub.me(), ?late, "this process was paused");
+                    hub.lease.expire();
+                    hub.decide(|engine| engine.paused());
+                } else if hub.engine.read().unwrap().downing_due(now.into_std()) {
+                    hub.decide(|engine| engine.refresh_members());
+                }
             }
             _ = sweep.tick() => {
                 let Some(hub) = hub.upgrade() else { return };

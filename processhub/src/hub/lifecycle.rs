@@ -195,7 +195,7 @@ impl HubInner {
         child.stop().await;
         self.emit(HubEvent::ChildStopped {
             id: id.to_string(),
-            node: self.me,
+            node: self.me(),
         });
         StopOutcome::Stopped
     }
@@ -239,7 +239,7 @@ impl HubInner {
                     (vt.spawn)(&item.state, ctx, false)
                 })
             }
-            None => StartOutcome::UnknownType { node: self.me },
+            None => StartOutcome::UnknownType { node: self.me() },
         };
         self.decide(|engine| engine.restarted(&restart, &outcome));
     }
@@ -301,7 +301,7 @@ impl HubInner {
         let moves = self.engine.read().unwrap().leave_moves();
         if !moves.is_empty() {
             let (moved, failed) = Arc::clone(self).move_children(moves).await;
-            tracing::info!(me = %self.me, moved, failed, "handed children over before leaving");
+            tracing::info!(me = %self.me(), moved, failed, "handed children over before leaving");
         }
         // Moves the planner started before (on a join) are not in that list: let them
         // finish, or the others would restart those children from their start state.
@@ -367,7 +367,7 @@ impl HubInner {
                 if now >= until {
                     if synced < seen {
                         tracing::warn!(
-                            me = %self.me,
+                            me = %self.me(),
                             "joined; {synced} of {seen} members' registries arrived so far"
                         );
                     }

@@ -35,9 +35,13 @@ pub(crate) struct GossipConfig {
 /// moves) delays heartbeats: a node whose heartbeats stall is declared dead by the
 /// others, and its children restarted elsewhere.
 pub(crate) struct Chitchat {
-    handle: ChitchatHandle,
-    /// Dropped to stop the gossip thread.
-    _stop: tokio::sync::oneshot::Sender<()>,
+    /// The running instance, and the sender whose drop stops its gossip thread.
+    live: Option<(ChitchatHandle, tokio::sync::oneshot::Sender<()>)>,
+    /// What it was started with (a rejoin starts it again as a new incarnation).
+    hub_id: String,
+    seeds: Vec<String>,
+    gossip: GossipConfig,
+    changes: mpsc::UnboundedSender<Gossip>,
 }
 
 impl std::fmt::Debug for Chitchat {
@@ -58,6 +62,9 @@ pub(crate) trait Membership: Send + Sync + 'static {
     fn announce_draining(&self) -> BoxFuture<'_, ()>;
     /// Stops.
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()>;
+    /// Goes on as `me`, a new incarnation (after this node was downed), with `seeds`
+    /// besides those it started with.
+    fn reincarnate(&mut self, me: NodeId, seeds: Vec<String>) -> BoxFuture<'_, ()>;
 }
 
 impl Membership for Chitchat {
@@ -72,6 +79,23 @@ impl Membership for Chitchat {
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(Chitchat::shutdown(*self))
     }
+
+    fn reincarnate(&mut self, me: NodeId, seeds: Vec<String>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some((handle, stop)) = self.live.take() {
+                let _ = handle.shutdown().await;
+                drop(stop);
+            }
+            let mut all = self.seeds.clone();
+            all.extend(seeds);
+            all.sort();
+            all.dedup();
+            match Chitchat::run(me, &self.hub_id, all, &self.gossip, self.changes.clone()).await {
+                Ok(live) => self.live = Some(live),
+                Err(e) => tracing::error!(%me, "gossip did not start again after a rejoin: {e}"),
+            }
+        })
+    }
 }
 
 impl Chitchat {
@@ -84,6 +108,23 @@ impl Chitchat {
         gossip: &GossipConfig,
         changes: mpsc::UnboundedSender<Gossip>,
     ) -> Result<Self, String> {
+        let live = Self::run(me, hub_id, seeds.clone(), gossip, changes.clone()).await?;
+        Ok(Self {
+            live: Some(live),
+            hub_id: hub_id.to_string(),
+            seeds,
+            gossip: gossip.clone(),
+            changes,
+        })
+    }
+
+    async fn run(
+        me: NodeId,
+        hub_id: &str,
+        seeds: Vec<String>,
+        gossip: &GossipConfig,
+        changes: mpsc::UnboundedSender<Gossip>,
+    ) -> Result<(ChitchatHandle, tokio::sync::oneshot::Sender<()>), String> {
         let chitchat_id = ChitchatId::new(me.addr().to_string(), me.incarnation(), me.addr());
         let config = ChitchatConfig {
             chitchat_id,
@@ -121,29 +162,32 @@ impl Chitchat {
                 }
             }
         });
-        Ok(Self {
-            handle,
-            _stop: stop,
-        })
+        Ok((handle, stop))
     }
 
     /// Announces this node's departure through gossip.
     pub(crate) async fn announce_leaving(&self) {
-        self.handle
-            .with_chitchat(|c| c.self_node_state().set(LEAVING_KEY, "1"))
-            .await;
+        if let Some((handle, _)) = &self.live {
+            handle
+                .with_chitchat(|c| c.self_node_state().set(LEAVING_KEY, "1"))
+                .await;
+        }
     }
 
     /// Announces through gossip that this node takes no new children.
     pub(crate) async fn announce_draining(&self) {
-        self.handle
-            .with_chitchat(|c| c.self_node_state().set(DRAINING_KEY, "1"))
-            .await;
+        if let Some((handle, _)) = &self.live {
+            handle
+                .with_chitchat(|c| c.self_node_state().set(DRAINING_KEY, "1"))
+                .await;
+        }
     }
 
     /// Stops gossiping.
     pub(crate) async fn shutdown(self) {
-        let _ = self.handle.shutdown().await;
+        if let Some((handle, _stop)) = self.live {
+            let _ = handle.shutdown().await;
+        }
     }
 }
 
@@ -256,6 +300,7 @@ impl MembershipScript {
         ScriptedMember {
             script: self.clone(),
             me,
+            changes: st.nodes[&me].changes.clone(),
         }
     }
 
@@ -332,6 +377,7 @@ impl ScriptState {
 pub(crate) struct ScriptedMember {
     script: MembershipScript,
     me: NodeId,
+    changes: mpsc::UnboundedSender<Gossip>,
 }
 
 impl Membership for ScriptedMember {
@@ -347,6 +393,25 @@ impl Membership for ScriptedMember {
 
     fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()> {
         self.script.update(self.me, |n| n.alive = false);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn reincarnate(&mut self, me: NodeId, _seeds: Vec<String>) -> BoxFuture<'_, ()> {
+        // The old incarnation is dead for everyone; the new one sees what the old saw.
+        let sees = {
+            let mut st = self.script.state.lock().unwrap();
+            let old = st.nodes.get_mut(&self.me);
+            old.map(|n| {
+                n.alive = false;
+                n.sees.take()
+            })
+            .unwrap_or_default()
+        };
+        let member = self.script.register(me, self.changes.clone());
+        if sees.is_some() {
+            self.script.set_view(me, sees);
+        }
+        self.me = member.me;
         Box::pin(std::future::ready(()))
     }
 }

@@ -48,6 +48,10 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 pub(crate) const DEFAULT_MOVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a hub started with seeds waits for the cluster (`HubBuilder::join_timeout`).
 pub(crate) const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`HubBuilder::lease`].
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_millis(400);
+/// Default of [`HubBuilder::stable_after`].
+pub(crate) const DEFAULT_STABLE_AFTER: Duration = Duration::from_millis(300);
 /// How many start items (or registry entries) go in one request or push.
 const START_BATCH: usize = 512;
 /// How many entries go in one snapshot frame.
@@ -58,6 +62,7 @@ const REPLAN_INTERVAL: Duration = Duration::from_secs(1);
 mod builder;
 mod control;
 mod handover;
+mod lease;
 mod lifecycle;
 pub(crate) mod membership;
 mod replication;
@@ -79,7 +84,7 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
             .field("hub_id", &self.inner.hub_id)
-            .field("node", &self.inner.me)
+            .field("node", &self.inner.me())
             .finish()
     }
 }
@@ -147,7 +152,7 @@ impl Hub {
 
     /// This node.
     pub fn node_id(&self) -> NodeId {
-        self.inner.me
+        self.inner.me()
     }
 
     /// The hub id.
@@ -157,7 +162,7 @@ impl Hub {
 
     /// The bound address (useful with port 0).
     pub fn listen_addr(&self) -> SocketAddr {
-        self.inner.me.addr()
+        self.inner.me().addr()
     }
 
     /// The live members of this hub's cluster, this node included, sorted.
@@ -228,6 +233,39 @@ impl Hub {
         self.inner.transport.sever();
     }
 
+    /// Whether this node is on a side of a split without a quorum (under a quorum
+    /// [`PartitionTolerance`](crate::PartitionTolerance)): it serves no writes
+    /// ([`CallError::NoQuorum`](crate::CallError::NoQuorum)) and restarts nothing of the
+    /// members it cannot reach. Always `false` under `Divergence`.
+    pub fn is_partitioned(&self) -> bool {
+        !self.inner.engine.read().unwrap().has_quorum()
+    }
+
+    /// The members this node's failure detector does not hear now: not yet downed
+    /// (their children wait), sorted.
+    pub fn unreachable(&self) -> Vec<NodeId> {
+        let e = self.inner.engine.read().unwrap();
+        let members = e.view.members();
+        members
+            .iter()
+            .copied()
+            .filter(|n| !e.view.is_alive(*n))
+            .collect()
+    }
+
+    /// After a planned scale-down by other means than graceful shutdowns (nodes killed
+    /// and not coming back): the cluster size a [`MajorityQuorum`] counts from now on
+    /// (`n` at least the members now).
+    ///
+    /// [`MajorityQuorum`]: crate::PartitionTolerance::MajorityQuorum
+    pub fn reset_cluster_size(&self, n: usize) {
+        self.inner.decide(|e| {
+            let members = e.view.members().to_vec();
+            e.downing.reset_cluster_size(n.max(members.len()), &members);
+            e.refresh_members();
+        });
+    }
+
     /// Leaves the cluster: peers are told at once (they restart this node's children
     /// on their new owners), this waits until they confirm or the call timeout passes,
     /// then stops the local children, the transport and the gossip.
@@ -237,7 +275,12 @@ impl Hub {
 }
 
 pub(crate) struct HubInner {
-    pub(crate) me: NodeId,
+    /// The address this node listens on.
+    addr: SocketAddr,
+    /// Its incarnation: a new one when it rejoins after being downed.
+    incarnation: AtomicU64,
+    /// Where new incarnations come from (the clock, or a simulated world's seed).
+    new_incarnation: Box<dyn Fn() -> u64 + Send + Sync>,
     hub_id: String,
     pub(crate) call_timeout: Duration,
     hibernate_after: Option<Duration>,
@@ -258,6 +301,9 @@ pub(crate) struct HubInner {
     membership: tokio::sync::Mutex<Option<Box<dyn Membership>>>,
     /// Every decision, and the state it decides over.
     pub(crate) engine: RwLock<Engine<Arc<dyn ErasedChild>>>,
+    /// Whether this node may serve writes now: checked by every child before and after
+    /// each call.
+    pub(crate) lease: Arc<crate::child::lease::Lease>,
     pub(crate) events: broadcast::Sender<HubEvent>,
     /// The children that woke since the sleep sweep last looked.
     awake: crate::child::erased::Awake,
@@ -275,9 +321,14 @@ enum Control {
 pub(crate) type Route = crate::core::engine::Route<Arc<dyn ErasedChild>>;
 
 impl HubInner {
+    /// This node, in its current incarnation.
+    pub(crate) fn me(&self) -> NodeId {
+        NodeId::new(self.addr, self.incarnation.load(Ordering::Acquire))
+    }
+
     /// A call id unique in the cluster: this node's incarnation and a counter.
     pub(crate) fn next_call_id(&self) -> u128 {
-        (u128::from(self.me.incarnation()) << 64)
+        (u128::from(self.me().incarnation()) << 64)
             | u128::from(self.call_ids.fetch_add(1, Ordering::Relaxed))
     }
 
@@ -316,7 +367,9 @@ impl HubInner {
     ) -> R {
         let (r, out) = {
             let mut engine = self.engine.write().unwrap();
+            engine.set_now(tokio::time::Instant::now().into_std());
             let r = decide(&mut engine);
+            self.lease.set_partitioned(!engine.has_quorum());
             let out = engine.take_output();
             for push in &out.pushes {
                 self.broadcast(push);
@@ -358,7 +411,7 @@ impl HubInner {
                 }
                 Effect::Stop { id, child, report } => {
                     let events = self.events.clone();
-                    let me = self.me;
+                    let me = self.me();
                     tokio::spawn(async move {
                         child.stop().await;
                         if report {
@@ -389,6 +442,13 @@ impl HubInner {
                 }
                 Effect::Refresh => {
                     let _ = self.control.send(Control::Refresh);
+                }
+                Effect::Renew => self.lease.ask(),
+                Effect::Downed => {
+                    self.lease.revoke();
+                    if let Some(hub) = &hub {
+                        Arc::clone(hub).spawn_rejoin();
+                    }
                 }
             }
         }
@@ -421,13 +481,14 @@ impl HubInner {
         let recent = replicator.as_ref().map(|_| Default::default());
         ChildCtx {
             id,
-            node: self.me,
+            node: self.me(),
             epoch: EpochCell::new(epoch),
             events: self.events.clone(),
             replicator,
             role,
             recent,
             awake: Some(self.awake.clone()),
+            lease: Some(self.lease.clone()),
         }
     }
 }

@@ -28,7 +28,7 @@ impl HubInner {
             state,
             ChildCtx {
                 id: id.clone(),
-                node: self.me,
+                node: self.me(),
                 epoch: EpochCell::new(epoch),
                 events: self.events.clone(),
                 replicator: None,
@@ -36,6 +36,7 @@ impl HubInner {
                 // Reads only: no table of writes needed.
                 recent: None,
                 awake: None,
+                lease: None,
             },
         ))
     }

@@ -96,7 +96,7 @@ impl HubInner {
     /// Starts items sent by another node (new children, or moved ones).
     async fn serve_start(self: Arc<Self>, items: Vec<StartItem>, hops: u8) -> Response {
         if self.is_stopped() {
-            let o = StartOutcome::ShuttingDown { node: self.me };
+            let o = StartOutcome::ShuttingDown { node: self.me() };
             return Response::Started(vec![o; items.len()]);
         }
         // Decode the states (and run `#[on_handover_in]`) first, outside the hub's lock
@@ -179,7 +179,7 @@ impl HubInner {
             Missing::NotHere(owner) => Response::NotHere { owner },
             // Being restarted here (its node died; the start is under way): the caller
             // tries again in a moment.
-            Missing::Restarting => Response::NotHere { owner: self.me },
+            Missing::Restarting => Response::NotHere { owner: self.me() },
             Missing::NotFound => Response::Reply(Err(CallError::NotFound { id: id.to_string() })),
         }
     }
@@ -255,6 +255,13 @@ impl Inbound for HubInner {
             Command::Stop(Stop { id, type_name }) => {
                 Box::pin(async move { Response::Stopped(self.stop_local(&id, &type_name).await) })
             }
+            Command::Lease(_) => {
+                let granted = self.engine.read().unwrap().grants_lease(from);
+                if !granted {
+                    tracing::info!(me = %self.me(), %from, "refused the lease of a downed node");
+                }
+                Box::pin(std::future::ready(Response::Lease { granted }))
+            }
         }
     }
 
@@ -292,6 +299,6 @@ impl Inbound for HubInner {
         }
         register();
         drop(engine);
-        tracing::debug!(me = %self.me, %peer, "connected");
+        tracing::debug!(me = %self.me(), %peer, "connected");
     }
 }

@@ -88,7 +88,8 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 
 /// The TCP layer of one hub.
 pub(crate) struct Transport {
-    me: NodeId,
+    /// This node (a new incarnation after a rejoin).
+    me: Mutex<NodeId>,
     hub_id: String,
     max_frame: usize,
     conns: Mutex<BTreeMap<NodeId, Arc<Conn>>>,
@@ -104,7 +105,7 @@ pub(crate) struct Transport {
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport").field("me", &self.me).finish()
+        f.debug_struct("Transport").field("me", &self.me()).finish()
     }
 }
 
@@ -119,7 +120,7 @@ impl Transport {
         inbound: Weak<dyn Inbound>,
     ) -> Arc<Self> {
         let t = Arc::new(Self {
-            me,
+            me: Mutex::new(me),
             hub_id,
             max_frame,
             conns: Mutex::new(BTreeMap::new()),
@@ -131,6 +132,22 @@ impl Transport {
         });
         tokio::spawn(Arc::clone(&t).accept_loop(listener));
         t
+    }
+
+    fn me(&self) -> NodeId {
+        *self.me.lock().unwrap()
+    }
+
+    /// This node rejoins as `me`: every connection of its previous life closes (the
+    /// peers dial, or are dialed by, the new incarnation once they see it).
+    pub(crate) fn reincarnate(&self, me: NodeId) {
+        *self.me.lock().unwrap() = me;
+        self.wanted.lock().unwrap().clear();
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap());
+        for (_, c) in conns {
+            c.close();
+        }
+        self.version.send_modify(|v| *v += 1);
     }
 
     /// The frame limit.
@@ -166,7 +183,8 @@ impl Transport {
 
     /// Sets the peers to stay connected to; dials those this node must dial.
     pub(crate) fn set_wanted(self: &Arc<Self>, peers: impl IntoIterator<Item = NodeId>) {
-        let peers: BTreeSet<NodeId> = peers.into_iter().filter(|p| *p != self.me).collect();
+        let me = self.me();
+        let peers: BTreeSet<NodeId> = peers.into_iter().filter(|p| *p != me).collect();
         let added: Vec<NodeId> = {
             let mut wanted = self.wanted.lock().unwrap();
             let added = peers.difference(&wanted).copied().collect();
@@ -176,7 +194,7 @@ impl Transport {
         // Connections to nodes that are no longer members are left to close by
         // themselves: a node leaving gracefully still needs to hear who took over.
         for peer in added {
-            if self.me < peer {
+            if me < peer {
                 tokio::spawn(Arc::clone(self).dial_loop(peer));
             }
         }
@@ -340,7 +358,7 @@ impl Transport {
             .map_err(|_| ConnError::ConnectTimeout)??;
         let hello = encode(&Frame::Hello {
             hub_id: self.hub_id.clone(),
-            from: self.me,
+            from: self.me(),
             to: peer,
         })
         .map_err(ConnError::Encode)?;
@@ -395,8 +413,8 @@ impl Transport {
                         theirs: hub_id,
                         ours: self.hub_id.clone(),
                     })
-                } else if to != self.me {
-                    Some(ConnError::StaleIncarnation { to, me: self.me })
+                } else if to != self.me() {
+                    Some(ConnError::StaleIncarnation { to, me: self.me() })
                 } else {
                     None
                 };
@@ -413,7 +431,7 @@ impl Transport {
             write.shutdown();
             return Err(reason);
         }
-        let welcome = encode(&Frame::Welcome { node: self.me }).map_err(ConnError::Encode)?;
+        let welcome = encode(&Frame::Welcome { node: self.me() }).map_err(ConnError::Encode)?;
         write_all(&*write, &welcome).await?;
         self.run_conn(peer, read, write);
         Ok(())

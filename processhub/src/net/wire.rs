@@ -67,7 +67,14 @@ pub(crate) enum Request<'a> {
     StartStaged(StartStaged),
     /// Keep a standby copy of a replicated child.
     Replicate(Replicate),
+    // Appended: the variants above keep their bytes on the wire.
+    /// Confirm the sender for its lease (see `crate::core::downing`).
+    Lease(LeaseAsk),
 }
+
+/// Confirm the sender for its lease: granted unless the receiver downed it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LeaseAsk {}
 
 /// A request other than a call: what the serving side's request path handles.
 #[derive(Debug)]
@@ -77,6 +84,7 @@ pub(crate) enum Command<'a> {
     Stage(Stage<'a>),
     StartStaged(StartStaged),
     Replicate(Replicate),
+    Lease(LeaseAsk),
 }
 
 impl<'a> Request<'a> {
@@ -89,6 +97,7 @@ impl<'a> Request<'a> {
             Request::Stage(r) => Command::Stage(r),
             Request::StartStaged(r) => Command::StartStaged(r),
             Request::Replicate(r) => Command::Replicate(r),
+            Request::Lease(r) => Command::Lease(r),
         })
     }
 }
@@ -170,6 +179,9 @@ pub(crate) enum Response {
     Staged(Result<(), String>),
     /// A standby copy was kept, or why not.
     Replicated(Result<(), String>),
+    // Appended.
+    /// The answer to a lease renewal: `false` once the receiver downed the asker.
+    Lease { granted: bool },
 }
 
 /// One call of a `CallBatch` (`crate::child`): its method name and arguments, shared with the frame.

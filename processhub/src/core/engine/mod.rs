@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::core::downing::{Downing, SafetyConfig};
 use crate::core::entry::{Entry, Role};
 use crate::core::placement::{Distribution, TypePlacement};
 use crate::core::recent::RecentCalls;
@@ -134,6 +135,12 @@ pub(crate) enum Effect<C> {
     /// answer fail now, so their callers go to the new owners instead of waiting out
     /// their timeout.
     Dead(Vec<NodeId>),
+    /// This node was downed by the others: its children are superseded. The shell
+    /// rejoins as a new incarnation.
+    Downed,
+    /// Renew the lease now: a member unreachable a moment ago is heard again, or this
+    /// process was paused (the others may have downed this node meanwhile).
+    Renew,
 }
 
 /// What the engine decided since the shell last took its output.
@@ -233,12 +240,25 @@ pub(crate) struct Engine<C> {
     snapshots: BTreeMap<NodeId, Vec<(String, Entry)>>,
     /// The peers whose whole snapshot has arrived (their registry is in ours).
     synced: std::collections::BTreeSet<NodeId>,
+    /// Who is downed, the quorum, the time.
+    pub(crate) downing: Downing,
+    /// This node heard that it was downed: it decides nothing more.
+    downed: bool,
+    /// Whether the members it reached made a quorum at the last refresh.
+    quorate: bool,
     out: Output<C>,
 }
 
 impl<C: ChildHandle> Engine<C> {
-    /// The engine of node `me`, hosting the types of `types`.
-    pub(crate) fn new(me: NodeId, types: Types, any_replicated: bool) -> Self {
+    /// The engine of node `me`, hosting the types of `types`, downing by `safety`, at
+    /// time `now`.
+    pub(crate) fn new(
+        me: NodeId,
+        types: Types,
+        any_replicated: bool,
+        safety: SafetyConfig,
+        now: std::time::Instant,
+    ) -> Self {
         Self {
             me,
             types,
@@ -256,8 +276,16 @@ impl<C: ChildHandle> Engine<C> {
             pending_last: Vec::new(),
             snapshots: BTreeMap::new(),
             synced: Default::default(),
+            downing: Downing::new(me, safety, now),
+            downed: false,
+            quorate: true,
             out: Output::default(),
         }
+    }
+
+    /// The time now, passed in before every decision.
+    pub(crate) fn set_now(&mut self, now: std::time::Instant) {
+        self.downing.set_now(now);
     }
 
     /// This node leaves the cluster (or was killed): from now on it plans nothing (the

@@ -28,8 +28,90 @@ pub(crate) struct Restart {
 impl<C: ChildHandle> Engine<C> {
     /// Takes in what gossip says of the members, and plans if they changed.
     pub(crate) fn gossip(&mut self, gossip: Gossip) {
+        if !self.downing.config.strategy.fences() {
+            // Divergence: a node downed on this side and heard again is a member again.
+            for n in &gossip.members {
+                self.view.restore(*n);
+            }
+        }
+        for n in &gossip.leaving {
+            self.downing.departed(*n, self.view.members().len().saturating_sub(1));
+        }
         self.view.gossip(gossip);
         self.refresh_members();
+    }
+
+    /// `from` downed `nodes` (its push): this node downs them too, and says so; a node
+    /// that reads it was downed itself is superseded and rejoins.
+    pub(crate) fn down_heard(&mut self, from: NodeId, nodes: &[NodeId]) {
+        if nodes.contains(&self.me) && self.downing.config.strategy.fences() {
+            self.superseded();
+            return;
+        }
+        let adopted: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|n| self.downing.heard_down(from, *n))
+            .collect();
+        if !adopted.is_empty() {
+            tracing::warn!(me = %self.me, %from, nodes = ?adopted, "downed, as a peer decided");
+            self.out.events.push(HubEvent::NodesDowned {
+                nodes: adopted.clone(),
+            });
+            self.out
+                .pushes
+                .push(crate::core::registry::Push::Down(adopted));
+        }
+        self.refresh_members();
+    }
+
+    /// This node was downed by the others: it stops deciding, and the shell rejoins.
+    pub(crate) fn superseded(&mut self) {
+        if self.downed {
+            return;
+        }
+        tracing::warn!(me = %self.me, "downed by the cluster: rejoining");
+        self.downed = true;
+        self.leaving = true;
+        self.out.effects.push(Effect::Downed);
+    }
+
+    /// Whether this node was downed (it rejoins).
+    pub(crate) fn is_superseded(&self) -> bool {
+        self.downed
+    }
+
+    /// This node's process was paused (its timers fired far too late): what its
+    /// failure detector saw meanwhile is stale.
+    pub(crate) fn paused(&mut self) {
+        tracing::warn!(me = %self.me, "this process was paused: its view is stale");
+        self.downing.paused();
+        self.out.effects.push(Effect::Renew);
+    }
+
+    /// Whether something of the downing is due by now (the shell's watch asks often;
+    /// most of the time nothing is).
+    pub(crate) fn downing_due(&self, now: std::time::Instant) -> bool {
+        self.downing.next_due().is_some_and(|t| t <= now)
+    }
+
+    /// Whether this node may serve writes: the members it reaches make a quorum.
+    pub(crate) fn has_quorum(&self) -> bool {
+        let members = self.view.members();
+        let reachable = members.iter().filter(|n| self.view.is_alive(**n)).count();
+        !self.downed && self.downing.has_quorum(reachable.max(1), members)
+    }
+
+    /// Members a lease renewal needs (this node included), and the peers to ask.
+    pub(crate) fn lease_quorum(&self) -> (usize, Vec<NodeId>) {
+        let members = self.view.members();
+        let peers = members.iter().copied().filter(|n| *n != self.me).collect();
+        (self.downing.quorum(members), peers)
+    }
+
+    /// The answer to `from`'s lease renewal.
+    pub(crate) fn grants_lease(&self, from: NodeId) -> bool {
+        !self.downed && self.downing.grants(from)
     }
 
     /// This node takes no new children from now on (it drains); plans.
@@ -38,8 +120,44 @@ impl<C: ChildHandle> Engine<C> {
         self.refresh_members();
     }
 
-    /// Recomputes the members; on a change, reports it, sets the peers and plans.
+    /// Recomputes the members; downs the unreachable when that is due (telling every
+    /// peer) and takes out those whose replacement is due; on a change, reports it, sets
+    /// the peers and plans.
     pub(crate) fn refresh_members(&mut self) {
+        if self.downed {
+            return;
+        }
+        let (members, unreachable) = self.view.candidates();
+        if self.downing.observe(&members, &unreachable) {
+            self.out.effects.push(Effect::Renew);
+        }
+        let settled = self
+            .downing
+            .settle(&members, members.len() - unreachable.len());
+        if !settled.down.is_empty() {
+            tracing::warn!(me = %self.me, nodes = ?settled.down, "downing unreachable members");
+            self.out.events.push(HubEvent::NodesDowned {
+                nodes: settled.down.clone(),
+            });
+            self.out
+                .pushes
+                .push(crate::core::registry::Push::Down(settled.down));
+        }
+        for n in settled.remove {
+            self.view.remove(n);
+        }
+        let quorate = self.has_quorum();
+        if quorate != self.quorate {
+            self.quorate = quorate;
+            let node = self.me;
+            self.out.events.push(if quorate {
+                tracing::info!(me = %node, "quorum regained");
+                HubEvent::QuorumRegained { node }
+            } else {
+                tracing::warn!(me = %node, "quorum lost: serving nothing until it is back");
+                HubEvent::QuorumLost { node }
+            });
+        }
         let Some(change) = self.view.refresh() else {
             return;
         };
@@ -154,6 +272,7 @@ impl<C: ChildHandle> Engine<C> {
     /// passing view, a move that failed, a resync that did not reach every standby).
     /// An idle cluster walks no registry. Ages the registry's memory of removals.
     pub(crate) fn tick(&mut self) {
+        self.refresh_members();
         self.registry.age_removals();
         if self.dirty || self.registry.has_pending() {
             self.replan();

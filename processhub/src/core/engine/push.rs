@@ -13,8 +13,14 @@ use crate::node::NodeId;
 impl<C: ChildHandle> Engine<C> {
     /// Applies a push from `from`, in arrival order.
     pub(crate) fn push(&mut self, from: NodeId, push: Push) {
+        // A downed node's word counts no more (it rejoins as a new incarnation).
+        if self.downing.is_downed(from) || self.downed {
+            tracing::debug!(me = %self.me, %from, "ignored a push of a downed node");
+            return;
+        }
         self.dirty = true;
         match push {
+            Push::Down(nodes) => self.down_heard(from, &nodes),
             Push::Upsert(entries) => {
                 for (id, entry) in entries {
                     if entry.owner == from {

@@ -51,6 +51,11 @@ impl<C: ChildHandle> Engine<C> {
     /// one, unless it is a restarted copy never called that a hand-over replaces.
     pub(crate) fn admit(&mut self, item: &StartItem) -> Result<u64, StartOutcome> {
         let me = self.me;
+        // A side without a quorum starts nothing: it may be downed, and what it started
+        // dropped, before it hears the others again.
+        if !self.has_quorum() {
+            return Err(StartOutcome::NoQuorum { node: me });
+        }
         if self.starting.contains(item.id.as_str()) {
             return Err(StartOutcome::AlreadyStarted { node: me });
         }

@@ -93,9 +93,19 @@ pub(crate) fn node(port: u16) -> NodeId {
     NodeId::new(([127, 0, 0, 1], port).into(), 1)
 }
 
+/// Downing at once, as before downing was a decision: `Divergence`, no waiting (the
+/// tests of other decisions); the downing's own tests set theirs.
+pub(crate) fn at_once() -> crate::core::downing::SafetyConfig {
+    crate::core::downing::SafetyConfig {
+        strategy: crate::core::downing::PartitionTolerance::Divergence,
+        stable_after: std::time::Duration::ZERO,
+        lease: std::time::Duration::ZERO,
+    }
+}
+
 /// The engine of node `me` in a cluster of `members` (ports), its output taken.
 pub(crate) fn engine(me: u16, members: &[u16]) -> Engine<TestChild> {
-    let mut e = Engine::new(node(me), types, true);
+    let mut e = Engine::new(node(me), types, true, at_once(), std::time::Instant::now());
     e.gossip(Gossip {
         members: members.iter().map(|p| node(*p)).collect(),
         ..Gossip::default()

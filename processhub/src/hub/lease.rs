@@ -1,0 +1,161 @@
+//! Renewing this node's lease, and rejoining after it was downed.
+//!
+//! The renewer asks every member at once (`Request::Lease`); the answers of a quorum
+//! (the engine counts it, this node included) make the lease valid for one lease period
+//! from the moment it asked. It renews when a call finds the lease run out, ahead of
+//! time while calls use it, after this process was paused, and when an unreachable
+//! member is heard again; an idle cluster sends nothing. A refusal means a quorum is
+//! downing this node: it rejoins.
+//!
+//! Rejoining: the superseded children stop without a word to anyone (the others already
+//! run them under higher epochs), standby copies go, and the node comes back as a new
+//! incarnation at the same address with an empty registry, which the members' snapshots
+//! fill, as for a node that just started.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
+
+use super::HubInner;
+use crate::events::HubEvent;
+use crate::net::wire::{LeaseAsk, Request, Response};
+
+/// How long a renewal waits for the connection to a member.
+const CONNECT_WAIT: Duration = Duration::from_millis(50);
+
+/// Renews the lease while the hub runs (nothing to do when the strategy does not fence).
+pub(super) async fn lease_loop(hub: Weak<HubInner>) {
+    let Some(lease) = hub.upgrade().map(|h| h.lease.clone()) else {
+        return;
+    };
+    if !lease.fences() {
+        return;
+    }
+    let period = lease.config.lease;
+    loop {
+        tokio::select! {
+            _ = lease.wanted() => {}
+            _ = tokio::time::sleep(period / 4) => {
+                // Ahead of time, while calls use it.
+                if lease.remaining() > period * 2 / 3 || !lease.take_used() {
+                    continue;
+                }
+            }
+        }
+        let Some(hub) = hub.upgrade() else { return };
+        if hub.is_stopped() {
+            return;
+        }
+        hub.renew_lease().await;
+    }
+}
+
+impl HubInner {
+    /// One renewal: asks every member, counts the grants; a refusal supersedes this node.
+    pub(super) async fn renew_lease(self: &Arc<Self>) {
+        let asked = Instant::now();
+        let (needed, peers) = {
+            let e = self.engine.read().unwrap();
+            if e.is_superseded() {
+                return;
+            }
+            e.lease_quorum()
+        };
+        let mut granted = 1;
+        if granted >= needed {
+            self.lease.renewed(asked);
+            return;
+        }
+        let deadline = asked + self.lease.config.lease / 2;
+        let mut asks: FuturesUnordered<_> = peers
+            .iter()
+            .map(|peer| {
+                let t = &self.transport;
+                async move {
+                    let req = Request::Lease(LeaseAsk {});
+                    (*peer, t.request_within(*peer, req, CONNECT_WAIT, deadline).await)
+                }
+            })
+            .collect();
+        let mut refused = None;
+        while let Some((peer, answer)) = asks.next().await {
+            match answer {
+                Ok(Response::Lease { granted: true }) => {
+                    granted += 1;
+                    if granted == needed {
+                        self.lease.renewed(asked);
+                    }
+                }
+                Ok(Response::Lease { granted: false }) => refused = Some(peer),
+                _ => {}
+            }
+        }
+        drop(asks);
+        if let Some(peer) = refused {
+            tracing::warn!(me = %self.me(), %peer, "a member refused this node's lease: it was downed");
+            self.decide(|e| e.superseded());
+        } else if granted < needed {
+            tracing::debug!(me = %self.me(), granted, needed, "no quorum confirmed the lease");
+            self.lease.refused();
+        }
+    }
+
+    /// After this node was downed: rejoins, in a task of its own.
+    pub(super) fn spawn_rejoin(self: Arc<Self>) {
+        tokio::spawn(async move { self.rejoin().await });
+    }
+
+    /// Drops what this node ran (superseded: the others run it under higher epochs),
+    /// and comes back as a new incarnation.
+    async fn rejoin(self: Arc<Self>) {
+        if self.is_stopped() {
+            return;
+        }
+        let old = self.me();
+        let (children, seeds) = {
+            let mut e = self.engine.write().unwrap();
+            let seeds: Vec<String> = e
+                .view
+                .members()
+                .iter()
+                .filter(|n| **n != old)
+                .map(|n| n.addr().to_string())
+                .collect();
+            (e.take_all(true), seeds)
+        };
+        let dropped = children.len();
+        for child in children {
+            // No hand-over, no report, nothing published: a copy that kept serving
+            // elsewhere is the one that counts.
+            tokio::spawn(async move { child.stop().await });
+        }
+        let new = (self.new_incarnation)();
+        self.incarnation.store(new, Ordering::Release);
+        let me = self.me();
+        self.transport.reincarnate(me);
+        {
+            let mut e = self.engine.write().unwrap();
+            let safety = e.downing.config;
+            *e = crate::core::engine::Engine::new(
+                me,
+                crate::child::types::type_info,
+                crate::child::types::any_replicated(),
+                safety,
+                Instant::now().into_std(),
+            );
+        }
+        if let Some(m) = self.membership.lock().await.as_mut() {
+            m.reincarnate(me, seeds).await;
+        }
+        self.lease.restore();
+        tracing::warn!(%old, new = %me, dropped, "rejoined as a new incarnation");
+        let _ = self.events.send(HubEvent::Rejoined {
+            old,
+            new: me,
+            dropped,
+        });
+    }
+}
