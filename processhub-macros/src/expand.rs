@@ -674,7 +674,10 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
         // (remote calls ship in the batch handler, after noting the call's id).
         let replicate_self = if m.write {
             writes.push(name_str.clone());
-            quote!(self.__replicated().await;)
+            quote!(let reply = match self.__replicated().await {
+                ::core::result::Result::Ok(()) => reply,
+                ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
+            };)
         } else {
             TokenStream::new()
         };

@@ -225,8 +225,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::child::component::{
-        decode_args, encode_reply, unknown_method, CallContext, Component, ComponentActor,
-        Dispatch,
+        decode_args, encode_reply, unknown_method, CallContext, Component, ComponentActor, Dispatch,
     };
     pub use crate::child::life::{Child, ChildRef};
     pub use crate::child::types::{ComponentVTable, COMPONENTS};

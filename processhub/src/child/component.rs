@@ -358,13 +358,20 @@ pub(crate) async fn read_copy<T: Dispatch>(
 impl<T: Component> ComponentActor<T> {
     /// After a write (for generated code): with standbys, returns once they have the
     /// new state, so the caller's acknowledgement means the write survives its node.
+    /// The lease is checked once more after a synchronous shipment: a standby that did
+    /// not answer (a split) may be promoted on the other side, and a write it lacks must
+    /// not be acknowledged unless this node is still confirmed by a quorum.
     #[doc(hidden)]
-    pub async fn __replicated(&mut self) {
+    pub async fn __replicated(&mut self) -> Result<(), CallError> {
         if T::ACTIVE_ACTIVE {
             // Each replica runs on its own: nothing to ship.
-            return;
+            return Ok(());
         }
         self.ship_state().await;
+        match &self.lease {
+            Some(lease) if T::SYNC_REPLICATION && self.replicator.is_some() => lease.ready().await,
+            _ => Ok(()),
+        }
     }
 
     /// Sends the state to the standbys (or, active/active, makes the replicas run).

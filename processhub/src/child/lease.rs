@@ -169,13 +169,6 @@ impl Lease {
         self.renewed.send_modify(|n| *n += 1);
     }
 
-    /// After a rejoin: a new life, with no lease yet.
-    pub(crate) fn restore(&self) {
-        self.until.store(0, Ordering::Release);
-        self.state.store(FINE, Ordering::Release);
-        self.renewed.send_modify(|n| *n += 1);
-    }
-
     /// Whether it fences at all (a quorum strategy).
     pub(crate) fn fences(&self) -> bool {
         self.config.strategy.fences()

@@ -94,13 +94,15 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
                     continue;
                 }
             }
-            let reply = T::apply(self, method, &call.args).await;
+            let mut reply = T::apply(self, method, &call.args).await;
             if T::is_write(method) {
                 // Recorded before the state ships, so standbys know this call too.
                 if let (Ok(bytes), true, Some(recent)) = (&reply, call.call_id != 0, &self.recent) {
                     recent.lock().unwrap().record(call.call_id, bytes.clone());
                 }
-                self.__replicated().await;
+                if let Err(e) = self.__replicated().await {
+                    reply = Err(e);
+                }
             }
             replies.push(reply);
         }

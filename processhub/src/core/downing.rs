@@ -86,9 +86,10 @@ impl PartitionTolerance {
             PartitionTolerance::Divergence => 1,
             PartitionTolerance::StaticQuorum { size } => size.max(1),
             PartitionTolerance::MajorityQuorum => size / 2 + 1,
-            PartitionTolerance::DynamicQuorum { percent, .. } => {
-                (size * usize::from(percent.clamp(1, 100))).div_ceil(100).max(1)
-            }
+            PartitionTolerance::DynamicQuorum { percent, .. } => (size
+                * usize::from(percent.clamp(1, 100)))
+            .div_ceil(100)
+            .max(1),
         }
     }
 
@@ -121,6 +122,8 @@ impl SafetyConfig {
 struct Downed {
     by: BTreeSet<NodeId>,
     quorum_at: Option<Instant>,
+    /// Taken out of the view already.
+    removed: bool,
 }
 
 /// What [`Downing::settle`] decided.
@@ -193,6 +196,11 @@ impl Downing {
         if self.seen.remove(&node).is_some() {
             self.largest = self.largest.saturating_sub(1).max(members_left).max(1);
         }
+    }
+
+    /// A new life of this node (it rejoins) knows the cluster size the old one knew.
+    pub(crate) fn inherit(&mut self, old: &Downing) {
+        self.largest = old.largest;
     }
 
     /// After a planned scale-down: the cluster size is `n` from now on.
@@ -277,17 +285,42 @@ impl Downing {
             let due = d
                 .quorum_at
                 .is_some_and(|t| self.now.saturating_duration_since(t) >= wait);
-            if due && members.contains(n) {
-                out.remove.push(*n);
+            if due && !d.removed {
+                d.removed = true;
+                if members.contains(n) {
+                    out.remove.push(*n);
+                }
+            }
+        }
+        // A downed node never comes back (it rejoins as a new incarnation): it no
+        // longer counts towards the cluster size.
+        for n in &out.remove {
+            if self.seen.remove(n).is_some() {
+                self.largest = self.largest.saturating_sub(1).max(1);
             }
         }
         out
     }
 
+    /// The nodes this node downed (what a new connection is told, in case a push of
+    /// them was lost with a connection).
+    pub(crate) fn downed_here(&self) -> Vec<NodeId> {
+        if !self.config.strategy.fences() {
+            return Vec::new();
+        }
+        let me = self.me;
+        self.downed
+            .iter()
+            .filter(|(_, d)| d.by.contains(&me))
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
     /// When something is due next (a stable view, a replacement), if anything waits.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         let undecided = self.unreachable.iter().any(|n| {
-            !self.config.strategy.fences() || !self.downed.get(n).is_some_and(|d| d.by.contains(&self.me))
+            !self.config.strategy.fences()
+                || !self.downed.get(n).is_some_and(|d| d.by.contains(&self.me))
         });
         let stable = undecided
             .then(|| self.changed_at.map(|t| t + self.config.stable_after))
@@ -295,8 +328,8 @@ impl Downing {
         let replace = self
             .downed
             .values()
+            .filter(|d| !d.removed)
             .filter_map(|d| d.quorum_at.map(|t| t + self.config.replace_after()))
-            .filter(|t| *t > self.now)
             .min();
         [stable, replace].into_iter().flatten().min()
     }

@@ -12,10 +12,10 @@ use super::{
     Hub, HubInner, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_JOIN_TIMEOUT,
     DEFAULT_LEASE, DEFAULT_MAX_FRAME, DEFAULT_MOVE_TIMEOUT, DEFAULT_STABLE_AFTER, START_BATCH,
 };
+use crate::child::lease::Lease;
 use crate::child::types::{any_replicated, type_info};
 use crate::core::downing::{PartitionTolerance, SafetyConfig};
 use crate::core::engine::Engine;
-use crate::child::lease::Lease;
 use crate::core::staging::Staging;
 use crate::core::view::Gossip;
 use crate::error::HubError;
@@ -361,7 +361,7 @@ impl HubBuilder {
                     self.safety,
                     tokio::time::Instant::now().into_std(),
                 )),
-                lease: Arc::new(Lease::new(self.safety)),
+                lease: RwLock::new(Arc::new(Lease::new(self.safety))),
                 events,
                 awake: Default::default(),
                 stopped: AtomicBool::new(false),

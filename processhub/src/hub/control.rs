@@ -14,7 +14,7 @@ const WATCH: Duration = Duration::from_millis(50);
 /// A watch tick later than this means the process was paused: half the lease (a
 /// shorter pause cannot outlast it), at least four ticks (a busy runtime is late too).
 fn pause_threshold(hub: &HubInner) -> Duration {
-    (hub.lease.config.lease / 2).max(WATCH * 4)
+    (hub.lease().config.lease / 2).max(WATCH * 4)
 }
 use crate::core::view::Gossip;
 
@@ -91,7 +91,7 @@ pub(super) async fn control_loop(
                 last_watch = now;
                 if late > pause_threshold(&hub) {
                     tracing::warn!(me = %hub.me(), ?late, "this process was paused");
-                    hub.lease.expire();
+                    hub.lease().expire();
                     hub.decide(|engine| engine.paused());
                 } else if hub.engine.read().unwrap().downing_due(now.into_std()) {
                     hub.decide(|engine| engine.refresh_members());

@@ -28,14 +28,15 @@ const CONNECT_WAIT: Duration = Duration::from_millis(50);
 
 /// Renews the lease while the hub runs (nothing to do when the strategy does not fence).
 pub(super) async fn lease_loop(hub: Weak<HubInner>) {
-    let Some(lease) = hub.upgrade().map(|h| h.lease.clone()) else {
-        return;
-    };
-    if !lease.fences() {
-        return;
-    }
-    let period = lease.config.lease;
     loop {
+        // (The lease of the current life: a rejoin replaces it, and wakes this loop.)
+        let Some(lease) = hub.upgrade().map(|h| h.lease()) else {
+            return;
+        };
+        if !lease.fences() {
+            return;
+        }
+        let period = lease.config.lease;
         tokio::select! {
             _ = lease.wanted() => {}
             _ = tokio::time::sleep(period / 4) => {
@@ -57,6 +58,7 @@ impl HubInner {
     /// One renewal: asks every member, counts the grants; a refusal supersedes this node.
     pub(super) async fn renew_lease(self: &Arc<Self>) {
         let asked = Instant::now();
+        let lease = self.lease();
         let (needed, peers) = {
             let e = self.engine.read().unwrap();
             if e.is_superseded() {
@@ -66,17 +68,20 @@ impl HubInner {
         };
         let mut granted = 1;
         if granted >= needed {
-            self.lease.renewed(asked);
+            lease.renewed(asked);
             return;
         }
-        let deadline = asked + self.lease.config.lease / 2;
+        let deadline = asked + lease.config.lease / 2;
         let mut asks: FuturesUnordered<_> = peers
             .iter()
             .map(|peer| {
                 let t = &self.transport;
                 async move {
                     let req = Request::Lease(LeaseAsk {});
-                    (*peer, t.request_within(*peer, req, CONNECT_WAIT, deadline).await)
+                    (
+                        *peer,
+                        t.request_within(*peer, req, CONNECT_WAIT, deadline).await,
+                    )
                 }
             })
             .collect();
@@ -86,7 +91,7 @@ impl HubInner {
                 Ok(Response::Lease { granted: true }) => {
                     granted += 1;
                     if granted == needed {
-                        self.lease.renewed(asked);
+                        lease.renewed(asked);
                     }
                 }
                 Ok(Response::Lease { granted: false }) => refused = Some(peer),
@@ -99,7 +104,7 @@ impl HubInner {
             self.decide(|e| e.superseded());
         } else if granted < needed {
             tracing::debug!(me = %self.me(), granted, needed, "no quorum confirmed the lease");
-            self.lease.refused();
+            lease.refused();
         }
     }
 
@@ -139,18 +144,30 @@ impl HubInner {
         {
             let mut e = self.engine.write().unwrap();
             let safety = e.downing.config;
-            *e = crate::core::engine::Engine::new(
+            let mut fresh = crate::core::engine::Engine::new(
                 me,
                 crate::child::types::type_info,
                 crate::child::types::any_replicated(),
                 safety,
                 Instant::now().into_std(),
             );
+            // The cluster it comes back to is as large as the one it left: no quorum of
+            // its own until it hears the others.
+            fresh.downing.inherit(&e.downing);
+            *e = fresh;
         }
         if let Some(m) = self.membership.lock().await.as_mut() {
             m.reincarnate(me, seeds).await;
         }
-        self.lease.restore();
+        let old_lease = {
+            let mut l = self.lease.write().unwrap();
+            let fresh = Arc::new(crate::child::lease::Lease::new(l.config));
+            std::mem::replace(&mut *l, fresh)
+        };
+        // The old life's instances keep the old lease, revoked: none of them answers
+        // again. The renewer, waiting on it, moves to the new one.
+        old_lease.revoke();
+        old_lease.ask();
         tracing::warn!(%old, new = %me, dropped, "rejoined as a new incarnation");
         let _ = self.events.send(HubEvent::Rejoined {
             old,

@@ -304,16 +304,6 @@ impl MembershipScript {
         }
     }
 
-    /// `node` is dead for every other node from now on.
-    #[cfg(test)]
-    pub(crate) fn kill(&self, node: NodeId) {
-        let mut st = self.state.lock().unwrap();
-        if let Some(n) = st.nodes.get_mut(&node) {
-            n.alive = false;
-        }
-        st.publish();
-    }
-
     /// What `node` sees alive from now on (`None`: every live node), as a partition or a
     /// failure detector's mistake would have it.
     pub(crate) fn set_view(&self, node: NodeId, sees: Option<Vec<NodeId>>) {
@@ -408,8 +398,9 @@ impl Membership for ScriptedMember {
             .unwrap_or_default()
         };
         let member = self.script.register(me, self.changes.clone());
-        if sees.is_some() {
-            self.script.set_view(me, sees);
+        if let Some(mut sees) = sees {
+            sees.retain(|n| *n != self.me);
+            self.script.set_view(me, Some(sees));
         }
         self.me = member.me;
         Box::pin(std::future::ready(()))

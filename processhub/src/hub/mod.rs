@@ -302,8 +302,9 @@ pub(crate) struct HubInner {
     /// Every decision, and the state it decides over.
     pub(crate) engine: RwLock<Engine<Arc<dyn ErasedChild>>>,
     /// Whether this node may serve writes now: checked by every child before and after
-    /// each call.
-    pub(crate) lease: Arc<crate::child::lease::Lease>,
+    /// each call. One per life: a rejoin makes a new one, and the old life's instances
+    /// keep the old one, revoked for good.
+    lease: RwLock<Arc<crate::child::lease::Lease>>,
     pub(crate) events: broadcast::Sender<HubEvent>,
     /// The children that woke since the sleep sweep last looked.
     awake: crate::child::erased::Awake,
@@ -321,6 +322,11 @@ enum Control {
 pub(crate) type Route = crate::core::engine::Route<Arc<dyn ErasedChild>>;
 
 impl HubInner {
+    /// The lease of this node's current life.
+    pub(crate) fn lease(&self) -> Arc<crate::child::lease::Lease> {
+        self.lease.read().unwrap().clone()
+    }
+
     /// This node, in its current incarnation.
     pub(crate) fn me(&self) -> NodeId {
         NodeId::new(self.addr, self.incarnation.load(Ordering::Acquire))
@@ -369,7 +375,10 @@ impl HubInner {
             let mut engine = self.engine.write().unwrap();
             engine.set_now(tokio::time::Instant::now().into_std());
             let r = decide(&mut engine);
-            self.lease.set_partitioned(!engine.has_quorum());
+            self.lease
+                .read()
+                .unwrap()
+                .set_partitioned(!engine.has_quorum());
             let out = engine.take_output();
             for push in &out.pushes {
                 self.broadcast(push);
@@ -443,9 +452,9 @@ impl HubInner {
                 Effect::Refresh => {
                     let _ = self.control.send(Control::Refresh);
                 }
-                Effect::Renew => self.lease.ask(),
+                Effect::Renew => self.lease().ask(),
                 Effect::Downed => {
-                    self.lease.revoke();
+                    self.lease().revoke();
                     if let Some(hub) = &hub {
                         Arc::clone(hub).spawn_rejoin();
                     }
@@ -488,7 +497,7 @@ impl HubInner {
             role,
             recent,
             awake: Some(self.awake.clone()),
-            lease: Some(self.lease.clone()),
+            lease: Some(self.lease()),
         }
     }
 }

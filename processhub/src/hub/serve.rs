@@ -297,6 +297,11 @@ impl Inbound for HubInner {
         if !assigned.is_empty() {
             conn.push(&Push::Assigned(assigned));
         }
+        // Whom this node downed (a push of it may have been lost with a connection).
+        let downed = engine.downing.downed_here();
+        if !downed.is_empty() {
+            conn.push(&Push::Down(downed));
+        }
         register();
         drop(engine);
         tracing::debug!(me = %self.me(), %peer, "connected");

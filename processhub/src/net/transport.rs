@@ -38,6 +38,10 @@ use crate::node::NodeId;
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a dialer waits for the peer's answer to its `Hello` before it dials again:
+/// an answer takes a round trip, and a `Hello` lost on a link that was cut (and has
+/// healed since) must not hold the connection back for the whole handshake timeout.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest a closing transport waits to go quiet.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long a call waits for a connection to the owner before it looks again where the
@@ -363,7 +367,7 @@ impl Transport {
         })
         .map_err(ConnError::Encode)?;
         write_all(&*write, &hello).await?;
-        let body = next_body(&mut read).await?;
+        let body = next_body(&mut read, WELCOME_TIMEOUT).await?;
         match decode(&body).map_err(ConnError::Malformed)? {
             Frame::Welcome { node } if node == peer => {}
             Frame::Welcome { node } => {
@@ -405,7 +409,7 @@ impl Transport {
 
     async fn accept(self: Arc<Self>, link: Link) -> Result<(), ConnError> {
         let Link { mut read, write } = link;
-        let body = next_body(&mut read).await?;
+        let body = next_body(&mut read, HANDSHAKE_TIMEOUT).await?;
         let (peer, reject) = match decode(&body).map_err(ConnError::Malformed)? {
             Frame::Hello { hub_id, from, to } => {
                 let reject = if hub_id != self.hub_id {
@@ -696,8 +700,8 @@ fn share(body: &Bytes, part: &[u8]) -> Bytes {
 }
 
 /// The next frame body of a handshake.
-async fn next_body(frames: &mut FrameRead) -> Result<Bytes, ConnError> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, frames.next()).await {
+async fn next_body(frames: &mut FrameRead, within: Duration) -> Result<Bytes, ConnError> {
+    match tokio::time::timeout(within, frames.next()).await {
         Err(_) => Err(ConnError::HandshakeTimeout),
         Ok(None) => Err(ConnError::ClosedInHandshake),
         Ok(Some(Err(e))) => Err(ConnError::BadFrame(e)),

@@ -181,7 +181,9 @@ pub(crate) enum Response {
     Replicated(Result<(), String>),
     // Appended.
     /// The answer to a lease renewal: `false` once the receiver downed the asker.
-    Lease { granted: bool },
+    Lease {
+        granted: bool,
+    },
 }
 
 /// One call of a `CallBatch` (`crate::child`): its method name and arguments, shared with the frame.

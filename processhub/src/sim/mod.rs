@@ -76,6 +76,8 @@ pub struct SimConfig {
     pub step: Duration,
     /// The hubs' call timeout.
     pub call_timeout: Duration,
+    /// The hubs' partition strategy.
+    pub partition_tolerance: crate::PartitionTolerance,
 }
 
 impl Default for SimConfig {
@@ -86,6 +88,7 @@ impl Default for SimConfig {
             gossip_round: Duration::from_millis(100),
             step: Duration::from_millis(1),
             call_timeout: Duration::from_secs(2),
+            partition_tolerance: crate::PartitionTolerance::default(),
         }
     }
 }
@@ -130,6 +133,11 @@ pub struct Sim {
     clock: Arc<AtomicU64>,
     /// The hubs' events, once [`Sim::record_events`] asked for them.
     events: Option<EventLog>,
+    /// Nodes that may be downed by the others (paused, or cut off): watched each step,
+    /// and their plain children excused once they are, as a crashed node's are.
+    suspects: BTreeSet<usize>,
+    /// Each suspect's incarnation at the last step, and the plain children it owned.
+    suspect_plain: std::collections::BTreeMap<usize, (NodeId, Vec<String>)>,
 }
 
 /// The events of every hub of a simulation, in the order they were seen: (simulated
@@ -165,6 +173,8 @@ impl Sim {
             excused: Default::default(),
             clock: Default::default(),
             events: None,
+            suspects: BTreeSet::new(),
+            suspect_plain: Default::default(),
         };
         sim.world.net.use_world_clock(sim.clock.clone());
         for _ in 0..sim.config.nodes {
@@ -261,7 +271,8 @@ impl Sim {
             .expect("a current-thread runtime");
         let builder = Hub::builder(HUB_ID)
             .in_world(&self.world)
-            .call_timeout(self.config.call_timeout);
+            .call_timeout(self.config.call_timeout)
+            .partition_tolerance(self.config.partition_tolerance);
         let hub = rt.block_on(builder.start()).expect("a hub in the world");
         self.nodes.push(Node {
             rt: Some(rt),
@@ -322,12 +333,7 @@ impl Sim {
     /// Node `i` crashes: its hub, children, clients and standby copies are gone; the
     /// others' failure detectors notice after the detection time.
     pub fn crash(&mut self, i: usize) {
-        let me = self.nodes[i].hub.node_id();
-        for c in self.nodes[i].hub.children() {
-            if c.owner == me && c.standbys.is_empty() {
-                self.excused.lock().unwrap().insert(c.id.to_string());
-            }
-        }
+        self.excuse(i);
         let node = &mut self.nodes[i];
         // As a killed process: nothing of it runs again, not even its shutdown (which
         // would get its tasks another turn); its connections close, as the kernel
@@ -336,6 +342,70 @@ impl Sim {
             drop(rt);
             node.hub.sever();
             node.crashed_at = Some(self.now);
+        }
+    }
+
+    /// Excuses the plain children node `i` owns: they restart from their start state
+    /// by design, once it crashed or was downed.
+    fn excuse(&self, i: usize) {
+        let plain = self.plain_of(i);
+        self.excused.lock().unwrap().extend(plain);
+    }
+
+    /// The children node `i` owns without a standby.
+    fn plain_of(&self, i: usize) -> Vec<String> {
+        let me = self.nodes[i].hub.node_id();
+        self.nodes[i]
+            .hub
+            .children()
+            .into_iter()
+            .filter(|c| c.owner == me && c.standbys.is_empty())
+            .map(|c| c.id.to_string())
+            .collect()
+    }
+
+    /// Excuses the plain children of the suspects that a running peer downed (it will
+    /// restart them from their start state).
+    fn excuse_downed(&mut self) {
+        let mut downed = Vec::new();
+        for &i in &self.suspects {
+            if !self.is_up(i) {
+                continue;
+            }
+            let id = self.nodes[i].hub.node_id();
+            // Rejoined since the last step (downed, and it heard so at once): what it
+            // owned then is what restarts.
+            if let Some((before, plain)) = self.suspect_plain.get(&i) {
+                if *before != id {
+                    downed.push((i, plain.clone()));
+                    continue;
+                }
+            }
+            let by_peer = self.up().into_iter().any(|j| {
+                j != i
+                    && self.nodes[j]
+                        .hub
+                        .inner
+                        .engine
+                        .read()
+                        .unwrap()
+                        .downing
+                        .is_downed(id)
+            });
+            if by_peer {
+                downed.push((i, self.plain_of(i)));
+            }
+        }
+        for (i, plain) in downed {
+            self.excused.lock().unwrap().extend(plain);
+            self.suspects.remove(&i);
+            self.suspect_plain.remove(&i);
+        }
+        for &i in &self.suspects {
+            if self.is_up(i) {
+                let entry = (self.nodes[i].hub.node_id(), self.plain_of(i));
+                self.suspect_plain.insert(i, entry);
+            }
         }
     }
 
@@ -359,6 +429,7 @@ impl Sim {
     /// resumes where it was, its timers late.
     pub fn pause(&mut self, i: usize, d: Duration) {
         self.nodes[i].paused = Some((self.now, self.now + d));
+        self.suspects.insert(i);
     }
 
     /// Splits the running nodes: `sides[i]` is the side of node `i`. Frames between
@@ -366,6 +437,7 @@ impl Sim {
     /// detectors take the other side for dead after the detection time.
     pub fn partition(&mut self, sides: &[usize]) {
         self.partition = Some((sides.to_vec(), self.now));
+        self.suspects.extend(0..sides.len().min(self.nodes.len()));
         self.apply_links();
     }
 
@@ -374,6 +446,7 @@ impl Sim {
     /// `from` nodes for dead; the `from` nodes go on hearing them.
     pub fn cut_one_way(&mut self, from: &[usize], to: &[usize]) {
         self.cuts.push((from.to_vec(), to.to_vec(), self.now));
+        self.suspects.extend(from.iter().chain(to).copied());
         self.apply_links();
     }
 
@@ -476,6 +549,9 @@ impl Sim {
             let behind = self.now.saturating_sub(node.clock);
             rt.block_on(async move { tokio::time::sleep(behind).await });
             node.clock = self.now;
+        }
+        if !self.suspects.is_empty() {
+            self.excuse_downed();
         }
     }
 

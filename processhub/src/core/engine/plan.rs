@@ -34,9 +34,6 @@ impl<C: ChildHandle> Engine<C> {
                 self.view.restore(*n);
             }
         }
-        for n in &gossip.leaving {
-            self.downing.departed(*n, self.view.members().len().saturating_sub(1));
-        }
         self.view.gossip(gossip);
         self.refresh_members();
     }
@@ -146,6 +143,16 @@ impl<C: ChildHandle> Engine<C> {
         for n in settled.remove {
             self.view.remove(n);
         }
+        let change = self.view.refresh();
+        if let Some(change) = &change {
+            // A goodbye lowers the cluster size: a node that left is not on the other
+            // side of a split.
+            for (n, graceful) in &change.left {
+                if *graceful {
+                    self.downing.departed(*n, self.view.members().len());
+                }
+            }
+        }
         let quorate = self.has_quorum();
         if quorate != self.quorate {
             self.quorate = quorate;
@@ -158,7 +165,7 @@ impl<C: ChildHandle> Engine<C> {
                 HubEvent::QuorumLost { node }
             });
         }
-        let Some(change) = self.view.refresh() else {
+        let Some(change) = change else {
             return;
         };
         self.out

@@ -108,6 +108,13 @@ impl<C: ChildHandle> Engine<C> {
             };
             if wins(&entry, &ours) && !self.moving.contains(id) {
                 tracing::warn!(%id, "stopping a duplicate: another node won it");
+                self.out
+                    .events
+                    .push(crate::events::HubEvent::DuplicateResolved {
+                        id: id.to_string(),
+                        kept: (entry.owner, entry.epoch),
+                        dropped: (self.me, l.epoch),
+                    });
                 self.stop_instance(id, true);
             }
         }

@@ -268,7 +268,11 @@ fn a_winning_entry_from_its_owner_stops_the_duplicate_here() {
                 child: a1,
                 report: true
             }],
-            vec![],
+            vec![HubEvent::DuplicateResolved {
+                id: "a".into(),
+                kept: (node(2), 1),
+                dropped: (node(1), 1),
+            }],
         )
     );
     assert_eq!(e.route("a"), Route::Remote(node(2)));
