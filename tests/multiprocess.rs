@@ -59,6 +59,27 @@ impl Slow {
 }
 const HUB_ID: &str = "multiprocess";
 
+/// A replicated counter (`sync`): every acknowledged add survives its node.
+#[distributed(replicas = 2)]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Ledger {
+    n: u64,
+}
+
+#[distributed]
+impl Ledger {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
 /// The body of a child node; a no-op when run as an ordinary test.
 #[test]
 fn node_process() {
@@ -82,6 +103,7 @@ fn node_process() {
         while let Ok(Some(line)) = stdin.next_line().await {
             match line.trim() {
                 "count" => println!("COUNT {}", hub.local_children()),
+                "id" => println!("ID {}", hub.node_id()),
                 "registry" => println!("REGISTRY {}", registry_digest(&hub)),
                 "drain" => {
                     let r = hub.drain().await.expect("drain");
@@ -1128,4 +1150,215 @@ async fn guided_and_bounded_children_of_a_killed_node_process_restart_where_thei
         BoundedTally::handle(&hub, id.clone()).add(1).await.unwrap();
     }
     hub.shutdown().await.unwrap();
+}
+
+/// Sends `signal` to a node process.
+fn signal(node: &Node, signal: libc::c_int) {
+    let pid = node.child.id().expect("a running node") as libc::pid_t;
+    // SAFETY: kill(2) on a child process this test started and still owns.
+    let r = unsafe { libc::kill(pid, signal) };
+    assert_eq!(r, 0, "kill({pid}, {signal})");
+}
+
+/// What the writers saw: every acknowledged value of each id.
+type Acks = HashMap<String, Vec<u64>>;
+
+/// Writes to every id in turn from `hub` until `stop`: one writer task per chunk of
+/// ids, each id written by one task only, each acknowledgement recorded.
+fn write_load(
+    hub: &Hub,
+    plain: &[String],
+    replicated: &[String],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Acks>> {
+    let mut tasks = Vec::new();
+    for (chunk, is_replicated) in plain
+        .chunks(10)
+        .map(|c| (c.to_vec(), false))
+        .chain(replicated.chunks(10).map(|c| (c.to_vec(), true)))
+    {
+        let hub = hub.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acks = Acks::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for id in &chunk {
+                    let r = if is_replicated {
+                        Ledger::handle(&hub, id.clone()).add(1).await
+                    } else {
+                        Tally::handle(&hub, id.clone()).add(1).await
+                    };
+                    match r {
+                        Ok(v) => acks.entry(id.clone()).or_default().push(v),
+                        // Not acknowledged: it may or may not have been applied.
+                        Err(_) => acks.entry(format!("{id}?")).or_default().push(0),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            acks
+        }));
+    }
+    tasks
+}
+
+/// One node process of `n` (the test process is the first) is stopped with SIGSTOP for
+/// `pause` under writes, then continued. The promise: replicated ids lose no
+/// acknowledged write and acknowledge no value twice; plain ids on the nodes that kept
+/// running lose nothing either; afterwards exactly one instance runs per id; the paused
+/// node is a member again (the same incarnation if it was not downed, a new one if it
+/// was).
+async fn a_paused_node_keeps_the_promise(n: usize, pause: Duration) {
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
+    let mut nodes = Vec::new();
+    for _ in 1..n {
+        nodes.push(Node::spawn(hub.listen_addr()).await);
+    }
+    members(&hub, n).await;
+    let mut events = hub.events();
+    let plain: Vec<String> = (0..60).map(|i| format!("pp-{i}")).collect();
+    let replicated: Vec<String> = (0..60).map(|i| format!("pr-{i}")).collect();
+    for r in Tally::start_many(
+        &hub,
+        plain
+            .iter()
+            .map(|i| (i.clone(), Tally::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    for r in Ledger::start_many(
+        &hub,
+        replicated
+            .iter()
+            .map(|i| (i.clone(), Ledger::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let victim = nodes.pop().expect("a node process to pause");
+    // The plain ids of the paused node restart from their start state if it is downed:
+    // by design, as after a crash.
+    let excused: Vec<String> = plain
+        .iter()
+        .filter(|id| hub.lookup(id).unwrap().owner == victim.id)
+        .cloned()
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers = write_load(&hub, &plain, &replicated, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&victim, libc::SIGSTOP);
+    tokio::time::sleep(pause).await;
+    signal(&victim, libc::SIGCONT);
+    // The paused node is a member again: as it was, or as a new incarnation.
+    let addr = victim.id.addr();
+    wait_until(
+        "the paused node is a member again",
+        Duration::from_secs(30),
+        || async { hub.nodes().iter().any(|m| m.addr() == addr) && hub.unreachable().is_empty() },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acks = Acks::new();
+    for w in writers {
+        for (id, values) in w.await.unwrap() {
+            acks.entry(id).or_default().extend(values);
+        }
+    }
+    let mut lost = Vec::new();
+    let mut twice = Vec::new();
+    for id in plain.iter().chain(&replicated) {
+        if excused.contains(id) {
+            continue;
+        }
+        let values = acks.get(id).cloned().unwrap_or_default();
+        let mut distinct = values.clone();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() != values.len() {
+            twice.push(id.clone());
+        }
+        let end = if id.starts_with("pr-") {
+            Ledger::handle(&hub, id.clone()).get().await
+        } else {
+            Tally::handle(&hub, id.clone()).get().await
+        };
+        let end = end.unwrap_or_else(|e| panic!("{id} answers after the pause: {e}"));
+        // Every acknowledged write is in; a write that failed may be in too.
+        let unknown = acks.get(&format!("{id}?")).map_or(0, Vec::len) as u64;
+        let acked = values.len() as u64;
+        let highest = values.iter().copied().max().unwrap_or(0);
+        if end < acked || end > acked + unknown || highest > end {
+            lost.push(format!(
+                "{id}: {end} after {acked} acknowledged ({unknown} failed), the highest {highest}"
+            ));
+        }
+    }
+    if !lost.is_empty() {
+        while let Ok(e) = events.try_recv() {
+            if !matches!(
+                e,
+                HubEvent::ChildStarted { .. }
+                    | HubEvent::ReplicaAdded { .. }
+                    | HubEvent::StandbyStarted { .. }
+                    | HubEvent::StandbyEnded { .. }
+                    | HubEvent::ReplicaRemoved { .. }
+            ) {
+                eprintln!("EVENT {e:?}");
+            }
+        }
+    }
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(twice.is_empty(), "a value acknowledged twice: {twice:?}");
+    assert!(
+        acks.iter()
+            .filter(|(id, _)| !id.ends_with('?'))
+            .map(|(_, v)| v.len())
+            .sum::<usize>()
+            > 500,
+        "the load ran"
+    );
+    // Exactly one instance per id, the paused node's included.
+    nodes.push(victim);
+    let total = plain.len() + replicated.len();
+    let mut running = 0;
+    for _ in 0..100 {
+        running = hub.local_children();
+        for node in nodes.iter_mut() {
+            node.say("count").await;
+            running += node.expect_line("COUNT ").await.parse::<usize>().unwrap();
+        }
+        if running == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(running, total, "instances running for {total} ids");
+    hub.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_pause_of_one_of_three_nodes_keeps_the_promise() {
+    a_paused_node_keeps_the_promise(3, Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_second_pause_of_one_of_three_nodes_keeps_the_promise() {
+    a_paused_node_keeps_the_promise(3, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_pause_of_one_of_five_nodes_keeps_the_promise() {
+    a_paused_node_keeps_the_promise(5, Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_second_pause_of_one_of_five_nodes_keeps_the_promise() {
+    a_paused_node_keeps_the_promise(5, Duration::from_secs(5)).await;
 }

@@ -221,6 +221,16 @@ pub enum StopError {
     /// The hub has shut down.
     #[error("the hub has shut down")]
     HubStopped,
+    // Appended.
+    /// The node that runs it reaches no quorum of its cluster (the minority side of a
+    /// split): nothing stopped. Retryable.
+    #[error("no quorum on {node} to stop {id:?}: it is cut off from most of its cluster")]
+    NoQuorum {
+        /// The id.
+        id: String,
+        /// The node that runs it.
+        node: NodeId,
+    },
 }
 
 /// Why a hub could not start or shut down.

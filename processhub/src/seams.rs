@@ -233,6 +233,14 @@ async fn pair(world: &World, timeout: Duration) -> (Hub, Hub, String) {
         .await
         .unwrap();
     wait_members(&[a.clone(), b.clone()], 2).await;
+    // (The short call timeout is for the faults, not for the first dial on a busy
+    // machine.)
+    assert!(
+        a.inner
+            .transport
+            .connected_within(b.node_id(), Duration::from_secs(10))
+            .await
+    );
     let id = (0..)
         .map(|i| format!("f-{i}"))
         .find(|id| a.ring_owner(id) == Some(b.node_id()))

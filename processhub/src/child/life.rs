@@ -89,8 +89,17 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
             };
             // A retried write this child already applied: its reply, not a second go.
             if let (true, Some(recent)) = (call.call_id != 0, &self.recent) {
-                if let Some(reply) = recent.lock().unwrap().get(call.call_id) {
-                    replies.push(Ok(reply.clone()));
+                let done = recent.lock().unwrap().get(call.call_id).cloned();
+                if let Some(reply) = done {
+                    // Acknowledged only under a lease, as the first try would have been:
+                    // a write its standbys may lack is not confirmed by a fenced node.
+                    match self.lease.as_ref() {
+                        Some(lease) => match lease.ready().await {
+                            Ok(()) => replies.push(Ok(reply)),
+                            Err(e) => replies.push(Err(e)),
+                        },
+                        None => replies.push(Ok(reply)),
+                    }
                     continue;
                 }
             }

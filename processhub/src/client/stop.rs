@@ -73,10 +73,18 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
             Some(StopOutcome::NotFound) | Some(StopOutcome::NotHere { .. })
                 if !retry.missing(target) =>
             {
-                if maybe_stopped {
+                // Stopped by the try whose answer was lost, if its removal reached the
+                // registry here; otherwise that try may never have arrived.
+                if maybe_stopped && !hub.is_registered(id) {
                     return Ok(());
                 }
                 return Err(StopError::NotFound { id: id.to_string() });
+            }
+            Some(StopOutcome::NoQuorum { node }) => {
+                return Err(StopError::NoQuorum {
+                    id: id.to_string(),
+                    node,
+                })
             }
             // On its way elsewhere: once the move ends, the registry says where.
             Some(StopOutcome::Moving) => {}

@@ -235,9 +235,15 @@ impl Downing {
         reachable >= self.quorum(members)
     }
 
-    /// Whether `node` was downed (by this node or one it heard).
+    /// Whether `node` is downed here: this node downed it, or it heard that a quorum
+    /// did. (One peer's word is not enough: a node whose failure detector is confused,
+    /// one that just rejoined for example, cannot down a healthy member alone.)
     pub(crate) fn is_downed(&self, node: NodeId) -> bool {
-        self.config.strategy.fences() && self.downed.contains_key(&node)
+        self.config.strategy.fences()
+            && self
+                .downed
+                .get(&node)
+                .is_some_and(|d| d.by.contains(&self.me) || d.quorum_at.is_some())
     }
 
     /// The answer to `from`'s lease renewal: refused once it was downed here.
@@ -246,13 +252,17 @@ impl Downing {
     }
 
     /// `from` downed `node` (its push, or this node's own decision when `from` is this
-    /// node). Whether this node downs it now (and must say so).
-    pub(crate) fn heard_down(&mut self, from: NodeId, node: NodeId) -> bool {
+    /// node). Whether this node downs it now too (and must say so): only if it does not
+    /// hear `node` either (`hears`), so that every downing counted is an observation.
+    pub(crate) fn heard_down(&mut self, from: NodeId, node: NodeId, hears: bool) -> bool {
         if !self.config.strategy.fences() || node == self.me {
             return false;
         }
         let d = self.downed.entry(node).or_default();
         d.by.insert(from);
+        if hears && from != self.me {
+            return false;
+        }
         d.by.insert(self.me) && from != self.me
     }
 
@@ -271,7 +281,7 @@ impl Downing {
         if stable && !self.unreachable.is_empty() && self.has_quorum(reachable, members) {
             for n in self.unreachable.clone() {
                 if !self.downed.get(&n).is_some_and(|d| d.by.contains(&self.me)) {
-                    self.heard_down(self.me, n);
+                    self.heard_down(self.me, n, false);
                     out.down.push(n);
                 }
             }
@@ -312,6 +322,18 @@ impl Downing {
         self.downed
             .iter()
             .filter(|(_, d)| d.by.contains(&me))
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// The nodes this node downed that no quorum is known to have downed yet: said
+    /// again on the planner's tick (a push may have been lost on a link that dropped
+    /// frames without closing).
+    pub(crate) fn unsettled_here(&self) -> Vec<NodeId> {
+        let me = self.me;
+        self.downed
+            .iter()
+            .filter(|(_, d)| d.quorum_at.is_none() && d.by.contains(&me))
             .map(|(n, _)| *n)
             .collect()
     }
@@ -387,7 +409,10 @@ mod tests {
         );
         assert!(!d.grants(node(3)));
         // Node 2 downs it too: a quorum (2 of 3) has, from now.
-        assert!(!d.heard_down(node(2), node(3)), "already downed here");
+        assert!(
+            !d.heard_down(node(2), node(3), false),
+            "already downed here"
+        );
         d.set_now(t0 + Duration::from_millis(310));
         assert_eq!(d.settle(&members, 2), Settled::default());
         assert_eq!(
@@ -427,9 +452,14 @@ mod tests {
     fn a_peers_downing_is_adopted_and_said_once() {
         let t0 = Instant::now();
         let mut d = Downing::new(node(1), config(PartitionTolerance::MajorityQuorum), t0);
-        assert!(d.heard_down(node(2), node(3)), "adopted: say so");
-        assert!(!d.heard_down(node(4), node(3)), "once");
-        assert!(!d.heard_down(node(2), node(1)), "never itself");
+        assert!(
+            !d.heard_down(node(2), node(5), true),
+            "heard here: not adopted"
+        );
+        assert!(!d.is_downed(node(5)), "one peer's word is not enough");
+        assert!(d.heard_down(node(2), node(3), false), "adopted: say so");
+        assert!(!d.heard_down(node(4), node(3), false), "once");
+        assert!(!d.heard_down(node(2), node(1), false), "never itself");
         assert!(d.is_downed(node(3)) && !d.grants(node(3)));
     }
 
@@ -442,7 +472,7 @@ mod tests {
         assert_eq!(d.settle(&members, 1), Settled::default());
         d.set_now(t0 + Duration::from_millis(300));
         assert_eq!(d.settle(&members, 1).remove, vec![node(2), node(3)]);
-        assert!(!d.heard_down(node(2), node(3)));
+        assert!(!d.heard_down(node(2), node(3), false));
         assert!(d.grants(node(3)));
     }
 

@@ -109,4 +109,9 @@ pub(crate) enum StopOutcome {
     /// The child is on its way to another node: stopping it here now would let the
     /// hand-over bring it back there. Ask again once the move has ended.
     Moving,
+    /// The receiver reaches no quorum: a stop there could be undone by the side that
+    /// has one (which may take the child over). Nothing stopped.
+    NoQuorum {
+        node: NodeId,
+    },
 }

@@ -59,6 +59,7 @@ impl HubInner {
     pub(super) async fn renew_lease(self: &Arc<Self>) {
         let asked = Instant::now();
         let lease = self.lease();
+        let me = self.me();
         let (needed, peers) = {
             let e = self.engine.read().unwrap();
             if e.is_superseded() {
@@ -99,8 +100,13 @@ impl HubInner {
             }
         }
         drop(asks);
-        if let Some(peer) = refused {
-            tracing::warn!(me = %self.me(), %peer, "a member refused this node's lease: it was downed");
+        if self.me() != me {
+            // It rejoined meanwhile: the answers were about its previous life.
+            return;
+        }
+        if let (Some(peer), true) = (refused, granted < needed) {
+            // Refused, and no quorum granted it: a quorum is downing this node.
+            tracing::warn!(me = %self.me(), %peer, "members refused this node's lease: it was downed");
             self.decide(|e| e.superseded());
         } else if granted < needed {
             tracing::debug!(me = %self.me(), granted, needed, "no quorum confirmed the lease");
@@ -137,7 +143,8 @@ impl HubInner {
             // elsewhere is the one that counts.
             tokio::spawn(async move { child.stop().await });
         }
-        let new = (self.new_incarnation)();
+        // Higher than the old one: the newest incarnation at an address is the live one.
+        let new = (self.new_incarnation)().max(old.incarnation() + 1);
         self.incarnation.store(new, Ordering::Release);
         let me = self.me();
         self.transport.reincarnate(me);

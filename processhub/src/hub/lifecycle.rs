@@ -187,6 +187,12 @@ impl HubInner {
 
     /// Stops `id` if it runs here.
     pub(crate) async fn stop_local(&self, id: &str, type_name: &str) -> StopOutcome {
+        // A stop is a write: only under the lease (a node paused past it, or cut off,
+        // may be replaced meanwhile, and the replacement would bring the child back).
+        let lease = self.lease();
+        if lease.ready().await.is_err() {
+            return StopOutcome::NoQuorum { node: self.me() };
+        }
         let child = match self.decide(|engine| engine.stop(id, type_name)) {
             Ok(child) => child,
             Err(outcome) => return outcome,
@@ -197,6 +203,10 @@ impl HubInner {
             id: id.to_string(),
             node: self.me(),
         });
+        // Confirmed only if still under the lease: its removal may not count otherwise.
+        if lease.ready().await.is_err() {
+            return StopOutcome::NoQuorum { node: self.me() };
+        }
         StopOutcome::Stopped
     }
 

@@ -354,6 +354,11 @@ impl HubInner {
         self.stopped.load(Ordering::Acquire)
     }
 
+    /// Whether the local registry has `id`.
+    pub(crate) fn is_registered(&self, id: &str) -> bool {
+        self.engine.read().unwrap().registry.get(id).is_some()
+    }
+
     pub(crate) fn route(&self, id: &str) -> Route {
         self.engine.read().unwrap().route(id)
     }

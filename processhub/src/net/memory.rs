@@ -205,16 +205,19 @@ impl MemoryNetwork {
     }
 
     /// Sets what is wrong with the link from `from` to `to` (one direction). A cut
-    /// closes the connections on it now.
+    /// closes the connections on it now; so does the end of a black hole (the frames it
+    /// swallowed are gone: a TCP connection that lost them would have given up and
+    /// reset, never gone on without them).
     pub(crate) fn set_fault(&self, from: SocketAddr, to: SocketAddr, fault: Fault) {
         let closing: Vec<Arc<MemWrite>> = {
             let mut st = self.state.lock().unwrap();
+            let was_black_hole = st.faults.get(&(from, to)).is_some_and(|f| f.black_hole);
             if fault == Fault::default() {
                 st.faults.remove(&(from, to));
             } else {
                 st.faults.insert((from, to), fault);
             }
-            if fault.cut {
+            if fault.cut || (was_black_hole && !fault.black_hole) {
                 st.pipes
                     .remove(&(from, to))
                     .unwrap_or_default()
@@ -252,9 +255,13 @@ impl MemoryNetwork {
         st.sent.get(&(from, to)).copied().unwrap_or_default()
     }
 
-    /// Heals every link.
+    /// Heals every link (a black hole's connections close, as in [`Self::set_fault`]).
     pub(crate) fn heal_all(&self) {
-        self.state.lock().unwrap().faults.clear();
+        let links: Vec<(SocketAddr, SocketAddr)> =
+            self.state.lock().unwrap().faults.keys().copied().collect();
+        for (from, to) in links {
+            self.set_fault(from, to, Fault::default());
+        }
     }
 
     fn fault(&self, from: SocketAddr, to: SocketAddr) -> Fault {

@@ -244,6 +244,8 @@ pub(crate) struct Engine<C> {
     pub(crate) downing: Downing,
     /// This node heard that it was downed: it decides nothing more.
     downed: bool,
+    /// The peers that said they downed this node (a quorum of them supersedes it).
+    downed_me_by: std::collections::BTreeSet<NodeId>,
     /// Whether the members it reached made a quorum at the last refresh.
     quorate: bool,
     out: Output<C>,
@@ -278,6 +280,7 @@ impl<C: ChildHandle> Engine<C> {
             synced: Default::default(),
             downing: Downing::new(me, safety, now),
             downed: false,
+            downed_me_by: Default::default(),
             quorate: true,
             out: Output::default(),
         }

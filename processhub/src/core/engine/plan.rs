@@ -42,13 +42,21 @@ impl<C: ChildHandle> Engine<C> {
     /// that reads it was downed itself is superseded and rejoins.
     pub(crate) fn down_heard(&mut self, from: NodeId, nodes: &[NodeId]) {
         if nodes.contains(&self.me) && self.downing.config.strategy.fences() {
-            self.superseded();
-            return;
+            // Superseded once a quorum says so (one confused peer is not enough).
+            self.downed_me_by.insert(from);
+            if self.downed_me_by.len() >= self.downing.quorum(self.view.members()) {
+                self.superseded();
+                return;
+            }
         }
         let adopted: Vec<NodeId> = nodes
             .iter()
             .copied()
-            .filter(|n| self.downing.heard_down(from, *n))
+            .filter(|n| *n != self.me)
+            .filter(|n| {
+                let hears = self.view.is_alive(*n);
+                self.downing.heard_down(from, *n, hears)
+            })
             .collect();
         if !adopted.is_empty() {
             tracing::warn!(me = %self.me, %from, nodes = ?adopted, "downed, as a peer decided");
@@ -216,11 +224,15 @@ impl<C: ChildHandle> Engine<C> {
             Command::Down { .. } => true,
         });
         let mut moves = Vec::new();
+        // A side without a quorum restarts nothing (its restarts stay pending, and are
+        // taken up once it has one): the side with one may be taking them over.
+        let quorate = self.has_quorum();
         for c in commands {
             match c {
-                Command::StartLocal { id, epoch, from } => {
+                Command::StartLocal { id, epoch, from } if quorate => {
                     self.out.effects.push(Effect::Restart { id, epoch, from })
                 }
+                Command::StartLocal { .. } => {}
                 Command::MoveTo { id, to, epoch } => moves.push((id, to, epoch)),
                 Command::Down { id, node } => {
                     self.out.events.push(HubEvent::ChildDown { id, node })
@@ -280,6 +292,12 @@ impl<C: ChildHandle> Engine<C> {
     /// An idle cluster walks no registry. Ages the registry's memory of removals.
     pub(crate) fn tick(&mut self) {
         self.refresh_members();
+        let unsettled = self.downing.unsettled_here();
+        if !unsettled.is_empty() && !self.downed {
+            self.out
+                .pushes
+                .push(crate::core::registry::Push::Down(unsettled));
+        }
         self.registry.age_removals();
         if self.dirty || self.registry.has_pending() {
             self.replan();
@@ -292,6 +310,10 @@ impl<C: ChildHandle> Engine<C> {
     /// restarts from its start state. `None` also when the registry no longer has it.
     pub(crate) fn restart(&mut self, id: &str, epoch: u64, from: NodeId) -> Option<Restart> {
         self.dirty = true;
+        // Not without a quorum (the copy is kept for when this side has one).
+        if !self.has_quorum() {
+            return None;
+        }
         let entry = self.registry.get(id)?.clone();
         if let Some(l) = self.local.get_mut(id).filter(|l| l.replica) {
             l.replica = false;
@@ -367,6 +389,9 @@ impl<C: ChildHandle> Engine<C> {
                 reason: RestartReason::NodeDown { node: from },
             }),
             StartOutcome::AlreadyStarted { .. } => {}
+            // No quorum here yet (a node that just rejoined): it stays pending, and the
+            // planner's next tick tries again.
+            StartOutcome::NoQuorum { .. } => {}
             other => {
                 tracing::error!(%id, "could not restart: {other:?}");
                 let epoch = restart.item.epoch;

@@ -13,8 +13,10 @@ use crate::node::NodeId;
 impl<C: ChildHandle> Engine<C> {
     /// Applies a push from `from`, in arrival order.
     pub(crate) fn push(&mut self, from: NodeId, push: Push) {
-        // A downed node's word counts no more (it rejoins as a new incarnation).
-        if self.downing.is_downed(from) || self.downed {
+        // A downed node's word counts no more (it rejoins as a new incarnation), but
+        // for the removal of its own children: a stop it confirmed under its lease,
+        // before anything of it was replaced.
+        if self.downed || (self.downing.is_downed(from) && !matches!(push, Push::Remove(_))) {
             tracing::debug!(me = %self.me, %from, "ignored a push of a downed node");
             return;
         }

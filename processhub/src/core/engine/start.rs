@@ -191,6 +191,11 @@ impl<C: ChildHandle> Engine<C> {
     ) -> Result<C, crate::core::item::StopOutcome> {
         self.dirty = true;
         use crate::core::item::StopOutcome;
+        // A side without a quorum stops nothing: the side with one may be taking the
+        // child over, and would bring it back.
+        if !self.has_quorum() {
+            return Err(StopOutcome::NoQuorum { node: self.me });
+        }
         // An active replica: the primary stops it, and every replica with it.
         if self.local.get(id).is_some_and(|l| l.replica) {
             if let Some(owner) = self.registry.get(id).map(|e| e.owner) {
