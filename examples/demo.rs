@@ -1,7 +1,8 @@
 //! The demo: a 3-node cluster as three OS processes on loopback, a few thousand
-//! components called from every node, one node killed with SIGKILL, and the failover
-//! told as a timeline with a closing summary. Vaults, kept on three nodes each
-//! (`replicas = 3`), show a standby taking over with every deposit. It stops by itself.
+//! components called from every node, one node paused (SIGSTOP for two seconds, then
+//! SIGCONT) under deposits, another killed with SIGKILL, and what the cluster did told as
+//! a timeline with a closing summary. Vaults, kept on three nodes each (`replicas = 3`),
+//! show standbys taking over with every acknowledged deposit. It stops by itself.
 //!
 //! ```sh
 //! cargo run --release --example demo
@@ -119,6 +120,20 @@ async fn node_main(seed: String) {
         .await
         .expect("node starts");
     println!("READY {}", hub.node_id());
+    // What this node goes through, for the orchestrator's timeline.
+    let mut events = hub.events();
+    tokio::spawn(async move {
+        while let Ok(ev) = events.recv().await {
+            match ev {
+                HubEvent::QuorumLost { .. } => println!("SAW quorum lost: serving nothing"),
+                HubEvent::QuorumRegained { .. } => println!("SAW quorum regained"),
+                HubEvent::Rejoined { old, new, dropped } => println!(
+                    "SAW downed by the others: rejoined as {new} (was {old}), {dropped} superseded copies dropped unpublished"
+                ),
+                _ => {}
+            }
+        }
+    });
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = stdin.next_line().await {
         match line.trim() {
@@ -128,6 +143,7 @@ async fn node_main(seed: String) {
                 println!("DEPOSITED {ok} {failed} {}", began.elapsed().as_millis());
             }
             "count" => println!("COUNT {}", hub.local_children()),
+            "id" => println!("ID {}", hub.node_id()),
             "shutdown" => {
                 hub.shutdown().await.expect("shutdown");
                 println!("BYE");
@@ -170,13 +186,193 @@ impl NodeProcess {
     }
 
     async fn ask(&mut self, command: &str, answer: &str) -> String {
+        self.ask_telling(command, answer).await.0
+    }
+
+    /// Like `ask`, with what the node said it saw on the way (`SAW ...` lines).
+    async fn ask_telling(&mut self, command: &str, answer: &str) -> (String, Vec<String>) {
         let stdin = self.child.stdin.as_mut().expect("stdin");
         stdin
             .write_all(format!("{command}\n").as_bytes())
             .await
             .expect("write to node");
-        read_prefixed(&mut self.out, answer).await
+        let mut saw = Vec::new();
+        let answer = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let line = self
+                    .out
+                    .next_line()
+                    .await
+                    .expect("read node output")
+                    .expect("node exited early");
+                if let Some(rest) = line.strip_prefix(answer) {
+                    return rest.to_string();
+                }
+                if let Some(seen) = line.strip_prefix("SAW ") {
+                    saw.push(seen.to_string());
+                }
+            }
+        })
+        .await
+        .expect("node answered in time");
+        (answer, saw)
     }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the node's process.
+    fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.id().expect("a running node") as libc::pid_t;
+        // SAFETY: kill(2) on a child process this demo started and still owns.
+        let r = unsafe { libc::kill(pid, signal) };
+        assert_eq!(r, 0, "kill({pid}, {signal})");
+    }
+}
+
+/// What the pause of a node did, as the demo reports it.
+struct PauseReport {
+    downed_after: Option<Duration>,
+    promoted: usize,
+    rejoined: Option<(NodeId, Duration)>,
+    acked: usize,
+    refused: usize,
+    lost: usize,
+}
+
+/// Pauses node `c` (SIGSTOP) for `pause` while node A deposits into every vault, then
+/// continues it; checks that no acknowledged deposit was lost.
+async fn pause_under_deposits(
+    t: &Timeline,
+    hub: &Hub,
+    c: &mut NodeProcess,
+    pause: Duration,
+) -> PauseReport {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut before = BTreeMap::new();
+    for id in vault_ids() {
+        let b = Vault::handle(hub, id.clone())
+            .balance()
+            .await
+            .expect("balance");
+        before.insert(id, b);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let hub = hub.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acked: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+            while !stop.load(Ordering::Relaxed) {
+                let calls = vault_ids().into_iter().map(|id| {
+                    let v = Vault::handle(&hub, id.clone());
+                    async move { (id, v.deposit(1).await) }
+                });
+                for (id, r) in futures::future::join_all(calls).await {
+                    let e = acked.entry(id).or_default();
+                    if r.is_ok() {
+                        e.0 += 1
+                    } else {
+                        e.1 += 1
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    t.say(format!(
+        "SIGSTOP node C (pid {}) for {pause:?}, while node A deposits into every vault",
+        c.child.id().unwrap_or(0)
+    ));
+    let paused = Instant::now();
+    // What node A sees, as it happens.
+    let watch = {
+        let mut events = hub.events();
+        let stop = stop.clone();
+        let c_id = c.id;
+        tokio::spawn(async move {
+            let (mut downed, mut promoted, mut rejoined) = (None, 0, None);
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Ok(ev)) =
+                    tokio::time::timeout(Duration::from_millis(50), events.recv()).await
+                else {
+                    continue;
+                };
+                match ev {
+                    HubEvent::NodesDowned { nodes } if nodes.contains(&c_id) => {
+                        downed.get_or_insert(paused.elapsed());
+                    }
+                    HubEvent::PrimaryPromoted { from, .. } if from == c_id => promoted += 1,
+                    HubEvent::NodeJoined { node } if node.addr() == c_id.addr() && node != c_id => {
+                        rejoined = Some((node, paused.elapsed()));
+                    }
+                    _ => {}
+                }
+            }
+            (downed, promoted, rejoined)
+        })
+    };
+    c.signal(libc::SIGSTOP);
+    tokio::time::sleep(pause).await;
+    c.signal(libc::SIGCONT);
+    t.say("SIGCONT node C");
+    let addr = c.id.addr();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(hub.nodes().iter().any(|m| m.addr() == addr) && hub.unreachable().is_empty()) {
+        assert!(Instant::now() < deadline, "node C did not come back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = load.await.expect("the deposits");
+    let (downed_after, promoted, rejoined) = watch.await.expect("the watch");
+    let report = PauseReport {
+        downed_after,
+        promoted,
+        rejoined,
+        acked: acked.values().map(|a| a.0).sum(),
+        refused: acked.values().map(|a| a.1).sum(),
+        lost: 0,
+    };
+    let mut report = report;
+    if let Some(d) = report.downed_after {
+        t.say(format!(
+            "nodes A and B (a majority of 3) downed node C {d:?} after it stopped; its vaults \
+             were taken over by standbys once its lease had run out ({} promoted on A), its \
+             plain accounts restarted from their start state (as after a crash)",
+            report.promoted
+        ));
+    }
+    if let Some((n, d)) = report.rejoined {
+        t.say(format!(
+            "node A saw node C join again as {n}, {d:?} after it stopped"
+        ));
+    }
+    let (new_id, saw) = c.ask_telling("id", "ID ").await;
+    for s in &saw {
+        t.say(format!("node C: {s}"));
+    }
+    let (a, inc) = new_id.split_once('#').expect("node id");
+    let new_id = NodeId::new(a.parse().expect("addr"), inc.parse().expect("incarnation"));
+    if new_id != c.id {
+        t.say(format!("node C is a member again as {new_id}"));
+        c.id = new_id;
+    } else {
+        t.say("node C was not downed: it renewed its lease and went on");
+    }
+    for (id, (ok, failed)) in &acked {
+        let now = Vault::handle(hub, id.clone()).balance().await.unwrap_or(-1);
+        let was = before[id];
+        if now < was + *ok as i64 || now > was + (*ok + *failed) as i64 {
+            report.lost += 1;
+        }
+    }
+    t.say(format!(
+        "deposits during the pause: {} acknowledged, {} refused or timed out (NoQuorum while \
+         the cluster decided); vaults that lost an acknowledged deposit: {}",
+        report.acked, report.refused, report.lost
+    ));
+    report
 }
 
 async fn read_prefixed(out: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
@@ -216,7 +412,6 @@ async fn orchestrate() {
         .start()
         .await
         .expect("node A starts");
-    let mut events = hub.events();
     t.say(format!(
         "node A {} up (this process, pid {})",
         hub.node_id(),
@@ -319,6 +514,38 @@ async fn orchestrate() {
         "started {VAULTS} vaults kept on 3 nodes each, 3 deposits into each; node B is the primary of {}",
         vaults_on_b.len()
     ));
+    let on_a_before: Vec<String> = hub
+        .children()
+        .into_iter()
+        .filter(|i| i.owner == hub.node_id() && i.id.starts_with("account-"))
+        .map(|i| i.id.to_string())
+        .collect();
+    let pause = pause_under_deposits(&t, &hub, &mut c, Duration::from_secs(2)).await;
+    let names: BTreeMap<NodeId, &str> = [(hub.node_id(), "A"), (b.id, "B"), (c.id, "C")].into();
+    let placement = |hub: &Hub| {
+        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+        for info in hub
+            .children()
+            .iter()
+            .filter(|i| i.id.starts_with("account-"))
+        {
+            *per.entry(names.get(&info.owner).copied().unwrap_or("?"))
+                .or_default() += 1;
+        }
+        per
+    };
+    let vaults_on_b: Vec<String> = vault_ids()
+        .into_iter()
+        .filter(|id| hub.lookup(id).is_some_and(|i| i.owner == b.id))
+        .collect();
+    let mut vault_balances = BTreeMap::new();
+    for id in &vaults_on_b {
+        let b = Vault::handle(&hub, id.clone())
+            .balance()
+            .await
+            .unwrap_or(-1);
+        vault_balances.insert(id.clone(), b);
+    }
     let on_b: Vec<String> = hub
         .children()
         .into_iter()
@@ -331,6 +558,7 @@ async fn orchestrate() {
         b.child.id().unwrap_or(0),
         on_b.len()
     ));
+    let mut events = hub.events();
     let killed = Instant::now();
     b.child.start_kill().expect("SIGKILL");
     let _ = b.child.wait().await;
@@ -386,22 +614,23 @@ async fn orchestrate() {
     call_errors += v[1];
     let mut vaults_kept = 0;
     for id in &vaults_on_b {
-        if Vault::handle(&hub, id.clone()).balance().await.ok() == Some(3) {
+        if Vault::handle(&hub, id.clone()).balance().await.ok() == Some(vault_balances[id]) {
             vaults_kept += 1;
         }
     }
     t.say(format!(
-        "vaults of node B: {vaults_kept} of {} taken over by a standby with all 3 deposits",
+        "vaults of node B: {vaults_kept} of {} taken over by a standby with every deposit",
         vaults_on_b.len()
     ));
     let sample = Account::handle(&hub, on_b[0].clone())
         .balance()
         .await
         .unwrap_or(-1);
-    let stayed = ids()
-        .into_iter()
-        .find(|id| !on_b.contains(id))
-        .expect("some stayed");
+    let stayed = on_a_before
+        .iter()
+        .find(|id| !on_b.contains(id) && hub.lookup(id).is_some_and(|i| i.owner == hub.node_id()))
+        .cloned()
+        .expect("some stayed on node A");
     let kept = Account::handle(&hub, stayed).balance().await.unwrap_or(-1);
 
     // Node C leaves gracefully: it hands its accounts over, with their balances.
@@ -444,7 +673,7 @@ async fn orchestrate() {
         on_b.len()
     );
     println!(
-        "  failure detected      {}",
+        "  failure acted on      {}",
         detected.map_or("not seen".into(), |d| format!("{d:?} after the kill"))
     );
     println!(
@@ -463,8 +692,30 @@ async fn orchestrate() {
         "  vaults of node B      {vaults_kept} of {} kept every deposit: a standby took over (replicas = 3, hot standby)",
         vaults_on_b.len()
     );
+    println!(
+        "  paused                node C with SIGSTOP for 2 s under {} vault deposits ({} refused or timed out)",
+        pause.acked, pause.refused
+    );
+    println!(
+        "  fenced and downed     {}",
+        pause.downed_after.map_or("not downed: the pause was shorter than the downing".into(), |d| format!(
+            "by nodes A and B within {d:?}; {} vault primaries of C promoted on A, after C's lease ran out",
+            pause.promoted
+        ))
+    );
+    println!(
+        "  rejoined              {}",
+        pause.rejoined.map_or("-".into(), |(n, d)| format!(
+            "as {n}, {d:?} after the pause began"
+        ))
+    );
+    println!(
+        "  lost in the pause     {} vaults lost an acknowledged deposit",
+        pause.lost
+    );
     println!("  graceful leave        node C handed over {kept_on_move} of {} accounts, balances kept (hot migration)", on_c.len());
     if recovered.is_none()
+        || pause.lost > 0
         || call_errors > 0
         || kept_on_move != on_c.len()
         || vaults_kept != vaults_on_b.len()
