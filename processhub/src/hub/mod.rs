@@ -502,7 +502,8 @@ impl HubInner {
             role,
             recent,
             awake: Some(self.awake.clone()),
-            lease: Some(self.lease()),
+            // (No lease to check when the strategy does not fence.)
+            lease: Some(self.lease()).filter(|l| l.fences()),
         }
     }
 }
