@@ -199,6 +199,52 @@ fn a_one_way_partition_keeps_every_promise() {
     assert_seeds_pass(&s, 1..9);
 }
 
+/// Pauses, partitions, crashes (a fresh node joining in place) and slow links in one
+/// run, each drawn from the seed.
+fn mixed() -> Scenario {
+    Scenario {
+        workload: Workload {
+            plain: 20,
+            replicated: 20,
+            ..small()
+        },
+        duration: Duration::from_secs(4),
+        faults: vec![
+            FaultKind::Pause,
+            FaultKind::Partition,
+            FaultKind::Crash,
+            FaultKind::Delay,
+        ],
+        ..Scenario::default()
+    }
+}
+
+/// 150 seeds of [`mixed`], but for two expected failures below.
+#[test]
+fn seeds_of_pauses_partitions_crashes_and_delays_keep_every_promise() {
+    let s = mixed();
+    assert_seeds_pass(&s, (0..150).filter(|seed| !MIXED_FAILURES.contains(seed)));
+}
+
+/// Seeds of the mixed run above that still fail (never delete or weaken this: turn it
+/// around when fixed): a replicated write acknowledged by the primary of a node that was
+/// paused and cut off at once is acknowledged again by the promoted copy (a value
+/// acknowledged twice, one write lost).
+const MIXED_FAILURES: [u64; 2] = [66, 116];
+
+#[test]
+fn expected_failure_two_mixed_seeds_acknowledge_a_replicated_value_twice() {
+    let s = mixed();
+    for seed in MIXED_FAILURES {
+        let out = s.run(seed);
+        assert!(
+            fails(&out, "single-writer"),
+            "seed {seed}: fixed? {:#?}",
+            out.report
+        );
+    }
+}
+
 #[test]
 fn an_idle_cluster_sends_nothing_whatever_the_size_of_its_registry() {
     use processhub::sim::{Sim, SimConfig, Workload};
