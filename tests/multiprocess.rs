@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{wait_until, ColdTally, Tally};
 use processhub::prelude::*;
-use processhub::RestartReason;
+use processhub::{PartitionTolerance, RestartReason};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -59,6 +59,31 @@ impl Slow {
 }
 const HUB_ID: &str = "multiprocess";
 
+/// The address a node process listens on (default `127.0.0.1:0`).
+const LISTEN_ENV: &str = "PROCESSHUB_TEST_LISTEN";
+/// A node process's partition strategy: `majority`, `static3`, `dynamic`, `divergence`.
+const STRATEGY_ENV: &str = "PROCESSHUB_TEST_STRATEGY";
+
+fn parse_strategy(s: &str) -> PartitionTolerance {
+    match s {
+        "divergence" => PartitionTolerance::Divergence,
+        "static3" => PartitionTolerance::StaticQuorum { size: 3 },
+        "dynamic" => PartitionTolerance::DynamicQuorum {
+            percent: 51,
+            window: Duration::from_secs(60),
+        },
+        _ => PartitionTolerance::MajorityQuorum,
+    }
+}
+
+/// The ids of the partition tests: plain counters, then replicated ones.
+fn partition_ids() -> (Vec<String>, Vec<String>) {
+    (
+        (0..40).map(|i| format!("np-{i}")).collect(),
+        (0..40).map(|i| format!("nr-{i}")).collect(),
+    )
+}
+
 /// A replicated counter (`sync`): every acknowledged add survives its node.
 #[distributed(replicas = 2)]
 #[derive(Default, Debug, Serialize, Deserialize)]
@@ -89,21 +114,122 @@ fn node_process() {
     if let Some(ms) = std::env::var(DELAY_ENV).ok().and_then(|v| v.parse().ok()) {
         ARRIVAL_DELAY_MS.store(ms, std::sync::atomic::Ordering::SeqCst);
     }
+    let listen = std::env::var(LISTEN_ENV).unwrap_or_else(|_| "127.0.0.1:0".into());
+    let strategy = std::env::var(STRATEGY_ENV)
+        .ok()
+        .map_or(PartitionTolerance::default(), |s| parse_strategy(&s));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let hub = Hub::builder(HUB_ID)
-            .listen("127.0.0.1:0")
+            .listen(listen)
             .seeds([seed])
             .gossip_interval(Duration::from_millis(50))
+            .partition_tolerance(strategy)
             .start()
             .await
             .expect("node hub starts");
         println!("READY {}", hub.node_id());
+        let conflicts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        {
+            let mut events = hub.events();
+            let conflicts = conflicts.clone();
+            tokio::spawn(async move {
+                while let Ok(ev) = events.recv().await {
+                    if let HubEvent::DuplicateResolved { .. } = ev {
+                        conflicts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        let mut load: Option<(
+            std::sync::Arc<std::sync::atomic::AtomicBool>,
+            Vec<tokio::task::JoinHandle<Acks>>,
+        )> = None;
         let mut stdin = BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = stdin.next_line().await {
             match line.trim() {
                 "count" => println!("COUNT {}", hub.local_children()),
                 "id" => println!("ID {}", hub.node_id()),
+                "members" => println!("MEMBERS {} {}", hub.nodes().len(), hub.unreachable().len()),
+                "partitioned" => println!("PARTITIONED {}", hub.is_partitioned()),
+                "conflicts" => println!(
+                    "CONFLICTS {}",
+                    conflicts.load(std::sync::atomic::Ordering::SeqCst)
+                ),
+                "start-ids" => {
+                    let (plain, replicated) = partition_ids();
+                    let a = Tally::start_many(
+                        &hub,
+                        plain
+                            .iter()
+                            .map(|i| (i.clone(), Tally::default()))
+                            .collect(),
+                    )
+                    .await;
+                    let b = Ledger::start_many(
+                        &hub,
+                        replicated
+                            .iter()
+                            .map(|i| (i.clone(), Ledger::default()))
+                            .collect(),
+                    )
+                    .await;
+                    let failed = a.iter().filter(|r| r.is_err()).count()
+                        + b.iter().filter(|r| r.is_err()).count();
+                    println!("STARTED {failed}");
+                }
+                "owners" => {
+                    // Every copy of each id: its owner, then its standbys.
+                    let (plain, replicated) = partition_ids();
+                    let owners: Vec<String> = plain
+                        .iter()
+                        .chain(&replicated)
+                        .map(|id| {
+                            hub.lookup(id).map_or("-".into(), |i| {
+                                let copies: Vec<String> =
+                                    i.owners().iter().map(|n| n.to_string()).collect();
+                                copies.join("|")
+                            })
+                        })
+                        .collect();
+                    println!("OWNERS {}", owners.join(","));
+                }
+                "load-start" => {
+                    let (plain, replicated) = partition_ids();
+                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let tasks = write_load(&hub, &plain, &replicated, stop.clone());
+                    load = Some((stop, tasks));
+                    println!("LOADING");
+                }
+                "load-stop" => {
+                    if let Some((stop, tasks)) = load.take() {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        let mut acks = Acks::new();
+                        for t in tasks {
+                            for (id, values) in t.await.unwrap() {
+                                acks.entry(id).or_default().extend(values);
+                            }
+                        }
+                        for (id, values) in acks {
+                            let values: Vec<String> = values.iter().map(u64::to_string).collect();
+                            println!("ACKS {id} {}", values.join(","));
+                        }
+                    }
+                    println!("ACKS-END");
+                }
+                "values" => {
+                    let (plain, replicated) = partition_ids();
+                    let mut out = Vec::new();
+                    for id in &plain {
+                        let v = Tally::handle(&hub, id.clone()).get().await;
+                        out.push(v.map_or("ERR".into(), |v| v.to_string()));
+                    }
+                    for id in &replicated {
+                        let v = Ledger::handle(&hub, id.clone()).get().await;
+                        out.push(v.map_or("ERR".into(), |v| v.to_string()));
+                    }
+                    println!("VALUES {}", out.join(","));
+                }
                 "registry" => println!("REGISTRY {}", registry_digest(&hub)),
                 "drain" => {
                     let r = hub.drain().await.expect("drain");
@@ -160,15 +286,36 @@ impl Node {
     }
 
     async fn spawn_with(seed: std::net::SocketAddr, env: &[(&str, String)]) -> Node {
+        Self::spawn_in(None, seed, env).await
+    }
+
+    /// A node process, in network namespace `netns` if one is given.
+    async fn spawn_in(
+        netns: Option<&str>,
+        seed: std::net::SocketAddr,
+        env: &[(&str, String)],
+    ) -> Node {
         let exe = std::env::current_exe().unwrap();
-        let mut child = Command::new(exe)
-            .args([
-                "--exact",
-                "node_process",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
+        let test_args = [
+            "--exact",
+            "node_process",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ];
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&exe).args(test_args);
+                c
+            }
+            None => {
+                let mut c = Command::new(&exe);
+                c.args(test_args);
+                c
+            }
+        };
+        let mut child = command
             .env(NODE_ENV, seed.to_string())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
@@ -1361,4 +1508,362 @@ async fn a_one_second_pause_of_one_of_five_nodes_keeps_the_promise() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_five_second_pause_of_one_of_five_nodes_keeps_the_promise() {
     a_paused_node_keeps_the_promise(5, Duration::from_secs(5)).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Real partitions: node processes in network namespaces of their own, on one bridge.
+
+/// Network namespaces `…n1`..`…nN`, each with a veth on one bridge and the address
+/// 10.201.0.i/24, and blackhole routes to split them. Everything is deleted when this is
+/// dropped, pass or fail (and left-overs of an earlier run of the same names first).
+struct Netns {
+    prefix: String,
+    n: usize,
+}
+
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Netns {
+    /// `None` where namespaces cannot be made (not root, no `ip`): the caller says so.
+    fn new(n: usize) -> Option<Netns> {
+        let prefix = format!("ph{}", std::process::id() % 100_000);
+        let net = Netns { prefix, n };
+        net.delete();
+        let bridge = net.bridge();
+        if !ip(&["link", "add", &bridge, "type", "bridge"]) {
+            return None;
+        }
+        let mut ok = ip(&["link", "set", &bridge, "up"]);
+        for i in 1..=n {
+            let ns = net.ns(i);
+            let veth = format!("{}v{i}", net.prefix);
+            ok &= ip(&["netns", "add", &ns]);
+            ok &= ip(&[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ]);
+            ok &= ip(&["link", "set", &veth, "master", &bridge, "up"]);
+            let addr = format!("{}/24", net.addr(i));
+            ok &= ip(&[
+                "netns", "exec", &ns, "ip", "addr", "add", &addr, "dev", "eth0",
+            ]);
+            ok &= ip(&["netns", "exec", &ns, "ip", "link", "set", "eth0", "up"]);
+            ok &= ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        }
+        assert!(ok, "setting up the network namespaces failed");
+        Some(net)
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}br", self.prefix)
+    }
+
+    fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.prefix)
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("10.201.0.{i}")
+    }
+
+    /// Splits the nodes: those of `a` and the others cannot reach each other.
+    fn split(&self, a: &[usize]) {
+        self.routes(a, "add");
+    }
+
+    /// Heals a split made with `a`.
+    fn heal(&self, a: &[usize]) {
+        self.routes(a, "del");
+    }
+
+    fn routes(&self, a: &[usize], verb: &str) {
+        for i in 1..=self.n {
+            for j in 1..=self.n {
+                if a.contains(&i) != a.contains(&j) {
+                    let to = format!("{}/32", self.addr(j));
+                    let ns = self.ns(i);
+                    assert!(
+                        ip(&["netns", "exec", &ns, "ip", "route", verb, "blackhole", &to]),
+                        "ip route {verb} blackhole {to} in {ns}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn delete(&self) {
+        for i in 1..=self.n {
+            ip(&["netns", "del", &self.ns(i)]);
+            ip(&["link", "del", &format!("{}v{i}", self.prefix)]);
+        }
+        ip(&["link", "del", &self.bridge()]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+/// Every acknowledgement a node process reports at `load-stop`.
+async fn gather_acks(node: &mut Node, into: &mut Acks) {
+    node.say("load-stop").await;
+    loop {
+        let line = node.expect_line("ACKS").await;
+        if line == "-END" {
+            return;
+        }
+        let (id, values) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+        let values = values.split(',').filter(|v| !v.is_empty());
+        into.entry(id.to_string())
+            .or_default()
+            .extend(values.map(|v| v.parse::<u64>().unwrap()));
+    }
+}
+
+/// 5 node processes, each in its own network namespace, all writing to every id; split
+/// 2|3 for `split_for`, then healed. Returns what the test checks, per strategy.
+async fn split_two_three(strategy: &str, split_for: Duration) -> Option<SplitOutcome> {
+    let _serial = SERIAL.lock().await;
+    let Some(net) = Netns::new(5) else {
+        eprintln!("SKIPPED: network namespaces need root and iproute2 (`ip`)");
+        return None;
+    };
+    let seed: std::net::SocketAddr = format!("{}:7000", net.addr(1)).parse().unwrap();
+    let mut nodes = Vec::new();
+    for i in 1..=5 {
+        let env = [
+            (LISTEN_ENV, format!("{}:7000", net.addr(i))),
+            (STRATEGY_ENV, strategy.to_string()),
+        ];
+        nodes.push(Node::spawn_in(Some(&net.ns(i)), seed, &env).await);
+    }
+    let all_see = |n: usize| format!("{n} 0");
+    for node in nodes.iter_mut() {
+        let mut seen = String::new();
+        for _ in 0..200 {
+            node.say("members").await;
+            seen = node.expect_line("MEMBERS ").await;
+            if seen == all_see(5) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(seen, all_see(5), "every node sees the 5");
+    }
+    nodes[0].say("start-ids").await;
+    assert_eq!(nodes[0].expect_line("STARTED ").await, "0");
+    for node in nodes.iter_mut() {
+        node.say("load-start").await;
+        node.expect_line("LOADING").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Where every copy is as the split begins (the standbys are in place by now).
+    nodes[4].say("owners").await;
+    let owners: Vec<String> = nodes[4]
+        .expect_line("OWNERS ")
+        .await
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let minority = [1, 2];
+    net.split(&minority);
+    // Past the lease and the downing, the minority is fenced, the majority is not.
+    tokio::time::sleep(split_for).await;
+    let mut partitioned = Vec::new();
+    for node in nodes.iter_mut() {
+        node.say("partitioned").await;
+        partitioned.push(node.expect_line("PARTITIONED ").await == "true");
+    }
+    net.heal(&minority);
+    let healed = std::time::Instant::now();
+    // One instance per id again, within 5 s of the heal.
+    let (plain, replicated) = partition_ids();
+    let total = plain.len() + replicated.len();
+    let mut running = 0;
+    let mut converged = None;
+    while healed.elapsed() < Duration::from_secs(15) {
+        running = 0;
+        for node in nodes.iter_mut() {
+            node.say("count").await;
+            running += node.expect_line("COUNT ").await.parse::<usize>().unwrap();
+        }
+        let mut members_ok = true;
+        for node in nodes.iter_mut() {
+            node.say("members").await;
+            members_ok &= node.expect_line("MEMBERS ").await == all_see(5);
+        }
+        if running == total && members_ok {
+            converged = Some(healed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut acks = Acks::new();
+    for node in nodes.iter_mut() {
+        gather_acks(node, &mut acks).await;
+    }
+    let mut conflicts = 0;
+    for node in nodes.iter_mut() {
+        node.say("conflicts").await;
+        conflicts += node
+            .expect_line("CONFLICTS ")
+            .await
+            .parse::<usize>()
+            .unwrap();
+    }
+    nodes[4].say("values").await;
+    let values: Vec<Option<u64>> = nodes[4]
+        .expect_line("VALUES ")
+        .await
+        .split(',')
+        .map(|v| v.parse().ok())
+        .collect();
+    // The ids whose every copy was on the minority side restart from their start state
+    // on the majority: by design (every node that held them failed, for the majority).
+    let minority_addrs: Vec<String> = minority
+        .iter()
+        .map(|i| format!("{}:7000#", net.addr(*i)))
+        .collect();
+    let on_minority: Vec<String> = plain
+        .iter()
+        .chain(&replicated)
+        .zip(&owners)
+        .filter(|(_, copies)| {
+            copies
+                .split('|')
+                .all(|c| minority_addrs.iter().any(|a| c.starts_with(a.as_str())))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    drop(nodes);
+    drop(net);
+    Some(SplitOutcome {
+        partitioned,
+        running,
+        total,
+        converged,
+        acks,
+        values: plain
+            .iter()
+            .chain(&replicated)
+            .cloned()
+            .zip(values)
+            .collect(),
+        on_minority,
+        conflicts,
+        copies: plain
+            .iter()
+            .chain(&replicated)
+            .cloned()
+            .zip(owners.iter().cloned())
+            .collect(),
+    })
+}
+
+struct SplitOutcome {
+    /// Whether each node said it was partitioned, late in the split.
+    partitioned: Vec<bool>,
+    running: usize,
+    total: usize,
+    /// How long after the heal every id ran once and every node saw the 5.
+    converged: Option<Duration>,
+    acks: Acks,
+    values: Vec<(String, Option<u64>)>,
+    on_minority: Vec<String>,
+    conflicts: usize,
+    /// Where each id's copies were before the split (owner first).
+    copies: HashMap<String, String>,
+}
+
+impl SplitOutcome {
+    /// The promise: no acknowledged write lost (but for the ids whose every copy was on
+    /// the minority, restarted by design), no value acknowledged twice.
+    fn lost_or_twice(&self) -> Vec<String> {
+        let mut bad = Vec::new();
+        for (id, end) in &self.values {
+            if self.on_minority.contains(id) {
+                continue;
+            }
+            let values = self.acks.get(id).cloned().unwrap_or_default();
+            let mut distinct = values.clone();
+            distinct.sort();
+            distinct.dedup();
+            let unknown = self.acks.get(&format!("{id}?")).map_or(0, Vec::len) as u64;
+            let acked = values.len() as u64;
+            match end {
+                None => bad.push(format!("{id}: unreadable")),
+                Some(end) if *end < acked || *end > acked + unknown => bad.push(format!(
+                    "{id} (on {}): {end} after {acked} acknowledged ({unknown} failed)",
+                    self.copies.get(id).map_or("?", String::as_str)
+                )),
+                _ => {}
+            }
+            if distinct.len() != values.len() {
+                bad.push(format!("{id}: a value acknowledged twice"));
+            }
+        }
+        bad
+    }
+}
+
+async fn a_quorum_strategy_keeps_the_promise_through_a_real_partition(strategy: &str) {
+    let Some(out) = split_two_three(strategy, Duration::from_secs(4)).await else {
+        return;
+    };
+    assert_eq!(
+        out.partitioned,
+        vec![true, true, false, false, false],
+        "the minority (nodes 1 and 2) is fenced, the majority is not"
+    );
+    assert!(
+        out.converged.is_some_and(|d| d <= Duration::from_secs(5)),
+        "one instance per id ({} of {}) and every node sees the 5 within 5 s of the heal: {:?}",
+        out.running,
+        out.total,
+        out.converged
+    );
+    let bad = out.lost_or_twice();
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_partition_under_majority_quorum_keeps_the_promise() {
+    a_quorum_strategy_keeps_the_promise_through_a_real_partition("majority").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_partition_under_static_quorum_keeps_the_promise() {
+    a_quorum_strategy_keeps_the_promise_through_a_real_partition("static3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_partition_under_dynamic_quorum_keeps_the_promise() {
+    a_quorum_strategy_keeps_the_promise_through_a_real_partition("dynamic").await;
+}
+
+/// Under `Divergence` both sides go on; after the heal the duplicates are resolved, each
+/// reported, and one instance per id runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_partition_under_divergence_resolves_and_reports_every_duplicate() {
+    let Some(out) = split_two_three("divergence", Duration::from_secs(4)).await else {
+        return;
+    };
+    assert_eq!(out.partitioned, vec![false; 5], "divergence fences nobody");
+    assert!(
+        out.converged.is_some_and(|d| d <= Duration::from_secs(5)),
+        "one instance per id ({} of {}) within 5 s of the heal: {:?}",
+        out.running,
+        out.total,
+        out.converged
+    );
+    assert!(out.conflicts > 0, "the duplicates were reported");
 }

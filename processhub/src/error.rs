@@ -91,6 +91,16 @@ pub enum CallError {
     /// instance (dropped if the node is downed, kept if the split heals first).
     #[error("no quorum: the node serving the call is cut off from most of its cluster")]
     NoQuorum,
+    /// A write to a replicated `sync` component did not reach every standby within the
+    /// call's deadline (a standby's node is unreachable and was not replaced in time).
+    /// Not acknowledged: it was applied on the primary and maybe some standbys, and a
+    /// standby that lacks it may yet take over. Retry: a retry of the same handle call is
+    /// a new write.
+    #[error("the write to {id:?} did not reach every standby in time; not acknowledged")]
+    NotReplicated {
+        /// The id called.
+        id: String,
+    },
 }
 
 /// Why a start failed. Nothing was started unless the variant says otherwise.

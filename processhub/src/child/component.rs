@@ -367,17 +367,27 @@ impl<T: Component> ComponentActor<T> {
             // Each replica runs on its own: nothing to ship.
             return Ok(());
         }
-        self.ship_state().await;
+        let shipped = self.ship_state().await;
+        if !T::SYNC_REPLICATION || self.replicator.is_none() {
+            return Ok(());
+        }
+        if !shipped {
+            return Err(CallError::NotReplicated {
+                id: self.id.to_string(),
+            });
+        }
         match &self.lease {
-            Some(lease) if T::SYNC_REPLICATION && self.replicator.is_some() => lease.ready().await,
-            _ => Ok(()),
+            Some(lease) => lease.ready().await,
+            None => Ok(()),
         }
     }
 
-    /// Sends the state to the standbys (or, active/active, makes the replicas run).
-    async fn ship_state(&mut self) {
+    /// Sends the state to the standbys (or, active/active, makes the replicas run):
+    /// whether every standby took it (`sync`; always true for `async`, which does not
+    /// wait).
+    async fn ship_state(&mut self) -> bool {
         let Some(r) = &self.replicator else {
-            return;
+            return true;
         };
         match postcard::to_allocvec(&self.state) {
             Ok(state) => {
@@ -392,10 +402,12 @@ impl<T: Component> ComponentActor<T> {
                     shipped.await
                 } else {
                     tokio::spawn(shipped);
+                    true
                 }
             }
             Err(e) => {
-                tracing::error!(id = %self.id, "could not encode the state to replicate: {e}")
+                tracing::error!(id = %self.id, "could not encode the state to replicate: {e}");
+                false
             }
         }
     }

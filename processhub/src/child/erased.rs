@@ -122,8 +122,9 @@ pub(crate) trait Sleeper: Send + Sync + 'static {
 
 /// Ships a replicated child's state to its standby nodes (implemented by the hub).
 pub(crate) trait Replicator: Send + Sync + 'static {
-    /// Sends `state` (encoded) to the child's standbys and returns once each has it
-    /// or has been left out of its standby set.
+    /// Sends `state` (encoded) to the child's standbys; true once each standby the ring
+    /// gives it has it, false if the call's deadline passed first (or the child is no
+    /// longer primary here).
     fn ship(
         &self,
         id: Arc<str>,
@@ -131,7 +132,7 @@ pub(crate) trait Replicator: Send + Sync + 'static {
         epoch: u64,
         state: Vec<u8>,
         recent: SharedRecent,
-    ) -> BoxFuture<'static, ()>;
+    ) -> BoxFuture<'static, bool>;
 }
 
 impl std::fmt::Debug for dyn Replicator {

@@ -161,6 +161,7 @@ impl HubInner {
             // The cluster it comes back to is as large as the one it left: no quorum of
             // its own until it hears the others.
             fresh.downing.inherit(&e.downing);
+            fresh.set_rejoined();
             *e = fresh;
         }
         if let Some(m) = self.membership.lock().await.as_mut() {

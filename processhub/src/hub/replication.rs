@@ -20,6 +20,9 @@ use crate::net::wire::Replicate;
 use crate::net::wire::{Request, Response};
 use crate::node::NodeId;
 
+/// How long a shipment that did not reach every standby waits before it looks again.
+const RESHIP_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl HubInner {
     /// This node's standby copy of `id`, if it holds one, and a context to run it in.
     pub(crate) fn standby_copy(&self, id: &Arc<str>) -> Option<(Vec<u8>, ChildCtx)> {
@@ -42,10 +45,12 @@ impl HubInner {
     }
 
     /// Sends a replicated child's state (the whole of it: state shipping) to the
-    /// standbys the ring gives it now, and returns once each has it or is left out.
-    /// The nodes that took it are its standby set; a change of the set is published
-    /// before this returns, so a write acknowledged after it is on every standby named
-    /// in the registry.
+    /// standbys the ring gives it now, until every one of them has it: true then. A
+    /// standby that does not take it (its node is unreachable) is asked again while the
+    /// call's deadline lasts, and once its node is downed and another takes its place the
+    /// new one is sent the state instead; false if the deadline passes first: the write
+    /// is then not acknowledged, so that no standby that could be promoted lacks an
+    /// acknowledged write. The nodes that took it are published as its standby set.
     async fn ship(
         &self,
         id: Arc<str>,
@@ -53,68 +58,94 @@ impl HubInner {
         (epoch, seq): (u64, u64),
         state: Vec<u8>,
         calls: CallsToShip,
-    ) {
+    ) -> bool {
         let CallsToShip {
             unshipped,
             recent,
             in_step,
         } = calls;
-        let in_step_now = in_step.lock().unwrap().clone();
-        let plan = self.engine.read().unwrap().ship_plan(&id, type_name, epoch);
-        // Not this node's primary under this epoch (any more): nothing to keep in step.
-        let Some(ShipPlan {
-            current,
-            targets,
-            epoch,
-        }) = plan
-        else {
-            in_step.lock().unwrap().clear();
-            return;
-        };
-        if targets.is_empty() && current.is_empty() {
-            in_step.lock().unwrap().clear();
-            return;
-        }
         let deadline = Instant::now() + self.call_timeout;
         let delta = calls_to_wire(&unshipped);
-        let whole = targets.iter().any(|n| !in_step_now.contains(n)).then(|| {
-            recent
-                .as_ref()
-                .map(|r| calls_to_wire(&r.lock().unwrap().to_list()))
-                .unwrap_or_default()
-        });
-        let sends = targets.iter().map(|node| {
-            let append = in_step_now.contains(node);
-            let req = Request::Replicate(Replicate {
-                id: id.to_string(),
-                type_name: type_name.to_string(),
+        let mut have: Vec<NodeId> = Vec::new();
+        loop {
+            let in_step_now = in_step.lock().unwrap().clone();
+            let plan = self.engine.read().unwrap().ship_plan(&id, type_name, epoch);
+            // Not this node's primary under this epoch (any more): nothing to keep in
+            // step, and nothing to acknowledge.
+            let Some(ShipPlan {
+                current,
+                targets,
                 epoch,
-                seq,
-                state: serde_bytes::ByteBuf::from(state.clone()),
-                recent: if append {
-                    delta.clone()
-                } else {
-                    whole.clone().unwrap_or_default()
-                },
-                append,
-            });
-            let t = &self.transport;
-            async move {
-                matches!(
-                    t.request_within(*node, req, RECONNECT_WAIT, deadline).await,
-                    Ok(Response::Replicated(Ok(())))
-                )
+            }) = plan
+            else {
+                in_step.lock().unwrap().clear();
+                return false;
+            };
+            if targets.is_empty() && current.is_empty() {
+                in_step.lock().unwrap().clear();
+                return true;
             }
-        });
-        let took: Vec<NodeId> = futures_util::future::join_all(sends)
-            .await
-            .into_iter()
-            .zip(&targets)
-            .filter(|(ok, _)| *ok)
-            .map(|(_, n)| *n)
-            .collect();
-        in_step.lock().unwrap().clone_from(&took);
-        self.decide(|engine| engine.shipped(&id, epoch, &current, took));
+            let missing: Vec<NodeId> = targets
+                .iter()
+                .copied()
+                .filter(|n| !have.contains(n))
+                .collect();
+            let whole = missing.iter().any(|n| !in_step_now.contains(n)).then(|| {
+                recent
+                    .as_ref()
+                    .map(|r| calls_to_wire(&r.lock().unwrap().to_list()))
+                    .unwrap_or_default()
+            });
+            let sends = missing.iter().map(|node| {
+                let append = in_step_now.contains(node) && have.is_empty();
+                let req = Request::Replicate(Replicate {
+                    id: id.to_string(),
+                    type_name: type_name.to_string(),
+                    epoch,
+                    seq,
+                    state: serde_bytes::ByteBuf::from(state.clone()),
+                    recent: if append {
+                        delta.clone()
+                    } else {
+                        whole.clone().unwrap_or_else(|| {
+                            recent
+                                .as_ref()
+                                .map(|r| calls_to_wire(&r.lock().unwrap().to_list()))
+                                .unwrap_or_default()
+                        })
+                    },
+                    append,
+                });
+                let t = &self.transport;
+                async move {
+                    matches!(
+                        t.request_within(*node, req, RECONNECT_WAIT, deadline).await,
+                        Ok(Response::Replicated(Ok(())))
+                    )
+                }
+            });
+            let took_now: Vec<NodeId> = futures_util::future::join_all(sends)
+                .await
+                .into_iter()
+                .zip(&missing)
+                .filter(|(ok, _)| *ok)
+                .map(|(_, n)| *n)
+                .collect();
+            have.extend(took_now);
+            let took: Vec<NodeId> = targets
+                .iter()
+                .copied()
+                .filter(|n| have.contains(n))
+                .collect();
+            let all = took.len() == targets.len();
+            if all || Instant::now() + RESHIP_PAUSE >= deadline {
+                in_step.lock().unwrap().clone_from(&took);
+                self.decide(|engine| engine.shipped(&id, epoch, &current, took));
+                return all;
+            }
+            // A standby did not take it: its node may be downed and replaced meanwhile.
+            tokio::time::sleep(RESHIP_PAUSE).await;
+        }
     }
 
     /// Keeps a standby copy sent by a replicated child's primary (the engine decides
@@ -186,7 +217,7 @@ impl Replicator for HubReplicator {
         epoch: u64,
         state: Vec<u8>,
         recent: SharedRecent,
-    ) -> BoxFuture<'static, ()> {
+    ) -> BoxFuture<'static, bool> {
         let hub = self.hub.clone();
         // Numbered now, in the order of the writes, with the calls recorded since the
         // previous shipment.
@@ -201,8 +232,9 @@ impl Replicator for HubReplicator {
             in_step: self.in_step.clone(),
         };
         Box::pin(async move {
-            if let Some(hub) = hub.upgrade() {
-                hub.ship(id, type_name, (epoch, seq), state, calls).await;
+            match hub.upgrade() {
+                Some(hub) => hub.ship(id, type_name, (epoch, seq), state, calls).await,
+                None => false,
             }
         })
     }

@@ -537,17 +537,29 @@ impl Sim {
                     continue;
                 }
             }
+            let mut resumed = false;
             if let Some((since, until)) = node.paused {
                 if self.now < until {
                     continue;
                 }
                 node.paused = None;
+                resumed = true;
                 if until - since >= self.config.detection {
                     node.stale_until = self.now + self.config.gossip_round;
                 }
             }
             let behind = self.now.saturating_sub(node.clock);
-            rt.block_on(async move { tokio::time::sleep(behind).await });
+            if resumed {
+                // As after SIGCONT: the clock has jumped, and every timer that came due
+                // meanwhile fires at the new time (not one by one, each at its own
+                // deadline, as if the node had run fast through its pause).
+                rt.block_on(async move {
+                    tokio::time::advance(behind).await;
+                    tokio::task::yield_now().await;
+                });
+            } else {
+                rt.block_on(async move { tokio::time::sleep(behind).await });
+            }
             node.clock = self.now;
         }
         if !self.suspects.is_empty() {

@@ -248,6 +248,8 @@ pub(crate) struct Engine<C> {
     downed_me_by: std::collections::BTreeSet<NodeId>,
     /// Whether the members it reached made a quorum at the last refresh.
     quorate: bool,
+    /// A rejoined node's engine (see [`Self::is_syncing`]).
+    rejoined: bool,
     out: Output<C>,
 }
 
@@ -282,6 +284,7 @@ impl<C: ChildHandle> Engine<C> {
             downed: false,
             downed_me_by: Default::default(),
             quorate: true,
+            rejoined: false,
             out: Output::default(),
         }
     }
@@ -325,7 +328,11 @@ impl<C: ChildHandle> Engine<C> {
             None => (self.view.ring().owner(id).unwrap_or(self.me), false),
         };
         if target == self.me {
-            Route::LocalMissing { pending }
+            // (While a rejoined node's registry fills, an id it does not know yet may
+            // well exist: its caller waits rather than hear "not found".)
+            Route::LocalMissing {
+                pending: pending || self.is_syncing(),
+            }
         } else {
             Route::Remote(target)
         }
@@ -336,13 +343,36 @@ impl<C: ChildHandle> Engine<C> {
         match self.registry.get(id) {
             Some(e) if e.owner != self.me => Missing::NotHere(e.owner),
             Some(_) if self.registry.pending_from(id).is_some() => Missing::Restarting,
+            _ if self.is_syncing() => Missing::Restarting,
             _ => Missing::NotFound,
         }
+    }
+
+    /// Whether this node's registry may still lack children: a member it hears has not
+    /// sent its snapshot yet (it just joined, or rejoined, or the member did), or, after
+    /// a rejoin, no quorum of the cluster it came back to has. It restarts nothing of
+    /// others meanwhile (what it would restart may run elsewhere already).
+    pub(crate) fn is_syncing(&self) -> bool {
+        let unsynced = self
+            .view
+            .members()
+            .iter()
+            .any(|n| *n != self.me && self.view.is_alive(*n) && !self.synced.contains(n));
+        unsynced
+            || (self.rejoined && self.synced.len() + 1 < self.downing.quorum(self.view.members()))
+    }
+
+    /// This engine is a rejoined node's: until it has synced, unknown ids may exist.
+    pub(crate) fn set_rejoined(&mut self) {
+        self.rejoined = true;
     }
 
     /// After `asked` said it does not have `id`: whether the registry expects it to
     /// appear somewhere (a restart or move under way), so a retry can succeed.
     pub(crate) fn retry_after_not_found(&self, id: &str, asked: NodeId) -> bool {
+        if self.is_syncing() {
+            return true;
+        }
         match self.registry.get(id) {
             Some(e) => self.registry.pending_from(id).is_some() || e.owner != asked,
             None => false,

@@ -226,7 +226,7 @@ impl<C: ChildHandle> Engine<C> {
         let mut moves = Vec::new();
         // A side without a quorum restarts nothing (its restarts stay pending, and are
         // taken up once it has one): the side with one may be taking them over.
-        let quorate = self.has_quorum();
+        let quorate = self.has_quorum() && !self.is_syncing();
         for c in commands {
             match c {
                 Command::StartLocal { id, epoch, from } if quorate => {

@@ -110,8 +110,24 @@ pub(crate) fn engine(me: u16, members: &[u16]) -> Engine<TestChild> {
         members: members.iter().map(|p| node(*p)).collect(),
         ..Gossip::default()
     });
+    // Each peer's (empty) registry has arrived, as over a connection that opened.
+    for p in members.iter().filter(|p| **p != me) {
+        synced(&mut e, *p);
+    }
     e.take_output();
     e
+}
+
+/// Peer `port`'s whole registry (empty) arrived, as its connection opened.
+pub(crate) fn synced(e: &mut Engine<TestChild>, port: u16) {
+    e.push(
+        node(port),
+        crate::core::registry::Push::Snapshot {
+            entries: Vec::new(),
+            first: true,
+            last: true,
+        },
+    );
 }
 
 /// A new start of `id` (epoch 0), its state `[1]`.

@@ -993,3 +993,125 @@ fn a_death_fails_the_calls_awaiting_the_dead_and_a_goodbye_does_not() {
         ]
     );
 }
+
+// ---- downing and fencing ----
+
+fn majority_engine(me: u16, members: &[u16]) -> (super::Engine<TestChild>, std::time::Instant) {
+    use crate::core::downing::{PartitionTolerance, SafetyConfig};
+    let t0 = std::time::Instant::now();
+    let safety = SafetyConfig {
+        strategy: PartitionTolerance::MajorityQuorum,
+        stable_after: std::time::Duration::from_millis(300),
+        lease: std::time::Duration::from_millis(400),
+    };
+    let mut e = super::Engine::new(node(me), super::testing::types, true, safety, t0);
+    e.gossip(gossip(members));
+    for p in members.iter().filter(|p| **p != me) {
+        super::testing::synced(&mut e, *p);
+    }
+    e.take_output();
+    (e, t0)
+}
+
+#[test]
+fn a_majority_downs_a_silent_member_once_stable_and_replaces_it_a_lease_after_a_quorum_did() {
+    use std::time::Duration;
+    let (mut e, t0) = majority_engine(1, &[1, 2, 3]);
+    e.gossip(gossip(&[1, 2]));
+    assert_eq!(e.take_output(), Output::default(), "unreachable, not gone");
+    assert_eq!(e.view.members(), &[node(1), node(2), node(3)]);
+    e.set_now(t0 + Duration::from_millis(300));
+    e.refresh_members();
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![Push::Down(vec![node(3)])],
+            vec![],
+            vec![HubEvent::NodesDowned {
+                nodes: vec![node(3)]
+            }],
+        )
+    );
+    // Node 2 downs it too: a quorum (2 of 3) has; the replacement waits 1.25 leases.
+    e.set_now(t0 + Duration::from_millis(310));
+    e.push(node(2), Push::Down(vec![node(3)]));
+    e.take_output();
+    e.set_now(t0 + Duration::from_millis(800));
+    e.refresh_members();
+    assert!(
+        e.take_output().events.is_empty(),
+        "not yet: 490 ms after the quorum"
+    );
+    e.set_now(t0 + Duration::from_millis(810));
+    e.refresh_members();
+    let o = e.take_output();
+    assert_eq!(o.effects[0], Effect::Peers(vec![node(1), node(2)]));
+    assert_eq!(o.effects[1], Effect::Dead(vec![node(3)]));
+    assert_eq!(
+        o.events,
+        vec![HubEvent::NodeLeft {
+            node: node(3),
+            graceful: false
+        }]
+    );
+}
+
+#[test]
+fn a_minority_starts_stops_and_restarts_nothing_and_says_it_lost_its_quorum() {
+    let (mut e, _) = majority_engine(1, &[1, 2, 3]);
+    let a1 = TestChild::new("a1", "T");
+    start(&mut e, "a", &a1);
+    e.gossip(gossip(&[1]));
+    assert_eq!(
+        e.take_output().events,
+        vec![HubEvent::QuorumLost { node: node(1) }]
+    );
+    assert!(!e.has_quorum());
+    assert_eq!(
+        e.admit(&new_item("b", "T")),
+        Err(StartOutcome::NoQuorum { node: node(1) })
+    );
+    assert_eq!(
+        e.stop("a", "T"),
+        Err(StopOutcome::NoQuorum { node: node(1) })
+    );
+    assert_eq!(e.restart("a", 2, node(2)).map(|r| r.item.id), None);
+    e.gossip(gossip(&[1, 2]));
+    let o = e.take_output();
+    assert_eq!(o.events, vec![HubEvent::QuorumRegained { node: node(1) }]);
+    assert!(
+        o.effects.contains(&Effect::Renew),
+        "heard again: renew the lease"
+    );
+}
+
+#[test]
+fn a_node_is_superseded_only_when_a_quorum_says_it_was_downed() {
+    let (mut e, _) = majority_engine(1, &[1, 2, 3]);
+    e.push(node(2), Push::Down(vec![node(1)]));
+    assert!(!e.is_superseded(), "one peer's word is not enough");
+    assert!(e.grants_lease(node(2)));
+    e.push(node(3), Push::Down(vec![node(1)]));
+    assert!(e.is_superseded());
+    assert!(e.take_output().effects.contains(&Effect::Downed));
+    // A downed node decides nothing more and grants nothing.
+    assert!(!e.grants_lease(node(2)));
+    assert_eq!(
+        e.admit(&new_item("b", "T")),
+        Err(StartOutcome::NoQuorum { node: node(1) })
+    );
+}
+
+#[test]
+fn a_peers_downing_of_a_node_heard_here_is_not_adopted() {
+    let (mut e, _) = majority_engine(1, &[1, 2, 3]);
+    e.push(node(2), Push::Down(vec![node(3)]));
+    assert_eq!(e.take_output().pushes, vec![], "node 3 is heard here");
+    assert!(e.grants_lease(node(3)));
+    // Not heard here either: adopted, and said (so that every peer counts this node).
+    e.gossip(gossip(&[1, 2]));
+    e.take_output();
+    e.push(node(2), Push::Down(vec![node(3)]));
+    assert_eq!(e.take_output().pushes, vec![Push::Down(vec![node(3)])]);
+    assert!(!e.grants_lease(node(3)));
+}
