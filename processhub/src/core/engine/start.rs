@@ -64,10 +64,19 @@ impl<C: ChildHandle> Engine<C> {
                 return Err(StartOutcome::AlreadyStarted { node: me });
             }
         }
-        if item.epoch == 0 {
-            if let Some(e) = self.registry.get(&item.id) {
+        match self.registry.get(&item.id) {
+            Some(e) if item.epoch == 0 => {
                 return Err(StartOutcome::AlreadyStarted { node: e.owner });
             }
+            // A hand-over (or restart) under an epoch another node already owns the id
+            // under, or a later one: its sender was superseded (downed, and the child
+            // taken over meanwhile). Refused: the epoch is the fencing token.
+            Some(e) if e.owner != me && e.epoch >= item.epoch => {
+                tracing::warn!(id = %item.id, epoch = item.epoch, owner = %e.owner, at = e.epoch,
+                    "refused a stale hand-over");
+                return Err(StartOutcome::AlreadyStarted { node: e.owner });
+            }
+            _ => {}
         }
         self.starting.insert(Arc::from(item.id.as_str()));
         Ok(if item.epoch == 0 {

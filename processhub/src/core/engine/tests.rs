@@ -1115,3 +1115,19 @@ fn a_peers_downing_of_a_node_heard_here_is_not_adopted() {
     assert_eq!(e.take_output().pushes, vec![Push::Down(vec![node(3)])]);
     assert!(!e.grants_lease(node(3)));
 }
+
+#[test]
+fn a_hand_over_under_an_epoch_another_node_already_owns_is_refused() {
+    let mut e = engine(1, &[1, 2, 3]);
+    // Node 3 took the child over under epoch 2 (its node 2 was downed meanwhile).
+    e.push(node(3), upsert("a", entry("T", node(3), 2)));
+    e.take_output();
+    // Node 2's late hand-over under that epoch is stale.
+    assert_eq!(
+        e.admit(&moved_item("a", "T", 2)),
+        Err(StartOutcome::AlreadyStarted { node: node(3) })
+    );
+    assert_eq!(e.take_output(), Output::default());
+    // A move by node 3 itself comes under the next epoch: admitted.
+    assert_eq!(e.admit(&moved_item("a", "T", 3)), Ok(3));
+}
