@@ -1819,6 +1819,15 @@ async fn a_quorum_strategy_keeps_the_promise_through_a_real_partition(strategy: 
     let Some(out) = split_two_three(strategy, Duration::from_secs(4)).await else {
         return;
     };
+    eprintln!(
+        "{strategy}: converged {:?} after the heal; {} acknowledged writes checked",
+        out.converged,
+        out.acks
+            .iter()
+            .filter(|(id, _)| !id.ends_with('?'))
+            .map(|(_, v)| v.len())
+            .sum::<usize>()
+    );
     assert_eq!(
         out.partitioned,
         vec![true, true, false, false, false],
