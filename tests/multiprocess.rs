@@ -152,6 +152,20 @@ fn node_process() {
                 "id" => println!("ID {}", hub.node_id()),
                 "members" => println!("MEMBERS {} {}", hub.nodes().len(), hub.unreachable().len()),
                 "partitioned" => println!("PARTITIONED {}", hub.is_partitioned()),
+                line if line.starts_with("race-start") => {
+                    let round = line.split_whitespace().nth(1).unwrap_or("0").to_string();
+                    let items = (0..100)
+                        .map(|i| (format!("race-{round}-{i}"), Tally::default()))
+                        .collect();
+                    let r = Tally::start_many(&hub, items).await;
+                    let ok: Vec<String> = r
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.is_ok())
+                        .map(|(i, _)| i.to_string())
+                        .collect();
+                    println!("RACED {}", ok.join(","));
+                }
                 "conflicts" => println!(
                     "CONFLICTS {}",
                     conflicts.load(std::sync::atomic::Ordering::SeqCst)
@@ -1711,15 +1725,7 @@ async fn split_two_three(strategy: &str, split_for: Duration) -> Option<SplitOut
     for node in nodes.iter_mut() {
         gather_acks(node, &mut acks).await;
     }
-    let mut conflicts = 0;
-    for node in nodes.iter_mut() {
-        node.say("conflicts").await;
-        conflicts += node
-            .expect_line("CONFLICTS ")
-            .await
-            .parse::<usize>()
-            .unwrap();
-    }
+    let conflicts = node_conflicts(nodes.iter_mut()).await;
     nodes[4].say("values").await;
     let values: Vec<Option<u64>> = nodes[4]
         .expect_line("VALUES ")
@@ -1875,4 +1881,131 @@ async fn a_real_partition_under_divergence_resolves_and_reports_every_duplicate(
         out.converged
     );
     assert!(out.conflicts > 0, "the duplicates were reported");
+}
+
+/// Counts the ids of round `round` a node acknowledged the start of (its `RACED` line).
+async fn count_raced(node: &mut Node, round: usize, oks: &mut HashMap<String, usize>) {
+    let line = node.expect_line("RACED").await;
+    for i in line.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        *oks.entry(format!("race-{round}-{i}")).or_default() += 1;
+    }
+}
+
+/// The duplicates resolved so far on these node processes.
+async fn node_conflicts<'a>(nodes: impl Iterator<Item = &'a mut Node>) -> usize {
+    let mut conflicts = 0;
+    for node in nodes {
+        node.say("conflicts").await;
+        conflicts += node
+            .expect_line("CONFLICTS ")
+            .await
+            .parse::<usize>()
+            .unwrap();
+    }
+    conflicts
+}
+
+/// The duplicates resolved so far on every node process and on the test's hub.
+async fn duplicates_resolved<'a>(
+    nodes: impl Iterator<Item = &'a mut Node>,
+    events: &mut tokio::sync::broadcast::Receiver<HubEvent>,
+) -> usize {
+    let mut conflicts = node_conflicts(nodes).await;
+    while let Ok(e) = events.try_recv() {
+        if let HubEvent::DuplicateResolved { .. } = e {
+            conflicts += 1;
+        }
+    }
+    conflicts
+}
+
+/// Ids acknowledged more than once.
+fn acknowledged_twice(oks: &HashMap<String, usize>) -> Vec<&String> {
+    oks.iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Four node processes start at the same moment and each starts the same 100 ids at
+/// once: exactly one start of each id is acknowledged, and no acknowledged start is
+/// dropped afterwards as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_starts_from_four_fresh_nodes_acknowledge_one_start_per_id() {
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
+    let mut events = hub.events();
+    let seed = hub.listen_addr();
+    let mut nodes = futures::future::join_all((0..4).map(|_| Node::spawn(seed))).await;
+    futures::future::join_all(nodes.iter_mut().map(|n| n.say("race-start 0"))).await;
+    let mut oks: HashMap<String, usize> = HashMap::new();
+    for node in nodes.iter_mut() {
+        count_raced(node, 0, &mut oks).await;
+    }
+    let twice = acknowledged_twice(&oks);
+    assert!(
+        twice.is_empty(),
+        "ids acknowledged more than once: {twice:?}"
+    );
+    assert_eq!(oks.len(), 100, "every id started once");
+    members(&hub, 5).await;
+    // And the acknowledged instance is the one that lives: none was dropped since.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let conflicts = duplicates_resolved(nodes.iter_mut(), &mut events).await;
+    assert_eq!(
+        conflicts, 0,
+        "no acknowledged start was dropped as a duplicate"
+    );
+    hub.shutdown().await.unwrap();
+}
+
+/// Starts of the same ids from three nodes while a fourth joins (the ring changes under
+/// them): a round of 100 ids every 30 ms for the whole join; exactly one acknowledged
+/// start per id, none dropped afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_racing_a_join_acknowledge_one_start_per_id() {
+    let _serial = SERIAL.lock().await;
+    let hub = test_hub().await;
+    let mut events = hub.events();
+    let seed = hub.listen_addr();
+    let mut nodes = futures::future::join_all((0..2).map(|_| Node::spawn(seed))).await;
+    members(&hub, 3).await;
+    let joining = tokio::spawn(Node::spawn(seed));
+    let mut oks: HashMap<String, usize> = HashMap::new();
+    let rounds = 30;
+    for round in 0..rounds {
+        let items = (0..100)
+            .map(|i| (format!("race-{round}-{i}"), Tally::default()))
+            .collect();
+        let command = format!("race-start {round}");
+        let (here, _) = tokio::join!(
+            Tally::start_many(&hub, items),
+            futures::future::join_all(nodes.iter_mut().map(|n| n.say(&command)))
+        );
+        for (i, r) in here.iter().enumerate() {
+            if r.is_ok() {
+                *oks.entry(format!("race-{round}-{i}")).or_default() += 1;
+            }
+        }
+        for node in nodes.iter_mut() {
+            count_raced(node, round, &mut oks).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let mut joiner = joining.await.unwrap();
+    members(&hub, 4).await;
+    let twice = acknowledged_twice(&oks);
+    assert!(
+        twice.is_empty(),
+        "ids acknowledged more than once: {twice:?}"
+    );
+    assert_eq!(oks.len(), 100 * rounds, "every id started once");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let all = nodes.iter_mut().chain(std::iter::once(&mut joiner));
+    let conflicts = duplicates_resolved(all, &mut events).await;
+    assert_eq!(
+        conflicts, 0,
+        "no acknowledged start was dropped as a duplicate"
+    );
+    hub.shutdown().await.unwrap();
 }
