@@ -227,6 +227,20 @@ impl NodeProcess {
     }
 }
 
+/// How many accounts each node (by name) runs, as `hub` sees it.
+fn placement<'a>(hub: &Hub, names: &BTreeMap<NodeId, &'a str>) -> BTreeMap<&'a str, usize> {
+    let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+    for info in hub
+        .children()
+        .iter()
+        .filter(|i| i.id.starts_with("account-"))
+    {
+        *per.entry(names.get(&info.owner).copied().unwrap_or("?"))
+            .or_default() += 1;
+    }
+    per
+}
+
 /// What the pause of a node did, as the demo reports it.
 struct PauseReport {
     downed_after: Option<Duration>,
@@ -452,19 +466,10 @@ async fn orchestrate() {
         began.elapsed()
     ));
     let names: BTreeMap<NodeId, &str> = [(hub.node_id(), "A"), (b.id, "B"), (c.id, "C")].into();
-    let placement = |hub: &Hub| {
-        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
-        for info in hub
-            .children()
-            .iter()
-            .filter(|i| i.id.starts_with("account-"))
-        {
-            *per.entry(names.get(&info.owner).copied().unwrap_or("?"))
-                .or_default() += 1;
-        }
-        per
-    };
-    t.say(format!("placement on the ring: {:?}", placement(&hub)));
+    t.say(format!(
+        "placement on the ring: {:?}",
+        placement(&hub, &names)
+    ));
 
     let mut calls = 0;
     let mut call_errors = 0;
@@ -522,18 +527,6 @@ async fn orchestrate() {
         .collect();
     let pause = pause_under_deposits(&t, &hub, &mut c, Duration::from_secs(2)).await;
     let names: BTreeMap<NodeId, &str> = [(hub.node_id(), "A"), (b.id, "B"), (c.id, "C")].into();
-    let placement = |hub: &Hub| {
-        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
-        for info in hub
-            .children()
-            .iter()
-            .filter(|i| i.id.starts_with("account-"))
-        {
-            *per.entry(names.get(&info.owner).copied().unwrap_or("?"))
-                .or_default() += 1;
-        }
-        per
-    };
     let vaults_on_b: Vec<String> = vault_ids()
         .into_iter()
         .filter(|id| hub.lookup(id).is_some_and(|i| i.owner == b.id))
@@ -603,7 +596,7 @@ async fn orchestrate() {
         on_b.len(),
         recovered.map_or("NOT".into(), |d| format!("{d:?}"))
     ));
-    t.say(format!("placement now: {:?}", placement(&hub)));
+    t.say(format!("placement now: {:?}", placement(&hub, &names)));
     let answer = c.ask("deposit", "DEPOSITED ").await;
     let v: Vec<usize> = answer.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
     t.say(format!(
