@@ -196,26 +196,7 @@ impl NodeProcess {
             .write_all(format!("{command}\n").as_bytes())
             .await
             .expect("write to node");
-        let mut saw = Vec::new();
-        let answer = tokio::time::timeout(Duration::from_secs(60), async {
-            loop {
-                let line = self
-                    .out
-                    .next_line()
-                    .await
-                    .expect("read node output")
-                    .expect("node exited early");
-                if let Some(rest) = line.strip_prefix(answer) {
-                    return rest.to_string();
-                }
-                if let Some(seen) = line.strip_prefix("SAW ") {
-                    saw.push(seen.to_string());
-                }
-            }
-        })
-        .await
-        .expect("node answered in time");
-        (answer, saw)
+        read_telling(&mut self.out, answer).await
     }
 
     /// Sends `signal` (SIGSTOP, SIGCONT) to the node's process.
@@ -390,7 +371,17 @@ async fn pause_under_deposits(
 }
 
 async fn read_prefixed(out: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
-    tokio::time::timeout(Duration::from_secs(60), async {
+    read_telling(out, prefix).await.0
+}
+
+/// The rest of the next line starting with `prefix`, and what the node said it saw on
+/// the way (`SAW ...` lines).
+async fn read_telling(
+    out: &mut Lines<BufReader<ChildStdout>>,
+    prefix: &str,
+) -> (String, Vec<String>) {
+    let mut saw = Vec::new();
+    let answer = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let line = out
                 .next_line()
@@ -400,10 +391,14 @@ async fn read_prefixed(out: &mut Lines<BufReader<ChildStdout>>, prefix: &str) ->
             if let Some(rest) = line.strip_prefix(prefix) {
                 return rest.to_string();
             }
+            if let Some(seen) = line.strip_prefix("SAW ") {
+                saw.push(seen.to_string());
+            }
         }
     })
     .await
-    .expect("node answered in time")
+    .expect("node answered in time");
+    (answer, saw)
 }
 
 struct Timeline {

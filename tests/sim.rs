@@ -44,6 +44,19 @@ fn scenario(faults: &[FaultKind]) -> Scenario {
     }
 }
 
+/// `s` with 20 plain and 20 replicated counters, for 4 s.
+fn bigger(s: Scenario) -> Scenario {
+    Scenario {
+        workload: Workload {
+            plain: 20,
+            replicated: 20,
+            ..Workload::default()
+        },
+        duration: Duration::from_secs(4),
+        ..s
+    }
+}
+
 /// Runs `s` from each of `seeds`; each must keep every promise. A failure prints the
 /// command that replays it.
 fn assert_seeds_pass(s: &Scenario, seeds: impl IntoIterator<Item = u64>) {
@@ -162,15 +175,7 @@ fn two_crashes_in_a_row_with_a_node_joining_at_once_keep_every_promise() {
         FaultKind::Delay,
         FaultKind::Drop,
     ]);
-    let s = processhub::sim::Scenario {
-        workload: Workload {
-            plain: 20,
-            replicated: 20,
-            ..Workload::default()
-        },
-        duration: Duration::from_secs(4),
-        ..s
-    };
+    let s = bigger(s);
     assert_seeds_pass(&s, [64].into_iter().chain(400..415));
 }
 
@@ -307,14 +312,6 @@ fn a_joiner_that_dies_at_once_leaves_no_prediction_pending() {
         FaultKind::QuickRestart,
         FaultKind::Reorder,
     ]);
-    let s = processhub::sim::Scenario {
-        workload: Workload {
-            plain: 20,
-            replicated: 20,
-            ..Workload::default()
-        },
-        duration: Duration::from_secs(4),
-        ..s
-    };
+    let s = bigger(s);
     assert_seeds_pass(&s, [215, 221]);
 }
