@@ -84,6 +84,41 @@ fn partition_ids() -> (Vec<String>, Vec<String>) {
     )
 }
 
+/// The plain counter of the pause and partition tests, one that merges (a grow-only
+/// counter): each instance counts under its own name (node and epoch), and
+/// `#[on_conflict]` keeps the larger count of each name, so under `Divergence` the adds
+/// of both sides of a split survive the heal. One instance at a time, it is an ordinary
+/// counter.
+#[distributed]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Votes {
+    by: std::collections::BTreeMap<String, u64>,
+}
+
+#[distributed]
+impl Votes {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        let me = processhub::current_instance()
+            .map_or_else(String::new, |i| format!("{}/{}", i.node, i.epoch));
+        *self.by.entry(me).or_default() += by;
+        self.get()
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.by.values().sum()
+    }
+
+    #[on_conflict]
+    fn merge(&mut self, other: Self) {
+        for (name, n) in other.by {
+            let mine = self.by.entry(name).or_default();
+            *mine = (*mine).max(n);
+        }
+    }
+}
+
 /// A replicated counter (`sync`): every acknowledged add survives its node.
 #[distributed(replicas = 2)]
 #[derive(Default, Debug, Serialize, Deserialize)]
@@ -130,13 +165,28 @@ fn node_process() {
             .expect("node hub starts");
         println!("READY {}", hub.node_id());
         let conflicts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Duplicates merged into the instance kept, and merges that failed.
+        let merges = std::sync::Arc::new([
+            std::sync::atomic::AtomicUsize::new(0),
+            std::sync::atomic::AtomicUsize::new(0),
+        ]);
         {
             let mut events = hub.events();
-            let conflicts = conflicts.clone();
+            let (conflicts, merges) = (conflicts.clone(), merges.clone());
             tokio::spawn(async move {
                 while let Ok(ev) = events.recv().await {
-                    if let HubEvent::DuplicateResolved { .. } = ev {
-                        conflicts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    match ev {
+                        HubEvent::DuplicateResolved { .. } => {
+                            conflicts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        HubEvent::DuplicateMerged { error, .. } => {
+                            if let Some(e) = &error {
+                                eprintln!("a merge failed: {e}");
+                            }
+                            merges[usize::from(error.is_some())]
+                                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        _ => {}
                     }
                 }
             });
@@ -170,13 +220,18 @@ fn node_process() {
                     "CONFLICTS {}",
                     conflicts.load(std::sync::atomic::Ordering::SeqCst)
                 ),
+                "merges" => println!(
+                    "MERGES {} {}",
+                    merges[0].load(std::sync::atomic::Ordering::SeqCst),
+                    merges[1].load(std::sync::atomic::Ordering::SeqCst)
+                ),
                 "start-ids" => {
                     let (plain, replicated) = partition_ids();
-                    let a = Tally::start_many(
+                    let a = Votes::start_many(
                         &hub,
                         plain
                             .iter()
-                            .map(|i| (i.clone(), Tally::default()))
+                            .map(|i| (i.clone(), Votes::default()))
                             .collect(),
                     )
                     .await;
@@ -235,7 +290,7 @@ fn node_process() {
                     let (plain, replicated) = partition_ids();
                     let mut out = Vec::new();
                     for id in &plain {
-                        let v = Tally::handle(&hub, id.clone()).get().await;
+                        let v = Votes::handle(&hub, id.clone()).get().await;
                         out.push(v.map_or("ERR".into(), |v| v.to_string()));
                     }
                     for id in &replicated {
@@ -1347,7 +1402,7 @@ fn write_load(
                     let r = if is_replicated {
                         Ledger::handle(&hub, id.clone()).add(1).await
                     } else {
-                        Tally::handle(&hub, id.clone()).add(1).await
+                        Votes::handle(&hub, id.clone()).add(1).await
                     };
                     match r {
                         Ok(v) => acks.entry(id.clone()).or_default().push(v),
@@ -1380,11 +1435,11 @@ async fn a_paused_node_keeps_the_promise(n: usize, pause: Duration) {
     let mut events = hub.events();
     let plain: Vec<String> = (0..60).map(|i| format!("pp-{i}")).collect();
     let replicated: Vec<String> = (0..60).map(|i| format!("pr-{i}")).collect();
-    for r in Tally::start_many(
+    for r in Votes::start_many(
         &hub,
         plain
             .iter()
-            .map(|i| (i.clone(), Tally::default()))
+            .map(|i| (i.clone(), Votes::default()))
             .collect(),
     )
     .await
@@ -1448,7 +1503,7 @@ async fn a_paused_node_keeps_the_promise(n: usize, pause: Duration) {
         let end = if id.starts_with("pr-") {
             Ledger::handle(&hub, id.clone()).get().await
         } else {
-            Tally::handle(&hub, id.clone()).get().await
+            Votes::handle(&hub, id.clone()).get().await
         };
         let end = end.unwrap_or_else(|e| panic!("{id} answers after the pause: {e}"));
         // Every acknowledged write is in; a write that failed may be in too.
@@ -1726,6 +1781,14 @@ async fn split_two_three(strategy: &str, split_for: Duration) -> Option<SplitOut
         gather_acks(node, &mut acks).await;
     }
     let conflicts = node_conflicts(nodes.iter_mut()).await;
+    let mut merges = (0, 0);
+    for node in nodes.iter_mut() {
+        node.say("merges").await;
+        let line = node.expect_line("MERGES ").await;
+        let (ok, failed) = line.split_once(' ').unwrap();
+        merges.0 += ok.parse::<usize>().unwrap();
+        merges.1 += failed.parse::<usize>().unwrap();
+    }
     nodes[4].say("values").await;
     let values: Vec<Option<u64>> = nodes[4]
         .expect_line("VALUES ")
@@ -1766,6 +1829,7 @@ async fn split_two_three(strategy: &str, split_for: Duration) -> Option<SplitOut
             .collect(),
         on_minority,
         conflicts,
+        merges,
         copies: plain
             .iter()
             .chain(&replicated)
@@ -1786,6 +1850,8 @@ struct SplitOutcome {
     values: Vec<(String, Option<u64>)>,
     on_minority: Vec<String>,
     conflicts: usize,
+    /// Duplicates merged (`#[on_conflict]`), and merges that failed.
+    merges: (usize, usize),
     /// Where each id's copies were before the split (owner first).
     copies: HashMap<String, String>,
 }
@@ -1794,9 +1860,15 @@ impl SplitOutcome {
     /// The promise: no acknowledged write lost (but for the ids whose every copy was on
     /// the minority, restarted by design), no value acknowledged twice.
     fn lost_or_twice(&self) -> Vec<String> {
+        self.lost(|id| !self.on_minority.contains(id), true)
+    }
+
+    /// The ids of `checked` whose value misses an acknowledged write (or has more than
+    /// the writes that failed), or, with `unique`, acknowledged one value twice.
+    fn lost(&self, checked: impl Fn(&String) -> bool, unique: bool) -> Vec<String> {
         let mut bad = Vec::new();
         for (id, end) in &self.values {
-            if self.on_minority.contains(id) {
+            if !checked(id) {
                 continue;
             }
             let values = self.acks.get(id).cloned().unwrap_or_default();
@@ -1813,7 +1885,7 @@ impl SplitOutcome {
                 )),
                 _ => {}
             }
-            if distinct.len() != values.len() {
+            if unique && distinct.len() != values.len() {
                 bad.push(format!("{id}: a value acknowledged twice"));
             }
         }
@@ -1866,7 +1938,11 @@ async fn a_real_partition_under_dynamic_quorum_keeps_the_promise() {
 }
 
 /// Under `Divergence` both sides go on; after the heal the duplicates are resolved, each
-/// reported, and one instance per id runs again.
+/// reported, and one instance per id runs again. The plain counters merge
+/// (`#[on_conflict]`): none of them loses an acknowledged write, not even those whose
+/// every copy was on the minority (both sides acknowledge values of their own, so a
+/// value may be acknowledged twice). The replicated ones do not merge: the copy
+/// dropped loses what its side did, by design.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_partition_under_divergence_resolves_and_reports_every_duplicate() {
     let Some(out) = split_two_three("divergence", Duration::from_secs(4)).await else {
@@ -1881,6 +1957,13 @@ async fn a_real_partition_under_divergence_resolves_and_reports_every_duplicate(
         out.converged
     );
     assert!(out.conflicts > 0, "the duplicates were reported");
+    assert_eq!(out.merges.1, 0, "every merge went through");
+    assert!(
+        out.merges.0 > 0,
+        "the duplicates of the plain counters were merged"
+    );
+    let lost = out.lost(|id| id.starts_with("np-"), false);
+    assert!(lost.is_empty(), "merged counters lost writes: {lost:?}");
 }
 
 /// Counts the ids of round `round` a node acknowledged the start of (its `RACED` line).

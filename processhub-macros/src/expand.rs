@@ -511,6 +511,7 @@ const HOOKS: &[(&str, &str)] = &[
     ("on_handover_out", "on_handover_out"),
     ("on_handover_in", "on_handover_in"),
     ("on_role_change", "on_role_change"),
+    ("on_conflict", "on_conflict"),
 ];
 
 fn hook_of(attr: &syn::Attribute) -> Option<&'static str> {
@@ -578,16 +579,25 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
         };
         if let Some(hook) = f.attrs.iter().find_map(hook_of) {
             // A hook is not a call: `fn name(&mut self)` (the role hook also takes the
-            // role), run by the hub.
+            // role, the conflict hook the other copy), run by the hub.
             let sig = &f.sig;
-            let args = if hook == "on_role_change" { 2 } else { 1 };
+            let args = if matches!(hook, "on_role_change" | "on_conflict") {
+                2
+            } else {
+                1
+            };
             let ok = sig.asyncness.is_none()
                 && sig.generics.params.is_empty()
                 && matches!(sig.output, ReturnType::Default)
                 && sig.inputs.len() == args
                 && matches!(sig.inputs.first(), Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_some());
             if !ok {
-                let shape = if args == 2 {
+                let shape = if hook == "on_conflict" {
+                    format!(
+                        "`fn {}(&mut self, other: Self)`: not async, no return value",
+                        sig.ident
+                    )
+                } else if args == 2 {
                     format!(
                         "`fn {}(&mut self, role: processhub::Role)`: not async, no return value",
                         sig.ident
@@ -780,6 +790,13 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
                 quote! {
                     fn #ident(&mut self, role: #ph::Role) {
                         self.#name(role)
+                    }
+                }
+            } else if *hook == "on_conflict" {
+                quote! {
+                    const MERGES: bool = true;
+                    fn #ident(&mut self, other: Self) {
+                        self.#name(other)
                     }
                 }
             } else {

@@ -52,8 +52,10 @@ pub enum CallError {
         /// The deadline.
         after: Duration,
     },
-    /// The connection to the owner closed while a write was in flight: it may or may not
-    /// have been applied, so it is not retried automatically. (Reads are retried, and so
+    /// The connection to the owner closed while a write was in flight (or, under
+    /// [`PartitionTolerance::Divergence`](crate::PartitionTolerance), its node was
+    /// downed: it may live on across a split): it may or may not have been applied, so
+    /// it is not retried automatically. (Reads are retried, and so
     /// are writes to children with `replicas > 1`, `sync = "sync"`, active/passive: their
     /// standbys know the writes they hold, so a retry is applied once.)
     #[error("connection to {node} lost while calling {id:?}; the call may have been applied")]

@@ -181,6 +181,20 @@ pub enum HubEvent {
         /// The node and epoch of the instance stopped.
         dropped: (NodeId, u64),
     },
+    /// Under [`PartitionTolerance::Divergence`](crate::PartitionTolerance), the state of
+    /// a duplicate stopped (reported by [`HubEvent::DuplicateResolved`] first) was
+    /// merged into the instance kept by its `#[on_conflict]` method, or, with `error`,
+    /// could not be: then what the dropped instance did is lost.
+    DuplicateMerged {
+        /// The child id.
+        id: String,
+        /// The node of the instance kept, where the merge ran.
+        into: NodeId,
+        /// The node of the instance dropped.
+        from: NodeId,
+        /// Why the merge did not happen; `None` when it did.
+        error: Option<String>,
+    },
 }
 
 /// Why a child was restarted.

@@ -171,6 +171,7 @@ pub use crate::options::{OnNodeDeath, Role, StartOptions};
 /// | `#[on_handover_out]` | before the state leaves this node in a hot move (to trim it, or to close what cannot travel) |
 /// | `#[on_handover_in]` | on the new node when the state arrives, before the first call (to re-open resources) |
 /// | `#[on_role_change]` | `fn name(&mut self, role: Role)`, for a replicated type: with [`Role::Primary`] when an instance starts as the primary (a start, a move's arrival, a promotion, an active replica promoted in place), with [`Role::Replica`] when an active/active replica starts. Passive standbys hold bytes, not instances: they get no call |
+/// | `#[on_conflict]` | `fn name(&mut self, other: Self)`, under [`PartitionTolerance::Divergence`]: two instances of one id went on during a split; after the heal the one kept gets the state of the one dropped, to merge what it did (a CRDT's join, for example), before it serves its next call; then its standbys get the result. Reported as [`HubEvent::DuplicateMerged`]. Without it the dropped state is discarded (and still reported as [`HubEvent::DuplicateResolved`]) |
 ///
 /// A hook that panics fails the move; the component stays where it was, with its state.
 ///

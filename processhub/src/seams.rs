@@ -408,6 +408,169 @@ async fn under_divergence_a_lone_hub_downs_the_silent_and_takes_them_back() {
     b.kill().await;
 }
 
+/// A grow-only set: a merge is the union, so two copies that went on during a split
+/// lose none of their adds when they meet.
+#[distributed]
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Seen {
+    keys: std::collections::BTreeSet<String>,
+}
+
+#[distributed]
+impl Seen {
+    /// Adds `key`; the number of keys.
+    pub fn add(&mut self, key: String) -> usize {
+        self.keys.insert(key);
+        self.keys.len()
+    }
+
+    pub fn keys(&self) -> std::collections::BTreeSet<String> {
+        self.keys.clone()
+    }
+
+    #[on_conflict]
+    fn union(&mut self, other: Self) {
+        self.keys.extend(other.keys);
+    }
+}
+
+/// Under `Divergence` both sides of a split serve every id; after the heal each
+/// duplicate dropped is merged into the one kept (`#[on_conflict]`): every add
+/// acknowledged on either side is in what any hub reads afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_divergence_the_duplicates_of_a_split_are_merged_and_lose_no_write() {
+    let world = World::new(8);
+    let hub = || {
+        Hub::builder("seams-merge")
+            .in_world(&world)
+            .partition_tolerance(crate::PartitionTolerance::Divergence)
+            .stable_after(Duration::from_millis(100))
+            .start()
+    };
+    let hubs = vec![
+        hub().await.unwrap(),
+        hub().await.unwrap(),
+        hub().await.unwrap(),
+    ];
+    wait_members(&hubs, 3).await;
+    let ids: Vec<String> = (0..24).map(|i| format!("s-{i}")).collect();
+    let items = ids.iter().map(|i| (i.clone(), Seen::default())).collect();
+    for r in Seen::start_many(&hubs[0], items).await {
+        r.unwrap();
+    }
+    let mut events: Vec<_> = hubs.iter().map(Hub::events).collect();
+    // Split {a} | {b, c}.
+    let (a, b, c) = (hubs[0].node_id(), hubs[1].node_id(), hubs[2].node_id());
+    let cut = Fault {
+        cut: true,
+        ..Fault::default()
+    };
+    for other in [&hubs[1], &hubs[2]] {
+        world
+            .net
+            .set_fault_both(hubs[0].listen_addr(), other.listen_addr(), cut);
+    }
+    world.membership.set_view(a, Some(vec![a]));
+    world.membership.set_view(b, Some(vec![b, c]));
+    world.membership.set_view(c, Some(vec![b, c]));
+    wait_until(
+        "each side downed the other",
+        Duration::from_secs(10),
+        || async {
+            hubs[0].nodes() == vec![a] && hubs[1].nodes().len() == 2 && hubs[2].nodes().len() == 2
+        },
+    )
+    .await;
+    // Each side adds keys of its own to every id; a key whose add failed may be in.
+    let (mut acked, mut failed) = (Vec::new(), Vec::new());
+    for (side, hub) in [&hubs[0], &hubs[1]].into_iter().enumerate() {
+        for id in &ids {
+            let handle = Seen::handle(hub, id.clone());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for k in 0..3 {
+                loop {
+                    let key = format!("{side}-{k}-{}", failed.len());
+                    match handle.add(key.clone()).await {
+                        Ok(_) => {
+                            acked.push((id.clone(), key));
+                            break;
+                        }
+                        Err(e) => {
+                            assert!(Instant::now() < deadline, "{id} not served: {e}");
+                            failed.push((id.clone(), key));
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Heal.
+    for n in [a, b, c] {
+        world.membership.set_view(n, None);
+    }
+    world.net.heal_all();
+    wait_members(&hubs, 3).await;
+    // Every id ran on both sides: each is merged once, into the instance kept.
+    let mut merged = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while merged.len() < ids.len() {
+        assert!(
+            Instant::now() < deadline,
+            "merged only {} of {} ids",
+            merged.len(),
+            ids.len()
+        );
+        for rx in &mut events {
+            while let Ok(e) = rx.try_recv() {
+                if let HubEvent::DuplicateMerged {
+                    id,
+                    into,
+                    from,
+                    error,
+                } = e
+                {
+                    assert_eq!(error, None, "{id}: the merge failed");
+                    assert_ne!(into, from);
+                    assert!(
+                        merged.insert(id.clone(), into).is_none(),
+                        "{id} merged twice"
+                    );
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in &ids {
+        let seen: Vec<_> = futures_util::future::join_all(
+            hubs.iter()
+                .map(|h| async { Seen::handle(h, id.clone()).keys().await.unwrap() }),
+        )
+        .await;
+        assert!(seen.iter().all(|s| *s == seen[0]), "{id}: {seen:?}");
+        for (_, key) in acked.iter().filter(|(i, _)| i == id) {
+            assert!(
+                seen[0].contains(key),
+                "{id}: the acknowledged {key} was lost"
+            );
+        }
+        for key in &seen[0] {
+            assert!(
+                acked
+                    .iter()
+                    .chain(&failed)
+                    .any(|(i, k)| i == id && k == key),
+                "{id}: {key} was never added"
+            );
+        }
+    }
+    let running: usize = hubs.iter().map(Hub::local_children).sum();
+    assert_eq!(running, ids.len(), "one instance per id");
+    for h in hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_waits_for_the_connection_to_a_joiner_instead_of_failing() {
     let world = World::new(5);

@@ -98,6 +98,15 @@ pub trait Dispatch: Component {
     /// arrival, a promotion), `Replica` when an active/active replica starts.
     fn on_role_change(&mut self, _role: crate::core::entry::Role) {}
 
+    /// Whether the type merges a duplicate's state (`#[on_conflict]`).
+    const MERGES: bool = false;
+
+    /// Runs on the instance kept when two instances of one id met after a split healed
+    /// under [`PartitionTolerance::Divergence`](crate::PartitionTolerance), with the
+    /// state of the one dropped (`#[on_conflict]`): what it did on its side can be
+    /// merged in. Without it the dropped instance's state is discarded (and reported).
+    fn on_conflict(&mut self, _other: Self) {}
+
     /// Runs the remote call `method` with its encoded `args` on the actor's state and
     /// encodes the reply; an unknown method or bad arguments give an error.
     fn apply<'a>(
@@ -424,6 +433,29 @@ impl<T: Dispatch> Message<Hook> for ComponentActor<T> {
         }));
         if ran.is_err() {
             tracing::error!(id = %self.id, ?hook, "a lifecycle hook panicked");
+        }
+    }
+}
+
+/// The state of a duplicate dropped after a split healed, for `#[on_conflict]`: merged
+/// into this instance, whose standbys then get the result.
+pub(crate) struct Merge<T>(pub(crate) T);
+
+impl<T: Dispatch> Message<Merge<T>> for ComponentActor<T> {
+    type Reply = Result<(), String>;
+
+    async fn handle(
+        &mut self,
+        Merge(other): Merge<T>,
+        _: &mut kameo::message::Context<Self, Result<(), String>>,
+    ) -> Result<(), String> {
+        let state = &mut self.state;
+        std::panic::catch_unwind(AssertUnwindSafe(|| state.on_conflict(other)))
+            .map_err(|p| format!("#[on_conflict] panicked: {}", panic_message(&*p)))?;
+        if T::ACTIVE_ACTIVE || self.ship_state().await {
+            Ok(())
+        } else {
+            Err("merged, but the standbys did not all take the merged state".to_string())
         }
     }
 }

@@ -83,6 +83,13 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn move_failed(&self);
     /// The move succeeded: it is gone from here; waiting calls look again.
     fn move_done(&self);
+    /// Stops it (a duplicate that lost) and returns its encoded state, to be merged
+    /// into the instance kept; `None` if it was stopped already.
+    fn take_for_merge(self: Arc<Self>) -> BoxFuture<'static, Option<Result<Vec<u8>, String>>>;
+    /// Merges the encoded state of a duplicate dropped elsewhere into this instance
+    /// (`#[on_conflict]`), then ships the result to its standbys; `None` if the instance
+    /// stopped or moved away first (nothing merged).
+    fn merge(self: Arc<Self>, other: Vec<u8>) -> BoxFuture<'static, Option<Result<(), String>>>;
 }
 
 /// What a child needs to know about itself, kept while it sleeps; what the hub hands a

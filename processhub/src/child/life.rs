@@ -3,7 +3,7 @@
 
 use crate::child::component::unknown_method;
 use crate::child::component::{
-    panic_message, Component, ComponentActor, Dispatch, EpochOf, Resync,
+    panic_message, Component, ComponentActor, Dispatch, EpochOf, Merge, Resync,
 };
 use crate::child::erased::Sleeper;
 use crate::child::erased::{Arrival, ChildCtx, ErasedChild};
@@ -511,6 +511,29 @@ impl<T: Dispatch> ErasedChild for Child<T> {
 
     fn move_done(&self) {
         self.finish();
+    }
+
+    fn take_for_merge(self: Arc<Self>) -> BoxFuture<'static, Option<Result<Vec<u8>, String>>> {
+        Box::pin(async move {
+            let state = self.take().await?;
+            self.finish();
+            Some(postcard::to_allocvec(&state).map_err(|e| format!("encoding the state: {e}")))
+        })
+    }
+
+    fn merge(self: Arc<Self>, other: Vec<u8>) -> BoxFuture<'static, Option<Result<(), String>>> {
+        Box::pin(async move {
+            let other: T = match postcard::from_bytes(&other) {
+                Ok(other) => other,
+                Err(e) => return Some(Err(format!("malformed state of the duplicate: {e}"))),
+            };
+            let entered = self.enter().await?;
+            match entered.actor.ask(Merge(other)).await {
+                Ok(()) => Some(Ok(())),
+                Err(kameo::error::SendError::HandlerError(e)) => Some(Err(e)),
+                Err(_) => None,
+            }
+        })
     }
 }
 

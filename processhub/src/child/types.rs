@@ -40,6 +40,7 @@ pub struct ComponentVTable {
     pub(crate) replicas: usize,
     pub(crate) active_active: bool,
     pub(crate) placement: crate::core::placement::TypePlacement,
+    pub(crate) merges: bool,
 }
 
 impl std::fmt::Debug for ComponentVTable {
@@ -58,6 +59,7 @@ impl ComponentVTable {
             spawn: spawn_erased::<T>,
             replicas: T::REPLICAS,
             active_active: T::ACTIVE_ACTIVE,
+            merges: T::MERGES,
             placement: crate::core::placement::TypePlacement {
                 kind: T::DISTRIBUTION,
                 custom: T::custom_strategy,
@@ -87,6 +89,7 @@ pub(crate) fn type_info(type_name: &str) -> Option<TypeInfo> {
         replicas: v.replicas,
         active_active: v.active_active,
         placement: v.placement,
+        merges: v.merges,
     })
 }
 

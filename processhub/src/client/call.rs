@@ -199,9 +199,19 @@ impl HandleCore {
                             })
                         }
                         Err(TransportError::NotConnected) => {}
-                        // Its node died with the call under way: whatever it did died
-                        // with it; the registry names the new owner.
-                        Err(TransportError::Gone) => {}
+                        // Its node died (was downed) with the call under way: whatever
+                        // it did died with it; the registry names the new owner. Not so
+                        // under `Divergence`: a node downed there may be alive on the
+                        // other side of a split, its instance merged back after the
+                        // heal, so a write not identified has an unknown outcome.
+                        Err(TransportError::Gone)
+                            if read || call_id != 0 || inner.lease().fences() => {}
+                        Err(TransportError::Gone) => {
+                            return Err(CallError::ConnectionLost {
+                                id: self.id.to_string(),
+                                node,
+                            })
+                        }
                         // A read, or a write its child will recognise: try again.
                         Err(TransportError::Lost) if read || call_id != 0 => {}
                         Err(TransportError::Lost) => {

@@ -65,6 +65,7 @@ mod handover;
 mod lease;
 mod lifecycle;
 pub(crate) mod membership;
+mod merge;
 mod replication;
 mod serve;
 
@@ -435,6 +436,11 @@ impl HubInner {
                             });
                         }
                     });
+                }
+                Effect::Merge { id, child, into } => {
+                    if let Some(hub) = &hub {
+                        tokio::spawn(Arc::clone(hub).merge_duplicate(id, child, into));
+                    }
                 }
                 Effect::Restart { id, epoch, from } => restarts.push((id, epoch, from)),
                 Effect::Move(moves) => {

@@ -23,7 +23,7 @@ use crate::net::conn::Conn;
 use crate::net::transport::{InCall, Inbound, ReplySink, Serving};
 use crate::net::wire::EncodedCall;
 use crate::net::wire::{Command, Response};
-use crate::net::wire::{Replicate, Stage, Start, StartStaged, Stop};
+use crate::net::wire::{Merge, Replicate, Stage, Start, StartStaged, Stop};
 use crate::node::NodeId;
 
 impl HubInner {
@@ -255,6 +255,11 @@ impl Inbound for HubInner {
             Command::Stop(Stop { id, type_name }) => {
                 Box::pin(async move { Response::Stopped(self.stop_local(&id, &type_name).await) })
             }
+            Command::Merge(Merge {
+                id,
+                type_name,
+                state,
+            }) => Box::pin(async move { self.merge_here(&id, &type_name, state.into_vec()).await }),
             Command::Lease(_) => {
                 let granted = self.engine.read().unwrap().grants_lease(from);
                 if !granted {

@@ -70,6 +70,17 @@ pub(crate) enum Request<'a> {
     // Appended: the variants above keep their bytes on the wire.
     /// Confirm the sender for its lease (see `crate::core::downing`).
     Lease(LeaseAsk),
+    /// Merge the state of a duplicate the sender dropped into the instance here.
+    Merge(Merge),
+}
+
+/// The state of a duplicate the sender dropped after a split healed (`Divergence`), for
+/// the instance of `id` here to merge (`#[on_conflict]`).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Merge {
+    pub(crate) id: String,
+    pub(crate) type_name: String,
+    pub(crate) state: serde_bytes::ByteBuf,
 }
 
 /// Confirm the sender for its lease: granted unless the receiver downed it.
@@ -85,6 +96,7 @@ pub(crate) enum Command<'a> {
     StartStaged(StartStaged),
     Replicate(Replicate),
     Lease(LeaseAsk),
+    Merge(Merge),
 }
 
 impl<'a> Request<'a> {
@@ -98,6 +110,7 @@ impl<'a> Request<'a> {
             Request::StartStaged(r) => Command::StartStaged(r),
             Request::Replicate(r) => Command::Replicate(r),
             Request::Lease(r) => Command::Lease(r),
+            Request::Merge(r) => Command::Merge(r),
         })
     }
 }
@@ -184,6 +197,8 @@ pub(crate) enum Response {
     Lease {
         granted: bool,
     },
+    /// A duplicate's state was merged, or why not.
+    Merged(Result<(), String>),
 }
 
 /// One call of a `CallBatch` (`crate::child`): its method name and arguments, shared with the frame.

@@ -30,6 +30,11 @@ impl Connection {
 
     #[on_handover_in]
     fn resume(&mut self) {}
+
+    #[on_conflict]
+    fn merge(&mut self, other: Connection) {
+        self.moves = self.moves.max(other.moves);
+    }
 }
 
 fn main() {}

@@ -74,6 +74,8 @@ pub(crate) struct TypeInfo {
     pub(crate) active_active: bool,
     /// How its children are placed.
     pub(crate) placement: TypePlacement,
+    /// It merges a duplicate's state (`#[on_conflict]`).
+    pub(crate) merges: bool,
 }
 
 /// The type table: the component types this binary can host.
@@ -115,6 +117,14 @@ pub(crate) enum Effect<C> {
         id: Arc<str>,
         child: C,
         report: bool,
+    },
+    /// Stop this instance, a duplicate that lost after a split healed under
+    /// `Divergence`, and merge its state into the instance kept
+    /// (`#[on_conflict]`), which runs on `into`.
+    Merge {
+        id: Arc<str>,
+        child: C,
+        into: NodeId,
     },
     /// Start `id` here under `epoch`: its node `from` died or left (see
     /// [`Engine::restart`]).
@@ -316,6 +326,10 @@ impl<C: ChildHandle> Engine<C> {
 
     fn active_active(&self, type_name: &str) -> bool {
         self.info(type_name).is_some_and(|t| t.active_active)
+    }
+
+    fn merges(&self, type_name: &str) -> bool {
+        self.info(type_name).is_some_and(|t| t.merges)
     }
 
     /// Where a call for `id` goes now.

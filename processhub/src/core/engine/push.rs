@@ -3,7 +3,9 @@
 //! A peer publishes only what it owns: an upsert naming another owner is ignored. An
 //! entry that wins over the instance running here (a higher epoch, or the same epoch
 //! from a larger node id) makes it a duplicate: it stops, unless it is on its way to
-//! that node. An active replica stays while its primary names this node a standby.
+//! that node (under `Divergence`, its state is merged into the winner first, if its type
+//! has `#[on_conflict]`). An active replica stays while its primary names this node a
+//! standby.
 
 use super::{ChildHandle, Effect, Engine};
 use crate::core::entry::{wins, Entry, StartState};
@@ -53,6 +55,11 @@ impl<C: ChildHandle> Engine<C> {
                 buf.extend(entries.into_iter().filter(|(_, e)| e.owner == from));
                 if last {
                     let snapshot = self.snapshots.remove(&from).unwrap_or_default();
+                    // (A connection that opened after a split healed brings the other
+                    // side's instances: duplicates of those that went on here.)
+                    for (id, entry) in &snapshot {
+                        self.resolve_duplicate(id, entry);
+                    }
                     self.registry.replace_origin(from, snapshot);
                     self.synced.insert(from);
                 }
@@ -98,8 +105,20 @@ impl<C: ChildHandle> Engine<C> {
             }
             return;
         }
-        // A duplicate: another node runs it under a winning entry.
-        if let Some(l) = self.local.get(id) {
+        self.resolve_duplicate(id, &entry);
+        if self.registry.upsert(id, entry) == Upsert::Ignored {
+            tracing::debug!(%id, %from, "ignored a losing entry");
+        } else if !standby_here {
+            // No longer a standby of it: its copy goes.
+            self.drop_copy(id);
+        }
+    }
+
+    /// Stops the instance of `id` here if `entry`, of another node, wins over it: a
+    /// duplicate (after a split healed, or starts that raced), reported, and under
+    /// `Divergence` merged into the winner if its type says how.
+    fn resolve_duplicate(&mut self, id: &str, entry: &Entry) {
+        if let Some(l) = self.local.get(id).filter(|l| !l.replica) {
             let ours = Entry {
                 type_name: entry.type_name.clone(),
                 owner: self.me,
@@ -108,7 +127,7 @@ impl<C: ChildHandle> Engine<C> {
                 flags: entry.flags,
                 standbys: None,
             };
-            if wins(&entry, &ours) && !self.moving.contains(id) {
+            if wins(entry, &ours) && !self.moving.contains(id) {
                 tracing::warn!(%id, "stopping a duplicate: another node won it");
                 self.out
                     .events
@@ -117,14 +136,18 @@ impl<C: ChildHandle> Engine<C> {
                         kept: (entry.owner, entry.epoch),
                         dropped: (self.me, l.epoch),
                     });
-                self.stop_instance(id, true);
+                // Both sides went on (`Divergence`): what this one did is merged into
+                // the instance kept, if its type says how.
+                if self.downing.config.strategy.fences() || !self.merges(&entry.type_name) {
+                    self.stop_instance(id, true);
+                } else if let Some((id, l)) = self.local.remove_entry(id) {
+                    self.out.effects.push(Effect::Merge {
+                        id,
+                        child: l.child,
+                        into: entry.owner,
+                    });
+                }
             }
-        }
-        if self.registry.upsert(id, entry) == Upsert::Ignored {
-            tracing::debug!(%id, %from, "ignored a losing entry");
-        } else if !standby_here {
-            // No longer a standby of it: its copy goes.
-            self.drop_copy(id);
         }
     }
 

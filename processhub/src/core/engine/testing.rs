@@ -69,10 +69,11 @@ fn no_custom() -> Option<&'static dyn crate::core::placement::Strategy> {
 }
 
 /// The tests' type table: `T` (plain), `R3` (3 copies, active/passive), `AA` (3 copies,
-/// active/active), `BL` (bounded load); anything else is unknown.
+/// active/active), `BL` (bounded load), `M` (plain, merges duplicates); anything else
+/// is unknown.
 pub(crate) fn types(type_name: &str) -> Option<TypeInfo> {
     let (replicas, active_active, kind) = match type_name {
-        "T" => (1, false, Distribution::ConsistentHash),
+        "T" | "M" => (1, false, Distribution::ConsistentHash),
         "R3" => (3, false, Distribution::ConsistentHash),
         "AA" => (3, true, Distribution::ConsistentHash),
         "BL" => (1, false, Distribution::BoundedLoad),
@@ -81,6 +82,7 @@ pub(crate) fn types(type_name: &str) -> Option<TypeInfo> {
     Some(TypeInfo {
         replicas,
         active_active,
+        merges: type_name == "M",
         placement: TypePlacement {
             kind,
             custom: no_custom,

@@ -252,31 +252,79 @@ fn a_stop_unregisters_and_publishes_and_refuses_what_it_must() {
 
 // ---- pushes ----
 
+/// `a` of type `type_name` runs on `e`'s node 1, then node 2's entry for it arrives by
+/// `push`: same epoch, larger node id, so node 2's copy wins everywhere.
+fn lose_a(
+    e: &mut super::Engine<TestChild>,
+    type_name: &'static str,
+    push: impl FnOnce(crate::core::entry::Entry) -> Push,
+) -> TestChild {
+    let a1 = TestChild::new("a1", type_name);
+    start(e, "a", &a1);
+    e.push(node(2), push(entry(type_name, node(2), 1)));
+    a1
+}
+
+fn a_resolved() -> Vec<HubEvent> {
+    vec![HubEvent::DuplicateResolved {
+        id: "a".into(),
+        kept: (node(2), 1),
+        dropped: (node(1), 1),
+    }]
+}
+
+fn stopped(child: TestChild) -> Vec<Effect<TestChild>> {
+    vec![Effect::Stop {
+        id: "a".into(),
+        child,
+        report: true,
+    }]
+}
+
 #[test]
 fn a_winning_entry_from_its_owner_stops_the_duplicate_here() {
     let mut e = engine(1, &[1, 2]);
-    let a1 = TestChild::new("a1", "T");
-    start(&mut e, "a", &a1);
-    // Same epoch, larger node id: node 2's copy wins everywhere.
-    e.push(node(2), upsert("a", entry("T", node(2), 1)));
-    assert_eq!(
-        e.take_output(),
-        out(
-            vec![],
-            vec![Effect::Stop {
-                id: "a".into(),
-                child: a1,
-                report: true
-            }],
-            vec![HubEvent::DuplicateResolved {
-                id: "a".into(),
-                kept: (node(2), 1),
-                dropped: (node(1), 1),
-            }],
-        )
-    );
+    let a1 = lose_a(&mut e, "T", |en| upsert("a", en));
+    assert_eq!(e.take_output(), out(vec![], stopped(a1), a_resolved()));
     assert_eq!(e.route("a"), Route::Remote(node(2)));
     assert_eq!(e.missing("a"), Missing::NotHere(node(2)));
+
+    // The same from the snapshot of a connection that opened (after a split healed).
+    let mut e = engine(1, &[1, 2]);
+    let a1 = lose_a(&mut e, "T", |en| Push::Snapshot {
+        entries: vec![("a".into(), en)],
+        first: true,
+        last: true,
+    });
+    assert_eq!(e.take_output(), out(vec![], stopped(a1), a_resolved()));
+    assert_eq!(e.route("a"), Route::Remote(node(2)));
+}
+
+#[test]
+fn under_divergence_a_losing_duplicate_of_a_merging_type_goes_to_the_winner_to_merge() {
+    // The tests' engine runs `Divergence`; `M` has `#[on_conflict]`.
+    let mut e = engine(1, &[1, 2]);
+    let a1 = lose_a(&mut e, "M", |en| upsert("a", en));
+    let merge = vec![Effect::Merge {
+        id: "a".into(),
+        child: a1,
+        into: node(2),
+    }];
+    assert_eq!(e.take_output(), out(vec![], merge, a_resolved()));
+    assert_eq!(e.route("a"), Route::Remote(node(2)));
+
+    // The winner's engine ignores the loser's entry: nothing of it stops there.
+    let mut w = engine(2, &[1, 2]);
+    let a2 = TestChild::new("a2", "M");
+    start(&mut w, "a", &a2);
+    w.push(node(1), upsert("a", entry("M", node(1), 1)));
+    assert_eq!(w.take_output(), Output::default());
+    assert_eq!(w.route("a"), Route::Local(a2));
+
+    // Under a quorum strategy only one side served: the duplicate just stops.
+    let (mut e, _) = majority_engine(1, &[1, 2, 3]);
+    let a1 = lose_a(&mut e, "M", |en| upsert("a", en));
+    assert_eq!(e.take_output(), out(vec![], stopped(a1), a_resolved()));
 }
 
 #[test]
