@@ -106,6 +106,15 @@ impl ClusterView {
         (members, unreachable)
     }
 
+    /// Nodes downed and taken out that the failure detector still hears (a node paused
+    /// or cut off for longer than the others waited, back before it knows).
+    pub(crate) fn downed_but_heard(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.alive
+            .iter()
+            .copied()
+            .filter(|n| self.removed.contains(n))
+    }
+
     /// `node` was downed: out of the members from the next [`Self::refresh`] on.
     pub(crate) fn remove(&mut self, node: NodeId) {
         self.removed.insert(node);

@@ -258,6 +258,8 @@ pub(crate) struct Engine<C> {
     downed_me_by: std::collections::BTreeSet<NodeId>,
     /// Whether the members it reached made a quorum at the last refresh.
     quorate: bool,
+    /// The peers the shell was last told to keep connections to.
+    peers: Vec<NodeId>,
     /// A rejoined node's engine (see [`Self::is_syncing`]).
     rejoined: bool,
     out: Output<C>,
@@ -294,6 +296,7 @@ impl<C: ChildHandle> Engine<C> {
             downed: false,
             downed_me_by: Default::default(),
             quorate: true,
+            peers: Vec::new(),
             rejoined: false,
             out: Output::default(),
         }

@@ -173,12 +173,25 @@ impl<C: ChildHandle> Engine<C> {
                 HubEvent::QuorumLost { node }
             });
         }
+        // The members, and the downed still heard: connected to, so that they learn
+        // they were downed (a node never dialled might never hear it otherwise).
+        let peers: Vec<NodeId> = {
+            let mut p = self.view.members().to_vec();
+            p.extend(self.view.downed_but_heard());
+            p.sort();
+            p
+        };
+        let peers_changed = peers != self.peers;
+        if peers_changed {
+            self.peers.clone_from(&peers);
+        }
         let Some(change) = change else {
+            if peers_changed {
+                self.out.effects.push(Effect::Peers(peers));
+            }
             return;
         };
-        self.out
-            .effects
-            .push(Effect::Peers(self.view.members().to_vec()));
+        self.out.effects.push(Effect::Peers(peers));
         let dead: Vec<NodeId> = change
             .left
             .iter()

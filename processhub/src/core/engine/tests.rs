@@ -1102,6 +1102,22 @@ fn a_majority_downs_a_silent_member_once_stable_and_replaces_it_a_lease_after_a_
             graceful: false
         }]
     );
+    // Node 3 is heard again, not knowing it was downed (it was paused, say): connected
+    // to, so that the downing repeated on the new connection reaches it, but not a
+    // member again.
+    e.gossip(gossip(&[1, 2, 3]));
+    let o = e.take_output();
+    assert_eq!(
+        o.effects,
+        vec![Effect::Peers(vec![node(1), node(2), node(3)])]
+    );
+    assert_eq!(e.view.members(), &[node(1), node(2)]);
+    // Gone (it rejoined as a new incarnation): no longer.
+    e.gossip(gossip(&[1, 2]));
+    assert_eq!(
+        e.take_output().effects,
+        vec![Effect::Peers(vec![node(1), node(2)])]
+    );
 }
 
 #[test]
