@@ -246,6 +246,15 @@ impl Downing {
                 .is_some_and(|d| d.by.contains(&self.me) || d.quorum_at.is_some())
     }
 
+    /// Whether a quorum is known to have downed `node`: its children go elsewhere.
+    pub(crate) fn quorum_downed(&self, node: NodeId) -> bool {
+        self.config.strategy.fences()
+            && self
+                .downed
+                .get(&node)
+                .is_some_and(|d| d.quorum_at.is_some())
+    }
+
     /// The answer to `from`'s lease renewal: refused once it was downed here.
     pub(crate) fn grants(&self, from: NodeId) -> bool {
         !self.is_downed(from)

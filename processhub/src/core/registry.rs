@@ -268,14 +268,20 @@ impl Registry {
 
     /// Replaces everything `origin` owns with `snapshot` (a full list from that node).
     pub(crate) fn replace_origin(&mut self, origin: NodeId, snapshot: Vec<(String, Entry)>) {
+        self.retain_origin(origin, &snapshot);
+        for (id, entry) in snapshot {
+            self.upsert(&id, entry);
+        }
+    }
+
+    /// Drops the entries owned by `origin` that its `snapshot` lacks (it no longer runs
+    /// them), but for those being restarted here.
+    pub(crate) fn retain_origin(&mut self, origin: NodeId, snapshot: &[(String, Entry)]) {
         let keep: std::collections::HashSet<&str> =
             snapshot.iter().map(|(id, _)| id.as_str()).collect();
         let pending = &self.pending;
         self.entries
             .retain(|id, e| e.owner != origin || pending.contains_key(id) || keep.contains(&**id));
-        for (id, entry) in snapshot {
-            self.upsert(&id, entry);
-        }
     }
 
     /// Entries owned by `node`.

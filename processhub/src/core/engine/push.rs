@@ -18,7 +18,11 @@ impl<C: ChildHandle> Engine<C> {
         // A downed node's word counts no more (it rejoins as a new incarnation), but
         // for the removal of its own children: a stop it confirmed under its lease,
         // before anything of it was replaced.
-        if self.downed || (self.downing.is_downed(from) && !matches!(push, Push::Remove(_))) {
+        let downed = self.downing.is_downed(from);
+        if self.downed
+            || (downed && !matches!(push, Push::Remove(_) | Push::Snapshot { .. }))
+            || (self.downing.quorum_downed(from) && !matches!(push, Push::Remove(_)))
+        {
             tracing::debug!(me = %self.me, %from, "ignored a push of a downed node");
             return;
         }
@@ -53,7 +57,14 @@ impl<C: ChildHandle> Engine<C> {
                     buf.clear();
                 }
                 buf.extend(entries.into_iter().filter(|(_, e)| e.owner == from));
-                if last {
+                if last && downed {
+                    // Downed here, not by a quorum (yet): only what it no longer runs
+                    // counts, as its removals would (one may have been lost with the
+                    // connection this snapshot follows).
+                    let snapshot = self.snapshots.remove(&from).unwrap_or_default();
+                    self.registry.retain_origin(from, &snapshot);
+                    self.synced.insert(from);
+                } else if last {
                     let snapshot = self.snapshots.remove(&from).unwrap_or_default();
                     // (A connection that opened after a split healed brings the other
                     // side's instances: duplicates of those that went on here.)

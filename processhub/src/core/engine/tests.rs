@@ -1149,6 +1149,37 @@ fn a_minority_starts_stops_and_restarts_nothing_and_says_it_lost_its_quorum() {
     );
 }
 
+/// Found by soak seeds 1049 and 1051 (a one-way fault beside a partition): node 1 downed
+/// node 3 alone, its push lost, and no quorum ever did. Node 3's upserts count no more
+/// here, but what it stopped must go: a removal lost with a connection comes back as
+/// an id missing from the snapshot of the next one.
+#[test]
+fn a_node_downed_here_alone_still_removes_what_it_no_longer_runs() {
+    use std::time::Duration;
+    let (mut e, t0) = majority_engine(1, &[1, 2, 3]);
+    e.push(node(3), upsert("c", entry("T", node(3), 1)));
+    e.push(node(3), upsert("d", entry("T", node(3), 1)));
+    e.gossip(gossip(&[1, 2]));
+    e.set_now(t0 + Duration::from_millis(300));
+    e.refresh_members();
+    assert_eq!(e.take_output().pushes, vec![Push::Down(vec![node(3)])]);
+    // Node 3 is heard again; it stopped `c` meanwhile, and starts `x`.
+    e.gossip(gossip(&[1, 2, 3]));
+    e.push(node(3), upsert("x", entry("T", node(3), 1)));
+    e.push(
+        node(3),
+        Push::Snapshot {
+            entries: vec![("d".into(), entry("T", node(3), 1))],
+            first: true,
+            last: true,
+        },
+    );
+    assert!(e.registry.get("c").is_none(), "stopped there: gone here");
+    assert!(e.registry.get("d").is_some());
+    assert!(e.registry.get("x").is_none(), "its word counts no more");
+    assert!(!e.is_syncing(), "its snapshot arrived");
+}
+
 #[test]
 fn a_node_is_superseded_only_when_a_quorum_says_it_was_downed() {
     let (mut e, _) = majority_engine(1, &[1, 2, 3]);
