@@ -53,7 +53,11 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
                 Ok(Response::Stopped(o)) => Some(o),
                 Err(TransportError::Timeout) => return Err(timed_out()),
                 Err(TransportError::Lost) => {
-                    maybe_stopped = true;
+                    // (Only if the registry here has it: its removal arriving is then
+                    // the sign that the lost try stopped it. Found by soak seed 1024: a
+                    // node that never had the owner's registry took the id's absence
+                    // for that sign.)
+                    maybe_stopped |= hub.is_registered(id);
                     None
                 }
                 // Not connected, or an answer of another kind: look again.
