@@ -408,6 +408,73 @@ async fn under_divergence_a_lone_hub_downs_the_silent_and_takes_them_back() {
     b.kill().await;
 }
 
+/// Where the stop of a [`Held`] waits: set while its `#[on_stop]` runs, released by
+/// the test.
+static HELD_STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static HELD_RELEASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A component whose stop waits for the test to let it finish.
+#[distributed]
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Held {}
+
+#[distributed]
+impl Held {
+    pub fn ping(&self) -> bool {
+        true
+    }
+
+    #[on_stop]
+    fn stopping(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        HELD_STOPPING.store(true, SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !HELD_RELEASE.load(SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// A stop whose answer is lost with its connection stopped the child: once the
+/// connection is back, the owner's snapshot lacks it, and the stop says `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_whose_answer_was_lost_with_the_connection_is_acknowledged() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let world = World::new(9);
+    let hub = || Hub::builder("seams-stop-lost").in_world(&world).start();
+    let (a, b) = (hub().await.unwrap(), hub().await.unwrap());
+    wait_members(&[a.clone(), b.clone()], 2).await;
+    let id = (0..)
+        .map(|i| format!("held-{i}"))
+        .find(|id| a.ring_owner(id) == Some(b.node_id()))
+        .unwrap();
+    Held::start(&a, id.clone(), Held::default()).await.unwrap();
+    let stop = tokio::spawn({
+        let (a, id) = (a.clone(), id.clone());
+        async move { Held::stop(&a, &id).await }
+    });
+    wait_until("b runs its stop", Duration::from_secs(5), || async {
+        HELD_STOPPING.load(SeqCst)
+    })
+    .await;
+    // Every frame of b to a resets the connection from now on: b's answer among them.
+    let reset = Fault {
+        reset: 1000,
+        ..Fault::default()
+    };
+    world.net.set_fault(b.listen_addr(), a.listen_addr(), reset);
+    HELD_RELEASE.store(true, SeqCst);
+    wait_until("b stopped it", Duration::from_secs(5), || async {
+        b.local_children() == 0
+    })
+    .await;
+    world.net.heal_all();
+    assert_eq!(stop.await.unwrap(), Ok(()));
+    assert!(a.lookup(&id).is_none());
+    a.shutdown().await.unwrap();
+    b.kill().await;
+}
+
 /// A grow-only set: a merge is the union, so two copies that went on during a split
 /// lose none of their adds when they meet.
 #[distributed]

@@ -28,8 +28,9 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
         after: hub.call_timeout,
     };
     // A stop whose answer was lost may have stopped the child: if the next attempt
-    // finds it gone, it is stopped (stopping is idempotent).
-    let mut maybe_stopped = false;
+    // finds it gone, and the registry here saw it removed since, it is stopped
+    // (stopping is idempotent). The epoch it had here when a try was lost.
+    let mut lost_at: Option<u64> = None;
     loop {
         if hub.is_stopped() {
             return Err(StopError::HubStopped);
@@ -53,11 +54,11 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
                 Ok(Response::Stopped(o)) => Some(o),
                 Err(TransportError::Timeout) => return Err(timed_out()),
                 Err(TransportError::Lost) => {
-                    // (Only if the registry here has it: its removal arriving is then
-                    // the sign that the lost try stopped it. Found by soak seed 1024: a
-                    // node that never had the owner's registry took the id's absence
-                    // for that sign.)
-                    maybe_stopped |= hub.is_registered(id);
+                    // (Its removal seen here is the sign that the lost try stopped it,
+                    // not its absence. Found by soak seeds 1024 and 1065: a node that
+                    // never had the owner's registry, or rejoined meanwhile with a new
+                    // one, took the absence for that sign.)
+                    lost_at = lost_at.or(hub.registered_epoch(id));
                     None
                 }
                 // Not connected, or an answer of another kind: look again.
@@ -79,7 +80,7 @@ async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), St
             {
                 // Stopped by the try whose answer was lost, if its removal reached the
                 // registry here; otherwise that try may never have arrived.
-                if maybe_stopped && !hub.is_registered(id) {
+                if lost_at.is_some_and(|epoch| hub.removal_seen(id, epoch)) {
                     return Ok(());
                 }
                 return Err(StopError::NotFound { id: id.to_string() });

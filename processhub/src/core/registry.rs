@@ -189,7 +189,7 @@ impl Registry {
     }
 
     /// Whether an entry of `epoch` for `id` is older than its recent removal.
-    fn removed_since(&self, id: &str, epoch: u64) -> bool {
+    pub(crate) fn removed_since(&self, id: &str, epoch: u64) -> bool {
         !self.removed.is_empty() && self.removed.get(id).is_some_and(|(e, _)| epoch <= *e)
     }
 
@@ -275,13 +275,20 @@ impl Registry {
     }
 
     /// Drops the entries owned by `origin` that its `snapshot` lacks (it no longer runs
-    /// them), but for those being restarted here.
+    /// them), but for those being restarted here; each is remembered as removed, as if
+    /// its removal had arrived (it may have been lost with a connection).
     pub(crate) fn retain_origin(&mut self, origin: NodeId, snapshot: &[(String, Entry)]) {
         let keep: std::collections::HashSet<&str> =
             snapshot.iter().map(|(id, _)| id.as_str()).collect();
         let pending = &self.pending;
-        self.entries
-            .retain(|id, e| e.owner != origin || pending.contains_key(id) || keep.contains(&**id));
+        let removed = &mut self.removed;
+        self.entries.retain(|id, e| {
+            let stays = e.owner != origin || pending.contains_key(id) || keep.contains(&**id);
+            if !stays {
+                removed.insert(id.clone(), (e.epoch, 0));
+            }
+            stays
+        });
     }
 
     /// Entries owned by `node`.
@@ -350,6 +357,11 @@ mod tests {
         let mut ids: Vec<&str> = r.iter().map(|(id, _)| &**id).collect();
         ids.sort();
         assert_eq!(ids, ["b", "c", "d"]);
+        // What the snapshot lacked is remembered as removed, as a removal push would
+        // have it (a stop whose answer was lost with the connection reads it).
+        assert!(r.removed_since("a", 1));
+        assert!(!r.removed_since("b", 1));
+        assert_eq!(r.upsert("a", entry(node(1), 1)), Upsert::Ignored);
     }
 
     /// Found by the simulator's soak (every message fault at once): the old owner's

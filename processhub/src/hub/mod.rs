@@ -356,8 +356,23 @@ impl HubInner {
     }
 
     /// Whether the local registry has `id`.
-    pub(crate) fn is_registered(&self, id: &str) -> bool {
-        self.engine.read().unwrap().registry.get(id).is_some()
+    /// The epoch the registry here has `id` at, if it has it.
+    pub(crate) fn registered_epoch(&self, id: &str) -> Option<u64> {
+        self.engine
+            .read()
+            .unwrap()
+            .registry
+            .get(id)
+            .map(|e| e.epoch)
+    }
+
+    /// Whether the registry here saw `id` removed lately at `epoch` or later.
+    pub(crate) fn removal_seen(&self, id: &str, epoch: u64) -> bool {
+        self.engine
+            .read()
+            .unwrap()
+            .registry
+            .removed_since(id, epoch)
     }
 
     pub(crate) fn route(&self, id: &str) -> Route {
