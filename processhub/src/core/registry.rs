@@ -253,10 +253,13 @@ impl Registry {
         Upsert::Applied
     }
 
-    /// Removes `id` if `origin` owns it at an epoch no newer than `epoch`.
+    /// Removes `id` if `origin` owns it at an epoch no newer than `epoch`, or if it is
+    /// pending a restart here from `origin` (the planner re-assigned it, but `origin`
+    /// stopped it, under its lease, before anything replaced it).
     pub(crate) fn remove(&mut self, id: &str, origin: NodeId, epoch: u64) -> Option<Entry> {
+        let pending_from_origin = self.pending_from(id) == Some(origin);
         match self.entries.get(id) {
-            Some(e) if e.owner == origin && e.epoch <= epoch => {
+            Some(e) if (e.owner == origin && e.epoch <= epoch) || pending_from_origin => {
                 self.pending.remove(id);
                 let (key, entry) = self.entries.remove_entry(id)?;
                 self.removed.insert(key, (epoch, 0));
@@ -409,6 +412,28 @@ mod tests {
         assert_eq!(r.pending_from("a"), None);
         // Once settled, the usual rule: an older entry of the same owner loses.
         assert_eq!(r.upsert("a", entry(node(1), 1)), Upsert::Ignored);
+    }
+
+    /// Found by soak seed 1103: a node that rejoined, cut off, predicted the restart of
+    /// a child of a member it could not hear; that member stopped it meanwhile, and its
+    /// removal, not matching the prediction, was dropped: the child stayed for good.
+    #[test]
+    fn a_removal_from_the_node_a_prediction_came_from_removes_it() {
+        let mut r = Registry::default();
+        r.upsert("a", entry(node(3), 1));
+        r.upsert("b", entry(node(3), 1));
+        for id in ["a", "b"] {
+            r.reassign(&Arc::from(id), node(1), 2, Some(node(3)));
+        }
+        assert!(
+            r.remove("a", node(2), 1).is_none(),
+            "not where it came from"
+        );
+        assert!(r.remove("a", node(3), 1).is_some());
+        assert!(r.removed_since("a", 1));
+        // The new owner's own entry is not refused by the removal of the old one.
+        assert!(r.remove("b", node(3), 1).is_some());
+        assert_eq!(r.upsert("b", entry(node(1), 2)), Upsert::Applied);
     }
 
     #[test]
