@@ -274,10 +274,19 @@ impl Inbound for HubInner {
         self.decide(|engine| engine.push(from, push));
     }
 
-    fn connected(&self, peer: NodeId, conn: &Arc<Conn>, register: &dyn Fn()) {
+    fn connected(&self, peer: NodeId, as_me: NodeId, conn: &Arc<Conn>, register: &dyn Fn()) {
         // Hold the engine's lock: no delta can slip between the snapshot and
         // registration.
         let engine = self.engine.write().unwrap();
+        // (A rejoin swaps the engine after the transport's identity: the engine says
+        // who this node is now. Found by soak seed 1113: the new life's snapshot and
+        // pushes went out on a connection made as the old one, and the peer, which had
+        // downed the old one, ignored them all.)
+        if engine.me() != as_me {
+            tracing::debug!(%peer, %as_me, "closing a connection made as a former incarnation");
+            conn.close();
+            return;
+        }
         let own = engine.snapshot();
         let mut chunks = batches(&own, SNAPSHOT_CHUNK, self.batch_bytes(), entry_size).peekable();
         if chunks.peek().is_none() {

@@ -211,7 +211,7 @@ impl Conn {
             && idle >= QUIET.as_nanos() as u64
     }
 
-    pub(super) fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.cancel();
         self.pending.lock().unwrap().clear();
         self.write.shutdown();

@@ -85,9 +85,12 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     fn request(self: Arc<Self>, from: NodeId, req: Command<'_>) -> BoxFuture<'static, Response>;
     /// Applies a push, in arrival order.
     fn push(&self, from: NodeId, push: Push);
-    /// A connection to `peer` is up: `register` makes it usable for requests and
-    /// broadcasts; call it after sending what must come first on it.
-    fn connected(&self, peer: NodeId, conn: &Arc<Conn>, register: &dyn Fn());
+    /// A connection to `peer` is up, the handshake made as `as_me`: `register` makes
+    /// it usable for requests and broadcasts; call it after sending what must come
+    /// first on it. If this node is no longer `as_me` (it rejoined as a new
+    /// incarnation during the handshake), close it instead: the peer would take what
+    /// the new life says for the old one's.
+    fn connected(&self, peer: NodeId, as_me: NodeId, conn: &Arc<Conn>, register: &dyn Fn());
 }
 
 /// The TCP layer of one hub.
@@ -360,9 +363,10 @@ impl Transport {
         let Link { mut read, write } = tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing)
             .await
             .map_err(|_| ConnError::ConnectTimeout)??;
+        let me = self.me();
         let hello = encode(&Frame::Hello {
             hub_id: self.hub_id.clone(),
-            from: self.me(),
+            from: me,
             to: peer,
         })
         .map_err(ConnError::Encode)?;
@@ -379,7 +383,7 @@ impl Transport {
             Frame::Reject { reason } => return Err(ConnError::Refused(reason)),
             other => return Err(ConnError::Unexpected(format!("{other:?}"))),
         }
-        self.run_conn(peer, read, write);
+        self.run_conn(peer, me, read, write);
         Ok(())
     }
 
@@ -410,6 +414,7 @@ impl Transport {
     async fn accept(self: Arc<Self>, link: Link) -> Result<(), ConnError> {
         let Link { mut read, write } = link;
         let body = next_body(&mut read, HANDSHAKE_TIMEOUT).await?;
+        let me = self.me();
         let (peer, reject) = match decode(&body).map_err(ConnError::Malformed)? {
             Frame::Hello { hub_id, from, to } => {
                 let reject = if hub_id != self.hub_id {
@@ -417,8 +422,8 @@ impl Transport {
                         theirs: hub_id,
                         ours: self.hub_id.clone(),
                     })
-                } else if to != self.me() {
-                    Some(ConnError::StaleIncarnation { to, me: self.me() })
+                } else if to != me {
+                    Some(ConnError::StaleIncarnation { to, me })
                 } else {
                     None
                 };
@@ -435,14 +440,20 @@ impl Transport {
             write.shutdown();
             return Err(reason);
         }
-        let welcome = encode(&Frame::Welcome { node: self.me() }).map_err(ConnError::Encode)?;
+        let welcome = encode(&Frame::Welcome { node: me }).map_err(ConnError::Encode)?;
         write_all(&*write, &welcome).await?;
-        self.run_conn(peer, read, write);
+        self.run_conn(peer, me, read, write);
         Ok(())
     }
 
     /// Starts the writer and reader of an established connection.
-    fn run_conn(self: &Arc<Self>, peer: NodeId, mut frames: FrameRead, write: Arc<dyn LinkWrite>) {
+    fn run_conn(
+        self: &Arc<Self>,
+        peer: NodeId,
+        as_me: NodeId,
+        mut frames: FrameRead,
+        write: Arc<dyn LinkWrite>,
+    ) {
         let Some(inbound) = self.inbound.upgrade() else {
             return;
         };
@@ -504,7 +515,7 @@ impl Transport {
         // Register under the hub's control: it sends its snapshot first.
         let me = Arc::clone(self);
         let reg_conn = Arc::clone(&conn);
-        inbound.connected(peer, &conn, &|| {
+        inbound.connected(peer, as_me, &conn, &|| {
             let old = me.conns.lock().unwrap().insert(peer, Arc::clone(&reg_conn));
             if let Some(old) = old {
                 old.close();

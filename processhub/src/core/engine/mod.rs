@@ -323,6 +323,11 @@ impl<C: ChildHandle> Engine<C> {
     }
 
     /// Copies kept of each child of this type (1 if the type is unknown here).
+    /// This node.
+    pub(crate) fn me(&self) -> NodeId {
+        self.me
+    }
+
     pub(crate) fn replicas_of(&self, type_name: &str) -> usize {
         self.info(type_name).map_or(1, |t| t.replicas)
     }
