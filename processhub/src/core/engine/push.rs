@@ -15,12 +15,16 @@ use crate::node::NodeId;
 impl<C: ChildHandle> Engine<C> {
     /// Applies a push from `from`, in arrival order.
     pub(crate) fn push(&mut self, from: NodeId, push: Push) {
-        // A downed node's word counts no more (it rejoins as a new incarnation), but
-        // for the removal of its own children: a stop it confirmed under its lease,
-        // before anything of it was replaced.
-        let downed = self.downing.is_downed(from);
+        // The word of a node a quorum downed counts no more (it rejoins as a new
+        // incarnation), but for the removal of its own children: a stop it confirmed
+        // under its lease, before anything of it was replaced. One this node downed
+        // alone, that no quorum did (the push saying so may never have got through),
+        // still owns its children: what it removes, and children this registry does
+        // not know, count; what it changes of those known here does not (it may act on
+        // a view gone stale in a pause).
+        let doubted = self.downing.is_downed(from);
         if self.downed
-            || (downed && !matches!(push, Push::Remove(_) | Push::Snapshot { .. }))
+            || (doubted && matches!(push, Push::Down(_) | Push::Assigned(_)))
             || (self.downing.quorum_downed(from) && !matches!(push, Push::Remove(_)))
         {
             tracing::debug!(me = %self.me, %from, "ignored a push of a downed node");
@@ -31,7 +35,7 @@ impl<C: ChildHandle> Engine<C> {
             Push::Down(nodes) => self.down_heard(from, &nodes),
             Push::Upsert(entries) => {
                 for (id, entry) in entries {
-                    if entry.owner == from {
+                    if entry.owner == from && !(doubted && self.registry.get(&id).is_some()) {
                         self.upsert_from(from, &id, entry);
                     }
                 }
@@ -57,12 +61,17 @@ impl<C: ChildHandle> Engine<C> {
                     buf.clear();
                 }
                 buf.extend(entries.into_iter().filter(|(_, e)| e.owner == from));
-                if last && downed {
-                    // Downed here, not by a quorum (yet): only what it no longer runs
-                    // counts, as its removals would (one may have been lost with the
-                    // connection this snapshot follows).
+                if last && doubted {
+                    // What it no longer runs goes, as its removals would have it (one
+                    // may have been lost with the connection this snapshot follows);
+                    // what this registry does not know comes in.
                     let snapshot = self.snapshots.remove(&from).unwrap_or_default();
                     self.registry.retain_origin(from, &snapshot);
+                    for (id, entry) in snapshot {
+                        if self.registry.get(&id).is_none() {
+                            self.upsert_from(from, &id, entry);
+                        }
+                    }
                     self.synced.insert(from);
                 } else if last {
                     let snapshot = self.snapshots.remove(&from).unwrap_or_default();
