@@ -120,6 +120,14 @@ impl HubInner {
                 Some(owner) => remote.entry(owner).or_default().push((i, item)),
             }
         }
+        // Taking children in is a write: only under the lease. (Found by soak seed 226:
+        // a node woken from a pause, downed meanwhile, accepted a hand-over on its stale
+        // view, then rejoined and dropped it, and with it the only copy of the state.)
+        if !local.is_empty() && self.lease().ready().await.is_err() {
+            for (i, _) in local.drain(..) {
+                out[i] = Some(StartOutcome::NoQuorum { node: self.me() });
+            }
+        }
         for chunk in local.chunks(START_BATCH) {
             let batch: Vec<&StartItem> = chunk.iter().map(|(_, item)| item).collect();
             let outcomes =
