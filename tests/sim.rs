@@ -57,20 +57,33 @@ fn bigger(s: Scenario) -> Scenario {
     }
 }
 
-/// Runs `s` from each of `seeds`; each must keep every promise. A failure prints the
-/// command that replays it.
+/// Runs `s` from each of `seeds`, on every core; each must keep every promise. A
+/// failure prints the command that replays it.
 fn assert_seeds_pass(s: &Scenario, seeds: impl IntoIterator<Item = u64>) {
-    for seed in seeds {
-        let out = s.run(seed);
-        assert!(
-            out.report.passed(),
-            "seed {seed} (replay: {}): {:#?}\n{:#?}",
-            s.replay_command(seed),
-            out.plan,
-            out.report
-        );
-        assert!(out.calls.1 > 100, "seed {seed}: {:?}", out.calls);
-    }
+    let seeds: Vec<u64> = seeds.into_iter().collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let failures = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (seeds, failures) = (&seeds, &failures);
+            scope.spawn(move || {
+                for seed in seeds.iter().skip(t).step_by(threads) {
+                    let out = s.run(*seed);
+                    if !out.report.passed() || out.calls.1 <= 100 {
+                        failures.lock().unwrap().push(format!(
+                            "seed {seed} (replay: {}): {} calls acknowledged\n{:#?}\n{:#?}",
+                            s.replay_command(*seed),
+                            out.calls.1,
+                            out.plan,
+                            out.report
+                        ));
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 /// Whether invariant `name` failed in `out`.
@@ -218,13 +231,41 @@ fn mixed() -> Scenario {
     }
 }
 
-/// 150 seeds of [`mixed`]. (Two of them failed while the simulator resumed a paused node
+/// 300 seeds of [`mixed`]. (Two of them failed while the simulator resumed a paused node
 /// by running through its timers one by one, each at its own deadline, as if it had run
-/// fast through its pause; it now jumps the clock, as SIGCONT does.)
+/// fast through its pause; it now jumps the clock, as SIGCONT does. Seed 197 failed
+/// until a node took children in only under its lease.)
 #[test]
 fn seeds_of_pauses_partitions_crashes_and_delays_keep_every_promise() {
     let s = mixed();
-    assert_seeds_pass(&s, 0..150);
+    assert_seeds_pass(&s, 0..300);
+}
+
+/// Every fault at once: pauses, partitions and one-way cuts beside crashes and frames
+/// lost, duplicated, reordered, delayed and reset. The soak found each of these fixes:
+/// a downed node still heard is connected to (1003), one downed by a single peer still
+/// removes what it stopped and adds what is unknown (1049, 1133), a stop whose answer
+/// was lost counts only a removal seen (1024, 1065), a removal cancels a restart
+/// predicted from its node (1103), a connection made as a former incarnation is closed
+/// (1113), a prediction yields to an owner's entry (1065), a hand-over needs the
+/// receiver's lease (226).
+#[test]
+fn seeds_of_pauses_partitions_crashes_and_message_faults_keep_every_promise() {
+    let s = Scenario {
+        faults: vec![
+            FaultKind::Pause,
+            FaultKind::Partition,
+            FaultKind::OneWay,
+            FaultKind::Crash,
+            FaultKind::Drop,
+            FaultKind::Reset,
+            FaultKind::Reorder,
+            FaultKind::Duplicate,
+            FaultKind::Delay,
+        ],
+        ..mixed()
+    };
+    assert_seeds_pass(&s, 0..300);
 }
 
 #[test]

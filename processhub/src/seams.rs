@@ -408,6 +408,56 @@ async fn under_divergence_a_lone_hub_downs_the_silent_and_takes_them_back() {
     b.kill().await;
 }
 
+/// A node whose membership view still shows everyone, but whose lease renewals get
+/// no answer (its links are cut), takes no child in: a start there fails with
+/// `NoQuorum` once its lease ran out, and nothing of it is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_its_lease_takes_no_child_in() {
+    let world = World::new(10);
+    let hub = || Hub::builder("seams-start-lease").in_world(&world).start();
+    let hubs = vec![
+        hub().await.unwrap(),
+        hub().await.unwrap(),
+        hub().await.unwrap(),
+    ];
+    wait_members(&hubs, 3).await;
+    let a = &hubs[0];
+    let cut = Fault {
+        cut: true,
+        ..Fault::default()
+    };
+    for other in &hubs[1..] {
+        world
+            .net
+            .set_fault_both(a.listen_addr(), other.listen_addr(), cut);
+    }
+    let id = (0..)
+        .map(|i| format!("lease-{i}"))
+        .find(|id| a.ring_owner(id) == Some(a.node_id()))
+        .unwrap();
+    // (The view still has a quorum: only the lease can tell.)
+    assert_eq!(a.nodes().len(), 3);
+    match Counter::start(a, id.clone(), Counter::default()).await {
+        Err(StartError::NoQuorum { node, .. }) => assert_eq!(node, a.node_id()),
+        other => panic!("a start without the lease: {other:?}"),
+    }
+    world.net.heal_all();
+    // With the lease back, the same start goes through.
+    wait_until(
+        "the start goes through",
+        Duration::from_secs(10),
+        || async {
+            Counter::start(a, id.clone(), Counter::default())
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    for h in hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
 /// Where the stop of a [`Held`] waits: set while its `#[on_stop]` runs, released by
 /// the test.
 static HELD_STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
