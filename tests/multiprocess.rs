@@ -140,6 +140,20 @@ impl Ledger {
     }
 }
 
+/// Where a node process's stderr goes: a file of its own under `PROCESSHUB_NODE_LOG`
+/// if that is set (to read what the nodes did when a test failed), else nowhere.
+fn node_log() -> Stdio {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    match std::env::var("PROCESSHUB_NODE_LOG") {
+        Ok(dir) => {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = format!("{dir}/node-{}-{n}.log", std::process::id());
+            std::fs::File::create(&path).map_or_else(|_| Stdio::null(), Stdio::from)
+        }
+        Err(_) => Stdio::null(),
+    }
+}
+
 /// The body of a child node; a no-op when run as an ordinary test.
 #[test]
 fn node_process() {
@@ -153,6 +167,13 @@ fn node_process() {
     let strategy = std::env::var(STRATEGY_ENV)
         .ok()
         .map_or(PartitionTolerance::default(), |s| parse_strategy(&s));
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let hub = Hub::builder(HUB_ID)
@@ -389,7 +410,8 @@ impl Node {
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // (PROCESSHUB_NODE_LOG=dir: each node's log, at RUST_LOG's level, in a file.)
+            .stderr(node_log())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn node process");

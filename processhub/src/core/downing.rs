@@ -198,9 +198,21 @@ impl Downing {
         }
     }
 
-    /// A new life of this node (it rejoins) knows the cluster size the old one knew.
+    /// A new life of this node (it rejoins) knows the cluster the old one knew: its
+    /// largest size, the members it saw lately (a fresh view of one, before the others
+    /// are heard, must not make a dynamic quorum of one), and whom it downed or heard a
+    /// quorum down (still refused their leases).
     pub(crate) fn inherit(&mut self, old: &Downing) {
         self.largest = old.largest;
+        self.seen = old.seen.clone();
+        self.seen.remove(&old.me);
+        self.downed = old.downed.clone();
+        self.downed.remove(&old.me);
+        for d in self.downed.values_mut() {
+            if d.by.remove(&old.me) {
+                d.by.insert(self.me);
+            }
+        }
     }
 
     /// After a planned scale-down: the cluster size is `n` from now on.
@@ -498,6 +510,32 @@ mod tests {
         assert_eq!(d.quorum(&five[..3]), 2);
         d.reset_cluster_size(1, &five[..1]);
         assert_eq!(d.quorum(&five[..1]), 1);
+    }
+
+    /// A rejoined node's fresh view holds only itself at first: under a dynamic quorum
+    /// it must not count as a cluster of one (it would grant itself a lease and take
+    /// children in while the others have not heard of it yet).
+    #[test]
+    fn a_new_life_inherits_the_members_seen_and_the_downed() {
+        let t0 = Instant::now();
+        let strategy = PartitionTolerance::DynamicQuorum {
+            percent: 51,
+            window: Duration::from_secs(60),
+        };
+        let mut old = Downing::new(node(1), config(strategy), t0);
+        let five: Vec<NodeId> = (1..=5).map(node).collect();
+        old.observe(&five, &[]);
+        old.heard_down(node(2), node(5), false);
+        let me = NodeId::new(([127, 0, 0, 1], 1).into(), 2);
+        let mut new = Downing::new(me, config(strategy), t0);
+        assert_eq!(new.quorum(&[me]), 1, "alone, without the old life's view");
+        new.inherit(&old);
+        assert_eq!(
+            new.quorum(&[me]),
+            3,
+            "four others seen lately: 51 % of five"
+        );
+        assert!(new.is_downed(node(5)) && !new.grants(node(5)));
     }
 
     #[test]
