@@ -223,6 +223,7 @@ fn node_process() {
                 "id" => println!("ID {}", hub.node_id()),
                 "members" => println!("MEMBERS {} {}", hub.nodes().len(), hub.unreachable().len()),
                 "partitioned" => println!("PARTITIONED {}", hub.is_partitioned()),
+                "copies" => println!("COPIES {}", wrong_copies(&hub)),
                 line if line.starts_with("race-start") => {
                     let round = line.split_whitespace().nth(1).unwrap_or("0").to_string();
                     let items = (0..100)
@@ -336,6 +337,29 @@ fn node_process() {
         // The test process is gone: leave too.
         std::process::exit(0);
     });
+}
+
+/// How many of the partition tests' ids this node's registry does not show with their
+/// number of copies: missing, pending, or not on as many distinct live members as the
+/// type asks (a `Ledger` has two, the others one).
+fn wrong_copies(hub: &Hub) -> usize {
+    let members: std::collections::HashSet<NodeId> = hub.nodes().into_iter().collect();
+    let (plain, replicated) = partition_ids();
+    let wanted = |n: usize| n.min(members.len());
+    plain
+        .iter()
+        .map(|id| (id, wanted(1)))
+        .chain(replicated.iter().map(|id| (id, wanted(2))))
+        .filter(|(id, n)| {
+            hub.lookup(id).is_none_or(|info| {
+                let owners: std::collections::HashSet<_> = info.owners().iter().collect();
+                info.pending
+                    || owners.len() != info.owners().len()
+                    || owners.len() != *n
+                    || !owners.iter().all(|o| members.contains(o))
+            })
+        })
+        .count()
 }
 
 /// The registry in one line: every (id, owner, epoch), sorted, hashed.
@@ -1790,6 +1814,9 @@ async fn split_two_three(strategy: &str, split_for: Duration) -> Option<SplitOut
         for node in nodes.iter_mut() {
             node.say("members").await;
             members_ok &= node.expect_line("MEMBERS ").await == all_see(5);
+            // Each id with its number of copies (a replicated one's standby too).
+            node.say("copies").await;
+            members_ok &= node.expect_line("COPIES ").await == "0";
         }
         if running == total && members_ok {
             converged = Some(healed.elapsed());
@@ -1935,7 +1962,7 @@ async fn a_quorum_strategy_keeps_the_promise_through_a_real_partition(strategy: 
     );
     assert!(
         out.converged.is_some_and(|d| d <= Duration::from_secs(5)),
-        "one instance per id ({} of {}) and every node sees the 5 within 5 s of the heal: {:?}",
+        "one instance per id ({} of {}), each with its number of copies in every registry, and every node sees the 5 within 5 s of the heal: {:?}",
         out.running,
         out.total,
         out.converged
@@ -1973,7 +2000,7 @@ async fn a_real_partition_under_divergence_resolves_and_reports_every_duplicate(
     assert_eq!(out.partitioned, vec![false; 5], "divergence fences nobody");
     assert!(
         out.converged.is_some_and(|d| d <= Duration::from_secs(5)),
-        "one instance per id ({} of {}) within 5 s of the heal: {:?}",
+        "one instance per id ({} of {}), each with its number of copies in every registry, within 5 s of the heal: {:?}",
         out.running,
         out.total,
         out.converged
