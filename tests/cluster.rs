@@ -351,13 +351,11 @@ fn public_types_are_send_and_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_children_sleep_and_wake_with_their_state() {
     let seedless = Hub::builder("sleepy")
-        .cluster_key(common::KEY)
         .hibernate_after(Some(Duration::from_millis(200)))
         .start()
         .await
         .unwrap();
     let other = Hub::builder("sleepy")
-        .cluster_key(common::KEY)
         .seeds([seedless.listen_addr().to_string()])
         .hibernate_after(Some(Duration::from_millis(200)))
         .start()
@@ -399,13 +397,11 @@ async fn idle_children_sleep_and_wake_with_their_state() {
 async fn no_call_is_lost_while_children_sleep_and_wake_under_load() {
     // A sleep time so short that children go to sleep between calls all the time.
     let a = Hub::builder("restless")
-        .cluster_key(common::KEY)
         .hibernate_after(Some(Duration::from_millis(2)))
         .start()
         .await
         .unwrap();
     let b = Hub::builder("restless")
-        .cluster_key(common::KEY)
         .seeds([a.listen_addr().to_string()])
         .hibernate_after(Some(Duration::from_millis(2)))
         .start()
@@ -457,7 +453,6 @@ async fn no_call_is_lost_while_children_sleep_and_wake_under_load() {
 async fn a_component_busy_past_the_call_timeout_is_a_timeout_locally_and_remotely() {
     let builder = |seeds: Vec<String>| {
         Hub::builder("busy")
-            .cluster_key(common::KEY)
             .seeds(seeds)
             .call_timeout(Duration::from_millis(300))
     };

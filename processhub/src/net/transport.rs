@@ -10,8 +10,7 @@
 //! The node with the smaller [`NodeId`] dials; the other waits to be dialed, so two
 //! nodes never open two connections at once. The dialer's `Hello` names the hub id and
 //! the incarnation it expects: a peer of another hub, or a restarted node reached with a
-//! stale incarnation, is refused; then each side proves it holds the cluster key
-//! (`net::auth`) before anything else is read or sent. Malformed or oversize frames close the connection with
+//! stale incarnation, is refused. Malformed or oversize frames close the connection with
 //! a logged error; the failure detector, not a closed socket, decides who is dead.
 
 use std::borrow::Cow;
