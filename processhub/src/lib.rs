@@ -63,8 +63,8 @@ pub use crate::error::{CallError, HubError, StartError, StopError};
 pub use crate::events::{HubEvent, RestartReason};
 pub use crate::explain::{Explanation, MembershipChange, PlannedMove};
 pub use crate::hub::{
-    ChildInfo, DrainReport, Hub, HubBuilder, CLUSTER_KEY_ENV, DEFAULT_CALL_TIMEOUT,
-    DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME, MAX_ID_LEN, MIN_CLUSTER_KEY,
+    ChildInfo, DrainReport, Hub, HubBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER,
+    DEFAULT_MAX_FRAME,
 };
 pub use crate::node::NodeId;
 pub use crate::options::{OnNodeDeath, Role, StartOptions};

@@ -35,7 +35,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::link::{FrameLimit, Link, LinkWrite, Listener, Network};
+use super::link::{Link, LinkWrite, Listener, Network};
 
 /// The first retransmission timeout of a lost frame (Linux's minimum RTO); it doubles
 /// on each loss of the same frame.
@@ -284,8 +284,9 @@ impl MemoryNetwork {
         &self,
         from: SocketAddr,
         to: SocketAddr,
+        max_frame: usize,
         conn: &Arc<Conn>,
-    ) -> (Arc<MemWrite>, super::link::FrameRead, FrameLimit) {
+    ) -> (Arc<MemWrite>, super::link::FrameRead) {
         let (wire, arrive) = mpsc::unbounded_channel::<Wire>();
         let write = Arc::new(MemWrite {
             from,
@@ -312,15 +313,14 @@ impl MemoryNetwork {
             net: Arc::downgrade(&self.state),
             seen: 0,
             conn: conn.clone(),
-            limit: FrameLimit::handshake(),
+            max_frame,
             done: false,
         };
-        let limit = reader.limit.clone();
         let read = futures_util::stream::unfold(reader, |mut r| async move {
             let item = r.next().await?;
             Some((item, r))
         });
-        (write, Box::pin(read), limit)
+        (write, Box::pin(read))
     }
 }
 
@@ -359,7 +359,7 @@ struct Reader {
     /// The highest sequence number delivered.
     seen: u64,
     conn: Arc<Conn>,
-    limit: FrameLimit,
+    max_frame: usize,
     done: bool,
 }
 
@@ -398,11 +398,14 @@ impl Reader {
                 continue;
             }
             self.seen = seq;
-            let max = self.limit.get();
-            return Some(if frame.len() > max {
+            return Some(if frame.len() > self.max_frame {
                 Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("frame of {} bytes exceeds the limit of {max}", frame.len()),
+                    format!(
+                        "frame of {} bytes exceeds the limit of {}",
+                        frame.len(),
+                        self.max_frame
+                    ),
                 ))
             } else {
                 Ok(frame)
@@ -420,7 +423,7 @@ pub(crate) struct MemEndpoint {
 }
 
 impl Network for MemEndpoint {
-    fn dial(&self, to: SocketAddr) -> BoxFuture<'static, io::Result<Link>> {
+    fn dial(&self, to: SocketAddr, max_frame: usize) -> BoxFuture<'static, io::Result<Link>> {
         let (net, from) = (self.net.clone(), self.me);
         Box::pin(async move {
             if net.fault(from, to).cut || net.fault(to, from).cut {
@@ -435,12 +438,11 @@ impl Network for MemEndpoint {
                 .cloned()
                 .ok_or(io::ErrorKind::ConnectionRefused)?;
             let conn = Arc::new(Conn::default());
-            let (out_write, out_read, out_limit) = net.pipe(from, to, &conn);
-            let (in_write, in_read, in_limit) = net.pipe(to, from, &conn);
+            let (out_write, out_read) = net.pipe(from, to, max_frame, &conn);
+            let (in_write, in_read) = net.pipe(to, from, max_frame, &conn);
             let theirs = Link {
                 read: out_read,
                 write: in_write,
-                limit: out_limit,
             };
             accept
                 .send((theirs, from))
@@ -448,7 +450,6 @@ impl Network for MemEndpoint {
             Ok(Link {
                 read: in_read,
                 write: out_write,
-                limit: in_limit,
             })
         })
     }
@@ -476,7 +477,7 @@ impl Drop for MemListener {
 }
 
 impl Listener for MemListener {
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Link, SocketAddr)>> {
+    fn accept(&mut self, _max_frame: usize) -> BoxFuture<'_, io::Result<(Link, SocketAddr)>> {
         Box::pin(async move {
             self.rx
                 .recv()

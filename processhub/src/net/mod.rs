@@ -1,8 +1,7 @@
-//! Bytes and sockets: the frames between hubs (`wire`), who may connect (`auth`), one
-//! connection per node pair (`conn`), the transport that dials, accepts and dispatches (`transport`), and the
+//! Bytes and sockets: the frames between hubs (`wire`), one connection per node pair
+//! (`conn`), the transport that dials, accepts and dispatches (`transport`), and the
 //! batching of items into frames (`batch`).
 
-pub(crate) mod auth;
 pub(crate) mod batch;
 pub(crate) mod conn;
 pub(crate) mod error;

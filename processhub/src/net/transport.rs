@@ -15,12 +15,10 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::net::auth::{self, ClusterAuth, Side, Transcript};
 use crate::net::link::{write_all, FrameRead, Link, LinkWrite, Listener, Network};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -93,9 +91,6 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     /// incarnation during the handshake), close it instead: the peer would take what
     /// the new life says for the old one's.
     fn connected(&self, peer: NodeId, as_me: NodeId, conn: &Arc<Conn>, register: &dyn Fn());
-    /// A peer at `addr` did not prove it holds the cluster key (`dialed`: it is one this
-    /// node dialed).
-    fn unauthenticated(&self, addr: SocketAddr, dialed: bool);
 }
 
 /// The TCP layer of one hub.
@@ -103,8 +98,6 @@ pub(crate) struct Transport {
     /// This node (a new incarnation after a rejoin).
     me: Mutex<NodeId>,
     hub_id: String,
-    /// The cluster key(s): who may connect.
-    auth: ClusterAuth,
     max_frame: usize,
     conns: Mutex<BTreeMap<NodeId, Arc<Conn>>>,
     /// Bumped whenever `conns` changes, to wake requests waiting for a connection.
@@ -128,7 +121,6 @@ impl Transport {
     pub(crate) fn start(
         me: NodeId,
         hub_id: String,
-        auth: ClusterAuth,
         max_frame: usize,
         network: Arc<dyn Network>,
         listener: Box<dyn Listener>,
@@ -137,7 +129,6 @@ impl Transport {
         let t = Arc::new(Self {
             me: Mutex::new(me),
             hub_id,
-            auth,
             max_frame,
             conns: Mutex::new(BTreeMap::new()),
             version: watch::channel(0).0,
@@ -368,46 +359,20 @@ impl Transport {
     }
 
     async fn dial(self: &Arc<Self>, peer: NodeId) -> Result<(), ConnError> {
-        let dialing = self.network.dial(peer.addr());
-        let Link {
-            mut read,
-            write,
-            limit,
-        } = tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing)
+        let dialing = self.network.dial(peer.addr(), self.max_frame);
+        let Link { mut read, write } = tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing)
             .await
             .map_err(|_| ConnError::ConnectTimeout)??;
         let me = self.me();
-        let nonce = self.auth.nonce();
         let hello = encode(&Frame::Hello {
             hub_id: self.hub_id.clone(),
             from: me,
             to: peer,
-            nonce,
         })
         .map_err(ConnError::Encode)?;
         write_all(&*write, &hello).await?;
-        let (their_nonce, their_proof) = match Self::answer(&mut read).await? {
-            Frame::Challenge { nonce, proof } => (nonce, proof),
-            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
-        };
-        let t = Transcript {
-            hub_id: &self.hub_id,
-            dialer: me,
-            acceptor: peer,
-            dialer_nonce: &nonce,
-            acceptor_nonce: &their_nonce,
-        };
-        let Some(key) = self.auth.verify(Side::Acceptor, &t, &their_proof) else {
-            write.shutdown();
-            self.unauthenticated(peer.addr(), true);
-            return Err(ConnError::Unauthenticated);
-        };
-        let proof = encode(&Frame::Proof {
-            proof: self.auth.prove(key, Side::Dialer, &t),
-        })
-        .map_err(ConnError::Encode)?;
-        write_all(&*write, &proof).await?;
-        match Self::answer(&mut read).await? {
+        let body = next_body(&mut read, WELCOME_TIMEOUT).await?;
+        match decode(&body).map_err(ConnError::Malformed)? {
             Frame::Welcome { node } if node == peer => {}
             Frame::Welcome { node } => {
                 return Err(ConnError::WrongNode {
@@ -415,29 +380,11 @@ impl Transport {
                     wanted: peer,
                 })
             }
+            Frame::Reject { reason } => return Err(ConnError::Refused(reason)),
             other => return Err(ConnError::Unexpected(format!("{other:?}"))),
         }
-        limit.set(self.max_frame);
         self.run_conn(peer, me, read, write);
         Ok(())
-    }
-
-    /// The acceptor's next answer in a handshake; a refusal is an error.
-    async fn answer(read: &mut FrameRead) -> Result<Frame<'static>, ConnError> {
-        let body = next_body(read, WELCOME_TIMEOUT).await?;
-        match decode(&body).map_err(ConnError::Malformed)? {
-            Frame::Reject { reason } => Err(ConnError::Refused(reason)),
-            Frame::Challenge { nonce, proof } => Ok(Frame::Challenge { nonce, proof }),
-            Frame::Welcome { node } => Ok(Frame::Welcome { node }),
-            other => Err(ConnError::Unexpected(format!("{other:?}"))),
-        }
-    }
-
-    /// A peer at `addr` did not prove it holds the cluster key.
-    fn unauthenticated(&self, addr: SocketAddr, dialed: bool) {
-        if let Some(inbound) = self.inbound.upgrade() {
-            inbound.unauthenticated(addr, dialed);
-        }
     }
 
     async fn accept_loop(self: Arc<Self>, mut listener: Box<dyn Listener>) {
@@ -445,13 +392,13 @@ impl Transport {
             let accepted = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return,
-                a = listener.accept() => a,
+                a = listener.accept(self.max_frame) => a,
             };
             match accepted {
                 Ok((link, from)) => {
                     let t = Arc::clone(&self);
                     tokio::spawn(async move {
-                        if let Err(e) = t.accept(link, from).await {
+                        if let Err(e) = t.accept(link).await {
                             tracing::warn!(%from, "refused a connection: {e}");
                         }
                     });
@@ -464,75 +411,37 @@ impl Transport {
         }
     }
 
-    async fn accept(self: Arc<Self>, link: Link, from: SocketAddr) -> Result<(), ConnError> {
-        let Link {
-            mut read,
-            write,
-            limit,
-        } = link;
-        // The whole handshake within one timeout: a peer that trickles it is cut off.
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-        let within = || deadline.saturating_duration_since(Instant::now());
-        let body = next_body(&mut read, within()).await?;
+    async fn accept(self: Arc<Self>, link: Link) -> Result<(), ConnError> {
+        let Link { mut read, write } = link;
+        let body = next_body(&mut read, HANDSHAKE_TIMEOUT).await?;
         let me = self.me();
-        let refuse = |reason: &'static str, err: ConnError| async {
+        let (peer, reject) = match decode(&body).map_err(ConnError::Malformed)? {
+            Frame::Hello { hub_id, from, to } => {
+                let reject = if hub_id != self.hub_id {
+                    Some(ConnError::OtherHub {
+                        theirs: hub_id,
+                        ours: self.hub_id.clone(),
+                    })
+                } else if to != me {
+                    Some(ConnError::StaleIncarnation { to, me })
+                } else {
+                    None
+                };
+                (from, reject)
+            }
+            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
+        };
+        if let Some(reason) = reject {
             if let Ok(bytes) = encode(&Frame::Reject {
                 reason: reason.to_string(),
             }) {
                 let _ = write_all(&*write, &bytes).await;
             }
             write.shutdown();
-            err
-        };
-        let (peer, their_nonce) = match decode(&body).map_err(ConnError::Malformed)? {
-            Frame::Hello {
-                hub_id,
-                from,
-                to,
-                nonce,
-            } => {
-                if hub_id != self.hub_id {
-                    return Err(
-                        refuse(auth::REFUSED_HUB, ConnError::OtherHub { theirs: hub_id }).await,
-                    );
-                }
-                if to != me {
-                    return Err(refuse(
-                        auth::REFUSED_INCARNATION,
-                        ConnError::StaleIncarnation { to, me },
-                    )
-                    .await);
-                }
-                (from, nonce)
-            }
-            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
-        };
-        let nonce = self.auth.nonce();
-        let t = Transcript {
-            hub_id: &self.hub_id,
-            dialer: peer,
-            acceptor: me,
-            dialer_nonce: &their_nonce,
-            acceptor_nonce: &nonce,
-        };
-        let challenge = encode(&Frame::Challenge {
-            nonce,
-            proof: self.auth.prove(0, Side::Acceptor, &t),
-        })
-        .map_err(ConnError::Encode)?;
-        write_all(&*write, &challenge).await?;
-        let body = next_body(&mut read, within()).await?;
-        let proven = match decode(&body).map_err(ConnError::Malformed)? {
-            Frame::Proof { proof } => self.auth.verify(Side::Dialer, &t, &proof).is_some(),
-            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
-        };
-        if !proven {
-            self.unauthenticated(from, false);
-            return Err(refuse(auth::REFUSED_KEY, ConnError::Unauthenticated).await);
+            return Err(reason);
         }
         let welcome = encode(&Frame::Welcome { node: me }).map_err(ConnError::Encode)?;
         write_all(&*write, &welcome).await?;
-        limit.set(self.max_frame);
         self.run_conn(peer, me, read, write);
         Ok(())
     }
