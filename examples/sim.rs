@@ -7,7 +7,8 @@
 //!
 //! Prints the options the seed drew (faults, times, nodes), one line per invariant with
 //! its verdict, and last `trace <hex>`; exits with 1 on any violation, 2 on bad options.
-//! `--events` also prints every hub event with its simulated time and node.
+//! `--events` also prints every hub event with its simulated time and node;
+//! `RUST_LOG=processhub=debug` prints the hubs' logs on stderr.
 //! The same seed and options give the same output: a failing seed is replayed with the
 //! same command.
 
@@ -45,6 +46,13 @@ fn parse() -> Result<(u64, Scenario), String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     let (seed, scenario) = match parse() {
         Ok(p) => p,
         Err(e) => {

@@ -222,7 +222,8 @@ async fn a_panic_is_an_error_and_the_component_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hubs_of_other_ids_never_mix() {
     let a = hub("alpha", &[]).await;
-    // A hub whose only seed is of another cluster does not join it, nor start alone.
+    // A hub whose only seed is of another cluster does not join it, nor start alone:
+    // the hub id is in every proof, so the seed refuses it.
     let refused = Hub::builder("beta")
         .listen("127.0.0.1:0")
         .seeds([a.listen_addr().to_string()])
@@ -230,7 +231,7 @@ async fn hubs_of_other_ids_never_mix() {
         .start()
         .await;
     assert!(
-        matches!(refused, Err(HubError::NoSeedReachable { .. })),
+        matches!(refused, Err(HubError::ClusterKeyRefused { .. })),
         "{refused:?}"
     );
     let b = hub("beta", &[]).await;
@@ -351,11 +352,13 @@ fn public_types_are_send_and_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_children_sleep_and_wake_with_their_state() {
     let seedless = Hub::builder("sleepy")
+        .cluster_key(common::KEY)
         .hibernate_after(Some(Duration::from_millis(200)))
         .start()
         .await
         .unwrap();
     let other = Hub::builder("sleepy")
+        .cluster_key(common::KEY)
         .seeds([seedless.listen_addr().to_string()])
         .hibernate_after(Some(Duration::from_millis(200)))
         .start()
@@ -397,11 +400,13 @@ async fn idle_children_sleep_and_wake_with_their_state() {
 async fn no_call_is_lost_while_children_sleep_and_wake_under_load() {
     // A sleep time so short that children go to sleep between calls all the time.
     let a = Hub::builder("restless")
+        .cluster_key(common::KEY)
         .hibernate_after(Some(Duration::from_millis(2)))
         .start()
         .await
         .unwrap();
     let b = Hub::builder("restless")
+        .cluster_key(common::KEY)
         .seeds([a.listen_addr().to_string()])
         .hibernate_after(Some(Duration::from_millis(2)))
         .start()
@@ -453,6 +458,7 @@ async fn no_call_is_lost_while_children_sleep_and_wake_under_load() {
 async fn a_component_busy_past_the_call_timeout_is_a_timeout_locally_and_remotely() {
     let builder = |seeds: Vec<String>| {
         Hub::builder("busy")
+            .cluster_key(common::KEY)
             .seeds(seeds)
             .call_timeout(Duration::from_millis(300))
     };
@@ -974,4 +980,124 @@ async fn a_component_reads_its_epoch_as_a_fencing_token_that_grows_when_it_moves
     for h in &hubs {
         h.shutdown().await.unwrap();
     }
+}
+
+/// A hub with the right hub id and seeds but a wrong key, or none, never gets in: its
+/// start fails and says the key was refused, the members report it
+/// (`HubEvent::Unauthenticated`), and what runs in the cluster is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_without_the_cluster_key_never_gets_in() {
+    let hubs = cluster("keyed", 3).await;
+    let mut events = hubs[0].events();
+    Tally::start(&hubs[0], "keyed-1", Tally::default())
+        .await
+        .unwrap();
+    let seed = hubs[0].listen_addr().to_string();
+    for key in [Some("a-key-of-another-cluster"), None] {
+        let mut b = Hub::builder("keyed")
+            .listen("127.0.0.1:0")
+            .seeds([seed.clone()])
+            .join_timeout(Duration::from_millis(1500));
+        if let Some(key) = key {
+            b = b.cluster_key(key);
+        }
+        // Meanwhile the members never count it in (its gossip is dropped).
+        let watching = hubs.clone();
+        let watch = tokio::spawn(async move {
+            let mut most = 0;
+            for _ in 0..100 {
+                for h in &watching {
+                    most = most.max(h.nodes().len());
+                }
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            most
+        });
+        let refused = b.start().await;
+        assert!(
+            matches!(refused, Err(HubError::ClusterKeyRefused { .. })),
+            "{key:?}: {refused:?}"
+        );
+        assert_eq!(
+            watch.await.unwrap(),
+            3,
+            "{key:?}: the stranger was never a member"
+        );
+    }
+    let reported = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(HubEvent::Unauthenticated { .. }) = events.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(reported.is_ok(), "the refused handshakes were reported");
+    for h in &hubs {
+        assert_eq!(
+            Tally::handle(h, "keyed-1").add(1).await.ok().map(|_| ()),
+            Some(()),
+            "the cluster still serves"
+        );
+    }
+    for h in hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
+/// A key rotation: a hub that proves with the new key and accepts the old one and a
+/// hub that proves with the old key and accepts the new one form one cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_mid_rotation_accept_each_others_keys() {
+    let (old, new) = ("the-old-cluster-key-0123", "the-new-cluster-key-0123");
+    let a = Hub::builder("rotating")
+        .cluster_key(old)
+        .accept_cluster_key(new)
+        .start()
+        .await
+        .unwrap();
+    let b = Hub::builder("rotating")
+        .cluster_key(new)
+        .accept_cluster_key(old)
+        .seeds([a.listen_addr().to_string()])
+        .start()
+        .await
+        .unwrap();
+    wait_members(&[a.clone(), b.clone()], 2).await;
+    Tally::start(&a, "rotating-1", Tally::default())
+        .await
+        .unwrap();
+    assert_eq!(Tally::handle(&b, "rotating-1").add(2).await.unwrap(), 2);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Never open by accident: no key on an address other machines can reach is refused
+/// (checked before anything is bound), and so is a key too short to be one; an id
+/// longer than `MAX_ID_LEN` is refused with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_keys_and_long_ids_are_refused_clearly() {
+    if std::env::var_os(processhub::CLUSTER_KEY_ENV).is_none() {
+        let open = Hub::builder("open").listen("0.0.0.0:0").start().await;
+        assert!(
+            matches!(open, Err(HubError::NoClusterKey { .. })),
+            "{open:?}"
+        );
+    }
+    let weak = Hub::builder("weak").cluster_key("short").start().await;
+    assert!(
+        matches!(weak, Err(HubError::WeakClusterKey { len: 5, .. })),
+        "{weak:?}"
+    );
+    let h = hub("long-ids", &[]).await;
+    let id = "x".repeat(processhub::MAX_ID_LEN + 1);
+    let r = Tally::start(&h, id, Tally::default()).await;
+    assert!(
+        matches!(r, Err(StartError::IdTooLong { len, max }) if len == max + 1),
+        "{:?}",
+        r.map(|_| ())
+    );
+    let id = "y".repeat(processhub::MAX_ID_LEN);
+    Tally::start(&h, id, Tally::default()).await.unwrap();
+    h.shutdown().await.unwrap();
 }

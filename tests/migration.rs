@@ -443,6 +443,7 @@ async fn a_64_mib_state_moves_in_parts() {
 async fn a_start_state_over_half_a_frame_is_refused_clearly() {
     use common::Blob;
     let a = Hub::builder("big-start")
+        .cluster_key(common::KEY)
         .max_frame_size(64 * 1024)
         .start()
         .await
@@ -502,12 +503,14 @@ async fn moves_are_bounded_in_number_and_in_time() {
     let _heavy = HEAVY.lock().await;
     // At most `move_concurrency` children frozen at once.
     let a = Hub::builder("bounded")
+        .cluster_key(common::KEY)
         .move_concurrency(4)
         .move_timeout(Duration::from_millis(400))
         .start()
         .await
         .unwrap();
     let b = Hub::builder("bounded")
+        .cluster_key(common::KEY)
         .seeds([a.listen_addr().to_string()])
         .move_timeout(Duration::from_millis(300))
         .start()

@@ -58,6 +58,8 @@ impl Slow {
     }
 }
 const HUB_ID: &str = "multiprocess";
+/// The cluster key of every hub of these tests, the node processes' and the test's.
+const KEY: &str = "multiprocess-tests-cluster-key";
 
 /// The address a node process listens on (default `127.0.0.1:0`).
 const LISTEN_ENV: &str = "PROCESSHUB_TEST_LISTEN";
@@ -177,6 +179,7 @@ fn node_process() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let hub = Hub::builder(HUB_ID)
+            .cluster_key(KEY)
             .listen(listen)
             .seeds([seed])
             .gossip_interval(Duration::from_millis(50))
@@ -379,6 +382,7 @@ fn registry_digest(hub: &Hub) -> String {
 /// The hub of the test process, as the node processes are configured.
 async fn test_hub() -> Hub {
     Hub::builder(HUB_ID)
+        .cluster_key(KEY)
         .listen("127.0.0.1:0")
         .gossip_interval(Duration::from_millis(50))
         .start()
@@ -714,6 +718,7 @@ async fn a_move_whose_target_is_killed_mid_handover_rolls_back() {
     // Two nodes, one killed: no majority is left to down it (the default strategy would
     // keep the survivor fenced), so this test of the roll-back diverges on purpose.
     let hub = Hub::builder(HUB_ID)
+        .cluster_key(KEY)
         .listen("127.0.0.1:0")
         .gossip_interval(Duration::from_millis(50))
         .partition_tolerance(processhub::PartitionTolerance::Divergence)

@@ -112,6 +112,15 @@ pub enum StartError {
     /// Ids must not be empty.
     #[error("a component id must not be empty")]
     EmptyId,
+    /// The id is longer than [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes (every node holds
+    /// every id in its registry, and pushes carry them).
+    #[error("a component id may have at most {max} bytes, this one has {len}")]
+    IdTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The id runs already (decided by its owner). The running one is untouched.
     #[error("{id:?} is already started on {node}")]
     AlreadyStarted {
@@ -283,5 +292,36 @@ pub enum HubError {
         seeds: Vec<String>,
         /// How long the hub waited.
         waited: std::time::Duration,
+    },
+    /// Seeds were reached, but they refused this hub's proofs (in gossip or in the
+    /// handshake): its cluster key is not theirs (or it has none and they have one), or
+    /// its hub id is not theirs (both are in every proof). The hub did not start.
+    #[error(
+        "the seeds refused this hub: another cluster key, or another hub id (seeds: {seeds:?})"
+    )]
+    ClusterKeyRefused {
+        /// The seeds given.
+        seeds: Vec<String>,
+    },
+    /// The hub listens on an address other machines can reach, and has no cluster key:
+    /// anyone who knows the hub id could join, call, start and stop components. Set a
+    /// key ([`HubBuilder::cluster_key`](crate::HubBuilder::cluster_key) or the
+    /// `PROCESSHUB_CLUSTER_KEY` environment variable), or say
+    /// [`HubBuilder::insecure`](crate::HubBuilder::insecure) for a network you trust.
+    #[error(
+        "no cluster key, and {addr} is reachable from other machines: set a key \
+         (HubBuilder::cluster_key or PROCESSHUB_CLUSTER_KEY) or call HubBuilder::insecure()"
+    )]
+    NoClusterKey {
+        /// The listen address.
+        addr: String,
+    },
+    /// A cluster key shorter than [`MIN_CLUSTER_KEY`](crate::MIN_CLUSTER_KEY) bytes.
+    #[error("a cluster key must have at least {min} bytes, this one has {len}")]
+    WeakClusterKey {
+        /// Its length.
+        len: usize,
+        /// The least accepted.
+        min: usize,
     },
 }

@@ -195,6 +195,16 @@ pub enum HubEvent {
         /// Why the merge did not happen; `None` when it did.
         error: Option<String>,
     },
+    /// A peer did not prove it holds the cluster key (a wrong key, no key, or not a
+    /// hub at all): its connection was closed before anything else was read from it,
+    /// or sent to it.
+    Unauthenticated {
+        /// Where it connected from, or the address this node dialed.
+        addr: std::net::SocketAddr,
+        /// Whether this node dialed it (its proof was wrong, or it refused ours),
+        /// rather than accepted it.
+        dialed: bool,
+    },
 }
 
 /// Why a child was restarted.

@@ -45,6 +45,8 @@ mod core;
 mod error;
 mod events;
 mod explain;
+#[cfg(test)]
+mod fuzz;
 mod hub;
 mod net;
 mod node;
@@ -63,8 +65,8 @@ pub use crate::error::{CallError, HubError, StartError, StopError};
 pub use crate::events::{HubEvent, RestartReason};
 pub use crate::explain::{Explanation, MembershipChange, PlannedMove};
 pub use crate::hub::{
-    ChildInfo, DrainReport, Hub, HubBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER,
-    DEFAULT_MAX_FRAME,
+    ChildInfo, DrainReport, Hub, HubBuilder, CLUSTER_KEY_ENV, DEFAULT_CALL_TIMEOUT,
+    DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME, MAX_ID_LEN, MIN_CLUSTER_KEY,
 };
 pub use crate::node::NodeId;
 pub use crate::options::{OnNodeDeath, Role, StartOptions};

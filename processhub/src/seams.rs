@@ -44,7 +44,9 @@ impl Net {
     }
 
     async fn hub(&self, hub_id: &str, seed: Option<SocketAddr>) -> Hub {
-        let b = Hub::builder(hub_id).listen("127.0.0.1:0");
+        let b = Hub::builder(hub_id)
+            .cluster_key("seams-tests-cluster-key")
+            .listen("127.0.0.1:0");
         let b = match self {
             Net::Tcp => b
                 .gossip_interval(Duration::from_millis(50))

@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::core::item::{StartItem, StartOutcome};
+use crate::net::auth::{self, ClusterAuth, Nonces};
 use crate::net::wire::{decode, encode};
 use crate::net::wire::{Call, Frame, Request, Response};
 use crate::net::wire::{Stage, Start, StartStaged, Stop};
@@ -38,14 +39,19 @@ impl Echo {
     }
 }
 
+/// The cluster key of the hubs of these tests.
+const KEY: &[u8] = b"wire-tests-cluster-key-0123456789";
+
 async fn pair(max_frame: usize) -> (Hub, Hub) {
     let a = Hub::builder("wire")
+        .cluster_key(KEY)
         .gossip_interval(Duration::from_millis(50))
         .max_frame_size(max_frame)
         .start()
         .await
         .unwrap();
     let b = Hub::builder("wire")
+        .cluster_key(KEY)
         .gossip_interval(Duration::from_millis(50))
         .max_frame_size(max_frame)
         .seeds([a.listen_addr().to_string()])
@@ -145,33 +151,170 @@ async fn malformed_and_oversize_frames_close_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stranger_or_a_stale_incarnation_is_refused() {
+async fn a_stranger_or_a_stale_incarnation_is_refused_and_told_nothing() {
     let (a, b) = pair(1024 * 1024).await;
-    for (hub_id, to) in [
-        ("another-hub", a.node_id()),
+    let incarnation = a.node_id().incarnation().to_string();
+    for (hub_id, to, word) in [
+        ("another-hub", a.node_id(), auth::REFUSED_HUB),
         (
             "wire",
             crate::NodeId::new(a.listen_addr(), a.node_id().incarnation() + 1),
+            auth::REFUSED_INCARNATION,
         ),
     ] {
         let mut s = TcpStream::connect(a.listen_addr()).await.unwrap();
-        let hello = encode(&Frame::Hello {
-            hub_id: hub_id.into(),
-            from: crate::NodeId::new("127.0.0.1:1".parse().unwrap(), 1),
-            to,
-        })
-        .unwrap();
-        s.write_all(&hello).await.unwrap();
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).await.unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut body).await.unwrap();
-        match decode(&body).unwrap() {
-            Frame::Reject { reason } => assert!(!reason.is_empty()),
+        s.write_all(&hello(hub_id, to, [1; 32])).await.unwrap();
+        match decode(&read_frame(&mut s).await).unwrap() {
+            Frame::Reject { reason } => {
+                assert_eq!(reason, word);
+                assert!(!reason.contains(&incarnation), "{reason}");
+            }
             other => panic!("expected Reject, got {other:?}"),
         }
         assert!(closed_by_peer(&mut s).await);
     }
+    still_serves(&a).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// The dialer's `Hello` to `to` as `hub_id`, from a made-up node.
+fn hello(hub_id: &str, to: crate::NodeId, nonce: auth::Nonce) -> Vec<u8> {
+    encode(&Frame::Hello {
+        hub_id: hub_id.into(),
+        from: stranger(),
+        to,
+        nonce,
+    })
+    .unwrap()
+    .to_vec()
+}
+
+fn stranger() -> crate::NodeId {
+    crate::NodeId::new("127.0.0.1:1".parse().unwrap(), 1)
+}
+
+/// A raw client that knows the hub id and the node's identity but not the key: its
+/// proof is refused, it gets nothing of the node (no registry, no incarnation in the
+/// refusal), its calls, starts, stops and forged registry pushes change nothing, and
+/// the node reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_the_key_gets_nothing_and_changes_nothing() {
+    let (a, b) = pair(1024 * 1024).await;
+    let mut events = a.events();
+    let id = format!("guarded-{}", rand_suffix());
+    let h = Echo::start(&a, id.clone(), Echo::default()).await.unwrap();
+    h.echo(vec![1]).await.unwrap();
+    let type_name = <Echo as crate::child::component::Component>::TYPE_NAME;
+    let forged = [
+        Frame::Request {
+            rid: 1,
+            req: Request::Stop(Stop {
+                id: id.clone(),
+                type_name: type_name.into(),
+            }),
+        },
+        Frame::Request {
+            rid: 2,
+            req: Request::Call(Call {
+                id: id.clone().into(),
+                type_name: type_name.into(),
+                method: "echo".into(),
+                args: postcard::to_allocvec(&(vec![9u8],)).unwrap().into(),
+                call_id: 0,
+            }),
+        },
+        Frame::Push(crate::core::registry::Push::Remove(vec![(
+            id.clone(),
+            u64::MAX,
+        )])),
+    ];
+    for attempt in 0..3 {
+        let mut s = TcpStream::connect(a.listen_addr()).await.unwrap();
+        s.write_all(&hello("wire", a.node_id(), [attempt; 32]))
+            .await
+            .unwrap();
+        let Frame::Challenge { .. } = decode(&read_frame(&mut s).await).unwrap() else {
+            panic!("a challenge first");
+        };
+        match attempt {
+            // A made-up proof.
+            0 => s
+                .write_all(&encode(&Frame::Proof { proof: [7; 32] }).unwrap())
+                .await
+                .unwrap(),
+            // A proof with the wrong key.
+            1 => {
+                let wrong = ClusterAuth::new(
+                    vec![b"not-the-wire-key-0123456789".to_vec()],
+                    "wire",
+                    Nonces::Os,
+                );
+                let proof = wrong.prove(
+                    0,
+                    auth::Side::Dialer,
+                    &auth::Transcript {
+                        hub_id: "wire",
+                        dialer: stranger(),
+                        acceptor: a.node_id(),
+                        dialer_nonce: &[attempt; 32],
+                        acceptor_nonce: &[0; 32],
+                    },
+                );
+                s.write_all(&encode(&Frame::Proof { proof }).unwrap())
+                    .await
+                    .unwrap();
+            }
+            // No proof: the frames of a member straight away.
+            _ => {
+                for f in &forged {
+                    s.write_all(&encode(f).unwrap()).await.unwrap();
+                }
+            }
+        }
+        if attempt < 2 {
+            match decode(&read_frame(&mut s).await).unwrap() {
+                Frame::Reject { reason } => assert_eq!(reason, auth::REFUSED_KEY),
+                other => panic!("expected Reject, got {other:?}"),
+            }
+            // Whatever it sends now is not read.
+            for f in &forged {
+                let _ = s.write_all(&encode(f).unwrap()).await;
+            }
+        }
+        assert!(
+            closed_by_peer(&mut s).await,
+            "closed, and nothing else sent"
+        );
+    }
+    // Reported (twice: the made-up proof and the wrong key).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut reported = 0;
+    while reported < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Ok(HubEvent::Unauthenticated { dialed: false, .. })) => reported += 1,
+            Ok(Ok(_)) => {}
+            other => panic!("{reported} reports, then {other:?}"),
+        }
+    }
+    // Nothing changed: the child runs where it did, with the one echo it had.
+    assert_eq!(h.count().await.unwrap(), 1);
+    assert!(a.lookup(&id).is_some() && b.lookup(&id).is_some());
+    still_serves(&a).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Before the key is proven, a frame over the handshake's small limit closes the
+/// connection: an unauthenticated peer cannot make the node buffer megabytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_frame_before_the_handshake_closes_the_connection() {
+    let (a, b) = pair(1024 * 1024).await;
+    let mut s = TcpStream::connect(a.listen_addr()).await.unwrap();
+    let len = crate::net::link::HANDSHAKE_LIMIT as u32 + 1;
+    s.write_all(&len.to_be_bytes()).await.unwrap();
+    assert!(closed_by_peer(&mut s).await);
     still_serves(&a).await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
@@ -343,16 +486,33 @@ async fn a_start_sent_to_a_node_that_does_not_own_the_id_is_forwarded_to_its_own
     }
 }
 
-/// Frames written by a hand-made peer that said hello to `hub`.
+/// Frames written by a hand-made peer that holds the key and proved it to `hub`.
 async fn fake_peer(hub: &Hub) -> TcpStream {
     let mut s = TcpStream::connect(hub.listen_addr()).await.unwrap();
-    let hello = encode(&Frame::Hello {
-        hub_id: "wire".into(),
-        from: crate::NodeId::new("127.0.0.1:1".parse().unwrap(), 1),
-        to: hub.node_id(),
-    })
-    .unwrap();
-    s.write_all(&hello).await.unwrap();
+    let keys = ClusterAuth::new(vec![KEY.to_vec()], "wire", Nonces::Os);
+    let nonce = keys.nonce();
+    s.write_all(&hello("wire", hub.node_id(), nonce))
+        .await
+        .unwrap();
+    let Frame::Challenge {
+        nonce: theirs,
+        proof,
+    } = decode(&read_frame(&mut s).await).unwrap()
+    else {
+        panic!("expected a challenge");
+    };
+    let t = auth::Transcript {
+        hub_id: "wire",
+        dialer: stranger(),
+        acceptor: hub.node_id(),
+        dialer_nonce: &nonce,
+        acceptor_nonce: &theirs,
+    };
+    assert_eq!(keys.verify(auth::Side::Acceptor, &t, &proof), Some(0));
+    let proof = keys.prove(0, auth::Side::Dialer, &t);
+    s.write_all(&encode(&Frame::Proof { proof }).unwrap())
+        .await
+        .unwrap();
     loop {
         let body = read_frame(&mut s).await;
         match decode(&body).unwrap() {

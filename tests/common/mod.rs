@@ -130,9 +130,13 @@ where
     }
 }
 
-/// A hub on a free loopback port.
+/// The cluster key of the hubs the helpers make.
+pub const KEY: &str = "integration-tests-cluster-key";
+
+/// A hub on a free loopback port, with the tests' cluster key.
 pub async fn hub(hub_id: &str, seeds: &[std::net::SocketAddr]) -> Hub {
     Hub::builder(hub_id)
+        .cluster_key(KEY)
         .listen("127.0.0.1:0")
         .seeds(seeds.iter().map(|s| s.to_string()))
         .start()

@@ -37,6 +37,9 @@ pub(crate) struct Lease {
     state: AtomicU8,
     /// A call used it since the renewer last looked.
     used: AtomicBool,
+    /// The last renewal found no quorum: the renewer asks again until one does (or the
+    /// node learns it was downed), calls or not.
+    failed: AtomicBool,
     /// Asks the renewer for a renewal now.
     wanted: Notify,
     /// Counts renewals (and refusals): waiters look again when it moves.
@@ -52,6 +55,7 @@ impl Lease {
             until: AtomicU64::new(until),
             state: AtomicU8::new(FINE),
             used: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             wanted: Notify::new(),
             renewed: watch::channel(0).0,
             config,
@@ -134,12 +138,19 @@ impl Lease {
         if self.until.load(Ordering::Acquire) != FOREVER {
             self.until.fetch_max(until, Ordering::AcqRel);
         }
+        self.failed.store(false, Ordering::Relaxed);
         self.renewed.send_modify(|n| *n += 1);
     }
 
-    /// A renewal found no quorum: waiters give up.
+    /// A renewal found no quorum: waiters give up, and the renewer tries again.
     pub(crate) fn refused(&self) {
+        self.failed.store(true, Ordering::Relaxed);
         self.renewed.send_modify(|n| *n += 1);
+    }
+
+    /// Whether the last renewal found no quorum.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Whether the members this node reaches are no quorum (the engine's word, after

@@ -4,12 +4,17 @@ use crate::child::component::Dispatch;
 use crate::child::life::spawn_typed;
 use crate::core::item::{StartFailure, StartItem, StartOutcome};
 use crate::error::StartError;
-use crate::hub::Hub;
+use crate::hub::{Hub, MAX_ID_LEN};
 use crate::options::StartOptions;
 
 fn check_id(id: &str) -> Result<(), StartError> {
     if id.is_empty() {
         Err(StartError::EmptyId)
+    } else if id.len() > MAX_ID_LEN {
+        Err(StartError::IdTooLong {
+            len: id.len(),
+            max: MAX_ID_LEN,
+        })
     } else {
         Ok(())
     }

@@ -12,6 +12,7 @@ use super::{
     Hub, HubInner, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_JOIN_TIMEOUT,
     DEFAULT_LEASE, DEFAULT_MAX_FRAME, DEFAULT_MOVE_TIMEOUT, DEFAULT_STABLE_AFTER, START_BATCH,
 };
+use super::{CLUSTER_KEY_ENV, MIN_CLUSTER_KEY};
 use crate::child::lease::Lease;
 use crate::child::types::{any_replicated, type_info};
 use crate::core::downing::{PartitionTolerance, SafetyConfig};
@@ -19,8 +20,10 @@ use crate::core::engine::Engine;
 use crate::core::staging::Staging;
 use crate::core::view::Gossip;
 use crate::error::HubError;
+use crate::events::HubEvent;
 use crate::hub::control::control_loop;
 use crate::hub::membership::{Chitchat, GossipConfig, Membership, MembershipScript};
+use crate::net::auth::{ClusterAuth, Nonces};
 use crate::net::link::{Listener, Network, Tcp};
 use crate::net::memory::MemoryNetwork;
 use crate::net::transport::{Inbound, Transport};
@@ -52,8 +55,23 @@ pub struct HubBuilder {
     max_state_size: usize,
     join_timeout: Duration,
     safety: SafetyConfig,
+    /// The cluster key this hub proves with, then the others it accepts; empty: read
+    /// [`CLUSTER_KEY_ENV`] at start.
+    keys: Vec<Key>,
+    /// Whether the user accepted a hub without a key on a reachable address.
+    insecure: bool,
     /// An in-memory network and scripted membership instead of TCP and chitchat.
     world: Option<World>,
+}
+
+/// A cluster key, kept out of `Debug`.
+#[derive(Clone)]
+struct Key(Vec<u8>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Key({} bytes)", self.0.len())
+    }
 }
 
 /// Where a hub's connections and membership come from.
@@ -62,6 +80,7 @@ type Plumbing = (
     Arc<dyn Network>,
     NodeId,
     Box<dyn Membership>,
+    Arc<ClusterAuth>,
 );
 
 /// A world for hubs in one process: an in-memory network, membership by script, and
@@ -121,6 +140,8 @@ impl HubBuilder {
                 stable_after: DEFAULT_STABLE_AFTER,
                 lease: DEFAULT_LEASE,
             },
+            keys: Vec::new(),
+            insecure: false,
             world: None,
         }
     }
@@ -231,15 +252,95 @@ impl HubBuilder {
         self
     }
 
+    /// The cluster key: every connection between hubs starts with a challenge-response
+    /// that proves both sides hold it (HMAC-SHA256 over fresh nonces, the hub id and
+    /// both node identities), before anything else is read or sent; a peer without it
+    /// gets nothing and changes nothing ([`HubEvent::Unauthenticated`](crate::HubEvent)
+    /// reports it). At least [`MIN_CLUSTER_KEY`] bytes (32 random bytes are right);
+    /// every node of the cluster needs it. Without one in code, the hub reads
+    /// [`CLUSTER_KEY_ENV`] (`PROCESSHUB_CLUSTER_KEY`); without either, it refuses to
+    /// listen on an address other machines can reach unless [`HubBuilder::insecure`] is
+    /// said. Setting a key again replaces the one this hub proves with; the keys given
+    /// with [`HubBuilder::accept_cluster_key`] stay accepted.
+    pub fn cluster_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        let key = Key(key.as_ref().to_vec());
+        if self.keys.is_empty() {
+            self.keys.push(key);
+        } else {
+            self.keys[0] = key;
+        }
+        self
+    }
+
+    /// A key accepted besides [`HubBuilder::cluster_key`], for a key rotation: first
+    /// every node accepts the new key, then each proves with it (and accepts the old),
+    /// then the old one is dropped; the cluster stays connected throughout. Needs a
+    /// cluster key.
+    pub fn accept_cluster_key(mut self, key: impl AsRef<[u8]>) -> Self {
+        if self.keys.is_empty() {
+            // A placeholder the first cluster_key (or the environment) replaces.
+            self.keys.push(Key(Vec::new()));
+        }
+        self.keys.push(Key(key.as_ref().to_vec()));
+        self
+    }
+
+    /// Lets a hub without a cluster key listen on an address other machines can reach:
+    /// only for a network where every machine is trusted. The hub id is then the only
+    /// check (it is sent in clear, so it is no secret).
+    pub fn insecure(mut self) -> Self {
+        self.insecure = true;
+        self
+    }
+
+    /// The keys this hub proves with and accepts: the builder's, or the environment's;
+    /// checked against the listen address.
+    fn cluster_keys(&self, listen: SocketAddr) -> Result<Vec<Vec<u8>>, HubError> {
+        let mut keys: Vec<Vec<u8>> = self.keys.iter().map(|k| k.0.clone()).collect();
+        if keys.first().is_none_or(Vec::is_empty) {
+            match std::env::var_os(CLUSTER_KEY_ENV) {
+                Some(v) if !v.is_empty() => {
+                    let key = v.as_encoded_bytes().to_vec();
+                    match keys.first_mut() {
+                        Some(first) => *first = key,
+                        None => keys.push(key),
+                    }
+                }
+                _ if keys.is_empty() => {
+                    // Loopback (and in-process worlds) cannot be reached from another
+                    // machine: no key is needed there.
+                    if !listen.ip().is_loopback() && self.world.is_none() && !self.insecure {
+                        return Err(HubError::NoClusterKey {
+                            addr: listen.to_string(),
+                        });
+                    }
+                    return Ok(keys);
+                }
+                _ => {}
+            }
+        }
+        if let Some(weak) = keys.iter().find(|k| k.len() < MIN_CLUSTER_KEY) {
+            return Err(HubError::WeakClusterKey {
+                len: weak.len(),
+                min: MIN_CLUSTER_KEY,
+            });
+        }
+        Ok(keys)
+    }
+
     /// Binds the TCP listener and starts chitchat on the same port number.
     async fn bind_tcp(
         &self,
         listen: SocketAddr,
         members_tx: mpsc::UnboundedSender<Gossip>,
+        auth: &Arc<ClusterAuth>,
+        events: &broadcast::Sender<HubEvent>,
     ) -> Result<(TcpListener, NodeId, Chitchat), HubError> {
         let gossip = GossipConfig {
             interval: self.gossip_interval,
             phi_threshold: self.phi_threshold,
+            auth: Arc::clone(auth),
+            events: events.clone(),
         };
         let incarnation = new_incarnation();
         // TCP and UDP share the port number: with port 0 we retry until both are free.
@@ -295,6 +396,7 @@ impl HubBuilder {
                 message: e.to_string(),
             }
         })?;
+        let keys = self.cluster_keys(listen)?;
         for seed in &self.seeds {
             if seed.parse::<SocketAddr>().is_err() && !seed.contains(':') {
                 return Err(HubError::InvalidAddress {
@@ -304,7 +406,8 @@ impl HubBuilder {
             }
         }
         let (members_tx, members_rx) = mpsc::unbounded_channel();
-        let (listener, network, me, membership): Plumbing = match &self.world {
+        let (events, _) = broadcast::channel(16_384);
+        let (listener, network, me, membership, auth): Plumbing = match &self.world {
             Some(world) => {
                 let (addr, listener, endpoint) =
                     world.net.bind(listen).map_err(|source| HubError::Bind {
@@ -313,14 +416,30 @@ impl HubBuilder {
                     })?;
                 let me = NodeId::new(addr, world.next_incarnation());
                 let member = world.membership.register(me, members_tx);
-                (Box::new(listener), Arc::new(endpoint), me, Box::new(member))
+                // (A seed gives the same run: nonces from it too.)
+                let nonces = Nonces::Seeded(AtomicU64::new(me.incarnation()));
+                let auth = Arc::new(ClusterAuth::new(keys, &self.hub_id, nonces));
+                (
+                    Box::new(listener),
+                    Arc::new(endpoint),
+                    me,
+                    Box::new(member),
+                    auth,
+                )
             }
             None => {
-                let (listener, me, chitchat) = self.bind_tcp(listen, members_tx).await?;
-                (Box::new(listener), Arc::new(Tcp), me, Box::new(chitchat))
+                let auth = Arc::new(ClusterAuth::new(keys, &self.hub_id, Nonces::Os));
+                let (listener, me, chitchat) =
+                    self.bind_tcp(listen, members_tx, &auth, &events).await?;
+                (
+                    Box::new(listener),
+                    Arc::new(Tcp),
+                    me,
+                    Box::new(chitchat),
+                    auth,
+                )
             }
         };
-        let (events, _) = broadcast::channel(16_384);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let inner = Arc::new_cyclic(|weak: &Weak<HubInner>| {
             let inbound: Weak<dyn Inbound> = weak.clone();
@@ -348,6 +467,7 @@ impl HubBuilder {
                 transport: Transport::start(
                     me,
                     self.hub_id.clone(),
+                    auth,
                     self.max_frame,
                     network,
                     listener,

@@ -3,8 +3,9 @@
 //! The renewer asks every member at once (`Request::Lease`); the answers of a quorum
 //! (the engine counts it, this node included) make the lease valid for one lease period
 //! from the moment it asked. It renews when a call finds the lease run out, ahead of
-//! time while calls use it, after this process was paused, and when an unreachable
-//! member is heard again; an idle cluster sends nothing. A refusal means a quorum is
+//! time while calls use it, after this process was paused, when an unreachable member
+//! is heard again, and every quarter lease after a renewal found no quorum, until one
+//! does or a refusal tells the node it was downed; an idle cluster sends nothing. A refusal means a quorum is
 //! downing this node: it rejoins.
 //!
 //! Rejoining: the superseded children stop without a word to anyone (the others already
@@ -40,8 +41,14 @@ pub(super) async fn lease_loop(hub: Weak<HubInner>) {
         tokio::select! {
             _ = lease.wanted() => {}
             _ = tokio::time::sleep(period / 4) => {
-                // Ahead of time, while calls use it.
-                if lease.remaining() > period * 2 / 3 || !lease.take_used() {
+                // Again after a renewal that found no quorum: a node cut off, or
+                // downed by members it no longer trusts, learns which once they answer,
+                // whether or not calls come (a doubted member's word that this node was
+                // downed counts only in its refusal). Else ahead of time, while calls
+                // use it.
+                let due = lease.failed()
+                    || (lease.remaining() <= period * 2 / 3 && lease.take_used());
+                if !due {
                     continue;
                 }
             }

@@ -393,6 +393,11 @@ impl HubInner {
                 }
             } else if now >= deadline {
                 self.kill().await;
+                if self.transport.key_refusals() > 0 {
+                    return Err(HubError::ClusterKeyRefused {
+                        seeds: seeds.to_vec(),
+                    });
+                }
                 return Err(HubError::NoSeedReachable {
                     seeds: seeds.to_vec(),
                     waited: timeout,

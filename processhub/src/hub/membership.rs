@@ -2,7 +2,9 @@
 //! phi-accrual failure detector), on the same port number as the hub's TCP listener.
 //!
 //! Chitchat's `cluster_id` is the hub id, so hubs of different ids never gossip with
-//! each other even when seeded with each other's addresses. A node leaving gracefully
+//! each other even when seeded with each other's addresses; every datagram carries a
+//! MAC with the cluster key and a counter (`net::gossip`), so a stranger can neither
+//! join, nor speak for a member, nor replay what a member said. A node leaving gracefully
 //! sets the `leaving` key (and tells its peers directly over TCP, which is faster).
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,12 +12,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chitchat::transport::UdpTransport;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use futures_util::future::BoxFuture;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::core::view::Gossip;
+use crate::events::HubEvent;
+use crate::net::auth::ClusterAuth;
+use crate::net::gossip::AuthTransport;
 use crate::node::NodeId;
 
 const LEAVING_KEY: &str = "leaving";
@@ -26,6 +30,10 @@ const DRAINING_KEY: &str = "draining";
 pub(crate) struct GossipConfig {
     pub(crate) interval: Duration,
     pub(crate) phi_threshold: f64,
+    /// The cluster key(s): every datagram is signed and checked (`net::gossip`).
+    pub(crate) auth: Arc<ClusterAuth>,
+    /// Where the events go (a stranger's gossip is reported).
+    pub(crate) events: broadcast::Sender<HubEvent>,
 }
 
 /// A running chitchat instance, on a thread of its own.
@@ -144,9 +152,20 @@ impl Chitchat {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V0,
         };
+        let events = gossip.events.clone();
+        let transport = AuthTransport::new(
+            Arc::clone(&gossip.auth),
+            hub_id,
+            Arc::new(move |addr| {
+                let _ = events.send(HubEvent::Unauthenticated {
+                    addr,
+                    dialed: false,
+                });
+            }),
+        );
         let (runtime, stop) = gossip_thread()?;
         let handle = runtime
-            .spawn(async move { spawn_chitchat(config, Vec::new(), &UdpTransport).await })
+            .spawn(async move { spawn_chitchat(config, Vec::new(), &transport).await })
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;

@@ -44,6 +44,12 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(300);
 /// Default limit on one frame between nodes.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// The longest component id, in bytes ([`StartError::IdTooLong`](crate::StartError)).
+pub const MAX_ID_LEN: usize = 1024;
+/// The shortest cluster key accepted, in bytes ([`HubBuilder::cluster_key`]).
+pub const MIN_CLUSTER_KEY: usize = 16;
+/// The environment variable a hub reads its cluster key from when none is set in code.
+pub const CLUSTER_KEY_ENV: &str = "PROCESSHUB_CLUSTER_KEY";
 /// Default of [`HubBuilder::move_timeout`].
 pub(crate) const DEFAULT_MOVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a hub started with seeds waits for the cluster (`HubBuilder::join_timeout`).

@@ -18,6 +18,7 @@ use crate::core::recent::RecentCalls;
 use crate::core::registry::Push;
 use crate::core::staging::Part;
 use crate::error::CallError;
+use crate::events::HubEvent;
 use crate::net::batch::{batches, entry_size};
 use crate::net::conn::Conn;
 use crate::net::transport::{InCall, Inbound, ReplySink, Serving};
@@ -272,6 +273,15 @@ impl Inbound for HubInner {
 
     fn push(&self, from: NodeId, push: Push) {
         self.decide(|engine| engine.push(from, push));
+    }
+
+    fn unauthenticated(&self, addr: std::net::SocketAddr, dialed: bool) {
+        tracing::warn!(
+            %addr,
+            dialed,
+            "a peer did not prove it holds the cluster key: is its key this cluster's?"
+        );
+        self.emit(HubEvent::Unauthenticated { addr, dialed });
     }
 
     fn connected(&self, peer: NodeId, as_me: NodeId, conn: &Arc<Conn>, register: &dyn Fn()) {

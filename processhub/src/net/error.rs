@@ -51,8 +51,11 @@ pub(crate) enum ConnError {
     #[error("refused: {0}")]
     Refused(String),
     /// A dialer that is not of this hub.
-    #[error("hub id {theirs:?} is not {ours:?}")]
-    OtherHub { theirs: String, ours: String },
+    #[error("a dialer of hub {theirs:?}")]
+    OtherHub { theirs: String },
+    /// The peer did not prove it holds the cluster key.
+    #[error("the peer did not prove it holds the cluster key")]
+    Unauthenticated,
     /// A dialer that expects an earlier life of this node.
     #[error("{to} is a previous incarnation of {me}")]
     StaleIncarnation { to: NodeId, me: NodeId },

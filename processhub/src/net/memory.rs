@@ -35,7 +35,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::link::{Link, LinkWrite, Listener, Network};
+use super::link::{FrameLimit, Link, LinkWrite, Listener, Network};
 
 /// The first retransmission timeout of a lost frame (Linux's minimum RTO); it doubles
 /// on each loss of the same frame.
@@ -284,9 +284,8 @@ impl MemoryNetwork {
         &self,
         from: SocketAddr,
         to: SocketAddr,
-        max_frame: usize,
         conn: &Arc<Conn>,
-    ) -> (Arc<MemWrite>, super::link::FrameRead) {
+    ) -> (Arc<MemWrite>, super::link::FrameRead, FrameLimit) {
         let (wire, arrive) = mpsc::unbounded_channel::<Wire>();
         let write = Arc::new(MemWrite {
             from,
@@ -313,14 +312,15 @@ impl MemoryNetwork {
             net: Arc::downgrade(&self.state),
             seen: 0,
             conn: conn.clone(),
-            max_frame,
+            limit: FrameLimit::handshake(),
             done: false,
         };
+        let limit = reader.limit.clone();
         let read = futures_util::stream::unfold(reader, |mut r| async move {
             let item = r.next().await?;
             Some((item, r))
         });
-        (write, Box::pin(read))
+        (write, Box::pin(read), limit)
     }
 }
 
@@ -359,7 +359,7 @@ struct Reader {
     /// The highest sequence number delivered.
     seen: u64,
     conn: Arc<Conn>,
-    max_frame: usize,
+    limit: FrameLimit,
     done: bool,
 }
 
@@ -398,14 +398,11 @@ impl Reader {
                 continue;
             }
             self.seen = seq;
-            return Some(if frame.len() > self.max_frame {
+            let max = self.limit.get();
+            return Some(if frame.len() > max {
                 Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!(
-                        "frame of {} bytes exceeds the limit of {}",
-                        frame.len(),
-                        self.max_frame
-                    ),
+                    format!("frame of {} bytes exceeds the limit of {max}", frame.len()),
                 ))
             } else {
                 Ok(frame)
@@ -423,7 +420,7 @@ pub(crate) struct MemEndpoint {
 }
 
 impl Network for MemEndpoint {
-    fn dial(&self, to: SocketAddr, max_frame: usize) -> BoxFuture<'static, io::Result<Link>> {
+    fn dial(&self, to: SocketAddr) -> BoxFuture<'static, io::Result<Link>> {
         let (net, from) = (self.net.clone(), self.me);
         Box::pin(async move {
             if net.fault(from, to).cut || net.fault(to, from).cut {
@@ -438,11 +435,12 @@ impl Network for MemEndpoint {
                 .cloned()
                 .ok_or(io::ErrorKind::ConnectionRefused)?;
             let conn = Arc::new(Conn::default());
-            let (out_write, out_read) = net.pipe(from, to, max_frame, &conn);
-            let (in_write, in_read) = net.pipe(to, from, max_frame, &conn);
+            let (out_write, out_read, out_limit) = net.pipe(from, to, &conn);
+            let (in_write, in_read, in_limit) = net.pipe(to, from, &conn);
             let theirs = Link {
                 read: out_read,
                 write: in_write,
+                limit: out_limit,
             };
             accept
                 .send((theirs, from))
@@ -450,6 +448,7 @@ impl Network for MemEndpoint {
             Ok(Link {
                 read: in_read,
                 write: out_write,
+                limit: in_limit,
             })
         })
     }
@@ -477,7 +476,7 @@ impl Drop for MemListener {
 }
 
 impl Listener for MemListener {
-    fn accept(&mut self, _max_frame: usize) -> BoxFuture<'_, io::Result<(Link, SocketAddr)>> {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(Link, SocketAddr)>> {
         Box::pin(async move {
             self.rx
                 .recv()

@@ -10,15 +10,18 @@
 //! The node with the smaller [`NodeId`] dials; the other waits to be dialed, so two
 //! nodes never open two connections at once. The dialer's `Hello` names the hub id and
 //! the incarnation it expects: a peer of another hub, or a restarted node reached with a
-//! stale incarnation, is refused. Malformed or oversize frames close the connection with
+//! stale incarnation, is refused; then each side proves it holds the cluster key
+//! (`net::auth`) before anything else is read or sent. Malformed or oversize frames close the connection with
 //! a logged error; the failure detector, not a closed socket, decides who is dead.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::net::auth::{self, ClusterAuth, Side, Transcript};
 use crate::net::link::{write_all, FrameRead, Link, LinkWrite, Listener, Network};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -91,6 +94,9 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     /// incarnation during the handshake), close it instead: the peer would take what
     /// the new life says for the old one's.
     fn connected(&self, peer: NodeId, as_me: NodeId, conn: &Arc<Conn>, register: &dyn Fn());
+    /// A peer at `addr` did not prove it holds the cluster key (`dialed`: it is one this
+    /// node dialed).
+    fn unauthenticated(&self, addr: SocketAddr, dialed: bool);
 }
 
 /// The TCP layer of one hub.
@@ -98,6 +104,8 @@ pub(crate) struct Transport {
     /// This node (a new incarnation after a rejoin).
     me: Mutex<NodeId>,
     hub_id: String,
+    /// The cluster key(s): who may connect.
+    auth: Arc<ClusterAuth>,
     max_frame: usize,
     conns: Mutex<BTreeMap<NodeId, Arc<Conn>>>,
     /// Bumped whenever `conns` changes, to wake requests waiting for a connection.
@@ -121,6 +129,7 @@ impl Transport {
     pub(crate) fn start(
         me: NodeId,
         hub_id: String,
+        auth: Arc<ClusterAuth>,
         max_frame: usize,
         network: Arc<dyn Network>,
         listener: Box<dyn Listener>,
@@ -129,6 +138,7 @@ impl Transport {
         let t = Arc::new(Self {
             me: Mutex::new(me),
             hub_id,
+            auth,
             max_frame,
             conns: Mutex::new(BTreeMap::new()),
             version: watch::channel(0).0,
@@ -359,20 +369,52 @@ impl Transport {
     }
 
     async fn dial(self: &Arc<Self>, peer: NodeId) -> Result<(), ConnError> {
-        let dialing = self.network.dial(peer.addr(), self.max_frame);
-        let Link { mut read, write } = tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing)
+        let dialing = self.network.dial(peer.addr());
+        let Link {
+            mut read,
+            write,
+            limit,
+        } = tokio::time::timeout(HANDSHAKE_TIMEOUT, dialing)
             .await
             .map_err(|_| ConnError::ConnectTimeout)??;
         let me = self.me();
+        let nonce = self.auth.nonce();
         let hello = encode(&Frame::Hello {
             hub_id: self.hub_id.clone(),
             from: me,
             to: peer,
+            nonce,
         })
         .map_err(ConnError::Encode)?;
         write_all(&*write, &hello).await?;
-        let body = next_body(&mut read, WELCOME_TIMEOUT).await?;
-        match decode(&body).map_err(ConnError::Malformed)? {
+        let (their_nonce, their_proof) = match self.answer(&mut read, peer).await? {
+            Frame::Challenge { nonce, proof } => (nonce, proof),
+            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
+        };
+        let t = Transcript {
+            hub_id: &self.hub_id,
+            dialer: me,
+            acceptor: peer,
+            dialer_nonce: &nonce,
+            acceptor_nonce: &their_nonce,
+        };
+        let Some(key) = self.auth.verify(Side::Acceptor, &t, &their_proof) else {
+            // Said, so that the other side learns the keys differ too.
+            if let Ok(bytes) = encode(&Frame::Reject {
+                reason: auth::REFUSED_KEY.to_string(),
+            }) {
+                let _ = write_all(&*write, &bytes).await;
+            }
+            write.shutdown();
+            self.unauthenticated(peer.addr(), true);
+            return Err(ConnError::Unauthenticated);
+        };
+        let proof = encode(&Frame::Proof {
+            proof: self.auth.prove(key, Side::Dialer, &t),
+        })
+        .map_err(ConnError::Encode)?;
+        write_all(&*write, &proof).await?;
+        match self.answer(&mut read, peer).await? {
             Frame::Welcome { node } if node == peer => {}
             Frame::Welcome { node } => {
                 return Err(ConnError::WrongNode {
@@ -380,11 +422,46 @@ impl Transport {
                     wanted: peer,
                 })
             }
-            Frame::Reject { reason } => return Err(ConnError::Refused(reason)),
             other => return Err(ConnError::Unexpected(format!("{other:?}"))),
         }
+        limit.set(self.max_frame);
         self.run_conn(peer, me, read, write);
         Ok(())
+    }
+
+    /// The acceptor's next answer in a handshake; a refusal is an error.
+    async fn answer(
+        &self,
+        read: &mut FrameRead,
+        peer: NodeId,
+    ) -> Result<Frame<'static>, ConnError> {
+        let body = next_body(read, WELCOME_TIMEOUT).await?;
+        match decode(&body).map_err(ConnError::Malformed)? {
+            Frame::Reject { reason } => {
+                if reason == auth::REFUSED_KEY {
+                    // Our proof matched no key of theirs: the keys differ.
+                    self.unauthenticated(peer.addr(), true);
+                }
+                Err(ConnError::Refused(reason))
+            }
+            Frame::Challenge { nonce, proof } => Ok(Frame::Challenge { nonce, proof }),
+            Frame::Welcome { node } => Ok(Frame::Welcome { node }),
+            other => Err(ConnError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// How many peers did not prove they hold the cluster key, or refused ours (in a
+    /// handshake, or in gossip).
+    pub(crate) fn key_refusals(&self) -> u64 {
+        self.auth.refusals()
+    }
+
+    /// A peer at `addr` did not prove it holds the cluster key.
+    fn unauthenticated(&self, addr: SocketAddr, dialed: bool) {
+        self.auth.refused();
+        if let Some(inbound) = self.inbound.upgrade() {
+            inbound.unauthenticated(addr, dialed);
+        }
     }
 
     async fn accept_loop(self: Arc<Self>, mut listener: Box<dyn Listener>) {
@@ -392,13 +469,13 @@ impl Transport {
             let accepted = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return,
-                a = listener.accept(self.max_frame) => a,
+                a = listener.accept() => a,
             };
             match accepted {
                 Ok((link, from)) => {
                     let t = Arc::clone(&self);
                     tokio::spawn(async move {
-                        if let Err(e) = t.accept(link).await {
+                        if let Err(e) = t.accept(link, from).await {
                             tracing::warn!(%from, "refused a connection: {e}");
                         }
                     });
@@ -411,37 +488,81 @@ impl Transport {
         }
     }
 
-    async fn accept(self: Arc<Self>, link: Link) -> Result<(), ConnError> {
-        let Link { mut read, write } = link;
-        let body = next_body(&mut read, HANDSHAKE_TIMEOUT).await?;
+    async fn accept(self: Arc<Self>, link: Link, from: SocketAddr) -> Result<(), ConnError> {
+        let Link {
+            mut read,
+            write,
+            limit,
+        } = link;
+        // The whole handshake within one timeout: a peer that trickles it is cut off.
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        let within = || deadline.saturating_duration_since(Instant::now());
+        let body = next_body(&mut read, within()).await?;
         let me = self.me();
-        let (peer, reject) = match decode(&body).map_err(ConnError::Malformed)? {
-            Frame::Hello { hub_id, from, to } => {
-                let reject = if hub_id != self.hub_id {
-                    Some(ConnError::OtherHub {
-                        theirs: hub_id,
-                        ours: self.hub_id.clone(),
-                    })
-                } else if to != me {
-                    Some(ConnError::StaleIncarnation { to, me })
-                } else {
-                    None
-                };
-                (from, reject)
-            }
-            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
-        };
-        if let Some(reason) = reject {
+        let refuse = |reason: &'static str, err: ConnError| async {
             if let Ok(bytes) = encode(&Frame::Reject {
                 reason: reason.to_string(),
             }) {
                 let _ = write_all(&*write, &bytes).await;
             }
             write.shutdown();
-            return Err(reason);
+            err
+        };
+        let (peer, their_nonce) = match decode(&body).map_err(ConnError::Malformed)? {
+            Frame::Hello {
+                hub_id,
+                from,
+                to,
+                nonce,
+            } => {
+                if hub_id != self.hub_id {
+                    return Err(
+                        refuse(auth::REFUSED_HUB, ConnError::OtherHub { theirs: hub_id }).await,
+                    );
+                }
+                if to != me {
+                    return Err(refuse(
+                        auth::REFUSED_INCARNATION,
+                        ConnError::StaleIncarnation { to, me },
+                    )
+                    .await);
+                }
+                (from, nonce)
+            }
+            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
+        };
+        let nonce = self.auth.nonce();
+        let t = Transcript {
+            hub_id: &self.hub_id,
+            dialer: peer,
+            acceptor: me,
+            dialer_nonce: &their_nonce,
+            acceptor_nonce: &nonce,
+        };
+        let challenge = encode(&Frame::Challenge {
+            nonce,
+            proof: self.auth.prove(0, Side::Acceptor, &t),
+        })
+        .map_err(ConnError::Encode)?;
+        write_all(&*write, &challenge).await?;
+        let body = next_body(&mut read, within()).await?;
+        let proven = match decode(&body).map_err(ConnError::Malformed)? {
+            Frame::Proof { proof } => self.auth.verify(Side::Dialer, &t, &proof).is_some(),
+            Frame::Reject { reason } if reason == auth::REFUSED_KEY => {
+                // The dialer found our proof wrong: the keys differ.
+                self.unauthenticated(from, false);
+                write.shutdown();
+                return Err(ConnError::Unauthenticated);
+            }
+            other => return Err(ConnError::Unexpected(format!("{other:?}"))),
+        };
+        if !proven {
+            self.unauthenticated(from, false);
+            return Err(refuse(auth::REFUSED_KEY, ConnError::Unauthenticated).await);
         }
         let welcome = encode(&Frame::Welcome { node: me }).map_err(ConnError::Encode)?;
         write_all(&*write, &welcome).await?;
+        limit.set(self.max_frame);
         self.run_conn(peer, me, read, write);
         Ok(())
     }

@@ -14,6 +14,7 @@ use crate::core::item::{StartItem, StartOutcome, StopOutcome};
 use crate::core::recent::WireCalls;
 use crate::core::registry::Push;
 use crate::error::CallError;
+use crate::net::auth::{Nonce, Proof};
 use crate::net::error::TransportError;
 use crate::node::NodeId;
 
@@ -27,12 +28,15 @@ pub(crate) enum Frame<'a> {
         from: NodeId,
         /// The incarnation the dialer expects to reach.
         to: NodeId,
+        /// The dialer's fresh nonce (`net::auth`).
+        nonce: Nonce,
     },
-    /// The acceptor's answer to a good `Hello`.
+    /// The acceptor's answer to a good `Proof`: the connection is up.
     Welcome {
         node: NodeId,
     },
-    /// The acceptor's answer to a bad `Hello`; the connection closes after it.
+    /// The acceptor's answer to a bad `Hello` or `Proof`, one of the fixed words of
+    /// `net::auth`; the connection closes after it.
     Reject {
         reason: String,
     },
@@ -46,6 +50,16 @@ pub(crate) enum Frame<'a> {
         resp: Response,
     },
     Push(Push),
+    // Appended: the variants above keep their tags (`encode_push` relies on Push's).
+    /// The acceptor's answer to a good `Hello`: its nonce, and its proof of the key.
+    Challenge {
+        nonce: Nonce,
+        proof: Proof,
+    },
+    /// The dialer's proof of the key, once the acceptor's checked out.
+    Proof {
+        proof: Proof,
+    },
 }
 
 /// A request. Every variant wraps a struct of its own (postcard encodes a newtype

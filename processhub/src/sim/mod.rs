@@ -270,6 +270,7 @@ impl Sim {
             .build()
             .expect("a current-thread runtime");
         let builder = Hub::builder(HUB_ID)
+            .cluster_key("simulated-cluster-key")
             .in_world(&self.world)
             .call_timeout(self.config.call_timeout)
             .partition_tolerance(self.config.partition_tolerance);

@@ -41,7 +41,7 @@ mod push;
 mod replicas;
 mod start;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
