@@ -306,6 +306,57 @@ async fn a_client_without_the_key_gets_nothing_and_changes_nothing() {
     b.shutdown().await.unwrap();
 }
 
+/// Connections that never finish their handshake hold a slot each, at most
+/// `MAX_HANDSHAKES_PER_IP` from one address: one more is closed at once, the node goes
+/// on serving, and the slots come back when those connections end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_beyond_the_per_address_limit_are_closed_at_once() {
+    use crate::net::transport::MAX_HANDSHAKES_PER_IP;
+    let (a, b) = pair(1024 * 1024).await;
+    let mut idle = Vec::new();
+    for _ in 0..MAX_HANDSHAKES_PER_IP {
+        idle.push(TcpStream::connect(a.listen_addr()).await.unwrap());
+    }
+    let mut extra = TcpStream::connect(a.listen_addr()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(1), extra.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "one more is closed at once: {closed:?}"
+    );
+    let waiting = tokio::time::timeout(Duration::from_millis(200), idle[0].read(&mut buf)).await;
+    assert!(waiting.is_err(), "the first ones wait for their hello");
+    still_serves(&a).await;
+    drop(idle);
+    // The slots come back: a peer with the key gets through again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = TcpStream::connect(a.listen_addr()).await.unwrap();
+        s.write_all(&hello("wire", a.node_id(), [9; 32]))
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_millis(500), read_frame_or_close(&mut s)).await {
+            Ok(Some(body)) => {
+                assert!(matches!(decode(&body).unwrap(), Frame::Challenge { .. }));
+                break;
+            }
+            _ => assert!(Instant::now() < deadline, "the slots never came back"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// The next frame's body, or `None` if the peer closed first.
+async fn read_frame_or_close(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await.ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.ok()?;
+    Some(body)
+}
+
 /// Before the key is proven, a frame over the handshake's small limit closes the
 /// connection: an unauthenticated peer cannot make the node buffer megabytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

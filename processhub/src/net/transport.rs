@@ -99,6 +99,47 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     fn unauthenticated(&self, addr: SocketAddr, dialed: bool);
 }
 
+/// At most this many handshakes under way from one IP address; more connections from
+/// it are closed at once, until one ends (within [`HANDSHAKE_TIMEOUT`]).
+pub(crate) const MAX_HANDSHAKES_PER_IP: usize = 32;
+/// At most this many handshakes under way at all.
+pub(crate) const MAX_HANDSHAKES: usize = 512;
+
+/// A handshake under way, counted until it ends.
+struct HandshakeSlot {
+    transport: Arc<Transport>,
+    ip: std::net::IpAddr,
+}
+
+impl HandshakeSlot {
+    /// A slot for a handshake from `ip`, if the limits leave one.
+    fn take(t: &Arc<Transport>, ip: std::net::IpAddr) -> Option<Self> {
+        let mut h = t.handshakes.lock().unwrap();
+        let total: usize = h.values().sum();
+        let from_ip = h.entry(ip).or_default();
+        if *from_ip >= MAX_HANDSHAKES_PER_IP || total >= MAX_HANDSHAKES {
+            return None;
+        }
+        *from_ip += 1;
+        Some(Self {
+            transport: Arc::clone(t),
+            ip,
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut h = self.transport.handshakes.lock().unwrap();
+        if let Some(n) = h.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                h.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// The TCP layer of one hub.
 pub(crate) struct Transport {
     /// This node (a new incarnation after a rejoin).
@@ -106,6 +147,8 @@ pub(crate) struct Transport {
     hub_id: String,
     /// The cluster key(s): who may connect.
     auth: Arc<ClusterAuth>,
+    /// Handshakes under way, per IP address.
+    handshakes: Mutex<HashMap<std::net::IpAddr, usize>>,
     max_frame: usize,
     conns: Mutex<BTreeMap<NodeId, Arc<Conn>>>,
     /// Bumped whenever `conns` changes, to wake requests waiting for a connection.
@@ -139,6 +182,7 @@ impl Transport {
             me: Mutex::new(me),
             hub_id,
             auth,
+            handshakes: Mutex::new(HashMap::new()),
             max_frame,
             conns: Mutex::new(BTreeMap::new()),
             version: watch::channel(0).0,
@@ -473,8 +517,15 @@ impl Transport {
             };
             match accepted {
                 Ok((link, from)) => {
+                    let Some(slot) = HandshakeSlot::take(&self, from.ip()) else {
+                        // Too many handshakes under way from there, or at all.
+                        tracing::debug!(%from, "closed a connection: too many handshakes");
+                        link.write.shutdown();
+                        continue;
+                    };
                     let t = Arc::clone(&self);
                     tokio::spawn(async move {
+                        let _slot = slot;
                         if let Err(e) = t.accept(link, from).await {
                             tracing::warn!(%from, "refused a connection: {e}");
                         }
