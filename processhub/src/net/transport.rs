@@ -444,12 +444,7 @@ impl Transport {
         };
         let Some(key) = self.auth.verify(Side::Acceptor, &t, &their_proof) else {
             // Said, so that the other side learns the keys differ too.
-            if let Ok(bytes) = encode(&Frame::Reject {
-                reason: auth::REFUSED_KEY.to_string(),
-            }) {
-                let _ = write_all(&*write, &bytes).await;
-            }
-            write.shutdown();
+            refuse(&*write, auth::REFUSED_KEY).await;
             self.unauthenticated(peer.addr(), true);
             return Err(ConnError::Unauthenticated);
         };
@@ -550,15 +545,6 @@ impl Transport {
         let within = || deadline.saturating_duration_since(Instant::now());
         let body = next_body(&mut read, within()).await?;
         let me = self.me();
-        let refuse = |reason: &'static str, err: ConnError| async {
-            if let Ok(bytes) = encode(&Frame::Reject {
-                reason: reason.to_string(),
-            }) {
-                let _ = write_all(&*write, &bytes).await;
-            }
-            write.shutdown();
-            err
-        };
         let (peer, their_nonce) = match decode(&body).map_err(ConnError::Malformed)? {
             Frame::Hello {
                 hub_id,
@@ -567,16 +553,12 @@ impl Transport {
                 nonce,
             } => {
                 if hub_id != self.hub_id {
-                    return Err(
-                        refuse(auth::REFUSED_HUB, ConnError::OtherHub { theirs: hub_id }).await,
-                    );
+                    refuse(&*write, auth::REFUSED_HUB).await;
+                    return Err(ConnError::OtherHub { theirs: hub_id });
                 }
                 if to != me {
-                    return Err(refuse(
-                        auth::REFUSED_INCARNATION,
-                        ConnError::StaleIncarnation { to, me },
-                    )
-                    .await);
+                    refuse(&*write, auth::REFUSED_INCARNATION).await;
+                    return Err(ConnError::StaleIncarnation { to, me });
                 }
                 (from, nonce)
             }
@@ -609,7 +591,8 @@ impl Transport {
         };
         if !proven {
             self.unauthenticated(from, false);
-            return Err(refuse(auth::REFUSED_KEY, ConnError::Unauthenticated).await);
+            refuse(&*write, auth::REFUSED_KEY).await;
+            return Err(ConnError::Unauthenticated);
         }
         let welcome = encode(&Frame::Welcome { node: me }).map_err(ConnError::Encode)?;
         write_all(&*write, &welcome).await?;
@@ -880,6 +863,16 @@ fn share(body: &Bytes, part: &[u8]) -> Bytes {
     } else {
         body.slice_ref(part)
     }
+}
+
+/// Refuses a handshake: one of the fixed words of `net::auth`, then the close.
+async fn refuse(write: &dyn LinkWrite, reason: &'static str) {
+    if let Ok(bytes) = encode(&Frame::Reject {
+        reason: reason.to_string(),
+    }) {
+        let _ = write_all(write, &bytes).await;
+    }
+    write.shutdown();
 }
 
 /// The next frame body of a handshake.
