@@ -982,6 +982,19 @@ async fn a_component_reads_its_epoch_as_a_fencing_token_that_grows_when_it_moves
     }
 }
 
+/// Whether `events` report a peer that failed authentication within 5 s.
+async fn unauthenticated_reported(events: &mut tokio::sync::broadcast::Receiver<HubEvent>) -> bool {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(HubEvent::Unauthenticated { .. }) = events.recv().await {
+                return;
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// A hub with the right hub id and seeds but a wrong key, or none, never gets in: its
 /// start fails and says the key was refused, the members report it
 /// (`HubEvent::Unauthenticated`), and what runs in the cluster is untouched.
@@ -1024,15 +1037,10 @@ async fn a_hub_without_the_cluster_key_never_gets_in() {
             "{key:?}: the stranger was never a member"
         );
     }
-    let reported = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Ok(HubEvent::Unauthenticated { .. }) = events.recv().await {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(reported.is_ok(), "the refused handshakes were reported");
+    assert!(
+        unauthenticated_reported(&mut events).await,
+        "the refused handshakes were reported"
+    );
     for h in &hubs {
         assert_eq!(
             Tally::handle(h, "keyed-1").add(1).await.ok().map(|_| ()),
@@ -1100,4 +1108,102 @@ async fn bad_keys_and_long_ids_are_refused_clearly() {
     let id = "y".repeat(processhub::MAX_ID_LEN);
     Tally::start(&h, id, Tally::default()).await.unwrap();
     h.shutdown().await.unwrap();
+}
+
+/// Mutual TLS: three hubs with certificates of one authority form a cluster and serve
+/// across nodes; a client that speaks plain TCP is closed on and reported; a hub with
+/// the cluster key but a certificate of another authority does not start
+/// (`HubError::TlsRefused`), and the cluster serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_under_mutual_tls_serves_and_refuses_untrusted_certificates() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = common::Pki::new();
+    let tls_hub = |seeds: Vec<String>, tls: processhub::Tls| {
+        Hub::builder("tls")
+            .cluster_key(common::KEY)
+            .listen("127.0.0.1:0")
+            .seeds(seeds)
+            .join_timeout(Duration::from_millis(1500))
+            .tls(tls)
+            .start()
+    };
+    let first = tls_hub(vec![], pki.tls()).await.unwrap();
+    let seed = first.listen_addr().to_string();
+    let mut hubs = vec![first];
+    for _ in 0..2 {
+        hubs.push(tls_hub(vec![seed.clone()], pki.tls()).await.unwrap());
+    }
+    wait_members(&hubs, 3).await;
+    let mut events = hubs[0].events();
+    let ids: Vec<String> = (0..30).map(|i| format!("tls-{i}")).collect();
+    for id in &ids {
+        Tally::start(&hubs[0], id, Tally::default()).await.unwrap();
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let h = &hubs[k % 3];
+        assert_eq!(Tally::handle(h, id).add(2).await.unwrap(), 2, "{id}");
+    }
+    let spread: std::collections::BTreeSet<NodeId> = ids
+        .iter()
+        .filter_map(|id| hubs[0].lookup(id).map(|c| c.owner))
+        .collect();
+    assert_eq!(spread.len(), 3, "the children run on every node");
+
+    // Plain TCP, even a well-formed length prefix: closed on, reported.
+    let mut raw = tokio::net::TcpStream::connect(hubs[0].listen_addr())
+        .await
+        .unwrap();
+    raw.write_all(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8])
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(6), raw.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "a plain TCP client is closed on");
+    assert!(
+        unauthenticated_reported(&mut events).await,
+        "the failed TLS handshake was reported"
+    );
+
+    // The right key, a certificate of another authority.
+    let stranger = common::Pki::new();
+    let refused = tls_hub(vec![seed.clone()], stranger.tls()).await;
+    assert!(
+        matches!(refused, Err(HubError::TlsRefused { .. })),
+        "{refused:?}"
+    );
+    for (k, id) in ids.iter().enumerate() {
+        let h = &hubs[(k + 1) % 3];
+        assert_eq!(
+            Tally::handle(h, id).add(1).await.unwrap(),
+            3,
+            "{id}: the cluster serves on"
+        );
+    }
+    for h in hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
+/// TLS material that cannot work is refused when the [`processhub::Tls`] is made.
+#[test]
+fn bad_tls_material_is_refused_clearly() {
+    use processhub::{Tls, TlsError};
+    let pki = common::Pki::new();
+    let other = common::Pki::new();
+    let e = Tls::from_pem("not pem", &pki.key, &pki.ca).unwrap_err();
+    assert!(matches!(e, TlsError::Certificate { .. }), "{e}");
+    let e = Tls::from_pem(&pki.cert, "no key here", &pki.ca).unwrap_err();
+    assert!(matches!(e, TlsError::Key(_)), "{e}");
+    let e = Tls::from_pem(&pki.cert, &pki.key, "").unwrap_err();
+    assert!(matches!(e, TlsError::Certificate { .. }), "{e}");
+    let e = Tls::from_pem(&pki.cert, &other.key, &pki.ca).unwrap_err();
+    assert!(
+        matches!(e, TlsError::Config(_)),
+        "a key of another certificate: {e}"
+    );
+    let e = Tls::from_files("/nonexistent/cert.pem", "k", "r").unwrap_err();
+    assert!(matches!(e, TlsError::Read { .. }), "{e}");
+    let e = pki.tls().server_name("not a name!").unwrap_err();
+    assert!(matches!(e, TlsError::BadName(_)), "{e}");
+    assert!(pki.tls().server_name("processhub.test").is_ok());
 }

@@ -209,6 +209,16 @@ pub enum StartError {
         /// The node that was to run it.
         node: NodeId,
     },
+    /// Another start of the same id, on another node, was still under way after a few
+    /// tries (starts of one id raced while the members changed): nothing started here.
+    /// Retry: the answer is then where it runs.
+    #[error("another start of {id:?} is under way on {node}; nothing started")]
+    Contended {
+        /// The id.
+        id: String,
+        /// The node whose start of it is under way.
+        node: NodeId,
+    },
 }
 
 /// Why a stop failed.
@@ -302,6 +312,16 @@ pub enum HubError {
     ClusterKeyRefused {
         /// The seeds given.
         seeds: Vec<String>,
+    },
+    /// The seeds were reached, but a TLS handshake with them failed: this hub's
+    /// certificate is not trusted by their roots, theirs not by this hub's, or one of
+    /// them does not use TLS (see [`Tls`](crate::Tls)). The hub did not start.
+    #[error("TLS with the seeds failed: {reason} (seeds: {seeds:?})")]
+    TlsRefused {
+        /// The seeds given.
+        seeds: Vec<String>,
+        /// What the last failed handshake said.
+        reason: String,
     },
     /// The hub listens on an address other machines can reach, and has no cluster key:
     /// anyone who knows the hub id could join, call, start and stop components. Set a

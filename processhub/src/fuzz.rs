@@ -27,7 +27,7 @@ use crate::core::item::{StartFailure, StartItem};
 use crate::core::registry::Push;
 use crate::net::auth::{ClusterAuth, Nonces, Side, Transcript};
 use crate::net::link::{FrameLimit, Limited, HANDSHAKE_LIMIT};
-use crate::net::wire::{decode, encode, Call, Command, Frame, Request, Start, Stop};
+use crate::net::wire::{decode, encode, Call, ClaimAsk, Command, Frame, Request, Start, Stop};
 
 /// A small, fast generator (xorshift64*): the same seed gives the same run.
 struct Rng(u64);
@@ -143,6 +143,19 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
         ),
         ("down", Frame::Push(Push::Down(vec![node(3), node(1)]))),
         ("leaving", Frame::Push(Push::Leaving)),
+        (
+            "claim",
+            Frame::Request {
+                rid: 10,
+                req: Request::Claim(ClaimAsk {
+                    ids: vec!["a".into(), "new".into()],
+                }),
+            },
+        ),
+        (
+            "unclaim",
+            Frame::Push(Push::Unclaim(vec!["a".into(), "new".into()])),
+        ),
     ];
     frames
         .into_iter()
@@ -347,6 +360,13 @@ impl Targets {
                 Err(Command::Stop(stop)) => {
                     self.handled += 1;
                     let _ = self.engine.stop(&stop.id, &stop.type_name);
+                    self.engine.take_output();
+                }
+                Err(Command::Claim(ask)) => {
+                    self.handled += 1;
+                    let from = node(2 + (self.execs_on_engine % 2) as u16);
+                    let answers = self.engine.claim(from, &ask.ids);
+                    assert_eq!(answers.len(), ask.ids.len(), "one answer per id");
                     self.engine.take_output();
                 }
                 Err(_) => {}

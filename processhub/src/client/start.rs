@@ -53,6 +53,7 @@ fn outcome_to_result(id: &str, o: StartOutcome, hub: &Hub) -> Result<(), StartEr
         }),
         StartOutcome::Failed { message } => Err(StartError::Codec { message }),
         StartOutcome::NoQuorum { node } => Err(StartError::NoQuorum { id, node }),
+        StartOutcome::Contended { node } => Err(StartError::Contended { id, node }),
     }
 }
 

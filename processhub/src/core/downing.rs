@@ -171,6 +171,11 @@ impl Downing {
         self.now = self.now.max(now);
     }
 
+    /// The time of the latest decision.
+    pub(crate) fn now(&self) -> Instant {
+        self.now
+    }
+
     /// The members are now `members`, of which `unreachable` are not heard. Whether a
     /// member that was unreachable is heard again (this node then renews its lease: the
     /// others may have downed it meanwhile).

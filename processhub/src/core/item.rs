@@ -73,6 +73,25 @@ pub(crate) enum StartOutcome {
     NoQuorum {
         node: NodeId,
     },
+    /// Another node's start of the id is under way (`node` holds it, or was granted
+    /// it); nothing started. The node that refused tried again a few times first.
+    Contended {
+        node: NodeId,
+    },
+}
+
+/// A peer's answer to a claim of a new id (see [`crate::core::engine`]'s `claim`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ClaimAnswer {
+    /// Granted: the peer takes no other start of the id until the claimant's entry
+    /// arrives, the claimant lets it go, or the grant ages out.
+    Granted,
+    /// The id runs on `node` (by this peer's registry).
+    Started(NodeId),
+    /// A start of the id is under way on `node`, or was granted to it.
+    Pending(NodeId),
+    /// The peer takes no part (it was downed, or is leaving): not counted.
+    Abstain,
 }
 
 /// Why the instance of an admitted start could not be made.

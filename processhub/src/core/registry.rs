@@ -47,6 +47,9 @@ pub(crate) enum Push {
     /// The sender downed these nodes (or heard that a peer did, and downs them too):
     /// see [`crate::core::downing`].
     Down(Vec<NodeId>),
+    /// The sender's claims of these new ids are over without a start (it lost them, or
+    /// the start failed): a grant to it is released.
+    Unclaim(Vec<String>),
 }
 
 /// The registry of one node. Keys are shared with [`crate::ChildInfo`] (no copy on a

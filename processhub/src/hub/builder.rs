@@ -26,6 +26,7 @@ use crate::hub::membership::{Chitchat, GossipConfig, Membership, MembershipScrip
 use crate::net::auth::{ClusterAuth, Nonces};
 use crate::net::link::{Listener, Network, Tcp};
 use crate::net::memory::MemoryNetwork;
+use crate::net::tls::{Tls, TlsListener, TlsTcp};
 use crate::net::transport::{Inbound, Transport};
 use crate::node::NodeId;
 
@@ -60,6 +61,8 @@ pub struct HubBuilder {
     keys: Vec<Key>,
     /// Whether the user accepted a hub without a key on a reachable address.
     insecure: bool,
+    /// Mutual TLS for the connections between nodes.
+    tls: Option<Tls>,
     /// An in-memory network and scripted membership instead of TCP and chitchat.
     world: Option<World>,
 }
@@ -142,6 +145,7 @@ impl HubBuilder {
             },
             keys: Vec::new(),
             insecure: false,
+            tls: None,
             world: None,
         }
     }
@@ -293,6 +297,17 @@ impl HubBuilder {
         self
     }
 
+    /// Encrypts every connection between nodes with mutual TLS: each node presents
+    /// `tls`'s certificate and accepts peers whose certificate chain leads to its
+    /// trusted roots (see [`Tls`]). Every node of the cluster needs it. The cluster key
+    /// is still required (it authenticates the gossip, which TLS does not cover, and
+    /// is checked again inside the encrypted stream). Off by default: the cluster key
+    /// alone authenticates, without encryption.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The keys this hub proves with and accepts: the builder's, or the environment's;
     /// checked against the listen address.
     fn cluster_keys(&self, listen: SocketAddr) -> Result<Vec<Vec<u8>>, HubError> {
@@ -431,13 +446,17 @@ impl HubBuilder {
                 let auth = Arc::new(ClusterAuth::new(keys, &self.hub_id, Nonces::Os));
                 let (listener, me, chitchat) =
                     self.bind_tcp(listen, members_tx, &auth, &events).await?;
-                (
-                    Box::new(listener),
-                    Arc::new(Tcp),
-                    me,
-                    Box::new(chitchat),
-                    auth,
-                )
+                let (listener, network): (Box<dyn Listener>, Arc<dyn Network>) = match &self.tls {
+                    Some(tls) => (
+                        Box::new(TlsListener {
+                            listener,
+                            tls: tls.clone(),
+                        }),
+                        Arc::new(TlsTcp(tls.clone())),
+                    ),
+                    None => (Box::new(listener), Arc::new(Tcp)),
+                };
+                (listener, network, me, Box::new(chitchat), auth)
             }
         };
         let (control_tx, control_rx) = mpsc::unbounded_channel();

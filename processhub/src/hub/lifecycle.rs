@@ -12,20 +12,27 @@ use crate::child::erased::Arrival;
 use crate::child::erased::Hook;
 use crate::child::erased::{ChildCtx, ErasedChild};
 use crate::child::types::vtable;
+use crate::core::engine::Tally;
 use crate::core::item::{StartFailure, StartItem, StartOutcome, StopOutcome};
 use crate::core::registry::Push;
 use crate::error::HubError;
 use crate::events::HubEvent;
 use crate::net::batch::{batches, item_size};
 use crate::net::error::TransportError;
-use crate::net::wire::Start;
-use crate::net::wire::{Request, Response};
+use crate::net::wire::{ClaimAsk, Request, Response, Start};
 use crate::node::NodeId;
 use std::collections::BTreeMap;
 
 /// Once a member's registry arrived, how long a joining hub waits for the other
 /// members' (see `HubInner::join`).
 const JOIN_SETTLE: Duration = Duration::from_secs(2);
+
+/// An instance made for a start, or why it could not be.
+type Spawned = Result<Arc<dyn ErasedChild>, StartFailure>;
+
+/// How many more times a new id is tried after its start met another start of it under
+/// way on another node (see [`HubInner::start_items`]).
+const CLAIM_TRIES: u32 = 6;
 
 impl HubInner {
     /// Starts `item` here if this node may (see [`Self::start_local_batch`]).
@@ -43,7 +50,8 @@ impl HubInner {
 
     /// Starts these items here, and tells the peers in pushes of up to [`START_BATCH`]
     /// entries rather than one frame per child. `spawn` gets the item's position.
-    /// Outcomes come in order.
+    /// Outcomes come in order. No claims: for moves and restarts (see
+    /// [`Self::start_claimed_batch`] for new children).
     ///
     /// The engine admits the items (reserving their ids) under one lock; their
     /// instances are made and their start hooks run outside it (a user hook never holds
@@ -52,12 +60,87 @@ impl HubInner {
     pub(crate) fn start_local_batch(
         &self,
         items: &[&StartItem],
+        spawn: impl FnMut(usize, ChildCtx) -> Result<Arc<dyn ErasedChild>, StartFailure>,
+    ) -> Vec<StartOutcome> {
+        let admitted = self.decide(|engine| items.iter().map(|item| engine.admit(item)).collect());
+        self.finish_batch(items, admitted, spawn)
+    }
+
+    /// [`Self::start_local_batch`] for a batch that may hold new children: their ids are
+    /// claimed from the other members between admission and the making of the
+    /// instances (see `crate::core::engine`'s claims).
+    async fn start_claimed_batch(
+        &self,
+        items: &[&StartItem],
+        spawn: impl FnMut(usize, ChildCtx) -> Result<Arc<dyn ErasedChild>, StartFailure>,
+    ) -> Vec<StartOutcome> {
+        let admitted = self.decide(|engine| items.iter().map(|item| engine.admit(item)).collect());
+        let admitted = self.claim_batch(items, admitted).await;
+        self.finish_batch(items, admitted, spawn)
+    }
+
+    /// Claims the admitted new ids of `items` from every reachable peer at once, and
+    /// lets the engine decide on the answers: what it refuses is released.
+    async fn claim_batch(
+        &self,
+        items: &[&StartItem],
+        mut admitted: Vec<Result<u64, StartOutcome>>,
+    ) -> Vec<Result<u64, StartOutcome>> {
+        let (plan, wait) = {
+            let engine = self.engine.read().unwrap();
+            let mut plan: Option<(usize, Vec<NodeId>)> = None;
+            let mut claimed = Vec::new();
+            for (k, (item, a)) in items.iter().zip(&admitted).enumerate() {
+                if a.is_err() {
+                    continue;
+                }
+                if let Some(p) = engine.claim_peers(item) {
+                    plan.get_or_insert(p);
+                    claimed.push(k);
+                }
+            }
+            (plan.map(|p| (p, claimed)), engine.downing.config.lease)
+        };
+        let Some(((needed, peers), claimed)) = plan else {
+            return admitted;
+        };
+        let ids: Vec<String> = claimed.iter().map(|&k| items[k].id.clone()).collect();
+        // A peer that does not answer within a lease (paused, or cut off and not yet
+        // downed) is not waited for longer: the grants of the others may be enough.
+        let deadline = Instant::now() + wait;
+        let asks = peers.iter().map(|&peer| {
+            let ask = Request::Claim(ClaimAsk { ids: ids.clone() });
+            self.transport.request(peer, ask, deadline)
+        });
+        let mut tallies = vec![Tally::default(); ids.len()];
+        for answer in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(Response::Claimed(answers)) if answers.len() == ids.len() => {
+                    for (t, a) in tallies.iter_mut().zip(answers) {
+                        t.count(a);
+                    }
+                }
+                other => tracing::debug!(me = %self.me(), "a claim went unanswered: {other:?}"),
+            }
+        }
+        self.decide(|engine| {
+            for (&k, tally) in claimed.iter().zip(&tallies) {
+                if let Err(outcome) = engine.claimed(items[k], needed, tally) {
+                    admitted[k] = Err(outcome);
+                }
+            }
+        });
+        admitted
+    }
+
+    /// Makes the instances of the admitted items (outside the engine's lock), then has
+    /// the engine register them under one lock.
+    fn finish_batch(
+        &self,
+        items: &[&StartItem],
+        admitted: Vec<Result<u64, StartOutcome>>,
         mut spawn: impl FnMut(usize, ChildCtx) -> Result<Arc<dyn ErasedChild>, StartFailure>,
     ) -> Vec<StartOutcome> {
-        let admitted: Vec<Result<u64, StartOutcome>> = {
-            let mut engine = self.engine.write().unwrap();
-            items.iter().map(|item| engine.admit(item)).collect()
-        };
         let mut made: Vec<Option<Result<Arc<dyn ErasedChild>, StartFailure>>> = items
             .iter()
             .zip(&admitted)
@@ -97,24 +180,65 @@ impl HubInner {
 
     /// Starts a batch: local items here, the others on their owners, concurrently.
     /// Results come in input order.
+    ///
+    /// A new id that met another node's start of it under way (its claim was refused,
+    /// see `crate::core::engine`'s claims) is tried again a few times, a moment apart:
+    /// by then the other start has usually been registered, and the answer is where it
+    /// runs.
     pub(crate) async fn start_items(
         self: &Arc<Self>,
         items: Vec<StartItem>,
         hops: u8,
-        mut local_spawn: impl FnMut(
-            usize,
-            &StartItem,
-            ChildCtx,
-        ) -> Result<Arc<dyn ErasedChild>, StartFailure>,
+        mut local_spawn: impl FnMut(usize, &StartItem, ChildCtx) -> Spawned,
     ) -> Vec<StartOutcome> {
         let mut out: Vec<Option<StartOutcome>> = vec![None; items.len()];
+        let mut todo: Vec<(usize, StartItem)> = items.into_iter().enumerate().collect();
+        for attempt in 1.. {
+            let contended = self
+                .start_round(todo, hops, &mut local_spawn, &mut out)
+                .await;
+            if contended.is_empty() || attempt > CLAIM_TRIES {
+                break;
+            }
+            tokio::time::sleep(self.claim_backoff(attempt)).await;
+            todo = contended;
+        }
+        out.into_iter()
+            .map(|o| o.expect("every item has an outcome"))
+            .collect()
+    }
+
+    /// How long a start that met another start of its id waits before its `attempt`th
+    /// try: longer each time, and spread by node, so that two nodes that keep meeting
+    /// part (the same every run for the same node: the simulator replays a seed).
+    fn claim_backoff(&self, attempt: u32) -> Duration {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (self.me(), attempt).hash(&mut h);
+        let spread = h.finish() % 8;
+        Duration::from_millis(u64::from(attempt) * 4 + spread * 2)
+    }
+
+    /// One try of [`Self::start_items`] over `items` (with their positions): fills
+    /// `out`, and gives back the local items whose start met another one of their id.
+    async fn start_round(
+        self: &Arc<Self>,
+        items: Vec<(usize, StartItem)>,
+        hops: u8,
+        mut local_spawn: impl FnMut(usize, &StartItem, ChildCtx) -> Spawned,
+        out: &mut [Option<StartOutcome>],
+    ) -> Vec<(usize, StartItem)> {
         let mut remote: BTreeMap<NodeId, Vec<(usize, StartItem)>> = BTreeMap::new();
         let targets: Vec<Option<NodeId>> = {
             let engine = self.engine.read().unwrap();
-            items.iter().map(|i| engine.start_target(i, hops)).collect()
+            items
+                .iter()
+                .map(|(_, i)| engine.start_target(i, hops))
+                .collect()
         };
         let mut local = Vec::new();
-        for ((i, item), target) in items.into_iter().enumerate().zip(targets) {
+        let mut contended = Vec::new();
+        for ((i, item), target) in items.into_iter().zip(targets) {
             match target {
                 None => local.push((i, item)),
                 Some(owner) => remote.entry(owner).or_default().push((i, item)),
@@ -123,19 +247,30 @@ impl HubInner {
         // Taking children in is a write: only under the lease. (Found by soak seed 226:
         // a node woken from a pause, downed meanwhile, accepted a hand-over on its stale
         // view, then rejoined and dropped it, and with it the only copy of the state.)
-        if !local.is_empty() && self.lease().ready().await.is_err() {
-            for (i, _) in local.drain(..) {
-                out[i] = Some(StartOutcome::NoQuorum { node: self.me() });
+        // The local items (their claims wait for the peers) go at the same time as the
+        // requests to the other owners.
+        let me = self.me();
+        let local_starts = async {
+            let mut done = Vec::with_capacity(local.len());
+            if !local.is_empty() && self.lease().ready().await.is_err() {
+                for (i, _) in local.drain(..) {
+                    done.push((i, StartOutcome::NoQuorum { node: me }));
+                }
             }
-        }
-        for chunk in local.chunks(START_BATCH) {
-            let batch: Vec<&StartItem> = chunk.iter().map(|(_, item)| item).collect();
-            let outcomes =
-                self.start_local_batch(&batch, |k, ctx| local_spawn(chunk[k].0, &chunk[k].1, ctx));
-            for ((i, _), o) in chunk.iter().zip(outcomes) {
-                out[*i] = Some(o);
+            for chunk in local.chunks(START_BATCH) {
+                let batch: Vec<&StartItem> = chunk.iter().map(|(_, item)| item).collect();
+                let outcomes = self
+                    .start_claimed_batch(&batch, |k, ctx| local_spawn(chunk[k].0, &chunk[k].1, ctx))
+                    .await;
+                for ((i, item), o) in chunk.iter().zip(outcomes) {
+                    if matches!(o, StartOutcome::Contended { .. }) {
+                        contended.push((*i, item.clone()));
+                    }
+                    done.push((*i, o));
+                }
             }
-        }
+            done
+        };
         let deadline = Instant::now() + self.call_timeout;
         let mut requests = Vec::new();
         for (node, items) in remote {
@@ -159,7 +294,11 @@ impl HubInner {
                 });
             }
         }
-        for (node, idx, res) in futures_util::future::join_all(requests).await {
+        let (done, answers) = tokio::join!(local_starts, futures_util::future::join_all(requests));
+        for (i, o) in done {
+            out[i] = Some(o);
+        }
+        for (node, idx, res) in answers {
             match res {
                 Ok(Response::Started(outcomes)) if outcomes.len() == idx.len() => {
                     for (i, o) in idx.into_iter().zip(outcomes) {
@@ -188,9 +327,7 @@ impl HubInner {
                 }
             }
         }
-        out.into_iter()
-            .map(|o| o.expect("every item has an outcome"))
-            .collect()
+        contended
     }
 
     /// Stops `id` if it runs here.
@@ -393,6 +530,12 @@ impl HubInner {
                 }
             } else if now >= deadline {
                 self.kill().await;
+                if let Some(reason) = self.transport.tls_refusal() {
+                    return Err(HubError::TlsRefused {
+                        seeds: seeds.to_vec(),
+                        reason,
+                    });
+                }
                 if self.transport.key_refusals() > 0 {
                     return Err(HubError::ClusterKeyRefused {
                         seeds: seeds.to_vec(),

@@ -23,8 +23,8 @@ use crate::net::batch::{batches, entry_size};
 use crate::net::conn::Conn;
 use crate::net::transport::{InCall, Inbound, ReplySink, Serving};
 use crate::net::wire::EncodedCall;
+use crate::net::wire::{ClaimAsk, Merge, Replicate, Stage, Start, StartStaged, Stop};
 use crate::net::wire::{Command, Response};
-use crate::net::wire::{Merge, Replicate, Stage, Start, StartStaged, Stop};
 use crate::node::NodeId;
 
 impl HubInner {
@@ -261,6 +261,10 @@ impl Inbound for HubInner {
                 type_name,
                 state,
             }) => Box::pin(async move { self.merge_here(&id, &type_name, state.into_vec()).await }),
+            Command::Claim(ClaimAsk { ids }) => {
+                let answers = self.decide(|engine| engine.claim(from, &ids));
+                Box::pin(std::future::ready(Response::Claimed(answers)))
+            }
             Command::Lease(_) => {
                 let granted = self.engine.read().unwrap().grants_lease(from);
                 if !granted {

@@ -9,5 +9,6 @@ pub(crate) mod error;
 pub(crate) mod gossip;
 pub(crate) mod link;
 pub(crate) mod memory;
+pub(crate) mod tls;
 pub(crate) mod transport;
 pub(crate) mod wire;

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use crate::net::auth::{self, ClusterAuth, Side, Transcript};
 use crate::net::link::{write_all, FrameRead, Link, LinkWrite, Listener, Network};
+use crate::net::tls;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -150,6 +151,8 @@ pub(crate) struct Transport {
     /// Handshakes under way, per IP address.
     handshakes: Mutex<HashMap<std::net::IpAddr, usize>>,
     max_frame: usize,
+    /// The last failed TLS handshake.
+    tls_refusal: Mutex<Option<String>>,
     conns: Mutex<BTreeMap<NodeId, Arc<Conn>>>,
     /// Bumped whenever `conns` changes, to wake requests waiting for a connection.
     version: watch::Sender<u64>,
@@ -184,6 +187,7 @@ impl Transport {
             auth,
             handshakes: Mutex::new(HashMap::new()),
             max_frame,
+            tls_refusal: Mutex::new(None),
             conns: Mutex::new(BTreeMap::new()),
             version: watch::channel(0).0,
             wanted: Mutex::new(BTreeSet::new()),
@@ -398,6 +402,10 @@ impl Transport {
             if !self.is_connected(peer) {
                 match self.dial(peer).await {
                     Ok(()) => backoff = Duration::from_millis(20),
+                    Err(ConnError::BadFrame(e)) if tls::is_refusal(&e) => {
+                        self.tls_refused(peer.addr(), true, &e);
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
                     Err(e) => {
                         tracing::debug!(%peer, "dial failed: {e}");
                         backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -495,6 +503,20 @@ impl Transport {
         self.auth.refusals()
     }
 
+    /// A TLS handshake with `addr` failed (its certificate or ours was refused).
+    fn tls_refused(&self, addr: SocketAddr, dialed: bool, e: &std::io::Error) {
+        tracing::warn!(%addr, dialed, "{e}");
+        *self.tls_refusal.lock().unwrap() = Some(e.to_string());
+        if let Some(inbound) = self.inbound.upgrade() {
+            inbound.unauthenticated(addr, dialed);
+        }
+    }
+
+    /// The last failed TLS handshake, if any.
+    pub(crate) fn tls_refusal(&self) -> Option<String> {
+        self.tls_refusal.lock().unwrap().clone()
+    }
+
     /// A peer at `addr` did not prove it holds the cluster key.
     fn unauthenticated(&self, addr: SocketAddr, dialed: bool) {
         self.auth.refused();
@@ -521,8 +543,12 @@ impl Transport {
                     let t = Arc::clone(&self);
                     tokio::spawn(async move {
                         let _slot = slot;
-                        if let Err(e) = t.accept(link, from).await {
-                            tracing::warn!(%from, "refused a connection: {e}");
+                        match Arc::clone(&t).accept(link, from).await {
+                            Err(ConnError::BadFrame(e)) if tls::is_refusal(&e) => {
+                                t.tls_refused(from, false, &e);
+                            }
+                            Err(e) => tracing::warn!(%from, "refused a connection: {e}"),
+                            Ok(()) => {}
                         }
                     });
                 }

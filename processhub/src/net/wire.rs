@@ -86,6 +86,14 @@ pub(crate) enum Request<'a> {
     Lease(LeaseAsk),
     /// Merge the state of a duplicate the sender dropped into the instance here.
     Merge(Merge),
+    /// Grant the sender these new ids (see `crate::core::engine`'s claims).
+    Claim(ClaimAsk),
+}
+
+/// The new ids a node claims before it acknowledges their start.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ClaimAsk {
+    pub(crate) ids: Vec<String>,
 }
 
 /// The state of a duplicate the sender dropped after a split healed (`Divergence`), for
@@ -111,6 +119,7 @@ pub(crate) enum Command<'a> {
     Replicate(Replicate),
     Lease(LeaseAsk),
     Merge(Merge),
+    Claim(ClaimAsk),
 }
 
 impl<'a> Request<'a> {
@@ -125,6 +134,7 @@ impl<'a> Request<'a> {
             Request::Replicate(r) => Command::Replicate(r),
             Request::Lease(r) => Command::Lease(r),
             Request::Merge(r) => Command::Merge(r),
+            Request::Claim(r) => Command::Claim(r),
         })
     }
 }
@@ -213,6 +223,8 @@ pub(crate) enum Response {
     },
     /// A duplicate's state was merged, or why not.
     Merged(Result<(), String>),
+    /// The answers to a claim, one per id in order.
+    Claimed(Vec<crate::core::item::ClaimAnswer>),
 }
 
 /// One call of a `CallBatch` (`crate::child`): its method name and arguments, shared with the frame.

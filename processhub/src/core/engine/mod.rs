@@ -18,7 +18,8 @@
 //! ```
 //!
 //! The decisions are grouped by concern, each in a file of its own that borrows the same
-//! state: `start` (admission, reservation, supersede), `push` (which copy wins),
+//! state: `start` (admission, reservation, supersede), `claims` (a new id asked of
+//! the other members before its start is acknowledged), `push` (which copy wins),
 //! `plan` (membership changes, restarts, promotion), `moves` (hand-over lists, outcomes,
 //! rollback epochs), `replicas` (standby choice, standby sets, copies).
 
@@ -35,6 +36,7 @@ use crate::core::view::ClusterView;
 use crate::events::HubEvent;
 use crate::node::NodeId;
 
+mod claims;
 mod moves;
 mod plan;
 mod push;
@@ -45,6 +47,7 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use claims::Tally;
 pub(crate) use moves::Move;
 pub(crate) use replicas::{Kept, ShipPlan};
 pub(crate) use start::MAX_HOPS;
@@ -233,6 +236,8 @@ pub(crate) struct Engine<C> {
     pub(crate) copies: HashMap<Arc<str>, StandbyCopy, Fixed>,
     /// Starts admitted and not finished: their id is taken.
     starting: HashSet<Arc<str>, Fixed>,
+    /// New ids this node granted to a peer's claim (see `claims`).
+    claims: HashMap<Arc<str>, claims::Grant, Fixed>,
     /// Children on their way to another node.
     moving: HashSet<Arc<str>, Fixed>,
     /// Replicated children whose standby set is being remade.
@@ -284,6 +289,7 @@ impl<C: ChildHandle> Engine<C> {
             local: HashMap::default(),
             copies: HashMap::default(),
             starting: HashSet::default(),
+            claims: HashMap::default(),
             moving: HashSet::default(),
             resyncing: HashSet::default(),
             resync_due: false,

@@ -312,6 +312,7 @@ impl<C: ChildHandle> Engine<C> {
                 .push(crate::core::registry::Push::Down(unsettled));
         }
         self.registry.age_removals();
+        self.age_claims();
         if self.dirty || self.registry.has_pending() {
             self.replan();
         }

@@ -36,12 +36,14 @@ impl<C: ChildHandle> Engine<C> {
             Push::Upsert(entries) => {
                 for (id, entry) in entries {
                     if entry.owner == from && !(doubted && self.registry.get(&id).is_some()) {
+                        self.claim_settled(&id);
                         self.upsert_from(from, &id, entry);
                     }
                 }
             }
             Push::Remove(ids) => {
                 for (id, epoch) in ids {
+                    self.release(from, &id);
                     if self.registry.remove(&id, from, epoch).is_some() {
                         self.drop_copy(&id);
                         // Stopped: an active replica of it here stops too.
@@ -107,6 +109,7 @@ impl<C: ChildHandle> Engine<C> {
                 self.view.drain(from);
                 self.out.effects.push(Effect::Refresh);
             }
+            Push::Unclaim(ids) => self.unclaimed(from, &ids),
         }
     }
 

@@ -59,6 +59,12 @@ impl<C: ChildHandle> Engine<C> {
         if self.starting.contains(item.id.as_str()) {
             return Err(StartOutcome::AlreadyStarted { node: me });
         }
+        // A peer's claim of the new id was granted here: its start goes first.
+        if item.epoch == 0 {
+            if let Some(node) = self.granted_elsewhere(&item.id) {
+                return Err(StartOutcome::Contended { node });
+            }
+        }
         if let Some(l) = self.local.get(item.id.as_str()) {
             if !self.keeps(l, item) {
                 return Err(StartOutcome::AlreadyStarted { node: me });
@@ -113,6 +119,10 @@ impl<C: ChildHandle> Engine<C> {
             .starting
             .take(item.id.as_str())
             .unwrap_or_else(|| Arc::from(item.id.as_str()));
+        // A new id's start that failed lets its claim go (if it had peers to claim from).
+        if made.is_err() && self.claim_peers(item).is_some() {
+            self.unclaim(&item.id);
+        }
         let child = match made {
             Ok(child) => child,
             Err(StartFailure::UnknownType) => return StartOutcome::UnknownType { node: me },

@@ -1237,3 +1237,196 @@ fn a_hand_over_under_an_epoch_another_node_already_owns_is_refused() {
     // A move by node 3 itself comes under the next epoch: admitted.
     assert_eq!(e.admit(&moved_item("a", "T", 3)), Ok(3));
 }
+
+// ---- claims of new ids ----
+
+/// An id that `before` owns in the ring of `members` and `after` once `joiner` joined.
+fn id_moving_to_joiner(members: &[u16], before: u16, joiner: u16) -> String {
+    let old = Ring::new(members.iter().map(|p| node(*p)));
+    let new = Ring::new(members.iter().chain([&joiner]).map(|p| node(*p)));
+    (0..)
+        .map(|i| format!("id-{i}"))
+        .find(|id| old.owner(id) == Some(node(before)) && new.owner(id) == Some(node(joiner)))
+        .expect("some id moves to the joiner")
+}
+
+fn tally(granted: usize, started: Option<u16>, pending: Option<u16>) -> super::Tally {
+    super::Tally {
+        granted,
+        started: started.map(node),
+        pending: pending.map(node),
+    }
+}
+
+fn unclaim(id: &str) -> Push {
+    Push::Unclaim(vec![id.to_string()])
+}
+
+#[test]
+fn two_starts_of_a_new_id_on_views_that_differ_by_a_joiner_are_settled_before_either_is_acknowledged(
+) {
+    use crate::core::item::ClaimAnswer::{Granted, Pending, Started};
+    // B (2) does not see the joiner J (4) yet; A (1), C (3) and J do. B owns x in its
+    // view, J in the others'. Both start x at once: A hears J first, C hears B first.
+    let x = id_moving_to_joiner(&[1, 2, 3], 2, 4);
+    let (mut a, _) = majority_engine(1, &[1, 2, 3, 4]);
+    let (mut b, _) = majority_engine(2, &[1, 2, 3]);
+    let (mut c, _) = majority_engine(3, &[1, 2, 3, 4]);
+    let (mut j, _) = majority_engine(4, &[1, 2, 3, 4]);
+    let (bx, jx) = (new_item(&x, "T"), new_item(&x, "T"));
+    assert_eq!(b.start_target(&bx, 0), None, "B starts it itself");
+    assert_eq!(a.start_target(&jx, 0), Some(node(4)), "A forwards it to J");
+    assert_eq!(b.admit(&bx), Ok(1));
+    assert_eq!(j.admit(&jx), Ok(1));
+    assert_eq!(b.claim_peers(&bx), Some((1, vec![node(1), node(3)])));
+    assert_eq!(
+        j.claim_peers(&jx),
+        Some((2, vec![node(1), node(2), node(3)]))
+    );
+    assert_eq!(
+        b.claim_peers(&moved_item(&x, "T", 3)),
+        None,
+        "a move is fenced"
+    );
+    let ids = [x.clone()];
+    assert_eq!(a.claim(node(4), &ids), vec![Granted]);
+    assert_eq!(a.claim(node(2), &ids), vec![Pending(node(4))]);
+    assert_eq!(c.claim(node(2), &ids), vec![Granted]);
+    assert_eq!(c.claim(node(4), &ids), vec![Pending(node(2))]);
+    assert_eq!(
+        b.claim(node(4), &ids),
+        vec![Pending(node(2))],
+        "B's own start"
+    );
+    // Neither is acknowledged: each lets its grants go, and tries again a moment later.
+    assert_eq!(
+        b.claimed(&bx, 1, &tally(1, None, Some(4))),
+        Err(StartOutcome::Contended { node: node(4) })
+    );
+    assert_eq!(b.take_output(), out(vec![unclaim(&x)], vec![], vec![]));
+    assert_eq!(
+        j.claimed(&jx, 2, &tally(1, None, Some(2))),
+        Err(StartOutcome::Contended { node: node(2) })
+    );
+    assert_eq!(j.take_output(), out(vec![unclaim(&x)], vec![], vec![]));
+    for peer in [&mut a, &mut c] {
+        for from in [2, 4] {
+            peer.push(node(from), unclaim(&x));
+        }
+        peer.take_output();
+    }
+    // B tries again first, and wins; its entry reaches the others.
+    assert_eq!(b.admit(&bx), Ok(1));
+    assert_eq!(a.claim(node(2), &ids), vec![Granted]);
+    assert_eq!(c.claim(node(2), &ids), vec![Granted]);
+    assert_eq!(b.claimed(&bx, 1, &tally(2, None, None)), Ok(()));
+    let b1 = TestChild::new("b1", "T");
+    assert_eq!(
+        b.started(&bx, 1, Ok(b1)),
+        StartOutcome::Started {
+            node: node(2),
+            epoch: 1
+        }
+    );
+    let published = b.take_output().pushes;
+    assert_eq!(published, vec![upsert(&x, entry("T", node(2), 1))]);
+    // J's next try is refused with the node that runs it, before and after the entry
+    // reached J.
+    assert_eq!(j.admit(&jx), Ok(1));
+    assert_eq!(a.claim(node(4), &ids), vec![Pending(node(2))]);
+    for peer in [&mut a, &mut c, &mut j] {
+        peer.push(node(2), published[0].clone());
+        peer.take_output();
+    }
+    assert_eq!(a.claim(node(4), &ids), vec![Started(node(2))]);
+    assert_eq!(
+        j.claimed(&jx, 2, &tally(0, Some(2), None)),
+        Err(StartOutcome::AlreadyStarted { node: node(2) })
+    );
+    j.take_output();
+    assert_eq!(
+        j.admit(&jx),
+        Err(StartOutcome::AlreadyStarted { node: node(2) })
+    );
+}
+
+#[test]
+fn a_grant_holds_an_id_for_its_claimant_until_its_entry_arrives_it_leaves_or_it_ages_out() {
+    use crate::core::item::ClaimAnswer::{Granted, Pending};
+    let (mut e, t0) = majority_engine(1, &[1, 2, 3]);
+    let ids = ["a".to_string()];
+    assert_eq!(e.claim(node(2), &ids), vec![Granted]);
+    assert_eq!(e.claim(node(2), &ids), vec![Granted], "its own claim again");
+    assert_eq!(e.claim(node(3), &ids), vec![Pending(node(2))]);
+    assert_eq!(
+        e.admit(&new_item("a", "T")),
+        Err(StartOutcome::Contended { node: node(2) }),
+        "this node's own start waits its turn"
+    );
+    assert_eq!(
+        e.take_output(),
+        Output::default(),
+        "a grant publishes nothing"
+    );
+    // Its entry arrived: the registry holds the id now.
+    e.push(node(2), upsert("a", entry("T", node(2), 1)));
+    e.push(node(2), Push::Remove(vec![("a".to_string(), 1)]));
+    assert_eq!(e.claim(node(3), &ids), vec![Granted]);
+    // Another's release changes nothing; its own does.
+    e.push(node(2), unclaim("a"));
+    assert_eq!(e.claim(node(2), &ids), vec![Pending(node(3))]);
+    e.push(node(3), unclaim("a"));
+    assert_eq!(e.claim(node(2), &ids), vec![Granted]);
+    // Aged out.
+    e.set_now(t0 + super::claims::CLAIM_TTL);
+    assert_eq!(e.claim(node(3), &ids), vec![Granted]);
+    // Its claimant left.
+    e.push(node(3), Push::Leaving);
+    e.gossip(gossip(&[1, 2]));
+    e.take_output();
+    assert_eq!(e.view.members(), &[node(1), node(2)]);
+    assert_eq!(e.admit(&new_item("a", "T")), Ok(2));
+}
+
+#[test]
+fn a_claim_is_refused_where_the_id_runs_or_starts_and_a_downed_node_abstains() {
+    use crate::core::item::ClaimAnswer::{Abstain, Pending, Started};
+    let (mut e, _) = majority_engine(1, &[1, 2, 3]);
+    start(&mut e, "here", &TestChild::new("h", "T"));
+    e.push(node(3), upsert("there", entry("T", node(3), 1)));
+    assert_eq!(e.admit(&new_item("starting", "T")), Ok(1));
+    let ids: Vec<String> = ["here", "there", "starting"].map(String::from).to_vec();
+    assert_eq!(
+        e.claim(node(2), &ids),
+        vec![Started(node(1)), Started(node(3)), Pending(node(1))]
+    );
+    e.superseded();
+    e.take_output();
+    assert_eq!(e.claim(node(2), &ids), vec![Abstain; 3]);
+}
+
+#[test]
+fn a_claim_short_of_a_quorum_starts_nothing_and_a_failed_start_lets_its_claim_go() {
+    let (mut e, _) = majority_engine(1, &[1, 2, 3]);
+    let item = new_item("a", "T");
+    assert_eq!(e.claim_peers(&item), Some((1, vec![node(2), node(3)])));
+    assert_eq!(e.admit(&item), Ok(1));
+    assert_eq!(
+        e.claimed(&item, 1, &tally(0, None, None)),
+        Err(StartOutcome::NoQuorum { node: node(1) }),
+        "no peer answered"
+    );
+    assert_eq!(e.take_output(), out(vec![unclaim("a")], vec![], vec![]));
+    assert_eq!(e.admit(&item), Ok(1), "the id is free again");
+    assert_eq!(e.claimed(&item, 1, &tally(1, None, None)), Ok(()));
+    assert_eq!(
+        e.started(&item, 1, Err(StartFailure::Hook("boom".into()))),
+        StartOutcome::HookPanicked {
+            node: node(1),
+            message: "a: boom".into()
+        }
+    );
+    assert_eq!(e.take_output(), out(vec![unclaim("a")], vec![], vec![]));
+    // Alone, nothing is claimed.
+    assert_eq!(engine(1, &[1]).claim_peers(&item), None);
+}
