@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --release --example bench            # all figures
 //! cargo run --release --example bench -- P1 P3   # some figures (P1..P8, M1)
+//! cargo run --release --example bench -- T1      # P1 and P2, and the same over mutual TLS
 //! BENCH_REPS=5 cargo run --release --example bench
 //! ```
 
@@ -24,6 +25,11 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 
 const HUB_ID: &str = "bench";
+/// Where a node process finds its TLS files (T1).
+const TLS_DIR_ENV: &str = "BENCH_TLS_DIR";
+
+#[path = "../tests/common/pki.rs"]
+mod pki;
 
 /// The component under test: a counter.
 #[distributed]
@@ -175,14 +181,15 @@ async fn main() {
                 || a.starts_with('F')
                 || a.starts_with('H')
                 || a.starts_with('L')
+                || a.starts_with('T')
         })
         .cloned()
         .collect();
     let run = |p: &str| wanted.is_empty() || wanted.iter().any(|w| w == p);
     let mut rows: Vec<Row> = Vec::new();
     println!("processhub benchmarks: {}", machine());
-    if run("P1") || run("P2") {
-        rows.extend(p1_p2().await);
+    if run("P1") || run("P2") || run("T1") {
+        rows.extend(p1_p2(run("T1")).await);
     }
     if run("P3") {
         rows.push(p3().await);
@@ -279,12 +286,13 @@ fn strategy() -> PartitionTolerance {
 }
 
 async fn node_main(seed: String) {
-    let hub = Hub::builder(HUB_ID)
+    let mut builder = Hub::builder(HUB_ID)
         .seeds([seed])
-        .partition_tolerance(strategy())
-        .start()
-        .await
-        .expect("node starts");
+        .partition_tolerance(strategy());
+    if let Ok(dir) = std::env::var(TLS_DIR_ENV) {
+        builder = builder.tls(pki::Pki::tls_in(std::path::Path::new(&dir)));
+    }
+    let hub = builder.start().await.expect("node starts");
     println!("READY {}", hub.node_id());
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = stdin.next_line().await {
@@ -309,12 +317,25 @@ impl NodeProcess {
     }
 
     async fn spawn_with(seed: std::net::SocketAddr, strategy: PartitionTolerance) -> Self {
+        Self::spawn_opts(seed, strategy, None).await
+    }
+
+    /// A node process; with `tls`, the directory of its TLS files.
+    async fn spawn_opts(
+        seed: std::net::SocketAddr,
+        strategy: PartitionTolerance,
+        tls: Option<&std::path::Path>,
+    ) -> Self {
         let partition = if strategy == PartitionTolerance::Divergence {
             "divergence"
         } else {
             "default"
         };
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if let Some(dir) = tls {
+            command.env(TLS_DIR_ENV, dir);
+        }
+        let mut child = command
             .args(["--node", &seed.to_string()])
             .env("BENCH_PARTITION", partition)
             .stdin(Stdio::piped())
@@ -365,14 +386,24 @@ async fn cluster(nodes: usize) -> (Hub, Vec<NodeProcess>) {
 }
 
 async fn cluster_with(nodes: usize, strategy: PartitionTolerance) -> (Hub, Vec<NodeProcess>) {
-    let hub = Hub::builder(HUB_ID)
-        .partition_tolerance(strategy)
-        .start()
-        .await
-        .unwrap();
+    cluster_opts(nodes, strategy, None).await
+}
+
+/// A cluster of this process's hub and `nodes - 1` node processes; with `tls`, the
+/// directory of the TLS files every node uses.
+async fn cluster_opts(
+    nodes: usize,
+    strategy: PartitionTolerance,
+    tls: Option<&std::path::Path>,
+) -> (Hub, Vec<NodeProcess>) {
+    let mut builder = Hub::builder(HUB_ID).partition_tolerance(strategy);
+    if let Some(dir) = tls {
+        builder = builder.tls(pki::Pki::tls_in(dir));
+    }
+    let hub = builder.start().await.unwrap();
     let mut procs = Vec::new();
     for _ in 1..nodes {
-        procs.push(NodeProcess::spawn_with(hub.listen_addr(), strategy).await);
+        procs.push(NodeProcess::spawn_opts(hub.listen_addr(), strategy, tls).await);
     }
     wait_for("members", Duration::from_secs(30), || {
         hub.nodes().len() == nodes
@@ -563,11 +594,26 @@ where
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-async fn p1_p2() -> Vec<Row> {
+/// P1, P2 and P2'; with `tls`, P1 and P2 over mutual TLS (T1) beside P1 and P2
+/// without it, measured in turn in the same run.
+async fn p1_p2(tls: bool) -> Vec<Row> {
+    let dir = std::env::temp_dir().join(format!("processhub-bench-tls-{}", std::process::id()));
+    if tls {
+        pki::Pki::new().write_to(&dir);
+    }
     let (hub, mut procs) = cluster(2).await;
     let b = procs[0].id;
     let id = ids_owned_by(&hub, b, 1, "p1").remove(0);
     let c = Counter::start(&hub, id, Counter::default()).await.unwrap();
+    // The same over mutual TLS: a second cluster, measured in turn with the first.
+    let secure = if tls {
+        let (hub, procs) = cluster_opts(2, PartitionTolerance::default(), Some(&dir)).await;
+        let id = ids_owned_by(&hub, procs[0].id, 1, "t1").remove(0);
+        let c = Counter::start(&hub, id, Counter::default()).await.unwrap();
+        Some((hub, procs, c))
+    } else {
+        None
+    };
     let mut server = Command::new(std::env::current_exe().unwrap())
         .arg("--echo-server")
         .stdin(Stdio::piped())
@@ -620,7 +666,22 @@ async fn p1_p2() -> Vec<Row> {
     }
     let (mut p50, mut p99, mut b50, mut b99, mut rate, mut brate, mut hrate) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut t50, mut t99, mut trate) = (vec![], vec![], vec![]);
     for _ in 0..reps(5) {
+        if let Some((_, _, tc)) = &secure {
+            let lat = sequential(SEQ_CALLS, || async {
+                tc.add(1).await.unwrap();
+            })
+            .await;
+            t50.push(percentile(&lat, 0.5));
+            t99.push(percentile(&lat, 0.99));
+            trate.push(
+                windowed(WINDOW_CALLS, 64, || async {
+                    tc.add(1).await.unwrap();
+                })
+                .await,
+            );
+        }
         let lat = sequential(SEQ_CALLS, || async {
             c.add(1).await.unwrap();
         })
@@ -656,7 +717,32 @@ async fn p1_p2() -> Vec<Row> {
     let (rate, brate, hrate) = (median(rate), median(brate), median(hrate));
     drop(procs.remove(0));
     hub.shutdown().await.unwrap();
-    vec![
+    let mut rows = Vec::new();
+    if let Some((thub, tprocs, _)) = secure {
+        let (t50, t99, trate) = (median(t50), median(t99), median(trate));
+        drop(tprocs);
+        thub.shutdown().await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        rows.push(Row {
+            id: "T1",
+            figure: "P1 over mutual TLS: p50 / p99 (baseline: P1 without TLS)",
+            value: format!("{:.1} / {:.1} µs", t50 / 1e3, t99 / 1e3),
+            baseline: Some(format!("{:.1} / {:.1} µs", p50 / 1e3, p99 / 1e3)),
+            ratio: Some(t50 / p50),
+            target: "(the cost of TLS)",
+            met: true,
+        });
+        rows.push(Row {
+            id: "T2",
+            figure: "P2 over mutual TLS: calls/s (baseline: P2 without TLS)",
+            value: format!("{trate:.0}"),
+            baseline: Some(format!("{rate:.0}")),
+            ratio: Some(trate / rate),
+            target: "(the cost of TLS)",
+            met: true,
+        });
+    }
+    rows.extend([
         Row {
             id: "P1",
             figure: "remote call, 1 in flight: p50 / p99",
@@ -684,7 +770,8 @@ async fn p1_p2() -> Vec<Row> {
             target: "(explains P2)",
             met: true,
         },
-    ]
+    ]);
+    rows
 }
 
 async fn p3() -> Row {

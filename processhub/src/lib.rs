@@ -66,7 +66,7 @@ pub use crate::events::{HubEvent, RestartReason};
 pub use crate::explain::{Explanation, MembershipChange, PlannedMove};
 pub use crate::hub::{
     ChildInfo, DrainReport, Hub, HubBuilder, CLUSTER_KEY_ENV, DEFAULT_CALL_TIMEOUT,
-    DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME, MAX_ID_LEN, MIN_CLUSTER_KEY,
+    DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME, DEFAULT_MAX_IN_FLIGHT, MAX_ID_LEN, MIN_CLUSTER_KEY,
 };
 pub use crate::net::tls::{Tls, TlsError};
 pub use crate::node::NodeId;

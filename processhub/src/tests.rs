@@ -37,6 +37,12 @@ impl Echo {
     pub fn count(&self) -> u64 {
         self.calls
     }
+
+    /// Answers after `ms` milliseconds.
+    pub async fn nap(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
 }
 
 /// The cluster key of the hubs of these tests.
@@ -744,4 +750,87 @@ async fn bad_parts_of_a_big_state_are_refused_with_a_reason() {
     still_serves(&a).await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// A peer that sends far more requests than the in-flight limit at once: they are all
+/// answered, none refused, while no more than the limit are served at a time (the rest
+/// wait unread); a lease renewal sent behind them is answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_limit_wait_and_are_all_answered() {
+    let hub = Hub::builder("wire")
+        .cluster_key(KEY)
+        .max_requests_in_flight(8)
+        .start()
+        .await
+        .unwrap();
+    let id = format!("nap-{}", rand_suffix());
+    Echo::start(&hub, id.clone(), Echo::default())
+        .await
+        .unwrap();
+    let type_name = <Echo as crate::child::component::Component>::TYPE_NAME;
+    let mut s = fake_peer(&hub).await;
+    let calls = 200u64;
+    let mut batch = Vec::new();
+    for rid in 1..=calls {
+        batch.extend_from_slice(
+            &encode(&Frame::Request {
+                rid,
+                req: Request::Call(Call {
+                    id: id.clone().into(),
+                    type_name: type_name.into(),
+                    method: "nap".into(),
+                    args: postcard::to_allocvec(&(2u64,)).unwrap().into(),
+                    call_id: 0,
+                }),
+            })
+            .unwrap(),
+        );
+    }
+    let lease_rid = calls + 1;
+    batch.extend_from_slice(
+        &encode(&Frame::Request {
+            rid: lease_rid,
+            req: Request::Lease(crate::net::wire::LeaseAsk {}),
+        })
+        .unwrap(),
+    );
+    // Watch how many are served at once while they run.
+    let watched = hub.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = done.clone();
+    let most = tokio::spawn(async move {
+        let mut most = 0;
+        while !watching.load(std::sync::atomic::Ordering::Relaxed) {
+            for c in watched.inner.transport.connections() {
+                most = most.max(c.serving());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        most
+    });
+    s.write_all(&batch).await.unwrap();
+    let mut answered = std::collections::BTreeSet::new();
+    let mut lease_after = None;
+    while answered.len() < calls as usize + 1 {
+        if let Frame::Response { rid, resp } = decode(&read_frame(&mut s).await).unwrap() {
+            match resp {
+                Response::Reply(Ok(_)) => {}
+                Response::Lease { .. } if rid == lease_rid => lease_after = Some(answered.len()),
+                other => panic!("request {rid}: {other:?}"),
+            }
+            assert!(answered.insert(rid), "one response per request");
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = most.await.unwrap();
+    assert!(most <= 8, "at most the limit served at once, saw {most}");
+    assert!(most >= 1, "the watcher saw them served");
+    let lease_after = lease_after.expect("the lease renewal was answered");
+    assert!(
+        lease_after < calls as usize / 2,
+        "the lease renewal did not wait behind the calls (answered after {lease_after})"
+    );
+    drop(s);
+    still_serves(&hub).await;
+    hub.shutdown().await.unwrap();
 }

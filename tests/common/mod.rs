@@ -284,53 +284,6 @@ pub fn checksum(data: &[u8]) -> u64 {
     })
 }
 
-/// A certificate authority and one certificate it signed for the nodes (naming
-/// 127.0.0.1 and `processhub.test`), as PEM text, made at run time.
-#[allow(dead_code)]
-pub struct Pki {
-    /// The authority's certificate: the trusted root.
-    pub ca: String,
-    /// The nodes' certificate.
-    pub cert: String,
-    /// Its private key.
-    pub key: String,
-}
-
-#[allow(dead_code)]
-impl Pki {
-    /// A new authority and node certificate.
-    pub fn new() -> Self {
-        use rcgen::{
-            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-            KeyUsagePurpose, SanType,
-        };
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_key = KeyPair::generate().unwrap();
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let mut node = CertificateParams::new(vec!["processhub.test".to_string()]).unwrap();
-        node.subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        node.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let node_key = KeyPair::generate().unwrap();
-        let cert = node.signed_by(&node_key, &issuer).unwrap();
-        Self {
-            ca: ca_cert.pem(),
-            cert: cert.pem(),
-            key: node_key.serialize_pem(),
-        }
-    }
-
-    /// The nodes' TLS from it.
-    pub fn tls(&self) -> processhub::Tls {
-        processhub::Tls::from_pem(&self.cert, &self.key, &self.ca).unwrap()
-    }
-}
+mod pki;
+#[allow(unused_imports)]
+pub use pki::Pki;

@@ -10,7 +10,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::{
     Hub, HubInner, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_JOIN_TIMEOUT,
-    DEFAULT_LEASE, DEFAULT_MAX_FRAME, DEFAULT_MOVE_TIMEOUT, DEFAULT_STABLE_AFTER, START_BATCH,
+    DEFAULT_LEASE, DEFAULT_MAX_FRAME, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MOVE_TIMEOUT,
+    DEFAULT_STABLE_AFTER, START_BATCH,
 };
 use super::{CLUSTER_KEY_ENV, MIN_CLUSTER_KEY};
 use crate::child::lease::Lease;
@@ -27,7 +28,7 @@ use crate::net::auth::{ClusterAuth, Nonces};
 use crate::net::link::{Listener, Network, Tcp};
 use crate::net::memory::MemoryNetwork;
 use crate::net::tls::{Tls, TlsListener, TlsTcp};
-use crate::net::transport::{Inbound, Transport};
+use crate::net::transport::{Inbound, Limits, Transport};
 use crate::node::NodeId;
 
 /// Builds and starts a [`Hub`].
@@ -50,6 +51,7 @@ pub struct HubBuilder {
     gossip_interval: Duration,
     phi_threshold: f64,
     max_frame: usize,
+    max_in_flight: usize,
     hibernate_after: Option<Duration>,
     move_timeout: Duration,
     move_concurrency: usize,
@@ -133,6 +135,7 @@ impl HubBuilder {
             gossip_interval: Duration::from_millis(100),
             phi_threshold: 8.0,
             max_frame: DEFAULT_MAX_FRAME,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
             move_timeout: DEFAULT_MOVE_TIMEOUT,
             move_concurrency: START_BATCH,
@@ -222,6 +225,17 @@ impl HubBuilder {
     /// The largest frame accepted or sent between nodes. Default 16 MiB.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
+        self
+    }
+
+    /// How many requests of one peer (calls, starts, ...) this node serves at once on
+    /// a connection; default [`DEFAULT_MAX_IN_FLIGHT`]. The next ones wait, unread,
+    /// until answers go out (backpressure: the peer's calls queue and, past their
+    /// deadline, fail with `CallError::Timeout`; nothing is refused). Past it the
+    /// connection holds up to 8 MiB of waiting frames, then stops reading, so that TCP
+    /// makes the peer wait. At least 1.
+    pub fn max_requests_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = requests.max(1);
         self
     }
 
@@ -487,7 +501,10 @@ impl HubBuilder {
                     me,
                     self.hub_id.clone(),
                     auth,
-                    self.max_frame,
+                    Limits {
+                        max_frame: self.max_frame,
+                        max_in_flight: self.max_in_flight,
+                    },
                     network,
                     listener,
                     inbound,

@@ -247,8 +247,8 @@ impl HubInner {
         // Taking children in is a write: only under the lease. (Found by soak seed 226:
         // a node woken from a pause, downed meanwhile, accepted a hand-over on its stale
         // view, then rejoined and dropped it, and with it the only copy of the state.)
-        // The local items (their claims wait for the peers) go at the same time as the
-        // requests to the other owners.
+        // The local items go first: their entries reach the other owners before the
+        // starts sent to them (an owner that answered knows the caller's children too).
         let me = self.me();
         let local_starts = async {
             let mut done = Vec::with_capacity(local.len());
@@ -270,7 +270,8 @@ impl HubInner {
                 }
             }
             done
-        };
+        }
+        .await;
         let deadline = Instant::now() + self.call_timeout;
         let mut requests = Vec::new();
         for (node, items) in remote {
@@ -294,8 +295,8 @@ impl HubInner {
                 });
             }
         }
-        let (done, answers) = tokio::join!(local_starts, futures_util::future::join_all(requests));
-        for (i, o) in done {
+        let answers = futures_util::future::join_all(requests).await;
+        for (i, o) in local_starts {
             out[i] = Some(o);
         }
         for (node, idx, res) in answers {

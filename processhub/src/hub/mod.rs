@@ -44,6 +44,9 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(300);
 /// Default limit on one frame between nodes.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Default limit on the requests of one peer served at once on a connection
+/// ([`HubBuilder::max_requests_in_flight`]).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// The longest component id, in bytes ([`StartError::IdTooLong`](crate::StartError)).
 pub const MAX_ID_LEN: usize = 1024;
 /// The shortest cluster key accepted, in bytes ([`HubBuilder::cluster_key`]).

@@ -52,6 +52,8 @@ pub(crate) struct Conn {
     pub(super) closed: CancellationToken,
     /// Requests being served on this connection.
     pub(super) serving: AtomicU64,
+    /// Woken when `serving` drops below the transport's in-flight limit.
+    pub(super) room: Notify,
     /// Requests in flight when one is sent, averaged (in 1/256ths): whether this
     /// connection carries one call at a time (write at once) or many (batch).
     pub(super) load: std::sync::atomic::AtomicU32,
@@ -209,6 +211,12 @@ impl Conn {
             && out.buf.is_empty()
             && !out.flushing
             && idle >= QUIET.as_nanos() as u64
+    }
+
+    /// Requests being served on this connection now.
+    #[cfg(test)]
+    pub(crate) fn serving(&self) -> u64 {
+        self.serving.load(Ordering::Relaxed)
     }
 
     pub(crate) fn close(&self) {

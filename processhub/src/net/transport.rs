@@ -15,7 +15,7 @@
 //! a logged error; the failure detector, not a closed socket, decides who is dead.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::registry::Push;
 use crate::net::conn::{encode_response, Conn, ForgetOnDrop, Outbox, Pending, KEEP_BUFFER, SWEEP};
 use crate::net::error::{ConnError, TransportError};
-use crate::net::wire::EncodedCall;
+use crate::net::wire::{self, EncodedCall};
 use crate::net::wire::{decode, encode, encode_push};
 use crate::net::wire::{Call, Command, Frame, Request, Response};
 use crate::node::NodeId;
@@ -71,6 +71,19 @@ pub(crate) type Serving = BoxFuture<'static, ()>;
 
 /// The most frames taken off a connection before serving them.
 const MAX_BATCH: usize = 256;
+
+/// How many bytes of frames a connection over its in-flight limit holds back before it
+/// stops reading (the peer's writes then wait: TCP's own flow control).
+const HELD_BYTES: usize = 8 << 20;
+
+/// The limits a transport applies to what its peers send.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// The largest frame.
+    pub(crate) max_frame: usize,
+    /// Requests served at once per connection; the next ones wait.
+    pub(crate) max_in_flight: usize,
+}
 
 /// What the hub does with what arrives.
 pub(crate) trait Inbound: Send + Sync + 'static {
@@ -151,6 +164,8 @@ pub(crate) struct Transport {
     /// Handshakes under way, per IP address.
     handshakes: Mutex<HashMap<std::net::IpAddr, usize>>,
     max_frame: usize,
+    /// Requests served at once per connection (see [`Limits`]).
+    max_in_flight: u64,
     /// The last failed TLS handshake.
     tls_refusal: Mutex<Option<String>>,
     conns: Mutex<BTreeMap<NodeId, Arc<Conn>>>,
@@ -176,7 +191,7 @@ impl Transport {
         me: NodeId,
         hub_id: String,
         auth: Arc<ClusterAuth>,
-        max_frame: usize,
+        limits: Limits,
         network: Arc<dyn Network>,
         listener: Box<dyn Listener>,
         inbound: Weak<dyn Inbound>,
@@ -186,7 +201,8 @@ impl Transport {
             hub_id,
             auth,
             handshakes: Mutex::new(HashMap::new()),
-            max_frame,
+            max_frame: limits.max_frame,
+            max_in_flight: limits.max_in_flight as u64,
             tls_refusal: Mutex::new(None),
             conns: Mutex::new(BTreeMap::new()),
             version: watch::channel(0).0,
@@ -647,6 +663,7 @@ impl Transport {
             next_rid: AtomicU64::new(1),
             closed: self.shutdown.child_token(),
             serving: AtomicU64::new(0),
+            room: Notify::new(),
             load: std::sync::atomic::AtomicU32::new(0),
             last_request: AtomicU64::new(0),
             opened: Instant::now(),
@@ -706,6 +723,7 @@ impl Transport {
 
         let t = Arc::clone(self);
         let max = self.max_frame;
+        let limit = self.max_in_flight;
         let sink_conn = Arc::clone(&conn);
         let reply: ReplySink = Arc::new(move |responses: Vec<(u64, Response)>| {
             let answered = responses.len() as u64;
@@ -716,7 +734,10 @@ impl Transport {
                 }
                 sink_conn.flush_locked(out, true);
             }
-            sink_conn.serving.fetch_sub(answered, Ordering::Relaxed);
+            let before = sink_conn.serving.fetch_sub(answered, Ordering::Relaxed);
+            if before >= limit && before - answered < limit {
+                sink_conn.room.notify_one();
+            }
         });
         tokio::spawn(async move {
             // Requests waiting on this connection (for a child to wake, a start to
@@ -724,14 +745,42 @@ impl Transport {
             let mut serving: FuturesUnordered<Serving> = FuturesUnordered::new();
             let mut bodies: Vec<Bytes> = Vec::new();
             let mut fresh: Vec<Serving> = Vec::new();
+            // Frames held back while this connection serves `limit` requests (the
+            // requests, and every frame after the first one held but responses, so
+            // that the peer's frames keep their order), and their size.
+            let mut held: VecDeque<Bytes> = VecDeque::new();
+            let mut held_bytes = 0usize;
             loop {
+                if !held.is_empty() {
+                    let mut room = limit.saturating_sub(conn.serving.load(Ordering::Relaxed));
+                    while let Some(front) = held.front() {
+                        if is_request(front) {
+                            if room == 0 {
+                                break;
+                            }
+                            room -= 1;
+                        }
+                        let body = held.pop_front().expect("looked at");
+                        held_bytes -= body.len();
+                        bodies.push(body);
+                    }
+                    if let Err(e) = serve_frames(&conn, &inbound, &reply, &bodies, &mut fresh) {
+                        tracing::error!(%peer, "closing connection: {e}");
+                        break;
+                    }
+                    bodies.clear();
+                    serving.extend(fresh.drain(..));
+                }
                 // In a fixed order: the close, the requests being served (they end;
-                // only frames read add more), then the frames.
+                // only frames read add more), room for what is held, then the frames
+                // (not while too much is held: the peer waits).
+                let reading = held_bytes < HELD_BYTES;
                 let next = tokio::select! {
                     biased;
                     _ = conn.closed.cancelled() => None,
                     Some(()) = serving.next(), if !serving.is_empty() => continue,
-                    f = frames.next() => f,
+                    _ = conn.room.notified(), if !held.is_empty() => continue,
+                    f = frames.next(), if reading => f,
                 };
                 // Take every frame already read (up to MAX_BATCH), so that calls to
                 // the same child reach it together.
@@ -749,6 +798,23 @@ impl Transport {
                         Some(Some(Err(e))) => end = Some(Some(ConnError::BadFrame(e))),
                         Some(Some(Ok(body))) => bodies.push(body),
                     }
+                }
+                // Over the limit: what does not fit waits (responses to this node's own
+                // requests and lease renewals never do).
+                let mut room = limit.saturating_sub(conn.serving.load(Ordering::Relaxed));
+                if !held.is_empty() || bodies.len() as u64 > room {
+                    bodies.retain(|body| {
+                        if held.is_empty() && !is_request(body) || never_held(body) {
+                            return true;
+                        }
+                        if held.is_empty() && room > 0 {
+                            room -= 1;
+                            return true;
+                        }
+                        held_bytes += body.len();
+                        held.push_back(body.clone());
+                        false
+                    });
                 }
                 if let Err(e) = serve_frames(&conn, &inbound, &reply, &bodies, &mut fresh) {
                     end = Some(Some(e));
@@ -775,6 +841,17 @@ impl Transport {
             self.version.send_modify(|v| *v += 1);
         }
     }
+}
+
+/// Whether a frame body is a request (by its tag: see [`wire::REQUEST_TAG`]).
+fn is_request(body: &Bytes) -> bool {
+    body.first() == Some(&wire::REQUEST_TAG)
+}
+
+/// Whether a frame body never waits behind the in-flight limit: a response (it may be
+/// what the requests served here await) or a lease renewal.
+fn never_held(body: &Bytes) -> bool {
+    body.first() == Some(&wire::RESPONSE_TAG) || wire::is_lease_request(body)
 }
 
 /// Serves frames read together, in order: calls to the same child go to it as one

@@ -236,6 +236,26 @@ pub(crate) struct EncodedCall {
     pub(crate) call_id: u128,
 }
 
+/// The first byte of a [`Frame::Request`]'s body (postcard writes the variant's index
+/// first): a connection over its in-flight limit tells requests from the rest without
+/// decoding them.
+pub(crate) const REQUEST_TAG: u8 = 3;
+/// The first byte of a [`Frame::Response`]'s body.
+pub(crate) const RESPONSE_TAG: u8 = 4;
+/// The index of [`Request::Lease`], written after a request's id.
+pub(crate) const LEASE_TAG: u8 = 6;
+
+/// Whether a frame body is a lease renewal: answered at once from the engine, never
+/// held back (a renewal that waited behind slow calls would fence its sender).
+pub(crate) fn is_lease_request(body: &[u8]) -> bool {
+    if body.first() != Some(&REQUEST_TAG) {
+        return false;
+    }
+    // The request id, a varint, then the request's own index.
+    let rid = body[1..].iter().position(|b| b & 0x80 == 0);
+    rid.is_some_and(|n| body.get(n + 2) == Some(&LEASE_TAG))
+}
+
 /// Encodes a frame with its length prefix.
 pub(crate) fn encode(frame: &Frame<'_>) -> Result<Bytes, postcard::Error> {
     let mut head = Vec::with_capacity(128);
@@ -299,6 +319,42 @@ pub(crate) fn encode_push(push: &Push) -> Result<Bytes, postcard::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_and_responses_are_told_by_their_first_byte() {
+        let request = encode(&Frame::Request {
+            rid: 1,
+            req: Request::Lease(LeaseAsk {}),
+        })
+        .unwrap();
+        assert_eq!(request[4], REQUEST_TAG);
+        let response = encode(&Frame::Response {
+            rid: 1,
+            resp: Response::Lease { granted: true },
+        })
+        .unwrap();
+        assert_eq!(response[4], RESPONSE_TAG);
+        let push = encode_push(&Push::Leaving).unwrap();
+        assert!(push[4] != REQUEST_TAG && push[4] != RESPONSE_TAG);
+        for rid in [0, 1, 300, u64::MAX] {
+            let lease = encode(&Frame::Request {
+                rid,
+                req: Request::Lease(LeaseAsk {}),
+            })
+            .unwrap();
+            assert!(is_lease_request(&lease[4..]), "{rid}");
+            let stop = encode(&Frame::Request {
+                rid,
+                req: Request::Stop(Stop {
+                    id: "a".into(),
+                    type_name: "t".into(),
+                }),
+            })
+            .unwrap();
+            assert!(!is_lease_request(&stop[4..]), "{rid}");
+        }
+        assert!(!is_lease_request(&[REQUEST_TAG, 0x80]), "cut short");
+    }
 
     #[test]
     fn round_trip_with_length_prefix() {
