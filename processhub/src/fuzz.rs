@@ -14,6 +14,10 @@
 //! PROCESSHUB_FUZZ_EXECS=10000000 cargo test --release -p processhub --lib fuzz -- --nocapture
 //! ```
 
+// Built for the tests, and for `fuzz/afl` (feature `fuzzing`), which uses only the
+// targets.
+#![cfg_attr(not(test), allow(dead_code))]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -247,6 +251,17 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
     data
 }
 
+thread_local! {
+    static TARGETS: std::cell::RefCell<Option<Targets>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs every target on `data`, with this thread's targets (made at the first call).
+pub(crate) fn run_once(data: &[u8]) {
+    TARGETS.with(|t| {
+        t.borrow_mut().get_or_insert_with(Targets::new).run(data);
+    });
+}
+
 /// Runs every target on `data`.
 struct Targets {
     engine: Engine<TestChild>,
@@ -436,5 +451,7 @@ fn fuzz_the_codec_decoder_handshake_and_push_handler() {
 fn every_seed_decodes_as_the_frame_it_was() {
     for (name, bytes) in seeds() {
         assert!(decode(&bytes[4..]).is_ok(), "{name}");
+        // As the coverage-guided driver runs it.
+        run_once(&bytes);
     }
 }

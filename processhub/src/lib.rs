@@ -45,7 +45,7 @@ mod core;
 mod error;
 mod events;
 mod explain;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 mod fuzz;
 mod hub;
 mod net;
@@ -58,6 +58,16 @@ mod seams;
 pub mod sim;
 #[cfg(test)]
 mod tests;
+
+/// The fuzz targets, for a coverage-guided fuzzer's driver (`fuzz/afl`): not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Runs every fuzz target on `data` (a panic is a finding).
+    pub fn run(data: &[u8]) {
+        crate::fuzz::run_once(data);
+    }
+}
 
 pub use crate::child::component::{current_instance, Instance};
 pub use crate::core::downing::PartitionTolerance;

@@ -66,17 +66,11 @@ impl HubInner {
         self.finish_batch(items, admitted, spawn)
     }
 
-    /// [`Self::start_local_batch`] for a batch that may hold new children: their ids are
-    /// claimed from the other members between admission and the making of the
-    /// instances (see `crate::core::engine`'s claims).
-    async fn start_claimed_batch(
-        &self,
-        items: &[&StartItem],
-        spawn: impl FnMut(usize, ChildCtx) -> Result<Arc<dyn ErasedChild>, StartFailure>,
-    ) -> Vec<StartOutcome> {
-        let admitted = self.decide(|engine| items.iter().map(|item| engine.admit(item)).collect());
-        let admitted = self.claim_batch(items, admitted).await;
-        self.finish_batch(items, admitted, spawn)
+    /// Admits the items of `batch` and claims their new ids from the other members (see
+    /// `crate::core::engine`'s claims): what may go ahead, for [`Self::finish_batch`].
+    async fn admit_and_claim(&self, batch: &[&StartItem]) -> Vec<Result<u64, StartOutcome>> {
+        let admitted = self.decide(|engine| batch.iter().map(|item| engine.admit(item)).collect());
+        self.claim_batch(batch, admitted).await
     }
 
     /// Claims the admitted new ids of `items` from every reachable peer at once, and
@@ -257,11 +251,21 @@ impl HubInner {
                     done.push((i, StartOutcome::NoQuorum { node: me }));
                 }
             }
-            for chunk in local.chunks(START_BATCH) {
-                let batch: Vec<&StartItem> = chunk.iter().map(|(_, item)| item).collect();
-                let outcomes = self
-                    .start_claimed_batch(&batch, |k, ctx| local_spawn(chunk[k].0, &chunk[k].1, ctx))
-                    .await;
+            // Every batch's claim at once (one round trip for all, not one per batch of
+            // 512); then their instances, a batch at a time.
+            let chunks: Vec<&[(usize, StartItem)]> = local.chunks(START_BATCH).collect();
+            let batches: Vec<Vec<&StartItem>> = chunks
+                .iter()
+                .map(|chunk| chunk.iter().map(|(_, item)| item).collect())
+                .collect();
+            let admitted = futures_util::future::join_all(
+                batches.iter().map(|batch| self.admit_and_claim(batch)),
+            )
+            .await;
+            for ((chunk, batch), admitted) in chunks.iter().zip(&batches).zip(admitted) {
+                let outcomes = self.finish_batch(batch, admitted, |k, ctx| {
+                    local_spawn(chunk[k].0, &chunk[k].1, ctx)
+                });
                 for ((i, item), o) in chunk.iter().zip(outcomes) {
                     if matches!(o, StartOutcome::Contended { .. }) {
                         contended.push((*i, item.clone()));

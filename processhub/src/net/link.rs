@@ -143,7 +143,7 @@ impl Limited {
     }
 
     /// Its limit.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn limit(&self) -> &FrameLimit {
         &self.limit
     }

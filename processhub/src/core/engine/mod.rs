@@ -42,7 +42,8 @@ mod plan;
 mod push;
 mod replicas;
 mod start;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
