@@ -201,3 +201,216 @@ async fn a_start_hook_holds_up_no_call_to_another_child_of_its_node() {
     assert_eq!(Slow::handle(&hub, "slow").get().await.unwrap(), 7);
     hub.shutdown().await.unwrap();
 }
+
+// ---- hook handlers (`Hub::hooks`) ----
+
+/// Waits until `cond` holds (checked every 5 ms), for at most 20 s.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    wait_until(what, Duration::from_secs(20), || {
+        let ok = cond();
+        async move { ok }
+    })
+    .await;
+}
+
+/// Handlers of a point run by priority (higher first, equal ones in the order they
+/// were registered); a cancelled one runs no more; a handler of another point never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_handlers_run_by_priority_and_stop_when_cancelled() {
+    use processhub::HookPoint;
+    use std::sync::{Arc, Mutex};
+    let h = hub("hooks-order", &[]).await;
+    let ran: Arc<Mutex<Vec<(&str, String)>>> = Arc::default();
+    let mut ids = Vec::new();
+    for (name, priority) in [("low", 1), ("high", 10), ("mid", 5), ("mid-later", 5)] {
+        let ran = ran.clone();
+        ids.push(
+            h.hooks()
+                .register(HookPoint::ChildStarted, priority, move |e| {
+                    if let HubEvent::ChildStarted { id, .. } = e {
+                        ran.lock().unwrap().push((name, id.clone()));
+                    }
+                }),
+        );
+    }
+    let stops = ran.clone();
+    h.hooks().register(HookPoint::ChildStopped, 100, move |_| {
+        stops.lock().unwrap().push(("stop", String::new()))
+    });
+    Tally::start(&h, "first", Tally::default()).await.unwrap();
+    until("four handlers ran", || ran.lock().unwrap().len() == 4).await;
+    fn order(ran: &[(&'static str, String)]) -> Vec<&'static str> {
+        ran.iter().map(|(n, _)| *n).collect()
+    }
+    assert_eq!(
+        order(&ran.lock().unwrap()),
+        ["high", "mid", "mid-later", "low"]
+    );
+    assert!(h.hooks().cancel(ids[2]), "mid was registered");
+    assert!(!h.hooks().cancel(ids[2]), "and is no more");
+    ran.lock().unwrap().clear();
+    Tally::start(&h, "second", Tally::default()).await.unwrap();
+    until("three handlers ran", || ran.lock().unwrap().len() == 3).await;
+    let ran_now = ran.lock().unwrap().clone();
+    assert_eq!(order(&ran_now), ["high", "mid-later", "low"]);
+    assert!(ran_now.iter().all(|(_, id)| id == "second"));
+    h.shutdown().await.unwrap();
+}
+
+/// A handler that panics is caught and reported (`HubEvent::HookPanicked`); the
+/// handlers after it run, later events reach it again, and the hub serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_hook_handler_is_reported_and_the_others_and_the_hub_go_on() {
+    use processhub::HookPoint;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    let h = hub("hooks-panic", &[]).await;
+    let mut events = h.events();
+    let tried = Arc::new(AtomicUsize::new(0));
+    let after = Arc::new(AtomicUsize::new(0));
+    let t = tried.clone();
+    let bad = h.hooks().register(HookPoint::ChildStarted, 10, move |_| {
+        t.fetch_add(1, Ordering::SeqCst);
+        panic!("a bad hook");
+    });
+    let a = after.clone();
+    h.hooks().register(HookPoint::ChildStarted, 0, move |_| {
+        a.fetch_add(1, Ordering::SeqCst);
+    });
+    for id in ["p-1", "p-2"] {
+        Tally::start(&h, id, Tally::default()).await.unwrap();
+    }
+    until("both handlers saw both starts", || {
+        tried.load(Ordering::SeqCst) == 2 && after.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let reported = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(HubEvent::HookPanicked {
+                point,
+                hook,
+                message,
+            }) = events.recv().await
+            {
+                return (point, hook, message);
+            }
+        }
+    })
+    .await
+    .expect("the panic was reported");
+    assert_eq!(reported.0, HookPoint::ChildStarted);
+    assert_eq!(reported.1, bad);
+    assert!(reported.2.contains("a bad hook"), "{}", reported.2);
+    assert_eq!(Tally::handle(&h, "p-1").add(5).await.unwrap(), 5);
+    h.shutdown().await.unwrap();
+}
+
+/// A handler that blocks holds up neither calls nor starts: they go on (and their
+/// events queue) until it is let go, and then it sees every event, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_hook_handler_holds_up_no_call_and_no_start() {
+    use processhub::HookPoint;
+    use std::sync::{mpsc, Arc, Mutex};
+    let h = hub("hooks-slow", &[]).await;
+    let (release, held) = mpsc::channel::<()>();
+    let held = Mutex::new(held);
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    h.hooks().register(HookPoint::ChildStarted, 0, move |e| {
+        if let HubEvent::ChildStarted { id, .. } = e {
+            if id == "slow-0" {
+                // Blocks the hook thread until the test lets it go.
+                let _ = held.lock().unwrap().recv();
+            }
+            s.lock().unwrap().push(id.clone());
+        }
+    });
+    Tally::start(&h, "slow-0", Tally::default()).await.unwrap();
+    // The handler is blocked now: starts and calls go on.
+    for i in 1..20 {
+        Tally::start(&h, format!("slow-{i}"), Tally::default())
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        let v = Tally::handle(&h, format!("slow-{i}")).add(1).await.unwrap();
+        assert_eq!(v, 1);
+    }
+    assert!(seen.lock().unwrap().is_empty(), "the handler is still held");
+    release.send(()).unwrap();
+    until("the handler saw all 20 starts", || {
+        seen.lock().unwrap().len() == 20
+    })
+    .await;
+    let expected: Vec<String> = (0..20).map(|i| format!("slow-{i}")).collect();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        expected,
+        "in the order they happened"
+    );
+    h.shutdown().await.unwrap();
+}
+
+/// 100,000 events reach a handler, each once and in order, while calls run, though a
+/// subscriber of `Hub::events` that does not read loses them (and is told so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_handler_gets_every_one_of_100000_events_in_order_while_calls_run() {
+    use processhub::HookPoint;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Arc, Mutex};
+    let h = hub("hooks-many", &[]).await;
+    let mut idle = h.events();
+    let count = Arc::new(AtomicU64::new(0));
+    let out_of_order = Arc::new(Mutex::new(None::<String>));
+    let (c, o) = (count.clone(), out_of_order.clone());
+    h.hooks().register(HookPoint::ChildStarted, 0, move |e| {
+        if let HubEvent::ChildStarted { id, .. } = e {
+            if !id.starts_with("many-") {
+                return;
+            }
+            let n = c.load(Ordering::SeqCst);
+            if *id != format!("many-{n}") && o.lock().unwrap().is_none() {
+                *o.lock().unwrap() = Some(format!("event {n} was {id}"));
+            }
+            c.store(n + 1, Ordering::SeqCst);
+        }
+    });
+    Tally::start(&h, "caller", Tally::default()).await.unwrap();
+    let caller = h.clone();
+    let calls = tokio::spawn(async move {
+        let mut n = 0;
+        for _ in 0..2_000 {
+            n = Tally::handle(&caller, "caller").add(1).await.unwrap();
+        }
+        n
+    });
+    let total = 100_000u64;
+    for batch in 0..(total / 1_000) {
+        let items: Vec<(String, Tally)> = (batch * 1_000..(batch + 1) * 1_000)
+            .map(|i| (format!("many-{i}"), Tally::default()))
+            .collect();
+        for r in Tally::start_many(&h, items).await {
+            r.unwrap();
+        }
+    }
+    assert_eq!(calls.await.unwrap(), 2_000, "the calls ran meanwhile");
+    wait_until(
+        "every event reached the handler",
+        Duration::from_secs(60),
+        || {
+            let n = count.load(Ordering::SeqCst);
+            async move { n >= total }
+        },
+    )
+    .await;
+    assert_eq!(count.load(Ordering::SeqCst), total, "each once");
+    assert_eq!(*out_of_order.lock().unwrap(), None, "in order");
+    assert!(
+        matches!(
+            idle.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))
+        ),
+        "a subscriber that did not read is told it lagged"
+    );
+    h.shutdown().await.unwrap();
+}

@@ -205,6 +205,15 @@ pub enum HubEvent {
         /// rather than accepted it.
         dialed: bool,
     },
+    /// A hook handler panicked (see [`Hooks`](crate::Hooks)); the handlers after it ran.
+    HookPanicked {
+        /// The point it was registered for.
+        point: crate::HookPoint,
+        /// The handler.
+        hook: crate::HookId,
+        /// The panic message.
+        message: String,
+    },
 }
 
 /// Why a child was restarted.

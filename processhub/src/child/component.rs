@@ -17,7 +17,6 @@ use kameo::error::SendError;
 use kameo::message::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::broadcast;
 
 use crate::child::erased::Hook;
 use crate::child::erased::{ChildCtx, Replicator};
@@ -142,7 +141,7 @@ pub struct ComponentActor<T> {
     pub(crate) epoch: u64,
     /// The child it runs: where its current epoch is kept.
     pub(crate) home: std::sync::Weak<dyn EpochOf>,
-    pub(crate) events: broadcast::Sender<HubEvent>,
+    pub(crate) events: crate::hooks::Events,
     pub(crate) replicator: Option<Arc<dyn Replicator>>,
     pub(crate) recent: SharedRecent,
     /// The node's lease: no call is served, and no reply sent, without it.
@@ -156,7 +155,7 @@ pub struct CallContext {
     id: Arc<str>,
     node: NodeId,
     epoch: u64,
-    events: broadcast::Sender<HubEvent>,
+    events: crate::hooks::Events,
     lease: Option<Arc<crate::child::lease::Lease>>,
 }
 
@@ -224,7 +223,7 @@ impl<T> ComponentActor<T> {
             Err(payload) => {
                 let message = panic_message(&*payload);
                 tracing::error!(id = %id, "component panicked: {message}");
-                let _ = events.send(HubEvent::ChildRestarted {
+                events.send(HubEvent::ChildRestarted {
                     id: id.to_string(),
                     node,
                     epoch,

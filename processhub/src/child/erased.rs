@@ -5,14 +5,12 @@ use crate::core::entry::EpochCell;
 use crate::core::item::StartFailure;
 use crate::core::recent::SharedRecent;
 use crate::error::CallError;
-use crate::events::HubEvent;
 use crate::net::wire::EncodedCall;
 use crate::node::NodeId;
 use futures_util::future::BoxFuture;
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 /// How a child just made came to run here: which of its hooks run on arrival.
@@ -100,7 +98,7 @@ pub(crate) struct ChildCtx {
     pub(crate) node: NodeId,
     /// Its epoch: set by the engine, read by the instance.
     pub(crate) epoch: EpochCell,
-    pub(crate) events: broadcast::Sender<HubEvent>,
+    pub(crate) events: crate::hooks::Events,
     /// Keeps the standbys in step, for a type with `replicas` > 1.
     pub(crate) replicator: Option<Arc<dyn Replicator>>,
     /// The role an instance of a replicated child starts in.

@@ -290,7 +290,7 @@ impl<T: Component> Child<T> {
                 Ok(Ok((actor, _))) => Some(actor.state),
                 _ => {
                     tracing::error!(id = %self.ctx.id, "its actor failed while stopping; the child is lost");
-                    let _ = self.ctx.events.send(HubEvent::ChildLost {
+                    self.ctx.events.send(HubEvent::ChildLost {
                         id: self.ctx.id.to_string(),
                         reason: "its actor failed while stopping".into(),
                     });

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::{
     Hub, HubInner, DEFAULT_CALL_TIMEOUT, DEFAULT_HIBERNATE_AFTER, DEFAULT_JOIN_TIMEOUT,
@@ -21,7 +21,6 @@ use crate::core::engine::Engine;
 use crate::core::staging::Staging;
 use crate::core::view::Gossip;
 use crate::error::HubError;
-use crate::events::HubEvent;
 use crate::hub::control::control_loop;
 use crate::hub::membership::{Chitchat, GossipConfig, Membership, MembershipScript};
 use crate::net::auth::{ClusterAuth, Nonces};
@@ -363,7 +362,7 @@ impl HubBuilder {
         listen: SocketAddr,
         members_tx: mpsc::UnboundedSender<Gossip>,
         auth: &Arc<ClusterAuth>,
-        events: &broadcast::Sender<HubEvent>,
+        events: &crate::hooks::Events,
     ) -> Result<(TcpListener, NodeId, Chitchat), HubError> {
         let gossip = GossipConfig {
             interval: self.gossip_interval,
@@ -435,7 +434,7 @@ impl HubBuilder {
             }
         }
         let (members_tx, members_rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(16_384);
+        let events = crate::hooks::Events::new(16_384);
         let (listener, network, me, membership, auth): Plumbing = match &self.world {
             Some(world) => {
                 let (addr, listener, endpoint) =

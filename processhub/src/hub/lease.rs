@@ -184,7 +184,7 @@ impl HubInner {
         old_lease.revoke();
         old_lease.ask();
         tracing::warn!(%old, new = %me, dropped, "rejoined as a new incarnation");
-        let _ = self.events.send(HubEvent::Rejoined {
+        self.events.send(HubEvent::Rejoined {
             old,
             new: me,
             dropped,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use futures_util::future::BoxFuture;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use crate::core::view::Gossip;
 use crate::events::HubEvent;
@@ -33,7 +33,7 @@ pub(crate) struct GossipConfig {
     /// The cluster key(s): every datagram is signed and checked (`net::gossip`).
     pub(crate) auth: Arc<ClusterAuth>,
     /// Where the events go (a stranger's gossip is reported).
-    pub(crate) events: broadcast::Sender<HubEvent>,
+    pub(crate) events: crate::hooks::Events,
 }
 
 /// A running chitchat instance, on a thread of its own.
@@ -157,7 +157,7 @@ impl Chitchat {
             Arc::clone(&gossip.auth),
             hub_id,
             Arc::new(move |addr| {
-                let _ = events.send(HubEvent::Unauthenticated {
+                events.send(HubEvent::Unauthenticated {
                     addr,
                     dialed: false,
                 });

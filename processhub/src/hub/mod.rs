@@ -220,6 +220,13 @@ impl Hub {
         self.inner.events.subscribe()
     }
 
+    /// The hub's hook handlers: register code to run at its hook points (every
+    /// [`HubEvent`]), by priority, and cancel it (see [`Hooks`]). Unlike
+    /// [`Hub::events`], handlers never lag: each gets every event, in order.
+    pub fn hooks(&self) -> crate::Hooks {
+        self.inner.events.hooks()
+    }
+
     /// Moves every child of this node to the other members, with its state, and places
     /// nothing new here from now on; the node stays a member and keeps answering (with
     /// redirects) until it shuts down. Returns how many children moved and how many
@@ -315,7 +322,7 @@ pub(crate) struct HubInner {
     /// each call. One per life: a rejoin makes a new one, and the old life's instances
     /// keep the old one, revoked for good.
     lease: RwLock<Arc<crate::child::lease::Lease>>,
-    pub(crate) events: broadcast::Sender<HubEvent>,
+    pub(crate) events: crate::hooks::Events,
     /// The children that woke since the sleep sweep last looked.
     awake: crate::child::erased::Awake,
     stopped: AtomicBool,
@@ -454,7 +461,7 @@ impl HubInner {
                     tokio::spawn(async move {
                         child.stop().await;
                         if report {
-                            let _ = events.send(HubEvent::ChildStopped {
+                            events.send(HubEvent::ChildStopped {
                                 id: id.to_string(),
                                 node: me,
                             });
@@ -507,7 +514,7 @@ impl HubInner {
     }
 
     fn emit(&self, event: HubEvent) {
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 
     fn child_ctx(&self, id: Arc<str>, epoch: u64, type_name: &str) -> ChildCtx {

@@ -1,0 +1,374 @@
+//! Hook handlers: the user's code, run at the hub's hook points.
+//!
+//! Every [`HubEvent`] is a hook point ([`HookPoint`]). A handler is registered for one
+//! point with a priority ([`Hooks::register`]) and cancelled with the id it got
+//! ([`Hooks::cancel`]), at any time. The handlers of a point run in priority order
+//! (higher first; equal priorities in the order they were registered), on one thread of
+//! the hub's own: every event reaches every handler registered when it happened, in the
+//! order the hub emitted them (nothing is dropped, whatever the load), and a handler
+//! that is slow delays only the handlers after it, never a call, a start or the node's
+//! decisions (which only queue the event). A handler that panics is caught: the
+//! handlers after it still run, the panic is logged and reported as
+//! [`HubEvent::HookPanicked`], and the hub goes on.
+//!
+//! ```text
+//!   hub ── Events::send(event) ──┬─► broadcast: hub.events() (may lag: Lagged(n))
+//!                                └─► queue (unbounded) ─► hook thread: handlers of
+//!                                    event.point(), by priority, each caught
+//! ```
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+
+use crate::events::HubEvent;
+
+/// A point where hook handlers run: one per kind of [`HubEvent`], named after it.
+/// [`HubEvent::point`] tells an event's point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum HookPoint {
+    /// [`HubEvent::NodeJoined`]: after a node joined.
+    NodeJoined,
+    /// [`HubEvent::NodeLeft`]: after a node left (gracefully or not).
+    NodeLeft,
+    /// [`HubEvent::ChildStarted`]: after a child started here.
+    ChildStarted,
+    /// [`HubEvent::ChildStopped`]: after a child stopped here.
+    ChildStopped,
+    /// [`HubEvent::ChildRestarted`]: after a child was restarted here.
+    ChildRestarted,
+    /// [`HubEvent::ChildMigrated`]: after a child moved out of this node.
+    ChildMigrated,
+    /// [`HubEvent::MigrationFailed`]: a move out of this node failed.
+    MigrationFailed,
+    /// [`HubEvent::DrainCompleted`]: a drain of this node ended.
+    DrainCompleted,
+    /// [`HubEvent::ChildDown`].
+    ChildDown,
+    /// [`HubEvent::PrimaryPromoted`]: a standby here became the primary.
+    PrimaryPromoted,
+    /// [`HubEvent::ReplicaAdded`].
+    ReplicaAdded,
+    /// [`HubEvent::ReplicaRemoved`].
+    ReplicaRemoved,
+    /// [`HubEvent::StandbyStarted`].
+    StandbyStarted,
+    /// [`HubEvent::StandbyEnded`].
+    StandbyEnded,
+    /// [`HubEvent::ChildLost`].
+    ChildLost,
+    /// [`HubEvent::NodesDowned`]: this node downed unreachable members.
+    NodesDowned,
+    /// [`HubEvent::QuorumLost`].
+    QuorumLost,
+    /// [`HubEvent::QuorumRegained`].
+    QuorumRegained,
+    /// [`HubEvent::Rejoined`]: this node was downed and came back as a new incarnation.
+    Rejoined,
+    /// [`HubEvent::DuplicateResolved`].
+    DuplicateResolved,
+    /// [`HubEvent::DuplicateMerged`].
+    DuplicateMerged,
+    /// [`HubEvent::Unauthenticated`]: a peer did not prove the cluster key.
+    Unauthenticated,
+    /// [`HubEvent::HookPanicked`]: a hook handler panicked (a handler here that panics
+    /// too is logged, not reported again).
+    HookPanicked,
+}
+
+impl HookPoint {
+    /// Every hook point.
+    pub const ALL: &'static [HookPoint] = &[
+        HookPoint::NodeJoined,
+        HookPoint::NodeLeft,
+        HookPoint::ChildStarted,
+        HookPoint::ChildStopped,
+        HookPoint::ChildRestarted,
+        HookPoint::ChildMigrated,
+        HookPoint::MigrationFailed,
+        HookPoint::DrainCompleted,
+        HookPoint::ChildDown,
+        HookPoint::PrimaryPromoted,
+        HookPoint::ReplicaAdded,
+        HookPoint::ReplicaRemoved,
+        HookPoint::StandbyStarted,
+        HookPoint::StandbyEnded,
+        HookPoint::ChildLost,
+        HookPoint::NodesDowned,
+        HookPoint::QuorumLost,
+        HookPoint::QuorumRegained,
+        HookPoint::Rejoined,
+        HookPoint::DuplicateResolved,
+        HookPoint::DuplicateMerged,
+        HookPoint::Unauthenticated,
+        HookPoint::HookPanicked,
+    ];
+}
+
+impl HubEvent {
+    /// The hook point this event runs the handlers of.
+    pub fn point(&self) -> HookPoint {
+        match self {
+            HubEvent::NodeJoined { .. } => HookPoint::NodeJoined,
+            HubEvent::NodeLeft { .. } => HookPoint::NodeLeft,
+            HubEvent::ChildStarted { .. } => HookPoint::ChildStarted,
+            HubEvent::ChildStopped { .. } => HookPoint::ChildStopped,
+            HubEvent::ChildRestarted { .. } => HookPoint::ChildRestarted,
+            HubEvent::ChildMigrated { .. } => HookPoint::ChildMigrated,
+            HubEvent::MigrationFailed { .. } => HookPoint::MigrationFailed,
+            HubEvent::DrainCompleted { .. } => HookPoint::DrainCompleted,
+            HubEvent::ChildDown { .. } => HookPoint::ChildDown,
+            HubEvent::PrimaryPromoted { .. } => HookPoint::PrimaryPromoted,
+            HubEvent::ReplicaAdded { .. } => HookPoint::ReplicaAdded,
+            HubEvent::ReplicaRemoved { .. } => HookPoint::ReplicaRemoved,
+            HubEvent::StandbyStarted { .. } => HookPoint::StandbyStarted,
+            HubEvent::StandbyEnded { .. } => HookPoint::StandbyEnded,
+            HubEvent::ChildLost { .. } => HookPoint::ChildLost,
+            HubEvent::NodesDowned { .. } => HookPoint::NodesDowned,
+            HubEvent::QuorumLost { .. } => HookPoint::QuorumLost,
+            HubEvent::QuorumRegained { .. } => HookPoint::QuorumRegained,
+            HubEvent::Rejoined { .. } => HookPoint::Rejoined,
+            HubEvent::DuplicateResolved { .. } => HookPoint::DuplicateResolved,
+            HubEvent::DuplicateMerged { .. } => HookPoint::DuplicateMerged,
+            HubEvent::Unauthenticated { .. } => HookPoint::Unauthenticated,
+            HubEvent::HookPanicked { .. } => HookPoint::HookPanicked,
+        }
+    }
+}
+
+/// A registered handler, to cancel it with ([`Hooks::cancel`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HookId(u64);
+
+impl std::fmt::Display for HookId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "hook#{}", self.0)
+    }
+}
+
+/// A handler that ran longer than this is logged (it delayed the handlers after it).
+pub const SLOW_HOOK: Duration = Duration::from_millis(100);
+
+type HandlerFn = dyn Fn(&HubEvent) + Send + Sync;
+
+struct Handler {
+    id: HookId,
+    priority: i32,
+    f: Arc<HandlerFn>,
+    /// Cancelled: it runs no more, even for an event already being handled.
+    cancelled: AtomicBool,
+}
+
+/// The hook handlers of one hub, and its hook thread.
+pub(crate) struct Registry {
+    /// Per point, its handlers in the order they run (copied on change).
+    handlers: RwLock<HashMap<HookPoint, Arc<[Arc<Handler>]>>>,
+    /// How many handlers are registered (none: events are not queued).
+    registered: AtomicUsize,
+    next_id: AtomicU64,
+    /// The hook thread's queue, made at the first registration.
+    queue: Mutex<Option<mpsc::Sender<HubEvent>>>,
+    /// Where `HookPanicked` is reported to subscribers.
+    events: broadcast::Sender<HubEvent>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("registered", &self.registered.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    fn new(events: broadcast::Sender<HubEvent>) -> Arc<Self> {
+        Arc::new(Self {
+            handlers: RwLock::new(HashMap::new()),
+            registered: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            queue: Mutex::new(None),
+            events,
+        })
+    }
+
+    /// Queues `event` for the handlers, if any are registered.
+    fn deliver(&self, event: &HubEvent) {
+        if self.registered.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        if let Some(queue) = self.queue.lock().unwrap().as_ref() {
+            let _ = queue.send(event.clone());
+        }
+    }
+
+    /// Runs the handlers of `event`'s point, in order, each caught.
+    fn run(&self, event: &HubEvent) {
+        let point = event.point();
+        let Some(handlers) = self.handlers.read().unwrap().get(&point).cloned() else {
+            return;
+        };
+        for h in handlers.iter() {
+            if h.cancelled.load(Ordering::Acquire) {
+                continue;
+            }
+            let began = Instant::now();
+            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| (h.f)(event)));
+            let took = began.elapsed();
+            if took > SLOW_HOOK {
+                tracing::warn!(hook = %h.id, ?point, ?took, "a slow hook handler delayed the ones after it");
+            }
+            if let Err(panic) = ran {
+                let message = crate::child::component::panic_message(&*panic);
+                tracing::error!(hook = %h.id, ?point, "a hook handler panicked: {message}");
+                if point != HookPoint::HookPanicked {
+                    let reported = HubEvent::HookPanicked {
+                        point,
+                        hook: h.id,
+                        message,
+                    };
+                    self.deliver(&reported);
+                    let _ = self.events.send(reported);
+                }
+            }
+        }
+    }
+
+    /// The hook thread's queue, started with the thread if it is not yet.
+    fn start_thread(self: &Arc<Self>) {
+        let mut queue = self.queue.lock().unwrap();
+        if queue.is_some() {
+            return;
+        }
+        let (tx, rx) = mpsc::channel::<HubEvent>();
+        let registry: Weak<Registry> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("processhub-hooks".into())
+            .spawn(move || {
+                // Ends when the hub is gone (the queue's sender with it).
+                while let Ok(event) = rx.recv() {
+                    let Some(registry) = registry.upgrade() else {
+                        return;
+                    };
+                    registry.run(&event);
+                }
+            });
+        match spawned {
+            Ok(_) => *queue = Some(tx),
+            Err(e) => tracing::error!("could not start the hook thread: {e}"),
+        }
+    }
+}
+
+/// The hook handlers of a hub: [`Hub::hooks`](crate::Hub::hooks). Cheap to clone.
+///
+/// ```
+/// # async fn run() -> Result<(), processhub::HubError> {
+/// use processhub::{Hub, HookPoint, HubEvent};
+///
+/// let hub = Hub::builder("docs").start().await?;
+/// let id = hub.hooks().register(HookPoint::ChildStarted, 10, |event| {
+///     if let HubEvent::ChildStarted { id, .. } = event {
+///         println!("started {id}");
+///     }
+/// });
+/// hub.hooks().cancel(id);
+/// # hub.shutdown().await
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Hooks {
+    registry: Arc<Registry>,
+}
+
+impl Hooks {
+    /// Runs `handler` for every event of `point` from now on, before the handlers of
+    /// lower `priority` (equal priorities: in the order registered). It runs on the
+    /// hub's hook thread, one event at a time, in the order the hub emitted them: it
+    /// may block or take long (it delays only the handlers after it, and a run over
+    /// [`SLOW_HOOK`] is logged), and a panic in it is caught and reported
+    /// ([`HubEvent::HookPanicked`]).
+    pub fn register(
+        &self,
+        point: HookPoint,
+        priority: i32,
+        handler: impl Fn(&HubEvent) + Send + Sync + 'static,
+    ) -> HookId {
+        let r = &self.registry;
+        r.start_thread();
+        let id = HookId(r.next_id.fetch_add(1, Ordering::Relaxed));
+        let handler = Arc::new(Handler {
+            id,
+            priority,
+            f: Arc::new(handler),
+            cancelled: AtomicBool::new(false),
+        });
+        let mut handlers = r.handlers.write().unwrap();
+        let mut list: Vec<Arc<Handler>> =
+            handlers.get(&point).map(|l| l.to_vec()).unwrap_or_default();
+        // Stable: equal priorities keep the order they were registered in.
+        let at = list.partition_point(|h| h.priority >= priority);
+        list.insert(at, handler);
+        handlers.insert(point, list.into());
+        r.registered.fetch_add(1, Ordering::Release);
+        id
+    }
+
+    /// Cancels a handler: it runs for no event from now on (nor for the rest of an
+    /// event being handled). Whether it was registered.
+    pub fn cancel(&self, id: HookId) -> bool {
+        let r = &self.registry;
+        let mut handlers = r.handlers.write().unwrap();
+        for list in handlers.values_mut() {
+            if let Some(i) = list.iter().position(|h| h.id == id) {
+                list[i].cancelled.store(true, Ordering::Release);
+                let mut v = list.to_vec();
+                v.remove(i);
+                *list = v.into();
+                r.registered.fetch_sub(1, Ordering::Release);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Where a hub's events go: its subscribers ([`Hub::events`](crate::Hub::events)) and
+/// its hook handlers.
+#[derive(Clone, Debug)]
+pub(crate) struct Events {
+    tx: broadcast::Sender<HubEvent>,
+    hooks: Arc<Registry>,
+}
+
+impl Events {
+    /// Events for subscribers that may lag by up to `capacity` events, and for hook
+    /// handlers (which never lag).
+    pub(crate) fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity);
+        let hooks = Registry::new(tx.clone());
+        Self { tx, hooks }
+    }
+
+    /// Reports `event` to the hook handlers and the subscribers.
+    pub(crate) fn send(&self, event: HubEvent) {
+        self.hooks.deliver(&event);
+        let _ = self.tx.send(event);
+    }
+
+    /// A new subscriber.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
+        self.tx.subscribe()
+    }
+
+    /// The hook handlers.
+    pub(crate) fn hooks(&self) -> Hooks {
+        Hooks {
+            registry: Arc::clone(&self.hooks),
+        }
+    }
+}
