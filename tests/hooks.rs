@@ -414,3 +414,80 @@ async fn a_hook_handler_gets_every_one_of_100000_events_in_order_while_calls_run
     );
     h.shutdown().await.unwrap();
 }
+
+/// Before-start handlers run by priority on the hub a start is asked of: they change
+/// the start state, or refuse the start with a reason the caller gets
+/// (`StartError::Refused`); one that panics refuses too, and is reported; cancelled,
+/// they run no more; another hub's starts do not run them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_start_handlers_change_the_state_or_refuse_with_a_reason() {
+    use processhub::{HookPoint, StartError};
+    let hubs = cluster("hooks-before", 2).await;
+    let (a, b) = (&hubs[0], &hubs[1]);
+    let mut events = a.events();
+    let bonus = a.hooks().before_start::<Tally>(10, |start| {
+        if start.id().starts_with("vip-") {
+            start.state().add(100);
+        }
+        Ok(())
+    });
+    a.hooks().before_start::<Tally>(5, |start| {
+        if start.id().starts_with("bad-") {
+            return Err(format!("{} is not allowed", start.id()));
+        }
+        // After the bonus (a higher priority ran first).
+        start.state().add(1);
+        Ok(())
+    });
+    Tally::start(a, "vip-1", Tally::default()).await.unwrap();
+    assert_eq!(Tally::handle(b, "vip-1").get().await.unwrap(), 101);
+    let refused = Tally::start(a, "bad-1", Tally::default()).await;
+    assert_eq!(
+        refused.err(),
+        Some(StartError::Refused {
+            id: "bad-1".into(),
+            reason: "bad-1 is not allowed".into()
+        })
+    );
+    assert!(a.lookup("bad-1").is_none(), "nothing started");
+    let many = Tally::start_many(
+        a,
+        vec![
+            ("plain-1".to_string(), Tally::default()),
+            ("bad-2".to_string(), Tally::default()),
+        ],
+    )
+    .await;
+    assert!(many[0].is_ok());
+    assert!(matches!(&many[1], Err(StartError::Refused { id, .. }) if id == "bad-2"));
+    assert_eq!(Tally::handle(a, "plain-1").get().await.unwrap(), 1);
+    // Another hub's starts do not run them.
+    Tally::start(b, "vip-2", Tally::default()).await.unwrap();
+    assert_eq!(Tally::handle(a, "vip-2").get().await.unwrap(), 0);
+    // Cancelled: no bonus.
+    assert!(a.hooks().cancel(bonus));
+    Tally::start(a, "vip-3", Tally::default()).await.unwrap();
+    assert_eq!(Tally::handle(a, "vip-3").get().await.unwrap(), 1);
+    // A handler that panics refuses, and is reported.
+    let broken = a
+        .hooks()
+        .before_start::<Tally>(20, |_| panic!("the check broke"));
+    let refused = Tally::start(a, "any-1", Tally::default()).await;
+    assert!(
+        matches!(&refused, Err(StartError::Refused { reason, .. }) if reason.contains("the check broke")),
+        "{refused:?}"
+    );
+    let reported = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(HubEvent::HookPanicked { point, hook, .. }) = events.recv().await {
+                return (point, hook);
+            }
+        }
+    })
+    .await
+    .expect("reported");
+    assert_eq!(reported, (HookPoint::ChildStarted, broken));
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

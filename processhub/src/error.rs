@@ -209,6 +209,15 @@ pub enum StartError {
         /// The node that was to run it.
         node: NodeId,
     },
+    /// A before-start hook handler refused the start
+    /// ([`Hooks::before_start`](crate::Hooks::before_start)): nothing started.
+    #[error("the start of {id:?} was refused by a hook: {reason}")]
+    Refused {
+        /// The id.
+        id: String,
+        /// What the handler said.
+        reason: String,
+    },
     /// Another start of the same id, on another node, was still under way after a few
     /// tries (starts of one id raced while the members changed): nothing started here.
     /// Retry: the answer is then where it runs.

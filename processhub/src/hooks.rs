@@ -156,6 +156,36 @@ pub const SLOW_HOOK: Duration = Duration::from_millis(100);
 
 type HandlerFn = dyn Fn(&HubEvent) + Send + Sync;
 
+/// A before-start handler, its component type erased: `Err` refuses the start.
+type BeforeFn = dyn Fn(&str, &mut dyn std::any::Any) -> Result<(), String> + Send + Sync;
+
+/// A new child about to start, as a before-start handler sees it
+/// ([`Hooks::before_start`]): its id, and its start state to read or change.
+#[derive(Debug)]
+pub struct BeforeStart<'a, T> {
+    id: &'a str,
+    state: &'a mut T,
+}
+
+impl<T> BeforeStart<'_, T> {
+    /// The id being started.
+    pub fn id(&self) -> &str {
+        self.id
+    }
+
+    /// The start state, to read or change (the child starts with what it is after the
+    /// last handler).
+    pub fn state(&mut self) -> &mut T {
+        self.state
+    }
+}
+
+struct Before {
+    id: HookId,
+    priority: i32,
+    f: Arc<BeforeFn>,
+}
+
 struct Handler {
     id: HookId,
     priority: i32,
@@ -168,6 +198,8 @@ struct Handler {
 pub(crate) struct Registry {
     /// Per point, its handlers in the order they run (copied on change).
     handlers: RwLock<HashMap<HookPoint, Arc<[Arc<Handler>]>>>,
+    /// Per component type, its before-start handlers in the order they run.
+    before: RwLock<HashMap<&'static str, Arc<[Arc<Before>]>>>,
     /// How many handlers are registered (none: events are not queued).
     registered: AtomicUsize,
     next_id: AtomicU64,
@@ -189,6 +221,7 @@ impl Registry {
     fn new(events: broadcast::Sender<HubEvent>) -> Arc<Self> {
         Arc::new(Self {
             handlers: RwLock::new(HashMap::new()),
+            before: RwLock::new(HashMap::new()),
             registered: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             queue: Mutex::new(None),
@@ -318,10 +351,56 @@ impl Hooks {
         id
     }
 
+    /// Runs `handler` before every new start of a `T` asked of this hub (by
+    /// `T::start` or `T::start_many` with this hub), from now on, before the handlers
+    /// of lower `priority`: it may change the start state
+    /// ([`BeforeStart::state`]), or refuse the start with a reason, which the caller
+    /// gets as [`StartError::Refused`](crate::StartError::Refused) (nothing starts,
+    /// and no later handler runs). It runs on the caller's task, before the start is
+    /// placed or sent: it holds up that start alone (keep it short: it is on the
+    /// start's path), never a call or another node. A handler that panics refuses the
+    /// start (a check that failed lets nothing through), reported as
+    /// [`HubEvent::HookPanicked`] under [`HookPoint::ChildStarted`]. Moves and restarts
+    /// of a child already started do not run it.
+    pub fn before_start<T: crate::child::component::Component>(
+        &self,
+        priority: i32,
+        handler: impl Fn(&mut BeforeStart<'_, T>) -> Result<(), String> + Send + Sync + 'static,
+    ) -> HookId {
+        let r = &self.registry;
+        let id = HookId(r.next_id.fetch_add(1, Ordering::Relaxed));
+        let f: Arc<BeforeFn> = Arc::new(move |child: &str, state: &mut dyn std::any::Any| {
+            match state.downcast_mut::<T>() {
+                Some(state) => handler(&mut BeforeStart { id: child, state }),
+                None => Ok(()),
+            }
+        });
+        let mut before = r.before.write().unwrap();
+        let mut list: Vec<Arc<Before>> = before
+            .get(T::TYPE_NAME)
+            .map(|l| l.to_vec())
+            .unwrap_or_default();
+        let at = list.partition_point(|h| h.priority >= priority);
+        list.insert(at, Arc::new(Before { id, priority, f }));
+        before.insert(T::TYPE_NAME, list.into());
+        id
+    }
+
     /// Cancels a handler: it runs for no event from now on (nor for the rest of an
     /// event being handled). Whether it was registered.
     pub fn cancel(&self, id: HookId) -> bool {
         let r = &self.registry;
+        {
+            let mut before = r.before.write().unwrap();
+            for list in before.values_mut() {
+                if let Some(i) = list.iter().position(|h| h.id == id) {
+                    let mut v = list.to_vec();
+                    v.remove(i);
+                    *list = v.into();
+                    return true;
+                }
+            }
+        }
         let mut handlers = r.handlers.write().unwrap();
         for list in handlers.values_mut() {
             if let Some(i) = list.iter().position(|h| h.id == id) {
@@ -363,6 +442,36 @@ impl Events {
     /// A new subscriber.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
         self.tx.subscribe()
+    }
+
+    /// Runs the before-start handlers of `type_name` on the new child `id` and its
+    /// `state`, in order: the first refusal (or panic) is the start's answer.
+    pub(crate) fn before_start(
+        &self,
+        type_name: &str,
+        id: &str,
+        state: &mut dyn std::any::Any,
+    ) -> Result<(), String> {
+        let Some(list) = self.hooks.before.read().unwrap().get(type_name).cloned() else {
+            return Ok(());
+        };
+        for h in list.iter() {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| (h.f)(id, &mut *state))) {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => return Err(reason),
+                Err(panic) => {
+                    let message = crate::child::component::panic_message(&*panic);
+                    tracing::error!(hook = %h.id, %id, "a before-start hook panicked: {message}");
+                    self.send(HubEvent::HookPanicked {
+                        point: HookPoint::ChildStarted,
+                        hook: h.id,
+                        message: message.clone(),
+                    });
+                    return Err(format!("a before-start hook panicked: {message}"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The hook handlers.

@@ -76,9 +76,16 @@ pub async fn start_many<T: Dispatch>(
     let mut index = Vec::with_capacity(items.len());
     // A start state travels in every node's registry: at most half a frame.
     let max = hub.inner.batch_bytes();
-    for (id, state) in items {
+    for (id, mut state) in items {
         let mut node = None;
         let checked = check_id(&id).and_then(|()| {
+            hub.inner
+                .events
+                .before_start(T::TYPE_NAME, &id, &mut state)
+                .map_err(|reason| StartError::Refused {
+                    id: id.clone(),
+                    reason,
+                })?;
             node = placer.place(&id).map_err(|reason| StartError::Placement {
                 id: id.clone(),
                 reason: reason.to_string(),
