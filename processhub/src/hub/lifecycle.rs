@@ -27,6 +27,9 @@ use std::collections::BTreeMap;
 /// members' (see `HubInner::join`).
 const JOIN_SETTLE: Duration = Duration::from_secs(2);
 
+/// The shortest a claim waits for the peers' answers (see [`HubInner::start_items`]).
+const MIN_CLAIM_WAIT: Duration = Duration::from_millis(250);
+
 /// An instance made for a start, or why it could not be.
 type Spawned = Result<Arc<dyn ErasedChild>, StartFailure>;
 
@@ -93,7 +96,8 @@ impl HubInner {
                     claimed.push(k);
                 }
             }
-            (plan.map(|p| (p, claimed)), engine.downing.config.lease)
+            let lease = engine.downing.config.lease;
+            (plan.map(|p| (p, claimed)), lease.max(MIN_CLAIM_WAIT))
         };
         let Some(((needed, peers), claimed)) = plan else {
             return admitted;
@@ -101,6 +105,8 @@ impl HubInner {
         let ids: Vec<String> = claimed.iter().map(|&k| items[k].id.clone()).collect();
         // A peer that does not answer within a lease (paused, or cut off and not yet
         // downed) is not waited for longer: the grants of the others may be enough.
+        // (At least MIN_CLAIM_WAIT: a very short lease must not fail starts on a busy
+        // machine.)
         let deadline = Instant::now() + wait;
         let asks = peers.iter().map(|&peer| {
             let ask = Request::Claim(ClaimAsk { ids: ids.clone() });
