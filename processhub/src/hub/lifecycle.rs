@@ -42,7 +42,7 @@ impl HubInner {
     pub(crate) fn start_local(
         &self,
         item: &StartItem,
-        spawn: impl FnOnce(ChildCtx) -> Result<Arc<dyn ErasedChild>, StartFailure>,
+        spawn: impl FnOnce(ChildCtx) -> Spawned,
     ) -> StartOutcome {
         let mut spawn = Some(spawn);
         let mut out = self.start_local_batch(&[item], |_, ctx| {
@@ -63,7 +63,7 @@ impl HubInner {
     pub(crate) fn start_local_batch(
         &self,
         items: &[&StartItem],
-        spawn: impl FnMut(usize, ChildCtx) -> Result<Arc<dyn ErasedChild>, StartFailure>,
+        spawn: impl FnMut(usize, ChildCtx) -> Spawned,
     ) -> Vec<StartOutcome> {
         let admitted = self.decide(|engine| items.iter().map(|item| engine.admit(item)).collect());
         self.finish_batch(items, admitted, spawn)
@@ -139,9 +139,9 @@ impl HubInner {
         &self,
         items: &[&StartItem],
         admitted: Vec<Result<u64, StartOutcome>>,
-        mut spawn: impl FnMut(usize, ChildCtx) -> Result<Arc<dyn ErasedChild>, StartFailure>,
+        mut spawn: impl FnMut(usize, ChildCtx) -> Spawned,
     ) -> Vec<StartOutcome> {
-        let mut made: Vec<Option<Result<Arc<dyn ErasedChild>, StartFailure>>> = items
+        let mut made: Vec<Option<Spawned>> = items
             .iter()
             .zip(&admitted)
             .enumerate()

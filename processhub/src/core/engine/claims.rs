@@ -63,6 +63,15 @@ pub(crate) struct Grant {
     at: Instant,
 }
 
+impl Grant {
+    /// Whether it still holds among `members` at `now`: its claimant is one, and it
+    /// has not aged out.
+    fn holds(&self, members: &[NodeId], now: Instant) -> bool {
+        members.binary_search(&self.to).is_ok()
+            && now.saturating_duration_since(self.at) < CLAIM_TTL
+    }
+}
+
 impl<C: ChildHandle> Engine<C> {
     /// Whether the admitted start of `item` must be claimed before it goes ahead, and
     /// from whom: `(grants needed, peers to ask)`. Only new children are claimed (a move
@@ -119,8 +128,7 @@ impl<C: ChildHandle> Engine<C> {
     /// Whether grant `g` still holds at `now`: its claimant is a member, and it has not
     /// aged out.
     fn holds(&self, g: &Grant, now: Instant) -> bool {
-        self.view.members().binary_search(&g.to).is_ok()
-            && now.saturating_duration_since(g.at) < CLAIM_TTL
+        g.holds(self.view.members(), now)
     }
 
     /// The node another start of `id` is granted to, if one is (checked at admission:
@@ -196,9 +204,7 @@ impl<C: ChildHandle> Engine<C> {
             return;
         }
         let now = self.downing.now();
-        let members = self.view.members().to_vec();
-        self.claims.retain(|_, g| {
-            members.binary_search(&g.to).is_ok() && now.saturating_duration_since(g.at) < CLAIM_TTL
-        });
+        let members = self.view.members();
+        self.claims.retain(|_, g| g.holds(members, now));
     }
 }
