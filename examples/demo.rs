@@ -10,6 +10,15 @@
 //!
 //! The first process is node A and the orchestrator; it re-executes itself twice with
 //! `--node <seed>` to run nodes B and C, and drives them through their stdin.
+//!
+//! Node A serves the live cluster page and its metrics (`HubBuilder::admin_listen`); the
+//! demo prints the address. With `--keep-up`, it stops before node C leaves and keeps
+//! the cluster (nodes A and C, after B's death and C's pause) up until Ctrl-C, so that
+//! the page can be looked at:
+//!
+//! ```sh
+//! cargo run --release --example demo -- --keep-up
+//! ```
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -416,8 +425,10 @@ async fn orchestrate() {
         began: Instant::now(),
     };
     println!("processhub demo: 3 nodes (3 OS processes) on loopback, {COMPONENTS} accounts\n");
+    let keep_up = std::env::args().any(|a| a == "--keep-up");
     let hub = Hub::builder(HUB_ID)
         .listen("127.0.0.1:0")
+        .admin_listen("127.0.0.1:0")
         .start()
         .await
         .expect("node A starts");
@@ -426,6 +437,8 @@ async fn orchestrate() {
         hub.node_id(),
         std::process::id()
     ));
+    let page = format!("http://{}/", hub.admin_addr().expect("admin address"));
+    t.say(format!("cluster page: {page}  (metrics: {page}metrics)"));
     let mut b = NodeProcess::spawn("B", hub.listen_addr()).await;
     t.say(format!(
         "node B {} up (pid {})",
@@ -636,6 +649,12 @@ async fn orchestrate() {
                 .await
                 .unwrap_or(-1),
         );
+    }
+    if keep_up {
+        t.say(format!(
+            "--keep-up: the cluster stays up; look at {page} (Ctrl-C goes on with the demo)"
+        ));
+        let _ = tokio::signal::ctrl_c().await;
     }
     c.ask("shutdown", "BYE").await;
     let _ = c.child.wait().await;

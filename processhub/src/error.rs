@@ -105,6 +105,26 @@ pub enum CallError {
     },
 }
 
+impl CallError {
+    /// The variant's name in snake case (`not_found`, `timeout`, ...), as the
+    /// `outcome` label of the call metrics gives it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::NotFound { .. } => "not_found",
+            CallError::WrongType { .. } => "wrong_type",
+            CallError::UnknownMethod { .. } => "unknown_method",
+            CallError::Panicked { .. } => "panicked",
+            CallError::Timeout { .. } => "timeout",
+            CallError::ConnectionLost { .. } => "connection_lost",
+            CallError::Codec { .. } => "codec",
+            CallError::TooLarge { .. } => "too_large",
+            CallError::HubStopped => "hub_stopped",
+            CallError::NoQuorum => "no_quorum",
+            CallError::NotReplicated { .. } => "not_replicated",
+        }
+    }
+}
+
 /// Why a start failed. Nothing was started unless the variant says otherwise.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

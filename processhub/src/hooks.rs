@@ -205,6 +205,8 @@ pub(crate) struct Registry {
     next_id: AtomicU64,
     /// The hook thread's queue, made at the first registration.
     queue: Mutex<Option<mpsc::Sender<HubEvent>>>,
+    /// Events queued and not yet handled.
+    queued: AtomicUsize,
     /// Where `HookPanicked` is reported to subscribers.
     events: broadcast::Sender<HubEvent>,
 }
@@ -225,6 +227,7 @@ impl Registry {
             registered: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             queue: Mutex::new(None),
+            queued: AtomicUsize::new(0),
             events,
         })
     }
@@ -235,7 +238,9 @@ impl Registry {
             return;
         }
         if let Some(queue) = self.queue.lock().unwrap().as_ref() {
-            let _ = queue.send(event.clone());
+            if queue.send(event.clone()).is_ok() {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -288,6 +293,7 @@ impl Registry {
                         return;
                     };
                     registry.run(&event);
+                    registry.queued.fetch_sub(1, Ordering::Relaxed);
                 }
             });
         match spawned {
@@ -422,19 +428,35 @@ impl Hooks {
 pub(crate) struct Events {
     tx: broadcast::Sender<HubEvent>,
     hooks: Arc<Registry>,
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Events {
     /// Events for subscribers that may lag by up to `capacity` events, and for hook
-    /// handlers (which never lag).
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// handlers (which never lag), counted by `telemetry`.
+    pub(crate) fn new(capacity: usize, telemetry: crate::telemetry::Telemetry) -> Self {
         let (tx, _) = broadcast::channel(capacity);
         let hooks = Registry::new(tx.clone());
-        Self { tx, hooks }
+        Self {
+            tx,
+            hooks,
+            telemetry: Arc::new(telemetry),
+        }
+    }
+
+    /// The hub's metrics and recent events.
+    pub(crate) fn telemetry(&self) -> &crate::telemetry::Telemetry {
+        &self.telemetry
+    }
+
+    /// Events queued for the hook handlers and not yet handled.
+    pub(crate) fn hook_queue_depth(&self) -> usize {
+        self.hooks.queued.load(Ordering::Relaxed)
     }
 
     /// Reports `event` to the hook handlers and the subscribers.
     pub(crate) fn send(&self, event: HubEvent) {
+        self.telemetry.event(&event);
         self.hooks.deliver(&event);
         let _ = self.tx.send(event);
     }

@@ -39,6 +39,7 @@
 #[cfg(any(test, feature = "sim"))]
 extern crate self as processhub;
 
+mod admin;
 mod child;
 mod client;
 mod core;
@@ -57,6 +58,7 @@ pub mod placement;
 mod seams;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 

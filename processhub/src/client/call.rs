@@ -69,6 +69,37 @@ impl HandleCore {
         R: DeserializeOwned + Send + 'static,
         ComponentActor<T>: Message<M, Reply = Result<R, CallError>>,
     {
+        let began = std::time::Instant::now();
+        let span =
+            tracing::debug_span!("processhub.call", r#type = T::TYPE_NAME, method, id = %self.id);
+        let result =
+            tracing::Instrument::instrument(self.call_routed::<T, M, R>(method, read, msg), span)
+                .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        self.hub
+            .inner
+            .events
+            .telemetry()
+            .call(T::TYPE_NAME, method, outcome, began.elapsed());
+        result
+    }
+
+    /// [`Self::call`], without its span and metrics.
+    async fn call_routed<T, M, R>(
+        &self,
+        method: &'static str,
+        read: bool,
+        msg: M,
+    ) -> Result<R, CallError>
+    where
+        T: Dispatch,
+        M: Serialize + Send + 'static,
+        R: DeserializeOwned + Send + 'static,
+        ComponentActor<T>: Message<M, Reply = Result<R, CallError>>,
+    {
         let inner = &self.hub.inner;
         let timeout = inner.call_timeout;
         let mut retry = Retry::new(inner, &self.id);

@@ -64,6 +64,8 @@ pub struct HubBuilder {
     insecure: bool,
     /// Mutual TLS for the connections between nodes.
     tls: Option<Tls>,
+    /// Where the metrics and the cluster page are served.
+    admin: Option<String>,
     /// An in-memory network and scripted membership instead of TCP and chitchat.
     world: Option<World>,
 }
@@ -148,6 +150,7 @@ impl HubBuilder {
             keys: Vec::new(),
             insecure: false,
             tls: None,
+            admin: None,
             world: None,
         }
     }
@@ -321,6 +324,19 @@ impl HubBuilder {
         self
     }
 
+    /// Serves this hub's metrics (Prometheus text at `/metrics`) and a live page of the
+    /// cluster (`/`: the members and their state, each one's share of the ring, the
+    /// children per node and type, the recent moves, restarts and promotions, and a
+    /// search box that looks a child up) over HTTP at `addr` (`127.0.0.1:0` picks a
+    /// free port: [`Hub::admin_addr`] tells which). The hub then records its metrics
+    /// into a Prometheus recorder of its own rather than the application's global one
+    /// (see the crate's telemetry section). Nothing on it changes the cluster; it
+    /// needs no key: bind it where only operators reach it. Default: none.
+    pub fn admin_listen(mut self, addr: impl Into<String>) -> Self {
+        self.admin = Some(addr.into());
+        self
+    }
+
     /// The keys this hub proves with and accepts: the builder's, or the environment's;
     /// checked against the listen address.
     fn cluster_keys(&self, listen: SocketAddr) -> Result<Vec<Vec<u8>>, HubError> {
@@ -433,8 +449,25 @@ impl HubBuilder {
                 });
             }
         }
+        let admin = match &self.admin {
+            Some(addr) => {
+                let at: SocketAddr = addr.parse().map_err(|e: std::net::AddrParseError| {
+                    HubError::InvalidAddress {
+                        addr: addr.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                let bound = tokio::net::TcpListener::bind(at).await;
+                Some(bound.map_err(|source| HubError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?)
+            }
+            None => None,
+        };
         let (members_tx, members_rx) = mpsc::unbounded_channel();
-        let events = crate::hooks::Events::new(16_384);
+        let telemetry = crate::telemetry::Telemetry::new(admin.is_some());
+        let events = crate::hooks::Events::new(16_384, telemetry);
         let (listener, network, me, membership, auth): Plumbing = match &self.world {
             Some(world) => {
                 let (addr, listener, endpoint) =
@@ -518,11 +551,20 @@ impl HubBuilder {
                 )),
                 lease: RwLock::new(Arc::new(Lease::new(self.safety))),
                 events,
+                admin: std::sync::OnceLock::new(),
                 awake: Default::default(),
                 stopped: AtomicBool::new(false),
                 control: control_tx,
             }
         });
+        if let Some(listener) = admin {
+            let started = crate::admin::Admin::start(listener, Arc::downgrade(&inner));
+            let admin = started.map_err(|source| HubError::Bind {
+                addr: self.admin.clone().unwrap_or_default(),
+                source,
+            })?;
+            let _ = inner.admin.set(admin);
+        }
         tokio::spawn(control_loop(Arc::downgrade(&inner), members_rx, control_rx));
         tokio::spawn(super::lease::lease_loop(Arc::downgrade(&inner)));
         let listen_addr = inner.me().addr();

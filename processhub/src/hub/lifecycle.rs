@@ -455,6 +455,7 @@ impl HubInner {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.stop_admin();
         self.engine.write().unwrap().leave();
         // Children pinned here that stay down when their node goes stop with it.
         let bound = self.engine.read().unwrap().bound_here();
@@ -565,6 +566,7 @@ impl HubInner {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.stop_admin();
         self.engine.write().unwrap().leave();
         self.transport.shutdown().await;
         if let Some(m) = self.membership.lock().await.take() {

@@ -220,6 +220,12 @@ impl Hub {
         self.inner.events.subscribe()
     }
 
+    /// Where this hub serves its metrics and cluster page
+    /// ([`HubBuilder::admin_listen`]); `None` without one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.admin.get().map(|a| a.addr)
+    }
+
     /// The hub's hook handlers: register code to run at its hook points (every
     /// [`HubEvent`]), by priority, and cancel it (see [`Hooks`]). Unlike
     /// [`Hub::events`], handlers never lag: each gets every event, in order.
@@ -323,6 +329,8 @@ pub(crate) struct HubInner {
     /// keep the old one, revoked for good.
     lease: RwLock<Arc<crate::child::lease::Lease>>,
     pub(crate) events: crate::hooks::Events,
+    /// The admin server ([`HubBuilder::admin_listen`]), once started.
+    admin: std::sync::OnceLock<crate::admin::Admin>,
     /// The children that woke since the sleep sweep last looked.
     awake: crate::child::erased::Awake,
     stopped: AtomicBool,
@@ -365,6 +373,13 @@ impl HubInner {
     /// leaving room for the rest of it.
     pub(crate) fn batch_bytes(&self) -> usize {
         self.transport.max_frame() / 2
+    }
+
+    /// Stops serving the admin address.
+    fn stop_admin(&self) {
+        if let Some(admin) = self.admin.get() {
+            admin.stop();
+        }
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
