@@ -491,3 +491,159 @@ async fn before_start_handlers_change_the_state_or_refuse_with_a_reason() {
         h.shutdown().await.unwrap();
     }
 }
+
+/// The registry points run on every node, not only the one running the child; the
+/// redistribution points bracket the moves a join causes, the arrivals are told where
+/// they land, and a graceful shutdown announces itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_hooks_run_on_every_node_and_moves_are_bracketed() {
+    use processhub::HookPoint;
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<HubEvent>>>;
+    let hubs = cluster("hooks-registry", 3).await;
+    let seen: Vec<Seen> = hubs.iter().map(|_| Seen::default()).collect();
+    for (h, s) in hubs.iter().zip(&seen) {
+        for point in [
+            HookPoint::ChildRegistered,
+            HookPoint::ChildUnregistered,
+            HookPoint::RedistributionStarted,
+            HookPoint::RedistributionCompleted,
+            HookPoint::ChildArrived,
+        ] {
+            let s = s.clone();
+            h.hooks()
+                .register(point, 0, move |e| s.lock().unwrap().push(e.clone()));
+        }
+    }
+    let ids: Vec<String> = (0..30).map(|i| format!("reg-{i:02}")).collect();
+    for r in Tally::start_many(
+        &hubs[0],
+        ids.iter().map(|i| (i.clone(), Tally::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let registered = |s: &Seen| -> BTreeSet<String> {
+        s.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::ChildRegistered { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let all: BTreeSet<String> = ids.iter().cloned().collect();
+    until("every node heard of every registration", || {
+        seen.iter().all(|s| registered(s) == all)
+    })
+    .await;
+    // Each registration names the owner every registry agrees on.
+    for s in &seen {
+        for e in s.lock().unwrap().iter() {
+            if let HubEvent::ChildRegistered { id, owner, .. } = e {
+                assert_eq!(hubs[0].lookup(id).unwrap().owner, *owner, "{id}");
+            }
+        }
+    }
+    for id in &ids[..5] {
+        Tally::stop(&hubs[1], id).await.unwrap();
+    }
+    let unregistered = |s: &Seen| -> BTreeSet<String> {
+        s.lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::ChildUnregistered { id, .. } => Some(id.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let stopped: BTreeSet<String> = ids[..5].iter().cloned().collect();
+    until("every node heard of every removal", || {
+        seen.iter().all(|s| unregistered(s) == stopped)
+    })
+    .await;
+
+    // A join moves children: bracketed on each node that moves some, told on arrival.
+    let mut joiner_events = Vec::new();
+    let joiner = hub("hooks-registry", &[hubs[0].listen_addr()]).await;
+    until("children moved to the joiner", || {
+        joiner.local_children() > 0
+    })
+    .await;
+    until("the moves are over", || {
+        seen.iter().all(|s| {
+            let s = s.lock().unwrap();
+            let began = s
+                .iter()
+                .filter(|e| matches!(e, HubEvent::RedistributionStarted { .. }))
+                .count();
+            let ended = s
+                .iter()
+                .filter(|e| matches!(e, HubEvent::RedistributionCompleted { .. }))
+                .count();
+            began == ended
+        })
+    })
+    .await;
+    let mut moved = 0;
+    for s in &seen {
+        let s = s.lock().unwrap();
+        let mut open = None;
+        for e in s.iter() {
+            match e {
+                HubEvent::RedistributionStarted { children } => open = Some(*children),
+                HubEvent::RedistributionCompleted { moved: m, failed } => {
+                    assert_eq!(Some(m + failed), open.take(), "completed what started");
+                    moved += m;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        moved,
+        joiner.local_children(),
+        "every move out is a child here"
+    );
+    // The other nodes heard the moved children registered on the joiner.
+    until("the moves registered everywhere", || {
+        seen.iter().all(|s| {
+            s.lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, HubEvent::ChildRegistered { owner, .. } if *owner == joiner.node_id()))
+                .count()
+                == moved
+        })
+    })
+    .await;
+    // The joiner leaves: its children move back, and their new nodes are told.
+    let mut events = joiner.events();
+    let leaving = joiner.local_children();
+    joiner.shutdown().await.unwrap();
+    while let Ok(e) = events.try_recv() {
+        joiner_events.push(e);
+    }
+    let arrived = |s: &Seen| {
+        s.lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, HubEvent::ChildArrived { .. }))
+            .count()
+    };
+    until("each child handed back was told on arrival", || {
+        seen.iter().map(arrived).sum::<usize>() == leaving
+    })
+    .await;
+    assert!(
+        matches!(joiner_events.first(), Some(HubEvent::ShuttingDown { node }) if *node == joiner.node_id()),
+        "{joiner_events:?}"
+    );
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

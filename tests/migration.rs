@@ -619,7 +619,7 @@ async fn on_a_graceful_leave_children_bound_to_their_node_stop_and_the_others_mo
         .pinned(true)
         .on_node_death(OnNodeDeath::StayDown);
     for id in bound {
-        Tally::start_with(&a, id.clone(), Tally::default(), options)
+        Tally::start_with(&a, id.clone(), Tally::default(), options.clone())
             .await
             .unwrap();
     }

@@ -973,7 +973,7 @@ async fn children_pinned_by_id_stay_put_and_stay_down_when_their_node_is_killed(
             .iter()
             .map(|i| (i.clone(), Tally::default()))
             .collect(),
-        bound,
+        bound.clone(),
     )
     .await
     {

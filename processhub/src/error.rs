@@ -248,6 +248,17 @@ pub enum StartError {
         /// The node whose start of it is under way.
         node: NodeId,
     },
+    /// The metadata given at start (or left by a before-start hook) is over
+    /// [`MAX_METADATA`](crate::MAX_METADATA) bytes encoded: nothing started.
+    #[error("the metadata of {id:?} takes {size} bytes, over the limit of {max}")]
+    MetadataTooLarge {
+        /// The id.
+        id: String,
+        /// Its size encoded.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Why a stop failed.

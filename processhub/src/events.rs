@@ -214,6 +214,73 @@ pub enum HubEvent {
         /// The panic message.
         message: String,
     },
+    // Added with the hook points of the registry, moves and shutdown.
+    /// This node's registry has `id` on `owner` at `epoch` from now on: a new child, or
+    /// one moved or restarted (confirmed by its new owner). Reported by every node, only
+    /// while a handler is registered for [`HookPoint::ChildRegistered`] or
+    /// [`HookPoint::ChildUnregistered`](crate::HookPoint) (a registry of millions would
+    /// otherwise report millions of events nobody reads).
+    ///
+    /// [`HookPoint::ChildRegistered`]: crate::HookPoint::ChildRegistered
+    ChildRegistered {
+        /// The child id.
+        id: String,
+        /// Its component type.
+        type_name: String,
+        /// The node that runs it.
+        owner: NodeId,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// `id` is out of this node's registry (it stopped, or its node died and it stays
+    /// down, or its node's snapshot no longer has it). Reported by every node, under
+    /// the same condition as [`HubEvent::ChildRegistered`].
+    ChildUnregistered {
+        /// The child id.
+        id: String,
+        /// The node it ran on.
+        owner: NodeId,
+    },
+    /// A child moved here from `from` (a join, a drain, a shutdown of `from`), with
+    /// its state unless its type is `migration = "cold"`. `from` reports
+    /// [`HubEvent::ChildMigrated`].
+    ChildArrived {
+        /// The child id.
+        id: String,
+        /// This node.
+        node: NodeId,
+        /// Its epoch here.
+        epoch: u64,
+    },
+    /// Starts that reached this node were sent on to `to`, which owns them by this
+    /// node's view (the caller's view differed: a member joined or left meanwhile).
+    StartsForwarded {
+        /// The ids.
+        ids: Vec<String>,
+        /// Where they went.
+        to: NodeId,
+    },
+    /// This node begins moving `children` of its children to other nodes (a join or a
+    /// leave changed the ring, a drain, a shutdown); [`HubEvent::RedistributionCompleted`]
+    /// follows. Each child moved is reported by [`HubEvent::ChildMigrated`] or
+    /// [`HubEvent::MigrationFailed`] in between.
+    RedistributionStarted {
+        /// How many children it moves.
+        children: usize,
+    },
+    /// The moves [`HubEvent::RedistributionStarted`] announced are over.
+    RedistributionCompleted {
+        /// Children now on other nodes.
+        moved: usize,
+        /// Children that stay here (the move failed).
+        failed: usize,
+    },
+    /// This hub begins its graceful shutdown ([`Hub::shutdown`](crate::Hub::shutdown)):
+    /// it hands its children over, says goodbye, then stops.
+    ShuttingDown {
+        /// This node.
+        node: NodeId,
+    },
 }
 
 /// Why a child was restarted.

@@ -79,6 +79,21 @@ pub enum HookPoint {
     /// [`HubEvent::HookPanicked`]: a hook handler panicked (a handler here that panics
     /// too is logged, not reported again).
     HookPanicked,
+    /// [`HubEvent::ChildRegistered`]: every node, after its registry took a new
+    /// owner or epoch of a child.
+    ChildRegistered,
+    /// [`HubEvent::ChildUnregistered`]: every node, after a child left its registry.
+    ChildUnregistered,
+    /// [`HubEvent::ChildArrived`]: after a child moved in.
+    ChildArrived,
+    /// [`HubEvent::StartsForwarded`]: after starts were sent on to their owner.
+    StartsForwarded,
+    /// [`HubEvent::RedistributionStarted`]: before this node's children move away.
+    RedistributionStarted,
+    /// [`HubEvent::RedistributionCompleted`]: after they moved.
+    RedistributionCompleted,
+    /// [`HubEvent::ShuttingDown`]: before this hub's graceful shutdown.
+    ShuttingDown,
 }
 
 impl HookPoint {
@@ -107,6 +122,13 @@ impl HookPoint {
         HookPoint::DuplicateMerged,
         HookPoint::Unauthenticated,
         HookPoint::HookPanicked,
+        HookPoint::ChildRegistered,
+        HookPoint::ChildUnregistered,
+        HookPoint::ChildArrived,
+        HookPoint::StartsForwarded,
+        HookPoint::RedistributionStarted,
+        HookPoint::RedistributionCompleted,
+        HookPoint::ShuttingDown,
     ];
 }
 
@@ -137,6 +159,13 @@ impl HubEvent {
             HubEvent::DuplicateMerged { .. } => HookPoint::DuplicateMerged,
             HubEvent::Unauthenticated { .. } => HookPoint::Unauthenticated,
             HubEvent::HookPanicked { .. } => HookPoint::HookPanicked,
+            HubEvent::ChildRegistered { .. } => HookPoint::ChildRegistered,
+            HubEvent::ChildUnregistered { .. } => HookPoint::ChildUnregistered,
+            HubEvent::ChildArrived { .. } => HookPoint::ChildArrived,
+            HubEvent::StartsForwarded { .. } => HookPoint::StartsForwarded,
+            HubEvent::RedistributionStarted { .. } => HookPoint::RedistributionStarted,
+            HubEvent::RedistributionCompleted { .. } => HookPoint::RedistributionCompleted,
+            HubEvent::ShuttingDown { .. } => HookPoint::ShuttingDown,
         }
     }
 }
@@ -157,14 +186,17 @@ pub const SLOW_HOOK: Duration = Duration::from_millis(100);
 type HandlerFn = dyn Fn(&HubEvent) + Send + Sync;
 
 /// A before-start handler, its component type erased: `Err` refuses the start.
-type BeforeFn = dyn Fn(&str, &mut dyn std::any::Any) -> Result<(), String> + Send + Sync;
+type BeforeFn =
+    dyn Fn(&str, &mut dyn std::any::Any, &mut crate::Metadata) -> Result<(), String> + Send + Sync;
 
 /// A new child about to start, as a before-start handler sees it
-/// ([`Hooks::before_start`]): its id, and its start state to read or change.
+/// ([`Hooks::before_start`]): its id, and its start state and metadata to read or
+/// change.
 #[derive(Debug)]
 pub struct BeforeStart<'a, T> {
     id: &'a str,
     state: &'a mut T,
+    metadata: &'a mut crate::Metadata,
 }
 
 impl<T> BeforeStart<'_, T> {
@@ -177,6 +209,14 @@ impl<T> BeforeStart<'_, T> {
     /// last handler).
     pub fn state(&mut self) -> &mut T {
         self.state
+    }
+
+    /// Its metadata and tags, to read or change: what the start's options gave
+    /// ([`StartOptions::metadata`](crate::StartOptions::metadata)), as the handlers
+    /// before this one left it. Over [`MAX_METADATA`](crate::MAX_METADATA) encoded
+    /// after the last handler, the start fails.
+    pub fn metadata(&mut self) -> &mut crate::Metadata {
+        self.metadata
     }
 }
 
@@ -207,6 +247,9 @@ pub(crate) struct Registry {
     queue: Mutex<Option<mpsc::Sender<HubEvent>>>,
     /// Events queued and not yet handled.
     queued: AtomicUsize,
+    /// Whether a handler of the registry points is registered (the engine records
+    /// registry changes only then).
+    registry_points: AtomicBool,
     /// Where `HookPanicked` is reported to subscribers.
     events: broadcast::Sender<HubEvent>,
 }
@@ -228,8 +271,17 @@ impl Registry {
             next_id: AtomicU64::new(1),
             queue: Mutex::new(None),
             queued: AtomicUsize::new(0),
+            registry_points: AtomicBool::new(false),
             events,
         })
+    }
+
+    /// Notes whether `handlers` has any for the registry points.
+    fn note_registry_points(&self, handlers: &HashMap<HookPoint, Arc<[Arc<Handler>]>>) {
+        let any = [HookPoint::ChildRegistered, HookPoint::ChildUnregistered]
+            .iter()
+            .any(|p| handlers.get(p).is_some_and(|l| !l.is_empty()));
+        self.registry_points.store(any, Ordering::Release);
     }
 
     /// Queues `event` for the handlers, if any are registered.
@@ -354,6 +406,7 @@ impl Hooks {
         list.insert(at, handler);
         handlers.insert(point, list.into());
         r.registered.fetch_add(1, Ordering::Release);
+        r.note_registry_points(&handlers);
         id
     }
 
@@ -375,12 +428,18 @@ impl Hooks {
     ) -> HookId {
         let r = &self.registry;
         let id = HookId(r.next_id.fetch_add(1, Ordering::Relaxed));
-        let f: Arc<BeforeFn> = Arc::new(move |child: &str, state: &mut dyn std::any::Any| {
-            match state.downcast_mut::<T>() {
-                Some(state) => handler(&mut BeforeStart { id: child, state }),
-                None => Ok(()),
-            }
-        });
+        let f: Arc<BeforeFn> = Arc::new(
+            move |child: &str, state: &mut dyn std::any::Any, metadata: &mut crate::Metadata| {
+                match state.downcast_mut::<T>() {
+                    Some(state) => handler(&mut BeforeStart {
+                        id: child,
+                        state,
+                        metadata,
+                    }),
+                    None => Ok(()),
+                }
+            },
+        );
         let mut before = r.before.write().unwrap();
         let mut list: Vec<Arc<Before>> = before
             .get(T::TYPE_NAME)
@@ -415,6 +474,7 @@ impl Hooks {
                 v.remove(i);
                 *list = v.into();
                 r.registered.fetch_sub(1, Ordering::Release);
+                r.note_registry_points(&handlers);
                 return true;
             }
         }
@@ -466,6 +526,17 @@ impl Events {
         self.tx.subscribe()
     }
 
+    /// Whether a handler of [`HookPoint::ChildRegistered`] or
+    /// [`HookPoint::ChildUnregistered`] is registered.
+    pub(crate) fn wants_registry_changes(&self) -> bool {
+        self.hooks.registry_points.load(Ordering::Acquire)
+    }
+
+    /// Whether any before-start handler is registered for `type_name`.
+    pub(crate) fn has_before_start(&self, type_name: &str) -> bool {
+        self.hooks.before.read().unwrap().contains_key(type_name)
+    }
+
     /// Runs the before-start handlers of `type_name` on the new child `id` and its
     /// `state`, in order: the first refusal (or panic) is the start's answer.
     pub(crate) fn before_start(
@@ -473,12 +544,15 @@ impl Events {
         type_name: &str,
         id: &str,
         state: &mut dyn std::any::Any,
+        metadata: &mut crate::Metadata,
     ) -> Result<(), String> {
         let Some(list) = self.hooks.before.read().unwrap().get(type_name).cloned() else {
             return Ok(());
         };
         for h in list.iter() {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| (h.f)(id, &mut *state))) {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                (h.f)(id, &mut *state, &mut *metadata)
+            })) {
                 Ok(Ok(())) => {}
                 Ok(Err(reason)) => return Err(reason),
                 Err(panic) => {

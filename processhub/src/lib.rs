@@ -50,6 +50,7 @@ mod explain;
 mod fuzz;
 mod hooks;
 mod hub;
+mod metadata;
 mod net;
 mod node;
 mod options;
@@ -82,6 +83,7 @@ pub use crate::hub::{
     ChildInfo, DrainReport, Hub, HubBuilder, CLUSTER_KEY_ENV, DEFAULT_CALL_TIMEOUT,
     DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME, DEFAULT_MAX_IN_FLIGHT, MAX_ID_LEN, MIN_CLUSTER_KEY,
 };
+pub use crate::metadata::{Metadata, MAX_METADATA};
 pub use crate::net::tls::{Tls, TlsError};
 pub use crate::node::NodeId;
 pub use crate::options::{OnNodeDeath, Role, StartOptions};

@@ -3,24 +3,27 @@
 use crate::child::component::Component;
 use crate::core::entry::Flags;
 pub use crate::core::entry::{OnNodeDeath, Role};
+use crate::metadata::Metadata;
 use crate::node::NodeId;
 
 /// Options of one start, over the component type's defaults (`#[distributed(pinned)]`,
-/// `#[distributed(on_node_death = "...")]`). Used with the generated `start_with` and
-/// `start_many_with`.
+/// `#[distributed(on_node_death = "...")]`), and the child's metadata. Used with the
+/// generated `start_with` and `start_many_with`.
 ///
 /// ```
-/// # use processhub::{OnNodeDeath, StartOptions};
+/// # use processhub::{Metadata, OnNodeDeath, StartOptions};
 /// let options = StartOptions::new()
 ///     .pinned(true)
-///     .on_node_death(OnNodeDeath::StayDown);
+///     .on_node_death(OnNodeDeath::StayDown)
+///     .metadata(Metadata::new().with("owner", "billing").tagged("region:eu"));
 /// # let _ = options;
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StartOptions {
     pinned: Option<bool>,
     on_node_death: Option<OnNodeDeath>,
     node: Option<NodeId>,
+    metadata: Metadata,
 }
 
 impl StartOptions {
@@ -30,7 +33,21 @@ impl StartOptions {
             pinned: None,
             on_node_death: None,
             node: None,
+            metadata: Metadata::new(),
         }
+    }
+
+    /// The child's metadata and tags (with `start_many_with`: every child's), kept in
+    /// its registry entry on every node: see [`Metadata`]. Before-start hooks may
+    /// change it per child.
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The metadata given.
+    pub(crate) fn meta(&self) -> &Metadata {
+        &self.metadata
     }
 
     /// The node to start on, for a type with `distribution = "guided"` (for other types

@@ -280,6 +280,13 @@ impl HookPoint {
             HookPoint::DuplicateMerged => "duplicate_merged",
             HookPoint::Unauthenticated => "unauthenticated",
             HookPoint::HookPanicked => "hook_panicked",
+            HookPoint::ChildRegistered => "child_registered",
+            HookPoint::ChildUnregistered => "child_unregistered",
+            HookPoint::ChildArrived => "child_arrived",
+            HookPoint::StartsForwarded => "starts_forwarded",
+            HookPoint::RedistributionStarted => "redistribution_started",
+            HookPoint::RedistributionCompleted => "redistribution_completed",
+            HookPoint::ShuttingDown => "shutting_down",
         }
     }
 }

@@ -107,6 +107,7 @@ fn new_start(id: &str, type_name: &str, state: Vec<u8>, hops: u8) -> Request<'st
             flags: Default::default(),
             recent: Vec::new(),
             node: None,
+            meta: None,
         }],
         hops,
     })
@@ -487,12 +488,23 @@ async fn a_move_that_fails_rolls_back_with_the_state() {
     assert_eq!(hub.lookup("stays").unwrap().epoch, 1);
     // Still here, with its state: two calls so far, this is the third.
     assert_eq!(e.count().await.unwrap(), 2);
+    assert_eq!(
+        events.try_recv().ok(),
+        Some(HubEvent::RedistributionStarted { children: 1 })
+    );
     match events.try_recv() {
         Ok(HubEvent::MigrationFailed { id, to, .. }) => {
             assert_eq!((id.as_str(), to), ("stays", nowhere))
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(
+        events.try_recv().ok(),
+        Some(HubEvent::RedistributionCompleted {
+            moved: 0,
+            failed: 1
+        })
+    );
     hub.shutdown().await.unwrap();
 }
 

@@ -76,16 +76,37 @@ pub async fn start_many<T: Dispatch>(
     let mut index = Vec::with_capacity(items.len());
     // A start state travels in every node's registry: at most half a frame.
     let max = hub.inner.batch_bytes();
+    let given = crate::metadata::shared(options.meta().clone());
+    let too_large = given.as_ref().and_then(|m| m.check().err());
+    let hooked = hub.inner.events.has_before_start(T::TYPE_NAME);
     for (id, mut state) in items {
         let mut node = None;
+        let mut meta = given.clone();
         let checked = check_id(&id).and_then(|()| {
-            hub.inner
-                .events
-                .before_start(T::TYPE_NAME, &id, &mut state)
-                .map_err(|reason| StartError::Refused {
+            if hooked {
+                let mut metadata = meta.as_deref().cloned().unwrap_or_default();
+                hub.inner
+                    .events
+                    .before_start(T::TYPE_NAME, &id, &mut state, &mut metadata)
+                    .map_err(|reason| StartError::Refused {
+                        id: id.clone(),
+                        reason,
+                    })?;
+                metadata
+                    .check()
+                    .map_err(|size| StartError::MetadataTooLarge {
+                        id: id.clone(),
+                        size,
+                        max: crate::MAX_METADATA,
+                    })?;
+                meta = crate::metadata::shared(metadata);
+            } else if let Some(size) = too_large {
+                return Err(StartError::MetadataTooLarge {
                     id: id.clone(),
-                    reason,
-                })?;
+                    size,
+                    max: crate::MAX_METADATA,
+                });
+            }
             node = placer.place(&id).map_err(|reason| StartError::Placement {
                 id: id.clone(),
                 reason: reason.to_string(),
@@ -114,6 +135,7 @@ pub async fn start_many<T: Dispatch>(
                     flags,
                     recent: Vec::new(),
                     node,
+                    meta: meta.clone(),
                 });
                 states.push(Some(state));
             }

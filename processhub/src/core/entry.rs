@@ -24,6 +24,8 @@ pub(crate) struct Entry {
     /// The nodes holding a standby copy in step with it (`replicas = N`), in the order a
     /// standby is promoted when the owner dies. Empty for most children.
     pub(crate) standbys: Standbys,
+    /// Its metadata and tags (none for most children).
+    pub(crate) meta: crate::metadata::Meta,
 }
 
 impl Entry {

@@ -25,6 +25,23 @@ pub(crate) struct StartItem {
     pub(crate) node: Option<NodeId>,
     /// For a moved replicated child: the replies of its latest identified writes.
     pub(crate) recent: WireCalls,
+    /// Its metadata and tags (given at start; kept when it moves or restarts).
+    pub(crate) meta: crate::metadata::Meta,
+}
+
+/// What became of a metadata update, decided by the node asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum MetaOutcome {
+    /// Set, and published.
+    Updated,
+    /// The child runs on `owner`.
+    NotHere { owner: NodeId },
+    /// No such child.
+    NotFound,
+    /// It is starting, restarting or moving here: ask again.
+    Busy,
+    /// The node reaches no quorum.
+    NoQuorum,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

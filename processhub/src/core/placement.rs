@@ -530,6 +530,7 @@ mod tests {
             start_state: Default::default(),
             flags: crate::core::entry::Flags::new(false, false).with_distribution(kind),
             standbys: None,
+            meta: None,
         }
     }
 

@@ -182,6 +182,7 @@ mod tests {
                     start_state: Default::default(),
                     flags,
                     standbys: None,
+                    meta: None,
                 },
             );
         }

@@ -67,6 +67,23 @@ pub(crate) struct Registry {
     /// since. An entry of that epoch or older that arrives meanwhile (sent before the
     /// removal, over another link) is refused instead of bringing the child back.
     removed: HashMap<Arc<str>, (u64, u8), foldhash::fast::FixedState>,
+    /// The changes the registry hooks hear of, while they are wanted
+    /// ([`Self::record_changes`]).
+    changes: Option<Vec<Change>>,
+}
+
+/// A change the registry hooks hear of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// `id` is registered on `owner` at `epoch` (new, moved or restarted).
+    Registered {
+        id: Arc<str>,
+        type_name: Arc<str>,
+        owner: NodeId,
+        epoch: u64,
+    },
+    /// `id`, last on `owner`, is out of the registry.
+    Unregistered { id: Arc<str>, owner: NodeId },
 }
 
 /// How many planner ticks a removal is remembered for: longer than an entry sent before
@@ -74,6 +91,43 @@ pub(crate) struct Registry {
 pub(crate) const TOMBSTONE_TICKS: u8 = 10;
 
 impl Registry {
+    /// Whether to record the changes for the registry hooks from now on.
+    pub(crate) fn record_changes(&mut self, on: bool) {
+        match (on, self.changes.is_some()) {
+            (true, false) => self.changes = Some(Vec::new()),
+            (false, true) => self.changes = None,
+            _ => {}
+        }
+    }
+
+    /// The changes recorded since the last call.
+    pub(crate) fn take_changes(&mut self) -> Vec<Change> {
+        match &mut self.changes {
+            Some(c) if !c.is_empty() => std::mem::take(c),
+            _ => Vec::new(),
+        }
+    }
+
+    fn registered(&mut self, id: &Arc<str>) {
+        if let (Some(changes), Some(e)) = (&mut self.changes, self.entries.get(&**id)) {
+            changes.push(Change::Registered {
+                id: id.clone(),
+                type_name: e.type_name.clone(),
+                owner: e.owner,
+                epoch: e.epoch,
+            });
+        }
+    }
+
+    fn unregistered(changes: &mut Option<Vec<Change>>, id: &Arc<str>, e: &Entry) {
+        if let Some(changes) = changes {
+            changes.push(Change::Unregistered {
+                id: id.clone(),
+                owner: e.owner,
+            });
+        }
+    }
+
     /// The entry of `id`.
     pub(crate) fn get(&self, id: &str) -> Option<&Entry> {
         self.entries.get(id)
@@ -161,7 +215,9 @@ impl Registry {
 
     /// Drops the entry of `id` (planner only: a child that stays down).
     pub(crate) fn drop_entry(&mut self, id: &str) {
-        self.entries.remove(id);
+        if let Some((id, e)) = self.entries.remove_entry(id) {
+            Self::unregistered(&mut self.changes, &id, &e);
+        }
         self.pending.remove(id);
     }
 
@@ -220,6 +276,13 @@ impl Registry {
             return Upsert::Ignored;
         }
         entry.type_name = self.intern(&entry.type_name);
+        // Heard of by the registry hooks: a new id, a new owner or epoch, or a
+        // restart confirmed (a metadata or standby change is not a registration).
+        let news = self.changes.is_some()
+            && self.entries.get(id).is_none_or(|old| {
+                (old.owner, old.epoch) != (entry.owner, entry.epoch)
+                    || self.pending.contains_key(id)
+            });
         let applied = match self.entries.get_mut(id) {
             // The owner confirms what the planner predicted.
             Some(old) if old.epoch == entry.epoch && old.owner == entry.owner => {
@@ -257,6 +320,12 @@ impl Registry {
         if !self.pending.is_empty() {
             self.pending.remove(id);
         }
+        if news {
+            if let Some((key, _)) = self.entries.get_key_value(id) {
+                let key = key.clone();
+                self.registered(&key);
+            }
+        }
         if !self.removed.is_empty() {
             self.removed.remove(id);
         }
@@ -272,6 +341,7 @@ impl Registry {
             Some(e) if (e.owner == origin && e.epoch <= epoch) || pending_from_origin => {
                 self.pending.remove(id);
                 let (key, entry) = self.entries.remove_entry(id)?;
+                Self::unregistered(&mut self.changes, &key, &entry);
                 self.removed.insert(key, (epoch, 0));
                 Some(entry)
             }
@@ -295,10 +365,12 @@ impl Registry {
             snapshot.iter().map(|(id, _)| id.as_str()).collect();
         let pending = &self.pending;
         let removed = &mut self.removed;
+        let changes = &mut self.changes;
         self.entries.retain(|id, e| {
             let stays = e.owner != origin || pending.contains_key(id) || keep.contains(&**id);
             if !stays {
                 removed.insert(id.clone(), (e.epoch, 0));
+                Self::unregistered(changes, id, e);
             }
             stays
         });
@@ -331,6 +403,7 @@ mod tests {
             start_state: StartState::new(),
             flags: Default::default(),
             standbys: None,
+            meta: None,
         }
     }
 

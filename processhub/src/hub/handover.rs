@@ -11,6 +11,7 @@ use crate::child::erased::ErasedChild;
 use crate::core::engine::MAX_HOPS;
 use crate::core::item::{StartItem, StartOutcome};
 use crate::core::recent::calls_to_wire;
+use crate::events::HubEvent;
 use crate::net::batch::{batches, item_size};
 use crate::net::error::TransportError;
 use crate::net::transport::RECONNECT_WAIT;
@@ -55,6 +56,11 @@ impl HubInner {
     ) -> (usize, usize) {
         use futures_util::StreamExt;
         let by_node = self.engine.write().unwrap().begin_moves(moves);
+        let children: usize = by_node.iter().map(|(_, m)| m.len()).sum();
+        if children == 0 {
+            return (0, 0);
+        }
+        self.emit(HubEvent::RedistributionStarted { children });
         let batch = self.move_concurrency.min(START_BATCH);
         let parallel = (self.move_concurrency / batch).max(1);
         // Once a target proves unreachable, the rest of its batches fail at once (put
@@ -72,10 +78,12 @@ impl HubInner {
         for (to, chunk) in units {
             batches.push(self.move_batch(to, chunk, unreachable));
         }
-        futures_util::stream::iter(batches)
+        let (moved, failed) = futures_util::stream::iter(batches)
             .buffer_unordered(parallel)
             .fold((0, 0), |(m, f), (dm, df)| async move { (m + dm, f + df) })
-            .await
+            .await;
+        self.emit(HubEvent::RedistributionCompleted { moved, failed });
+        (moved, failed)
     }
 
     /// Moves one batch of children to `to`. Returns (moved, failed).
@@ -116,6 +124,7 @@ impl HubInner {
                         flags: m.flags,
                         node: None,
                         recent: calls_to_wire(&m.child.recent_calls()),
+                        meta: m.meta.clone(),
                     });
                     sent.push(m);
                 }

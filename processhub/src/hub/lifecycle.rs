@@ -285,6 +285,12 @@ impl HubInner {
         let deadline = Instant::now() + self.call_timeout;
         let mut requests = Vec::new();
         for (node, items) in remote {
+            if hops > 0 {
+                self.emit(HubEvent::StartsForwarded {
+                    ids: items.iter().map(|(_, i)| i.id.clone()).collect(),
+                    to: node,
+                });
+            }
             for chunk in batches(&items, START_BATCH, self.batch_bytes(), |(_, i)| {
                 item_size(i)
             }) {
@@ -455,6 +461,7 @@ impl HubInner {
         if self.stopped.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.emit(HubEvent::ShuttingDown { node: self.me() });
         self.stop_admin();
         self.engine.write().unwrap().leave();
         // Children pinned here that stay down when their node goes stop with it.

@@ -129,10 +129,12 @@ pub struct ChildInfo {
     pub standbys: Vec<NodeId>,
     /// The owner, then the standbys (inline for a child without standbys).
     owners: smallvec::SmallVec<[NodeId; 1]>,
+    /// Its metadata and tags.
+    meta: crate::metadata::Meta,
 }
 
 impl ChildInfo {
-    fn new(id: &Arc<str>, e: &Entry, registry: &Registry) -> Self {
+    pub(crate) fn new(id: &Arc<str>, e: &Entry, registry: &Registry) -> Self {
         let standbys = e.standbys.as_deref().unwrap_or_default();
         Self {
             id: id.clone(),
@@ -144,6 +146,7 @@ impl ChildInfo {
             owners: std::iter::once(e.owner)
                 .chain(standbys.iter().copied().filter(|n| *n != e.owner))
                 .collect(),
+            meta: e.meta.clone(),
         }
     }
 
@@ -151,6 +154,13 @@ impl ChildInfo {
     /// would take over (`replicas = N`; active/active: the nodes running a replica).
     pub fn owners(&self) -> &[NodeId] {
         &self.owners
+    }
+
+    /// Its metadata and tags ([`StartOptions::metadata`](crate::StartOptions::metadata),
+    /// [`Hub::update_metadata`]); empty when it has none.
+    pub fn metadata(&self) -> &crate::Metadata {
+        static EMPTY: crate::Metadata = crate::Metadata::new();
+        self.meta.as_deref().unwrap_or(&EMPTY)
     }
 }
 
@@ -426,6 +436,9 @@ impl HubInner {
         let (r, out) = {
             let mut engine = self.engine.write().unwrap();
             engine.set_now(tokio::time::Instant::now().into_std());
+            engine
+                .registry
+                .record_changes(self.events.wants_registry_changes());
             let r = decide(&mut engine);
             self.lease
                 .read()

@@ -23,7 +23,7 @@ use crate::net::batch::{batches, entry_size};
 use crate::net::conn::Conn;
 use crate::net::transport::{InCall, Inbound, ReplySink, Serving};
 use crate::net::wire::EncodedCall;
-use crate::net::wire::{ClaimAsk, Merge, Replicate, Stage, Start, StartStaged, Stop};
+use crate::net::wire::{ClaimAsk, Merge, Replicate, Stage, Start, StartStaged, Stop, UpdateMeta};
 use crate::net::wire::{Command, Response};
 use crate::node::NodeId;
 
@@ -264,6 +264,10 @@ impl Inbound for HubInner {
             Command::Claim(ClaimAsk { ids }) => {
                 let answers = self.decide(|engine| engine.claim(from, &ids));
                 Box::pin(std::future::ready(Response::Claimed(answers)))
+            }
+            Command::UpdateMeta(UpdateMeta { id, meta }) => {
+                let outcome = self.decide(|engine| engine.update_meta(&id, meta));
+                Box::pin(std::future::ready(Response::MetaUpdated(outcome)))
             }
             Command::Lease(_) => {
                 let granted = self.engine.read().unwrap().grants_lease(from);

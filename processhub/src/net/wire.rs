@@ -88,6 +88,15 @@ pub(crate) enum Request<'a> {
     Merge(Merge),
     /// Grant the sender these new ids (see `crate::core::engine`'s claims).
     Claim(ClaimAsk),
+    /// Set the metadata of a child the receiver runs.
+    UpdateMeta(UpdateMeta),
+}
+
+/// The new metadata of a child.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct UpdateMeta {
+    pub(crate) id: String,
+    pub(crate) meta: crate::metadata::Meta,
 }
 
 /// The new ids a node claims before it acknowledges their start.
@@ -120,6 +129,7 @@ pub(crate) enum Command<'a> {
     Lease(LeaseAsk),
     Merge(Merge),
     Claim(ClaimAsk),
+    UpdateMeta(UpdateMeta),
 }
 
 impl<'a> Request<'a> {
@@ -135,6 +145,7 @@ impl<'a> Request<'a> {
             Request::Lease(r) => Command::Lease(r),
             Request::Merge(r) => Command::Merge(r),
             Request::Claim(r) => Command::Claim(r),
+            Request::UpdateMeta(r) => Command::UpdateMeta(r),
         })
     }
 }
@@ -225,6 +236,8 @@ pub(crate) enum Response {
     Merged(Result<(), String>),
     /// The answers to a claim, one per id in order.
     Claimed(Vec<crate::core::item::ClaimAnswer>),
+    /// What became of a metadata update.
+    MetaUpdated(crate::core::item::MetaOutcome),
 }
 
 /// One call of a `CallBatch` (`crate::child`): its method name and arguments, shared with the frame.

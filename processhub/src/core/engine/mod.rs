@@ -30,13 +30,14 @@ use crate::core::downing::{Downing, SafetyConfig};
 use crate::core::entry::{Entry, Role};
 use crate::core::placement::{Distribution, TypePlacement};
 use crate::core::recent::RecentCalls;
-use crate::core::registry::{Push, Registry};
+use crate::core::registry::{Change, Push, Registry};
 use crate::core::ring::Ring;
 use crate::core::view::ClusterView;
 use crate::events::HubEvent;
 use crate::node::NodeId;
 
 mod claims;
+mod meta;
 mod moves;
 mod plan;
 mod push;
@@ -322,6 +323,25 @@ impl<C: ChildHandle> Engine<C> {
 
     /// What was decided since the last call.
     pub(crate) fn take_output(&mut self) -> Output<C> {
+        for change in self.registry.take_changes() {
+            self.out.events.push(match change {
+                Change::Registered {
+                    id,
+                    type_name,
+                    owner,
+                    epoch,
+                } => HubEvent::ChildRegistered {
+                    id: id.to_string(),
+                    type_name: type_name.to_string(),
+                    owner,
+                    epoch,
+                },
+                Change::Unregistered { id, owner } => HubEvent::ChildUnregistered {
+                    id: id.to_string(),
+                    owner,
+                },
+            });
+        }
         std::mem::take(&mut self.out)
     }
 

@@ -22,6 +22,8 @@ pub(crate) struct Move<C> {
     pub(crate) start_state: Vec<u8>,
     pub(crate) flags: Flags,
     pub(crate) child: C,
+    /// Its metadata (updates are refused while it moves).
+    pub(crate) meta: crate::metadata::Meta,
 }
 
 impl<C: ChildHandle> Engine<C> {
@@ -45,6 +47,7 @@ impl<C: ChildHandle> Engine<C> {
                 type_name: e.type_name.to_string(),
                 start_state: e.start_state.to_vec(),
                 flags: e.flags,
+                meta: e.meta.clone(),
                 child: l.child.clone(),
                 from_epoch: l.epoch,
                 epoch,
@@ -85,7 +88,10 @@ impl<C: ChildHandle> Engine<C> {
             .get(id)
             .is_some_and(|e| (e.epoch, e.owner) >= (epoch, to));
         if !confirmed {
-            let standbys = self.registry.get(id).and_then(|e| e.standbys_but(to));
+            let (standbys, meta) = match self.registry.get(id) {
+                Some(e) => (e.standbys_but(to), e.meta.clone()),
+                None => (None, None),
+            };
             let entry = Entry {
                 type_name: self.registry.intern(&m.type_name),
                 owner: to,
@@ -93,6 +99,7 @@ impl<C: ChildHandle> Engine<C> {
                 start_state: StartState::from_slice(&m.start_state),
                 flags: m.flags,
                 standbys,
+                meta,
             };
             self.registry.upsert(id, entry);
         }

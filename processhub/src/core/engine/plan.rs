@@ -372,6 +372,7 @@ impl<C: ChildHandle> Engine<C> {
             flags: entry.flags,
             recent: Vec::new(),
             node: None,
+            meta: entry.meta.clone(),
         };
         Some(Restart {
             item,

@@ -149,6 +149,7 @@ impl<C: ChildHandle> Engine<C> {
                 start_state: StartState::new(),
                 flags: entry.flags,
                 standbys: None,
+                meta: None,
             };
             if wins(entry, &ours) && !self.moving.contains(id) {
                 tracing::warn!(%id, "stopping a duplicate: another node won it");

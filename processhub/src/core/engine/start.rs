@@ -187,6 +187,7 @@ impl<C: ChildHandle> Engine<C> {
             } else {
                 None
             },
+            meta: item.meta.clone(),
         };
         self.registry.upsert(&item.id, entry.clone());
         self.out.upsert(&item.id, entry);
@@ -194,6 +195,12 @@ impl<C: ChildHandle> Engine<C> {
             self.out.events.push(HubEvent::ChildStarted {
                 id: item.id.clone(),
                 type_name: item.type_name.clone(),
+                node: me,
+                epoch,
+            });
+        } else if handed_over {
+            self.out.events.push(HubEvent::ChildArrived {
+                id: item.id.clone(),
                 node: me,
                 epoch,
             });

@@ -143,6 +143,7 @@ pub(crate) fn new_item(id: &str, type_name: &str) -> StartItem {
         flags: Flags::default(),
         node: None,
         recent: Vec::new(),
+        meta: None,
     }
 }
 
@@ -165,6 +166,7 @@ pub(crate) fn entry(type_name: &str, owner: NodeId, epoch: u64) -> Entry {
         start_state: StartState::from_slice(&[1]),
         flags: Flags::default(),
         standbys: None,
+        meta: None,
     }
 }
 

@@ -210,7 +210,11 @@ fn a_hand_over_replaces_a_restarted_copy_never_called_and_not_one_that_served() 
                 child: restarted,
                 report: false
             }],
-            vec![],
+            vec![HubEvent::ChildArrived {
+                id: id.clone(),
+                node: node(1),
+                epoch: 2
+            }],
         )
     );
     assert_eq!(e.route(&id), Route::Local(arrived));
@@ -1429,4 +1433,111 @@ fn a_claim_short_of_a_quorum_starts_nothing_and_a_failed_start_lets_its_claim_go
     assert_eq!(e.take_output(), out(vec![unclaim("a")], vec![], vec![]));
     // Alone, nothing is claimed.
     assert_eq!(engine(1, &[1]).claim_peers(&item), None);
+}
+
+// ---- metadata and the registry hooks ----
+
+#[test]
+fn metadata_is_set_by_the_owner_and_published_and_others_say_where_it_runs() {
+    use crate::core::item::MetaOutcome;
+    use crate::metadata::{shared, Metadata};
+    let mut e = engine(1, &[1, 2]);
+    let a1 = TestChild::new("a1", "T");
+    start(&mut e, "a", &a1);
+    let meta = shared(Metadata::new().with("k", "v").tagged("region:eu"));
+    assert_eq!(e.update_meta("a", meta.clone()), MetaOutcome::Updated);
+    let mut tagged = entry("T", node(1), 1);
+    tagged.meta = meta.clone();
+    assert_eq!(
+        e.take_output(),
+        out(vec![upsert("a", tagged)], vec![], vec![]),
+        "the entry, same epoch, new metadata"
+    );
+    assert_eq!(e.update_meta("a", meta.clone()), MetaOutcome::Updated);
+    assert_eq!(
+        e.take_output(),
+        Output::default(),
+        "no change: nothing sent"
+    );
+    assert_eq!(e.update_meta("nobody", meta.clone()), MetaOutcome::NotFound);
+    e.push(node(2), upsert("b", entry("T", node(2), 1)));
+    e.take_output();
+    assert_eq!(
+        e.update_meta("b", meta),
+        MetaOutcome::NotHere { owner: node(2) }
+    );
+    assert_eq!(e.take_output(), Output::default());
+}
+
+#[test]
+fn metadata_update_waits_while_the_child_moves() {
+    use crate::core::item::MetaOutcome;
+    use crate::metadata::{shared, Metadata};
+    let mut e = engine(1, &[1, 2]);
+    let a1 = TestChild::new("a1", "T");
+    start(&mut e, "a", &a1);
+    let moves = e.begin_moves(vec![("a".into(), node(2), 2)]);
+    assert_eq!(moves.len(), 1);
+    let meta = shared(Metadata::new().tagged("x"));
+    assert_eq!(e.update_meta("a", meta), MetaOutcome::Busy);
+    assert_eq!(e.take_output(), Output::default());
+}
+
+#[test]
+fn registry_hooks_hear_of_registrations_and_removals_while_wanted() {
+    let mut e = engine(1, &[1, 2]);
+    e.push(node(2), upsert("quiet", entry("T", node(2), 1)));
+    assert_eq!(e.take_output().events, vec![], "not recorded unless wanted");
+    e.registry.record_changes(true);
+    e.push(node(2), upsert("b", entry("T", node(2), 1)));
+    let registered = HubEvent::ChildRegistered {
+        id: "b".into(),
+        type_name: "T".into(),
+        owner: node(2),
+        epoch: 1,
+    };
+    assert_eq!(e.take_output().events, vec![registered]);
+    // The same owner and epoch again (a metadata change, a snapshot): no news.
+    let mut tagged = entry("T", node(2), 1);
+    tagged.meta = crate::metadata::shared(crate::metadata::Metadata::new().tagged("t"));
+    e.push(node(2), upsert("b", tagged));
+    assert_eq!(e.take_output().events, vec![]);
+    // Moved: registered again, on its new owner.
+    e.push(node(2), upsert("b", entry("T", node(2), 2)));
+    assert_eq!(
+        e.take_output().events,
+        vec![HubEvent::ChildRegistered {
+            id: "b".into(),
+            type_name: "T".into(),
+            owner: node(2),
+            epoch: 2,
+        }]
+    );
+    e.push(node(2), Push::Remove(vec![("b".into(), 2)]));
+    assert_eq!(
+        e.take_output().events,
+        vec![HubEvent::ChildUnregistered {
+            id: "b".into(),
+            owner: node(2),
+        }]
+    );
+    // A start here is heard of too, after its own event.
+    let a1 = TestChild::new("a1", "T");
+    let item = super::testing::new_item("a", "T");
+    let epoch = e.admit(&item).unwrap();
+    e.started(&item, epoch, Ok(a1));
+    let events = e.take_output().events;
+    assert!(
+        matches!(events[0], HubEvent::ChildStarted { .. }),
+        "{events:?}"
+    );
+    assert_eq!(
+        events[1],
+        HubEvent::ChildRegistered {
+            id: "a".into(),
+            type_name: "T".into(),
+            owner: node(1),
+            epoch,
+        }
+    );
 }
