@@ -647,3 +647,107 @@ async fn registry_hooks_run_on_every_node_and_moves_are_bracketed() {
         h.shutdown().await.unwrap();
     }
 }
+
+/// A before-move handler holds a child here (serving) until it says `Ready`; the
+/// others move meanwhile. With a handler that never consents, the move goes ahead
+/// once the maximum deferral passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_waits_for_consent_and_goes_ahead_after_the_maximum_deferral() {
+    use processhub::{MoveConsent, MoveRequest};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    let a = Hub::builder("hooks-consent")
+        .cluster_key(KEY)
+        .max_move_deferral(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..40).map(|i| format!("busy-{i:02}")).collect();
+    for r in Tally::start_many(
+        &a,
+        ids.iter().map(|i| (i.clone(), Tally::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let asked = Arc::new(AtomicUsize::new(0));
+    {
+        let (done, asked) = (done.clone(), asked.clone());
+        a.hooks().before_move(0, move |m: &MoveRequest<'_>| {
+            if m.id.ends_with('7') && !done.load(Ordering::Acquire) {
+                asked.fetch_add(1, Ordering::Relaxed);
+                MoveConsent::Defer
+            } else {
+                MoveConsent::Ready
+            }
+        });
+    }
+    let b = hub("hooks-consent", &[a.listen_addr()]).await;
+    let to_b: Vec<&String> = ids
+        .iter()
+        .filter(|i| b.ring_owner(i) == Some(b.node_id()))
+        .collect();
+    let held: Vec<&String> = to_b.iter().copied().filter(|i| i.ends_with('7')).collect();
+    assert!(!held.is_empty(), "some deferred ids belong on b");
+    // Asked again and again, and still here, serving.
+    until("the deferred moves were asked about a few times", || {
+        asked.load(Ordering::Relaxed) >= 3 * held.len()
+    })
+    .await;
+    until("the others moved meanwhile", || {
+        to_b.iter()
+            .filter(|i| !i.ends_with('7'))
+            .all(|i| a.lookup(i).is_some_and(|c| c.owner == b.node_id()))
+    })
+    .await;
+    for id in &held {
+        assert_eq!(a.lookup(id).unwrap().owner, a.node_id(), "{id} waits");
+        assert_eq!(Tally::handle(&b, (*id).clone()).add(1).await.unwrap(), 1);
+    }
+    done.store(true, Ordering::Release);
+    until("every child of b is on b", || {
+        to_b.iter()
+            .all(|i| a.lookup(i).is_some_and(|c| c.owner == b.node_id()))
+    })
+    .await;
+    for id in &held {
+        assert_eq!(
+            Tally::handle(&a, (*id).clone()).get().await.unwrap(),
+            1,
+            "moved with its state"
+        );
+    }
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+
+    // A handler that never consents: the maximum deferral lets the moves go.
+    let a = Hub::builder("hooks-consent-max")
+        .cluster_key(KEY)
+        .max_move_deferral(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    for r in Tally::start_many(
+        &a,
+        ids.iter().map(|i| (i.clone(), Tally::default())).collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    a.hooks().before_move(0, |_| MoveConsent::Defer);
+    let b = hub("hooks-consent-max", &[a.listen_addr()]).await;
+    let to_b: Vec<&String> = ids
+        .iter()
+        .filter(|i| b.ring_owner(i) == Some(b.node_id()))
+        .collect();
+    until("moved despite the deferral", || {
+        to_b.iter()
+            .all(|i| a.lookup(i).is_some_and(|c| c.owner == b.node_id()))
+    })
+    .await;
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}

@@ -226,6 +226,42 @@ struct Before {
     f: Arc<BeforeFn>,
 }
 
+type MoveFn = dyn Fn(&MoveRequest<'_>) -> MoveConsent + Send + Sync;
+
+struct BeforeMove {
+    id: HookId,
+    priority: i32,
+    f: Arc<MoveFn>,
+}
+
+/// A move about to begin, as a before-move handler sees it
+/// ([`Hooks::before_move`]).
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct MoveRequest<'a> {
+    /// The child.
+    pub id: &'a str,
+    /// Its component type's wire name.
+    pub type_name: &'a str,
+    /// The node it would move to.
+    pub to: crate::NodeId,
+}
+
+/// What a before-move handler says of a move ([`Hooks::before_move`]): ProcessHub's
+/// migration consent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MoveConsent {
+    /// It may move now.
+    Ready,
+    /// Not yet (it is finishing something): asked again in a moment, until it says
+    /// `Ready` or [`HubBuilder::max_move_deferral`](crate::HubBuilder::max_move_deferral)
+    /// passed, when the move goes ahead anyway. The child serves calls meanwhile.
+    Defer,
+}
+
+/// How often a deferred move asks its handlers again.
+pub const MOVE_CONSENT_POLL: Duration = Duration::from_millis(20);
+
 struct Handler {
     id: HookId,
     priority: i32,
@@ -240,6 +276,8 @@ pub(crate) struct Registry {
     handlers: RwLock<HashMap<HookPoint, Arc<[Arc<Handler>]>>>,
     /// Per component type, its before-start handlers in the order they run.
     before: RwLock<HashMap<&'static str, Arc<[Arc<Before>]>>>,
+    /// The before-move handlers, in the order they run.
+    moves: RwLock<Arc<[Arc<BeforeMove>]>>,
     /// How many handlers are registered (none: events are not queued).
     registered: AtomicUsize,
     next_id: AtomicU64,
@@ -267,6 +305,7 @@ impl Registry {
         Arc::new(Self {
             handlers: RwLock::new(HashMap::new()),
             before: RwLock::new(HashMap::new()),
+            moves: RwLock::new(Arc::from(Vec::new())),
             registered: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             queue: Mutex::new(None),
@@ -451,10 +490,52 @@ impl Hooks {
         id
     }
 
+    /// Asks `handler` before each of this hub's children moves to another node (a
+    /// join, a drain, a shutdown), before the handlers of lower `priority`: it may let
+    /// it go ([`MoveConsent::Ready`]) or hold it here for a while
+    /// ([`MoveConsent::Defer`]: asked again every [`MOVE_CONSENT_POLL`], until every
+    /// handler says `Ready` or [`HubBuilder::max_move_deferral`] passed; the child
+    /// serves calls meanwhile, and the others move without it). It runs on the move's
+    /// task, before anything is frozen: keep it short (a flag to read). A handler that panics counts as `Ready`, and is reported as
+    /// [`HubEvent::HookPanicked`] under [`HookPoint::ChildMigrated`]. Restarts after a
+    /// node death and promotions are not moves: they do not ask.
+    ///
+    /// [`HubBuilder::max_move_deferral`]: crate::HubBuilder::max_move_deferral
+    pub fn before_move(
+        &self,
+        priority: i32,
+        handler: impl Fn(&MoveRequest<'_>) -> MoveConsent + Send + Sync + 'static,
+    ) -> HookId {
+        let r = &self.registry;
+        let id = HookId(r.next_id.fetch_add(1, Ordering::Relaxed));
+        let mut moves = r.moves.write().unwrap();
+        let mut list = moves.to_vec();
+        let at = list.partition_point(|h| h.priority >= priority);
+        list.insert(
+            at,
+            Arc::new(BeforeMove {
+                id,
+                priority,
+                f: Arc::new(handler),
+            }),
+        );
+        *moves = list.into();
+        id
+    }
+
     /// Cancels a handler: it runs for no event from now on (nor for the rest of an
     /// event being handled). Whether it was registered.
     pub fn cancel(&self, id: HookId) -> bool {
         let r = &self.registry;
+        {
+            let mut moves = r.moves.write().unwrap();
+            if let Some(i) = moves.iter().position(|h| h.id == id) {
+                let mut v = moves.to_vec();
+                v.remove(i);
+                *moves = v.into();
+                return true;
+            }
+        }
         {
             let mut before = r.before.write().unwrap();
             for list in before.values_mut() {
@@ -530,6 +611,33 @@ impl Events {
     /// [`HookPoint::ChildUnregistered`] is registered.
     pub(crate) fn wants_registry_changes(&self) -> bool {
         self.hooks.registry_points.load(Ordering::Acquire)
+    }
+
+    /// Whether any before-move handler is registered.
+    pub(crate) fn has_before_move(&self) -> bool {
+        !self.hooks.moves.read().unwrap().is_empty()
+    }
+
+    /// What the before-move handlers say of `request`: `Defer` if any does (the first
+    /// that does ends the round).
+    pub(crate) fn consent(&self, request: &MoveRequest<'_>) -> MoveConsent {
+        let list = self.hooks.moves.read().unwrap().clone();
+        for h in list.iter() {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| (h.f)(request))) {
+                Ok(MoveConsent::Ready) => {}
+                Ok(MoveConsent::Defer) => return MoveConsent::Defer,
+                Err(panic) => {
+                    let message = crate::child::component::panic_message(&*panic);
+                    tracing::error!(hook = %h.id, id = %request.id, "a before-move hook panicked: {message}");
+                    self.send(HubEvent::HookPanicked {
+                        point: HookPoint::ChildMigrated,
+                        hook: h.id,
+                        message,
+                    });
+                }
+            }
+        }
+        MoveConsent::Ready
     }
 
     /// Whether any before-start handler is registered for `type_name`.

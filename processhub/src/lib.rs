@@ -78,7 +78,9 @@ pub use crate::core::downing::PartitionTolerance;
 pub use crate::error::{CallError, HubError, StartError, StopError};
 pub use crate::events::{HubEvent, RestartReason};
 pub use crate::explain::{Explanation, MembershipChange, PlannedMove};
-pub use crate::hooks::{BeforeStart, HookId, HookPoint, Hooks, SLOW_HOOK};
+pub use crate::hooks::{
+    BeforeStart, HookId, HookPoint, Hooks, MoveConsent, MoveRequest, MOVE_CONSENT_POLL, SLOW_HOOK,
+};
 pub use crate::hub::{
     ChildInfo, DrainReport, Hub, HubBuilder, CLUSTER_KEY_ENV, DEFAULT_CALL_TIMEOUT,
     DEFAULT_HIBERNATE_AFTER, DEFAULT_MAX_FRAME, DEFAULT_MAX_IN_FLIGHT, MAX_ID_LEN, MIN_CLUSTER_KEY,

@@ -13,7 +13,7 @@ use super::{
     DEFAULT_LEASE, DEFAULT_MAX_FRAME, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MOVE_TIMEOUT,
     DEFAULT_STABLE_AFTER, START_BATCH,
 };
-use super::{CLUSTER_KEY_ENV, MIN_CLUSTER_KEY};
+use super::{CLUSTER_KEY_ENV, DEFAULT_MAX_MOVE_DEFERRAL, MIN_CLUSTER_KEY};
 use crate::child::lease::Lease;
 use crate::child::types::{any_replicated, type_info};
 use crate::core::downing::{PartitionTolerance, SafetyConfig};
@@ -53,6 +53,7 @@ pub struct HubBuilder {
     max_in_flight: usize,
     hibernate_after: Option<Duration>,
     move_timeout: Duration,
+    max_move_deferral: Duration,
     move_concurrency: usize,
     max_state_size: usize,
     join_timeout: Duration,
@@ -139,6 +140,7 @@ impl HubBuilder {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
             move_timeout: DEFAULT_MOVE_TIMEOUT,
+            max_move_deferral: DEFAULT_MAX_MOVE_DEFERRAL,
             move_concurrency: START_BATCH,
             max_state_size: 1 << 30,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
@@ -254,6 +256,17 @@ impl HubBuilder {
     /// state, and `MigrationFailed` is reported). Default 10 s.
     pub fn move_timeout(mut self, timeout: Duration) -> Self {
         self.move_timeout = timeout;
+        self
+    }
+
+    /// How long before-move handlers may defer a move
+    /// ([`Hooks::before_move`](crate::Hooks::before_move), [`MoveConsent::Defer`]):
+    /// past it the move goes ahead. A shutdown waits for it too, so keep it short.
+    /// Default 5 s.
+    ///
+    /// [`MoveConsent::Defer`]: crate::MoveConsent::Defer
+    pub fn max_move_deferral(mut self, max: Duration) -> Self {
+        self.max_move_deferral = max;
         self
     }
 
@@ -522,6 +535,7 @@ impl HubBuilder {
                 call_timeout: self.call_timeout,
                 hibernate_after: self.hibernate_after,
                 move_timeout: self.move_timeout,
+                max_move_deferral: self.max_move_deferral,
                 move_concurrency: self.move_concurrency,
                 max_state_size: self.max_state_size,
                 inline_decode: self.world.is_some(),

@@ -12,6 +12,7 @@ use crate::core::engine::MAX_HOPS;
 use crate::core::item::{StartItem, StartOutcome};
 use crate::core::recent::calls_to_wire;
 use crate::events::HubEvent;
+use crate::hooks::{MoveConsent, MoveRequest, MOVE_CONSENT_POLL};
 use crate::net::batch::{batches, item_size};
 use crate::net::error::TransportError;
 use crate::net::transport::RECONNECT_WAIT;
@@ -86,8 +87,59 @@ impl HubInner {
         (moved, failed)
     }
 
-    /// Moves one batch of children to `to`. Returns (moved, failed).
+    /// Moves one batch of children to `to`, once the before-move handlers let them go:
+    /// those they let go at once first, then each deferred one when they let it go or
+    /// the maximum deferral passed. Returns (moved, failed).
     async fn move_batch(
+        &self,
+        to: NodeId,
+        chunk: Vec<Move>,
+        unreachable: &std::sync::Mutex<HashSet<NodeId>>,
+    ) -> (usize, usize) {
+        if !self.events.has_before_move() {
+            return self.move_consented(to, chunk, unreachable).await;
+        }
+        let deferred = |m: &Move| {
+            let request = MoveRequest {
+                id: &m.id,
+                type_name: &m.type_name,
+                to,
+            };
+            self.events.consent(&request) == MoveConsent::Defer
+        };
+        let (mut waiting, ready): (Vec<Move>, Vec<Move>) = chunk.into_iter().partition(deferred);
+        let (mut moved, mut failed) = if ready.is_empty() {
+            (0, 0)
+        } else {
+            self.move_consented(to, ready, unreachable).await
+        };
+        let until = Instant::now() + self.max_move_deferral;
+        while !waiting.is_empty() {
+            let go: Vec<Move>;
+            if Instant::now() >= until {
+                tracing::info!(
+                    deferred = waiting.len(),
+                    %to,
+                    "moves deferred past the maximum deferral go ahead"
+                );
+                go = std::mem::take(&mut waiting);
+            } else {
+                tokio::time::sleep(MOVE_CONSENT_POLL).await;
+                let still;
+                (still, go) = std::mem::take(&mut waiting).into_iter().partition(deferred);
+                waiting = still;
+            }
+            if !go.is_empty() {
+                let (m, f) = self.move_consented(to, go, unreachable).await;
+                moved += m;
+                failed += f;
+            }
+        }
+        (moved, failed)
+    }
+
+    /// Moves one batch of children to `to` now. Returns (moved, failed).
+    async fn move_consented(
         &self,
         to: NodeId,
         chunk: Vec<Move>,

@@ -53,6 +53,8 @@ pub const MAX_ID_LEN: usize = 1024;
 pub const MIN_CLUSTER_KEY: usize = 16;
 /// The environment variable a hub reads its cluster key from when none is set in code.
 pub const CLUSTER_KEY_ENV: &str = "PROCESSHUB_CLUSTER_KEY";
+/// Default of [`HubBuilder::max_move_deferral`].
+pub(crate) const DEFAULT_MAX_MOVE_DEFERRAL: Duration = Duration::from_secs(5);
 /// Default of [`HubBuilder::move_timeout`].
 pub(crate) const DEFAULT_MOVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a hub started with seeds waits for the cluster (`HubBuilder::join_timeout`).
@@ -318,6 +320,7 @@ pub(crate) struct HubInner {
     pub(crate) call_timeout: Duration,
     hibernate_after: Option<Duration>,
     move_timeout: Duration,
+    max_move_deferral: Duration,
     move_concurrency: usize,
     max_state_size: usize,
     /// Decode arriving states on the serving task, not a blocking thread (a simulated
