@@ -357,7 +357,7 @@ impl Targets {
                 self.engine.take_output();
             }
             Frame::Request { req, .. } => match req.split() {
-                Ok(call) => {
+                Ok((call, _)) => {
                     let _ = self.engine.route(&call.id);
                     let _ = self.engine.missing(&call.id);
                 }

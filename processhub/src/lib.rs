@@ -62,6 +62,7 @@ pub mod sim;
 mod telemetry;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 /// The fuzz targets, for a coverage-guided fuzzer's driver (`fuzz/afl`): not an API.
 #[cfg(feature = "fuzzing")]
@@ -89,6 +90,7 @@ pub use crate::metadata::{Metadata, MAX_METADATA};
 pub use crate::net::tls::{Tls, TlsError};
 pub use crate::node::NodeId;
 pub use crate::options::{OnNodeDeath, Role, StartOptions};
+pub use crate::trace::current_trace_id;
 
 /// Makes a struct and its impl block a distributed component.
 ///

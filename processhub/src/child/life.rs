@@ -103,7 +103,20 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
                     continue;
                 }
             }
-            let mut reply = T::apply(self, method, &call.args).await;
+            let mut reply = match call.trace {
+                None => T::apply(self, method, &call.args).await,
+                Some(trace) => {
+                    let span = tracing::debug_span!(
+                        "processhub.serve",
+                        r#type = T::TYPE_NAME,
+                        method,
+                        trace_id = trace
+                    );
+                    let apply =
+                        tracing::Instrument::instrument(T::apply(self, method, &call.args), span);
+                    crate::trace::serving(trace, apply).await
+                }
+            };
             if T::is_write(method) {
                 // Recorded before the state ships, so standbys know this call too.
                 if let (Ok(bytes), true, Some(recent)) = (&reply, call.call_id != 0, &self.recent) {

@@ -70,11 +70,24 @@ impl HandleCore {
         ComponentActor<T>: Message<M, Reply = Result<R, CallError>>,
     {
         let began = std::time::Instant::now();
-        let span =
-            tracing::debug_span!("processhub.call", r#type = T::TYPE_NAME, method, id = %self.id);
-        let result =
-            tracing::Instrument::instrument(self.call_routed::<T, M, R>(method, read, msg), span)
-                .await;
+        let span = tracing::debug_span!(
+            "processhub.call",
+            r#type = T::TYPE_NAME,
+            method,
+            id = %self.id,
+            trace_id = tracing::field::Empty
+        );
+        // A trace id only when someone records the span: untraced calls carry none.
+        let trace = (!span.is_disabled()).then(|| {
+            let trace = crate::trace::trace_for_call(self.hub.node_id().incarnation());
+            span.record("trace_id", trace);
+            trace
+        });
+        let result = tracing::Instrument::instrument(
+            self.call_routed::<T, M, R>(method, read, msg, trace),
+            span,
+        )
+        .await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),
@@ -87,12 +100,14 @@ impl HandleCore {
         result
     }
 
-    /// [`Self::call`], without its span and metrics.
+    /// [`Self::call`], without its span and metrics; `trace` goes with it to another
+    /// node.
     async fn call_routed<T, M, R>(
         &self,
         method: &'static str,
         read: bool,
         msg: M,
+        trace: Option<u64>,
     ) -> Result<R, CallError>
     where
         T: Dispatch,
@@ -200,13 +215,17 @@ impl HandleCore {
                             max,
                         });
                     }
-                    let req = Request::Call(Call {
+                    let call = Call {
                         id: Cow::Borrowed(&self.id),
                         type_name: Cow::Borrowed(T::TYPE_NAME),
                         method: Cow::Borrowed(method),
                         args: Cow::Owned(args),
                         call_id,
-                    });
+                    };
+                    let req = match trace {
+                        Some(trace) => Request::TracedCall(call, trace),
+                        None => Request::Call(call),
+                    };
                     match inner
                         .transport
                         .request_within(node, req, RECONNECT_WAIT, deadline)

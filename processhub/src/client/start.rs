@@ -64,6 +64,19 @@ pub async fn start_many<T: Dispatch>(
     items: Vec<(String, T)>,
     options: StartOptions,
 ) -> Vec<Result<(), StartError>> {
+    let span = tracing::debug_span!(
+        "processhub.start",
+        r#type = T::TYPE_NAME,
+        children = items.len()
+    );
+    tracing::Instrument::instrument(start_traced(hub, items, options), span).await
+}
+
+async fn start_traced<T: Dispatch>(
+    hub: &Hub,
+    items: Vec<(String, T)>,
+    options: StartOptions,
+) -> Vec<Result<(), StartError>> {
     let flags = options.flags::<T>();
     if hub.inner.is_stopped() {
         return items.iter().map(|_| Err(StartError::HubStopped)).collect();

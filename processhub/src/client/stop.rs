@@ -17,7 +17,8 @@ pub async fn stop<T: Dispatch>(hub: &Hub, id: &str) -> Result<(), StopError> {
     if id.is_empty() {
         return Err(StopError::NotFound { id: String::new() });
     }
-    stop_routed(&hub.inner, id, T::TYPE_NAME).await
+    let span = tracing::debug_span!("processhub.stop", r#type = T::TYPE_NAME, %id);
+    tracing::Instrument::instrument(stop_routed(&hub.inner, id, T::TYPE_NAME), span).await
 }
 
 /// Stops `id` wherever it runs, following the registry.

@@ -79,10 +79,14 @@ impl HubInner {
         for (to, chunk) in units {
             batches.push(self.move_batch(to, chunk, unreachable));
         }
-        let (moved, failed) = futures_util::stream::iter(batches)
-            .buffer_unordered(parallel)
-            .fold((0, 0), |(m, f), (dm, df)| async move { (m + dm, f + df) })
-            .await;
+        let span = tracing::debug_span!("processhub.moves", children);
+        let (moved, failed) = tracing::Instrument::instrument(
+            futures_util::stream::iter(batches)
+                .buffer_unordered(parallel)
+                .fold((0, 0), |(m, f), (dm, df)| async move { (m + dm, f + df) }),
+            span,
+        )
+        .await;
         self.emit(HubEvent::RedistributionCompleted { moved, failed });
         (moved, failed)
     }

@@ -397,6 +397,14 @@ impl HubInner {
         let Some(mut restart) = self.decide(|engine| engine.restart(id, epoch, from)) else {
             return;
         };
+        let span = tracing::debug_span!(
+            "processhub.restart",
+            %id,
+            epoch,
+            %from,
+            promoted = restart.promoted
+        );
+        let _entered = span.enter();
         // The promoted copy's table moves into the instance (not copied).
         let recent = std::mem::take(&mut restart.recent);
         let item = &restart.item;

@@ -890,13 +890,16 @@ fn serve_frames(
         };
         match frame {
             Frame::Request { rid, req } => match req.split() {
-                Ok(Call {
-                    id,
-                    type_name,
-                    method,
-                    args,
-                    call_id,
-                }) => {
+                Ok((
+                    Call {
+                        id,
+                        type_name,
+                        method,
+                        args,
+                        call_id,
+                    },
+                    trace,
+                )) => {
                     let (Cow::Borrowed(id), Cow::Borrowed(type_name)) = (id, type_name) else {
                         reply(vec![(
                             rid,
@@ -914,6 +917,7 @@ fn serve_frames(
                             method: share(body, method.as_bytes()),
                             args: share(body, &args),
                             call_id,
+                            trace,
                         },
                     });
                 }

@@ -90,6 +90,8 @@ pub(crate) enum Request<'a> {
     Claim(ClaimAsk),
     /// Set the metadata of a child the receiver runs.
     UpdateMeta(UpdateMeta),
+    /// A call with the caller's trace id (see `crate::trace`).
+    TracedCall(#[serde(borrow)] Call<'a>, u64),
 }
 
 /// The new metadata of a child.
@@ -133,10 +135,11 @@ pub(crate) enum Command<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// A call, or the request as a [`Command`].
-    pub(crate) fn split(self) -> Result<Call<'a>, Command<'a>> {
+    /// A call (with its trace id, if it carries one), or the request as a [`Command`].
+    pub(crate) fn split(self) -> Result<(Call<'a>, Option<u64>), Command<'a>> {
         Err(match self {
-            Request::Call(call) => return Ok(call),
+            Request::Call(call) => return Ok((call, None)),
+            Request::TracedCall(call, trace) => return Ok((call, Some(trace))),
             Request::Start(r) => Command::Start(r),
             Request::Stop(r) => Command::Stop(r),
             Request::Stage(r) => Command::Stage(r),
@@ -247,6 +250,8 @@ pub(crate) struct EncodedCall {
     pub(crate) args: bytes::Bytes,
     /// Non-zero for an identified write (see `crate::core::recent::RecentCalls`).
     pub(crate) call_id: u128,
+    /// The caller's trace id (see `crate::trace`).
+    pub(crate) trace: Option<u64>,
 }
 
 /// The first byte of a [`Frame::Request`]'s body (postcard writes the variant's index
@@ -367,6 +372,34 @@ mod tests {
             assert!(!is_lease_request(&stop[4..]), "{rid}");
         }
         assert!(!is_lease_request(&[REQUEST_TAG, 0x80]), "cut short");
+    }
+
+    #[test]
+    fn a_traced_call_is_the_call_with_its_trace_id_after_it() {
+        let call = || Call {
+            id: "a".into(),
+            type_name: "T".into(),
+            method: "add".into(),
+            args: Cow::Borrowed(&[9]),
+            call_id: 0,
+        };
+        let plain = postcard::to_allocvec(&Request::Call(call())).unwrap();
+        let traced = postcard::to_allocvec(&Request::TracedCall(call(), 300)).unwrap();
+        // Its own variant index, then the call's bytes as ever, then the id (a varint).
+        assert_eq!(traced[0], 10);
+        assert_eq!(&traced[1..plain.len()], &plain[1..]);
+        assert_eq!(&traced[plain.len()..], &[0xac, 0x02]);
+        match postcard::from_bytes::<Request<'_>>(&traced)
+            .unwrap()
+            .split()
+        {
+            Ok((c, Some(300))) => assert_eq!((&*c.id, &*c.method), ("a", "add")),
+            other => panic!("{other:?}"),
+        }
+        match postcard::from_bytes::<Request<'_>>(&plain).unwrap().split() {
+            Ok((_, None)) => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
