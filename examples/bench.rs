@@ -27,6 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 const HUB_ID: &str = "bench";
 /// Where a node process finds its TLS files (T1).
 const TLS_DIR_ENV: &str = "BENCH_TLS_DIR";
+/// Set for a node process of O1: it serves its admin address and runs no-op hook
+/// handlers on every point.
+const OBSERVED_ENV: &str = "BENCH_OBSERVED";
 
 #[path = "../tests/common/pki.rs"]
 mod pki;
@@ -182,6 +185,7 @@ async fn main() {
                 || a.starts_with('H')
                 || a.starts_with('L')
                 || a.starts_with('T')
+                || a.starts_with('O')
         })
         .cloned()
         .collect();
@@ -193,6 +197,9 @@ async fn main() {
     }
     if run("P3") {
         rows.push(p3().await);
+    }
+    if run("O1") {
+        rows.extend(o1().await);
     }
     if run("P4") || run("P5") {
         rows.extend(p4_p5().await);
@@ -292,7 +299,14 @@ async fn node_main(seed: String) {
     if let Ok(dir) = std::env::var(TLS_DIR_ENV) {
         builder = builder.tls(pki::Pki::tls_in(std::path::Path::new(&dir)));
     }
+    let observed = std::env::var_os(OBSERVED_ENV).is_some();
+    if observed {
+        builder = builder.admin_listen("127.0.0.1:0");
+    }
     let hub = builder.start().await.expect("node starts");
+    if observed {
+        observe(&hub);
+    }
     println!("READY {}", hub.node_id());
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = stdin.next_line().await {
@@ -334,6 +348,9 @@ impl NodeProcess {
         let mut command = Command::new(std::env::current_exe().unwrap());
         if let Some(dir) = tls {
             command.env(TLS_DIR_ENV, dir);
+        }
+        if std::env::var_os(OBSERVED_ENV).is_some() {
+            command.env(OBSERVED_ENV, "1");
         }
         let mut child = command
             .args(["--node", &seed.to_string()])
@@ -772,6 +789,150 @@ async fn p1_p2(tls: bool) -> Vec<Row> {
         },
     ]);
     rows
+}
+
+/// One no-op handler on every hook point, and a no-op before-move handler.
+fn observe(hub: &Hub) {
+    for point in processhub::HookPoint::ALL {
+        hub.hooks().register(*point, 0, |_| {});
+    }
+    hub.hooks()
+        .before_move(0, |_| processhub::MoveConsent::Ready);
+}
+
+/// O1–O3: P1, P2 and P3 on a cluster whose nodes serve their admin address (the
+/// Prometheus recorder on) and run a no-op hook handler on every point, beside the same
+/// figures on a plain cluster, measured in turn in the same run.
+async fn o1() -> Vec<Row> {
+    let (plain, plain_procs) = cluster(2).await;
+    // The node processes of the observed cluster inherit the variable.
+    std::env::set_var(OBSERVED_ENV, "1");
+    let observed = Hub::builder(HUB_ID)
+        .admin_listen("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    observe(&observed);
+    let observed_procs = vec![NodeProcess::spawn(observed.listen_addr()).await];
+    std::env::remove_var(OBSERVED_ENV);
+    wait_for("members", Duration::from_secs(30), || {
+        observed.nodes().len() == 2
+    })
+    .await;
+    let remote =
+        |hub: &Hub, node: NodeId, prefix: &str| ids_owned_by(hub, node, 1, prefix).remove(0);
+    let pc = Counter::start(
+        &plain,
+        remote(&plain, plain_procs[0].id, "o-p"),
+        Counter::default(),
+    )
+    .await
+    .unwrap();
+    let oc = Counter::start(
+        &observed,
+        remote(&observed, observed_procs[0].id, "o-o"),
+        Counter::default(),
+    )
+    .await
+    .unwrap();
+    let pl = Counter::start(
+        &plain,
+        remote(&plain, plain.node_id(), "o-pl"),
+        Counter::default(),
+    )
+    .await
+    .unwrap();
+    let ol = Counter::start(
+        &observed,
+        remote(&observed, observed.node_id(), "o-ol"),
+        Counter::default(),
+    )
+    .await
+    .unwrap();
+    let (mut p1, mut o1, mut p2, mut o2, mut p3, mut o3) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..reps(5) {
+        for (c, p50, rate) in [(&pc, &mut p1, &mut p2), (&oc, &mut o1, &mut o2)] {
+            let lat = sequential(SEQ_CALLS, || async {
+                c.add(1).await.unwrap();
+            })
+            .await;
+            p50.push(percentile(&lat, 0.5));
+            rate.push(
+                windowed(WINDOW_CALLS, 64, || async {
+                    c.add(1).await.unwrap();
+                })
+                .await,
+            );
+        }
+        for (c, p50) in [(&pl, &mut p3), (&ol, &mut o3)] {
+            let lat = sequential(SEQ_CALLS * 2, || async {
+                c.add(1).await.unwrap();
+            })
+            .await;
+            p50.push(percentile(&lat, 0.5));
+        }
+    }
+    // The exporter really served: its page lists the calls just made.
+    let page = http_get(observed.admin_addr().unwrap(), "/metrics").await;
+    assert!(
+        page.contains("processhub_calls_total"),
+        "the exporter counts calls"
+    );
+    drop(plain_procs);
+    drop(observed_procs);
+    plain.shutdown().await.unwrap();
+    observed.shutdown().await.unwrap();
+    let (p1, o1, p2, o2, p3, o3) = (
+        median(p1),
+        median(o1),
+        median(p2),
+        median(o2),
+        median(p3),
+        median(o3),
+    );
+    vec![
+        Row {
+            id: "O1",
+            figure: "P1 with hooks on every point and the exporter on: p50 (baseline: P1 without)",
+            value: format!("{:.1} µs", o1 / 1e3),
+            baseline: Some(format!("{:.1} µs", p1 / 1e3)),
+            ratio: Some(o1 / p1),
+            target: "(the cost of observing)",
+            met: true,
+        },
+        Row {
+            id: "O2",
+            figure:
+                "P2 with hooks on every point and the exporter on: calls/s (baseline: P2 without)",
+            value: format!("{o2:.0}"),
+            baseline: Some(format!("{p2:.0}")),
+            ratio: Some(o2 / p2),
+            target: "(the cost of observing)",
+            met: true,
+        },
+        Row {
+            id: "O3",
+            figure: "P3 with hooks on every point and the exporter on: p50 (baseline: P3 without)",
+            value: format!("{:.2} µs", o3 / 1e3),
+            baseline: Some(format!("{:.2} µs", p3 / 1e3)),
+            ratio: Some(o3 / p3),
+            target: "(the cost of observing)",
+            met: true,
+        },
+    ]
+}
+
+/// A GET over plain HTTP/1.1: the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    raw.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 async fn p3() -> Row {

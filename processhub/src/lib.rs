@@ -33,6 +33,13 @@
 //! connections, the TCP transport), `child` (the component contract, a child's life,
 //! the type table), `hub` (runs the engine's output: builder, control loop, serving,
 //! hand-over, replication, lifecycle, membership), `client` (what handles call).
+//!
+//! Around them: [`Hooks`] (handlers at every [`HookPoint`], before-start and
+//! before-move hooks), [`Metadata`] and tags ([`Hub::query_tag`],
+//! [`Hub::update_metadata`]), and telemetry: `tracing` spans with a trace id carried
+//! across nodes ([`current_trace_id`]), metrics through the `metrics` facade, and, with
+//! [`HubBuilder::admin_listen`], a Prometheus page and a live cluster page served by the
+//! hub.
 
 // Generated code names `::processhub`; this lets the crate's own tests (and the
 // simulator's workload) use the macro.
@@ -144,7 +151,7 @@ pub use crate::trace::current_trace_id;
 /// | `struct TallyHandle` | the typed handle: `Clone + Send + Sync + Debug`, one async method per call, `id()` |
 /// | `Tally::start(&hub, id, state)` | starts it on its owner node; `Err(AlreadyStarted { node })` if the id runs anywhere |
 /// | `Tally::start_many(&hub, vec![(id, state), ...])` | many starts, batched per node; one result per item |
-/// | `Tally::start_with(&hub, id, state, options)`, `Tally::start_many_with(..)` | the same, with [`StartOptions`] for these ids (pinned, [`OnNodeDeath`], the node of a `guided` type) over the type's defaults |
+/// | `Tally::start_with(&hub, id, state, options)`, `Tally::start_many_with(..)` | the same, with [`StartOptions`] for these ids (pinned, [`OnNodeDeath`], the node of a `guided` type, [`Metadata`]) over the type's defaults |
 /// | `Tally::start_on(&hub, id, state, node)` | with `distribution = "guided"` only: starts it on `node`; `Err(Placement)` if that is not a live member |
 /// | `Tally::handle(&hub, id)` | a handle by id, from any node; nothing is checked until a call |
 /// | `Tally::stop(&hub, id)` | stops it wherever it runs; `Err(NotFound)` at once if nothing runs there |

@@ -28,9 +28,15 @@
 //!
 //! Gauges are set when `/metrics` is read (and by [`Telemetry::refresh`]), from the
 //! hub's state at that moment: nothing is counted on the hot path for them.
+//!
+//! The handles of the per-call and per-event metrics are registered with the recorder
+//! at their first use and kept (as the `metrics` crate means handles to be used): a
+//! call then costs a map lookup and two atomic updates, not a key built and looked up
+//! in the recorder. So install an application recorder before starting hubs: metrics
+//! first used before it stay with the no-op recorder, as the facade documents.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -60,11 +66,24 @@ pub(crate) struct Recent {
     pub(crate) text: String,
 }
 
+/// The handles of one (type, method, outcome) of calls.
+#[derive(Clone)]
+struct CallMetrics {
+    count: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+type CallKey = (&'static str, &'static str, &'static str);
+
 /// A hub's metrics recorder (its own, or the global one) and its recent events.
 pub(crate) struct Telemetry {
     /// The hub's own Prometheus recorder (with an admin address).
     prometheus: Option<(PrometheusRecorder, PrometheusHandle)>,
     recent: Mutex<VecDeque<Recent>>,
+    /// The call metrics registered so far.
+    calls: RwLock<HashMap<CallKey, CallMetrics, foldhash::fast::FixedState>>,
+    /// `processhub_events_total`, per hook point (in [`HookPoint::ALL`]'s order).
+    events: OnceLock<Box<[metrics::Counter]>>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -95,6 +114,8 @@ impl Telemetry {
         Self {
             prometheus,
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            calls: RwLock::new(HashMap::default()),
+            events: OnceLock::new(),
         }
     }
 
@@ -113,28 +134,36 @@ impl Telemetry {
 
     /// Counts `event`, and keeps it if the cluster page lists its kind.
     pub(crate) fn event(&self, event: &HubEvent) {
-        self.record(|| {
-            metrics::counter!("processhub_events_total", "event" => event.point().name())
-                .increment(1);
-            match event {
-                HubEvent::ChildMigrated { .. } => {
-                    metrics::counter!("processhub_moves_total", "outcome" => "ok").increment(1)
-                }
-                HubEvent::MigrationFailed { .. } => {
-                    metrics::counter!("processhub_moves_total", "outcome" => "failed").increment(1)
-                }
-                HubEvent::ChildRestarted { reason, .. } => {
-                    let reason = match reason {
-                        RestartReason::NodeDown { .. } => "node_down",
-                        RestartReason::Panicked { .. } => "panicked",
-                    };
-                    metrics::counter!("processhub_restarts_total", "reason" => reason).increment(1)
-                }
-                HubEvent::PrimaryPromoted { .. } => {
-                    metrics::counter!("processhub_promotions_total").increment(1)
-                }
-                _ => {}
+        let counters = self.events.get_or_init(|| {
+            self.record(|| {
+                HookPoint::ALL
+                    .iter()
+                    .map(|p| metrics::counter!("processhub_events_total", "event" => p.name()))
+                    .collect()
+            })
+        });
+        let point = event.point();
+        if let Some(i) = HookPoint::ALL.iter().position(|p| *p == point) {
+            counters[i].increment(1);
+        }
+        self.record(|| match event {
+            HubEvent::ChildMigrated { .. } => {
+                metrics::counter!("processhub_moves_total", "outcome" => "ok").increment(1)
             }
+            HubEvent::MigrationFailed { .. } => {
+                metrics::counter!("processhub_moves_total", "outcome" => "failed").increment(1)
+            }
+            HubEvent::ChildRestarted { reason, .. } => {
+                let reason = match reason {
+                    RestartReason::NodeDown { .. } => "node_down",
+                    RestartReason::Panicked { .. } => "panicked",
+                };
+                metrics::counter!("processhub_restarts_total", "reason" => reason).increment(1)
+            }
+            HubEvent::PrimaryPromoted { .. } => {
+                metrics::counter!("processhub_promotions_total").increment(1)
+            }
+            _ => {}
         });
         if let Some(recent) = recent(event) {
             let mut list = self.recent.lock().unwrap();
@@ -158,14 +187,22 @@ impl Telemetry {
         outcome: &'static str,
         took: Duration,
     ) {
-        self.record(|| {
-            metrics::counter!("processhub_calls_total",
-                "type" => type_name, "method" => method, "outcome" => outcome)
-            .increment(1);
-            metrics::histogram!("processhub_call_duration_seconds",
-                "type" => type_name, "method" => method)
-            .record(took.as_secs_f64());
+        let key = (type_name, method, outcome);
+        let add = |m: &CallMetrics| {
+            m.count.increment(1);
+            m.latency.record(took.as_secs_f64());
+        };
+        if let Some(m) = self.calls.read().unwrap().get(&key) {
+            return add(m);
+        }
+        let m = self.record(|| CallMetrics {
+            count: metrics::counter!("processhub_calls_total",
+                "type" => type_name, "method" => method, "outcome" => outcome),
+            latency: metrics::histogram!("processhub_call_duration_seconds",
+                "type" => type_name, "method" => method),
         });
+        add(&m);
+        self.calls.write().unwrap().insert(key, m);
     }
 
     /// Sets the gauges from the hub's state now.

@@ -239,7 +239,7 @@ impl Hub {
     }
 
     /// The hub's hook handlers: register code to run at its hook points (every
-    /// [`HubEvent`]), by priority, and cancel it (see [`Hooks`]). Unlike
+    /// [`HubEvent`]), by priority, and cancel it (see [`Hooks`](crate::Hooks)). Unlike
     /// [`Hub::events`], handlers never lag: each gets every event, in order.
     pub fn hooks(&self) -> crate::Hooks {
         self.inner.events.hooks()
