@@ -751,3 +751,107 @@ async fn a_move_waits_for_consent_and_goes_ahead_after_the_maximum_deferral() {
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
 }
+
+/// Moves a child only when it says so (`#[move_consent]`).
+#[distributed]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Careful {
+    busy: bool,
+    n: u64,
+}
+
+#[distributed]
+impl Careful {
+    /// Marks it busy (it defers moves) or not.
+    pub fn set_busy(&mut self, busy: bool) {
+        self.busy = busy;
+    }
+
+    /// Adds `by`; the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    #[move_consent]
+    fn consent(&self) -> processhub::MoveConsent {
+        if self.busy {
+            processhub::MoveConsent::Defer
+        } else {
+            processhub::MoveConsent::Ready
+        }
+    }
+}
+
+/// A component that says `Defer` stays and serves while the others move, is reported
+/// (`MigrationDeferred`), and moves with its state once it says `Ready`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_defers_its_own_move_until_it_is_ready() {
+    let a = Hub::builder("hooks-own-consent")
+        .cluster_key(KEY)
+        .max_move_deferral(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..40).map(|i| format!("careful-{i:02}")).collect();
+    for r in Careful::start_many(
+        &a,
+        ids.iter()
+            .map(|i| (i.clone(), Careful::default()))
+            .collect(),
+    )
+    .await
+    {
+        r.unwrap();
+    }
+    for id in ids.iter().filter(|i| i.ends_with('3')) {
+        let c = Careful::handle(&a, id.clone());
+        c.set_busy(true).await.unwrap();
+        c.add(5).await.unwrap();
+    }
+    let mut events = a.events();
+    let b = hub("hooks-own-consent", &[a.listen_addr()]).await;
+    let to_b: Vec<&String> = ids
+        .iter()
+        .filter(|i| b.ring_owner(i) == Some(b.node_id()))
+        .collect();
+    let held: Vec<&String> = to_b.iter().copied().filter(|i| i.ends_with('3')).collect();
+    assert!(!held.is_empty(), "some busy ids belong on b");
+    until("the others moved", || {
+        to_b.iter()
+            .filter(|i| !i.ends_with('3'))
+            .all(|i| a.lookup(i).is_some_and(|c| c.owner == b.node_id()))
+    })
+    .await;
+    let mut deferred = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let HubEvent::MigrationDeferred { ids, to } = e {
+            assert_eq!(to, b.node_id());
+            deferred.extend(ids);
+        }
+    }
+    deferred.sort();
+    let mut expected: Vec<String> = held.iter().map(|i| (*i).clone()).collect();
+    expected.sort();
+    assert_eq!(deferred, expected, "the busy ones were reported deferred");
+    for id in &held {
+        assert_eq!(a.lookup(id).unwrap().owner, a.node_id(), "{id} waits");
+        let c = Careful::handle(&b, (*id).clone());
+        assert_eq!(c.add(1).await.unwrap(), 6, "it serves meanwhile");
+        c.set_busy(false).await.unwrap();
+    }
+    until("the ready ones moved", || {
+        held.iter()
+            .all(|i| a.lookup(i).is_some_and(|c| c.owner == b.node_id()))
+    })
+    .await;
+    for id in &held {
+        assert_eq!(
+            Careful::handle(&a, (*id).clone()).add(1).await.unwrap(),
+            7,
+            "with its state"
+        );
+    }
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}

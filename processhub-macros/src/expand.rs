@@ -512,6 +512,7 @@ const HOOKS: &[(&str, &str)] = &[
     ("on_handover_in", "on_handover_in"),
     ("on_role_change", "on_role_change"),
     ("on_conflict", "on_conflict"),
+    ("move_consent", "move_consent"),
 ];
 
 fn hook_of(attr: &syn::Attribute) -> Option<&'static str> {
@@ -586,13 +587,27 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
             } else {
                 1
             };
-            let ok = sig.asyncness.is_none()
-                && sig.generics.params.is_empty()
-                && matches!(sig.output, ReturnType::Default)
-                && sig.inputs.len() == args
-                && matches!(sig.inputs.first(), Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_some());
+            let ok = if hook == "move_consent" {
+                // Asked, not run: `fn name(&self) -> MoveConsent`.
+                sig.asyncness.is_none()
+                    && sig.generics.params.is_empty()
+                    && !matches!(sig.output, ReturnType::Default)
+                    && sig.inputs.len() == 1
+                    && matches!(sig.inputs.first(), Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none())
+            } else {
+                sig.asyncness.is_none()
+                    && sig.generics.params.is_empty()
+                    && matches!(sig.output, ReturnType::Default)
+                    && sig.inputs.len() == args
+                    && matches!(sig.inputs.first(), Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_some())
+            };
             if !ok {
-                let shape = if hook == "on_conflict" {
+                let shape = if hook == "move_consent" {
+                    format!(
+                        "`fn {}(&self) -> processhub::MoveConsent`: not async, no arguments",
+                        sig.ident
+                    )
+                } else if hook == "on_conflict" {
                     format!(
                         "`fn {}(&mut self, other: Self)`: not async, no return value",
                         sig.ident
@@ -797,6 +812,13 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
                     const MERGES: bool = true;
                     fn #ident(&mut self, other: Self) {
                         self.#name(other)
+                    }
+                }
+            } else if *hook == "move_consent" {
+                quote! {
+                    const CONSENTS: bool = true;
+                    fn #ident(&self) -> #ph::MoveConsent {
+                        self.#name()
                     }
                 }
             } else {

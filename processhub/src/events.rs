@@ -275,6 +275,16 @@ pub enum HubEvent {
         /// Children that stay here (the move failed).
         failed: usize,
     },
+    /// Moves of children of this node to `to` were deferred: a before-move handler
+    /// ([`Hooks::before_move`](crate::Hooks::before_move)) or the child itself
+    /// (`#[move_consent]`) said `Defer`. They serve here meanwhile, and move once let
+    /// go or when [`max_move_deferral`](crate::HubBuilder::max_move_deferral) passed.
+    MigrationDeferred {
+        /// The ids.
+        ids: Vec<String>,
+        /// Where they are to go.
+        to: NodeId,
+    },
     /// This hub begins its graceful shutdown ([`Hub::shutdown`](crate::Hub::shutdown)):
     /// it hands its children over, says goodbye, then stops.
     ShuttingDown {

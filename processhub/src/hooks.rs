@@ -94,6 +94,8 @@ pub enum HookPoint {
     RedistributionCompleted,
     /// [`HubEvent::ShuttingDown`]: before this hub's graceful shutdown.
     ShuttingDown,
+    /// [`HubEvent::MigrationDeferred`]: moves out of this node were deferred.
+    MigrationDeferred,
 }
 
 impl HookPoint {
@@ -129,6 +131,7 @@ impl HookPoint {
         HookPoint::RedistributionStarted,
         HookPoint::RedistributionCompleted,
         HookPoint::ShuttingDown,
+        HookPoint::MigrationDeferred,
     ];
 }
 
@@ -166,6 +169,7 @@ impl HubEvent {
             HubEvent::RedistributionStarted { .. } => HookPoint::RedistributionStarted,
             HubEvent::RedistributionCompleted { .. } => HookPoint::RedistributionCompleted,
             HubEvent::ShuttingDown { .. } => HookPoint::ShuttingDown,
+            HubEvent::MigrationDeferred { .. } => HookPoint::MigrationDeferred,
         }
     }
 }

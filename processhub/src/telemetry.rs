@@ -324,6 +324,7 @@ impl HookPoint {
             HookPoint::RedistributionStarted => "redistribution_started",
             HookPoint::RedistributionCompleted => "redistribution_completed",
             HookPoint::ShuttingDown => "shutting_down",
+            HookPoint::MigrationDeferred => "migration_deferred",
         }
     }
 }

@@ -97,6 +97,18 @@ pub trait Dispatch: Component {
     /// arrival, a promotion), `Replica` when an active/active replica starts.
     fn on_role_change(&mut self, _role: crate::core::entry::Role) {}
 
+    /// Whether the type answers move consent (`#[move_consent]`).
+    const CONSENTS: bool = false;
+
+    /// Whether this instance may move to another node now (`#[move_consent]`):
+    /// `Defer` keeps it here, serving, and it is asked again every
+    /// [`MOVE_CONSENT_POLL`](crate::MOVE_CONSENT_POLL) until it says `Ready` or the hub's
+    /// [`max_move_deferral`](crate::HubBuilder::max_move_deferral) passed (ProcessHub's
+    /// migration consent). A panic counts as `Ready`.
+    fn move_consent(&self) -> crate::MoveConsent {
+        crate::MoveConsent::Ready
+    }
+
     /// Whether the type merges a duplicate's state (`#[on_conflict]`).
     const MERGES: bool = false;
 
@@ -432,6 +444,25 @@ impl<T: Dispatch> Message<Hook> for ComponentActor<T> {
         }));
         if ran.is_err() {
             tracing::error!(id = %self.id, ?hook, "a lifecycle hook panicked");
+        }
+    }
+}
+
+/// Asks the instance whether it may move now (`#[move_consent]`): the reply is
+/// whether it is ready.
+pub(crate) struct ConsentAsk;
+
+impl<T: Dispatch> Message<ConsentAsk> for ComponentActor<T> {
+    type Reply = bool;
+
+    async fn handle(&mut self, _: ConsentAsk, _: &mut kameo::message::Context<Self, bool>) -> bool {
+        let state = &self.state;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| state.move_consent())) {
+            Ok(consent) => consent == crate::MoveConsent::Ready,
+            Err(p) => {
+                tracing::error!(id = %self.id, "#[move_consent] panicked: {}", panic_message(&*p));
+                true
+            }
         }
     }
 }

@@ -64,6 +64,10 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     fn recent_calls(&self) -> Vec<(u128, Vec<u8>)>;
     /// Runs a lifecycle hook on it (waking it if it sleeps).
     fn run_hook(self: Arc<Self>, hook: Hook) -> BoxFuture<'static, ()>;
+    /// Whether its type answers move consent (`#[move_consent]`).
+    fn consents(&self) -> bool;
+    /// Asks it whether it may move now (waking it if it sleeps); `Ready` if it is gone.
+    fn move_consent(self: Arc<Self>) -> BoxFuture<'static, crate::MoveConsent>;
     /// Runs the hooks of a child just made (dormant), once its start is admitted and
     /// outside the hub's lock: `#[on_start]` (a start, a restart from the start state,
     /// a cold move), then `#[on_role_change]` with the role it starts in. A start

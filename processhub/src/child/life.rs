@@ -483,6 +483,29 @@ impl<T: Dispatch> ErasedChild for Child<T> {
         })
     }
 
+    fn consents(&self) -> bool {
+        T::CONSENTS
+    }
+
+    fn move_consent(self: Arc<Self>) -> BoxFuture<'static, crate::MoveConsent> {
+        Box::pin(async move {
+            if !T::CONSENTS {
+                return crate::MoveConsent::Ready;
+            }
+            match self.enter().await {
+                Some(entered) => {
+                    let ready = entered.actor.ask(crate::child::component::ConsentAsk).await;
+                    if ready.unwrap_or(true) {
+                        crate::MoveConsent::Ready
+                    } else {
+                        crate::MoveConsent::Defer
+                    }
+                }
+                None => crate::MoveConsent::Ready,
+            }
+        })
+    }
+
     fn resync(self: Arc<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             if let Some(entered) = self.enter().await {

@@ -100,18 +100,16 @@ impl HubInner {
         chunk: Vec<Move>,
         unreachable: &std::sync::Mutex<HashSet<NodeId>>,
     ) -> (usize, usize) {
-        if !self.events.has_before_move() {
+        if !self.events.has_before_move() && !chunk.iter().any(|m| m.child.consents()) {
             return self.move_consented(to, chunk, unreachable).await;
         }
-        let deferred = |m: &Move| {
-            let request = MoveRequest {
-                id: &m.id,
-                type_name: &m.type_name,
+        let (mut waiting, ready) = self.consent(chunk, to).await;
+        if !waiting.is_empty() {
+            self.emit(HubEvent::MigrationDeferred {
+                ids: waiting.iter().map(|m| m.id.clone()).collect(),
                 to,
-            };
-            self.events.consent(&request) == MoveConsent::Defer
-        };
-        let (mut waiting, ready): (Vec<Move>, Vec<Move>) = chunk.into_iter().partition(deferred);
+            });
+        }
         let (mut moved, mut failed) = if ready.is_empty() {
             (0, 0)
         } else {
@@ -121,7 +119,7 @@ impl HubInner {
         while !waiting.is_empty() {
             let go: Vec<Move>;
             if Instant::now() >= until {
-                tracing::info!(
+                tracing::warn!(
                     deferred = waiting.len(),
                     %to,
                     "moves deferred past the maximum deferral go ahead"
@@ -129,9 +127,7 @@ impl HubInner {
                 go = std::mem::take(&mut waiting);
             } else {
                 tokio::time::sleep(MOVE_CONSENT_POLL).await;
-                let still;
-                (still, go) = std::mem::take(&mut waiting).into_iter().partition(deferred);
-                waiting = still;
+                (waiting, go) = self.consent(std::mem::take(&mut waiting), to).await;
             }
             if !go.is_empty() {
                 let (m, f) = self.move_consented(to, go, unreachable).await;
@@ -140,6 +136,34 @@ impl HubInner {
             }
         }
         (moved, failed)
+    }
+
+    /// Asks the before-move handlers, then each child whose type answers consent
+    /// (`#[move_consent]`, all at once), whether its move to `to` may go now: (the
+    /// deferred, the ready).
+    async fn consent(&self, moves: Vec<Move>, to: NodeId) -> (Vec<Move>, Vec<Move>) {
+        let hooked = self.events.has_before_move();
+        let answers = futures_util::future::join_all(moves.iter().map(|m| async move {
+            let request = MoveRequest {
+                id: &m.id,
+                type_name: &m.type_name,
+                to,
+            };
+            if hooked && self.events.consent(&request) == MoveConsent::Defer {
+                return true;
+            }
+            m.child.consents() && m.child.clone().move_consent().await == MoveConsent::Defer
+        }))
+        .await;
+        let (mut deferred, mut ready) = (Vec::new(), Vec::new());
+        for (m, defer) in moves.into_iter().zip(answers) {
+            if defer {
+                deferred.push(m);
+            } else {
+                ready.push(m);
+            }
+        }
+        (deferred, ready)
     }
 
     /// Moves one batch of children to `to` now. Returns (moved, failed).

@@ -34,7 +34,7 @@ async fn use_it(hub: &Hub) -> Result<(), Box<dyn std::error::Error>> {
     let bound = StartOptions::new()
         .pinned(true)
         .on_node_death(OnNodeDeath::StayDown);
-    let s = Session::start_with(hub, "s-1", Session::default(), bound).await?;
+    let s = Session::start_with(hub, "s-1", Session::default(), bound.clone()).await?;
     let _: u64 = s.touch().await?;
     let _ = Session::start_many_with(hub, vec![("s-2".into(), Session::default())], bound).await;
     Ok(())
