@@ -855,3 +855,42 @@ async fn a_component_defers_its_own_move_until_it_is_ready() {
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
 }
+
+/// A before-stop handler refuses the stops it must, with a reason the caller gets, and
+/// lets the others through; cancelled, it refuses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_stop_handlers_refuse_with_a_reason() {
+    let hubs = cluster("hooks-before-stop", 2).await;
+    for id in ["keep-1", "drop-1"] {
+        Tally::start(&hubs[0], id, Tally::default()).await.unwrap();
+    }
+    let guard = hubs[1].hooks().before_stop::<Tally>(0, |id| {
+        if id.starts_with("keep-") {
+            Err(format!("{id} holds open orders"))
+        } else {
+            Ok(())
+        }
+    });
+    match Tally::stop(&hubs[1], "keep-1").await {
+        Err(StopError::Refused { id, reason }) => {
+            assert_eq!(
+                (id.as_str(), reason.as_str()),
+                ("keep-1", "keep-1 holds open orders")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        Tally::handle(&hubs[1], "keep-1").add(1).await.unwrap(),
+        1,
+        "still runs"
+    );
+    Tally::stop(&hubs[1], "drop-1").await.unwrap();
+    // Only the hub it was registered on asks it.
+    assert!(!hubs[0].hooks().cancel(guard));
+    assert!(hubs[1].hooks().cancel(guard));
+    Tally::stop(&hubs[1], "keep-1").await.unwrap();
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

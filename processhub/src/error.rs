@@ -302,6 +302,15 @@ pub enum StopError {
         /// The node that runs it.
         node: NodeId,
     },
+    /// A before-stop hook handler refused the stop
+    /// ([`Hooks::before_stop`](crate::Hooks::before_stop)): nothing stopped.
+    #[error("the stop of {id:?} was refused by a hook: {reason}")]
+    Refused {
+        /// The id.
+        id: String,
+        /// What the handler said.
+        reason: String,
+    },
 }
 
 /// Why a hub could not start or shut down.

@@ -230,6 +230,14 @@ struct Before {
     f: Arc<BeforeFn>,
 }
 
+type StopFn = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
+struct BeforeStop {
+    id: HookId,
+    priority: i32,
+    f: Arc<StopFn>,
+}
+
 type MoveFn = dyn Fn(&MoveRequest<'_>) -> MoveConsent + Send + Sync;
 
 struct BeforeMove {
@@ -282,6 +290,8 @@ pub(crate) struct Registry {
     before: RwLock<HashMap<&'static str, Arc<[Arc<Before>]>>>,
     /// The before-move handlers, in the order they run.
     moves: RwLock<Arc<[Arc<BeforeMove>]>>,
+    /// Per component type, its before-stop handlers in the order they run.
+    stops: RwLock<HashMap<&'static str, Arc<[Arc<BeforeStop>]>>>,
     /// How many handlers are registered (none: events are not queued).
     registered: AtomicUsize,
     next_id: AtomicU64,
@@ -310,6 +320,7 @@ impl Registry {
             handlers: RwLock::new(HashMap::new()),
             before: RwLock::new(HashMap::new()),
             moves: RwLock::new(Arc::from(Vec::new())),
+            stops: RwLock::new(HashMap::new()),
             registered: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             queue: Mutex::new(None),
@@ -527,10 +538,55 @@ impl Hooks {
         id
     }
 
+    /// Runs `handler` before every stop of a `T` asked of this hub (`T::stop` with this
+    /// hub), from now on, before the handlers of lower `priority`: it gets the id and
+    /// may refuse the stop with a reason, which the caller gets as
+    /// [`StopError::Refused`](crate::StopError::Refused) (nothing stops, and no later
+    /// handler runs). It runs on the caller's task before the stop is sent: it holds up
+    /// that stop alone (keep it short). A handler that panics refuses the stop, reported
+    /// as [`HubEvent::HookPanicked`] under [`HookPoint::ChildStopped`]. A node's
+    /// shutdown, a `stay_down` child's node dying and a duplicate's resolution are not
+    /// stops asked by a caller: they do not run it.
+    pub fn before_stop<T: crate::child::component::Component>(
+        &self,
+        priority: i32,
+        handler: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> HookId {
+        let r = &self.registry;
+        let id = HookId(r.next_id.fetch_add(1, Ordering::Relaxed));
+        let mut stops = r.stops.write().unwrap();
+        let mut list: Vec<Arc<BeforeStop>> = stops
+            .get(T::TYPE_NAME)
+            .map(|l| l.to_vec())
+            .unwrap_or_default();
+        let at = list.partition_point(|h| h.priority >= priority);
+        list.insert(
+            at,
+            Arc::new(BeforeStop {
+                id,
+                priority,
+                f: Arc::new(handler),
+            }),
+        );
+        stops.insert(T::TYPE_NAME, list.into());
+        id
+    }
+
     /// Cancels a handler: it runs for no event from now on (nor for the rest of an
     /// event being handled). Whether it was registered.
     pub fn cancel(&self, id: HookId) -> bool {
         let r = &self.registry;
+        {
+            let mut stops = r.stops.write().unwrap();
+            for list in stops.values_mut() {
+                if let Some(i) = list.iter().position(|h| h.id == id) {
+                    let mut v = list.to_vec();
+                    v.remove(i);
+                    *list = v.into();
+                    return true;
+                }
+            }
+        }
         {
             let mut moves = r.moves.write().unwrap();
             if let Some(i) = moves.iter().position(|h| h.id == id) {
@@ -615,6 +671,31 @@ impl Events {
     /// [`HookPoint::ChildUnregistered`] is registered.
     pub(crate) fn wants_registry_changes(&self) -> bool {
         self.hooks.registry_points.load(Ordering::Acquire)
+    }
+
+    /// Runs the before-stop handlers of `type_name` on `id`, in order: the first
+    /// refusal (or panic) is the stop's answer.
+    pub(crate) fn before_stop(&self, type_name: &str, id: &str) -> Result<(), String> {
+        let Some(list) = self.hooks.stops.read().unwrap().get(type_name).cloned() else {
+            return Ok(());
+        };
+        for h in list.iter() {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| (h.f)(id))) {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => return Err(reason),
+                Err(panic) => {
+                    let message = crate::child::component::panic_message(&*panic);
+                    tracing::error!(hook = %h.id, %id, "a before-stop hook panicked: {message}");
+                    self.send(HubEvent::HookPanicked {
+                        point: HookPoint::ChildStopped,
+                        hook: h.id,
+                        message: message.clone(),
+                    });
+                    return Err(format!("a before-stop hook panicked: {message}"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether any before-move handler is registered.

@@ -17,6 +17,13 @@ pub async fn stop<T: Dispatch>(hub: &Hub, id: &str) -> Result<(), StopError> {
     if id.is_empty() {
         return Err(StopError::NotFound { id: String::new() });
     }
+    hub.inner
+        .events
+        .before_stop(T::TYPE_NAME, id)
+        .map_err(|reason| StopError::Refused {
+            id: id.to_string(),
+            reason,
+        })?;
     let span = tracing::debug_span!("processhub.stop", r#type = T::TYPE_NAME, %id);
     tracing::Instrument::instrument(stop_routed(&hub.inner, id, T::TYPE_NAME), span).await
 }
