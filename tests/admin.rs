@@ -224,11 +224,17 @@ async fn the_metrics_match_a_scripted_scenario_of_starts_calls_and_a_death() {
     let mut total = 0.0;
     for (h, rx) in survivors.iter().zip(events.iter_mut()) {
         let mut restarted = 0.0;
+        // The dead node was unreachable before it left: the point before a crash-leave.
+        let mut seen = Vec::new();
         while let Ok(e) = rx.try_recv() {
-            if matches!(e, HubEvent::ChildRestarted { .. }) {
-                restarted += 1.0;
+            match e {
+                HubEvent::ChildRestarted { .. } => restarted += 1.0,
+                HubEvent::NodeUnreachable { node } if node == dead => seen.push("unreachable"),
+                HubEvent::NodeLeft { node, .. } if node == dead => seen.push("left"),
+                _ => {}
             }
         }
+        assert_eq!(seen, ["unreachable", "left"], "{}", h.node_id());
         let m = metrics(h).await;
         assert_eq!(
             sample(&m, "processhub_restarts_total", &[("reason", "node_down")]),

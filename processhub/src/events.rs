@@ -11,6 +11,19 @@ pub enum HubEvent {
         /// The node.
         node: NodeId,
     },
+    /// The failure detector no longer hears member `node` (a crash, a pause, a split):
+    /// it stays a member, its children wait, until it is heard again
+    /// ([`HubEvent::NodeReachable`]) or downed ([`HubEvent::NodesDowned`]) and removed
+    /// ([`HubEvent::NodeLeft`]): before a node that did not say goodbye leaves.
+    NodeUnreachable {
+        /// The node.
+        node: NodeId,
+    },
+    /// Member `node`, unreachable, is heard again before it was removed.
+    NodeReachable {
+        /// The node.
+        node: NodeId,
+    },
     /// A node left: gracefully, or declared dead by the failure detector.
     NodeLeft {
         /// The node.

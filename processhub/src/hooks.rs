@@ -96,6 +96,11 @@ pub enum HookPoint {
     ShuttingDown,
     /// [`HubEvent::MigrationDeferred`]: moves out of this node were deferred.
     MigrationDeferred,
+    /// [`HubEvent::NodeUnreachable`]: a member is no longer heard (before it is downed
+    /// and leaves).
+    NodeUnreachable,
+    /// [`HubEvent::NodeReachable`]: an unreachable member is heard again.
+    NodeReachable,
 }
 
 impl HookPoint {
@@ -132,6 +137,8 @@ impl HookPoint {
         HookPoint::RedistributionCompleted,
         HookPoint::ShuttingDown,
         HookPoint::MigrationDeferred,
+        HookPoint::NodeUnreachable,
+        HookPoint::NodeReachable,
     ];
 }
 
@@ -170,6 +177,8 @@ impl HubEvent {
             HubEvent::RedistributionCompleted { .. } => HookPoint::RedistributionCompleted,
             HubEvent::ShuttingDown { .. } => HookPoint::ShuttingDown,
             HubEvent::MigrationDeferred { .. } => HookPoint::MigrationDeferred,
+            HubEvent::NodeUnreachable { .. } => HookPoint::NodeUnreachable,
+            HubEvent::NodeReachable { .. } => HookPoint::NodeReachable,
         }
     }
 }

@@ -325,6 +325,8 @@ impl HookPoint {
             HookPoint::RedistributionCompleted => "redistribution_completed",
             HookPoint::ShuttingDown => "shutting_down",
             HookPoint::MigrationDeferred => "migration_deferred",
+            HookPoint::NodeUnreachable => "node_unreachable",
+            HookPoint::NodeReachable => "node_reachable",
         }
     }
 }

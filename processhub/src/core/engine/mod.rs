@@ -265,6 +265,9 @@ pub(crate) struct Engine<C> {
     downed_me_by: std::collections::BTreeSet<NodeId>,
     /// Whether the members it reached made a quorum at the last refresh.
     quorate: bool,
+    /// The members the failure detector did not hear at the last refresh (sorted): a
+    /// change is reported (`NodeUnreachable`, `NodeReachable`).
+    unreachable: Vec<NodeId>,
     /// The peers the shell was last told to keep connections to.
     peers: Vec<NodeId>,
     /// A rejoined node's engine (see [`Self::is_syncing`]).
@@ -304,6 +307,7 @@ impl<C: ChildHandle> Engine<C> {
             downed: false,
             downed_me_by: Default::default(),
             quorate: true,
+            unreachable: Vec::new(),
             peers: Vec::new(),
             rejoined: false,
             out: Output::default(),

@@ -136,6 +136,19 @@ impl<C: ChildHandle> Engine<C> {
         if self.downing.observe(&members, &unreachable) {
             self.out.effects.push(Effect::Renew);
         }
+        if unreachable != self.unreachable {
+            for &node in &unreachable {
+                if !self.unreachable.contains(&node) {
+                    self.out.events.push(HubEvent::NodeUnreachable { node });
+                }
+            }
+            for &node in &self.unreachable {
+                if !unreachable.contains(&node) && members.contains(&node) {
+                    self.out.events.push(HubEvent::NodeReachable { node });
+                }
+            }
+            self.unreachable.clone_from(&unreachable);
+        }
         let settled = self
             .downing
             .settle(&members, members.len() - unreachable.len());

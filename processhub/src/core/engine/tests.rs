@@ -1034,6 +1034,7 @@ fn a_death_fails_the_calls_awaiting_the_dead_and_a_goodbye_does_not() {
     assert_eq!(
         o.events,
         vec![
+            HubEvent::NodeUnreachable { node: node(3) },
             HubEvent::NodeLeft {
                 node: node(3),
                 graceful: false
@@ -1070,7 +1071,15 @@ fn a_majority_downs_a_silent_member_once_stable_and_replaces_it_a_lease_after_a_
     use std::time::Duration;
     let (mut e, t0) = majority_engine(1, &[1, 2, 3]);
     e.gossip(gossip(&[1, 2]));
-    assert_eq!(e.take_output(), Output::default(), "unreachable, not gone");
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![],
+            vec![],
+            vec![HubEvent::NodeUnreachable { node: node(3) }]
+        ),
+        "unreachable, not gone"
+    );
     assert_eq!(e.view.members(), &[node(1), node(2), node(3)]);
     e.set_now(t0 + Duration::from_millis(300));
     e.refresh_members();
@@ -1132,7 +1141,11 @@ fn a_minority_starts_stops_and_restarts_nothing_and_says_it_lost_its_quorum() {
     e.gossip(gossip(&[1]));
     assert_eq!(
         e.take_output().events,
-        vec![HubEvent::QuorumLost { node: node(1) }]
+        vec![
+            HubEvent::NodeUnreachable { node: node(2) },
+            HubEvent::NodeUnreachable { node: node(3) },
+            HubEvent::QuorumLost { node: node(1) }
+        ]
     );
     assert!(!e.has_quorum());
     assert_eq!(
@@ -1146,7 +1159,13 @@ fn a_minority_starts_stops_and_restarts_nothing_and_says_it_lost_its_quorum() {
     assert_eq!(e.restart("a", 2, node(2)).map(|r| r.item.id), None);
     e.gossip(gossip(&[1, 2]));
     let o = e.take_output();
-    assert_eq!(o.events, vec![HubEvent::QuorumRegained { node: node(1) }]);
+    assert_eq!(
+        o.events,
+        vec![
+            HubEvent::NodeReachable { node: node(2) },
+            HubEvent::QuorumRegained { node: node(1) }
+        ]
+    );
     assert!(
         o.effects.contains(&Effect::Renew),
         "heard again: renew the lease"
@@ -1172,6 +1191,11 @@ fn a_node_downed_here_alone_removes_and_adds_but_changes_nothing_known() {
     // Node 3 is heard again; it stopped `c` meanwhile, started `x`, and republishes
     // `d` with no standbys.
     e.gossip(gossip(&[1, 2, 3]));
+    assert_eq!(
+        e.take_output().events,
+        vec![HubEvent::NodeReachable { node: node(3) }],
+        "a member again, not a new one"
+    );
     let mut d = entry("T", node(3), 1);
     d.standbys = Some(Box::new([]));
     e.push(node(3), upsert("d", d));
