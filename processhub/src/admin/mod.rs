@@ -155,14 +155,16 @@ fn json(value: &impl Serialize) -> Response<Full<Bytes>> {
 pub(crate) fn gauges(hub: &Hub) -> Gauges {
     let inner = &hub.inner;
     let e = inner.engine.read().unwrap();
-    let mut children: BTreeMap<String, usize> = crate::child::types::COMPONENTS
+    // Every type linked in (so that one whose last child went shows 0), counted by
+    // the names the registry holds: no allocation per child.
+    let mut children: BTreeMap<&str, usize> = crate::child::types::COMPONENTS
         .iter()
-        .map(|c| (c.type_name.to_string(), 0))
+        .map(|c| (c.type_name, 0))
         .collect();
     let mut awake = 0;
     for (id, local) in e.local.iter() {
         if let Some(entry) = e.registry.get(id) {
-            *children.entry(entry.type_name.to_string()).or_default() += 1;
+            *children.entry(&entry.type_name).or_default() += 1;
         }
         awake += usize::from(local.child.is_active());
     }
@@ -170,7 +172,10 @@ pub(crate) fn gauges(hub: &Hub) -> Gauges {
     let up = members.iter().filter(|n| e.view.is_alive(**n)).count();
     Gauges {
         registry: e.registry.len(),
-        children: children.into_iter().collect(),
+        children: children
+            .into_iter()
+            .map(|(t, n)| (t.to_string(), n))
+            .collect(),
         awake,
         up,
         unreachable: members.len() - up,
@@ -216,40 +221,65 @@ struct Member {
 
 fn cluster(hub: &Hub) -> Cluster {
     let me = hub.node_id();
-    let e = hub.inner.engine.read().unwrap();
-    let ring = e.view.ring();
+    // Under the engine's read lock: the view, and one pass over the registry counting by
+    // the names it holds (no allocation per entry).
+    let (ring, states, per_node, types, children, partitioned) = {
+        let e = hub.inner.engine.read().unwrap();
+        let states: Vec<(crate::NodeId, &'static str)> = e
+            .view
+            .members()
+            .iter()
+            .map(|&n| {
+                let state = if !e.view.is_alive(n) {
+                    "unreachable"
+                } else if e.view.is_draining(n) {
+                    "draining"
+                } else {
+                    "up"
+                };
+                (n, state)
+            })
+            .collect();
+        let mut per_node: BTreeMap<crate::NodeId, BTreeMap<&str, usize>> = BTreeMap::new();
+        let mut types: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, entry) in e.registry.iter() {
+            *per_node
+                .entry(entry.owner)
+                .or_default()
+                .entry(&entry.type_name)
+                .or_default() += 1;
+            *types.entry(&entry.type_name).or_default() += 1;
+        }
+        let owned = |m: BTreeMap<&str, usize>| -> BTreeMap<String, usize> {
+            m.into_iter().map(|(t, n)| (t.to_string(), n)).collect()
+        };
+        let per_node: BTreeMap<crate::NodeId, BTreeMap<String, usize>> =
+            per_node.into_iter().map(|(n, m)| (n, owned(m))).collect();
+        (
+            std::sync::Arc::clone(e.view.ring()),
+            states,
+            per_node,
+            owned(types),
+            e.registry.len(),
+            !e.has_quorum(),
+        )
+    };
+    // Each member's share of the ring, measured by placing probe keys (off the lock).
     let mut shares: BTreeMap<crate::NodeId, usize> = BTreeMap::new();
     for i in 0..SHARE_PROBES {
         if let Some(owner) = ring.owner(&format!("share-probe-{i}")) {
             *shares.entry(owner).or_default() += 1;
         }
     }
-    let mut per_node: BTreeMap<crate::NodeId, BTreeMap<String, usize>> = BTreeMap::new();
-    let mut types: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, entry) in e.registry.iter() {
-        *per_node
-            .entry(entry.owner)
-            .or_default()
-            .entry(entry.type_name.to_string())
-            .or_default() += 1;
-        *types.entry(entry.type_name.to_string()).or_default() += 1;
-    }
-    let members = e
-        .view
-        .members()
-        .iter()
-        .map(|&n| {
+    let mut per_node = per_node;
+    let members = states
+        .into_iter()
+        .map(|(n, state)| {
             let by_type = per_node.remove(&n).unwrap_or_default();
             Member {
                 addr: n.addr().to_string(),
                 node: n.to_string(),
-                state: if !e.view.is_alive(n) {
-                    "unreachable"
-                } else if e.view.is_draining(n) {
-                    "draining"
-                } else {
-                    "up"
-                },
+                state,
                 this: n == me,
                 ring_share: shares.get(&n).copied().unwrap_or(0) as f64 / SHARE_PROBES as f64,
                 children: by_type.values().sum(),
@@ -257,9 +287,6 @@ fn cluster(hub: &Hub) -> Cluster {
             }
         })
         .collect();
-    let children = e.registry.len();
-    let partitioned = !e.has_quorum();
-    drop(e);
     Cluster {
         hub_id: hub.hub_id().to_string(),
         node: me.to_string(),
