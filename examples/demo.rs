@@ -605,6 +605,30 @@ async fn orchestrate() {
         recovered.map_or("NOT".into(), |d| format!("{d:?}"))
     ));
     t.say(format!("placement now: {:?}", placement(&hub, &names)));
+    if recovered.is_none() {
+        // What node A's registry says of the accounts that still do not answer.
+        let mut silent = Vec::new();
+        for id in &on_b {
+            if Account::handle(&hub, id.clone()).balance().await.is_err() {
+                silent.push(id.clone());
+            }
+        }
+        t.say(format!(
+            "{} accounts of node B still do not answer",
+            silent.len()
+        ));
+        for id in silent.iter().take(5) {
+            let info = hub.lookup(id);
+            t.say(format!(
+                "  {id}: {:?}",
+                info.map(|i| (
+                    i.owner,
+                    i.epoch,
+                    if i.pending { "pending" } else { "confirmed" }
+                ))
+            ));
+        }
+    }
     let answer = c.ask("deposit", "DEPOSITED ").await;
     let v: Vec<usize> = answer.split(' ').map(|x| x.parse().unwrap_or(0)).collect();
     t.say(format!(
