@@ -607,25 +607,35 @@ async fn orchestrate() {
     t.say(format!("placement now: {:?}", placement(&hub, &names)));
     if recovered.is_none() {
         // What node A's registry says of the accounts that still do not answer.
-        let mut silent = Vec::new();
-        for id in &on_b {
-            if Account::handle(&hub, id.clone()).balance().await.is_err() {
-                silent.push(id.clone());
-            }
+        let checks = on_b.iter().map(|id| {
+            let a = Account::handle(&hub, id.clone());
+            async move { (id.clone(), a.balance().await) }
+        });
+        let silent: Vec<(String, String)> = futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter_map(|(id, r)| r.err().map(|e| (id, e.to_string())))
+            .collect();
+        let mut by_owner: BTreeMap<String, usize> = BTreeMap::new();
+        for (id, _) in &silent {
+            let owner = hub.lookup(id).map_or("none".into(), |i| {
+                format!(
+                    "{}{}",
+                    names.get(&i.owner).copied().unwrap_or("?"),
+                    if i.pending { " (pending)" } else { "" }
+                )
+            });
+            *by_owner.entry(owner).or_default() += 1;
         }
         t.say(format!(
-            "{} accounts of node B still do not answer",
+            "{} accounts of node B still do not answer; by owner in node A's registry: {by_owner:?}",
             silent.len()
         ));
-        for id in silent.iter().take(5) {
+        for (id, e) in silent.iter().take(3) {
             let info = hub.lookup(id);
             t.say(format!(
-                "  {id}: {:?}",
-                info.map(|i| (
-                    i.owner,
-                    i.epoch,
-                    if i.pending { "pending" } else { "confirmed" }
-                ))
+                "  {id}: {e}; {:?}",
+                info.map(|i| (i.owner, i.epoch, i.pending))
             ));
         }
     }
