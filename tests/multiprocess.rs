@@ -1606,6 +1606,23 @@ async fn a_paused_node_keeps_the_promise(n: usize, pause: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    if running != total {
+        // For the diagnosis: where this node's registry says each child is.
+        let mut by_owner: std::collections::BTreeMap<String, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for id in plain.iter().chain(&replicated) {
+            let at = hub.lookup(id).map_or("nowhere".to_string(), |c| {
+                format!(
+                    "{} e{}{}",
+                    c.owner,
+                    c.epoch,
+                    if c.pending { " pending" } else { "" }
+                )
+            });
+            by_owner.entry(at).or_default().push(id.clone());
+        }
+        eprintln!("REGISTRY {by_owner:?}");
+    }
     assert_eq!(running, total, "instances running for {total} ids");
     hub.shutdown().await.unwrap();
 }
