@@ -192,6 +192,22 @@ fn two_crashes_in_a_row_with_a_node_joining_at_once_keep_every_promise() {
     assert_seeds_pass(&s, [64].into_iter().chain(400..415));
 }
 
+/// Found by the simulator once gossip brings a resumed node's peers back one by one
+/// (the multi-process pause test saw it 1 run in 12): a paused node is downed and
+/// rejoins; a peer's connection opens and its registry arrives before gossip counts
+/// that peer as a member here. The rejoined node took the peer's children for those of
+/// a dead node and restarted them, under a higher epoch: the peer stopped its running
+/// instances as duplicates, and their acknowledged writes were lost. Only the children
+/// of a node this view counted as a member and no longer does are restarted now.
+#[test]
+fn a_rejoined_node_restarts_nothing_of_a_peer_it_has_not_heard_of_yet() {
+    let s = Scenario {
+        faults: vec![FaultKind::Pause, FaultKind::Crash],
+        ..Scenario::default()
+    };
+    assert_seeds_pass(&s, [755, 886]);
+}
+
 /// Turned around (it was an expected failure): one node cut off from the others for
 /// twice the detection time. The majority downs it and takes over after its lease ran
 /// out; the cut-off node fences itself (`NoQuorum`) and restarts nothing; on the heal it

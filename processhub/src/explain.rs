@@ -186,7 +186,9 @@ impl Hub {
         for me in &members {
             let mut registry = st.registry.clone();
             let targets = targets(*me, type_info, &registry, &ring, &members);
-            for c in plan_with_targets(*me, &members, &mut registry, &targets) {
+            // (Every node out of the members planned over is gone, as after the change.)
+            let gone = |n: NodeId| members.binary_search(&n).is_err();
+            for c in plan_with_targets(*me, &members, &gone, &mut registry, &targets) {
                 let moved = match c {
                     Command::MoveTo { id, to, .. } => PlannedMove {
                         id,

@@ -233,26 +233,61 @@ impl<T> BeforeStart<'_, T> {
     }
 }
 
-struct Before {
-    id: HookId,
-    priority: i32,
-    f: Arc<BeforeFn>,
-}
-
 type StopFn = dyn Fn(&str) -> Result<(), String> + Send + Sync;
-
-struct BeforeStop {
-    id: HookId,
-    priority: i32,
-    f: Arc<StopFn>,
-}
 
 type MoveFn = dyn Fn(&MoveRequest<'_>) -> MoveConsent + Send + Sync;
 
-struct BeforeMove {
+/// A handler that runs on the path of what it is asked about (a start, a stop, a
+/// move), by priority.
+struct Guard<F: ?Sized> {
     id: HookId,
     priority: i32,
-    f: Arc<MoveFn>,
+    f: Arc<F>,
+}
+
+/// A handler in a priority list.
+trait Ranked {
+    fn id(&self) -> HookId;
+    fn priority(&self) -> i32;
+}
+
+impl<F: ?Sized> Ranked for Guard<F> {
+    fn id(&self) -> HookId {
+        self.id
+    }
+    fn priority(&self) -> i32 {
+        self.priority
+    }
+}
+
+impl Ranked for Handler {
+    fn id(&self) -> HookId {
+        self.id
+    }
+    fn priority(&self) -> i32 {
+        self.priority
+    }
+}
+
+/// Handlers in the order they run (copied on change: a run reads a snapshot).
+type Ranking<E> = Arc<[Arc<E>]>;
+
+/// `list` with `handler` after those of its priority and higher (equal priorities
+/// run in the order registered).
+fn ranked_with<E: Ranked>(list: Option<&Ranking<E>>, handler: E) -> Ranking<E> {
+    let mut v = list.map(|l| l.to_vec()).unwrap_or_default();
+    let at = v.partition_point(|h| h.priority() >= handler.priority());
+    v.insert(at, Arc::new(handler));
+    v.into()
+}
+
+/// Takes handler `id` out of `list`; the handler, if it was there.
+fn take_ranked<E: Ranked>(list: &mut Ranking<E>, id: HookId) -> Option<Arc<E>> {
+    let i = list.iter().position(|h| h.id() == id)?;
+    let mut v = list.to_vec();
+    let taken = v.remove(i);
+    *list = v.into();
+    Some(taken)
 }
 
 /// A move about to begin, as a before-move handler sees it
@@ -294,13 +329,13 @@ struct Handler {
 /// The hook handlers of one hub, and its hook thread.
 pub(crate) struct Registry {
     /// Per point, its handlers in the order they run (copied on change).
-    handlers: RwLock<HashMap<HookPoint, Arc<[Arc<Handler>]>>>,
+    handlers: RwLock<HashMap<HookPoint, Ranking<Handler>>>,
     /// Per component type, its before-start handlers in the order they run.
-    before: RwLock<HashMap<&'static str, Arc<[Arc<Before>]>>>,
+    before: RwLock<HashMap<&'static str, Ranking<Guard<BeforeFn>>>>,
     /// The before-move handlers, in the order they run.
-    moves: RwLock<Arc<[Arc<BeforeMove>]>>,
+    moves: RwLock<Ranking<Guard<MoveFn>>>,
     /// Per component type, its before-stop handlers in the order they run.
-    stops: RwLock<HashMap<&'static str, Arc<[Arc<BeforeStop>]>>>,
+    stops: RwLock<HashMap<&'static str, Ranking<Guard<StopFn>>>>,
     /// How many handlers are registered (none: events are not queued).
     registered: AtomicUsize,
     next_id: AtomicU64,
@@ -340,7 +375,7 @@ impl Registry {
     }
 
     /// Notes whether `handlers` has any for the registry points.
-    fn note_registry_points(&self, handlers: &HashMap<HookPoint, Arc<[Arc<Handler>]>>) {
+    fn note_registry_points(&self, handlers: &HashMap<HookPoint, Ranking<Handler>>) {
         let any = [HookPoint::ChildRegistered, HookPoint::ChildUnregistered]
             .iter()
             .any(|p| handlers.get(p).is_some_and(|l| !l.is_empty()));
@@ -455,19 +490,15 @@ impl Hooks {
         let r = &self.registry;
         r.start_thread();
         let id = HookId(r.next_id.fetch_add(1, Ordering::Relaxed));
-        let handler = Arc::new(Handler {
+        let handler = Handler {
             id,
             priority,
             f: Arc::new(handler),
             cancelled: AtomicBool::new(false),
-        });
+        };
         let mut handlers = r.handlers.write().unwrap();
-        let mut list: Vec<Arc<Handler>> =
-            handlers.get(&point).map(|l| l.to_vec()).unwrap_or_default();
-        // Stable: equal priorities keep the order they were registered in.
-        let at = list.partition_point(|h| h.priority >= priority);
-        list.insert(at, handler);
-        handlers.insert(point, list.into());
+        let list = ranked_with(handlers.get(&point), handler);
+        handlers.insert(point, list);
         r.registered.fetch_add(1, Ordering::Release);
         r.note_registry_points(&handlers);
         id
@@ -504,13 +535,8 @@ impl Hooks {
             },
         );
         let mut before = r.before.write().unwrap();
-        let mut list: Vec<Arc<Before>> = before
-            .get(T::TYPE_NAME)
-            .map(|l| l.to_vec())
-            .unwrap_or_default();
-        let at = list.partition_point(|h| h.priority >= priority);
-        list.insert(at, Arc::new(Before { id, priority, f }));
-        before.insert(T::TYPE_NAME, list.into());
+        let list = ranked_with(before.get(T::TYPE_NAME), Guard { id, priority, f });
+        before.insert(T::TYPE_NAME, list);
         id
     }
 
@@ -532,18 +558,9 @@ impl Hooks {
     ) -> HookId {
         let r = &self.registry;
         let id = HookId(r.next_id.fetch_add(1, Ordering::Relaxed));
+        let f: Arc<MoveFn> = Arc::new(handler);
         let mut moves = r.moves.write().unwrap();
-        let mut list = moves.to_vec();
-        let at = list.partition_point(|h| h.priority >= priority);
-        list.insert(
-            at,
-            Arc::new(BeforeMove {
-                id,
-                priority,
-                f: Arc::new(handler),
-            }),
-        );
-        *moves = list.into();
+        *moves = ranked_with(Some(&moves), Guard { id, priority, f });
         id
     }
 
@@ -563,21 +580,10 @@ impl Hooks {
     ) -> HookId {
         let r = &self.registry;
         let id = HookId(r.next_id.fetch_add(1, Ordering::Relaxed));
+        let f: Arc<StopFn> = Arc::new(handler);
         let mut stops = r.stops.write().unwrap();
-        let mut list: Vec<Arc<BeforeStop>> = stops
-            .get(T::TYPE_NAME)
-            .map(|l| l.to_vec())
-            .unwrap_or_default();
-        let at = list.partition_point(|h| h.priority >= priority);
-        list.insert(
-            at,
-            Arc::new(BeforeStop {
-                id,
-                priority,
-                f: Arc::new(handler),
-            }),
-        );
-        stops.insert(T::TYPE_NAME, list.into());
+        let list = ranked_with(stops.get(T::TYPE_NAME), Guard { id, priority, f });
+        stops.insert(T::TYPE_NAME, list);
         id
     }
 
@@ -585,50 +591,28 @@ impl Hooks {
     /// event being handled). Whether it was registered.
     pub fn cancel(&self, id: HookId) -> bool {
         let r = &self.registry;
+        if r.stops
+            .write()
+            .unwrap()
+            .values_mut()
+            .any(|l| take_ranked(l, id).is_some())
+            || take_ranked(&mut r.moves.write().unwrap(), id).is_some()
+            || r.before
+                .write()
+                .unwrap()
+                .values_mut()
+                .any(|l| take_ranked(l, id).is_some())
         {
-            let mut stops = r.stops.write().unwrap();
-            for list in stops.values_mut() {
-                if let Some(i) = list.iter().position(|h| h.id == id) {
-                    let mut v = list.to_vec();
-                    v.remove(i);
-                    *list = v.into();
-                    return true;
-                }
-            }
-        }
-        {
-            let mut moves = r.moves.write().unwrap();
-            if let Some(i) = moves.iter().position(|h| h.id == id) {
-                let mut v = moves.to_vec();
-                v.remove(i);
-                *moves = v.into();
-                return true;
-            }
-        }
-        {
-            let mut before = r.before.write().unwrap();
-            for list in before.values_mut() {
-                if let Some(i) = list.iter().position(|h| h.id == id) {
-                    let mut v = list.to_vec();
-                    v.remove(i);
-                    *list = v.into();
-                    return true;
-                }
-            }
+            return true;
         }
         let mut handlers = r.handlers.write().unwrap();
-        for list in handlers.values_mut() {
-            if let Some(i) = list.iter().position(|h| h.id == id) {
-                list[i].cancelled.store(true, Ordering::Release);
-                let mut v = list.to_vec();
-                v.remove(i);
-                *list = v.into();
-                r.registered.fetch_sub(1, Ordering::Release);
-                r.note_registry_points(&handlers);
-                return true;
-            }
-        }
-        false
+        let Some(h) = handlers.values_mut().find_map(|l| take_ranked(l, id)) else {
+            return false;
+        };
+        h.cancelled.store(true, Ordering::Release);
+        r.registered.fetch_sub(1, Ordering::Release);
+        r.note_registry_points(&handlers);
+        true
     }
 }
 
@@ -685,22 +669,37 @@ impl Events {
     /// Runs the before-stop handlers of `type_name` on `id`, in order: the first
     /// refusal (or panic) is the stop's answer.
     pub(crate) fn before_stop(&self, type_name: &str, id: &str) -> Result<(), String> {
-        let Some(list) = self.hooks.stops.read().unwrap().get(type_name).cloned() else {
-            return Ok(());
-        };
-        for h in list.iter() {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| (h.f)(id))) {
+        let list = self.hooks.stops.read().unwrap().get(type_name).cloned();
+        self.first_refusal(list, HookPoint::ChildStopped, id, |f| f(id))
+    }
+
+    /// Runs the guards of `list` in order, each caught: the first refusal, or a panic
+    /// (reported under `point`, as a refusal: a check that failed lets nothing
+    /// through), is the answer.
+    fn first_refusal<F: ?Sized>(
+        &self,
+        list: Option<Ranking<Guard<F>>>,
+        point: HookPoint,
+        id: &str,
+        mut run: impl FnMut(&F) -> Result<(), String>,
+    ) -> Result<(), String> {
+        for h in list.iter().flat_map(|l| l.iter()) {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| run(&h.f))) {
                 Ok(Ok(())) => {}
                 Ok(Err(reason)) => return Err(reason),
                 Err(panic) => {
                     let message = crate::child::component::panic_message(&*panic);
-                    tracing::error!(hook = %h.id, %id, "a before-stop hook panicked: {message}");
+                    tracing::error!(hook = %h.id, %id, ?point, "a hook guard panicked: {message}");
                     self.send(HubEvent::HookPanicked {
-                        point: HookPoint::ChildStopped,
+                        point,
                         hook: h.id,
                         message: message.clone(),
                     });
-                    return Err(format!("a before-stop hook panicked: {message}"));
+                    let what = match point {
+                        HookPoint::ChildStopped => "before-stop",
+                        _ => "before-start",
+                    };
+                    return Err(format!("a {what} hook panicked: {message}"));
                 }
             }
         }
@@ -748,28 +747,10 @@ impl Events {
         state: &mut dyn std::any::Any,
         metadata: &mut crate::Metadata,
     ) -> Result<(), String> {
-        let Some(list) = self.hooks.before.read().unwrap().get(type_name).cloned() else {
-            return Ok(());
-        };
-        for h in list.iter() {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                (h.f)(id, &mut *state, &mut *metadata)
-            })) {
-                Ok(Ok(())) => {}
-                Ok(Err(reason)) => return Err(reason),
-                Err(panic) => {
-                    let message = crate::child::component::panic_message(&*panic);
-                    tracing::error!(hook = %h.id, %id, "a before-start hook panicked: {message}");
-                    self.send(HubEvent::HookPanicked {
-                        point: HookPoint::ChildStarted,
-                        hook: h.id,
-                        message: message.clone(),
-                    });
-                    return Err(format!("a before-start hook panicked: {message}"));
-                }
-            }
-        }
-        Ok(())
+        let list = self.hooks.before.read().unwrap().get(type_name).cloned();
+        self.first_refusal(list, HookPoint::ChildStarted, id, |f| {
+            f(id, &mut *state, &mut *metadata)
+        })
     }
 
     /// The hook handlers.

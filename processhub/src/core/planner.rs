@@ -51,18 +51,22 @@ pub(crate) fn plan_membership_change(
     ring: &Ring,
     registry: &mut Registry,
 ) -> Vec<Command> {
-    plan_with_targets(me, members, registry, &|id, _| ring.owner(id))
+    let gone = |n: NodeId| members.binary_search(&n).is_err();
+    plan_with_targets(me, members, &gone, registry, &|id, _| ring.owner(id))
 }
 
 /// Plans the commands of node `me`, marking re-assigned entries in `registry` as
 /// pending, and dropping the entries of dead nodes' children that stay down. `members`
-/// (sorted) are the live nodes; `target` gives the node each child should be on (by its
+/// (sorted) are the live nodes; `gone` says whether a node that is not one is known to
+/// be gone (only a gone owner's children are re-assigned: one this node never counted
+/// as a member may be alive, its membership not yet heard here); `target` gives the node each child should be on (by its
 /// distribution strategy, over the members that take new ones: a draining member is
 /// alive but takes none; `None`: no member). Pinned children stay on their node while it
 /// lives. Commands come sorted by id.
 pub(crate) fn plan_with_targets(
     me: NodeId,
     members: &[NodeId],
+    gone: &dyn Fn(NodeId) -> bool,
     registry: &mut Registry,
     target: &dyn Fn(&str, &crate::core::entry::Entry) -> Option<NodeId>,
 ) -> Vec<Command> {
@@ -79,7 +83,8 @@ pub(crate) fn plan_with_targets(
         let Some(target) = target(id, entry) else {
             continue;
         };
-        if entry.flags.stay_down() && !alive(entry.owner) && registry.pending_from(id).is_none() {
+        let gone = !alive(entry.owner) && gone(entry.owner);
+        if entry.flags.stay_down() && gone && registry.pending_from(id).is_none() {
             // Every node drops it the same way; none restarts it.
             down.push(id.clone());
             commands.push(Command::Down {
@@ -98,7 +103,7 @@ pub(crate) fn plan_with_targets(
             // The node we took for gone is a member again, same incarnation: it never
             // stopped running it. Undo the unconfirmed re-assignment.
             (from, entry.epoch - 1, None)
-        } else if !alive(entry.owner) {
+        } else if gone {
             // Its node is gone: every node re-assigns it the same way, under the next
             // epoch, and remembers where it came from.
             (

@@ -67,6 +67,8 @@ pub(crate) struct ClusterView {
     removed: BTreeSet<NodeId>,
     /// Members, reachable or not, sorted.
     members: Vec<NodeId>,
+    /// Every node that was a member of this view at some time.
+    known: BTreeSet<NodeId>,
     /// The ring of the members that take new children.
     ring: Arc<Ring>,
 }
@@ -80,6 +82,7 @@ impl ClusterView {
             draining: BTreeSet::new(),
             removed: BTreeSet::new(),
             members: vec![me],
+            known: BTreeSet::from([me]),
             ring: Arc::new(Ring::new([me])),
         }
     }
@@ -125,21 +128,37 @@ impl ClusterView {
         self.removed.remove(&node);
     }
 
+    /// Whether `node` is gone for this view: not a member, and it was one, or it said
+    /// goodbye, was downed, or a newer incarnation is alive at its address. A node this
+    /// view never counted as a member is not (what it owns came on a connection that
+    /// opened before gossip told of it: it is alive, whatever this view says yet).
+    pub(crate) fn is_gone(&self, node: NodeId) -> bool {
+        self.members.binary_search(&node).is_err()
+            && (self.known.contains(&node)
+                || self.departed.contains(&node)
+                || self.removed.contains(&node)
+                || self.replaced(&node))
+    }
+
+    /// Whether a newer incarnation of `n` is alive at its address.
+    fn replaced(&self, n: &NodeId) -> bool {
+        self.alive
+            .iter()
+            .any(|a| a.addr() == n.addr() && a.incarnation() > n.incarnation())
+    }
+
     /// The members from what is known now: those already members and the live nodes,
     /// less those that said goodbye, were removed, or were replaced by a newer
     /// incarnation at their address.
     fn next_members(&self) -> Vec<NodeId> {
-        let newer = |n: &NodeId| {
-            self.alive
-                .iter()
-                .any(|a| a.addr() == n.addr() && a.incarnation() > n.incarnation())
-        };
         let mut m: Vec<NodeId> = self
             .members
             .iter()
             .chain(self.alive.iter())
             .copied()
-            .filter(|n| !self.departed.contains(n) && !self.removed.contains(n) && !newer(n))
+            .filter(|n| {
+                !self.departed.contains(n) && !self.removed.contains(n) && !self.replaced(n)
+            })
             .collect();
         m.sort();
         m.dedup();
@@ -197,6 +216,7 @@ impl ClusterView {
             .map(|n| (n, self.departed.contains(&n)))
             .collect();
         self.ring = Ring::shared(placing);
+        self.known.extend(members.iter().copied());
         self.members = members;
         Some(MembersChanged { joined, left })
     }

@@ -575,7 +575,7 @@ impl Sim {
         }
         let d = self.config.detection;
         let (na, nb) = (&self.nodes[a], &self.nodes[b]);
-        if self.now < na.stale_until {
+        if self.now < na.stale_until + self.heard_again_after(a, b) {
             return false;
         }
         if nb.left || nb.crashed_at.is_some_and(|t| self.now >= t + d) {
@@ -598,6 +598,20 @@ impl Sim {
             return false;
         }
         true
+    }
+
+    /// How long after node `a`'s view turns fresh again (after a long pause) it hears
+    /// `b`: gossip brings the peers back one by one, each within a round, in an order
+    /// drawn from the seed. (So a peer's connection may open, and its registry arrive,
+    /// before `a` counts it as a member, as over real gossip.)
+    fn heard_again_after(&self, a: usize, b: usize) -> Duration {
+        let stale = self.nodes[a].stale_until;
+        if stale.is_zero() {
+            return Duration::ZERO;
+        }
+        let round = (self.config.gossip_round.as_micros() as u64).max(1);
+        let pair = ((a as u64) << 40) ^ ((b as u64) << 20) ^ stale.as_micros() as u64;
+        Duration::from_micros(workload::Rng::new(self.seed ^ pair).next_u64() % round)
     }
 
     fn update_views(&mut self) {

@@ -237,7 +237,10 @@ impl<C: ChildHandle> Engine<C> {
         let ring = self.view.ring().clone();
         let members = self.view.members().to_vec();
         let targets = super::targets(self.me, self.types, &self.registry, &ring, &members);
-        let mut commands = plan_with_targets(self.me, &members, &mut self.registry, &targets);
+        let view = &self.view;
+        let gone = |n: NodeId| view.is_gone(n);
+        let mut commands =
+            plan_with_targets(self.me, &members, &gone, &mut self.registry, &targets);
         self.tell_assigned();
         // A start already running or a move under way is not issued twice.
         commands.retain(|c| match c {

@@ -431,6 +431,65 @@ fn children_re_assigned_to_a_joiner_are_told_to_it_and_it_starts_them() {
 }
 
 #[test]
+fn what_a_node_not_yet_counted_as_a_member_owns_is_not_restarted_here() {
+    // Node 4 (re)joins knowing 2 and 4. Node 1's connection opens before gossip tells
+    // node 4 of node 1: its snapshot names a child that node 4 would own were node 1
+    // gone. It is not gone, only not heard of yet: nothing restarts (that restart wins
+    // over the running instance by its epoch, and the instance's state is lost).
+    let ring = |m: &[u16]| Ring::new(m.iter().map(|p| node(*p)));
+    let id = (0..)
+        .map(|i| format!("id-{i}"))
+        .find(|id| {
+            ring(&[1, 2, 3, 4]).owner(id) == Some(node(1))
+                && ring(&[2, 3, 4]).owner(id) == Some(node(4))
+                && ring(&[2, 4]).owner(id) == Some(node(4))
+        })
+        .unwrap();
+    let mut e = engine(4, &[2, 4]);
+    e.push(
+        node(1),
+        Push::Snapshot {
+            entries: vec![(id.clone(), entry("T", node(1), 1))],
+            first: true,
+            last: true,
+        },
+    );
+    e.gossip(gossip(&[2, 3, 4]));
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![],
+            vec![Effect::Peers(vec![node(2), node(3), node(4)])],
+            vec![HubEvent::NodeJoined { node: node(3) }],
+        )
+    );
+    assert_eq!(
+        e.registry.get(&id).map(|e| (e.owner, e.epoch)),
+        Some((node(1), 1))
+    );
+    assert_eq!(e.registry.pending_from(&id), None);
+    // Then it is a member, and once it is gone its child restarts here.
+    super::testing::synced(&mut e, 3);
+    e.gossip(gossip(&[1, 2, 3, 4]));
+    e.take_output();
+    e.gossip(gossip(&[2, 3, 4]));
+    let o = e.take_output();
+    assert_eq!(
+        o.effects,
+        vec![
+            Effect::Peers(vec![node(2), node(3), node(4)]),
+            Effect::Dead(vec![node(1)]),
+            Effect::Restart {
+                id: id.clone(),
+                epoch: 2,
+                from: node(1)
+            },
+        ],
+        "{o:?}"
+    );
+}
+
+#[test]
 fn a_restart_that_cannot_be_carried_out_is_unregistered_and_reported() {
     let mut e = engine(1, &[1, 2]);
     let id = id_owned_by(1, &[1]);
