@@ -50,6 +50,12 @@ pub(crate) enum Push {
     /// The sender's claims of these new ids are over without a start (it lost them, or
     /// the start failed): a grant to it is released.
     Unclaim(Vec<String>),
+    /// Children the sender handed over: each entry names the new owner under the
+    /// move's epoch, as the new owner will. A node that does not hear the new owner yet
+    /// (it connects to it later) learns of the move so; otherwise the sender's entry
+    /// would stay there for good once the child stopped before that connection opened
+    /// (and come back as a restart if the sender died).
+    Moved(Vec<(String, Entry)>),
 }
 
 /// The registry of one node. Keys are shared with [`crate::ChildInfo`] (no copy on a

@@ -94,10 +94,20 @@ impl HubInner {
         }
     }
 
-    /// Starts items sent by another node (new children, or moved ones).
-    async fn serve_start(self: Arc<Self>, items: Vec<StartItem>, hops: u8) -> Response {
+    /// Starts items sent by node `from` (new children, or moved ones).
+    async fn serve_start(
+        self: Arc<Self>,
+        from: NodeId,
+        items: Vec<StartItem>,
+        hops: u8,
+    ) -> Response {
         if self.is_stopped() {
             let o = StartOutcome::ShuttingDown { node: self.me() };
+            return Response::Started(vec![o; items.len()]);
+        }
+        if self.engine.read().unwrap().refuses_starts_from(from) {
+            // (The sender was downed: `NoQuorum` of it, as it would say itself.)
+            let o = StartOutcome::NoQuorum { node: from };
             return Response::Started(vec![o; items.len()]);
         }
         // Decode the states (and run `#[on_handover_in]`) first, outside the hub's lock
@@ -199,7 +209,7 @@ impl Inbound for HubInner {
 
     fn request(self: Arc<Self>, from: NodeId, req: Command<'_>) -> BoxFuture<'static, Response> {
         match req {
-            Command::Start(Start { items, hops }) => Box::pin(self.serve_start(items, hops)),
+            Command::Start(Start { items, hops }) => Box::pin(self.serve_start(from, items, hops)),
             Command::Stage(Stage {
                 transfer,
                 offset,
@@ -248,7 +258,7 @@ impl Inbound for HubInner {
                             .map_err(|e| format!("malformed staged items: {e}"))
                     });
                     match items {
-                        Ok(items) => self.serve_start(items, hops).await,
+                        Ok(items) => self.serve_start(from, items, hops).await,
                         Err(message) => Response::Staged(Err(message)),
                     }
                 })

@@ -190,6 +190,14 @@ impl<C> Output<C> {
         }
     }
 
+    /// Publishes that a child of this node moved: `entry` names its new owner.
+    fn moved(&mut self, id: &str, entry: Entry) {
+        match self.pushes.last_mut() {
+            Some(Push::Moved(entries)) => entries.push((id.to_string(), entry)),
+            _ => self.pushes.push(Push::Moved(vec![(id.to_string(), entry)])),
+        }
+    }
+
     /// Publishes the removal of an entry of this node.
     fn remove(&mut self, id: &str, epoch: u64) {
         match self.pushes.last_mut() {

@@ -105,9 +105,13 @@ impl<C: ChildHandle> Engine<C> {
         }
         // The new owner's entry (a later epoch) replaces ours everywhere; the removal
         // only clears it sooner. Not for a replicated child: to its replicas a removal
-        // means a stop.
+        // means a stop; they, and the nodes that do not hear the new owner yet, learn
+        // where it went.
         if self.replicas_of(&m.type_name) <= 1 {
             self.out.remove(id, m.from_epoch);
+        } else if let Some(e) = self.registry.get(id).filter(|e| e.owner == to) {
+            let e = e.clone();
+            self.out.moved(id, e);
         }
         self.out.events.push(HubEvent::ChildMigrated {
             id: id.to_string(),

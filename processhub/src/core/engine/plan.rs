@@ -119,6 +119,14 @@ impl<C: ChildHandle> Engine<C> {
         !self.downed && self.downing.grants(from)
     }
 
+    /// Whether starts sent by `from` (hand-overs, forwarded new starts) are refused:
+    /// this node downed it. A downed node acts on a view gone stale (it was paused, or
+    /// cut off): a child it restarted there and hands over here would come back after
+    /// the cluster took it over, stopped it, or started it elsewhere.
+    pub(crate) fn refuses_starts_from(&self, from: NodeId) -> bool {
+        from != self.me && self.downing.is_downed(from)
+    }
+
     /// This node takes no new children from now on (it drains); plans.
     pub(crate) fn drain_here(&mut self) {
         self.view.drain(self.me);

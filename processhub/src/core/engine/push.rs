@@ -110,6 +110,20 @@ impl<C: ChildHandle> Engine<C> {
                 self.out.effects.push(Effect::Refresh);
             }
             Push::Unclaim(ids) => self.unclaimed(from, &ids),
+            Push::Moved(entries) => {
+                for (id, entry) in entries {
+                    // Only over the sender's own entry, older than the move: what the
+                    // new owner said already, and a child stopped since, stay as they
+                    // are.
+                    let stale = self
+                        .registry
+                        .get(&id)
+                        .is_some_and(|e| e.owner == from && e.epoch < entry.epoch);
+                    if stale && entry.owner != from && self.registry.pending_from(&id).is_none() {
+                        self.upsert_from(entry.owner, &id, entry);
+                    }
+                }
+            }
         }
     }
 

@@ -804,8 +804,8 @@ fn a_finished_move_points_the_registry_at_the_new_owner_and_clears_the_old_entry
     assert_eq!(e.route("a"), Route::Remote(node(2)));
 }
 
-#[test]
-fn the_new_owners_entry_arriving_first_is_kept_with_its_standbys() {
+/// Node 1 of 3 runs `x` (`R3`) and has begun its move to node 2 under epoch 2.
+fn replicated_x_moving_to_2() -> (super::Engine<TestChild>, super::Move<TestChild>) {
     let mut e = engine(1, &[1, 2, 3]);
     start(&mut e, "x", &TestChild::new("x", "R3"));
     let m = e
@@ -813,6 +813,71 @@ fn the_new_owners_entry_arriving_first_is_kept_with_its_standbys() {
         .remove(0)
         .1
         .remove(0);
+    (e, m)
+}
+
+#[test]
+fn a_moved_replicated_child_says_where_it_went_and_only_its_stale_entries_follow() {
+    // The old owner: a replicated child's move is published as where it went (a
+    // removal would stop its replicas).
+    let (mut e, m) = replicated_x_moving_to_2();
+    e.move_done(&m, node(2));
+    let went = crate::core::entry::Entry {
+        owner: node(2),
+        epoch: 2,
+        ..e.registry.get("x").unwrap().clone()
+    };
+    assert_eq!(
+        e.take_output().pushes,
+        vec![Push::Moved(vec![("x".into(), went.clone())])]
+    );
+    // A node that does not hear node 2 yet follows it there.
+    let mut other = engine(3, &[1, 3]);
+    other.push(node(1), upsert("x", entry("R3", node(1), 1)));
+    other.take_output();
+    other.push(node(1), Push::Moved(vec![("x".into(), went.clone())]));
+    assert_eq!(
+        other.registry.get("x").map(|e| (e.owner, e.epoch)),
+        Some((node(2), 2))
+    );
+    // Not over what it knows better: a later entry, or a stop.
+    let mut later = engine(3, &[1, 2, 3]);
+    later.push(node(1), upsert("y", entry("R3", node(1), 1)));
+    later.push(node(2), upsert("y", entry("R3", node(2), 3)));
+    later.push(node(1), upsert("z", entry("R3", node(1), 1)));
+    later.push(node(1), Push::Remove(vec![("z".into(), 1)]));
+    later.take_output();
+    later.push(
+        node(1),
+        Push::Moved(vec![
+            (
+                "y".into(),
+                crate::core::entry::Entry {
+                    owner: node(2),
+                    epoch: 2,
+                    ..went.clone()
+                },
+            ),
+            (
+                "z".into(),
+                crate::core::entry::Entry {
+                    owner: node(2),
+                    epoch: 2,
+                    ..went
+                },
+            ),
+        ]),
+    );
+    assert_eq!(
+        later.registry.get("y").map(|e| (e.owner, e.epoch)),
+        Some((node(2), 3))
+    );
+    assert!(later.registry.get("z").is_none(), "stopped: it stays out");
+}
+
+#[test]
+fn the_new_owners_entry_arriving_first_is_kept_with_its_standbys() {
+    let (mut e, m) = replicated_x_moving_to_2();
     let theirs = crate::core::entry::Entry {
         epoch: 2,
         ..replicated("R3", node(2), &[3])
@@ -824,8 +889,8 @@ fn the_new_owners_entry_arriving_first_is_kept_with_its_standbys() {
     let o = e.take_output();
     assert_eq!(
         o.pushes,
-        vec![],
-        "no removal for a replicated child: it means a stop"
+        vec![Push::Moved(vec![("x".into(), theirs.clone())])],
+        "no removal for a replicated child (it means a stop): where it went"
     );
     assert_eq!(e.registry.get("x"), Some(&theirs));
 }
@@ -1301,12 +1366,17 @@ fn a_peers_downing_of_a_node_heard_here_is_not_adopted() {
     e.push(node(2), Push::Down(vec![node(3)]));
     assert_eq!(e.take_output().pushes, vec![], "node 3 is heard here");
     assert!(e.grants_lease(node(3)));
+    assert!(!e.refuses_starts_from(node(3)));
     // Not heard here either: adopted, and said (so that every peer counts this node).
     e.gossip(gossip(&[1, 2]));
     e.take_output();
     e.push(node(2), Push::Down(vec![node(3)]));
     assert_eq!(e.take_output().pushes, vec![Push::Down(vec![node(3)])]);
     assert!(!e.grants_lease(node(3)));
+    // Nor does it take the hand-overs of a node it downed (what that node restarted on
+    // a stale view would come back), but for its own.
+    assert!(e.refuses_starts_from(node(3)));
+    assert!(!e.refuses_starts_from(node(2)) && !e.refuses_starts_from(node(1)));
 }
 
 #[test]
