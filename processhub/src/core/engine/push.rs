@@ -92,7 +92,15 @@ impl<C: ChildHandle> Engine<C> {
                     // Only what is assigned to this node, of a node gone for it too,
                     // and not running here.
                     let gone = self.view.members().binary_search(&origin).is_err();
-                    if entry.owner == self.me && gone && !self.runs_here(&id) {
+                    if entry.owner != self.me || !gone || self.runs_here(&id) {
+                        continue;
+                    }
+                    if self.registry.removed_since(&id, entry.epoch) {
+                        // Stopped here under that epoch, before the teller (a node that
+                        // joined since, say) heard of it: it predicts a restart that
+                        // will never come. The removal, again, ends that prediction.
+                        self.out.remove(&id, entry.epoch);
+                    } else {
                         adopted |= self.registry.adopt(&id, entry, origin);
                     }
                 }

@@ -425,9 +425,28 @@ fn children_re_assigned_to_a_joiner_are_told_to_it_and_it_starts_them() {
     assert_eq!(joiner.take_output(), Output::default());
     // Not for another node, nor of a node it sees alive.
     let mut other = engine(2, &[1, 2, 3]);
-    other.push(node(1), Push::Assigned(told));
+    other.push(node(1), Push::Assigned(told.clone()));
     assert_eq!(other.take_output(), Output::default());
     assert!(other.registry.get(&id).is_none());
+    // Stopped here under that epoch (before the teller heard of it): not taken in, and
+    // the removal said again, so that the teller's prediction ends.
+    let mut stopped = engine(4, &[1, 2, 4]);
+    stopped.push(node(1), Push::Assigned(told.clone()));
+    stopped.take_output();
+    let r = stopped.restart(&id, 2, node(3)).expect("restarted here");
+    let epoch = stopped.admit(&r.item).unwrap();
+    let child = TestChild::new("c", "T");
+    stopped.started(&r.item, epoch, Ok(child.clone()));
+    stopped.take_output();
+    assert_eq!(stopped.stop(&id, "T"), Ok(child));
+    assert!(stopped.registry.get(&id).is_none());
+    stopped.take_output();
+    stopped.push(node(2), Push::Assigned(told));
+    assert_eq!(
+        stopped.take_output(),
+        out(vec![Push::Remove(vec![(id.clone(), 2)])], vec![], vec![])
+    );
+    assert!(stopped.registry.get(&id).is_none());
 }
 
 #[test]
