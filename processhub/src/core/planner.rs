@@ -59,10 +59,10 @@ pub(crate) fn plan_membership_change(
 /// pending, and dropping the entries of dead nodes' children that stay down. `members`
 /// (sorted) are the live nodes; `gone` says whether a node that is not one is known to
 /// be gone (only a gone owner's children are re-assigned: one this node never counted
-/// as a member may be alive, its membership not yet heard here); `target` gives the node each child should be on (by its
-/// distribution strategy, over the members that take new ones: a draining member is
-/// alive but takes none; `None`: no member). Pinned children stay on their node while it
-/// lives. Commands come sorted by id.
+/// as a member may be alive, its membership not yet heard here); `target` gives the
+/// node each child should be on (by its distribution strategy, over the members that
+/// take new ones: a draining member is alive but takes none; `None`: no member). Pinned
+/// children stay on their node while it lives. Commands come sorted by id.
 pub(crate) fn plan_with_targets(
     me: NodeId,
     members: &[NodeId],
