@@ -57,6 +57,8 @@ pub(crate) struct MembersChanged {
 /// One node's view of the membership.
 #[derive(Debug)]
 pub(crate) struct ClusterView {
+    /// This node.
+    me: NodeId,
     /// Alive by the failure detector, self included.
     alive: Vec<NodeId>,
     /// Nodes that said they leave: gone for every decision from then on.
@@ -77,6 +79,7 @@ impl ClusterView {
     /// The view of a node that knows only itself.
     pub(crate) fn new(me: NodeId) -> Self {
         Self {
+            me,
             alive: vec![me],
             departed: BTreeSet::new(),
             draining: BTreeSet::new(),
@@ -140,10 +143,13 @@ impl ClusterView {
                 || self.replaced(&node))
     }
 
-    /// Whether a newer incarnation of `n` is alive at its address.
+    /// Whether a newer incarnation of `n` is alive at its address (this node is: a
+    /// former incarnation of this node, still heard of right after it rejoined, is never
+    /// a member of its view, nor counted in the cluster's size).
     fn replaced(&self, n: &NodeId) -> bool {
         self.alive
             .iter()
+            .chain(std::iter::once(&self.me))
             .any(|a| a.addr() == n.addr() && a.incarnation() > n.incarnation())
     }
 
@@ -295,6 +301,24 @@ mod tests {
                 left: vec![(old, false)],
             })
         );
+    }
+
+    #[test]
+    fn a_former_incarnation_of_this_node_is_never_a_member_of_its_view() {
+        // Rejoined as incarnation 2: gossip still tells of incarnation 1 (and not yet of
+        // this one). Counted, it made the cluster look one node larger (a quorum of 3
+        // of 4 where 2 of 3 would do) until a member's death left this node without a
+        // quorum for good.
+        let old = NodeId::new(([127, 0, 0, 1], 1).into(), 1);
+        let me = NodeId::new(([127, 0, 0, 1], 1).into(), 2);
+        let mut v = ClusterView::new(me);
+        v.gossip(Gossip {
+            members: vec![old, node(2), node(3)],
+            ..Gossip::default()
+        });
+        v.refresh();
+        assert_eq!(v.members(), &[me, node(2), node(3)]);
+        assert!(v.is_gone(old));
     }
 
     #[test]
