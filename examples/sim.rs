@@ -21,7 +21,7 @@ mod options;
 use options::{number, ScenarioOptions};
 
 const USAGE: &str = "usage: sim [--seed S] [--nodes N] [--components C] [--duration SECS] \
-                     [--faults crash,quick-restart,pause,partition,one-way,delay,drop,duplicate,reorder,reset,slow] [--events]";
+                     [--faults crash,quick-restart,pause,partition,one-way,delay,drop,duplicate,reorder,reset,slow] [--ship state|calls] [--events]";
 
 fn parse() -> Result<(u64, Scenario), String> {
     let mut seed = 1;

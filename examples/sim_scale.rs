@@ -25,6 +25,7 @@ fn main() {
     let workload = Workload {
         plain: components,
         replicated: 0,
+        ship_calls: false,
         clients_per_node: 0,
         interval: Duration::from_millis(20),
     };

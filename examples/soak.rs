@@ -23,7 +23,8 @@ use processhub::sim::{FaultKind, Scenario, Verdict};
 mod options;
 use options::{number, ScenarioOptions};
 
-const USAGE: &str = "usage: soak [--seeds A..B] [--faults a,b,...] [--nodes N] \
+const USAGE: &str =
+    "usage: soak [--seeds A..B] [--faults a,b,...] [--ship state|calls] [--nodes N] \
                      [--components C] [--duration SECS] [--threads T]";
 
 struct Options {

@@ -1207,3 +1207,164 @@ fn bad_tls_material_is_refused_clearly() {
     assert!(matches!(e, TlsError::BadName(_)), "{e}");
     assert!(pki.tls().server_name("processhub.test").is_ok());
 }
+
+/// A journal kept on three nodes whose writes ship as calls (`ship = "calls"`),
+/// replayed where a copy is used. `here` counts the writes this instance applied
+/// itself, and is not part of the state: after a promotion it counts the writes the
+/// copy replayed.
+#[distributed(replicas = 3, ship = "calls", reads = "any")]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Journal {
+    lines: Vec<String>,
+    #[serde(skip)]
+    here: u64,
+}
+
+#[distributed]
+impl Journal {
+    /// Appends a line and returns how many there are.
+    pub fn append(&mut self, line: String) -> usize {
+        self.here += 1;
+        self.lines.push(line);
+        self.lines.len()
+    }
+
+    /// Every line.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.clone()
+    }
+
+    /// How many lines; and how many writes this instance applied (or replayed).
+    pub fn counts(&self) -> (usize, u64) {
+        (self.lines.len(), self.here)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_shipped_as_calls_are_replayed_by_the_copy_promoted_when_the_primary_dies() {
+    let mut hubs = cluster("journal", 3).await;
+    // A large state (about 100 KB): the calls fit beside it many times.
+    let first: Vec<String> = (0..1000).map(|i| format!("{i:0100}")).collect();
+    let j = Journal::start(
+        &hubs[0],
+        "j",
+        Journal {
+            lines: first.clone(),
+            here: 0,
+        },
+    )
+    .await
+    .unwrap();
+    wait_until("two standbys", Duration::from_secs(10), || async {
+        hubs[0].lookup("j").is_some_and(|i| i.standbys.len() == 2)
+    })
+    .await;
+    let info = hubs[0].lookup("j").unwrap();
+    let mut expected = first;
+    for i in 0..50 {
+        let line = format!("write {i}");
+        expected.push(line.clone());
+        // Half from the primary's own node (a local write), half from another.
+        let from = if i % 2 == 0 {
+            info.owner
+        } else {
+            info.standbys[0]
+        };
+        let hub = hubs.iter().find(|h| h.node_id() == from).unwrap();
+        let n = Journal::handle(hub, "j").append(line).await.unwrap();
+        assert_eq!(n, expected.len());
+    }
+    // A copy answers reads with every acknowledged write: its state with the calls
+    // replayed on it.
+    let standby = hubs
+        .iter()
+        .find(|h| h.node_id() == info.standbys[1])
+        .unwrap();
+    assert_eq!(
+        Journal::handle(standby, "j").counts().await.unwrap(),
+        (1050, 50)
+    );
+    // The primary dies: a standby is promoted with its state and the writes it holds as
+    // calls, replayed before it serves.
+    let dead = hubs.iter().position(|h| h.node_id() == info.owner).unwrap();
+    hubs.remove(dead).kill().await;
+    wait_members(&hubs, 2).await;
+    let survivor = hubs[0].clone();
+    wait_until("a promoted primary", Duration::from_secs(10), || async {
+        survivor
+            .lookup("j")
+            .is_some_and(|i| i.owner != info.owner && !i.pending)
+    })
+    .await;
+    let j2 = Journal::handle(&survivor, "j");
+    assert_eq!(j2.lines().await.unwrap(), expected, "no write lost");
+    assert_eq!(
+        j2.counts().await.unwrap(),
+        (1050, 50),
+        "the promoted copy replayed the 50 writes it held as calls"
+    );
+    assert_eq!(j2.append("after".into()).await.unwrap(), 1051);
+    drop(j);
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
+/// As [`Journal`], shipped after the reply (`sync = "async"`).
+#[distributed(replicas = 2, ship = "calls", sync = "async", reads = "any")]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct LooseJournal {
+    lines: Vec<u32>,
+}
+
+#[distributed]
+impl LooseJournal {
+    /// Appends a number and returns how many there are.
+    pub fn append(&mut self, n: u32) -> usize {
+        self.lines.push(n);
+        self.lines.len()
+    }
+
+    /// Every number.
+    pub fn lines(&self) -> Vec<u32> {
+        self.lines.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_shipped_as_calls_after_the_reply_reach_the_copy_in_order() {
+    let hubs = cluster("loose", 2).await;
+    let j = LooseJournal::start(&hubs[0], "l", LooseJournal::default())
+        .await
+        .unwrap();
+    wait_until("a standby", Duration::from_secs(10), || async {
+        hubs[0].lookup("l").is_some_and(|i| i.standbys.len() == 1)
+    })
+    .await;
+    let standby = hubs
+        .iter()
+        .find(|h| h.node_id() == hubs[0].lookup("l").unwrap().standbys[0])
+        .unwrap()
+        .clone();
+    // Many writes at once from both nodes: their shipments may cross; a copy that
+    // misses one gets the state, and ends with every write in the primary's order.
+    let writes = (0..200u32).map(|i| {
+        let h = LooseJournal::handle(&hubs[(i % 2) as usize], "l");
+        async move { h.append(i).await.unwrap() }
+    });
+    let mut counts = futures::future::join_all(writes).await;
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=200).collect::<Vec<_>>());
+    let on_primary = j.lines().await.unwrap();
+    wait_until(
+        "the copy holds every write",
+        Duration::from_secs(10),
+        || async {
+            LooseJournal::handle(&standby, "l").lines().await.ok() == Some(on_primary.clone())
+        },
+    )
+    .await;
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

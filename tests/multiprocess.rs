@@ -1084,94 +1084,128 @@ impl Replicated {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicated_children_lose_no_acknowledged_write_when_primaries_are_killed() {
-    let _serial = SERIAL.lock().await;
-    let hub = test_hub().await;
-    let mut events = hub.events();
-    let mut nodes = Vec::new();
-    for _ in 0..4 {
-        nodes.push(Node::spawn(hub.listen_addr()).await);
-    }
-    members(&hub, 5).await;
-    let ids: Vec<String> = (0..300).map(|i| format!("rep-{i}")).collect();
-    for r in Replicated::start_many(
-        &hub,
-        ids.iter()
-            .map(|i| (i.clone(), Replicated::default()))
-            .collect(),
-    )
-    .await
-    {
-        r.unwrap();
-    }
-    let three_copies = |hub: &Hub| {
-        ids.iter().all(|id| {
-            hub.lookup(id).is_some_and(|i| {
-                i.standbys.len() == 2 && !i.standbys.contains(&i.owner) && !i.pending
-            })
-        })
-    };
-    wait_until(
-        "every child on 3 nodes",
-        Duration::from_secs(20),
-        || async { three_copies(&hub) },
-    )
-    .await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let loader = {
-        let hub = hub.clone();
-        common::spawn_load(ids.clone(), stop.clone(), move |id| {
-            let h = Replicated::handle(&hub, id);
-            async move { h.add(1).await }
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Kill the node of many primaries, then another.
-    for round in 0..2 {
-        let victim = nodes.remove(0);
-        let primaries = ids
-            .iter()
-            .filter(|id| hub.lookup(id).unwrap().owner == victim.id)
-            .count();
-        assert!(
-            primaries > 20,
-            "round {round}: {primaries} primaries on the victim"
-        );
-        let mut victim = victim;
-        victim.child.start_kill().unwrap();
-        victim.child.wait().await.unwrap();
-        members(&hub, 4 - round).await;
-        wait_until(
-            "every child on 3 nodes again",
-            Duration::from_secs(30),
-            || async { three_copies(&hub) },
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (acked, errors) = loader.await.unwrap();
-    let failed = errors.len();
-    // Writes in flight to a killed primary were retried on the promoted standby and
-    // applied once: no call failed, and every counter is exactly what was acknowledged.
-    assert!(
-        failed == 0,
-        "calls failed: {:?}",
-        &errors[..errors.len().min(5)]
-    );
-    for (i, id) in ids.iter().enumerate() {
-        let n = Replicated::handle(&hub, id.clone()).get().await.unwrap();
-        assert_eq!(n, acked[i], "{id}");
-    }
-    let mut promoted = 0;
-    while let Ok(e) = events.try_recv() {
-        if matches!(e, HubEvent::PrimaryPromoted { .. }) {
-            promoted += 1;
+/// A kill -9 of primaries under load loses no acknowledged write of a replicated type
+/// `$ty` (a counter with `add` and `get`), and applies no retried write twice.
+macro_rules! killed_primaries_lose_nothing {
+    ($name:ident, $ty:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let _serial = SERIAL.lock().await;
+            let hub = test_hub().await;
+            let mut events = hub.events();
+            let mut nodes = Vec::new();
+            for _ in 0..4 {
+                nodes.push(Node::spawn(hub.listen_addr()).await);
+            }
+            members(&hub, 5).await;
+            let ids: Vec<String> = (0..300).map(|i| format!("rep-{i}")).collect();
+            for r in $ty::start_many(
+                &hub,
+                ids.iter().map(|i| (i.clone(), $ty::default())).collect(),
+            )
+            .await
+            {
+                r.unwrap();
+            }
+            let three_copies = |hub: &Hub| {
+                ids.iter().all(|id| {
+                    hub.lookup(id).is_some_and(|i| {
+                        i.standbys.len() == 2 && !i.standbys.contains(&i.owner) && !i.pending
+                    })
+                })
+            };
+            wait_until(
+                "every child on 3 nodes",
+                Duration::from_secs(20),
+                || async { three_copies(&hub) },
+            )
+            .await;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let loader = {
+                let hub = hub.clone();
+                common::spawn_load(ids.clone(), stop.clone(), move |id| {
+                    let h = $ty::handle(&hub, id);
+                    async move { h.add(1).await }
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Kill the node of many primaries, then another.
+            for round in 0..2 {
+                let victim = nodes.remove(0);
+                let primaries = ids
+                    .iter()
+                    .filter(|id| hub.lookup(id).unwrap().owner == victim.id)
+                    .count();
+                assert!(
+                    primaries > 20,
+                    "round {round}: {primaries} primaries on the victim"
+                );
+                let mut victim = victim;
+                victim.child.start_kill().unwrap();
+                victim.child.wait().await.unwrap();
+                members(&hub, 4 - round).await;
+                wait_until(
+                    "every child on 3 nodes again",
+                    Duration::from_secs(30),
+                    || async { three_copies(&hub) },
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (acked, errors) = loader.await.unwrap();
+            let failed = errors.len();
+            // Writes in flight to a killed primary were retried on the promoted standby and
+            // applied once: no call failed, and every counter is exactly what was acknowledged.
+            assert!(
+                failed == 0,
+                "calls failed: {:?}",
+                &errors[..errors.len().min(5)]
+            );
+            for (i, id) in ids.iter().enumerate() {
+                let n = $ty::handle(&hub, id.clone()).get().await.unwrap();
+                assert_eq!(n, acked[i], "{id}");
+            }
+            let mut promoted = 0;
+            while let Ok(e) = events.try_recv() {
+                if matches!(e, HubEvent::PrimaryPromoted { .. }) {
+                    promoted += 1;
+                }
+            }
+            eprintln!("{failed} calls failed; {promoted} promotions here");
+            hub.shutdown().await.unwrap();
         }
+    };
+}
+
+killed_primaries_lose_nothing!(
+    replicated_children_lose_no_acknowledged_write_when_primaries_are_killed,
+    Replicated
+);
+killed_primaries_lose_nothing!(
+    children_that_ship_calls_lose_no_acknowledged_write_when_primaries_are_killed,
+    ReplicatedCalls
+);
+
+/// As [`Replicated`], its writes shipped as calls (`ship = "calls"`).
+#[distributed(replicas = 3, ship = "calls")]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct ReplicatedCalls {
+    n: u64,
+}
+
+#[distributed]
+impl ReplicatedCalls {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
     }
-    eprintln!("{failed} calls failed; {promoted} promotions here");
-    hub.shutdown().await.unwrap();
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
 }
 
 /// Three replicas that each answer on their own, and note the roles they take.

@@ -10,6 +10,7 @@ fn small() -> Workload {
     Workload {
         plain: 10,
         replicated: 10,
+        ship_calls: false,
         clients_per_node: 2,
         interval: Duration::from_millis(20),
     }
@@ -232,6 +233,24 @@ fn a_stopped_child_stays_stopped_after_a_pause_a_crash_and_a_join() {
 /// (`Push::Assigned`) for ever. The told node stopped it under that epoch: it now says
 /// the removal again, which ends the prediction. (Seeds 18 and 40; 300 seeds of this
 /// mix failed 9 times before, 6 now: the others are left for the next round.)
+/// Replicated counters whose writes ship as calls (`ship = "calls"`), replayed by the
+/// copy promoted. Seeds 110, 120, 170 and 176 found a write applied twice: a write
+/// refused before it ran (its node woke from a pause past its lease) still shipped its
+/// call, which the standby promoted meanwhile replayed, and the caller's retry ran it
+/// again there. A call now ships only if its method ran to its reply; otherwise the
+/// state goes, which is harmless.
+#[test]
+fn writes_shipped_as_calls_survive_pauses_and_crashes_applied_once() {
+    let s = Scenario {
+        workload: Workload {
+            ship_calls: true,
+            ..Workload::default()
+        },
+        ..pause_and_crash()
+    };
+    assert_seeds_pass(&s, [110, 120, 170, 176].into_iter().chain(0..16));
+}
+
 #[test]
 fn a_joiners_prediction_of_a_stopped_child_ends_when_its_node_says_it_stopped() {
     let s = Scenario {
@@ -329,6 +348,7 @@ fn an_idle_cluster_sends_nothing_whatever_the_size_of_its_registry() {
         let w = Workload {
             plain: components,
             replicated: 0,
+            ship_calls: false,
             clients_per_node: 0,
             interval: Duration::from_millis(20),
         };
@@ -373,6 +393,7 @@ fn a_call_in_flight_to_a_node_that_dies_goes_to_the_new_owner_at_once() {
     let w = Workload {
         plain: 30,
         replicated: 0,
+        ship_calls: false,
         clients_per_node: 0,
         interval: Duration::from_millis(20),
     };

@@ -11,10 +11,12 @@ pub fn number(s: &str, what: &str) -> Result<u64, String> {
 }
 
 /// A scenario being built from options: `--nodes`, `--components`, `--duration`,
-/// `--faults`.
+/// `--faults`, `--ship state|calls`.
 pub struct ScenarioOptions {
     pub scenario: Scenario,
     pub components: usize,
+    /// The replicated counters ship their writes as calls (`--ship calls`).
+    pub ship_calls: bool,
 }
 
 impl ScenarioOptions {
@@ -22,6 +24,7 @@ impl ScenarioOptions {
         Self {
             scenario,
             components: 40,
+            ship_calls: false,
         }
     }
 
@@ -48,6 +51,17 @@ impl ScenarioOptions {
                 self.scenario.duration = Duration::from_secs(number(&value()?, "--duration")?)
             }
             "--faults" => self.scenario.faults = FaultKind::parse_list(&value()?)?,
+            "--ship" => {
+                self.ship_calls = match value()?.as_str() {
+                    "state" => false,
+                    "calls" => true,
+                    other => {
+                        return Err(format!(
+                            "--ship takes state (the default) or calls, not {other:?}"
+                        ))
+                    }
+                }
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -59,6 +73,7 @@ impl ScenarioOptions {
             workload: Workload {
                 plain: self.components / 2,
                 replicated: self.components - self.components / 2,
+                ship_calls: self.ship_calls,
                 ..Workload::default()
             },
             ..self.scenario

@@ -232,6 +232,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
         None => quote!(1),
     };
     let sync_replication = !args.async_replication;
+    let ship_calls = args.ship_calls;
     let reads_any = args.reads_any;
     let every_node = matches!(args.distribution, Some(("EveryNode", _)));
     // One instance on every member, each answering its own node: replicas "all",
@@ -361,6 +362,7 @@ fn expand_struct(s: &ItemStruct, args: StructArgs) -> syn::Result<TokenStream> {
                 const ON_NODE_DEATH: #ph::OnNodeDeath = #on_node_death;
                 const REPLICAS: usize = #replicas;
                 const SYNC_REPLICATION: bool = #sync_replication;
+                const SHIP_CALLS: bool = #ship_calls;
                 const READS_ANY: bool = #reads_any;
                 const ACTIVE_ACTIVE: bool = #active_active;
                 const DISTRIBUTION: #ph::placement::Distribution =
@@ -699,10 +701,17 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
         // (remote calls ship in the batch handler, after noting the call's id).
         let replicate_self = if m.write {
             writes.push(name_str.clone());
-            quote!(let reply = match self.__replicated().await {
+            quote!(let reply = match self.__replicated(#name_str, __shipped.as_deref().filter(|_| reply.is_ok())).await {
                 ::core::result::Result::Ok(()) => reply,
                 ::core::result::Result::Err(e) => ::core::result::Result::Err(e),
             };)
+        } else {
+            TokenStream::new()
+        };
+        // A type that ships calls (`ship = "calls"`) sends the write's arguments,
+        // encoded as a remote call's are, before the message is taken apart.
+        let encode_call = if m.write {
+            quote!(let __shipped = self.__call_to_ship(&msg);)
         } else {
             TokenStream::new()
         };
@@ -770,6 +779,7 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
                     msg: #msg_ty,
                     _: &mut #ph::__private::Context<Self, Self::Reply>,
                 ) -> Self::Reply {
+                    #encode_call
                     let cx = self.__context();
                     let state = self.__state();
                     let #msg(#(#arg_names,)* #phantom_pat) = msg;

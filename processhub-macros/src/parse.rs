@@ -43,6 +43,7 @@ pub(crate) const STRUCT_KEYS: &[&str] = &[
     "on_node_death",
     "replicas",
     "sync",
+    "ship",
     "reads",
     "replication",
     "distribution",
@@ -66,6 +67,8 @@ pub(crate) struct StructArgs {
     pub(crate) replicas: Option<u32>,
     /// `sync = "async"`: writes ship their state after the reply.
     pub(crate) async_replication: bool,
+    /// `ship = "calls"`: writes ship the call, replayed on the standbys, not the state.
+    pub(crate) ship_calls: bool,
     /// `reads = "any"`: a node's standby copy answers reads.
     pub(crate) reads_any: bool,
     /// `replication = "active_active"`: every replica runs on its own.
@@ -252,6 +255,23 @@ impl StructArgs {
                                 ),
                             ],
                         )? == Some("async");
+                    }
+                    "ship" => {
+                        args.ship_calls = choice(
+                            input,
+                            &mut errors,
+                            "ship",
+                            &[
+                                (
+                                    "state",
+                                    "each write sends the whole new state to the standbys, the default",
+                                ),
+                                (
+                                    "calls",
+                                    "each write sends its call, replayed on the standbys: for large states; every write method must be deterministic",
+                                ),
+                            ],
+                        )? == Some("calls");
                     }
                     "distribution" => {
                         let values: Vec<(&'static str, &str)> = DISTRIBUTIONS

@@ -51,6 +51,10 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// (`sync = "sync"`, the default) or ships its state right after
     /// (`sync = "async"`: faster; a crash may lose the last writes).
     const SYNC_REPLICATION: bool = true;
+    /// Whether a write ships its call, replayed on the standbys (`ship = "calls"`: for
+    /// large states; the write methods must be deterministic), instead of the whole
+    /// new state (`ship = "state"`, the default).
+    const SHIP_CALLS: bool = false;
     /// Whether reads (`&self` methods) may be served by a node's standby copy
     /// (`reads = "any"`: possibly stale) instead of going to the primary.
     const READS_ANY: bool = false;
@@ -133,6 +137,9 @@ pub trait Dispatch: Component {
 /// Where an actor reads its child's current epoch.
 pub(crate) trait EpochOf: Send + Sync + 'static {
     fn epoch(&self) -> u64;
+    /// Ships the child's whole state to its standbys soon (an asynchronous write's
+    /// call that a standby could not take).
+    fn reship(self: Arc<Self>) {}
 }
 
 /// The home of an actor that runs no child (a read on a standby copy).
@@ -158,6 +165,40 @@ pub struct ComponentActor<T> {
     pub(crate) recent: SharedRecent,
     /// The node's lease: no call is served, and no reply sent, without it.
     pub(crate) lease: Option<Arc<crate::child::lease::Lease>>,
+    /// Writes to apply before anything else runs: those a promoted standby copy held
+    /// as calls (`ship = "calls"`).
+    pub(crate) replay: Option<Replay<T>>,
+}
+
+/// How a message's method runs on an actor ([`Dispatch::apply`]).
+pub(crate) type ApplyFn<T> = for<'a> fn(
+    &'a mut ComponentActor<T>,
+    &'a str,
+    &'a [u8],
+) -> BoxFuture<'a, Result<Vec<u8>, CallError>>;
+
+/// Writes a promoted copy held as calls, and how to run them.
+pub(crate) struct Replay<T> {
+    pub(crate) calls: Vec<crate::core::engine::LoggedCall>,
+    pub(crate) apply: ApplyFn<T>,
+}
+
+impl<T> ComponentActor<T> {
+    /// Runs the writes a standby copy held as calls, in order, on its state: as the
+    /// primary ran them, except that nothing ships and no lease is asked (the copy
+    /// holds them already; the instance asks for its lease before it serves).
+    pub(crate) async fn replay(&mut self, replay: Replay<T>) {
+        let replicator = self.replicator.take();
+        let lease = self.lease.take();
+        for call in &replay.calls {
+            if let Err(e) = (replay.apply)(self, &call.method, &call.args).await {
+                // As on the primary: the error was its reply, the state is what it left.
+                tracing::debug!(id = %self.id, method = %call.method, "a replayed write failed: {e}");
+            }
+        }
+        self.replicator = replicator;
+        self.lease = lease;
+    }
 }
 
 /// What [`ComponentActor::__guard`] needs of the actor (for generated code).
@@ -183,7 +224,10 @@ impl<T: Component> Actor for ComponentActor<T> {
     type Args = Self;
     type Error = std::convert::Infallible;
 
-    async fn on_start(args: Self, _: ActorRef<Self>) -> Result<Self, Self::Error> {
+    async fn on_start(mut args: Self, _: ActorRef<Self>) -> Result<Self, Self::Error> {
+        if let Some(replay) = args.replay.take() {
+            args.replay(replay).await;
+        }
         Ok(args)
     }
 }
@@ -353,7 +397,7 @@ pub fn unknown_method<T: Component>(method: &str) -> CallError {
 /// Runs the read `method` on a standby copy of a `T` (`reads = "any"`): the copy is
 /// decoded into an actor of its own, used once and dropped.
 pub(crate) async fn read_copy<T: Dispatch>(
-    copy: &[u8],
+    (copy, calls): (&[u8], Vec<crate::core::engine::LoggedCall>),
     ctx: ChildCtx,
     method: &str,
     args: &[u8],
@@ -371,7 +415,16 @@ pub(crate) async fn read_copy<T: Dispatch>(
         replicator: None,
         recent: ctx.recent,
         lease: None,
+        replay: None,
     };
+    if !calls.is_empty() {
+        actor
+            .replay(Replay {
+                calls,
+                apply: T::apply,
+            })
+            .await;
+    }
     T::apply(&mut actor, method, args).await
 }
 
@@ -381,13 +434,24 @@ impl<T: Component> ComponentActor<T> {
     /// The lease is checked once more after a synchronous shipment: a standby that did
     /// not answer (a split) may be promoted on the other side, and a write it lacks must
     /// not be acknowledged unless this node is still confirmed by a quorum.
+    ///
+    /// `args`: the write's arguments, encoded, for a type that ships calls
+    /// ([`Self::__call_to_ship`]), if the method ran to its reply (else the state
+    /// ships).
     #[doc(hidden)]
-    pub async fn __replicated(&mut self) -> Result<(), CallError> {
+    pub async fn __replicated(
+        &mut self,
+        method: &str,
+        args: Option<&[u8]>,
+    ) -> Result<(), CallError> {
         if T::ACTIVE_ACTIVE {
             // Each replica runs on its own: nothing to ship.
             return Ok(());
         }
-        let shipped = self.ship_state().await;
+        let shipped = match args {
+            Some(args) if T::SHIP_CALLS => self.ship_call(method, args).await,
+            _ => self.ship_state().await,
+        };
         if !T::SYNC_REPLICATION || self.replicator.is_none() {
             return Ok(());
         }
@@ -399,6 +463,46 @@ impl<T: Component> ComponentActor<T> {
         match &self.lease {
             Some(lease) => lease.ready().await,
             None => Ok(()),
+        }
+    }
+
+    /// A local write's arguments, encoded as a remote call's are, if its type ships
+    /// calls to standbys (for generated code).
+    #[doc(hidden)]
+    pub fn __call_to_ship<M: serde::Serialize>(&self, msg: &M) -> Option<Vec<u8>> {
+        if !T::SHIP_CALLS || T::ACTIVE_ACTIVE || self.replicator.is_none() {
+            return None;
+        }
+        postcard::to_allocvec(msg).ok()
+    }
+
+    /// Sends a write's call to the standbys (`ship = "calls"`) if each holds every
+    /// shipment before it, else the state: whether every standby took it, as
+    /// [`Self::ship_state`].
+    async fn ship_call(&mut self, method: &str, args: &[u8]) -> bool {
+        let Some(r) = &self.replicator else {
+            return true;
+        };
+        let epoch = self.epoch();
+        let recent = self.recent.clone();
+        let Some(shipped) = r.ship_call(self.id.clone(), T::TYPE_NAME, epoch, method, args, recent)
+        else {
+            return self.ship_state().await;
+        };
+        if T::SYNC_REPLICATION {
+            shipped.await || self.ship_state().await
+        } else {
+            // A standby that could not take it gets the state, in a later message of
+            // this actor's.
+            let home = self.home.clone();
+            tokio::spawn(async move {
+                if !shipped.await {
+                    if let Some(home) = home.upgrade() {
+                        home.reship();
+                    }
+                }
+            });
+            true
         }
     }
 

@@ -142,6 +142,20 @@ pub(crate) trait Replicator: Send + Sync + 'static {
         state: Vec<u8>,
         recent: SharedRecent,
     ) -> BoxFuture<'static, bool>;
+
+    /// Sends a write as its call (`ship = "calls"`) to the child's standbys, if each
+    /// of them holds every shipment before it and their logs have room: a future that
+    /// is true once each took it, false if one did not (the state must go then).
+    /// `None`, with nothing sent, if the state must go instead.
+    fn ship_call(
+        &self,
+        id: Arc<str>,
+        type_name: &'static str,
+        epoch: u64,
+        method: &str,
+        args: &[u8],
+        recent: SharedRecent,
+    ) -> Option<BoxFuture<'static, bool>>;
 }
 
 impl std::fmt::Debug for dyn Replicator {

@@ -3,7 +3,7 @@
 
 use crate::child::component::unknown_method;
 use crate::child::component::{
-    panic_message, Component, ComponentActor, Dispatch, EpochOf, Merge, Resync,
+    panic_message, Component, ComponentActor, Dispatch, EpochOf, Merge, Replay, Resync,
 };
 use crate::child::erased::Sleeper;
 use crate::child::erased::{Arrival, ChildCtx, ErasedChild};
@@ -122,7 +122,11 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
                 if let (Ok(bytes), true, Some(recent)) = (&reply, call.call_id != 0, &self.recent) {
                     recent.lock().unwrap().record(call.call_id, bytes.clone());
                 }
-                if let Err(e) = self.__replicated().await {
+                // Its call ships only if it ran to its reply (a call refused before it
+                // ran, for want of a lease or of a readable argument, changed nothing
+                // and must not be replayed); otherwise the state goes.
+                let ran = reply.is_ok().then_some(&call.args[..]);
+                if let Err(e) = self.__replicated(method, ran).await {
                     reply = Err(e);
                 }
             }
@@ -217,7 +221,7 @@ impl<T: Component> Child<T> {
                         else {
                             unreachable!()
                         };
-                        slot.life = self.activate(state);
+                        slot.life = self.activate(state, None);
                     }
                     match &slot.life {
                         Life::Active(actor, _) => {
@@ -241,7 +245,7 @@ impl<T: Component> Child<T> {
         }
     }
 
-    fn activate(self: &Arc<Self>, state: T) -> Life<T> {
+    fn activate(self: &Arc<Self>, state: T, replay: Option<Replay<T>>) -> Life<T> {
         let prepared = ComponentActor::prepare();
         let actor = prepared.actor_ref().clone();
         let join = prepared.spawn(ComponentActor {
@@ -254,6 +258,7 @@ impl<T: Component> Child<T> {
             replicator: self.ctx.replicator.clone(),
             recent: self.ctx.recent.clone(),
             lease: self.ctx.lease.clone(),
+            replay,
         });
         if let Some(awake) = &self.ctx.awake {
             awake
@@ -361,6 +366,14 @@ impl<T: Component> Child<T> {
 impl<T: Component> EpochOf for Child<T> {
     fn epoch(&self) -> u64 {
         self.ctx.epoch.get()
+    }
+
+    fn reship(self: Arc<Self>) {
+        tokio::spawn(async move {
+            if let Some(entered) = self.enter().await {
+                let _ = entered.actor.ask(Resync).await;
+            }
+        });
     }
 }
 
@@ -576,6 +589,28 @@ impl<T: Dispatch> ErasedChild for Child<T> {
 /// Makes a typed child (dormant until its first call).
 pub(crate) fn spawn_typed<T: Dispatch>(state: T, ctx: ChildCtx) -> Arc<dyn ErasedChild> {
     Arc::new(Child::new(state, ctx))
+}
+
+/// Makes a child promoted from a standby copy that holds writes as calls: awake at
+/// once, its actor replaying them before it runs anything else (a dormant child could
+/// be moved or put to sleep with the state they lack).
+pub(crate) fn spawn_replaying<T: Dispatch>(
+    state: T,
+    ctx: ChildCtx,
+    calls: Vec<crate::core::engine::LoggedCall>,
+) -> Arc<dyn ErasedChild> {
+    let child = Arc::new(Child::new(state, ctx));
+    {
+        let mut slot = child.slot.lock().unwrap();
+        if let Life::Dormant(state) = std::mem::replace(&mut slot.life, Life::Stopped) {
+            let replay = Replay {
+                calls,
+                apply: T::apply,
+            };
+            slot.life = child.activate(state, Some(replay));
+        }
+    }
+    child
 }
 
 /// Runs `#[on_start]`, a panic being an error.

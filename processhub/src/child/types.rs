@@ -3,8 +3,8 @@
 
 use crate::child::component::{panic_message, Dispatch};
 use crate::child::erased::{ChildCtx, ErasedChild};
-use crate::child::life::spawn_typed;
-use crate::core::engine::TypeInfo;
+use crate::child::life::{spawn_replaying, spawn_typed};
+use crate::core::engine::{LoggedCall, TypeInfo};
 use crate::core::item::StartFailure;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -32,11 +32,31 @@ fn spawn_erased<T: Dispatch>(
 /// Makes a child from its encoded state; `true` when the state arrived in a move.
 pub(crate) type SpawnFn = fn(&[u8], ChildCtx, bool) -> Result<Arc<dyn ErasedChild>, StartFailure>;
 
+/// Makes a child from a promoted standby copy: its state and the writes it holds as
+/// calls (`ship = "calls"`), replayed before the child runs anything else.
+pub(crate) type PromoteFn =
+    fn(&[u8], ChildCtx, Vec<LoggedCall>) -> Result<Arc<dyn ErasedChild>, StartFailure>;
+
+fn promote_erased<T: Dispatch>(
+    state: &[u8],
+    ctx: ChildCtx,
+    calls: Vec<LoggedCall>,
+) -> Result<Arc<dyn ErasedChild>, StartFailure> {
+    let state: T = postcard::from_bytes(state)
+        .map_err(|e| StartFailure::State(format!("standby copy: {e}")))?;
+    Ok(if calls.is_empty() {
+        spawn_typed(state, ctx)
+    } else {
+        spawn_replaying(state, ctx, calls)
+    })
+}
+
 /// One component type, as the hub sees it.
 #[doc(hidden)]
 pub struct ComponentVTable {
     pub(crate) type_name: &'static str,
     pub(crate) spawn: SpawnFn,
+    pub(crate) promote: PromoteFn,
     pub(crate) replicas: usize,
     pub(crate) active_active: bool,
     pub(crate) placement: crate::core::placement::TypePlacement,
@@ -57,6 +77,7 @@ impl ComponentVTable {
         Self {
             type_name: T::TYPE_NAME,
             spawn: spawn_erased::<T>,
+            promote: promote_erased::<T>,
             replicas: T::REPLICAS,
             active_active: T::ACTIVE_ACTIVE,
             merges: T::MERGES,

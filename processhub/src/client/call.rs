@@ -136,12 +136,12 @@ impl HandleCore {
         };
         if read && T::READS_ANY {
             // A standby copy here answers reads, possibly a little behind the primary.
-            if let Some((copy, ctx)) = inner.standby_copy(&self.id) {
+            if let Some(((copy, calls), ctx)) = inner.standby_copy(&self.id) {
                 let m = msg.as_ref().expect("not taken yet");
                 let args = postcard::to_allocvec(m).map_err(|e| CallError::Codec {
                     message: format!("arguments: {e}"),
                 })?;
-                let reply = read_copy::<T>(&copy, ctx, method, &args).await?;
+                let reply = read_copy::<T>((&copy, calls), ctx, method, &args).await?;
                 return postcard::from_bytes(&reply).map_err(|e| CallError::Codec {
                     message: format!("reply: {e}"),
                 });

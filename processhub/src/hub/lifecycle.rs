@@ -407,6 +407,7 @@ impl HubInner {
         let _entered = span.enter();
         // The promoted copy's table moves into the instance (not copied).
         let recent = std::mem::take(&mut restart.recent);
+        let replay = std::mem::take(&mut restart.replay);
         let item = &restart.item;
         let outcome = match vtable(&item.type_name) {
             Some(vt) => {
@@ -416,7 +417,7 @@ impl HubInner {
                     if promoted {
                         ctx.recent = Some(Arc::new(std::sync::Mutex::new(recent)));
                     }
-                    (vt.spawn)(&item.state, ctx, false)
+                    (vt.promote)(&item.state, ctx, replay)
                 })
             }
             None => StartOutcome::UnknownType { node: self.me() },

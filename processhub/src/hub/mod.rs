@@ -554,6 +554,7 @@ impl HubInner {
                 hub: self.weak.clone(),
                 seq: AtomicU64::new(0),
                 in_step: Default::default(),
+                log: Default::default(),
             }) as Arc<dyn Replicator>
         });
         let role = replicator

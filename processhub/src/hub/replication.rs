@@ -12,23 +12,28 @@ use crate::child::erased::Arrival;
 use crate::child::erased::{ChildCtx, Replicator};
 use crate::child::types::vtable;
 use crate::core::engine::{Kept, ShipPlan};
+use crate::core::engine::{LoggedCall, MAX_LOGGED_CALLS};
 use crate::core::entry::{EpochCell, Role};
 use crate::core::recent::calls_to_wire;
 use crate::core::recent::SharedRecent;
+use crate::core::recent::{calls_from_wire, WireCalls};
 use crate::net::transport::RECONNECT_WAIT;
-use crate::net::wire::Replicate;
+use crate::net::wire::{Replicate, ReplicateCall};
 use crate::net::wire::{Request, Response};
 use crate::node::NodeId;
+
+/// A standby copy as held: its state, and the writes it holds as calls since.
+pub(crate) type HeldCopy = (Vec<u8>, Vec<LoggedCall>);
 
 /// How long a shipment that did not reach every standby waits before it looks again.
 const RESHIP_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl HubInner {
     /// This node's standby copy of `id`, if it holds one, and a context to run it in.
-    pub(crate) fn standby_copy(&self, id: &Arc<str>) -> Option<(Vec<u8>, ChildCtx)> {
-        let (state, epoch) = self.engine.read().unwrap().standby_copy(id)?;
+    pub(crate) fn standby_copy(&self, id: &Arc<str>) -> Option<(HeldCopy, ChildCtx)> {
+        let (state, epoch, calls) = self.engine.read().unwrap().standby_copy(id)?;
         Some((
-            state,
+            (state, calls),
             ChildCtx {
                 id: id.clone(),
                 node: self.me(),
@@ -63,6 +68,7 @@ impl HubInner {
             unshipped,
             recent,
             in_step,
+            log,
         } = calls;
         let deadline = Instant::now() + self.call_timeout;
         let delta = calls_to_wire(&unshipped);
@@ -139,6 +145,12 @@ impl HubInner {
                 .collect();
             let all = took.len() == targets.len();
             if all || Instant::now() + RESHIP_PAUSE >= deadline {
+                if all {
+                    *log.lock().unwrap() = CallLog {
+                        state: state.len(),
+                        ..CallLog::default()
+                    };
+                }
                 in_step.lock().unwrap().clone_from(&took);
                 self.decide(|engine| engine.shipped(&id, epoch, &current, took));
                 return all;
@@ -146,6 +158,44 @@ impl HubInner {
             // A standby did not take it: its node may be downed and replaced meanwhile.
             tokio::time::sleep(RESHIP_PAUSE).await;
         }
+    }
+
+    /// Sends a write as its call to every standby in `plan` (each held every shipment
+    /// before it): true if each kept it, false if one did not or could not be reached
+    /// (the state goes then, and waits for the slow ones as [`Self::ship`] does).
+    async fn ship_call(&self, id: &str, plan: ShipPlan, call: ReplicateCall) -> bool {
+        let ShipPlan {
+            current,
+            targets,
+            epoch,
+        } = plan;
+        let deadline = Instant::now() + self.call_timeout;
+        let t = &self.transport;
+        let sends = targets.iter().map(|node| {
+            let req = Request::ReplicateCall(ReplicateCall {
+                id: call.id.clone(),
+                type_name: call.type_name.clone(),
+                method: call.method.clone(),
+                args: call.args.clone(),
+                recent: call.recent.clone(),
+                epoch: call.epoch,
+                seq: call.seq,
+            });
+            async move {
+                matches!(
+                    t.request_within(*node, req, RECONNECT_WAIT, deadline).await,
+                    Ok(Response::Replicated(Ok(())))
+                )
+            }
+        });
+        let all = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .all(|took| took);
+        if all {
+            self.decide(|engine| engine.shipped(id, epoch, &current, targets));
+        }
+        all
     }
 
     /// Keeps a standby copy sent by a replicated child's primary (the engine decides
@@ -166,6 +216,30 @@ impl HubInner {
         match kept.map_err(|e| e.to_string())? {
             Kept::Copy => Ok(()),
             Kept::Replica(state) => self.run_replica(id, type_name, version.0, &state),
+        }
+    }
+
+    /// Appends a write shipped as its call to the standby copy of `id` (the engine
+    /// decides whether the copy can take it): `Replicated(Ok)` if kept, `OutOfStep` if
+    /// the primary must send the state instead.
+    pub(super) fn keep_call(
+        &self,
+        id: &str,
+        type_name: &str,
+        version: (u64, u64),
+        call: LoggedCall,
+        recent: WireCalls,
+    ) -> Response {
+        let recent = calls_from_wire(recent);
+        let kept = self
+            .engine
+            .write()
+            .unwrap()
+            .keep_call(id, type_name, version, call, recent);
+        match kept {
+            Ok(true) => Response::Replicated(Ok(())),
+            Ok(false) => Response::OutOfStep,
+            Err(e) => Response::Replicated(Err(e.to_string())),
         }
     }
 
@@ -199,6 +273,29 @@ pub(super) struct HubReplicator {
     /// The standbys that took every shipment of this instance, its table of identified
     /// writes included: they get only what is new of it.
     pub(super) in_step: Arc<std::sync::Mutex<Vec<NodeId>>>,
+    /// The calls shipped since the state last went (`ship = "calls"`).
+    pub(super) log: Arc<std::sync::Mutex<CallLog>>,
+}
+
+/// What a replicated child's standbys hold past its last shipped state, as calls
+/// (`ship = "calls"`): once they would hold more calls than [`MAX_LOGGED_CALLS`], or
+/// more bytes of calls than the state's size (at least [`LOG_BYTES`]), the state goes
+/// again. A copy thus costs at most about twice its state, and a promotion replays a
+/// bounded number of calls.
+#[derive(Debug, Default)]
+pub(super) struct CallLog {
+    calls: usize,
+    bytes: usize,
+    state: usize,
+}
+
+/// The bytes of calls a standby may hold past a state smaller than this.
+const LOG_BYTES: usize = 4096;
+
+impl CallLog {
+    fn has_room(&self, len: usize) -> bool {
+        self.calls < MAX_LOGGED_CALLS && self.bytes + len <= self.state.max(LOG_BYTES)
+    }
 }
 
 /// A shipment's part of a child's table of identified writes ([`RecentCalls`]): what
@@ -207,6 +304,7 @@ struct CallsToShip {
     unshipped: Vec<(u128, Vec<u8>)>,
     recent: SharedRecent,
     in_step: Arc<std::sync::Mutex<Vec<NodeId>>>,
+    log: Arc<std::sync::Mutex<CallLog>>,
 }
 
 impl Replicator for HubReplicator {
@@ -230,6 +328,7 @@ impl Replicator for HubReplicator {
             unshipped,
             recent,
             in_step: self.in_step.clone(),
+            log: self.log.clone(),
         };
         Box::pin(async move {
             match hub.upgrade() {
@@ -237,5 +336,60 @@ impl Replicator for HubReplicator {
                 None => false,
             }
         })
+    }
+
+    fn ship_call(
+        &self,
+        id: Arc<str>,
+        type_name: &'static str,
+        epoch: u64,
+        method: &str,
+        args: &[u8],
+        recent: SharedRecent,
+    ) -> Option<BoxFuture<'static, bool>> {
+        let hub = self.hub.upgrade()?;
+        let len = method.len() + args.len();
+        if !self.log.lock().unwrap().has_room(len) {
+            return None;
+        }
+        let plan = hub
+            .engine
+            .read()
+            .unwrap()
+            .ship_plan(&id, type_name, epoch)?;
+        {
+            let in_step = self.in_step.lock().unwrap();
+            if plan.targets.iter().any(|n| !in_step.contains(n)) {
+                return None;
+            }
+        }
+        // Numbered and its table's new entries taken now, in the order of the writes.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let unshipped = recent
+            .as_ref()
+            .map(|r| r.lock().unwrap().take_unshipped())
+            .unwrap_or_default();
+        let call = ReplicateCall {
+            id: id.to_string(),
+            type_name: type_name.to_string(),
+            epoch: plan.epoch,
+            seq,
+            method: method.to_string(),
+            args: serde_bytes::ByteBuf::from(args),
+            recent: calls_to_wire(&unshipped),
+        };
+        let (in_step, log) = (self.in_step.clone(), self.log.clone());
+        Some(Box::pin(async move {
+            let took = hub.ship_call(&id, plan, call).await;
+            if took {
+                let mut log = log.lock().unwrap();
+                log.calls += 1;
+                log.bytes += len;
+            } else {
+                // The state goes next, with the whole table to every standby.
+                in_step.lock().unwrap().clear();
+            }
+            took
+        }))
     }
 }

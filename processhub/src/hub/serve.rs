@@ -11,6 +11,7 @@ use super::{HubInner, SNAPSHOT_CHUNK};
 use crate::child::erased::Responder;
 use crate::child::erased::{ChildCtx, ErasedChild};
 use crate::child::types::vtable;
+use crate::core::engine::LoggedCall;
 use crate::core::engine::Missing;
 use crate::core::item::{StartFailure, StartItem, StartOutcome};
 use crate::core::recent::calls_from_wire;
@@ -23,7 +24,9 @@ use crate::net::batch::{batches, entry_size};
 use crate::net::conn::Conn;
 use crate::net::transport::{InCall, Inbound, ReplySink, Serving};
 use crate::net::wire::EncodedCall;
-use crate::net::wire::{ClaimAsk, Merge, Replicate, Stage, Start, StartStaged, Stop, UpdateMeta};
+use crate::net::wire::{
+    ClaimAsk, Merge, Replicate, ReplicateCall, Stage, Start, StartStaged, Stop, UpdateMeta,
+};
 use crate::net::wire::{Command, Response};
 use crate::node::NodeId;
 
@@ -274,6 +277,23 @@ impl Inbound for HubInner {
             Command::Claim(ClaimAsk { ids }) => {
                 let answers = self.decide(|engine| engine.claim(from, &ids));
                 Box::pin(std::future::ready(Response::Claimed(answers)))
+            }
+            Command::ReplicateCall(call) => {
+                let ReplicateCall {
+                    id,
+                    type_name,
+                    epoch,
+                    seq,
+                    method,
+                    args,
+                    recent,
+                } = *call;
+                let call = LoggedCall {
+                    method,
+                    args: args.into_vec(),
+                };
+                let kept = self.keep_call(&id, &type_name, (epoch, seq), call, recent);
+                Box::pin(std::future::ready(kept))
             }
             Command::UpdateMeta(UpdateMeta { id, meta }) => {
                 let outcome = self.decide(|engine| engine.update_meta(&id, meta));

@@ -92,6 +92,24 @@ pub(crate) enum Request<'a> {
     UpdateMeta(UpdateMeta),
     /// A call with the caller's trace id (see `crate::trace`).
     TracedCall(#[serde(borrow)] Call<'a>, u64),
+    /// Replay a write on a standby copy of a replicated child (`ship = "calls"`).
+    ReplicateCall(ReplicateCall),
+}
+
+/// A write to replay on a standby copy (`ship = "calls"`): the primary's shipment `seq`
+/// of `epoch`, sent as the call instead of the state, to a standby that holds shipment
+/// `seq - 1`. Answered [`Response::Replicated`] with `Ok(())` if kept (or already
+/// held), [`Response::OutOfStep`] if the standby needs the state instead.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ReplicateCall {
+    pub(crate) id: String,
+    pub(crate) type_name: String,
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
+    pub(crate) method: String,
+    pub(crate) args: serde_bytes::ByteBuf,
+    /// Replies of the identified writes since the previous shipment.
+    pub(crate) recent: WireCalls,
 }
 
 /// The new metadata of a child.
@@ -132,6 +150,7 @@ pub(crate) enum Command<'a> {
     Merge(Merge),
     Claim(ClaimAsk),
     UpdateMeta(UpdateMeta),
+    ReplicateCall(Box<ReplicateCall>),
 }
 
 impl<'a> Request<'a> {
@@ -149,6 +168,7 @@ impl<'a> Request<'a> {
             Request::Merge(r) => Command::Merge(r),
             Request::Claim(r) => Command::Claim(r),
             Request::UpdateMeta(r) => Command::UpdateMeta(r),
+            Request::ReplicateCall(r) => Command::ReplicateCall(Box::new(r)),
         })
     }
 }
@@ -241,6 +261,8 @@ pub(crate) enum Response {
     Claimed(Vec<crate::core::item::ClaimAnswer>),
     /// What became of a metadata update.
     MetaUpdated(crate::core::item::MetaOutcome),
+    /// A write shipped as its call was not kept: the standby needs the state.
+    OutOfStep,
 }
 
 /// One call of a `CallBatch` (`crate::child`): its method name and arguments, shared with the frame.

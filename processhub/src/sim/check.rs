@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::sim::workload::{SimCounter, SyncCounter};
+use crate::sim::workload::SimCounter;
 use crate::sim::{History, Sim, Workload};
 
 /// What one invariant says of a run.
@@ -126,12 +126,13 @@ pub fn check(sim: &mut Sim, workload: &Workload, history: &History) -> Report {
         .filter(|(id, _)| !stopped(id))
         .collect();
     let read_ids = ids.clone();
+    let kind = workload.replicated_type();
     let finals = sim
         .run_until(up[0], Duration::from_secs(30), async move {
             let mut out = Vec::new();
             for (id, replicated) in read_ids {
                 let v = if replicated {
-                    SyncCounter::handle(&reader, id.clone()).get().await
+                    kind.get(&reader, id.clone()).await
                 } else {
                     SimCounter::handle(&reader, id.clone()).get().await
                 };

@@ -60,7 +60,7 @@ use crate::node::NodeId;
 pub use crate::net::memory::{Fault as LinkFault, JITTER, RETRANSMIT};
 pub use check::{check, Check, Report, Verdict};
 pub use scenario::{FaultKind, Outcome, Scenario};
-pub use workload::{History, Op, SimCounter, SyncCounter, Violation, Workload};
+pub use workload::{CallsCounter, History, Op, SimCounter, SyncCounter, Violation, Workload};
 
 /// How a simulated cluster is made.
 #[derive(Clone, Debug)]

@@ -183,8 +183,13 @@ impl Scenario {
     /// command line can make: a workload of half plain, half replicated counters).
     pub fn replay_command(&self, seed: u64) -> String {
         let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
+        let ship = if self.workload.ship_calls {
+            " --ship calls"
+        } else {
+            ""
+        };
         format!(
-            "cargo run --release --example sim -- --seed {seed} --nodes {} --components {} --duration {} --faults {}",
+            "cargo run --release --example sim -- --seed {seed} --nodes {} --components {} --duration {} --faults {}{ship}",
             self.config.nodes,
             self.workload.plain + self.workload.replicated,
             self.duration.as_secs(),
@@ -233,8 +238,14 @@ impl Scenario {
         let mut plan = vec![
             format!("nodes {n}"),
             format!(
-                "counters {} plain, {} replicated (replicas = 3, sync)",
-                self.workload.plain, self.workload.replicated
+                "counters {} plain, {} replicated (replicas = 3, sync{})",
+                self.workload.plain,
+                self.workload.replicated,
+                if self.workload.ship_calls {
+                    ", ship = \"calls\""
+                } else {
+                    ""
+                }
             ),
             format!(
                 "clients {} per node, a write every {:?}",

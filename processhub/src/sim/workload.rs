@@ -52,6 +52,76 @@ impl SyncCounter {
     }
 }
 
+/// [`SyncCounter`] with its writes shipped to the standbys as calls (`ship = "calls"`),
+/// replayed on the copy that is promoted.
+#[distributed(name = "processhub::sim::CallsCounter", replicas = 3, ship = "calls")]
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CallsCounter {
+    n: u64,
+}
+
+#[distributed]
+impl CallsCounter {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
+/// The replicated counter type of a workload: [`SyncCounter`], or [`CallsCounter`]
+/// with `ship_calls`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Replicated {
+    pub(crate) ship_calls: bool,
+}
+
+impl Replicated {
+    pub(crate) async fn start_many(self, hub: &Hub, ids: Vec<String>) -> Result<(), String> {
+        let results: Vec<Result<(), StartError>> = if self.ship_calls {
+            let items = ids.into_iter().map(|id| (id, CallsCounter::default()));
+            let started = CallsCounter::start_many(hub, items.collect()).await;
+            started.into_iter().map(|r| r.map(drop)).collect()
+        } else {
+            let items = ids.into_iter().map(|id| (id, SyncCounter::default()));
+            let started = SyncCounter::start_many(hub, items.collect()).await;
+            started.into_iter().map(|r| r.map(drop)).collect()
+        };
+        results
+            .into_iter()
+            .try_for_each(|r| r.map_err(|e| e.to_string()))
+    }
+
+    pub(crate) async fn add(self, hub: &Hub, id: String) -> Result<u64, CallError> {
+        if self.ship_calls {
+            CallsCounter::handle(hub, id).add(1).await
+        } else {
+            SyncCounter::handle(hub, id).add(1).await
+        }
+    }
+
+    pub(crate) async fn get(self, hub: &Hub, id: String) -> Result<u64, CallError> {
+        if self.ship_calls {
+            CallsCounter::handle(hub, id).get().await
+        } else {
+            SyncCounter::handle(hub, id).get().await
+        }
+    }
+
+    pub(crate) async fn stop(self, hub: &Hub, id: &str) -> Result<(), StopError> {
+        if self.ship_calls {
+            CallsCounter::stop(hub, id).await
+        } else {
+            SyncCounter::stop(hub, id).await
+        }
+    }
+}
+
 /// One call of the workload, as it was invoked and as it ended.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Op {
@@ -263,6 +333,9 @@ pub struct Workload {
     pub plain: usize,
     /// Replicated counters (`r-0`, ...), `replicas = 3`, `sync`.
     pub replicated: usize,
+    /// Whether the replicated counters ship their writes as calls (`ship = "calls"`,
+    /// [`CallsCounter`]) rather than their state ([`SyncCounter`]).
+    pub ship_calls: bool,
     /// Clients on each node.
     pub clients_per_node: usize,
     /// The pause of a client between two calls.
@@ -274,6 +347,7 @@ impl Default for Workload {
         Self {
             plain: 20,
             replicated: 20,
+            ship_calls: false,
             clients_per_node: 2,
             interval: Duration::from_millis(20),
         }
@@ -309,9 +383,10 @@ impl Workload {
     pub fn stop(&self, sim: &Sim, node: usize, id: &str, history: &History) {
         let (hub, id, history) = (sim.hub(node).clone(), id.to_string(), history.clone());
         history.stopping(&id);
+        let replicated = self.replicated_type();
         sim.spawn(node, async move {
             let stopped = if id.starts_with("r-") {
-                SyncCounter::stop(&hub, &id).await
+                replicated.stop(&hub, &id).await
             } else {
                 SimCounter::stop(&hub, &id).await
             };
@@ -319,6 +394,13 @@ impl Workload {
                 history.stopped(&id);
             }
         });
+    }
+
+    /// The type of its replicated counters.
+    pub(crate) fn replicated_type(&self) -> Replicated {
+        Replicated {
+            ship_calls: self.ship_calls,
+        }
     }
 
     /// The ids of the plain counters, then of the replicated ones.
@@ -336,18 +418,13 @@ impl Workload {
         let (plain, replicated) = self.ids();
         let up = sim.up();
         let first = sim.hub(up[0]).clone();
+        let kind = self.replicated_type();
         let starting = async move {
             let plain = plain.into_iter().map(|id| (id, SimCounter::default()));
             for r in SimCounter::start_many(&first, plain.collect()).await {
                 r.map_err(|e| e.to_string())?;
             }
-            let replicated = replicated
-                .into_iter()
-                .map(|id| (id, SyncCounter::default()));
-            for r in SyncCounter::start_many(&first, replicated.collect()).await {
-                r.map_err(|e| e.to_string())?;
-            }
-            Ok::<(), String>(())
+            kind.start_many(&first, replicated).await
         };
         sim.run_until(up[0], Duration::from_secs(10), starting)
             .expect("the counters start within 10 s")
@@ -379,6 +456,7 @@ impl Workload {
         history: History,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (plain, replicated) = self.ids();
+        let kind = self.replicated_type();
         let interval = self.interval;
         let mut rng = Rng::new(seed ^ (client as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F));
         async move {
@@ -398,7 +476,7 @@ impl Workload {
                 let outcome = if k < plain.len() {
                     SimCounter::handle(&hub, id).add(1).await
                 } else {
-                    SyncCounter::handle(&hub, id).add(1).await
+                    kind.add(&hub, id).await
                 };
                 history.complete(index, outcome.map_err(|e| e.to_string()));
                 tokio::time::sleep(interval).await;

@@ -52,6 +52,7 @@ mod tests;
 pub(crate) use claims::Tally;
 pub(crate) use moves::Move;
 pub(crate) use replicas::{Kept, ShipPlan};
+
 pub(crate) use start::MAX_HOPS;
 
 /// A fixed hasher: the engine's maps iterate in the same order in every run (the
@@ -106,9 +107,26 @@ pub(crate) struct StandbyCopy {
     /// (epoch, shipment) of the primary that sent it.
     pub(crate) version: (u64, u64),
     pub(crate) state: Vec<u8>,
+    /// The writes shipped as calls since `state` (`ship = "calls"`), in order: the
+    /// copy is `state` with these replayed.
+    pub(crate) calls: Vec<LoggedCall>,
     /// The replies of the primary's latest identified writes.
     pub(crate) recent: RecentCalls,
 }
+
+/// A write shipped as its call (`ship = "calls"`): replayed on the copy's state when it
+/// is used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LoggedCall {
+    pub(crate) method: String,
+    pub(crate) args: Vec<u8>,
+}
+
+/// The most calls a standby copy holds past its state: beyond, it asks for the state.
+pub(crate) const MAX_LOGGED_CALLS: usize = 1024;
+/// The most bytes of calls a standby copy holds past its state, besides a state as
+/// large (the primary ships the state again first; this bounds a copy's memory).
+pub(crate) const MAX_LOGGED_BYTES: usize = 64 * 1024;
 
 /// What the shell must do, in order, after the engine decided.
 #[derive(Clone, Debug, PartialEq, Eq)]

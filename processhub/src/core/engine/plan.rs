@@ -2,7 +2,7 @@
 //! restarts or moves, and how a child of a dead node comes back here (an active replica
 //! promoted in place, a standby copy promoted, or a restart from its start state).
 
-use super::{ChildHandle, Effect, Engine};
+use super::{ChildHandle, Effect, Engine, LoggedCall};
 use crate::core::entry::{Entry, Role};
 use crate::core::item::{StartItem, StartOutcome};
 use crate::core::planner::{plan_with_targets, Command};
@@ -21,6 +21,9 @@ pub(crate) struct Restart {
     pub(crate) promoted: bool,
     /// The promoted copy's table of identified writes.
     pub(crate) recent: RecentCalls,
+    /// The writes the promoted copy holds as calls (`ship = "calls"`): replayed on its
+    /// state before the instance serves anything.
+    pub(crate) replay: Vec<LoggedCall>,
     /// The node it ran on.
     pub(crate) from: NodeId,
 }
@@ -382,9 +385,13 @@ impl<C: ChildHandle> Engine<C> {
         }
         let copy = self.drop_copy(id);
         let promoted = copy.is_some();
-        let (state, recent) = match copy {
-            Some(c) => (c.state, c.recent),
-            None => (entry.start_state.to_vec(), RecentCalls::default()),
+        let (state, recent, replay) = match copy {
+            Some(c) => (c.state, c.recent, c.calls),
+            None => (
+                entry.start_state.to_vec(),
+                RecentCalls::default(),
+                Vec::new(),
+            ),
         };
         let item = StartItem {
             id: id.to_string(),
@@ -402,6 +409,7 @@ impl<C: ChildHandle> Engine<C> {
             item,
             promoted,
             recent,
+            replay,
             from,
         })
     }

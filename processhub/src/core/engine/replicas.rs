@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use super::{ChildHandle, Effect, Engine, LocalChild, StandbyCopy};
+use super::{
+    ChildHandle, Effect, Engine, LocalChild, LoggedCall, StandbyCopy, MAX_LOGGED_BYTES,
+    MAX_LOGGED_CALLS,
+};
 use crate::core::entry::Entry;
 use crate::core::recent::RecentCalls;
 use crate::core::ring::Ring;
@@ -172,6 +175,7 @@ impl<C: ChildHandle> Engine<C> {
                 if supersedes(c.version, version, id)? {
                     c.version = version;
                     c.state = state;
+                    c.calls.clear();
                     if append {
                         c.recent.extend(recent);
                     } else {
@@ -185,6 +189,7 @@ impl<C: ChildHandle> Engine<C> {
                     StandbyCopy {
                         version,
                         state,
+                        calls: Vec::new(),
                         recent: RecentCalls::from_list(recent),
                     },
                 );
@@ -196,6 +201,46 @@ impl<C: ChildHandle> Engine<C> {
             }
         }
         Ok(Kept::Copy)
+    }
+
+    /// Appends a write shipped as its call (`ship = "calls"`) to the standby copy of
+    /// `id`, if the copy holds every shipment before it (version `(epoch, seq - 1)`):
+    /// true then, or if it holds this one or a newer one already. False if it cannot
+    /// take it: no copy here, a shipment missed (asynchronous ones may cross), or
+    /// its log is full; the primary then ships the state.
+    pub(crate) fn keep_call(
+        &mut self,
+        id: &str,
+        type_name: &str,
+        version: (u64, u64),
+        call: LoggedCall,
+        recent: Vec<(u128, Vec<u8>)>,
+    ) -> Result<bool, CopyRefused> {
+        if self.active_active(type_name) {
+            return Ok(false);
+        }
+        if self.local.contains_key(id) {
+            return Err(CopyRefused::RunsHere { id: id.to_string() });
+        }
+        let Some(c) = self.copies.get_mut(id) else {
+            return Ok(false);
+        };
+        if !supersedes(c.version, version, id)? {
+            return Ok(true);
+        }
+        let logged: usize = c.calls.iter().map(|c| c.method.len() + c.args.len()).sum();
+        let room = c.state.len().max(MAX_LOGGED_BYTES);
+        let next = version.1.checked_sub(1) == Some(c.version.1) && version.0 == c.version.0;
+        if !next
+            || c.calls.len() >= MAX_LOGGED_CALLS
+            || logged + call.method.len() + call.args.len() > room
+        {
+            return Ok(false);
+        }
+        c.version = version;
+        c.calls.push(call);
+        c.recent.extend(recent);
+        Ok(true)
     }
 
     /// Drops this node's standby copy of `id`, if it holds one (reported: the passive
@@ -237,9 +282,9 @@ impl<C: ChildHandle> Engine<C> {
 
     /// This node's standby copy of `id`: its state and the epoch of the primary that
     /// sent it.
-    pub(crate) fn standby_copy(&self, id: &str) -> Option<(Vec<u8>, u64)> {
+    pub(crate) fn standby_copy(&self, id: &str) -> Option<(Vec<u8>, u64, Vec<LoggedCall>)> {
         let copy = self.copies.get(id)?;
-        Some((copy.state.clone(), copy.version.0))
+        Some((copy.state.clone(), copy.version.0, copy.calls.clone()))
     }
 }
 

@@ -3,7 +3,10 @@
 
 use super::plan::Restart;
 use super::testing::{engine, entry, id_owned_by, moved_item, new_item, node, start, TestChild};
-use super::{Effect, Kept, Missing, Output, Route, ShipPlan, MAX_HOPS};
+use super::{
+    Effect, Kept, LoggedCall, Missing, Output, Route, ShipPlan, MAX_HOPS, MAX_LOGGED_BYTES,
+    MAX_LOGGED_CALLS,
+};
 use crate::core::entry::{Flags, Role};
 use crate::core::item::{StartFailure, StartOutcome, StopOutcome};
 use crate::core::registry::Push;
@@ -603,6 +606,123 @@ fn the_first_live_standby_promotes_its_copy_with_the_writes_it_holds() {
     assert_eq!(e.standby_copy(id), None, "the copy is the primary now");
 }
 
+fn logged(method: &str, args: &[u8]) -> LoggedCall {
+    LoggedCall {
+        method: method.into(),
+        args: args.to_vec(),
+    }
+}
+
+#[test]
+fn a_standby_appends_a_write_shipped_as_its_call_only_right_after_the_shipment_it_holds() {
+    let mut e = engine(2, &[1, 2]);
+    assert_eq!(
+        e.keep_call("x", "R3", (1, 1), logged("add", &[1]), vec![]),
+        Ok(false),
+        "no copy here yet: the state must come first"
+    );
+    e.keep_copy("x", "R3", (1, 4), vec![10], (vec![], false))
+        .unwrap();
+    e.take_output();
+    assert_eq!(
+        e.keep_call("x", "R3", (1, 5), logged("add", &[1]), vec![(7, vec![11])]),
+        Ok(true)
+    );
+    assert_eq!(
+        e.keep_call("x", "R3", (1, 7), logged("add", &[3]), vec![]),
+        Ok(false),
+        "shipment 6 missed (asynchronous shipments may cross): the state must come"
+    );
+    assert_eq!(
+        e.keep_call("x", "R3", (1, 5), logged("add", &[1]), vec![]),
+        Ok(true),
+        "one it holds: kept once"
+    );
+    assert_eq!(
+        e.keep_call("x", "R3", (2, 1), logged("add", &[4]), vec![]),
+        Ok(false),
+        "a new primary's first shipment is its state"
+    );
+    assert!(
+        e.keep_call("x", "R3", (0, 9), logged("add", &[4]), vec![])
+            .is_err(),
+        "an older primary is refused, as its states are"
+    );
+    assert_eq!(
+        e.standby_copy("x"),
+        Some((vec![10], 1, vec![logged("add", &[1])]))
+    );
+    assert_eq!(e.take_output(), Output::default(), "nothing to tell anyone");
+    // The state replaces the copy and its calls.
+    e.keep_copy("x", "R3", (1, 6), vec![12], (vec![], true))
+        .unwrap();
+    assert_eq!(e.standby_copy("x"), Some((vec![12], 1, vec![])));
+    start(&mut e, "y", &TestChild::new("y", "R3"));
+    assert!(
+        e.keep_call("y", "R3", (1, 1), logged("add", &[1]), vec![])
+            .is_err(),
+        "it runs here"
+    );
+    assert_eq!(
+        e.keep_call("z", "AA", (1, 1), logged("add", &[1]), vec![]),
+        Ok(false),
+        "active/active replicas run their own writes"
+    );
+}
+
+#[test]
+fn a_standby_copy_holds_a_bounded_log_of_calls() {
+    let mut e = engine(2, &[1, 2]);
+    e.keep_copy("x", "R3", (1, 1), vec![0; 10], (vec![], false))
+        .unwrap();
+    let big = vec![0; MAX_LOGGED_BYTES / 2];
+    assert_eq!(
+        e.keep_call("x", "R3", (1, 2), logged("m", &big), vec![]),
+        Ok(true)
+    );
+    assert_eq!(
+        e.keep_call("x", "R3", (1, 3), logged("m", &big), vec![]),
+        Ok(false),
+        "past its bytes"
+    );
+    e.keep_copy("x", "R3", (1, 3), vec![0; 10], (vec![], false))
+        .unwrap();
+    for seq in 4..4 + MAX_LOGGED_CALLS as u64 {
+        assert_eq!(
+            e.keep_call("x", "R3", (1, seq), logged("m", &[]), vec![]),
+            Ok(true)
+        );
+    }
+    let next = 4 + MAX_LOGGED_CALLS as u64;
+    assert_eq!(
+        e.keep_call("x", "R3", (1, next), logged("m", &[]), vec![]),
+        Ok(false),
+        "past its count"
+    );
+}
+
+#[test]
+fn a_promoted_copy_replays_the_writes_it_holds_as_calls() {
+    let id = "x";
+    let mut e = engine(1, &[1, 2, 3]);
+    e.push(node(3), upsert(id, replicated("R3", node(3), &[1, 2])));
+    e.keep_copy(id, "R3", (1, 5), vec![9], (vec![(7, vec![42])], false))
+        .unwrap();
+    assert_eq!(
+        e.keep_call(id, "R3", (1, 6), logged("add", &[2]), vec![(8, vec![43])]),
+        Ok(true)
+    );
+    e.take_output();
+    e.gossip(gossip(&[1, 2]));
+    e.take_output();
+    let r: Restart = e.restart(id, 2, node(3)).unwrap();
+    assert!(r.promoted);
+    assert_eq!(r.item.state, vec![9]);
+    assert_eq!(r.replay, vec![logged("add", &[2])]);
+    assert_eq!(r.recent.get(7), Some(&vec![42]));
+    assert_eq!(r.recent.get(8), Some(&vec![43]));
+}
+
 #[test]
 fn an_active_replica_is_promoted_in_place_told_its_role_and_its_epoch() {
     let id = "x";
@@ -731,7 +851,7 @@ fn a_standby_keeps_the_newest_copy_and_refuses_an_older_primary() {
     );
     assert_eq!(
         e.standby_copy("x"),
-        Some((vec![2], 1)),
+        Some((vec![2], 1, vec![])),
         "a late shipment is ignored"
     );
     assert_eq!(
@@ -741,7 +861,7 @@ fn a_standby_keeps_the_newest_copy_and_refuses_an_older_primary() {
     assert!(e
         .keep_copy("x", "R3", (1, 9), vec![4], (vec![], false))
         .is_err());
-    assert_eq!(e.standby_copy("x"), Some((vec![3], 2)));
+    assert_eq!(e.standby_copy("x"), Some((vec![3], 2, vec![])));
     start(&mut e, "y", &TestChild::new("y", "R3"));
     assert!(e
         .keep_copy("y", "R3", (1, 1), vec![], (vec![], false))
