@@ -25,6 +25,10 @@ use crate::node::NodeId;
 /// A standby copy as held: its state, and the writes it holds as calls since.
 pub(crate) type HeldCopy = (Vec<u8>, Vec<LoggedCall>);
 
+/// The least a write shipped as its call waits for its standbys before the state goes
+/// instead (at most the call's timeout, at least this, else a lease).
+const CALL_ROUND_MIN: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// How long a shipment that did not reach every standby waits before it looks again.
 const RESHIP_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -162,14 +166,18 @@ impl HubInner {
 
     /// Sends a write as its call to every standby in `plan` (each held every shipment
     /// before it): true if each kept it, false if one did not or could not be reached
-    /// (the state goes then, and waits for the slow ones as [`Self::ship`] does).
+    /// within a lease (the state goes then, and waits for the slow ones as
+    /// [`Self::ship`] does: a write waits for an unresponsive standby about as long as
+    /// a state-shipped one).
     async fn ship_call(&self, id: &str, plan: ShipPlan, call: ReplicateCall) -> bool {
         let ShipPlan {
             current,
             targets,
             epoch,
         } = plan;
-        let deadline = Instant::now() + self.call_timeout;
+        let lease = self.engine.read().unwrap().downing.config.lease;
+        let wait = lease.clamp(CALL_ROUND_MIN, self.call_timeout.max(CALL_ROUND_MIN));
+        let deadline = Instant::now() + wait;
         let t = &self.transport;
         let sends = targets.iter().map(|node| {
             let req = Request::ReplicateCall(ReplicateCall {
