@@ -1640,6 +1640,24 @@ async fn r1() -> Vec<Row> {
     ]
 }
 
+/// `n` writes after 5 to warm up: their latencies in ns, sorted.
+async fn timed_writes<F, Fut>(n: usize, mut write: F) -> Vec<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, CallError>>,
+{
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n + 5 {
+        let t = Instant::now();
+        write().await.unwrap();
+        if i >= 5 {
+            lat.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    lat.sort_unstable();
+    lat
+}
+
 /// R2: a synchronous write to a replicated state of 100 B to 15 MiB (`replicas = 3`),
 /// its call shipped (`ship = "calls"`) against its state shipped (the default); the
 /// primary runs in a node process, the caller is on another node.
@@ -1674,26 +1692,10 @@ async fn r2() -> Vec<Row> {
         // One after the other, a few warm-up writes each first, and a pause between:
         // a state shipped leaves work behind on every node (its buffers freed) that
         // would slow the write after it.
-        let mut c = Vec::new();
-        for i in 0..writes + 5 {
-            let t = Instant::now();
-            calls.add(1).await.unwrap();
-            if i >= 5 {
-                c.push(t.elapsed().as_nanos() as u64);
-            }
-        }
+        let c = timed_writes(writes, || calls.add(1)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut s = Vec::new();
-        for i in 0..writes + 5 {
-            let t = Instant::now();
-            state.add(1).await.unwrap();
-            if i >= 5 {
-                s.push(t.elapsed().as_nanos() as u64);
-            }
-        }
+        let s = timed_writes(writes, || state.add(1)).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        s.sort_unstable();
-        c.sort_unstable();
         let (s50, c50) = (percentile(&s, 0.5), percentile(&c, 0.5));
         let ms = |ns: f64| {
             if ns >= 1e6 {

@@ -245,6 +245,13 @@ impl<T: Component> Child<T> {
         }
     }
 
+    /// Ships its whole state to its standbys, through its actor (woken if it sleeps).
+    async fn resync_now(self: Arc<Self>) {
+        if let Some(entered) = self.enter().await {
+            let _ = entered.actor.ask(Resync).await;
+        }
+    }
+
     fn activate(self: &Arc<Self>, state: T, replay: Option<Replay<T>>) -> Life<T> {
         let prepared = ComponentActor::prepare();
         let actor = prepared.actor_ref().clone();
@@ -369,11 +376,7 @@ impl<T: Component> EpochOf for Child<T> {
     }
 
     fn reship(self: Arc<Self>) {
-        tokio::spawn(async move {
-            if let Some(entered) = self.enter().await {
-                let _ = entered.actor.ask(Resync).await;
-            }
-        });
+        tokio::spawn(self.resync_now());
     }
 }
 
@@ -520,11 +523,7 @@ impl<T: Dispatch> ErasedChild for Child<T> {
     }
 
     fn resync(self: Arc<Self>) -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            if let Some(entered) = self.enter().await {
-                let _ = entered.actor.ask(Resync).await;
-            }
-        })
+        Box::pin(self.resync_now())
     }
 
     fn is_active(&self) -> bool {

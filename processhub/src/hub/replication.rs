@@ -315,6 +315,19 @@ struct CallsToShip {
     log: Arc<std::sync::Mutex<CallLog>>,
 }
 
+impl HubReplicator {
+    /// The next shipment's number and the table's entries recorded since the previous
+    /// one: taken now, in the order of the writes.
+    fn next_shipment(&self, recent: &SharedRecent) -> (u64, Vec<(u128, Vec<u8>)>) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let unshipped = recent
+            .as_ref()
+            .map(|r| r.lock().unwrap().take_unshipped())
+            .unwrap_or_default();
+        (seq, unshipped)
+    }
+}
+
 impl Replicator for HubReplicator {
     fn ship(
         &self,
@@ -325,13 +338,7 @@ impl Replicator for HubReplicator {
         recent: SharedRecent,
     ) -> BoxFuture<'static, bool> {
         let hub = self.hub.clone();
-        // Numbered now, in the order of the writes, with the calls recorded since the
-        // previous shipment.
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let unshipped = recent
-            .as_ref()
-            .map(|r| r.lock().unwrap().take_unshipped())
-            .unwrap_or_default();
+        let (seq, unshipped) = self.next_shipment(&recent);
         let calls = CallsToShip {
             unshipped,
             recent,
@@ -371,12 +378,7 @@ impl Replicator for HubReplicator {
                 return None;
             }
         }
-        // Numbered and its table's new entries taken now, in the order of the writes.
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let unshipped = recent
-            .as_ref()
-            .map(|r| r.lock().unwrap().take_unshipped())
-            .unwrap_or_default();
+        let (seq, unshipped) = self.next_shipment(&recent);
         let call = ReplicateCall {
             id: id.to_string(),
             type_name: type_name.to_string(),
