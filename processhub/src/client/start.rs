@@ -158,7 +158,7 @@ async fn start_traced<T: Dispatch>(
     let ids: Vec<String> = batch.iter().map(|i| i.id.clone()).collect();
     let outcomes = hub
         .inner
-        .start_items(batch, 0, |i, _, args| {
+        .start_items(batch, 0, None, |i, _, args| {
             let state = states[i]
                 .take()
                 .ok_or_else(|| StartFailure::State("started twice".to_string()))?;

@@ -69,10 +69,10 @@ pub(crate) struct Registry {
     /// rather than in each of them.
     pending: HashMap<Arc<str>, NodeId, foldhash::fast::FixedState>,
     type_names: HashMap<Box<str>, Arc<str>, foldhash::fast::FixedState>,
-    /// Children removed lately: the epoch they were removed at, and the planner ticks
-    /// since. An entry of that epoch or older that arrives meanwhile (sent before the
-    /// removal, over another link) is refused instead of bringing the child back.
-    removed: HashMap<Arc<str>, (u64, u8), foldhash::fast::FixedState>,
+    /// Children removed lately. An entry of the removal's epoch or older that arrives
+    /// meanwhile (sent before the removal, over another link) is refused instead of
+    /// bringing the child back.
+    removed: HashMap<Arc<str>, Tombstone, foldhash::fast::FixedState>,
     /// The changes the registry hooks hear of, while they are wanted
     /// ([`Self::record_changes`]).
     changes: Option<Vec<Change>>,
@@ -90,6 +90,29 @@ pub(crate) enum Change {
     },
     /// `id`, last on `owner`, is out of the registry.
     Unregistered { id: Arc<str>, owner: NodeId },
+}
+
+/// A removal remembered by the registry.
+#[derive(Clone, Copy, Debug)]
+struct Tombstone {
+    /// The epoch it was removed at.
+    epoch: u64,
+    /// Planner ticks since.
+    age: u8,
+    /// The node whose snapshot lacked the child, if that is how it went (no removal
+    /// was heard). That node's own word, later, overrides it: see
+    /// [`Registry::owner_speaks`].
+    unlisted_by: Option<NodeId>,
+}
+
+impl Tombstone {
+    fn new(epoch: u64, unlisted_by: Option<NodeId>) -> Self {
+        Self {
+            epoch,
+            age: 0,
+            unlisted_by,
+        }
+    }
 }
 
 /// How many planner ticks a removal is remembered for: longer than an entry sent before
@@ -254,13 +277,13 @@ impl Registry {
 
     /// Whether an entry of `epoch` for `id` is older than its recent removal.
     pub(crate) fn removed_since(&self, id: &str, epoch: u64) -> bool {
-        !self.removed.is_empty() && self.removed.get(id).is_some_and(|(e, _)| epoch <= *e)
+        !self.removed.is_empty() && self.removed.get(id).is_some_and(|t| epoch <= t.epoch)
     }
 
     /// The epoch for a new start of `id`: past the one it was removed at lately (so that
     /// every registry that remembers the removal takes it), else 1.
     pub(crate) fn fresh_epoch(&self, id: &str) -> u64 {
-        self.removed.get(id).map_or(1, |(e, _)| e + 1)
+        self.removed.get(id).map_or(1, |t| t.epoch + 1)
     }
 
     /// A planner tick: removals remembered for [`TOMBSTONE_TICKS`] are forgotten.
@@ -268,9 +291,9 @@ impl Registry {
         if self.removed.is_empty() {
             return;
         }
-        self.removed.retain(|_, (_, age)| {
-            *age += 1;
-            *age < TOMBSTONE_TICKS
+        self.removed.retain(|_, t| {
+            t.age += 1;
+            t.age < TOMBSTONE_TICKS
         });
     }
 
@@ -348,7 +371,7 @@ impl Registry {
                 self.pending.remove(id);
                 let (key, entry) = self.entries.remove_entry(id)?;
                 Self::unregistered(&mut self.changes, &key, &entry);
-                self.removed.insert(key, (epoch, 0));
+                self.removed.insert(key, Tombstone::new(epoch, None));
                 Some(entry)
             }
             _ => None,
@@ -375,11 +398,27 @@ impl Registry {
         self.entries.retain(|id, e| {
             let stays = e.owner != origin || pending.contains_key(id) || keep.contains(&**id);
             if !stays {
-                removed.insert(id.clone(), (e.epoch, 0));
+                removed.insert(id.clone(), Tombstone::new(e.epoch, Some(origin)));
                 Self::unregistered(changes, id, e);
             }
             stays
         });
+    }
+
+    /// `owner` itself says it runs `id`, after a snapshot of its own that lacked it:
+    /// that snapshot was older. (A snapshot is taken as its connection opens, and the
+    /// owner's pushes follow it on that connection; but a third node may tell of the
+    /// child first, say the node that moved it there, and the snapshot, arriving
+    /// after, would drop the entry and keep the owner's own word out.)
+    pub(crate) fn owner_speaks(&mut self, id: &str, owner: NodeId) {
+        if !self.removed.is_empty()
+            && self
+                .removed
+                .get(id)
+                .is_some_and(|t| t.unlisted_by == Some(owner))
+        {
+            self.removed.remove(id);
+        }
     }
 
     /// Entries owned by `node`.
@@ -453,6 +492,16 @@ mod tests {
         // have it (a stop whose answer was lost with the connection reads it).
         assert!(r.removed_since("a", 1));
         assert!(!r.removed_since("b", 1));
+        assert_eq!(r.upsert("a", entry(node(1), 1)), Upsert::Ignored);
+        // Only the snapshot's own node, saying it runs the child after all, ends that
+        // memory (its snapshot was older than what it says now).
+        r.owner_speaks("a", node(2));
+        assert_eq!(r.upsert("a", entry(node(1), 1)), Upsert::Ignored);
+        r.owner_speaks("a", node(1));
+        assert_eq!(r.upsert("a", entry(node(1), 1)), Upsert::Applied);
+        // A removal heard is not ended so.
+        assert!(r.remove("a", node(1), 1).is_some());
+        r.owner_speaks("a", node(1));
         assert_eq!(r.upsert("a", entry(node(1), 1)), Upsert::Ignored);
     }
 

@@ -71,9 +71,16 @@ impl HubInner {
 
     /// Admits the items of `batch` and claims their new ids from the other members (see
     /// `crate::core::engine`'s claims): what may go ahead, for [`Self::finish_batch`].
-    async fn admit_and_claim(&self, batch: &[&StartItem]) -> Vec<Result<u64, StartOutcome>> {
+    ///
+    /// `via`: the node that sent them here, if one did (a start forwarded by the node
+    /// that placed it here): it is asked too, even if this node's view lacks it.
+    async fn admit_and_claim(
+        &self,
+        batch: &[&StartItem],
+        via: Option<NodeId>,
+    ) -> Vec<Result<u64, StartOutcome>> {
         let admitted = self.decide(|engine| batch.iter().map(|item| engine.admit(item)).collect());
-        self.claim_batch(batch, admitted).await
+        self.claim_batch(batch, admitted, via).await
     }
 
     /// Claims the admitted new ids of `items` from every reachable peer at once, and
@@ -82,6 +89,7 @@ impl HubInner {
         &self,
         items: &[&StartItem],
         mut admitted: Vec<Result<u64, StartOutcome>>,
+        via: Option<NodeId>,
     ) -> Vec<Result<u64, StartOutcome>> {
         let (plan, wait) = {
             let engine = self.engine.read().unwrap();
@@ -91,7 +99,7 @@ impl HubInner {
                 if a.is_err() {
                     continue;
                 }
-                if let Some(p) = engine.claim_peers(item) {
+                if let Some(p) = engine.claim_peers(item, via) {
                     plan.get_or_insert(p);
                     claimed.push(k);
                 }
@@ -185,17 +193,20 @@ impl HubInner {
     /// see `crate::core::engine`'s claims) is tried again a few times, a moment apart:
     /// by then the other start has usually been registered, and the answer is where it
     /// runs.
+    ///
+    /// `via`: the node that forwarded them here, if one did.
     pub(crate) async fn start_items(
         self: &Arc<Self>,
         items: Vec<StartItem>,
         hops: u8,
+        via: Option<NodeId>,
         mut local_spawn: impl FnMut(usize, &StartItem, ChildCtx) -> Spawned,
     ) -> Vec<StartOutcome> {
         let mut out: Vec<Option<StartOutcome>> = vec![None; items.len()];
         let mut todo: Vec<(usize, StartItem)> = items.into_iter().enumerate().collect();
         for attempt in 1.. {
             let contended = self
-                .start_round(todo, hops, &mut local_spawn, &mut out)
+                .start_round(todo, hops, via, &mut local_spawn, &mut out)
                 .await;
             if contended.is_empty() || attempt > CLAIM_TRIES {
                 break;
@@ -225,6 +236,7 @@ impl HubInner {
         self: &Arc<Self>,
         items: Vec<(usize, StartItem)>,
         hops: u8,
+        via: Option<NodeId>,
         mut local_spawn: impl FnMut(usize, &StartItem, ChildCtx) -> Spawned,
         out: &mut [Option<StartOutcome>],
     ) -> Vec<(usize, StartItem)> {
@@ -265,7 +277,7 @@ impl HubInner {
                 .map(|chunk| chunk.iter().map(|(_, item)| item).collect())
                 .collect();
             let admitted = futures_util::future::join_all(
-                batches.iter().map(|batch| self.admit_and_claim(batch)),
+                batches.iter().map(|batch| self.admit_and_claim(batch, via)),
             )
             .await;
             for ((chunk, batch), admitted) in chunks.iter().zip(&batches).zip(admitted) {

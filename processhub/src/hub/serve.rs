@@ -151,10 +151,12 @@ impl HubInner {
             }
         };
         let outcomes = self
-            .start_items(items, hops, |i, item, ctx| match prepared[i].take() {
-                Some(child) => child,
-                // Placed here after all (the ring changed meanwhile): make it now.
-                None => self.prepare_child(item, Some(ctx)),
+            .start_items(items, hops, Some(from), |i, item, ctx| {
+                match prepared[i].take() {
+                    Some(child) => child,
+                    // Placed here after all (the ring changed meanwhile): make it now.
+                    None => self.prepare_child(item, Some(ctx)),
+                }
             })
             .await;
         Response::Started(outcomes)

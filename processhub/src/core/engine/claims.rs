@@ -76,21 +76,43 @@ impl<C: ChildHandle> Engine<C> {
     /// Whether the admitted start of `item` must be claimed before it goes ahead, and
     /// from whom: `(grants needed, peers to ask)`. Only new children are claimed (a move
     /// or restart carries an epoch, its fencing token) and only with other members.
-    pub(crate) fn claim_peers(&self, item: &StartItem) -> Option<(usize, Vec<NodeId>)> {
+    ///
+    /// `via`: the node that forwarded the start here (it placed the id on this node).
+    /// It is asked, and counted among the members, even where this node's view lacks
+    /// it: a joiner that hears of nobody yet would otherwise start the id unclaimed
+    /// while a node that does not see the joiner starts it too, and both acknowledge.
+    pub(crate) fn claim_peers(
+        &self,
+        item: &StartItem,
+        via: Option<NodeId>,
+    ) -> Option<(usize, Vec<NodeId>)> {
         if item.epoch != 0 {
             return None;
         }
         let members = self.view.members();
-        let peers: Vec<NodeId> = members
+        let mut peers: Vec<NodeId> = members
             .iter()
             .copied()
             .filter(|n| *n != self.me && self.view.is_alive(*n))
             .collect();
+        let unknown = via.filter(|v| *v != self.me && members.binary_search(v).is_err());
+        if let Some(v) = via.filter(|v| *v != self.me && !peers.contains(v)) {
+            peers.push(v);
+            peers.sort();
+        }
         if peers.is_empty() {
             return None;
         }
-        let needed = self.downing.quorum(members).saturating_sub(1);
-        Some((needed, peers))
+        let quorum = match unknown {
+            None => self.downing.quorum(members),
+            Some(v) => {
+                let mut all = members.to_vec();
+                all.push(v);
+                all.sort();
+                self.downing.quorum(&all)
+            }
+        };
+        Some((quorum.saturating_sub(1), peers))
     }
 
     /// `from` claims these new ids: the answer for each, in order. A grant holds the
@@ -161,7 +183,10 @@ impl<C: ChildHandle> Engine<C> {
             (None, None) => None,
         };
         match refusal {
-            None => Ok(()),
+            None => {
+                self.claimed.insert(Arc::from(item.id.as_str()));
+                Ok(())
+            }
             Some(outcome) => {
                 self.starting.remove(item.id.as_str());
                 self.unclaim(&item.id);

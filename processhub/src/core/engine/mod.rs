@@ -264,6 +264,9 @@ pub(crate) struct Engine<C> {
     pub(crate) copies: HashMap<Arc<str>, StandbyCopy, Fixed>,
     /// Starts admitted and not finished: their id is taken.
     starting: HashSet<Arc<str>, Fixed>,
+    /// Of those, the new ids claimed from peers: a start of one that fails lets the
+    /// claim go.
+    claimed: HashSet<Arc<str>, Fixed>,
     /// New ids this node granted to a peer's claim (see `claims`).
     claims: HashMap<Arc<str>, claims::Grant, Fixed>,
     /// Children on their way to another node.
@@ -320,6 +323,7 @@ impl<C: ChildHandle> Engine<C> {
             local: HashMap::default(),
             copies: HashMap::default(),
             starting: HashSet::default(),
+            claimed: HashSet::default(),
             claims: HashMap::default(),
             moving: HashSet::default(),
             resyncing: HashSet::default(),

@@ -37,6 +37,7 @@ impl<C: ChildHandle> Engine<C> {
                 for (id, entry) in entries {
                     if entry.owner == from && !(doubted && self.registry.get(&id).is_some()) {
                         self.claim_settled(&id);
+                        self.registry.owner_speaks(&id, from);
                         self.upsert_from(from, &id, entry);
                     }
                 }

@@ -119,8 +119,8 @@ impl<C: ChildHandle> Engine<C> {
             .starting
             .take(item.id.as_str())
             .unwrap_or_else(|| Arc::from(item.id.as_str()));
-        // A new id's start that failed lets its claim go (if it had peers to claim from).
-        if made.is_err() && self.claim_peers(item).is_some() {
+        // A new id's start that failed lets its claim go.
+        if self.claimed.remove(item.id.as_str()) && made.is_err() {
             self.unclaim(&item.id);
         }
         let child = match made {

@@ -943,7 +943,39 @@ fn a_finished_move_points_the_registry_at_the_new_owner_and_clears_the_old_entry
     assert_eq!(e.route("a"), Route::Remote(node(2)));
 }
 
-/// Node 1 of 3 runs `x` (`R3`) and has begun its move to node 2 under epoch 2.
+/// Found by `a_real_partition_under_static_quorum_keeps_the_promise` (1 run in 8): after
+/// the heal, node 2 moved `x` to node 1's new life under epoch 4 and said so (`Moved`);
+/// node 1's snapshot, taken as a connection opened before the move, arrived next and
+/// dropped the entry, remembering it as removed at epoch 4; node 1's own entry, right
+/// after, was refused. The registry of node 3 lacked `x` for good.
+#[test]
+fn an_owner_s_entry_after_its_older_snapshot_stands() {
+    let mut e = engine(3, &[1, 2, 3]);
+    e.push(node(2), upsert("x", entry("T", node(2), 3)));
+    e.push(
+        node(2),
+        Push::Moved(vec![("x".into(), entry("T", node(1), 4))]),
+    );
+    assert_eq!(e.registry.get("x"), Some(&entry("T", node(1), 4)));
+    e.push(
+        node(1),
+        Push::Snapshot {
+            entries: Vec::new(),
+            first: true,
+            last: true,
+        },
+    );
+    assert_eq!(e.registry.get("x"), None, "the snapshot lacks it");
+    // Another node's word does not bring it back: only the owner's.
+    e.push(
+        node(2),
+        Push::Moved(vec![("x".into(), entry("T", node(1), 4))]),
+    );
+    assert_eq!(e.registry.get("x"), None);
+    e.push(node(1), upsert("x", entry("T", node(1), 4)));
+    assert_eq!(e.registry.get("x"), Some(&entry("T", node(1), 4)));
+}
+
 fn replicated_x_moving_to_2() -> (super::Engine<TestChild>, super::Move<TestChild>) {
     let mut e = engine(1, &[1, 2, 3]);
     start(&mut e, "x", &TestChild::new("x", "R3"));
@@ -1574,13 +1606,13 @@ fn two_starts_of_a_new_id_on_views_that_differ_by_a_joiner_are_settled_before_ei
     assert_eq!(a.start_target(&jx, 0), Some(node(4)), "A forwards it to J");
     assert_eq!(b.admit(&bx), Ok(1));
     assert_eq!(j.admit(&jx), Ok(1));
-    assert_eq!(b.claim_peers(&bx), Some((1, vec![node(1), node(3)])));
+    assert_eq!(b.claim_peers(&bx, None), Some((1, vec![node(1), node(3)])));
     assert_eq!(
-        j.claim_peers(&jx),
+        j.claim_peers(&jx, None),
         Some((2, vec![node(1), node(2), node(3)]))
     );
     assert_eq!(
-        b.claim_peers(&moved_item(&x, "T", 3)),
+        b.claim_peers(&moved_item(&x, "T", 3), None),
         None,
         "a move is fenced"
     );
@@ -1705,7 +1737,10 @@ fn a_claim_is_refused_where_the_id_runs_or_starts_and_a_downed_node_abstains() {
 fn a_claim_short_of_a_quorum_starts_nothing_and_a_failed_start_lets_its_claim_go() {
     let (mut e, _) = majority_engine(1, &[1, 2, 3]);
     let item = new_item("a", "T");
-    assert_eq!(e.claim_peers(&item), Some((1, vec![node(2), node(3)])));
+    assert_eq!(
+        e.claim_peers(&item, None),
+        Some((1, vec![node(2), node(3)]))
+    );
     assert_eq!(e.admit(&item), Ok(1));
     assert_eq!(
         e.claimed(&item, 1, &tally(0, None, None)),
@@ -1724,7 +1759,20 @@ fn a_claim_short_of_a_quorum_starts_nothing_and_a_failed_start_lets_its_claim_go
     );
     assert_eq!(e.take_output(), out(vec![unclaim("a")], vec![], vec![]));
     // Alone, nothing is claimed.
-    assert_eq!(engine(1, &[1]).claim_peers(&item), None);
+    assert_eq!(engine(1, &[1]).claim_peers(&item, None), None);
+    // But a start forwarded here by a node this view lacks (a joiner that hears of
+    // nobody yet) is claimed from that node, which must grant it: a node that does
+    // not see the joiner may be starting the id itself, and asks that node too.
+    let (joiner, _) = majority_engine(4, &[4]);
+    assert_eq!(
+        joiner.claim_peers(&item, Some(node(1))),
+        Some((1, vec![node(1)]))
+    );
+    // One it knows counts once.
+    assert_eq!(
+        e.claim_peers(&item, Some(node(2))),
+        Some((1, vec![node(2), node(3)]))
+    );
 }
 
 // ---- metadata and the registry hooks ----
