@@ -1984,10 +1984,18 @@ impl SplitOutcome {
             let acked = values.len() as u64;
             match end {
                 None => bad.push(format!("{id}: unreadable")),
-                Some(end) if *end < acked || *end > acked + unknown => bad.push(format!(
-                    "{id} (on {}): {end} after {acked} acknowledged ({unknown} failed)",
-                    self.copies.get(id).map_or("?", String::as_str)
-                )),
+                Some(end) if *end < acked || *end > acked + unknown => {
+                    // Which values up to the end no acknowledgement carries (a write
+                    // applied without one), for the reader of a failure.
+                    let unacked: Vec<u64> = (1..=*end)
+                        .filter(|v| distinct.binary_search(v).is_err())
+                        .take(8)
+                        .collect();
+                    bad.push(format!(
+                        "{id} (on {}): {end} after {acked} acknowledged ({unknown} failed; values not acknowledged: {unacked:?})",
+                        self.copies.get(id).map_or("?", String::as_str)
+                    ))
+                }
                 _ => {}
             }
             if unique && distinct.len() != values.len() {

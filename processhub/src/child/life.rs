@@ -91,6 +91,7 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
             if let (true, Some(recent)) = (call.call_id != 0, &self.recent) {
                 let done = recent.lock().unwrap().get(call.call_id).cloned();
                 if let Some(reply) = done {
+                    tracing::trace!(id = %self.id, call_id = call.call_id, "a retried write answered from the table");
                     // Acknowledged only under a lease, as the first try would have been:
                     // a write its standbys may lack is not confirmed by a fenced node.
                     match self.lease.as_ref() {
@@ -117,10 +118,17 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
                     crate::trace::serving(trace, apply).await
                 }
             };
+            if call.call_id != 0 {
+                tracing::trace!(id = %self.id, call_id = call.call_id, ?reply, epoch = self.epoch, "applied an identified write");
+            }
             if T::is_write(method) {
                 // Recorded before the state ships, so standbys know this call too.
                 if let (Ok(bytes), true, Some(recent)) = (&reply, call.call_id != 0, &self.recent) {
-                    recent.lock().unwrap().record(call.call_id, bytes.clone());
+                    let now = tokio::time::Instant::now().into_std();
+                    recent
+                        .lock()
+                        .unwrap()
+                        .record(call.call_id, bytes.clone(), now);
                 }
                 // Its call ships only if it ran to its reply (a call refused before it
                 // ran, for want of a lease or of a readable argument, changed nothing

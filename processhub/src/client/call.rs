@@ -167,6 +167,7 @@ impl HandleCore {
                     // try went to another node.)
                     if tried_remote {
                         if let Some(reply) = child.applied_reply(call_id) {
+                            tracing::trace!(id = %self.id, call_id, "a retried write answered from the table here");
                             return postcard::from_bytes(&reply).map_err(|e| CallError::Codec {
                                 message: format!("reply: {e}"),
                             });
@@ -279,6 +280,9 @@ impl HandleCore {
                         }
                     }
                 }
+            }
+            if call_id != 0 {
+                tracing::trace!(id = %self.id, call_id, "an identified write tries again");
             }
             if !retry.again().await {
                 return Err(timed_out());

@@ -532,7 +532,11 @@ impl HubBuilder {
                     None => Box::new(new_incarnation),
                 },
                 hub_id: self.hub_id.clone(),
-                call_timeout: self.call_timeout,
+                call_timeout: {
+                    // Replies of identified writes are kept as long as a caller retries.
+                    crate::core::recent::note_call_timeout(self.call_timeout);
+                    self.call_timeout
+                },
                 hibernate_after: self.hibernate_after,
                 move_timeout: self.move_timeout,
                 max_move_deferral: self.max_move_deferral,

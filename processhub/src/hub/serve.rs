@@ -182,6 +182,7 @@ impl HubInner {
             let recent = calls_from_wire(item.recent.clone());
             ctx.recent = Some(Arc::new(std::sync::Mutex::new(RecentCalls::from_list(
                 recent,
+                tokio::time::Instant::now().into_std(),
             ))));
         }
         // A state that arrives with its start state beside it was handed over.

@@ -172,14 +172,15 @@ impl<C: ChildHandle> Engine<C> {
         }
         match self.copies.get_mut(id) {
             Some(c) => {
+                let now = self.downing.now();
                 if supersedes(c.version, version, id)? {
                     c.version = version;
                     c.state = state;
                     c.calls.clear();
                     if append {
-                        c.recent.extend(recent);
+                        c.recent.extend(recent, now);
                     } else {
-                        c.recent = RecentCalls::from_list(recent);
+                        c.recent = RecentCalls::from_list(recent, now);
                     }
                 }
             }
@@ -190,7 +191,7 @@ impl<C: ChildHandle> Engine<C> {
                         version,
                         state,
                         calls: Vec::new(),
-                        recent: RecentCalls::from_list(recent),
+                        recent: RecentCalls::from_list(recent, self.downing.now()),
                     },
                 );
                 self.out.events.push(HubEvent::StandbyStarted {
@@ -222,6 +223,7 @@ impl<C: ChildHandle> Engine<C> {
         if self.local.contains_key(id) {
             return Err(CopyRefused::RunsHere { id: id.to_string() });
         }
+        let now = self.downing.now();
         let Some(c) = self.copies.get_mut(id) else {
             return Ok(false);
         };
@@ -239,7 +241,7 @@ impl<C: ChildHandle> Engine<C> {
         }
         c.version = version;
         c.calls.push(call);
-        c.recent.extend(recent);
+        c.recent.extend(recent, now);
         Ok(true)
     }
 
