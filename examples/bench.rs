@@ -162,26 +162,10 @@ impl TurnCounter {
     }
 }
 
-/// The same work in a plain kameo actor: the baseline of P3.
-#[derive(kameo::Actor)]
-struct PlainCounter {
-    n: u64,
-}
-
-struct Add(u64);
-
-impl kameo::message::Message<Add> for PlainCounter {
-    type Reply = u64;
-
-    async fn handle(
-        &mut self,
-        Add(by): Add,
-        _: &mut kameo::message::Context<Self, Self::Reply>,
-    ) -> u64 {
-        self.n += by;
-        self.n
-    }
-}
+// The same work in a plain kameo actor: the baseline of P3.
+#[path = "shared/plain.rs"]
+mod plain;
+use plain::{Add, PlainCounter};
 
 fn reps(default: usize) -> usize {
     std::env::var("BENCH_REPS")
