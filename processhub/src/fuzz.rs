@@ -160,6 +160,13 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
             "unclaim",
             Frame::Push(Push::Unclaim(vec!["a".into(), "new".into()])),
         ),
+        (
+            "removed",
+            Frame::Push(Push::Removed(vec![
+                ("a".into(), 2, true),
+                ("b".into(), 1, false),
+            ])),
+        ),
     ];
     frames
         .into_iter()

@@ -357,6 +357,12 @@ impl Inbound for HubInner {
             });
             first = false;
         }
+        // The stops it remembers, before what it re-assigned (the peer may not have
+        // heard of a stop: it joined, or its link was down).
+        let removals = engine.registry.removals();
+        for chunk in removals.chunks(SNAPSHOT_CHUNK) {
+            conn.push(&Push::Removed(chunk.to_vec()));
+        }
         // What the others re-assigned to it while it was away, pending its start.
         let assigned = engine.assigned_to(peer);
         if !assigned.is_empty() {

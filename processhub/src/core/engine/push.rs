@@ -119,6 +119,16 @@ impl<C: ChildHandle> Engine<C> {
                 self.out.effects.push(Effect::Refresh);
             }
             Push::Unclaim(ids) => self.unclaimed(from, &ids),
+            Push::Removed(removals) => {
+                for (id, epoch, at_epoch) in removals {
+                    // Not over what runs here: this node's own word on its children
+                    // stands (its entry is as new as any removal of it).
+                    if self.runs_here(&id) {
+                        continue;
+                    }
+                    self.registry.removed_elsewhere(&id, epoch, at_epoch);
+                }
+            }
             Push::Moved(entries) => {
                 for (id, entry) in entries {
                     // Only over the sender's own entry, older than the move: what the

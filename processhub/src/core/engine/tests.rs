@@ -976,6 +976,53 @@ fn an_owner_s_entry_after_its_older_snapshot_stands() {
     assert_eq!(e.registry.get("x"), Some(&entry("T", node(1), 4)));
 }
 
+fn snapshot_of(entries: Vec<(String, crate::core::entry::Entry)>) -> Push {
+    Push::Snapshot {
+        entries,
+        first: true,
+        last: true,
+    }
+}
+
+/// Found by simulator seed 17 (5 nodes, partition,crash): node 3 restarted `p` of the
+/// cut-off node 2 under epoch 2 and stopped it; the joiner, node 5, never heard the
+/// stop, took `p` in from node 2's snapshot after the heal (epoch 1), re-assigned it to
+/// node 2's new life when node 2 was downed, and that one restarted it: a stopped child
+/// came back. The removals a node remembers now go with its snapshot.
+#[test]
+fn removals_remembered_elsewhere_keep_a_stopped_child_stopped() {
+    let stale = || vec![("p".to_string(), entry("T", node(2), 1))];
+    // The joiner hears the removal first: the stale entry is refused.
+    let mut joiner = engine(5, &[2, 3, 5]);
+    joiner.push(node(3), Push::Removed(vec![("p".into(), 2, true)]));
+    joiner.push(node(2), snapshot_of(stale()));
+    assert_eq!(joiner.registry.get("p"), None);
+    // Or the stale entry first: the removal drops it.
+    let mut joiner = engine(5, &[2, 3, 5]);
+    joiner.push(node(2), snapshot_of(stale()));
+    assert!(joiner.registry.get("p").is_some());
+    joiner.push(node(3), Push::Removed(vec![("p".into(), 2, true)]));
+    assert_eq!(joiner.registry.get("p"), None);
+    // A newer entry stays (the child was started again since).
+    joiner.push(node(3), upsert("p", entry("T", node(3), 3)));
+    joiner.push(node(2), Push::Removed(vec![("p".into(), 2, true)]));
+    assert_eq!(joiner.registry.get("p"), Some(&entry("T", node(3), 3)));
+    // The node a restart was predicted on refuses it, and says the removal again.
+    let mut rejoined = engine(2, &[2, 3, 5]);
+    rejoined.push(node(3), Push::Removed(vec![("p".into(), 2, true)]));
+    rejoined.take_output();
+    rejoined.push(
+        node(5),
+        Push::Assigned(vec![("p".into(), entry("T", node(2), 2), node(9))]),
+    );
+    assert_eq!(rejoined.registry.get("p"), None);
+    assert_eq!(
+        rejoined.take_output().pushes,
+        vec![Push::Remove(vec![("p".into(), 2)])]
+    );
+}
+
+/// Node 1 of 3 runs `x` (`R3`) and has begun its move to node 2 under epoch 2.
 fn replicated_x_moving_to_2() -> (super::Engine<TestChild>, super::Move<TestChild>) {
     let mut e = engine(1, &[1, 2, 3]);
     start(&mut e, "x", &TestChild::new("x", "R3"));
