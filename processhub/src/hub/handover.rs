@@ -187,9 +187,33 @@ impl HubInner {
             return (0, chunk.len());
         }
         let deadline = Instant::now() + self.move_timeout;
+        // The lease of the life these children belong to (a rejoin revokes it).
+        let lease = self.lease();
         let frozen =
             futures_util::future::join_all(chunk.iter().map(|m| m.child.clone().freeze_for_move()))
                 .await;
+        // Handing a child over is a write: only under the lease, asked once the children
+        // are frozen (nothing changes them after). A node downed meanwhile (it was cut
+        // off, and the others replaced what it ran) learns it so, and a node that
+        // rejoined since hands over nothing of its former life: found by simulator seed
+        // 260 (5 nodes, partition,crash), where such a hand-over to a joiner, after the
+        // heal, went on under the new life's name.
+        if let Err(e) = lease.ready().await {
+            for (m, state) in chunk.iter().zip(&frozen) {
+                match state {
+                    Some(Ok(_)) => {
+                        failed += 1;
+                        self.move_failed(m.id.as_str(), &*m.child, to, format!("{e}"), None);
+                    }
+                    Some(Err(reason)) => {
+                        failed += 1;
+                        self.move_failed(m.id.as_str(), &*m.child, to, reason.clone(), None);
+                    }
+                    None => self.engine.write().unwrap().move_dropped(m.id.as_str()),
+                }
+            }
+            return (moved, failed);
+        }
         let mut items = Vec::with_capacity(chunk.len());
         let mut sent = Vec::with_capacity(chunk.len());
         for (m, state) in chunk.into_iter().zip(frozen) {
@@ -230,9 +254,17 @@ impl HubInner {
         ) in sent.into_iter().zip(outcomes)
         {
             match outcome {
-                StartOutcome::Started { .. } | StartOutcome::AlreadyStarted { .. } => {
+                StartOutcome::Started { .. } => {
                     moved += 1;
                     self.move_done(&m, to);
+                }
+                // Where it runs already: the target's answer to a repeated start, or a
+                // node it knows took the child over meanwhile (under this epoch or a
+                // later one). That node is the owner, not necessarily the target (seed
+                // 260: the target named the node promoted in its place).
+                StartOutcome::AlreadyStarted { node } if node != self.me() => {
+                    moved += 1;
+                    self.move_done(&m, node);
                 }
                 other => {
                     failed += 1;
