@@ -261,9 +261,9 @@ fn writes_shipped_as_calls_survive_pauses_and_crashes_applied_once() {
 ///   handed the child over to the joiner, which answered that a third node (promoted
 ///   in its place) runs it; the mover recorded the joiner as the owner, under the
 ///   promoted copy's epoch, so that entry outlived the stop. The mover now records the
-///   node the answer names, and hands nothing over without its lease (a rejoin
-///   revokes it).
-/// - seeds 236, 250, 271 and 290 pass with those two.
+///   node the answer names, and hands nothing over without the lease of the life the
+///   children belong to (but on a graceful leave): seed 250 needed that too.
+/// - seeds 236, 271 and 290 pass with those two.
 ///
 /// 300 seeds of this mix now pass.
 #[test]

@@ -37,6 +37,14 @@ struct Sent {
     answered: bool,
 }
 
+/// One run of moves: the targets found unreachable (the rest of their batches fail at
+/// once), and the node's life the children belong to, with its lease.
+struct MoveRun {
+    unreachable: std::sync::Mutex<HashSet<NodeId>>,
+    life: NodeId,
+    lease: Arc<crate::child::lease::Lease>,
+}
+
 impl HubInner {
     /// Moves these children in a task of its own (see [`Self::move_children`]).
     pub(super) fn spawn_moves(self: Arc<Self>, moves: Vec<(String, NodeId, u64)>) {
@@ -56,7 +64,11 @@ impl HubInner {
         moves: Vec<(String, NodeId, u64)>,
     ) -> (usize, usize) {
         use futures_util::StreamExt;
-        let by_node = self.engine.write().unwrap().begin_moves(moves);
+        // The life these children belong to, with them (a rejoin makes a new one).
+        let (by_node, life) = {
+            let mut engine = self.engine.write().unwrap();
+            (engine.begin_moves(moves), engine.me())
+        };
         let children: usize = by_node.iter().map(|(_, m)| m.len()).sum();
         if children == 0 {
             return (0, 0);
@@ -66,7 +78,11 @@ impl HubInner {
         let parallel = (self.move_concurrency / batch).max(1);
         // Once a target proves unreachable, the rest of its batches fail at once (put
         // back here) instead of each waiting for the deadline.
-        let unreachable = std::sync::Mutex::new(HashSet::new());
+        let run = MoveRun {
+            unreachable: std::sync::Mutex::new(HashSet::new()),
+            life,
+            lease: self.lease(),
+        };
         let mut units: Vec<(NodeId, Vec<Move>)> = Vec::new();
         for (to, moves) in by_node {
             let mut moves = moves.into_iter().peekable();
@@ -74,10 +90,10 @@ impl HubInner {
                 units.push((to, moves.by_ref().take(batch).collect()));
             }
         }
-        let unreachable = &unreachable;
+        let run = &run;
         let mut batches = Vec::with_capacity(units.len());
         for (to, chunk) in units {
-            batches.push(self.move_batch(to, chunk, unreachable));
+            batches.push(self.move_batch(to, chunk, run));
         }
         let span = tracing::debug_span!("processhub.moves", children);
         let (moved, failed) = tracing::Instrument::instrument(
@@ -94,14 +110,9 @@ impl HubInner {
     /// Moves one batch of children to `to`, once the before-move handlers let them go:
     /// those they let go at once first, then each deferred one when they let it go or
     /// the maximum deferral passed. Returns (moved, failed).
-    async fn move_batch(
-        &self,
-        to: NodeId,
-        chunk: Vec<Move>,
-        unreachable: &std::sync::Mutex<HashSet<NodeId>>,
-    ) -> (usize, usize) {
+    async fn move_batch(&self, to: NodeId, chunk: Vec<Move>, run: &MoveRun) -> (usize, usize) {
         if !self.events.has_before_move() && !chunk.iter().any(|m| m.child.consents()) {
-            return self.move_consented(to, chunk, unreachable).await;
+            return self.move_consented(to, chunk, run).await;
         }
         let (mut waiting, ready) = self.consent(chunk, to).await;
         if !waiting.is_empty() {
@@ -113,7 +124,7 @@ impl HubInner {
         let (mut moved, mut failed) = if ready.is_empty() {
             (0, 0)
         } else {
-            self.move_consented(to, ready, unreachable).await
+            self.move_consented(to, ready, run).await
         };
         let until = Instant::now() + self.max_move_deferral;
         while !waiting.is_empty() {
@@ -130,7 +141,7 @@ impl HubInner {
                 (waiting, go) = self.consent(std::mem::take(&mut waiting), to).await;
             }
             if !go.is_empty() {
-                let (m, f) = self.move_consented(to, go, unreachable).await;
+                let (m, f) = self.move_consented(to, go, run).await;
                 moved += m;
                 failed += f;
             }
@@ -167,19 +178,14 @@ impl HubInner {
     }
 
     /// Moves one batch of children to `to` now. Returns (moved, failed).
-    async fn move_consented(
-        &self,
-        to: NodeId,
-        chunk: Vec<Move>,
-        unreachable: &std::sync::Mutex<HashSet<NodeId>>,
-    ) -> (usize, usize) {
+    async fn move_consented(&self, to: NodeId, chunk: Vec<Move>, run: &MoveRun) -> (usize, usize) {
         let (mut moved, mut failed) = (0, 0);
         // A move waits for the connection it needs (a joiner's is being dialed as the
         // plan that moves children to it runs), before anything is frozen.
-        let reachable = !unreachable.lock().unwrap().contains(&to)
+        let reachable = !run.unreachable.lock().unwrap().contains(&to)
             && self.transport.connected_within(to, CONNECT_FOR_MOVE).await;
         if !reachable {
-            unreachable.lock().unwrap().insert(to);
+            run.unreachable.lock().unwrap().insert(to);
             for m in &chunk {
                 let reason = format!("{to} is unreachable");
                 self.move_failed(m.id.as_str(), &*m.child, to, reason, None);
@@ -187,23 +193,29 @@ impl HubInner {
             return (0, chunk.len());
         }
         let deadline = Instant::now() + self.move_timeout;
-        // The lease of the life these children belong to (a rejoin revokes it).
-        let lease = self.lease();
         let frozen =
             futures_util::future::join_all(chunk.iter().map(|m| m.child.clone().freeze_for_move()))
                 .await;
-        // Handing a child over is a write: only under the lease, asked once the children
-        // are frozen (nothing changes them after). A node downed meanwhile (it was cut
-        // off, and the others replaced what it ran) learns it so, and a node that
-        // rejoined since hands over nothing of its former life: found by simulator seed
-        // 260 (5 nodes, partition,crash), where such a hand-over to a joiner, after the
-        // heal, went on under the new life's name.
-        if let Err(e) = lease.ready().await {
+        // Handing a child over is a write: only under the lease of the life the children
+        // belong to (a rejoin revokes it), asked once they are frozen (nothing changes
+        // them after). A node downed meanwhile learns it so before it hands a child to a
+        // node that has not heard of the downing yet, and a node that rejoined hands over
+        // nothing of its former life: found by simulator seeds 250 and 260 (5 nodes,
+        // partition,crash). A node leaving gracefully needs none (the others let it go).
+        let needs_lease = self.engine.read().unwrap().moves_need_lease();
+        let refused = if self.me() != run.life {
+            Some("this node rejoined as a new incarnation meanwhile".to_string())
+        } else if needs_lease {
+            run.lease.ready().await.err().map(|e| e.to_string())
+        } else {
+            None
+        };
+        if let Some(e) = refused {
             for (m, state) in chunk.iter().zip(&frozen) {
                 match state {
                     Some(Ok(_)) => {
                         failed += 1;
-                        self.move_failed(m.id.as_str(), &*m.child, to, format!("{e}"), None);
+                        self.move_failed(m.id.as_str(), &*m.child, to, e.clone(), None);
                     }
                     Some(Err(reason)) => {
                         failed += 1;
@@ -269,7 +281,7 @@ impl HubInner {
                 other => {
                     failed += 1;
                     if gone {
-                        unreachable.lock().unwrap().insert(to);
+                        run.unreachable.lock().unwrap().insert(to);
                     }
                     // Unknown outcome only if the request went out.
                     let offered = offered.then_some(m.epoch);

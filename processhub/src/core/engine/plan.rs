@@ -89,6 +89,13 @@ impl<C: ChildHandle> Engine<C> {
         self.downed
     }
 
+    /// Whether a hand-over from this node needs its lease: a write like any other,
+    /// but for the hand-overs of a node leaving gracefully (the others let it go, and
+    /// may refuse its renewals; what it hands over was not replaced).
+    pub(crate) fn moves_need_lease(&self) -> bool {
+        !self.leaving || self.downed
+    }
+
     /// This node's process was paused (its timers fired far too late): what its
     /// failure detector saw meanwhile is stale.
     pub(crate) fn paused(&mut self) {

@@ -1928,3 +1928,14 @@ fn registry_hooks_hear_of_registrations_and_removals_while_wanted() {
         }
     );
 }
+
+#[test]
+fn a_hand_over_needs_the_lease_but_for_a_graceful_leave() {
+    let mut e = engine(1, &[1, 2, 3]);
+    assert!(e.moves_need_lease(), "a move is a write");
+    e.leave();
+    assert!(!e.moves_need_lease(), "leaving, the others let it go");
+    let mut downed = engine(1, &[1, 2, 3]);
+    downed.superseded();
+    assert!(downed.moves_need_lease(), "downed: it hands nothing over");
+}
