@@ -391,11 +391,10 @@ impl Registry {
                 self.removed.insert(key, Tombstone::new(epoch, None));
                 Some(entry)
             }
-            // Not known here (yet): remembered all the same, so that an older entry
-            // arriving later does not bring it back. (Found by simulator seed 17, 5
-            // nodes, partition,crash: a joiner heard a child's stop before it heard of
-            // the child, then took it in from the snapshot of its old owner, cut off
-            // until then; when that owner was downed, the joiner had it restarted.)
+            // Not known here (yet): remembered all the same, so that an older entry of it
+            // arriving later (over another link, or in the snapshot of a node cut off
+            // until then) does not bring it back; see `Push::Removed` for the stop a
+            // node never heard.
             None => {
                 if self.removed.get(id).is_none_or(|t| t.epoch < epoch) {
                     let mut t = Tombstone::new(epoch, None);
