@@ -257,13 +257,13 @@ fn writes_shipped_as_calls_survive_pauses_and_crashes_applied_once() {
 ///   later), so it took the child in from the cut-off node's snapshot and had it
 ///   restarted on that node's new life. A connection now also carries the removals its
 ///   sender remembers (`Push::Removed`).
-/// - seed 260: the cut-off node, back after the heal and not yet aware it was downed,
-///   handed the child over to the joiner, which answered that a third node (promoted
-///   in its place) runs it; the mover recorded the joiner as the owner, under the
-///   promoted copy's epoch, so that entry outlived the stop. The mover now records the
-///   node the answer names, and hands nothing over without the lease of the life the
-///   children belong to (but on a graceful leave): seed 250 needed that too.
-/// - seeds 236, 271 and 290 pass with those two.
+/// - seeds 250 and 260: the cut-off node, back after the heal and not yet aware it was
+///   downed, handed the child over to the joiner, which answered that a third node
+///   (promoted in its place) runs it; the mover recorded the joiner as the owner,
+///   under the promoted copy's epoch, so that entry outlived the stop. A node now
+///   hands nothing over without the lease of the life the children belong to (but on
+///   a graceful leave).
+/// - seeds 236, 271 and 290 pass with those.
 ///
 /// 300 seeds of this mix now pass.
 #[test]

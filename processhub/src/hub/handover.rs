@@ -277,17 +277,9 @@ impl HubInner {
         ) in sent.into_iter().zip(outcomes)
         {
             match outcome {
-                StartOutcome::Started { .. } => {
+                StartOutcome::Started { .. } | StartOutcome::AlreadyStarted { .. } => {
                     moved += 1;
                     self.move_done(&m, to);
-                }
-                // Where it runs already: the target's answer to a repeated start, or a
-                // node it knows took the child over meanwhile (under this epoch or a
-                // later one). That node is the owner, not necessarily the target (seed
-                // 260: the target named the node promoted in its place).
-                StartOutcome::AlreadyStarted { node } if node != self.me() => {
-                    moved += 1;
-                    self.move_done(&m, node);
                 }
                 other => {
                     failed += 1;

@@ -359,7 +359,7 @@ impl Inbound for HubInner {
         }
         // The stops it remembers, before what it re-assigned (the peer may not have
         // heard of a stop: it joined, or its link was down).
-        let removals = engine.registry.removals();
+        let removals = engine.removals_to_tell();
         for chunk in removals.chunks(SNAPSHOT_CHUNK) {
             conn.push(&Push::Removed(chunk.to_vec()));
         }

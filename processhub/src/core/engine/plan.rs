@@ -89,6 +89,18 @@ impl<C: ChildHandle> Engine<C> {
         self.downed
     }
 
+    /// The removals this node tells a peer whose connection opens (`Push::Removed`):
+    /// those its registry remembers; none under `Divergence`, where both sides of a
+    /// split go on and a stop on one side says nothing of the other's instance (its
+    /// duplicate is merged after the heal instead).
+    pub(crate) fn removals_to_tell(&self) -> Vec<(String, u64, bool)> {
+        if self.downing.config.strategy.fences() {
+            self.registry.removals()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Whether a hand-over from this node needs its lease: a write like any other,
     /// but for the hand-overs of a node leaving gracefully (the others let it go, and
     /// may refuse its renewals; what it hands over was not replaced).

@@ -1939,3 +1939,16 @@ fn a_hand_over_needs_the_lease_but_for_a_graceful_leave() {
     downed.superseded();
     assert!(downed.moves_need_lease(), "downed: it hands nothing over");
 }
+
+#[test]
+fn removals_are_told_to_peers_but_under_divergence() {
+    let (mut e, _) = majority_engine(3, &[2, 3, 5]);
+    e.push(node(2), upsert("p", entry("T", node(2), 1)));
+    e.push(node(2), Push::Remove(vec![("p".into(), 1)]));
+    assert_eq!(e.removals_to_tell(), vec![("p".into(), 1, true)]);
+    let mut d = engine(3, &[2, 3, 5]);
+    d.push(node(2), upsert("p", entry("T", node(2), 1)));
+    d.push(node(2), Push::Remove(vec![("p".into(), 1)]));
+    assert!(d.registry.removed_since("p", 1));
+    assert_eq!(d.removals_to_tell(), Vec::new());
+}
