@@ -183,13 +183,14 @@ impl HandleCore {
                             .expect("the message is back after each failed try");
                         Some(ask(&entered.actor, m).await)
                     };
-                    match tokio::time::timeout_at(deadline, local).await {
-                        Err(_) => return Err(timed_out()),
-                        Ok(None) => {}
-                        Ok(Some(Ok(r))) => return Ok(r),
-                        Ok(Some(Err(AskFailure::Call(e)))) => return Err(e),
-                        Ok(Some(Err(AskFailure::Stopped(Some(m))))) => msg = Some(m),
-                        Ok(Some(Err(AskFailure::Stopped(None)))) => {
+                    let key = Arc::as_ptr(&child) as *const () as usize;
+                    match inner.ticks.within(key, deadline, local).await {
+                        None => return Err(timed_out()),
+                        Some(None) => {}
+                        Some(Some(Ok(r))) => return Ok(r),
+                        Some(Some(Err(AskFailure::Call(e)))) => return Err(e),
+                        Some(Some(Err(AskFailure::Stopped(Some(m))))) => msg = Some(m),
+                        Some(Some(Err(AskFailure::Stopped(None)))) => {
                             return Err(CallError::NotFound {
                                 id: self.id.to_string(),
                             })

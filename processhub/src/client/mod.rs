@@ -5,3 +5,4 @@ pub(crate) mod call;
 pub(crate) mod retry;
 pub(crate) mod start;
 pub(crate) mod stop;
+pub(crate) mod ticks;

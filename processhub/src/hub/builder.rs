@@ -573,6 +573,7 @@ impl HubBuilder {
                 awake: Default::default(),
                 stopped: AtomicBool::new(false),
                 control: control_tx,
+                ticks: Default::default(),
             }
         });
         if let Some(listener) = admin {
@@ -585,6 +586,10 @@ impl HubBuilder {
         }
         tokio::spawn(control_loop(Arc::downgrade(&inner), members_rx, control_rx));
         tokio::spawn(super::lease::lease_loop(Arc::downgrade(&inner)));
+        tokio::spawn(crate::client::ticks::tick_loop(
+            Arc::downgrade(&inner),
+            |h: &HubInner| &h.ticks,
+        ));
         let listen_addr = inner.me().addr();
         // (A seed that is this hub's own address is not another node.)
         let others = self

@@ -348,6 +348,8 @@ pub(crate) struct HubInner {
     awake: crate::child::erased::Awake,
     stopped: AtomicBool,
     control: mpsc::UnboundedSender<Control>,
+    /// What local calls wait for besides their reply, to look at their deadline.
+    pub(crate) ticks: crate::client::ticks::Ticks,
 }
 
 /// What the serving side asks of the control loop.

@@ -213,14 +213,23 @@ impl<C: ChildHandle> Engine<C> {
     /// Drops the grant of `id` if it is `from`'s.
     pub(crate) fn release(&mut self, from: NodeId, id: &str) {
         if self.claims.get(id).is_some_and(|g| g.to == from) {
-            self.claims.remove(id);
+            self.drop_grant(id);
         }
     }
 
     /// An entry of `id` arrived from `from` (or it was removed): a grant to it is over,
     /// the registry holds the id now.
     pub(crate) fn claim_settled(&mut self, id: &str) {
-        self.claims.remove(id);
+        self.drop_grant(id);
+    }
+
+    /// Drops the grant of `id`, and the map's room once it is mostly empty: the grants
+    /// of a burst of starts (a member's `start_many` of 100,000 new ids) would
+    /// otherwise hold theirs for good (P6b, BENCHMARKS.md).
+    fn drop_grant(&mut self, id: &str) {
+        if self.claims.remove(id).is_some() {
+            shrink(&mut self.claims);
+        }
     }
 
     /// Drops the grants that no longer hold (their claimant left, or they aged out).
@@ -231,5 +240,16 @@ impl<C: ChildHandle> Engine<C> {
         let now = self.downing.now();
         let members = self.view.members();
         self.claims.retain(|_, g| g.holds(members, now));
+        shrink(&mut self.claims);
+    }
+}
+
+/// Gives back most of the room of a map less than a quarter full (amortized: it halves
+/// the room at most once per as many removals as it keeps entries).
+fn shrink<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) {
+    if map.capacity() > 64 && map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
     }
 }

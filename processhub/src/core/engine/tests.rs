@@ -1764,6 +1764,39 @@ fn a_grant_holds_an_id_for_its_claimant_until_its_entry_arrives_it_leaves_or_it_
 }
 
 #[test]
+fn the_grants_of_a_burst_of_starts_give_their_room_back_once_settled() {
+    use crate::core::item::ClaimAnswer;
+    let (mut e, _) = majority_engine(1, &[1, 2, 3]);
+    let ids: Vec<String> = (0..10_000).map(|i| format!("burst-{i}")).collect();
+    assert!(e
+        .claim(node(2), &ids)
+        .iter()
+        .all(|a| *a == ClaimAnswer::Granted));
+    let full = e.claims.capacity();
+    assert!(full >= 10_000);
+    // Their entries arrive: every grant is over, and the map gives its room back.
+    for id in &ids[..9_990] {
+        e.push(node(2), upsert(id, entry("T", node(2), 1)));
+    }
+    assert_eq!(e.claims.len(), 10);
+    assert!(
+        e.claims.capacity() <= 64,
+        "{} of {full}",
+        e.claims.capacity()
+    );
+    // The rest are let go by their claimant, or age out.
+    e.push(node(2), unclaim(&ids[9_990]));
+    assert_eq!(e.claims.len(), 9);
+    e.set_now(e.downing.now() + super::claims::CLAIM_TTL);
+    e.age_claims();
+    assert!(e.claims.is_empty());
+    assert_eq!(
+        e.claim(node(3), &ids[..1]),
+        vec![ClaimAnswer::Started(node(2))]
+    );
+}
+
+#[test]
 fn a_claim_is_refused_where_the_id_runs_or_starts_and_a_downed_node_abstains() {
     use crate::core::item::ClaimAnswer::{Abstain, Pending, Started};
     let (mut e, _) = majority_engine(1, &[1, 2, 3]);
