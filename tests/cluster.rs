@@ -1368,3 +1368,75 @@ async fn writes_shipped_as_calls_after_the_reply_reach_the_copy_in_order() {
         h.shutdown().await.unwrap();
     }
 }
+
+/// A replicated component whose state can be larger than a frame.
+#[distributed(replicas = 3)]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct BigKept {
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+    writes: u64,
+}
+
+#[distributed]
+impl BigKept {
+    /// Makes the state `len` bytes made from `seed`; how many writes it took so far.
+    pub fn grow(&mut self, len: usize, seed: u8) -> u64 {
+        self.data = (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect();
+        self.writes += 1;
+        self.writes
+    }
+
+    /// Length and checksum of the state, and the writes it took.
+    pub fn digest(&self) -> (usize, u64, u64) {
+        (self.data.len(), common::checksum(&self.data), self.writes)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_state_larger_than_a_frame_reaches_its_standbys_in_parts() {
+    let builder = |seeds: Vec<String>| {
+        Hub::builder("big-kept")
+            .cluster_key(common::KEY)
+            .seeds(seeds)
+            .max_frame_size(64 * 1024)
+    };
+    let a = builder(vec![]).start().await.unwrap();
+    let seeds = vec![a.listen_addr().to_string()];
+    let b = builder(seeds.clone()).start().await.unwrap();
+    let c = builder(seeds).start().await.unwrap();
+    let mut hubs = vec![a, b, c];
+    wait_members(&hubs, 3).await;
+    BigKept::start(&hubs[0], "big", BigKept::default())
+        .await
+        .unwrap();
+    wait_until("two standbys", Duration::from_secs(10), || async {
+        hubs[0].lookup("big").is_some_and(|i| i.standbys.len() == 2)
+    })
+    .await;
+    let info = hubs[0].lookup("big").unwrap();
+    // Writes that make the state three and five times a frame: each is acknowledged
+    // once both standbys hold it (it ships whole, in parts).
+    let big = BigKept::handle(&hubs[1], "big");
+    assert_eq!(big.grow(200 * 1024, 7).await.unwrap(), 1);
+    assert_eq!(big.grow(320 * 1024, 9).await.unwrap(), 2);
+    let before = big.digest().await.unwrap();
+    assert_eq!((before.0, before.2), (320 * 1024, 2));
+    // The primary dies: a standby is promoted with the whole state.
+    let dead = hubs.iter().position(|h| h.node_id() == info.owner).unwrap();
+    hubs.remove(dead).kill().await;
+    wait_members(&hubs, 2).await;
+    let survivor = hubs[0].clone();
+    wait_until("a promoted primary", Duration::from_secs(10), || async {
+        survivor
+            .lookup("big")
+            .is_some_and(|i| i.owner != info.owner && !i.pending)
+    })
+    .await;
+    let promoted = BigKept::handle(&survivor, "big");
+    assert_eq!(promoted.digest().await.unwrap(), before, "no write lost");
+    assert_eq!(promoted.grow(100 * 1024, 3).await.unwrap(), 3);
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}

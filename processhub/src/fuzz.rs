@@ -31,7 +31,9 @@ use crate::core::item::{StartFailure, StartItem};
 use crate::core::registry::Push;
 use crate::net::auth::{ClusterAuth, Nonces, Side, Transcript};
 use crate::net::link::{FrameLimit, Limited, HANDSHAKE_LIMIT};
-use crate::net::wire::{decode, encode, Call, ClaimAsk, Command, Frame, Request, Start, Stop};
+use crate::net::wire::{
+    decode, encode, Call, ClaimAsk, Command, Frame, ReplicateStaged, Request, Start, Stop,
+};
 
 /// A small, fast generator (xorshift64*): the same seed gives the same run.
 struct Rng(u64);
@@ -166,6 +168,13 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
                 ("a".into(), 2, true),
                 ("b".into(), 1, false),
             ])),
+        ),
+        (
+            "replicate-staged",
+            Frame::Request {
+                rid: 11,
+                req: Request::ReplicateStaged(ReplicateStaged { transfer: 3 }),
+            },
         ),
     ];
     frames

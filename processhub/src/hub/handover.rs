@@ -389,6 +389,26 @@ impl HubInner {
     ) -> Result<Response, TransportError> {
         let bytes =
             postcard::to_allocvec(items).map_err(|e| TransportError::Encode(e.to_string()))?;
+        self.send_in_parts(to, &bytes, deadline, |transfer| {
+            Request::StartStaged(StartStaged {
+                transfer,
+                hops: MAX_HOPS,
+            })
+        })
+        .await
+    }
+
+    /// Sends `bytes` (an encoded request body too large for one frame) to `to` in parts
+    /// of half a frame under a new transfer, then `finish(transfer)`, which asks the
+    /// receiver to act on what it staged: that request's answer, or the answer that
+    /// refused a part.
+    pub(super) async fn send_in_parts(
+        &self,
+        to: NodeId,
+        bytes: &[u8],
+        deadline: Instant,
+        finish: impl FnOnce(u64) -> Request<'static>,
+    ) -> Result<Response, TransportError> {
         if bytes.len() > self.max_state_size {
             return Err(TransportError::TooLarge {
                 size: bytes.len(),
@@ -413,12 +433,8 @@ impl HubInner {
                 other => return Ok(other),
             }
         }
-        let req = Request::StartStaged(StartStaged {
-            transfer,
-            hops: MAX_HOPS,
-        });
         self.transport
-            .request_within(to, req, RECONNECT_WAIT, deadline)
+            .request_within(to, finish(transfer), RECONNECT_WAIT, deadline)
             .await
     }
 

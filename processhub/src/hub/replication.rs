@@ -17,8 +17,9 @@ use crate::core::entry::{EpochCell, Role};
 use crate::core::recent::calls_to_wire;
 use crate::core::recent::SharedRecent;
 use crate::core::recent::{calls_from_wire, WireCalls};
+use crate::net::error::TransportError;
 use crate::net::transport::RECONNECT_WAIT;
-use crate::net::wire::{Replicate, ReplicateCall};
+use crate::net::wire::{Replicate, ReplicateCall, ReplicateStaged};
 use crate::net::wire::{Request, Response};
 use crate::node::NodeId;
 
@@ -108,7 +109,7 @@ impl HubInner {
             });
             let sends = missing.iter().map(|node| {
                 let append = in_step_now.contains(node) && have.is_empty();
-                let req = Request::Replicate(Replicate {
+                let copy = Replicate {
                     id: id.to_string(),
                     type_name: type_name.to_string(),
                     epoch,
@@ -125,11 +126,10 @@ impl HubInner {
                         })
                     },
                     append,
-                });
-                let t = &self.transport;
+                };
                 async move {
                     matches!(
-                        t.request_within(*node, req, RECONNECT_WAIT, deadline).await,
+                        self.send_copy(*node, copy, deadline).await,
                         Ok(Response::Replicated(Ok(())))
                     )
                 }
@@ -162,6 +162,35 @@ impl HubInner {
             // A standby did not take it: its node may be downed and replaced meanwhile.
             tokio::time::sleep(RESHIP_PAUSE).await;
         }
+    }
+
+    /// Sends a standby copy to `node`: in one request, or staged in parts of half a
+    /// frame when it would not fit in one (a state of many MiB).
+    async fn send_copy(
+        &self,
+        node: NodeId,
+        copy: Replicate,
+        deadline: Instant,
+    ) -> Result<Response, TransportError> {
+        // The bytes that vary; the rest of a request is far less than the other half.
+        let size = copy.state.len()
+            + copy.id.len()
+            + copy.type_name.len()
+            + copy.recent.iter().map(|(_, r)| r.len() + 24).sum::<usize>();
+        if size <= self.batch_bytes() {
+            let req = Request::Replicate(copy);
+            return self
+                .transport
+                .request_within(node, req, RECONNECT_WAIT, deadline)
+                .await;
+        }
+        let bytes =
+            postcard::to_allocvec(&copy).map_err(|e| TransportError::Encode(e.to_string()))?;
+        drop(copy);
+        self.send_in_parts(node, &bytes, deadline, |transfer| {
+            Request::ReplicateStaged(ReplicateStaged { transfer })
+        })
+        .await
     }
 
     /// Sends a write as its call to every standby in `plan` (each held every shipment
@@ -206,9 +235,31 @@ impl HubInner {
         all
     }
 
+    /// Serves a shipment of a replicated child's state (whole, or staged in parts).
+    pub(super) fn keep_replicated(&self, r: Replicate) -> Response {
+        let Replicate {
+            id,
+            type_name,
+            epoch,
+            seq,
+            state,
+            recent,
+            append,
+        } = r;
+        let recent = calls_from_wire(recent);
+        let kept = self.keep_copy(
+            &id,
+            &type_name,
+            (epoch, seq),
+            state.into_vec(),
+            (recent, append),
+        );
+        Response::Replicated(kept)
+    }
+
     /// Keeps a standby copy sent by a replicated child's primary (the engine decides
     /// which copy it keeps), or runs an active/active replica from it.
-    pub(super) fn keep_copy(
+    fn keep_copy(
         &self,
         id: &str,
         type_name: &str,

@@ -25,7 +25,8 @@ use crate::net::conn::Conn;
 use crate::net::transport::{InCall, Inbound, ReplySink, Serving};
 use crate::net::wire::EncodedCall;
 use crate::net::wire::{
-    ClaimAsk, Merge, Replicate, ReplicateCall, Stage, Start, StartStaged, Stop, UpdateMeta,
+    ClaimAsk, Merge, Replicate, ReplicateCall, ReplicateStaged, Stage, Start, StartStaged, Stop,
+    UpdateMeta,
 };
 use crate::net::wire::{Command, Response};
 use crate::node::NodeId;
@@ -237,24 +238,17 @@ impl Inbound for HubInner {
                     staged.map_err(|e| e.to_string()),
                 )))
             }
-            Command::Replicate(Replicate {
-                id,
-                type_name,
-                epoch,
-                seq,
-                state,
-                recent,
-                append,
-            }) => {
-                let recent = calls_from_wire(recent);
-                let kept = self.keep_copy(
-                    &id,
-                    &type_name,
-                    (epoch, seq),
-                    state.into_vec(),
-                    (recent, append),
-                );
-                Box::pin(std::future::ready(Response::Replicated(kept)))
+            Command::Replicate(r) => Box::pin(std::future::ready(self.keep_replicated(r))),
+            Command::ReplicateStaged(ReplicateStaged { transfer }) => {
+                let staged = self.staging.lock().unwrap().take((from, transfer));
+                let r = staged.map_err(|e| e.to_string()).and_then(|bytes| {
+                    postcard::from_bytes::<Replicate>(&bytes)
+                        .map_err(|e| format!("malformed staged copy: {e}"))
+                });
+                Box::pin(std::future::ready(match r {
+                    Ok(r) => self.keep_replicated(r),
+                    Err(message) => Response::Replicated(Err(message)),
+                }))
             }
             Command::StartStaged(StartStaged { transfer, hops }) => {
                 let staged = self.staging.lock().unwrap().take((from, transfer));

@@ -94,6 +94,15 @@ pub(crate) enum Request<'a> {
     TracedCall(#[serde(borrow)] Call<'a>, u64),
     /// Replay a write on a standby copy of a replicated child (`ship = "calls"`).
     ReplicateCall(ReplicateCall),
+    /// Keep the standby copy staged under a transfer (a [`Replicate`] too large for
+    /// one frame, sent in parts as [`Request::Stage`]).
+    ReplicateStaged(ReplicateStaged),
+}
+
+/// Keep the standby copy whose [`Replicate`] was staged under `transfer`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ReplicateStaged {
+    pub(crate) transfer: u64,
 }
 
 /// A write to replay on a standby copy (`ship = "calls"`): the primary's shipment `seq`
@@ -151,6 +160,7 @@ pub(crate) enum Command<'a> {
     Claim(ClaimAsk),
     UpdateMeta(UpdateMeta),
     ReplicateCall(Box<ReplicateCall>),
+    ReplicateStaged(ReplicateStaged),
 }
 
 impl<'a> Request<'a> {
@@ -169,6 +179,7 @@ impl<'a> Request<'a> {
             Request::Claim(r) => Command::Claim(r),
             Request::UpdateMeta(r) => Command::UpdateMeta(r),
             Request::ReplicateCall(r) => Command::ReplicateCall(Box::new(r)),
+            Request::ReplicateStaged(r) => Command::ReplicateStaged(r),
         })
     }
 }
@@ -488,6 +499,13 @@ mod tests {
             Err(Command::Stage(s)) => assert!(matches!(s.data, Cow::Borrowed(&[7, 8]))),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_staged_copy_is_asked_for_with_the_last_variant() {
+        // Appended after `ReplicateCall` (11): the variants before keep their bytes.
+        let req = Request::ReplicateStaged(ReplicateStaged { transfer: 300 });
+        assert_eq!(postcard::to_allocvec(&req).unwrap(), [12, 0xac, 0x02]);
     }
 
     #[test]
