@@ -1286,16 +1286,7 @@ async fn writes_shipped_as_calls_are_replayed_by_the_copy_promoted_when_the_prim
     );
     // The primary dies: a standby is promoted with its state and the writes it holds as
     // calls, replayed before it serves.
-    let dead = hubs.iter().position(|h| h.node_id() == info.owner).unwrap();
-    hubs.remove(dead).kill().await;
-    wait_members(&hubs, 2).await;
-    let survivor = hubs[0].clone();
-    wait_until("a promoted primary", Duration::from_secs(10), || async {
-        survivor
-            .lookup("j")
-            .is_some_and(|i| i.owner != info.owner && !i.pending)
-    })
-    .await;
+    let survivor = kill_primary(&mut hubs, "j").await;
     let j2 = Journal::handle(&survivor, "j");
     assert_eq!(j2.lines().await.unwrap(), expected, "no write lost");
     assert_eq!(
@@ -1414,7 +1405,6 @@ async fn a_replicated_state_larger_than_a_frame_reaches_its_standbys_in_parts() 
         hubs[0].lookup("big").is_some_and(|i| i.standbys.len() == 2)
     })
     .await;
-    let info = hubs[0].lookup("big").unwrap();
     // Writes that make the state three and five times a frame: each is acknowledged
     // once both standbys hold it (it ships whole, in parts).
     let big = BigKept::handle(&hubs[1], "big");
@@ -1423,20 +1413,28 @@ async fn a_replicated_state_larger_than_a_frame_reaches_its_standbys_in_parts() 
     let before = big.digest().await.unwrap();
     assert_eq!((before.0, before.2), (320 * 1024, 2));
     // The primary dies: a standby is promoted with the whole state.
-    let dead = hubs.iter().position(|h| h.node_id() == info.owner).unwrap();
-    hubs.remove(dead).kill().await;
-    wait_members(&hubs, 2).await;
-    let survivor = hubs[0].clone();
-    wait_until("a promoted primary", Duration::from_secs(10), || async {
-        survivor
-            .lookup("big")
-            .is_some_and(|i| i.owner != info.owner && !i.pending)
-    })
-    .await;
+    let survivor = kill_primary(&mut hubs, "big").await;
     let promoted = BigKept::handle(&survivor, "big");
     assert_eq!(promoted.digest().await.unwrap(), before, "no write lost");
     assert_eq!(promoted.grow(100 * 1024, 3).await.unwrap(), 3);
     for h in &hubs {
         h.shutdown().await.unwrap();
     }
+}
+
+/// Kills the node running `id`'s primary (one of three) and waits until one of the two
+/// others has promoted a standby: a survivor.
+async fn kill_primary(hubs: &mut Vec<Hub>, id: &str) -> Hub {
+    let owner = hubs[0].lookup(id).unwrap().owner;
+    let dead = hubs.iter().position(|h| h.node_id() == owner).unwrap();
+    hubs.remove(dead).kill().await;
+    wait_members(hubs, 2).await;
+    let survivor = hubs[0].clone();
+    wait_until("a promoted primary", Duration::from_secs(10), || async {
+        survivor
+            .lookup(id)
+            .is_some_and(|i| i.owner != owner && !i.pending)
+    })
+    .await;
+    survivor
 }
