@@ -85,7 +85,11 @@ impl Lease {
     /// when this node knows it reaches no quorum, or after two lease periods without
     /// one.
     pub(crate) async fn ready(&self) -> Result<(), CallError> {
-        self.used.store(true, Ordering::Relaxed);
+        // Written only when it changes: every call of every thread reads it, and a
+        // store each time would bounce its cache line between cores.
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
         if self.is_valid() {
             return Ok(());
         }
