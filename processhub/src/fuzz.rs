@@ -32,7 +32,8 @@ use crate::core::registry::Push;
 use crate::net::auth::{ClusterAuth, Nonces, Side, Transcript};
 use crate::net::link::{FrameLimit, Limited, HANDSHAKE_LIMIT};
 use crate::net::wire::{
-    decode, encode, Call, ClaimAsk, Command, Frame, ReplicateStaged, Request, Start, Stop,
+    decode, encode, Call, ClaimAsk, Command, Frame, MergeStaged, ReplicateStaged, Request, Start,
+    Stop,
 };
 
 /// A small, fast generator (xorshift64*): the same seed gives the same run.
@@ -174,6 +175,13 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
             Frame::Request {
                 rid: 11,
                 req: Request::ReplicateStaged(ReplicateStaged { transfer: 3 }),
+            },
+        ),
+        (
+            "merge-staged",
+            Frame::Request {
+                rid: 12,
+                req: Request::MergeStaged(MergeStaged { transfer: 4 }),
             },
         ),
     ];

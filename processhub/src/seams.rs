@@ -543,8 +543,12 @@ impl Seen {
         self.keys.len()
     }
 
-    pub fn keys(&self) -> std::collections::BTreeSet<String> {
-        self.keys.clone()
+    /// The keys without their padding (the `x`s that make them large).
+    pub fn names(&self) -> std::collections::BTreeSet<String> {
+        self.keys
+            .iter()
+            .map(|k| k.trim_end_matches('x').to_string())
+            .collect()
     }
 
     #[on_conflict]
@@ -558,13 +562,32 @@ impl Seen {
 /// acknowledged on either side is in what any hub reads afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_divergence_the_duplicates_of_a_split_are_merged_and_lose_no_write() {
-    let world = World::new(8);
+    split_and_merge(8, 24, 0, None).await;
+}
+
+/// As above, with duplicates larger than a frame: each goes to the instance kept in
+/// parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_larger_than_a_frame_are_merged_in_parts() {
+    // Three adds of 24 KiB a side: 72 KiB of keys, over a 64 KiB frame.
+    split_and_merge(10, 3, 24 * 1024, Some(64 * 1024)).await;
+}
+
+/// Splits three hubs {a} | {b, c} under `Divergence`, adds keys of `key_len` bytes to
+/// `n` ids on both sides, heals, and checks that every duplicate was merged once and
+/// no acknowledged add was lost.
+async fn split_and_merge(seed: u64, n: usize, key_len: usize, max_frame: Option<usize>) {
+    let world = World::new(seed);
     let hub = || {
-        Hub::builder("seams-merge")
+        let b = Hub::builder("seams-merge")
             .in_world(&world)
             .partition_tolerance(crate::PartitionTolerance::Divergence)
-            .stable_after(Duration::from_millis(100))
-            .start()
+            .stable_after(Duration::from_millis(100));
+        match max_frame {
+            Some(max) => b.max_frame_size(max),
+            None => b,
+        }
+        .start()
     };
     let hubs = vec![
         hub().await.unwrap(),
@@ -572,7 +595,7 @@ async fn under_divergence_the_duplicates_of_a_split_are_merged_and_lose_no_write
         hub().await.unwrap(),
     ];
     wait_members(&hubs, 3).await;
-    let ids: Vec<String> = (0..24).map(|i| format!("s-{i}")).collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("s-{i}")).collect();
     let items = ids.iter().map(|i| (i.clone(), Seen::default())).collect();
     for r in Seen::start_many(&hubs[0], items).await {
         r.unwrap();
@@ -608,8 +631,8 @@ async fn under_divergence_the_duplicates_of_a_split_are_merged_and_lose_no_write
             let deadline = Instant::now() + Duration::from_secs(10);
             for k in 0..3 {
                 loop {
-                    let key = format!("{side}-{k}-{}", failed.len());
-                    match handle.add(key.clone()).await {
+                    let key = format!("{side}-{k}-{}-", failed.len());
+                    match handle.add(format!("{key}{}", "x".repeat(key_len))).await {
                         Ok(_) => {
                             acked.push((id.clone(), key));
                             break;
@@ -663,7 +686,7 @@ async fn under_divergence_the_duplicates_of_a_split_are_merged_and_lose_no_write
     for id in &ids {
         let seen: Vec<_> = futures_util::future::join_all(
             hubs.iter()
-                .map(|h| async { Seen::handle(h, id.clone()).keys().await.unwrap() }),
+                .map(|h| async { Seen::handle(h, id.clone()).names().await.unwrap() }),
         )
         .await;
         assert!(seen.iter().all(|s| *s == seen[0]), "{id}: {seen:?}");

@@ -389,7 +389,7 @@ impl HubInner {
     ) -> Result<Response, TransportError> {
         let bytes =
             postcard::to_allocvec(items).map_err(|e| TransportError::Encode(e.to_string()))?;
-        self.send_in_parts(to, &bytes, deadline, |transfer| {
+        self.send_in_parts(to, &bytes, RECONNECT_WAIT, deadline, |transfer| {
             Request::StartStaged(StartStaged {
                 transfer,
                 hops: MAX_HOPS,
@@ -401,11 +401,13 @@ impl HubInner {
     /// Sends `bytes` (an encoded request body too large for one frame) to `to` in parts
     /// of half a frame under a new transfer, then `finish(transfer)`, which asks the
     /// receiver to act on what it staged: that request's answer, or the answer that
-    /// refused a part.
+    /// refused a part. Each request waits up to `connect_wait` for the connection (as
+    /// [`Transport::request_within`](crate::net::transport::Transport::request_within)).
     pub(super) async fn send_in_parts(
         &self,
         to: NodeId,
         bytes: &[u8],
+        connect_wait: std::time::Duration,
         deadline: Instant,
         finish: impl FnOnce(u64) -> Request<'static>,
     ) -> Result<Response, TransportError> {
@@ -426,7 +428,7 @@ impl HubInner {
             });
             match self
                 .transport
-                .request_within(to, req, RECONNECT_WAIT, deadline)
+                .request_within(to, req, connect_wait, deadline)
                 .await?
             {
                 Response::Staged(Ok(())) => {}
@@ -434,7 +436,7 @@ impl HubInner {
             }
         }
         self.transport
-            .request_within(to, finish(transfer), RECONNECT_WAIT, deadline)
+            .request_within(to, finish(transfer), connect_wait, deadline)
             .await
     }
 

@@ -10,7 +10,7 @@ use super::HubInner;
 use crate::child::erased::ErasedChild;
 use crate::core::engine::Route;
 use crate::events::HubEvent;
-use crate::net::wire::{Merge, Request, Response};
+use crate::net::wire::{Merge, MergeStaged, Request, Response};
 use crate::node::NodeId;
 
 /// How long the sender waits before it asks again a node restarting the instance kept.
@@ -67,15 +67,27 @@ impl HubInner {
             let answer = if to == self.me() {
                 self.merge_here(id, type_name, state.to_vec()).await
             } else {
-                let req = Request::Merge(Merge {
+                let merge = Merge {
                     id: id.to_string(),
                     type_name: type_name.to_string(),
                     state: state.clone(),
-                });
-                self.transport
-                    .request(to, req, deadline)
-                    .await
-                    .map_err(|e| format!("{to} did not answer: {e:?}"))?
+                };
+                let sent = if state.len() + id.len() + type_name.len() <= self.batch_bytes() {
+                    self.transport
+                        .request(to, Request::Merge(merge), deadline)
+                        .await
+                } else {
+                    // Too large for one frame: in parts, as a big move's state.
+                    match postcard::to_allocvec(&merge) {
+                        Ok(bytes) => {
+                            let finish = |transfer| Request::MergeStaged(MergeStaged { transfer });
+                            self.send_in_parts(to, &bytes, Duration::MAX, deadline, finish)
+                                .await
+                        }
+                        Err(e) => return Err(format!("could not encode the state: {e}")),
+                    }
+                };
+                sent.map_err(|e| format!("{to} did not answer: {e:?}"))?
             };
             match answer {
                 Response::Merged(result) => return result,

@@ -187,7 +187,7 @@ impl HubInner {
         let bytes =
             postcard::to_allocvec(&copy).map_err(|e| TransportError::Encode(e.to_string()))?;
         drop(copy);
-        self.send_in_parts(node, &bytes, deadline, |transfer| {
+        self.send_in_parts(node, &bytes, RECONNECT_WAIT, deadline, |transfer| {
             Request::ReplicateStaged(ReplicateStaged { transfer })
         })
         .await

@@ -25,8 +25,8 @@ use crate::net::conn::Conn;
 use crate::net::transport::{InCall, Inbound, ReplySink, Serving};
 use crate::net::wire::EncodedCall;
 use crate::net::wire::{
-    ClaimAsk, Merge, Replicate, ReplicateCall, ReplicateStaged, Stage, Start, StartStaged, Stop,
-    UpdateMeta,
+    ClaimAsk, Merge, MergeStaged, Replicate, ReplicateCall, ReplicateStaged, Stage, Start,
+    StartStaged, Stop, UpdateMeta,
 };
 use crate::net::wire::{Command, Response};
 use crate::node::NodeId;
@@ -239,6 +239,22 @@ impl Inbound for HubInner {
                 )))
             }
             Command::Replicate(r) => Box::pin(std::future::ready(self.keep_replicated(r))),
+            Command::MergeStaged(MergeStaged { transfer }) => {
+                let staged = self.staging.lock().unwrap().take((from, transfer));
+                let m = staged.map_err(|e| e.to_string()).and_then(|bytes| {
+                    postcard::from_bytes::<Merge>(&bytes)
+                        .map_err(|e| format!("malformed staged duplicate: {e}"))
+                });
+                Box::pin(async move {
+                    match m {
+                        Ok(m) => {
+                            self.merge_here(&m.id, &m.type_name, m.state.into_vec())
+                                .await
+                        }
+                        Err(message) => Response::Merged(Err(message)),
+                    }
+                })
+            }
             Command::ReplicateStaged(ReplicateStaged { transfer }) => {
                 let staged = self.staging.lock().unwrap().take((from, transfer));
                 let r = staged.map_err(|e| e.to_string()).and_then(|bytes| {

@@ -97,6 +97,15 @@ pub(crate) enum Request<'a> {
     /// Keep the standby copy staged under a transfer (a [`Replicate`] too large for
     /// one frame, sent in parts as [`Request::Stage`]).
     ReplicateStaged(ReplicateStaged),
+    /// Merge the duplicate's state staged under a transfer (a [`Merge`] too large for
+    /// one frame, sent in parts as [`Request::Stage`]).
+    MergeStaged(MergeStaged),
+}
+
+/// Merge the duplicate whose [`Merge`] was staged under `transfer`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MergeStaged {
+    pub(crate) transfer: u64,
 }
 
 /// Keep the standby copy whose [`Replicate`] was staged under `transfer`.
@@ -161,6 +170,7 @@ pub(crate) enum Command<'a> {
     UpdateMeta(UpdateMeta),
     ReplicateCall(Box<ReplicateCall>),
     ReplicateStaged(ReplicateStaged),
+    MergeStaged(MergeStaged),
 }
 
 impl<'a> Request<'a> {
@@ -180,6 +190,7 @@ impl<'a> Request<'a> {
             Request::UpdateMeta(r) => Command::UpdateMeta(r),
             Request::ReplicateCall(r) => Command::ReplicateCall(Box::new(r)),
             Request::ReplicateStaged(r) => Command::ReplicateStaged(r),
+            Request::MergeStaged(r) => Command::MergeStaged(r),
         })
     }
 }
@@ -502,10 +513,12 @@ mod tests {
     }
 
     #[test]
-    fn a_staged_copy_is_asked_for_with_the_last_variant() {
+    fn staged_copies_and_merges_are_asked_for_with_the_last_variants() {
         // Appended after `ReplicateCall` (11): the variants before keep their bytes.
         let req = Request::ReplicateStaged(ReplicateStaged { transfer: 300 });
         assert_eq!(postcard::to_allocvec(&req).unwrap(), [12, 0xac, 0x02]);
+        let req = Request::MergeStaged(MergeStaged { transfer: 1 });
+        assert_eq!(postcard::to_allocvec(&req).unwrap(), [13, 1]);
     }
 
     #[test]
