@@ -72,6 +72,7 @@ pub(crate) fn plan_with_targets(
 ) -> Vec<Command> {
     let mut commands = Vec::new();
     let alive = |n: NodeId| members.binary_search(&n).is_ok();
+    let known_gone = gone;
     if !alive(me) {
         // Leaving: the others take over.
         return commands;
@@ -99,10 +100,21 @@ pub(crate) fn plan_with_targets(
             .standbys
             .as_deref()
             .and_then(|s| s.iter().copied().find(|n| alive(*n)));
+        // No standby is a member here, but one this view never heard of may be alive
+        // with the latest state (a node that rejoined hears of a paused one only once
+        // it runs again): a restart from the start state would lose its writes.
+        let unheard = standby.is_none()
+            && entry
+                .standbys
+                .as_deref()
+                .is_some_and(|s| s.iter().any(|n| !alive(*n) && !known_gone(*n)));
         let (owner, epoch, pending_from) = if let Some(from) = pending_from.filter(|f| alive(*f)) {
             // The node we took for gone is a member again, same incarnation: it never
             // stopped running it. Undo the unconfirmed re-assignment.
             (from, entry.epoch - 1, None)
+        } else if gone && unheard {
+            // Wait until that standby is heard of (it is promoted then) or is gone.
+            (entry.owner, entry.epoch, pending_from)
         } else if gone {
             // Its node is gone: every node re-assigns it the same way, under the next
             // epoch, and remembers where it came from.
@@ -336,6 +348,53 @@ mod tests {
                 vec![]
             );
         }
+    }
+
+    #[test]
+    fn a_child_whose_only_live_copy_is_on_a_node_not_heard_of_yet_waits_for_it() {
+        // Node 1 ran "a" with standbys 2 (dead, known) and 4 (never heard of here: this
+        // node rejoined while 4 was paused). Members: 3 and 5, this node.
+        let ring = Ring::new([node(3), node(5)]);
+        let mut r = Registry::default();
+        r.upsert(
+            "a",
+            Entry {
+                type_name: "T".into(),
+                owner: node(1),
+                epoch: 1,
+                start_state: Default::default(),
+                flags: Flags::default(),
+                standbys: Some(vec![node(2), node(4)].into_boxed_slice()),
+                meta: None,
+            },
+        );
+        let members = ring.members().to_vec();
+        let plan = |r: &mut Registry, members: &[NodeId], gone: &dyn Fn(NodeId) -> bool| {
+            let targets = |_: &str, _: &Entry| Some(node(3));
+            plan_with_targets(node(3), members, gone, r, &targets)
+        };
+        let known_gone = [node(1), node(2)];
+        let gone = |n: NodeId| known_gone.contains(&n);
+        // No restart from the start state, no re-assignment: it waits.
+        assert_eq!(plan(&mut r, &members, &gone), vec![]);
+        assert_eq!(r.get("a").unwrap().owner, node(1));
+        assert_eq!(r.pending_from("a"), None);
+        // Node 4 is heard of: its copy is promoted (node 4 starts it).
+        let with_4 = [node(3), node(4), node(5)];
+        let mut promoted = r.clone();
+        assert_eq!(plan(&mut promoted, &with_4, &gone), vec![]);
+        assert_eq!(promoted.get("a").unwrap().owner, node(4));
+        assert_eq!(promoted.get("a").unwrap().epoch, 2);
+        // Or node 4 is known gone (downed): every copy is gone, it restarts here.
+        let all_gone = |n: NodeId| n != node(3) && n != node(5);
+        assert_eq!(
+            plan(&mut r, &members, &all_gone),
+            vec![Command::StartLocal {
+                id: "a".into(),
+                epoch: 2,
+                from: node(1),
+            }]
+        );
     }
 
     #[test]
