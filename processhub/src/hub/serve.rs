@@ -240,11 +240,7 @@ impl Inbound for HubInner {
             }
             Command::Replicate(r) => Box::pin(std::future::ready(self.keep_replicated(r))),
             Command::MergeStaged(MergeStaged { transfer }) => {
-                let staged = self.staging.lock().unwrap().take((from, transfer));
-                let m = staged.map_err(|e| e.to_string()).and_then(|bytes| {
-                    postcard::from_bytes::<Merge>(&bytes)
-                        .map_err(|e| format!("malformed staged duplicate: {e}"))
-                });
+                let m = self.take_staged::<Merge>(from, transfer, "duplicate");
                 Box::pin(async move {
                     match m {
                         Ok(m) => {
@@ -256,23 +252,15 @@ impl Inbound for HubInner {
                 })
             }
             Command::ReplicateStaged(ReplicateStaged { transfer }) => {
-                let staged = self.staging.lock().unwrap().take((from, transfer));
-                let r = staged.map_err(|e| e.to_string()).and_then(|bytes| {
-                    postcard::from_bytes::<Replicate>(&bytes)
-                        .map_err(|e| format!("malformed staged copy: {e}"))
-                });
+                let r = self.take_staged::<Replicate>(from, transfer, "copy");
                 Box::pin(std::future::ready(match r {
                     Ok(r) => self.keep_replicated(r),
                     Err(message) => Response::Replicated(Err(message)),
                 }))
             }
             Command::StartStaged(StartStaged { transfer, hops }) => {
-                let staged = self.staging.lock().unwrap().take((from, transfer));
+                let items = self.take_staged::<Vec<StartItem>>(from, transfer, "items");
                 Box::pin(async move {
-                    let items = staged.map_err(|e| e.to_string()).and_then(|bytes| {
-                        postcard::from_bytes::<Vec<StartItem>>(&bytes)
-                            .map_err(|e| format!("malformed staged items: {e}"))
-                    });
                     match items {
                         Ok(items) => self.serve_start(from, items, hops).await,
                         Err(message) => Response::Staged(Err(message)),
@@ -386,5 +374,20 @@ impl Inbound for HubInner {
         register();
         drop(engine);
         tracing::debug!(me = %self.me(), %peer, "connected");
+    }
+}
+
+impl HubInner {
+    /// What `from` staged under `transfer`, decoded as a `T` (`what` names it in the
+    /// error), or why not.
+    fn take_staged<T: serde::de::DeserializeOwned>(
+        &self,
+        from: NodeId,
+        transfer: u64,
+        what: &str,
+    ) -> Result<T, String> {
+        let staged = self.staging.lock().unwrap().take((from, transfer));
+        let bytes = staged.map_err(|e| e.to_string())?;
+        postcard::from_bytes(&bytes).map_err(|e| format!("malformed staged {what}: {e}"))
     }
 }
