@@ -278,6 +278,84 @@ async fn the_metrics_match_a_scripted_scenario_of_starts_calls_and_a_death() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_another_node_are_acknowledged_by_their_standbys_word() {
+    let mut hubs = admin_cluster("admin-held", 3).await;
+    Kept::start(&hubs[0], "l", Kept::default()).await.unwrap();
+    wait_until("two standbys", Duration::from_secs(10), || async {
+        hubs.iter()
+            .all(|h| h.lookup("l").is_some_and(|i| i.standbys.len() == 2))
+    })
+    .await;
+    let owner = hubs[0].lookup("l").unwrap().owner;
+    let callers: Vec<Hub> = hubs
+        .iter()
+        .filter(|h| h.node_id() != owner)
+        .cloned()
+        .collect();
+    // Both other nodes write at once, four callers each: every acknowledgement is
+    // recorded.
+    let mut tasks = Vec::new();
+    for hub in &callers {
+        for _ in 0..4 {
+            let ledger = Kept::handle(hub, "l");
+            tasks.push(tokio::spawn(async move {
+                let mut acks = Vec::new();
+                for _ in 0..50 {
+                    acks.push(ledger.add(1).await.expect("acknowledged"));
+                }
+                acks
+            }));
+        }
+    }
+    let mut acks = Vec::new();
+    for t in tasks {
+        acks.extend(t.await.unwrap());
+    }
+    acks.sort_unstable();
+    assert_eq!(
+        acks,
+        (1..=400).collect::<Vec<u64>>(),
+        "no two acknowledgements carry one value"
+    );
+    let mut by_standbys = 0.0;
+    for hub in &callers {
+        let text = metrics(hub).await;
+        let standbys = sample(
+            &text,
+            "processhub_writes_acknowledged_total",
+            &[("by", "standbys")],
+        );
+        let primary = sample(
+            &text,
+            "processhub_writes_acknowledged_total",
+            &[("by", "primary")],
+        );
+        assert_eq!(standbys + primary, 200.0, "{text}");
+        by_standbys += standbys;
+    }
+    assert!(
+        by_standbys > 0.0,
+        "the standbys' word answered none of the 400 writes"
+    );
+    // Every acknowledged write is on the standbys: the primary dies, one of them
+    // is promoted with all 400.
+    let dead = hubs.iter().position(|h| h.node_id() == owner).unwrap();
+    hubs.remove(dead).kill().await;
+    wait_members(&hubs, 2).await;
+    wait_until("a promoted primary", Duration::from_secs(10), || async {
+        hubs[0]
+            .lookup("l")
+            .is_some_and(|i| i.owner != owner && !i.pending)
+    })
+    .await;
+    assert_eq!(Kept::handle(&hubs[0], "l").get().await.unwrap(), 400);
+    assert_eq!(Kept::handle(&hubs[1], "l").add(1).await.unwrap(), 401);
+    for h in hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
 /// Debian's Chromium, if installed.
 fn chromium() -> PathBuf {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]

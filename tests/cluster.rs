@@ -6,7 +6,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{cluster, hub, views_agree, wait_members, wait_until, Label, Tally, TallyHandle};
+use common::{
+    cluster, hub, views_agree, wait_members, wait_until, Kept, Label, Tally, TallyHandle,
+};
 use processhub::prelude::*;
 use processhub::RestartReason;
 
@@ -489,22 +491,6 @@ async fn a_component_busy_past_the_call_timeout_is_a_timeout_locally_and_remotel
     }
     for h in [a, b] {
         h.shutdown().await.unwrap();
-    }
-}
-
-/// A counter kept on three nodes.
-#[distributed(replicas = 3)]
-#[derive(Default, Debug, Serialize, Deserialize)]
-pub struct Kept {
-    n: u64,
-}
-
-#[distributed]
-impl Kept {
-    /// Adds and returns the new value.
-    pub fn add(&mut self, by: u64) -> u64 {
-        self.n += by;
-        self.n
     }
 }
 

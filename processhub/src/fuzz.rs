@@ -27,13 +27,14 @@ use tokio_util::codec::Decoder;
 use crate::core::engine::testing::{engine, entry, new_item, node, TestChild};
 use crate::core::engine::Engine;
 use crate::core::entry::StartState;
+use crate::core::held::{HeldWrites, Word};
 use crate::core::item::{StartFailure, StartItem};
 use crate::core::registry::Push;
 use crate::net::auth::{ClusterAuth, Nonces, Side, Transcript};
 use crate::net::link::{FrameLimit, Limited, HANDSHAKE_LIMIT};
 use crate::net::wire::{
-    decode, encode, Call, ClaimAsk, Command, Frame, MergeStaged, ReplicateStaged, Request, Start,
-    Stop,
+    decode, encode, AckTo, Call, ClaimAsk, Command, Frame, Held, MergeStaged, ReplicateCall,
+    ReplicateStaged, Request, Start, Stop,
 };
 
 /// A small, fast generator (xorshift64*): the same seed gives the same run.
@@ -184,6 +185,38 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
                 req: Request::MergeStaged(MergeStaged { transfer: 4 }),
             },
         ),
+        (
+            "held",
+            Frame::Held(Held {
+                call_id: 9,
+                epoch: 1,
+                seq: 4,
+                standbys: vec![node(2), node(3)],
+                reply: serde_bytes::ByteBuf::from(vec![5]),
+            }),
+        ),
+        (
+            "replicate-call-acked",
+            Frame::Request {
+                rid: 13,
+                req: Request::ReplicateCallAcked(
+                    ReplicateCall {
+                        id: "b".into(),
+                        type_name: "t".into(),
+                        epoch: 3,
+                        seq: 2,
+                        method: "add".into(),
+                        args: serde_bytes::ByteBuf::from(vec![1]),
+                        recent: vec![(9, serde_bytes::ByteBuf::from(vec![5]))],
+                    },
+                    AckTo {
+                        caller: node(2),
+                        call_id: 9,
+                        standbys: vec![node(1), node(3)],
+                    },
+                ),
+            },
+        ),
     ];
     frames
         .into_iter()
@@ -294,6 +327,8 @@ struct Targets {
     /// Inputs that decoded as a frame, and those that reached the engine.
     decoded: u64,
     handled: u64,
+    /// A caller's writes waiting for their standbys' word.
+    held: HeldWrites<u128>,
 }
 
 impl Targets {
@@ -304,6 +339,7 @@ impl Targets {
             execs_on_engine: 0,
             decoded: 0,
             handled: 0,
+            held: HeldWrites::default(),
         }
     }
 
@@ -373,6 +409,24 @@ impl Targets {
                     acceptor_nonce: &proof,
                 };
                 assert_eq!(self.auth.verify(Side::Dialer, &t, &proof), None);
+            }
+            Frame::Held(held) => {
+                self.handled += 1;
+                // Waiting, as a caller of that write would be; a word completes a
+                // caller of that very write only.
+                self.held.wait(held.call_id, held.call_id);
+                let from = node(2 + (self.execs_on_engine % 2) as u16);
+                let word = Word {
+                    from,
+                    call_id: held.call_id,
+                    epoch: held.epoch,
+                    seq: held.seq,
+                    standbys: &held.standbys,
+                };
+                if let Some(done) = self.held.heard(word) {
+                    assert_eq!(done, held.call_id);
+                }
+                self.held.forget(held.call_id);
             }
             Frame::Push(push) => {
                 self.handled += 1;

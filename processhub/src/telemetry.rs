@@ -19,6 +19,7 @@
 //! | `moves_total` | counter | `outcome` (`ok`, `failed`) | moves out of this node |
 //! | `restarts_total` | counter | `reason` (`node_down`, `panicked`) | restarts on this node |
 //! | `promotions_total` | counter | | standbys here promoted to primary |
+//! | `writes_acknowledged_total` | counter | `by` (`standbys`, `primary`) | identified writes from this node to a replicated child on another, by who acknowledged them first: every standby's word, or the primary's reply (see `core::held`) |
 //! | `registry_size` | gauge | | children in this node's registry (the cluster's) |
 //! | `children` | gauge | `type` | children running on this node |
 //! | `awake_children` | gauge | | of those, the awake ones (with an actor) |
@@ -84,6 +85,8 @@ pub(crate) struct Telemetry {
     calls: RwLock<HashMap<CallKey, CallMetrics, foldhash::fast::FixedState>>,
     /// `processhub_events_total`, per hook point (in [`HookPoint::ALL`]'s order).
     events: OnceLock<Box<[metrics::Counter]>>,
+    /// `processhub_writes_acknowledged_total`: by the standbys, by the primary.
+    acknowledged: OnceLock<[metrics::Counter; 2]>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -116,7 +119,20 @@ impl Telemetry {
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             calls: RwLock::new(HashMap::default()),
             events: OnceLock::new(),
+            acknowledged: OnceLock::new(),
         }
+    }
+
+    /// An identified write (to a replicated child on another node) was acknowledged,
+    /// by the word of its standbys or by its primary's reply.
+    pub(crate) fn write_acknowledged(&self, by_standbys: bool) {
+        let counters = self.acknowledged.get_or_init(|| {
+            self.record(|| {
+                ["standbys", "primary"]
+                    .map(|by| metrics::counter!("processhub_writes_acknowledged_total", "by" => by))
+            })
+        });
+        counters[usize::from(!by_standbys)].increment(1);
     }
 
     /// Runs `f`, whose metrics go to this hub's recorder.

@@ -180,6 +180,28 @@ pub async fn wait_members(hubs: &[Hub], n: usize) {
     .await;
 }
 
+/// A counter kept on three nodes (`sync`): a write is acknowledged once both standbys
+/// hold it.
+#[distributed(replicas = 3)]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Kept {
+    n: u64,
+}
+
+#[distributed]
+impl Kept {
+    /// Adds and returns the new value.
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+
+    /// The value.
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
 /// A counter that restarts from its start state when it moves.
 #[distributed(migration = "cold")]
 #[derive(Default, Debug, Clone, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::child::erased::Hook;
-use crate::child::erased::{ChildCtx, Replicator};
+use crate::child::erased::{ChildCtx, Replicator, WriteCaller};
 use crate::core::recent::SharedRecent;
 use crate::error::CallError;
 use crate::events::{HubEvent, RestartReason};
@@ -444,13 +444,24 @@ impl<T: Component> ComponentActor<T> {
         method: &str,
         args: Option<&[u8]>,
     ) -> Result<(), CallError> {
+        self.replicated(method, args, None).await
+    }
+
+    /// [`Self::__replicated`]; `caller`: an identified write's caller on another node,
+    /// whom its standbys tell once they hold it.
+    pub(crate) async fn replicated(
+        &mut self,
+        method: &str,
+        args: Option<&[u8]>,
+        caller: Option<WriteCaller>,
+    ) -> Result<(), CallError> {
         if T::ACTIVE_ACTIVE {
             // Each replica runs on its own: nothing to ship.
             return Ok(());
         }
         let shipped = match args {
-            Some(args) if T::SHIP_CALLS => self.ship_call(method, args).await,
-            _ => self.ship_state().await,
+            Some(args) if T::SHIP_CALLS => self.ship_call(method, args, caller).await,
+            _ => self.ship_state(caller).await,
         };
         if !T::SYNC_REPLICATION || self.replicator.is_none() {
             return Ok(());
@@ -479,18 +490,19 @@ impl<T: Component> ComponentActor<T> {
     /// Sends a write's call to the standbys (`ship = "calls"`) if each holds every
     /// shipment before it, else the state: whether every standby took it, as
     /// [`Self::ship_state`].
-    async fn ship_call(&mut self, method: &str, args: &[u8]) -> bool {
+    async fn ship_call(&mut self, method: &str, args: &[u8], caller: Option<WriteCaller>) -> bool {
         let Some(r) = &self.replicator else {
             return true;
         };
         let epoch = self.epoch();
         let recent = self.recent.clone();
-        let Some(shipped) = r.ship_call(self.id.clone(), T::TYPE_NAME, epoch, method, args, recent)
+        let id = self.id.clone();
+        let Some(shipped) = r.ship_call(id, T::TYPE_NAME, epoch, (method, args), recent, caller)
         else {
-            return self.ship_state().await;
+            return self.ship_state(caller).await;
         };
         if T::SYNC_REPLICATION {
-            shipped.await || self.ship_state().await
+            shipped.await || self.ship_state(caller).await
         } else {
             // A standby that could not take it gets the state, in a later message of
             // this actor's.
@@ -509,7 +521,7 @@ impl<T: Component> ComponentActor<T> {
     /// Sends the state to the standbys (or, active/active, makes the replicas run):
     /// whether every standby took it (`sync`; always true for `async`, which does not
     /// wait).
-    async fn ship_state(&mut self) -> bool {
+    async fn ship_state(&mut self, caller: Option<WriteCaller>) -> bool {
         let Some(r) = &self.replicator else {
             return true;
         };
@@ -521,6 +533,7 @@ impl<T: Component> ComponentActor<T> {
                     self.epoch(),
                     state,
                     self.recent.clone(),
+                    caller,
                 );
                 if T::SYNC_REPLICATION {
                     shipped.await
@@ -586,7 +599,7 @@ impl<T: Dispatch> Message<Merge<T>> for ComponentActor<T> {
         let state = &mut self.state;
         std::panic::catch_unwind(AssertUnwindSafe(|| state.on_conflict(other)))
             .map_err(|p| format!("#[on_conflict] panicked: {}", panic_message(&*p)))?;
-        if T::ACTIVE_ACTIVE || self.ship_state().await {
+        if T::ACTIVE_ACTIVE || self.ship_state(None).await {
             Ok(())
         } else {
             Err("merged, but the standbys did not all take the merged state".to_string())
@@ -602,7 +615,7 @@ impl<T: Component> Message<Resync> for ComponentActor<T> {
     type Reply = ();
 
     async fn handle(&mut self, _: Resync, _: &mut kameo::message::Context<Self, ()>) {
-        self.ship_state().await;
+        self.ship_state(None).await;
     }
 }
 

@@ -48,8 +48,10 @@ pub(crate) trait ErasedChild: Send + Sync + 'static {
     /// Runs remote calls, in order, as one message to the actor, which answers
     /// `respond` with one reply per call (or `None` if the child stopped or moved
     /// before running any of them). The future ends once the message is queued.
+    /// `from`: the node they came from (the callers of its identified writes).
     fn call_batch(
         self: Arc<Self>,
+        from: NodeId,
         calls: Vec<EncodedCall>,
         respond: Responder,
     ) -> BoxFuture<'static, ()>;
@@ -129,11 +131,20 @@ pub(crate) trait Sleeper: Send + Sync + 'static {
     fn is_awake(&self) -> bool;
 }
 
+/// The caller of an identified write from another node, which its standbys may tell
+/// once they hold the write ([`crate::core::held`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WriteCaller {
+    pub(crate) node: NodeId,
+    pub(crate) call_id: u128,
+}
+
 /// Ships a replicated child's state to its standby nodes (implemented by the hub).
 pub(crate) trait Replicator: Send + Sync + 'static {
     /// Sends `state` (encoded) to the child's standbys; true once each standby the ring
     /// gives it has it, false if the call's deadline passed first (or the child is no
-    /// longer primary here).
+    /// longer primary here). `caller`: the write's, told by the standbys if the
+    /// shipment goes to its published set.
     fn ship(
         &self,
         id: Arc<str>,
@@ -141,6 +152,7 @@ pub(crate) trait Replicator: Send + Sync + 'static {
         epoch: u64,
         state: Vec<u8>,
         recent: SharedRecent,
+        caller: Option<WriteCaller>,
     ) -> BoxFuture<'static, bool>;
 
     /// Sends a write as its call (`ship = "calls"`) to the child's standbys, if each
@@ -152,9 +164,9 @@ pub(crate) trait Replicator: Send + Sync + 'static {
         id: Arc<str>,
         type_name: &'static str,
         epoch: u64,
-        method: &str,
-        args: &[u8],
+        call: (&str, &[u8]),
         recent: SharedRecent,
+        caller: Option<WriteCaller>,
     ) -> Option<BoxFuture<'static, bool>>;
 }
 

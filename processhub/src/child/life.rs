@@ -7,10 +7,11 @@ use crate::child::component::{
 };
 use crate::child::erased::Sleeper;
 use crate::child::erased::{Arrival, ChildCtx, ErasedChild};
-use crate::child::erased::{Hook, Responder};
+use crate::child::erased::{Hook, Responder, WriteCaller};
 use crate::core::item::StartFailure;
 use crate::events::HubEvent;
 use crate::net::wire::EncodedCall;
+use crate::node::NodeId;
 use futures_util::future::BoxFuture;
 use kameo::actor::{ActorRef, Spawn};
 use kameo::error::{ActorStopReason, PanicError};
@@ -60,6 +61,8 @@ struct Slot<T: Component> {
 /// (`Entered`) until it has run.
 #[doc(hidden)]
 pub struct CallBatch<T: Component> {
+    /// The node the calls came from.
+    pub(crate) from: NodeId,
     pub(crate) calls: Vec<EncodedCall>,
     pub(crate) respond: Responder,
     pub(crate) _entered: Entered<T>,
@@ -134,7 +137,15 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
                 // ran, for want of a lease or of a readable argument, changed nothing
                 // and must not be replayed); otherwise the state goes.
                 let ran = reply.is_ok().then_some(&call.args[..]);
-                if let Err(e) = self.__replicated(method, ran).await {
+                // Its standbys may tell its caller they hold it (half a round trip
+                // sooner than this reply): only a write recorded in the table, whose
+                // reply they get with it.
+                let caller = (ran.is_some() && call.call_id != 0 && self.recent.is_some())
+                    .then_some(WriteCaller {
+                        node: batch.from,
+                        call_id: call.call_id,
+                    });
+                if let Err(e) = self.replicated(method, ran, caller).await {
                     reply = Err(e);
                 }
             }
@@ -429,6 +440,7 @@ impl<T: Dispatch> ErasedChild for Child<T> {
 
     fn call_batch(
         self: Arc<Self>,
+        from: NodeId,
         calls: Vec<EncodedCall>,
         respond: Responder,
     ) -> BoxFuture<'static, ()> {
@@ -439,6 +451,7 @@ impl<T: Dispatch> ErasedChild for Child<T> {
             };
             let actor = entered.actor.clone();
             let batch = CallBatch {
+                from,
                 calls,
                 respond,
                 _entered: entered,

@@ -7,6 +7,7 @@ use kameo::message::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::held::HeldWait;
 use super::retry::Retry;
 use crate::child::component::{ask, read_copy, AskFailure, ComponentActor, Dispatch};
 use crate::child::life::Child;
@@ -134,6 +135,10 @@ impl HandleCore {
         } else {
             0
         };
+        // A write sent to another node: its standbys may tell this node they hold it,
+        // half a round trip before its primary's reply (`crate::core::held`); whichever
+        // comes first answers.
+        let mut held: Option<HeldWait<'_>> = None;
         if read && T::READS_ANY {
             // A standby copy here answers reads, possibly a little behind the primary.
             if let Some(((copy, calls), ctx)) = inner.standby_copy(&self.id) {
@@ -228,15 +233,33 @@ impl HandleCore {
                         Some(trace) => Request::TracedCall(call, trace),
                         None => Request::Call(call),
                     };
-                    match inner
+                    let sent = inner
                         .transport
-                        .request_within(node, req, RECONNECT_WAIT, deadline)
-                        .await
-                    {
+                        .request_within(node, req, RECONNECT_WAIT, deadline);
+                    if call_id != 0 && held.is_none() {
+                        held = Some(HeldWait::new(&inner.held, call_id));
+                    }
+                    let response = match held.as_mut() {
+                        None => sent.await,
+                        Some(held) => tokio::select! {
+                            response = sent => response,
+                            reply = held.reply() => {
+                                tracing::trace!(id = %self.id, call_id, "a write acknowledged by its standbys' word");
+                                inner.events.telemetry().write_acknowledged(true);
+                                return postcard::from_bytes(&reply).map_err(|e| CallError::Codec {
+                                    message: format!("reply: {e}"),
+                                });
+                            }
+                        },
+                    };
+                    match response {
                         Ok(Response::Reply(Ok(bytes))) => {
+                            if call_id != 0 {
+                                inner.events.telemetry().write_acknowledged(false);
+                            }
                             return postcard::from_bytes(&bytes).map_err(|e| CallError::Codec {
                                 message: format!("reply: {e}"),
-                            })
+                            });
                         }
                         Ok(Response::Reply(Err(CallError::NotFound { id }))) => {
                             if !retry.missing(node) {

@@ -2,6 +2,7 @@
 //! stops), with one retry policy.
 
 pub(crate) mod call;
+pub(crate) mod held;
 pub(crate) mod retry;
 pub(crate) mod start;
 pub(crate) mod stop;

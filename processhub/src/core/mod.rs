@@ -15,11 +15,13 @@
 //! the push that carries changes), `ring` (consistent hashing), `view` (members),
 //! `placement` (the strategies), `planner` (the membership plan), `engine` (the rest of
 //! the decisions, with their tests), `item` (what a start carries), `recent` (the table
-//! of identified writes), `staging` (transfers in parts).
+//! of identified writes), `held` (writes their standbys acknowledge to the caller),
+//! `staging` (transfers in parts).
 
 pub(crate) mod downing;
 pub(crate) mod engine;
 pub(crate) mod entry;
+pub(crate) mod held;
 pub(crate) mod item;
 pub(crate) mod placement;
 pub(crate) mod planner;

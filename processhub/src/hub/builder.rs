@@ -574,6 +574,7 @@ impl HubBuilder {
                 stopped: AtomicBool::new(false),
                 control: control_tx,
                 ticks: Default::default(),
+                held: Default::default(),
             }
         });
         if let Some(listener) = admin {

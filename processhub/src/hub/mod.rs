@@ -350,6 +350,8 @@ pub(crate) struct HubInner {
     control: mpsc::UnboundedSender<Control>,
     /// What local calls wait for besides their reply, to look at their deadline.
     pub(crate) ticks: crate::client::ticks::Ticks,
+    /// This node's identified writes waiting for their standbys' word.
+    pub(crate) held: crate::client::held::HeldTable,
 }
 
 /// What the serving side asks of the control loop.

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::HubInner;
 use crate::child::erased::Arrival;
-use crate::child::erased::{ChildCtx, Replicator};
+use crate::child::erased::{ChildCtx, Replicator, WriteCaller};
 use crate::child::types::vtable;
 use crate::core::engine::{Kept, ShipPlan};
 use crate::core::engine::{LoggedCall, MAX_LOGGED_CALLS};
@@ -19,8 +19,8 @@ use crate::core::recent::SharedRecent;
 use crate::core::recent::{calls_from_wire, WireCalls};
 use crate::net::error::TransportError;
 use crate::net::transport::RECONNECT_WAIT;
-use crate::net::wire::{Replicate, ReplicateCall, ReplicateStaged};
-use crate::net::wire::{Request, Response};
+use crate::net::wire::{AckTo, Held, Replicate, ReplicateCall, ReplicateStaged};
+use crate::net::wire::{Frame, Request, Response};
 use crate::node::NodeId;
 
 /// A standby copy as held: its state, and the writes it holds as calls since.
@@ -68,6 +68,7 @@ impl HubInner {
         (epoch, seq): (u64, u64),
         state: Vec<u8>,
         calls: CallsToShip,
+        caller: Option<WriteCaller>,
     ) -> bool {
         let CallsToShip {
             unshipped,
@@ -83,15 +84,16 @@ impl HubInner {
             let plan = self.engine.read().unwrap().ship_plan(&id, type_name, epoch);
             // Not this node's primary under this epoch (any more): nothing to keep in
             // step, and nothing to acknowledge.
-            let Some(ShipPlan {
-                current,
-                targets,
-                epoch,
-            }) = plan
-            else {
+            let Some(plan) = plan else {
                 in_step.lock().unwrap().clear();
                 return false;
             };
+            let acks_direct = plan.acks_direct();
+            let ShipPlan {
+                current,
+                targets,
+                epoch,
+            } = plan;
             if targets.is_empty() && current.is_empty() {
                 in_step.lock().unwrap().clear();
                 return true;
@@ -101,6 +103,16 @@ impl HubInner {
                 .copied()
                 .filter(|n| !have.contains(n))
                 .collect();
+            // The first round of a shipment to the published set: each standby tells
+            // the write's caller too (a round after one is the primary's to answer).
+            let ack = caller
+                .filter(|_| have.is_empty() && missing.len() == targets.len())
+                .filter(|_| acks_direct)
+                .map(|c| AckTo {
+                    caller: c.node,
+                    call_id: c.call_id,
+                    standbys: targets.clone(),
+                });
             let whole = missing.iter().any(|n| !in_step_now.contains(n)).then(|| {
                 recent
                     .as_ref()
@@ -127,9 +139,10 @@ impl HubInner {
                     },
                     append,
                 };
+                let ack = ack.clone();
                 async move {
                     matches!(
-                        self.send_copy(*node, copy, deadline).await,
+                        self.send_copy(*node, copy, ack, deadline).await,
                         Ok(Response::Replicated(Ok(())))
                     )
                 }
@@ -170,6 +183,7 @@ impl HubInner {
         &self,
         node: NodeId,
         copy: Replicate,
+        ack: Option<AckTo>,
         deadline: Instant,
     ) -> Result<Response, TransportError> {
         // The bytes that vary; the rest of a request is far less than the other half.
@@ -178,7 +192,10 @@ impl HubInner {
             + copy.type_name.len()
             + copy.recent.iter().map(|(_, r)| r.len() + 24).sum::<usize>();
         if size <= self.batch_bytes() {
-            let req = Request::Replicate(copy);
+            let req = match ack {
+                Some(ack) => Request::ReplicateAcked(copy, ack),
+                None => Request::Replicate(copy),
+            };
             return self
                 .transport
                 .request_within(node, req, RECONNECT_WAIT, deadline)
@@ -198,7 +215,18 @@ impl HubInner {
     /// within a lease (the state goes then, and waits for the slow ones as
     /// [`Self::ship`] does: a write waits for an unresponsive standby about as long as
     /// a state-shipped one).
-    async fn ship_call(&self, id: &str, plan: ShipPlan, call: ReplicateCall) -> bool {
+    async fn ship_call(
+        &self,
+        id: &str,
+        plan: ShipPlan,
+        call: ReplicateCall,
+        caller: Option<WriteCaller>,
+    ) -> bool {
+        let ack = caller.filter(|_| plan.acks_direct()).map(|c| AckTo {
+            caller: c.node,
+            call_id: c.call_id,
+            standbys: plan.targets.clone(),
+        });
         let ShipPlan {
             current,
             targets,
@@ -209,7 +237,7 @@ impl HubInner {
         let deadline = Instant::now() + wait;
         let t = &self.transport;
         let sends = targets.iter().map(|node| {
-            let req = Request::ReplicateCall(ReplicateCall {
+            let copy = ReplicateCall {
                 id: call.id.clone(),
                 type_name: call.type_name.clone(),
                 method: call.method.clone(),
@@ -217,7 +245,11 @@ impl HubInner {
                 recent: call.recent.clone(),
                 epoch: call.epoch,
                 seq: call.seq,
-            });
+            };
+            let req = match &ack {
+                Some(ack) => Request::ReplicateCallAcked(copy, ack.clone()),
+                None => Request::ReplicateCall(copy),
+            };
             async move {
                 matches!(
                     t.request_within(*node, req, RECONNECT_WAIT, deadline).await,
@@ -236,7 +268,8 @@ impl HubInner {
     }
 
     /// Serves a shipment of a replicated child's state (whole, or staged in parts).
-    pub(super) fn keep_replicated(&self, r: Replicate) -> Response {
+    /// `ack`: the write's caller, told once the copy is kept.
+    pub(super) fn keep_replicated(&self, r: Replicate, ack: Option<Box<AckTo>>) -> Response {
         let Replicate {
             id,
             type_name,
@@ -246,6 +279,7 @@ impl HubInner {
             recent,
             append,
         } = r;
+        let held = ack.and_then(|ack| held_word(*ack, (epoch, seq), &recent));
         let recent = calls_from_wire(recent);
         let kept = self.keep_copy(
             &id,
@@ -254,7 +288,21 @@ impl HubInner {
             state.into_vec(),
             (recent, append),
         );
+        if let (Ok(()), Some(held)) = (&kept, held) {
+            self.tell_held(held);
+        }
         Response::Replicated(kept)
+    }
+
+    /// Tells a write's caller that this node holds it: here, if it called from this
+    /// node; else if a connection to it is up (if not, the primary's reply answers it).
+    fn tell_held(&self, (caller, held): (NodeId, Held)) {
+        let me = self.me();
+        if caller == me {
+            crate::client::held::heard(&self.held, me, held);
+        } else {
+            self.transport.send_one_way(caller, Frame::Held(held));
+        }
     }
 
     /// Keeps a standby copy sent by a replicated child's primary (the engine decides
@@ -287,8 +335,9 @@ impl HubInner {
         type_name: &str,
         version: (u64, u64),
         call: LoggedCall,
-        recent: WireCalls,
+        (recent, ack): (WireCalls, Option<Box<AckTo>>),
     ) -> Response {
+        let held = ack.and_then(|ack| held_word(*ack, version, &recent));
         let recent = calls_from_wire(recent);
         let kept = self
             .engine
@@ -296,7 +345,12 @@ impl HubInner {
             .unwrap()
             .keep_call(id, type_name, version, call, recent);
         match kept {
-            Ok(true) => Response::Replicated(Ok(())),
+            Ok(true) => {
+                if let Some(held) = held {
+                    self.tell_held(held);
+                }
+                Response::Replicated(Ok(()))
+            }
             Ok(false) => Response::OutOfStep,
             Err(e) => Response::Replicated(Err(e.to_string())),
         }
@@ -322,6 +376,23 @@ impl HubInner {
         self.engine.write().unwrap().add_replica(id, child, epoch);
         Ok(())
     }
+}
+
+/// What a standby tells the caller of a write it keeps (`ack`), with the reply the
+/// shipment's table carries for it; none if the table lacks it (the caller then waits
+/// for the primary).
+fn held_word(ack: AckTo, (epoch, seq): (u64, u64), recent: &WireCalls) -> Option<(NodeId, Held)> {
+    let (_, reply) = recent.iter().find(|(id, _)| *id == ack.call_id)?;
+    Some((
+        ack.caller,
+        Held {
+            call_id: ack.call_id,
+            epoch,
+            seq,
+            standbys: ack.standbys,
+            reply: reply.clone(),
+        },
+    ))
 }
 
 /// The hub's side of replication for one child: sends its state to its standbys.
@@ -387,6 +458,7 @@ impl Replicator for HubReplicator {
         epoch: u64,
         state: Vec<u8>,
         recent: SharedRecent,
+        caller: Option<WriteCaller>,
     ) -> BoxFuture<'static, bool> {
         let hub = self.hub.clone();
         let (seq, unshipped) = self.next_shipment(&recent);
@@ -398,7 +470,10 @@ impl Replicator for HubReplicator {
         };
         Box::pin(async move {
             match hub.upgrade() {
-                Some(hub) => hub.ship(id, type_name, (epoch, seq), state, calls).await,
+                Some(hub) => {
+                    hub.ship(id, type_name, (epoch, seq), state, calls, caller)
+                        .await
+                }
                 None => false,
             }
         })
@@ -409,9 +484,9 @@ impl Replicator for HubReplicator {
         id: Arc<str>,
         type_name: &'static str,
         epoch: u64,
-        method: &str,
-        args: &[u8],
+        (method, args): (&str, &[u8]),
         recent: SharedRecent,
+        caller: Option<WriteCaller>,
     ) -> Option<BoxFuture<'static, bool>> {
         let hub = self.hub.upgrade()?;
         let len = method.len() + args.len();
@@ -441,7 +516,7 @@ impl Replicator for HubReplicator {
         };
         let (in_step, log) = (self.in_step.clone(), self.log.clone());
         Some(Box::pin(async move {
-            let took = hub.ship_call(&id, plan, call).await;
+            let took = hub.ship_call(&id, plan, call, caller).await;
             if took {
                 let mut log = log.lock().unwrap();
                 log.calls += 1;

@@ -38,6 +38,7 @@ impl HubInner {
     /// at once are.
     fn serve_calls(
         self: &Arc<Self>,
+        from: NodeId,
         calls: Vec<InCall<'_>>,
         reply: &ReplySink,
         out: &mut Vec<Serving>,
@@ -94,7 +95,7 @@ impl HubInner {
                 };
                 reply(responses);
             });
-            out.push(child.call_batch(calls, respond));
+            out.push(child.call_batch(from, calls, respond));
         }
     }
 
@@ -206,12 +207,12 @@ impl HubInner {
 impl Inbound for HubInner {
     fn calls(
         self: Arc<Self>,
-        _from: NodeId,
+        from: NodeId,
         calls: Vec<InCall<'_>>,
         reply: &ReplySink,
         out: &mut Vec<Serving>,
     ) {
-        self.serve_calls(calls, reply, out);
+        self.serve_calls(from, calls, reply, out);
     }
 
     fn request(self: Arc<Self>, from: NodeId, req: Command<'_>) -> BoxFuture<'static, Response> {
@@ -238,7 +239,9 @@ impl Inbound for HubInner {
                     staged.map_err(|e| e.to_string()),
                 )))
             }
-            Command::Replicate(r) => Box::pin(std::future::ready(self.keep_replicated(r))),
+            Command::Replicate(r, ack) => {
+                Box::pin(std::future::ready(self.keep_replicated(*r, ack)))
+            }
             Command::MergeStaged(MergeStaged { transfer }) => {
                 let m = self.take_staged::<Merge>(from, transfer, "duplicate");
                 Box::pin(async move {
@@ -254,7 +257,7 @@ impl Inbound for HubInner {
             Command::ReplicateStaged(ReplicateStaged { transfer }) => {
                 let r = self.take_staged::<Replicate>(from, transfer, "copy");
                 Box::pin(std::future::ready(match r {
-                    Ok(r) => self.keep_replicated(r),
+                    Ok(r) => self.keep_replicated(r, None),
                     Err(message) => Response::Replicated(Err(message)),
                 }))
             }
@@ -279,7 +282,7 @@ impl Inbound for HubInner {
                 let answers = self.decide(|engine| engine.claim(from, &ids));
                 Box::pin(std::future::ready(Response::Claimed(answers)))
             }
-            Command::ReplicateCall(call) => {
+            Command::ReplicateCall(call, ack) => {
                 let ReplicateCall {
                     id,
                     type_name,
@@ -293,7 +296,7 @@ impl Inbound for HubInner {
                     method,
                     args: args.into_vec(),
                 };
-                let kept = self.keep_call(&id, &type_name, (epoch, seq), call, recent);
+                let kept = self.keep_call(&id, &type_name, (epoch, seq), call, (recent, ack));
                 Box::pin(std::future::ready(kept))
             }
             Command::UpdateMeta(UpdateMeta { id, meta }) => {
@@ -312,6 +315,10 @@ impl Inbound for HubInner {
 
     fn push(&self, from: NodeId, push: Push) {
         self.decide(|engine| engine.push(from, push));
+    }
+
+    fn held(&self, from: NodeId, held: crate::net::wire::Held) {
+        crate::client::held::heard(&self.held, from, held);
     }
 
     fn unauthenticated(&self, addr: std::net::SocketAddr, dialed: bool) {

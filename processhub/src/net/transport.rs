@@ -102,6 +102,8 @@ pub(crate) trait Inbound: Send + Sync + 'static {
     fn request(self: Arc<Self>, from: NodeId, req: Command<'_>) -> BoxFuture<'static, Response>;
     /// Applies a push, in arrival order.
     fn push(&self, from: NodeId, push: Push);
+    /// A standby's word that it holds a write this node's caller made.
+    fn held(&self, from: NodeId, held: wire::Held);
     /// A connection to `peer` is up, the handshake made as `as_me`: `register` makes
     /// it usable for requests and broadcasts; call it after sending what must come
     /// first on it. If this node is no longer `as_me` (it rejoined as a new
@@ -373,6 +375,22 @@ impl Transport {
     pub(crate) async fn connected_within(&self, peer: NodeId, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
         self.wait_conn(peer, wait, deadline).await.is_ok()
+    }
+
+    /// Sends a frame that has no response to `peer`, if a connection to it is up now
+    /// (written at once on this thread if its writer is idle): true if it went out.
+    pub(crate) fn send_one_way(&self, peer: NodeId, frame: Frame<'_>) -> bool {
+        let conn = self.conns.lock().unwrap().get(&peer).cloned();
+        let Some(conn) = conn else {
+            return false;
+        };
+        match conn.send_frames([frame], true, self.max_frame) {
+            Ok(sent) => sent,
+            Err(e) => {
+                tracing::debug!(%peer, "a one-way frame was not sent: {e:?}");
+                false
+            }
+        }
     }
 
     /// Whether a connection to `peer` is up now.
@@ -848,10 +866,12 @@ fn is_request(body: &Bytes) -> bool {
     body.first() == Some(&wire::REQUEST_TAG)
 }
 
-/// Whether a frame body never waits behind the in-flight limit: a response (it may be
-/// what the requests served here await) or a lease renewal.
+/// Whether a frame body never waits behind the in-flight limit: a response or a
+/// standby's word on a write (either may be what the requests served here await) or a
+/// lease renewal.
 fn never_held(body: &Bytes) -> bool {
-    body.first() == Some(&wire::RESPONSE_TAG) || wire::is_lease_request(body)
+    matches!(body.first(), Some(&wire::RESPONSE_TAG | &wire::HELD_TAG))
+        || wire::is_lease_request(body)
 }
 
 /// Serves frames read together, in order: calls to the same child go to it as one
@@ -944,6 +964,7 @@ fn serve_frames(
                 flush(&mut calls, out);
                 inbound.push(peer, push);
             }
+            Frame::Held(held) => inbound.held(peer, held),
             other => {
                 flush(&mut calls, out);
                 result = Err(ConnError::Unexpected(format!("{other:?}")));

@@ -60,6 +60,33 @@ pub(crate) enum Frame<'a> {
     Proof {
         proof: Proof,
     },
+    /// A standby's word to the caller of an identified write that it holds the write
+    /// (one way, no response): see [`Held`].
+    Held(Held),
+}
+
+/// A standby holds an identified write (its primary asked it to tell the caller, with
+/// [`AckTo`]): the caller acknowledges the write once every standby of the shipment has
+/// said so, half a round trip before the primary's own reply would come.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Held {
+    pub(crate) call_id: u128,
+    /// The shipment that carried it: (epoch, seq).
+    pub(crate) epoch: u64,
+    pub(crate) seq: u64,
+    /// Every standby the shipment went to: all of them must hold it.
+    pub(crate) standbys: Vec<NodeId>,
+    /// The write's reply, as the primary recorded it.
+    pub(crate) reply: serde_bytes::ByteBuf,
+}
+
+/// Whom the standbys of a shipment tell, with [`Held`], once they hold it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct AckTo {
+    pub(crate) caller: NodeId,
+    pub(crate) call_id: u128,
+    /// Every standby the shipment goes to.
+    pub(crate) standbys: Vec<NodeId>,
 }
 
 /// A request. Every variant wraps a struct of its own (postcard encodes a newtype
@@ -100,6 +127,10 @@ pub(crate) enum Request<'a> {
     /// Merge the duplicate's state staged under a transfer (a [`Merge`] too large for
     /// one frame, sent in parts as [`Request::Stage`]).
     MergeStaged(MergeStaged),
+    /// [`Request::Replicate`], and tell the write's caller once it is kept.
+    ReplicateAcked(Replicate, AckTo),
+    /// [`Request::ReplicateCall`], and tell the write's caller once it is kept.
+    ReplicateCallAcked(ReplicateCall, AckTo),
 }
 
 /// Merge the duplicate whose [`Merge`] was staged under `transfer`.
@@ -163,12 +194,12 @@ pub(crate) enum Command<'a> {
     Stop(Stop),
     Stage(Stage<'a>),
     StartStaged(StartStaged),
-    Replicate(Replicate),
+    Replicate(Box<Replicate>, Option<Box<AckTo>>),
     Lease(LeaseAsk),
     Merge(Merge),
     Claim(ClaimAsk),
     UpdateMeta(UpdateMeta),
-    ReplicateCall(Box<ReplicateCall>),
+    ReplicateCall(Box<ReplicateCall>, Option<Box<AckTo>>),
     ReplicateStaged(ReplicateStaged),
     MergeStaged(MergeStaged),
 }
@@ -183,12 +214,16 @@ impl<'a> Request<'a> {
             Request::Stop(r) => Command::Stop(r),
             Request::Stage(r) => Command::Stage(r),
             Request::StartStaged(r) => Command::StartStaged(r),
-            Request::Replicate(r) => Command::Replicate(r),
+            Request::Replicate(r) => Command::Replicate(Box::new(r), None),
+            Request::ReplicateAcked(r, to) => Command::Replicate(Box::new(r), Some(Box::new(to))),
             Request::Lease(r) => Command::Lease(r),
             Request::Merge(r) => Command::Merge(r),
             Request::Claim(r) => Command::Claim(r),
             Request::UpdateMeta(r) => Command::UpdateMeta(r),
-            Request::ReplicateCall(r) => Command::ReplicateCall(Box::new(r)),
+            Request::ReplicateCall(r) => Command::ReplicateCall(Box::new(r), None),
+            Request::ReplicateCallAcked(r, to) => {
+                Command::ReplicateCall(Box::new(r), Some(Box::new(to)))
+            }
             Request::ReplicateStaged(r) => Command::ReplicateStaged(r),
             Request::MergeStaged(r) => Command::MergeStaged(r),
         })
@@ -304,6 +339,8 @@ pub(crate) struct EncodedCall {
 pub(crate) const REQUEST_TAG: u8 = 3;
 /// The first byte of a [`Frame::Response`]'s body.
 pub(crate) const RESPONSE_TAG: u8 = 4;
+/// The first byte of a [`Frame::Held`]'s body.
+pub(crate) const HELD_TAG: u8 = 8;
 /// The index of [`Request::Lease`], written after a request's id.
 pub(crate) const LEASE_TAG: u8 = 6;
 
@@ -398,6 +435,15 @@ mod tests {
         assert_eq!(response[4], RESPONSE_TAG);
         let push = encode_push(&Push::Leaving).unwrap();
         assert!(push[4] != REQUEST_TAG && push[4] != RESPONSE_TAG);
+        let held = encode(&Frame::Held(Held {
+            call_id: 1,
+            epoch: 1,
+            seq: 1,
+            standbys: vec![],
+            reply: serde_bytes::ByteBuf::new(),
+        }))
+        .unwrap();
+        assert_eq!(held[4], HELD_TAG);
         for rid in [0, 1, 300, u64::MAX] {
             let lease = encode(&Frame::Request {
                 rid,

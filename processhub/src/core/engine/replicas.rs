@@ -24,6 +24,17 @@ pub(crate) struct ShipPlan {
     pub(crate) epoch: u64,
 }
 
+impl ShipPlan {
+    /// Whether its standbys may acknowledge a write straight to the caller
+    /// ([`crate::core::held`]): only when it goes to exactly the standby set published
+    /// (a set that changes is published by the primary after the shipment, and a copy
+    /// is promoted from the set its node heard of: before that, the write would be
+    /// held by a set the others do not know yet).
+    pub(crate) fn acks_direct(&self) -> bool {
+        !self.targets.is_empty() && self.targets == self.current
+    }
+}
+
 /// What became of a shipment a standby received: [`Engine::keep_copy`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Kept {
@@ -169,6 +180,19 @@ impl<C: ChildHandle> Engine<C> {
         }
         if self.local.contains_key(id) {
             return Err(CopyRefused::RunsHere { id: id.to_string() });
+        }
+        // A primary replaced already (here, the re-assignment that promotes this very
+        // copy may be under way: the copy is taken, the instance not running yet). Its
+        // standbys may acknowledge writes to their caller themselves, so a shipment
+        // kept now, and lost to the promotion, would be an acknowledged write lost.
+        if let Some(known) = self.registry.get(id).map(|e| e.epoch) {
+            if known > version.0 {
+                return Err(CopyRefused::Replaced {
+                    id: id.to_string(),
+                    known,
+                    incoming: version.0,
+                });
+            }
         }
         match self.copies.get_mut(id) {
             Some(c) => {
@@ -320,6 +344,13 @@ pub(crate) enum CopyRefused {
     OlderPrimary {
         id: String,
         held: u64,
+        incoming: u64,
+    },
+    /// The registry here names the child under a newer epoch: the sender was replaced.
+    #[error("{id} runs under epoch {known} now, newer than the shipment's {incoming}")]
+    Replaced {
+        id: String,
+        known: u64,
         incoming: u64,
     },
 }

@@ -2,6 +2,7 @@
 //! `assert_eq!(expected, engine.take_output())`.
 
 use super::plan::Restart;
+use super::replicas::CopyRefused;
 use super::testing::{engine, entry, id_owned_by, moved_item, new_item, node, start, TestChild};
 use super::{
     Effect, Kept, LoggedCall, Missing, Output, Route, ShipPlan, MAX_HOPS, MAX_LOGGED_BYTES,
@@ -606,6 +607,32 @@ fn the_first_live_standby_promotes_its_copy_with_the_writes_it_holds() {
     assert_eq!(e.standby_copy(id), None, "the copy is the primary now");
 }
 
+#[test]
+fn a_copy_taken_by_its_promotion_is_not_made_again_by_the_replaced_primary() {
+    let id = "x";
+    let mut e = engine(1, &[1, 2, 3]);
+    e.push(node(3), upsert(id, replicated("R3", node(3), &[1, 2])));
+    e.keep_copy(id, "R3", (1, 5), vec![9], (vec![], false))
+        .unwrap();
+    e.take_output();
+    e.gossip(gossip(&[1, 2]));
+    e.take_output();
+    // Re-assigned here under epoch 2: the copy is taken, the instance not started yet.
+    let r: Restart = e.restart(id, 2, node(3)).unwrap();
+    assert!(r.promoted);
+    // The replaced primary's last shipment (a write its caller would take as held):
+    // refused, not kept as a new copy beside the promoted one.
+    assert_eq!(
+        e.keep_copy(id, "R3", (1, 6), vec![10], (vec![(7, vec![42])], false)),
+        Err(CopyRefused::Replaced {
+            id: id.into(),
+            known: 2,
+            incoming: 1
+        })
+    );
+    assert_eq!(e.standby_copy(id), None);
+}
+
 fn logged(method: &str, args: &[u8]) -> LoggedCall {
     LoggedCall {
         method: method.into(),
@@ -797,6 +824,10 @@ fn a_started_primary_gets_standbys_and_a_shipment_makes_the_set_it_reached() {
         None,
         "a stale instance ships nothing"
     );
+    assert!(
+        !e.ship_plan("x", "R3", 1).unwrap().acks_direct(),
+        "no standby acknowledges to the caller before the set is published"
+    );
     e.shipped("x", 1, &[], desired.clone());
     let mut standby_entry = entry("R3", node(1), 1);
     standby_entry.standbys = Some(desired.clone().into_boxed_slice());
@@ -814,6 +845,10 @@ fn a_started_primary_gets_standbys_and_a_shipment_makes_the_set_it_reached() {
                 .collect(),
         )
     );
+    assert!(
+        e.ship_plan("x", "R3", 1).unwrap().acks_direct(),
+        "the set published: its standbys may acknowledge to the caller"
+    );
     // A resync under way is not asked for twice; once done, nothing is due (in step).
     e.keep_replicas();
     assert_eq!(e.take_output(), Output::default());
@@ -829,6 +864,10 @@ fn a_started_primary_gets_standbys_and_a_shipment_makes_the_set_it_reached() {
             id: "x".into(),
             node: desired[1]
         }]
+    );
+    assert!(
+        !e.ship_plan("x", "R3", 1).unwrap().acks_direct(),
+        "a set short of the ring's: the primary's reply only"
     );
     e.shipped("x", 7, &[desired[0]], vec![]);
     assert_eq!(
