@@ -291,6 +291,77 @@ async fn a_cut_link_fails_calls_until_it_heals_and_the_transport_dials_again() {
     b.shutdown().await.unwrap();
 }
 
+/// A counter kept on three nodes (`sync`).
+#[distributed(replicas = 3)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct KeptCounter {
+    n: u64,
+}
+
+#[distributed]
+impl KeptCounter {
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
+/// A standby's word that it holds a write (`core::held`) can be lost while the
+/// connection stays up: the caller then has its primary's reply, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_standbys_word_is_lost_is_acknowledged_by_its_primary() {
+    let world = World::new(11);
+    let mut hubs = Vec::new();
+    for _ in 0..4 {
+        let hub = Hub::builder("seams-held").in_world(&world).start().await;
+        hubs.push(hub.unwrap());
+    }
+    wait_members(&hubs, 4).await;
+    let caller = hubs[0].clone();
+    let ids: Vec<String> = (0..24).map(|i| format!("h-{i}")).collect();
+    for id in &ids {
+        KeptCounter::start(&caller, id.clone(), KeptCounter::default())
+            .await
+            .unwrap();
+    }
+    wait_until("two standbys each", Duration::from_secs(20), || async {
+        ids.iter()
+            .all(|id| caller.lookup(id).is_some_and(|i| i.standbys.len() == 2))
+    })
+    .await;
+    // One whose copies are all on other nodes: every word comes over the network.
+    let info = ids
+        .iter()
+        .filter_map(|id| caller.lookup(id))
+        .find(|i| i.owner != caller.node_id() && !i.standbys.contains(&caller.node_id()))
+        .expect("an id the caller holds no copy of");
+    let id = info.id.to_string();
+    let k = KeptCounter::handle(&caller, id.clone());
+    assert_eq!(k.add(1).await.unwrap(), 1);
+    // The first standby's frames to the caller vanish; its connection stays up.
+    let standby = info.standbys[0].addr();
+    world.net.set_fault(
+        standby,
+        caller.listen_addr(),
+        Fault {
+            black_hole: true,
+            ..Fault::default()
+        },
+    );
+    for n in 2..=20 {
+        assert_eq!(k.add(1).await.unwrap(), n, "acknowledged once, in order");
+    }
+    assert_eq!(
+        caller.inner.held.lock().unwrap().len(),
+        0,
+        "a write answered by its primary waits for no word any more"
+    );
+    world.net.heal_all();
+    for h in hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_link_times_calls_out_and_the_connection_serves_again_once_healed() {
     let world = World::new(2);

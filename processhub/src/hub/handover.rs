@@ -398,6 +398,32 @@ impl HubInner {
         .await
     }
 
+    /// Sends `value` to `to`: as the request `whole(value)` when `size` (the bytes of it
+    /// that vary; the rest is far less than the other half) fits in half a frame, else
+    /// encoded and sent in parts ([`Self::send_in_parts`]), then `staged(transfer)`.
+    /// Each request waits up to `connect_wait` for the connection, all of it until
+    /// `deadline`.
+    pub(super) async fn send_whole_or_staged<T: serde::Serialize>(
+        &self,
+        to: NodeId,
+        (value, size): (T, usize),
+        (connect_wait, deadline): (std::time::Duration, Instant),
+        whole: impl FnOnce(T) -> Request<'static>,
+        staged: impl FnOnce(u64) -> Request<'static>,
+    ) -> Result<Response, TransportError> {
+        if size <= self.batch_bytes() {
+            return self
+                .transport
+                .request_within(to, whole(value), connect_wait, deadline)
+                .await;
+        }
+        let bytes =
+            postcard::to_allocvec(&value).map_err(|e| TransportError::Encode(e.to_string()))?;
+        drop(value);
+        self.send_in_parts(to, &bytes, connect_wait, deadline, staged)
+            .await
+    }
+
     /// Sends `bytes` (an encoded request body too large for one frame) to `to` in parts
     /// of half a frame under a new transfer, then `finish(transfer)`, which asks the
     /// receiver to act on what it staged: that request's answer, or the answer that

@@ -10,6 +10,7 @@ use super::HubInner;
 use crate::child::erased::ErasedChild;
 use crate::core::engine::Route;
 use crate::events::HubEvent;
+use crate::net::error::TransportError;
 use crate::net::wire::{Merge, MergeStaged, Request, Response};
 use crate::node::NodeId;
 
@@ -72,22 +73,25 @@ impl HubInner {
                     type_name: type_name.to_string(),
                     state: state.clone(),
                 };
-                let sent = if state.len() + id.len() + type_name.len() <= self.batch_bytes() {
-                    self.transport
-                        .request(to, Request::Merge(merge), deadline)
-                        .await
-                } else {
-                    // Too large for one frame: in parts, as a big move's state.
-                    match postcard::to_allocvec(&merge) {
-                        Ok(bytes) => {
-                            let finish = |transfer| Request::MergeStaged(MergeStaged { transfer });
-                            self.send_in_parts(to, &bytes, Duration::MAX, deadline, finish)
-                                .await
-                        }
-                        Err(e) => return Err(format!("could not encode the state: {e}")),
+                let size = state.len() + id.len() + type_name.len();
+                // Too large for one frame: in parts, as a big move's state.
+                let staged = |transfer| Request::MergeStaged(MergeStaged { transfer });
+                let sent = self
+                    .send_whole_or_staged(
+                        to,
+                        (merge, size),
+                        (Duration::MAX, deadline),
+                        Request::Merge,
+                        staged,
+                    )
+                    .await;
+                match sent {
+                    Ok(answer) => answer,
+                    Err(TransportError::Encode(e)) => {
+                        return Err(format!("could not encode the state: {e}"))
                     }
-                };
-                sent.map_err(|e| format!("{to} did not answer: {e:?}"))?
+                    Err(e) => return Err(format!("{to} did not answer: {e:?}")),
+                }
             };
             match answer {
                 Response::Merged(result) => return result,

@@ -177,8 +177,9 @@ impl HubInner {
         }
     }
 
-    /// Sends a standby copy to `node`: in one request, or staged in parts of half a
-    /// frame when it would not fit in one (a state of many MiB).
+    /// Sends a standby copy to `node`: in one request (asking the standby to tell the
+    /// write's caller, with `ack`), or staged in parts of half a frame when it would not
+    /// fit in one (a state of many MiB; no word to the caller then).
     async fn send_copy(
         &self,
         node: NodeId,
@@ -186,27 +187,22 @@ impl HubInner {
         ack: Option<AckTo>,
         deadline: Instant,
     ) -> Result<Response, TransportError> {
-        // The bytes that vary; the rest of a request is far less than the other half.
         let size = copy.state.len()
             + copy.id.len()
             + copy.type_name.len()
             + copy.recent.iter().map(|(_, r)| r.len() + 24).sum::<usize>();
-        if size <= self.batch_bytes() {
-            let req = match ack {
-                Some(ack) => Request::ReplicateAcked(copy, ack),
-                None => Request::Replicate(copy),
-            };
-            return self
-                .transport
-                .request_within(node, req, RECONNECT_WAIT, deadline)
-                .await;
-        }
-        let bytes =
-            postcard::to_allocvec(&copy).map_err(|e| TransportError::Encode(e.to_string()))?;
-        drop(copy);
-        self.send_in_parts(node, &bytes, RECONNECT_WAIT, deadline, |transfer| {
-            Request::ReplicateStaged(ReplicateStaged { transfer })
-        })
+        let whole = |copy| match ack {
+            Some(ack) => Request::ReplicateAcked(copy, ack),
+            None => Request::Replicate(copy),
+        };
+        let staged = |transfer| Request::ReplicateStaged(ReplicateStaged { transfer });
+        self.send_whole_or_staged(
+            node,
+            (copy, size),
+            (RECONNECT_WAIT, deadline),
+            whole,
+            staged,
+        )
         .await
     }
 
