@@ -242,6 +242,9 @@ impl HandleCore {
                     let response = match held.as_mut() {
                         None => sent.await,
                         Some(held) => tokio::select! {
+                            // In a fixed order (a simulated run replays from its seed):
+                            // the primary's answer first when both are in.
+                            biased;
                             response = sent => response,
                             reply = held.reply() => {
                                 tracing::trace!(id = %self.id, call_id, "a write acknowledged by its standbys' word");
