@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::core::entry::{wins, Entry};
@@ -68,9 +69,20 @@ pub(crate) enum Push {
 /// The registry of one node. Keys are shared with [`crate::ChildInfo`] (no copy on a
 /// lookup) and hashed with foldhash under a fixed seed (fast, and the same iteration
 /// order in every run: the simulator replays a seed exactly).
+///
+/// The entries are an [`IndexMap`]: they live in one vector, beside a table of 8-byte
+/// indices, rather than in the buckets of a hash table. A hash table doubles by copying
+/// itself into a new block and freeing the old one; freeing a block of megabytes makes
+/// glibc raise its mmap and trim thresholds to that size, and keep up to twice as much
+/// freed memory in the process from then on. A vector grows in place (`realloc`, which
+/// moves a large block's pages with `mremap` and frees nothing), and its room not yet
+/// used is never touched. With 51,000 entries an entry cost 351-377 B of RSS in a hash
+/// table and 218-227 B here (BENCHMARKS.md, P6b). A removal moves the last entry into
+/// its place (`swap_remove`): the order of iteration is that of the operations, the
+/// same in every run.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Registry {
-    entries: HashMap<Arc<str>, Entry, foldhash::fast::FixedState>,
+    entries: IndexMap<Arc<str>, Entry, foldhash::fast::FixedState>,
     /// Entries re-assigned by the planner after their node died or left, to the node
     /// they came from, until the new owner confirms. Rare, so kept beside the entries
     /// rather than in each of them.
@@ -261,7 +273,7 @@ impl Registry {
 
     /// Drops the entry of `id` (planner only: a child that stays down).
     pub(crate) fn drop_entry(&mut self, id: &str) {
-        if let Some((id, e)) = self.entries.remove_entry(id) {
+        if let Some((id, e)) = self.entries.swap_remove_entry(id) {
             Self::unregistered(&mut self.changes, &id, &e);
         }
         self.pending.remove(id);
@@ -386,7 +398,7 @@ impl Registry {
         match self.entries.get(id) {
             Some(e) if (e.owner == origin && e.epoch <= epoch) || pending_from_origin => {
                 self.pending.remove(id);
-                let (key, entry) = self.entries.remove_entry(id)?;
+                let (key, entry) = self.entries.swap_remove_entry(id)?;
                 Self::unregistered(&mut self.changes, &key, &entry);
                 self.removed.insert(key, Tombstone::new(epoch, None));
                 Some(entry)
@@ -457,7 +469,7 @@ impl Registry {
         let stale = self.entries.get(id).is_some_and(|e| t.refuses(e.epoch));
         if stale {
             self.pending.remove(id);
-            if let Some((key, entry)) = self.entries.remove_entry(id) {
+            if let Some((key, entry)) = self.entries.swap_remove_entry(id) {
                 Self::unregistered(&mut self.changes, &key, &entry);
             }
         }

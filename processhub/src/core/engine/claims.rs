@@ -227,7 +227,7 @@ impl<C: ChildHandle> Engine<C> {
     /// of a burst of starts (a member's `start_many` of 100,000 new ids) would
     /// otherwise hold theirs for good (P6b, BENCHMARKS.md).
     fn drop_grant(&mut self, id: &str) {
-        if self.claims.remove(id).is_some() {
+        if self.claims.swap_remove(id).is_some() {
             shrink(&mut self.claims);
         }
     }
@@ -247,7 +247,7 @@ impl<C: ChildHandle> Engine<C> {
 /// Gives back most of the room of a map less than a quarter full (amortized: it halves
 /// the room at most once per as many removals as it keeps entries).
 fn shrink<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
-    map: &mut std::collections::HashMap<K, V, S>,
+    map: &mut indexmap::IndexMap<K, V, S>,
 ) {
     if map.capacity() > 64 && map.len() * 4 < map.capacity() {
         map.shrink_to(map.len() * 2);

@@ -267,8 +267,10 @@ pub(crate) struct Engine<C> {
     /// Of those, the new ids claimed from peers: a start of one that fails lets the
     /// claim go.
     claimed: HashSet<Arc<str>, Fixed>,
-    /// New ids this node granted to a peer's claim (see `claims`).
-    claims: HashMap<Arc<str>, claims::Grant, Fixed>,
+    /// New ids this node granted to a peer's claim (see `claims`). An `IndexMap`, as
+    /// the registry's entries: a burst of claims grows it by whole megabytes, and its
+    /// vector grows and shrinks in place (see `core::registry`).
+    claims: indexmap::IndexMap<Arc<str>, claims::Grant, Fixed>,
     /// Children on their way to another node.
     moving: HashSet<Arc<str>, Fixed>,
     /// Replicated children whose standby set is being remade.
@@ -324,7 +326,7 @@ impl<C: ChildHandle> Engine<C> {
             copies: HashMap::default(),
             starting: HashSet::default(),
             claimed: HashSet::default(),
-            claims: HashMap::default(),
+            claims: Default::default(),
             moving: HashSet::default(),
             resyncing: HashSet::default(),
             resync_due: false,
