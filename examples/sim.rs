@@ -75,6 +75,10 @@ fn main() -> ExitCode {
         outcome.calls.1,
         wall.elapsed()
     );
+    println!(
+        "replicated writes from another node: {} acknowledged by their standbys' word, {} by their primary's reply",
+        outcome.writes_acknowledged.0, outcome.writes_acknowledged.1
+    );
     for check in &outcome.report.checks {
         match &check.verdict {
             Verdict::Pass => println!("{:<16} pass", check.name),

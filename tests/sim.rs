@@ -45,6 +45,26 @@ fn scenario(faults: &[FaultKind]) -> Scenario {
     }
 }
 
+/// A run's outcome counts the writes to replicated counters that their standbys'
+/// word acknowledged (`core::held`) and those their primary's reply did: with no
+/// fault, nearly every write from another node is answered by the standbys.
+#[test]
+fn a_quiet_run_reports_writes_acknowledged_by_their_standbys() {
+    let outcome = scenario(&[]).run(5);
+    assert!(outcome.report.passed(), "{:?}", outcome.report);
+    let (standbys, primary) = outcome.writes_acknowledged;
+    assert!(
+        standbys >= 20,
+        "{standbys} by the standbys, {primary} by the primary"
+    );
+    assert!(
+        standbys > 4 * primary,
+        "{standbys} by the standbys, {primary} by the primary"
+    );
+    // No more than the writes acknowledged in all.
+    assert!(standbys + primary <= outcome.calls.1 as u64);
+}
+
 /// `s` with 20 plain and 20 replicated counters, for 4 s.
 fn bigger(s: Scenario) -> Scenario {
     Scenario {

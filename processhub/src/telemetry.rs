@@ -37,6 +37,7 @@
 //! first used before it stay with the no-op recorder, as the facade documents.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -87,6 +88,8 @@ pub(crate) struct Telemetry {
     events: OnceLock<Box<[metrics::Counter]>>,
     /// `processhub_writes_acknowledged_total`: by the standbys, by the primary.
     acknowledged: OnceLock<[metrics::Counter; 2]>,
+    /// The same counts, kept here too: the simulator reports them (it has no recorder).
+    acknowledged_counts: [AtomicU64; 2],
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -120,6 +123,7 @@ impl Telemetry {
             calls: RwLock::new(HashMap::default()),
             events: OnceLock::new(),
             acknowledged: OnceLock::new(),
+            acknowledged_counts: Default::default(),
         }
     }
 
@@ -133,6 +137,18 @@ impl Telemetry {
             })
         });
         counters[usize::from(!by_standbys)].increment(1);
+        self.acknowledged_counts[usize::from(!by_standbys)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Identified writes acknowledged so far: by their standbys' word, by their
+    /// primary's reply.
+    #[cfg(feature = "sim")]
+    pub(crate) fn writes_acknowledged(&self) -> (u64, u64) {
+        let [standbys, primary] = &self.acknowledged_counts;
+        (
+            standbys.load(Ordering::Relaxed),
+            primary.load(Ordering::Relaxed),
+        )
     }
 
     /// Runs `f`, whose metrics go to this hub's recorder.

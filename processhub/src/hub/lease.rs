@@ -39,6 +39,9 @@ pub(super) async fn lease_loop(hub: Weak<HubInner>) {
         }
         let period = lease.config.lease;
         tokio::select! {
+            // In a fixed order, as the shell's other selects (a simulated run replays
+            // from its seed): a call's ask first when both are in.
+            biased;
             _ = lease.wanted() => {}
             _ = tokio::time::sleep(period / 4) => {
                 // Again after a renewal that found no quorum: a node cut off, or

@@ -74,7 +74,8 @@ impl HubInner {
                     state: state.clone(),
                 };
                 let size = state.len() + id.len() + type_name.len();
-                // Too large for one frame: in parts, as a big move's state.
+                // Whole in one frame, or, too large for one, in parts (as a big move's
+                // state).
                 let staged = |transfer| Request::MergeStaged(MergeStaged { transfer });
                 let sent = self
                     .send_whole_or_staged(

@@ -103,11 +103,11 @@ impl HubInner {
                 .copied()
                 .filter(|n| !have.contains(n))
                 .collect();
-            // The first round of a shipment to the published set: each standby tells
-            // the write's caller too (a round after one is the primary's to answer).
+            // A shipment to the published set that no standby took yet: each standby
+            // tells the write's caller too (after a round that some took, the primary
+            // answers).
             let ack = caller
-                .filter(|_| have.is_empty() && missing.len() == targets.len())
-                .filter(|_| acks_direct)
+                .filter(|_| have.is_empty() && acks_direct)
                 .map(|c| AckTo {
                     caller: c.node,
                     call_id: c.call_id,

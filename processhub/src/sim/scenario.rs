@@ -159,6 +159,10 @@ pub struct Outcome {
     pub report: Report,
     /// Calls made, and acknowledged.
     pub calls: (usize, usize),
+    /// Of the writes to replicated counters from a node other than their primary's, how
+    /// many were acknowledged by every standby's word (half a round trip before the
+    /// primary's reply), and how many by the primary's reply, on every node of the run.
+    pub writes_acknowledged: (u64, u64),
     /// The first broken invariant the history saw as a call ended, if any.
     pub first_violation: Option<crate::sim::Violation>,
     /// Every call made, with its times and its outcome.
@@ -439,10 +443,14 @@ impl Scenario {
             .iter()
             .filter(|o| matches!(o.outcome, Some(Ok(_))))
             .count();
+        let writes_acknowledged = (0..sim.nodes())
+            .map(|i| sim.hub(i).inner.events.telemetry().writes_acknowledged())
+            .fold((0, 0), |(s, p), (s1, p1)| (s + s1, p + p1));
         Outcome {
             plan,
             report,
             calls: (ops.len(), acked),
+            writes_acknowledged,
             first_violation: history.violations().into_iter().next(),
             history: history.clone(),
             events: log
