@@ -77,7 +77,7 @@ pub(crate) enum Push {
 /// freed memory in the process from then on. A vector grows in place (`realloc`, which
 /// moves a large block's pages with `mremap` and frees nothing), and its room not yet
 /// used is never touched. With 51,000 entries an entry cost 351-377 B of RSS in a hash
-/// table and 218-227 B here (BENCHMARKS.md, P6b). A removal moves the last entry into
+/// table and 218-238 B here (BENCHMARKS.md, P6b). A removal moves the last entry into
 /// its place (`swap_remove`): the order of iteration is that of the operations, the
 /// same in every run.
 #[derive(Clone, Debug, Default)]
