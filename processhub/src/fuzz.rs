@@ -217,6 +217,20 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
                 ),
             },
         ),
+        (
+            "salvaged",
+            Frame::Push(Push::Salvaged(vec![
+                ("b".into(), 3, u64::MAX),
+                ("theirs".into(), 1, 4),
+            ])),
+        ),
+        (
+            "salvage",
+            Frame::Request {
+                rid: 14,
+                req: Request::Salvage(vec!["b".into(), "theirs".into()]),
+            },
+        ),
     ];
     frames
         .into_iter()
@@ -461,6 +475,11 @@ impl Targets {
                     let answers = self.engine.claim(from, &ask.ids);
                     assert_eq!(answers.len(), ask.ids.len(), "one answer per id");
                     self.engine.take_output();
+                }
+                Err(Command::Salvage(ids)) => {
+                    self.handled += 1;
+                    let given = self.engine.give_salvage(&ids);
+                    assert!(given.len() <= ids.len(), "only what was asked");
                 }
                 Err(_) => {}
             },

@@ -205,19 +205,26 @@ impl Downing {
 
     /// A new life of this node (it rejoins) knows the cluster the old one knew: its
     /// largest size, the members it saw lately (a fresh view of one, before the others
-    /// are heard, must not make a dynamic quorum of one), and whom it downed or heard a
-    /// quorum down (still refused their leases).
+    /// are heard, must not make a dynamic quorum of one), and whom a quorum downed
+    /// or a peer with it (still refused their leases), or a peer alone (its word counts
+    /// towards a quorum). Not what the old life decided alone: it was downed for acting on a view gone
+    /// stale (a pause, a cut), and its downing of a node the others still hear would
+    /// have the new life refuse that node's leases and hand-overs for good (simulator
+    /// seed 17, 5 nodes, pause,partition,crash: the registries never converged).
     pub(crate) fn inherit(&mut self, old: &Downing) {
         self.largest = old.largest;
         self.seen = old.seen.clone();
         self.seen.remove(&old.me);
         self.downed = old.downed.clone();
         self.downed.remove(&old.me);
-        for d in self.downed.values_mut() {
+        let me = self.me;
+        self.downed.retain(|_, d| {
+            let alone = d.by.len() == 1 && d.quorum_at.is_none();
             if d.by.remove(&old.me) {
-                d.by.insert(self.me);
+                d.by.insert(me);
             }
-        }
+            !alone || !d.by.contains(&me)
+        });
     }
 
     /// After a planned scale-down: the cluster size is `n` from now on.
@@ -540,6 +547,25 @@ mod tests {
             3,
             "four others seen lately: 51 % of five"
         );
+        assert!(new.is_downed(node(5)) && !new.grants(node(5)));
+    }
+
+    /// What the old life downed on its own word (it woke from a pause and acted on a
+    /// stale view before it heard it was downed) does not bind the new one: the others
+    /// still hear that node, and the new life must grant its leases.
+    #[test]
+    fn a_new_life_forgets_what_the_old_one_downed_alone() {
+        let t0 = Instant::now();
+        let mut old = Downing::new(node(1), config(PartitionTolerance::MajorityQuorum), t0);
+        let five: Vec<NodeId> = (1..=5).map(node).collect();
+        old.observe(&five, &[]);
+        old.heard_down(node(1), node(4), false);
+        old.heard_down(node(2), node(5), false);
+        assert!(old.is_downed(node(4)) && old.is_downed(node(5)));
+        let me = NodeId::new(([127, 0, 0, 1], 1).into(), 2);
+        let mut new = Downing::new(me, config(PartitionTolerance::MajorityQuorum), t0);
+        new.inherit(&old);
+        assert!(!new.is_downed(node(4)) && new.grants(node(4)));
         assert!(new.is_downed(node(5)) && !new.grants(node(5)));
     }
 

@@ -64,6 +64,9 @@ pub(crate) enum Push {
     /// and having it restarted when that node is downed (simulator seed 17, 5 nodes,
     /// partition,crash: a stopped child came back).
     Removed(Vec<(String, u64, bool)>),
+    /// The states the sender kept of its replicated children when it was downed, as a
+    /// connection opens: (id, epoch, shipment). See `crate::core::engine::salvage`.
+    Salvaged(Vec<(String, u64, u64)>),
 }
 
 /// The registry of one node. Keys are shared with [`crate::ChildInfo`] (no copy on a

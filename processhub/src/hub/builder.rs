@@ -547,6 +547,7 @@ impl HubBuilder {
                 weak: weak.clone(),
                 call_ids: AtomicU64::new(1),
                 next_transfer: AtomicU64::new(1),
+                salvage_fetches: Default::default(),
                 transport: Transport::start(
                     me,
                     self.hub_id.clone(),

@@ -136,7 +136,7 @@ impl HubInner {
             return;
         }
         let old = self.me();
-        let (children, seeds) = {
+        let ((children, copies), seeds) = {
             let mut e = self.engine.write().unwrap();
             let seeds: Vec<String> = e
                 .view
@@ -145,14 +145,17 @@ impl HubInner {
                 .filter(|n| **n != old)
                 .map(|n| n.addr().to_string())
                 .collect();
-            (e.take_all(true), seeds)
+            (e.take_for_rejoin(), seeds)
         };
         let dropped = children.len();
-        for child in children {
-            // No hand-over, no report, nothing published: a copy that kept serving
-            // elsewhere is the one that counts.
-            tokio::spawn(async move { child.stop().await });
-        }
+        // What it ran is superseded; what its replicated children held is kept aside
+        // (salvage), in case every other copy of one is gone too.
+        let expected: Vec<(Arc<str>, u64)> = children
+            .iter()
+            .filter(|c| c.salvage)
+            .map(|c| (Arc::clone(&c.id), c.epoch))
+            .collect();
+        let taking = self.salvage_children(children);
         // Higher than the old one: the newest incarnation at an address is the live one.
         let new = (self.new_incarnation)().max(old.incarnation() + 1);
         self.incarnation.store(new, Ordering::Release);
@@ -172,6 +175,10 @@ impl HubInner {
             // its own until it hears the others.
             fresh.downing.inherit(&e.downing);
             fresh.set_rejoined();
+            for (id, copy) in copies {
+                fresh.keep_salvage(&id, copy);
+            }
+            fresh.expect_salvage(expected);
             *e = fresh;
         }
         if let Some(m) = self.membership.lock().await.as_mut() {
@@ -192,5 +199,10 @@ impl HubInner {
             new: me,
             dropped,
         });
+        // The states of its former primaries, once their instances gave them up (they
+        // were offered from the first connection on; a restart or a fetch of one waits
+        // for them).
+        let taken = taking.await;
+        self.decide(|e| e.salvage_taken(taken));
     }
 }

@@ -78,6 +78,7 @@ mod lifecycle;
 pub(crate) mod membership;
 mod merge;
 mod replication;
+mod salvage;
 mod serve;
 
 pub use builder::HubBuilder;
@@ -333,6 +334,9 @@ pub(crate) struct HubInner {
     /// Numbers the identified writes sent from here.
     call_ids: AtomicU64,
     next_transfer: AtomicU64,
+    /// Salvages to fetch, per holder, gathered from the restarts of one plan (see
+    /// `salvage`): one request per holder, not one per child.
+    salvage_fetches: std::sync::Mutex<std::collections::HashMap<NodeId, Vec<String>>>,
     pub(crate) transport: Arc<Transport>,
     membership: tokio::sync::Mutex<Option<Box<dyn Membership>>>,
     /// Every decision, and the state it decides over.
@@ -534,6 +538,11 @@ impl HubInner {
                     self.lease().revoke();
                     if let Some(hub) = &hub {
                         Arc::clone(hub).spawn_rejoin();
+                    }
+                }
+                Effect::FetchSalvage { from, ids } => {
+                    if let Some(hub) = &hub {
+                        Arc::clone(hub).queue_salvage_fetch(from, ids);
                     }
                 }
             }

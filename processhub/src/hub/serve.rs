@@ -278,6 +278,7 @@ impl Inbound for HubInner {
                 type_name,
                 state,
             }) => Box::pin(async move { self.merge_here(&id, &type_name, state.into_vec()).await }),
+            Command::Salvage(ids) => Box::pin(async move { self.give_salvage(&ids).await }),
             Command::Claim(ClaimAsk { ids }) => {
                 let answers = self.decide(|engine| engine.claim(from, &ids));
                 Box::pin(std::future::ready(Response::Claimed(answers)))
@@ -372,6 +373,11 @@ impl Inbound for HubInner {
         let assigned = engine.assigned_to(peer);
         if !assigned.is_empty() {
             conn.push(&Push::Assigned(assigned));
+        }
+        // What it kept of its former life (it was downed): a peer restarting one of
+        // those children takes it rather than its start state.
+        for chunk in engine.salvage_offers().chunks(SNAPSHOT_CHUNK) {
+            conn.push(&Push::Salvaged(chunk.to_vec()));
         }
         // Whom this node downed (a push of it may have been lost with a connection).
         let downed = engine.downing.downed_here();

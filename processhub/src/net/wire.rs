@@ -131,6 +131,9 @@ pub(crate) enum Request<'a> {
     ReplicateAcked(Replicate, AckTo),
     /// [`Request::ReplicateCall`], and tell the write's caller once it is kept.
     ReplicateCallAcked(ReplicateCall, AckTo),
+    /// Send the salvages of these children, if the receiver holds them (see
+    /// `crate::core::engine::salvage`).
+    Salvage(Vec<String>),
 }
 
 /// Merge the duplicate whose [`Merge`] was staged under `transfer`.
@@ -202,6 +205,7 @@ pub(crate) enum Command<'a> {
     ReplicateCall(Box<ReplicateCall>, Option<Box<AckTo>>),
     ReplicateStaged(ReplicateStaged),
     MergeStaged(MergeStaged),
+    Salvage(Vec<String>),
 }
 
 impl<'a> Request<'a> {
@@ -226,6 +230,7 @@ impl<'a> Request<'a> {
             }
             Request::ReplicateStaged(r) => Command::ReplicateStaged(r),
             Request::MergeStaged(r) => Command::MergeStaged(r),
+            Request::Salvage(ids) => Command::Salvage(ids),
         })
     }
 }
@@ -320,6 +325,23 @@ pub(crate) enum Response {
     MetaUpdated(crate::core::item::MetaOutcome),
     /// A write shipped as its call was not kept: the standby needs the state.
     OutOfStep,
+    /// The salvages asked for that the receiver holds.
+    Salvage(Vec<SalvagedCopy>),
+}
+
+/// A state a downed node kept of a replicated child (see
+/// `crate::core::engine::salvage`), as it is fetched.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct SalvagedCopy {
+    pub(crate) id: String,
+    /// (epoch, shipment) of the state; the shipment is
+    /// [`PRIMARY_STATE`](crate::core::engine::PRIMARY_STATE) for a primary's own.
+    pub(crate) version: (u64, u64),
+    pub(crate) state: serde_bytes::ByteBuf,
+    /// Writes shipped as calls since `state` (`ship = "calls"`): (method, arguments).
+    pub(crate) calls: Vec<(String, serde_bytes::ByteBuf)>,
+    /// Replies of its latest identified writes.
+    pub(crate) recent: WireCalls,
 }
 
 /// One call of a `CallBatch` (`crate::child`): its method name and arguments, shared with the frame.

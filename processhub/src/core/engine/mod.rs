@@ -42,6 +42,7 @@ mod moves;
 mod plan;
 mod push;
 mod replicas;
+mod salvage;
 mod start;
 #[cfg(any(test, feature = "fuzzing"))]
 #[cfg_attr(not(test), allow(dead_code))]
@@ -52,6 +53,7 @@ mod tests;
 pub(crate) use claims::Tally;
 pub(crate) use moves::Move;
 pub(crate) use replicas::{Kept, ShipPlan};
+pub(crate) use salvage::{Salvaged, FETCH_WAIT, PRIMARY_STATE};
 
 pub(crate) use start::MAX_HOPS;
 
@@ -114,6 +116,20 @@ pub(crate) struct StandbyCopy {
     pub(crate) recent: RecentCalls,
 }
 
+/// Standby copies, by id.
+pub(crate) type Copies = Vec<(Arc<str>, StandbyCopy)>;
+
+/// A child of a node that was downed, as it rejoins ([`Engine::take_for_rejoin`]).
+#[derive(Debug)]
+pub(crate) struct Superseded<C> {
+    pub(crate) id: Arc<str>,
+    pub(crate) child: C,
+    /// The epoch it ran under.
+    pub(crate) epoch: u64,
+    /// Its state is kept as salvage: the primary of a child whose type keeps copies.
+    pub(crate) salvage: bool,
+}
+
 /// A write shipped as its call (`ship = "calls"`): replayed on the copy's state when it
 /// is used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,6 +190,9 @@ pub(crate) enum Effect<C> {
     /// Renew the lease now: a member unreachable a moment ago is heard again, or this
     /// process was paused (the others may have downed this node meanwhile).
     Renew,
+    /// Fetch the salvages of `ids` from `from` (a restart here waits for them), and
+    /// hand what comes to [`Engine::salvage_fetched`].
+    FetchSalvage { from: NodeId, ids: Vec<String> },
 }
 
 /// What the engine decided since the shell last took its output.
@@ -303,6 +322,9 @@ pub(crate) struct Engine<C> {
     peers: Vec<NodeId>,
     /// A rejoined node's engine (see [`Self::is_syncing`]).
     rejoined: bool,
+    /// What this node kept of its former life, and what peers kept of theirs (see
+    /// `salvage`).
+    salvage: salvage::Salvage,
     out: Output<C>,
 }
 
@@ -342,6 +364,7 @@ impl<C: ChildHandle> Engine<C> {
             unreachable: Vec::new(),
             peers: Vec::new(),
             rejoined: false,
+            salvage: Default::default(),
             out: Output::default(),
         }
     }
@@ -483,6 +506,23 @@ impl<C: ChildHandle> Engine<C> {
     pub(crate) fn owns_any_with_others_left(&self) -> bool {
         self.view.ring().members().len() > 1
             && self.registry.iter().any(|(_, e)| e.owner == self.me)
+    }
+
+    /// For a rejoin: every child running here, and the standby copies this node held
+    /// (kept as salvage, see `salvage`).
+    pub(crate) fn take_for_rejoin(&mut self) -> (Vec<Superseded<C>>, Copies) {
+        let local: Vec<_> = self.local.drain().collect();
+        let children = local
+            .into_iter()
+            .map(|(id, l)| Superseded {
+                salvage: !l.replica && self.salvages(l.child.type_name()),
+                id,
+                child: l.child,
+                epoch: l.epoch,
+            })
+            .collect();
+        let copies = self.copies.drain().collect();
+        (children, copies)
     }
 
     /// Every child and copy of this node, gone at once (the hub is killed or stops):

@@ -2,7 +2,7 @@
 //! restarts or moves, and how a child of a dead node comes back here (an active replica
 //! promoted in place, a standby copy promoted, or a restart from its start state).
 
-use super::{ChildHandle, Effect, Engine, LoggedCall};
+use super::{ChildHandle, Effect, Engine, LoggedCall, Salvaged};
 use crate::core::entry::{Entry, Role};
 use crate::core::item::{StartItem, StartOutcome};
 use crate::core::planner::{plan_with_targets, Command};
@@ -359,6 +359,7 @@ impl<C: ChildHandle> Engine<C> {
         }
         self.registry.age_removals();
         self.age_claims();
+        self.age_salvage();
         if self.dirty || self.registry.has_pending() {
             self.replan();
         }
@@ -366,8 +367,10 @@ impl<C: ChildHandle> Engine<C> {
 
     /// How the child `id` of dead node `from` comes back here under `epoch`. An active
     /// replica running here becomes the primary as it is (decided now; `None`); a
-    /// standby copy here is the latest acknowledged state and is promoted; otherwise it
-    /// restarts from its start state. `None` also when the registry no longer has it.
+    /// standby copy here is the latest acknowledged state and is promoted; else the
+    /// newest salvage of a downed holder (`None` while it is fetched: the planner's next
+    /// round takes the restart up again); otherwise it restarts from its start state.
+    /// `None` also when the registry no longer has it.
     pub(crate) fn restart(&mut self, id: &str, epoch: u64, from: NodeId) -> Option<Restart> {
         self.dirty = true;
         // Not without a quorum (the copy is kept for when this side has one).
@@ -402,7 +405,16 @@ impl<C: ChildHandle> Engine<C> {
             });
             return None;
         }
-        let copy = self.drop_copy(id);
+        // A standby copy here; or else what a downed holder salvaged (see `salvage`),
+        // fetched first if a peer holds it: the restart waits for it.
+        let copy = match self.drop_copy(id) {
+            Some(c) => Some(c),
+            None => match self.salvage_for(id) {
+                Salvaged::Here(c) => Some(c),
+                Salvaged::Fetching => return None,
+                Salvaged::None => None,
+            },
+        };
         let promoted = copy.is_some();
         let (state, recent, replay) = match copy {
             Some(c) => (c.state, c.recent, c.calls),

@@ -119,6 +119,7 @@ impl<C: ChildHandle> Engine<C> {
                 self.out.effects.push(Effect::Refresh);
             }
             Push::Unclaim(ids) => self.unclaimed(from, &ids),
+            Push::Salvaged(offers) => self.salvage_offered(from, offers),
             Push::Removed(removals) => {
                 for (id, epoch, at_epoch) in removals {
                     // Not over what runs here: this node's own word on its children

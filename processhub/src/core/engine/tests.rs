@@ -750,6 +750,196 @@ fn a_promoted_copy_replays_the_writes_it_holds_as_calls() {
     assert_eq!(r.recent.get(8), Some(&vec![43]));
 }
 
+// ---- salvage ----
+
+/// `id`'s owner (4) and its standby (5) are gone; the ring places it on 1, where no
+/// copy is: the engine of 1, the restart planned.
+fn salvage_fixture() -> (super::Engine<TestChild>, String) {
+    let id = id_owned_by(1, &[1, 2, 3]);
+    let mut e = engine(1, &[1, 2, 3, 4, 5]);
+    e.push(node(4), upsert(&id, replicated("R3", node(4), &[5])));
+    e.take_output();
+    e.gossip(gossip(&[1, 2, 3]));
+    let plan = e.take_output();
+    assert!(
+        plan.effects.contains(&Effect::Restart {
+            id: id.clone(),
+            epoch: 2,
+            from: node(4)
+        }),
+        "{plan:?}"
+    );
+    (e, id)
+}
+
+fn salvaged(version: (u64, u64), state: u8) -> super::StandbyCopy {
+    super::StandbyCopy {
+        version,
+        state: vec![state],
+        calls: Vec::new(),
+        recent: crate::core::recent::RecentCalls::from_list(
+            vec![(7, vec![state])],
+            std::time::Instant::now(),
+        ),
+    }
+}
+
+#[test]
+fn a_restart_without_a_copy_fetches_the_newest_salvage_offered_and_promotes_it() {
+    let (mut e, id) = salvage_fixture();
+    e.push(node(3), Push::Salvaged(vec![(id.clone(), 1, 5)]));
+    e.push(node(2), Push::Salvaged(vec![(id.clone(), 1, 7)]));
+    e.take_output();
+    assert!(
+        e.restart(&id, 2, node(4)).is_none(),
+        "it waits for the salvage"
+    );
+    assert_eq!(
+        e.take_output().effects,
+        vec![Effect::FetchSalvage {
+            from: node(2),
+            ids: vec![id.clone()]
+        }],
+        "the newest offer"
+    );
+    assert!(e.restart(&id, 2, node(4)).is_none());
+    assert_eq!(e.take_output(), Output::default(), "fetched once");
+    e.salvage_fetched(
+        node(2),
+        std::slice::from_ref(&id),
+        vec![(id.clone(), salvaged((1, 7), 9))],
+    );
+    let r: Restart = e.restart(&id, 2, node(4)).unwrap();
+    assert!(r.promoted);
+    assert_eq!(r.item.state, vec![9]);
+    assert_eq!(r.item.start_state.as_deref(), Some(&vec![1]));
+    assert_eq!(
+        r.recent.get(7),
+        Some(&vec![9]),
+        "it answers the retries of its writes"
+    );
+}
+
+#[test]
+fn a_salvage_not_fetched_gives_way_to_the_next_offer_then_to_the_start_state() {
+    let (mut e, id) = salvage_fixture();
+    let t0 = e.downing.now();
+    e.push(node(3), Push::Salvaged(vec![(id.clone(), 1, 5)]));
+    e.push(node(2), Push::Salvaged(vec![(id.clone(), 1, 7)]));
+    e.take_output();
+    assert!(e.restart(&id, 2, node(4)).is_none());
+    e.take_output();
+    // Node 2 answers without it (it let it go): node 3's older one is fetched next.
+    e.salvage_fetched(node(2), std::slice::from_ref(&id), Vec::new());
+    assert!(e.restart(&id, 2, node(4)).is_none());
+    assert_eq!(
+        e.take_output().effects,
+        vec![Effect::FetchSalvage {
+            from: node(3),
+            ids: vec![id.clone()]
+        }]
+    );
+    // Node 3 does not answer in time: the start state it is.
+    e.set_now(t0 + super::FETCH_WAIT + std::time::Duration::from_millis(1));
+    let r: Restart = e.restart(&id, 2, node(4)).unwrap();
+    assert!(!r.promoted);
+    assert_eq!(r.item.state, vec![1]);
+}
+
+#[test]
+fn a_rejoined_node_restarts_from_its_own_salvage_unless_a_peer_holds_a_newer_one() {
+    let (mut e, id) = salvage_fixture();
+    // Its former life was the primary: its own state, newer than any standby's copy
+    // of that epoch.
+    e.keep_salvage(&id, salvaged((1, super::PRIMARY_STATE), 8));
+    e.keep_salvage(&id, salvaged((1, 3), 5));
+    assert_eq!(
+        e.salvage_offers(),
+        vec![(id.clone(), 1, super::PRIMARY_STATE)],
+        "the newest is kept, and offered"
+    );
+    e.push(node(2), Push::Salvaged(vec![(id.clone(), 1, 6)]));
+    e.take_output();
+    let r: Restart = e.restart(&id, 2, node(4)).unwrap();
+    assert!(r.promoted);
+    assert_eq!(r.item.state, vec![8]);
+    assert_eq!(e.take_output().effects, vec![], "nothing fetched");
+    assert!(e.salvage_offers().is_empty(), "used up");
+}
+
+/// A rejoined node offers the states of its former primaries at once, while their
+/// instances finish the calls they have in flight; its own restart of one waits for
+/// the state, as a peer's fetch does.
+#[test]
+fn a_state_still_being_taken_is_offered_and_waited_for() {
+    let (mut e, id) = salvage_fixture();
+    e.keep_salvage(&id, salvaged((1, 3), 5));
+    e.expect_salvage([(std::sync::Arc::from(id.as_str()), 1)]);
+    assert_eq!(
+        e.salvage_offers(),
+        vec![(id.clone(), 1, super::PRIMARY_STATE)],
+        "one offer per id, the newest"
+    );
+    assert!(e.salvage_expected(std::slice::from_ref(&id)));
+    assert!(e.restart(&id, 2, node(4)).is_none(), "it waits");
+    assert_eq!(e.take_output(), Output::default());
+    e.salvage_taken(vec![(
+        std::sync::Arc::from(id.as_str()),
+        salvaged((1, super::PRIMARY_STATE), 8),
+    )]);
+    assert!(!e.salvage_expected(std::slice::from_ref(&id)));
+    let r: Restart = e.restart(&id, 2, node(4)).unwrap();
+    assert!(r.promoted);
+    assert_eq!(r.item.state, vec![8]);
+}
+
+#[test]
+fn a_salvage_of_a_later_epoch_wins_and_offers_of_members_gone_are_not_fetched() {
+    let (mut e, id) = salvage_fixture();
+    e.keep_salvage(&id, salvaged((1, super::PRIMARY_STATE), 8));
+    // Node 5 is not a member any more: its offer is not fetched.
+    e.push(node(5), Push::Salvaged(vec![(id.clone(), 3, 1)]));
+    e.push(node(2), Push::Salvaged(vec![(id.clone(), 2, 1)]));
+    e.take_output();
+    assert!(e.restart(&id, 2, node(4)).is_none());
+    assert_eq!(
+        e.take_output().effects,
+        vec![Effect::FetchSalvage {
+            from: node(2),
+            ids: vec![id.clone()]
+        }]
+    );
+    e.salvage_fetched(
+        node(2),
+        std::slice::from_ref(&id),
+        vec![(id.clone(), salvaged((2, 1), 4))],
+    );
+    let r: Restart = e.restart(&id, 2, node(4)).unwrap();
+    assert_eq!(r.item.state, vec![4]);
+}
+
+#[test]
+fn a_rejoin_takes_the_primaries_of_replicated_children_and_the_copies_as_salvage() {
+    let mut e = engine(1, &[1, 2]);
+    start(&mut e, "r", &TestChild::new("r", "R3"));
+    start(&mut e, "p", &TestChild::new("p", "T"));
+    e.keep_copy("c", "R3", (4, 2), vec![3], (vec![], false))
+        .unwrap();
+    let (mut children, copies) = e.take_for_rejoin();
+    children.sort_by(|a, b| a.id.cmp(&b.id));
+    let children: Vec<(String, u64, bool)> = children
+        .into_iter()
+        .map(|c| (c.id.to_string(), c.epoch, c.salvage))
+        .collect();
+    assert_eq!(
+        children,
+        vec![("p".to_string(), 1, false), ("r".to_string(), 1, true)]
+    );
+    assert_eq!(copies.len(), 1);
+    assert_eq!((&*copies[0].0, copies[0].1.version), ("c", (4, 2)));
+    assert!(e.local.is_empty() && e.copies.is_empty());
+}
+
 #[test]
 fn an_active_replica_is_promoted_in_place_told_its_role_and_its_epoch() {
     let id = "x";
