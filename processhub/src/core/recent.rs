@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 /// standby answers from here instead of applying the write twice. Shipped with the
 /// state: whole to a standby new to this instance, the entries since the last shipment
 /// to the others.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct RecentCalls {
     /// Call ids, oldest first, with when each was recorded here.
     order: std::collections::VecDeque<(u128, Instant)>,

@@ -434,7 +434,7 @@ impl HubInner {
             }
             None => StartOutcome::UnknownType { node: self.me() },
         };
-        self.decide(|engine| engine.restarted(&restart, &outcome));
+        self.decide(|engine| engine.restarted(restart, &outcome));
     }
 
     /// Waits until no move of a child of this node is under way (each ends within the

@@ -20,9 +20,9 @@ const TAKE_WAIT: Duration = Duration::from_secs(1);
 impl HubInner {
     /// Stops the instances of a node that was downed, each in a task of its own, at
     /// once; returns a future of the states worth keeping as salvage: those of the
-    /// primaries of replicated children (`worth`), as (id, the state under its epoch,
-    /// as the newest version of that epoch). An instance that does not give up its
-    /// state within a moment is stopped without it.
+    /// primaries of replicated children, as (id, the state under its epoch, as the
+    /// newest version of that epoch, with the replies of its identified writes). An
+    /// instance that does not give up its state within a moment is stopped without it.
     pub(super) fn salvage_children(
         &self,
         children: Vec<Superseded<Arc<dyn ErasedChild>>>,
@@ -42,16 +42,13 @@ impl HubInner {
                 tokio::spawn(async move { child.stop().await });
                 continue;
             }
-            let recent = child.recent_calls();
-            let take = tokio::spawn(child.take_for_merge());
+            let take = tokio::spawn(Arc::clone(&child).take_for_merge());
             // (One held by a move under way waits for its end: not for long.)
             takes.push(async move {
-                (
-                    id,
-                    epoch,
-                    recent,
-                    tokio::time::timeout(TAKE_WAIT, take).await,
-                )
+                let taken = tokio::time::timeout(TAKE_WAIT, take).await;
+                // Read once it stopped: a call it finished meanwhile, whose reply its
+                // caller may retry, is among them.
+                (id, epoch, child.recent_calls(), taken)
             });
         }
         async move {
@@ -117,8 +114,9 @@ impl HubInner {
         let first = {
             let mut queued = self.salvage_fetches.lock().unwrap();
             let of_from = queued.entry(from).or_default();
+            let first = of_from.is_empty();
             of_from.extend(ids);
-            of_from.len() == 1
+            first
         };
         if first {
             tokio::spawn(async move {

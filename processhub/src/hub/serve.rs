@@ -344,6 +344,12 @@ impl Inbound for HubInner {
             conn.close();
             return;
         }
+        // What it kept of its former life (it was downed): a peer restarting one of
+        // those children takes it rather than its start state. Before the snapshot,
+        // whose end lets the peer restart what it was waiting to restart.
+        for chunk in engine.salvage_offers().chunks(SNAPSHOT_CHUNK) {
+            conn.push(&Push::Salvaged(chunk.to_vec()));
+        }
         let own = engine.snapshot();
         let mut chunks = batches(&own, SNAPSHOT_CHUNK, self.batch_bytes(), entry_size).peekable();
         if chunks.peek().is_none() {
@@ -373,11 +379,6 @@ impl Inbound for HubInner {
         let assigned = engine.assigned_to(peer);
         if !assigned.is_empty() {
             conn.push(&Push::Assigned(assigned));
-        }
-        // What it kept of its former life (it was downed): a peer restarting one of
-        // those children takes it rather than its start state.
-        for chunk in engine.salvage_offers().chunks(SNAPSHOT_CHUNK) {
-            conn.push(&Push::Salvaged(chunk.to_vec()));
         }
         // Whom this node downed (a push of it may have been lost with a connection).
         let downed = engine.downing.downed_here();

@@ -104,7 +104,7 @@ pub(crate) struct LocalChild<C> {
 }
 
 /// The latest state of a replicated child, kept for its primary.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct StandbyCopy {
     /// (epoch, shipment) of the primary that sent it.
     pub(crate) version: (u64, u64),
@@ -509,7 +509,7 @@ impl<C: ChildHandle> Engine<C> {
     }
 
     /// For a rejoin: every child running here, and the standby copies this node held
-    /// (kept as salvage, see `salvage`).
+    /// and what it salvaged already (kept as salvage, see `salvage`).
     pub(crate) fn take_for_rejoin(&mut self) -> (Vec<Superseded<C>>, Copies) {
         let local: Vec<_> = self.local.drain().collect();
         let children = local
@@ -521,7 +521,8 @@ impl<C: ChildHandle> Engine<C> {
                 epoch: l.epoch,
             })
             .collect();
-        let copies = self.copies.drain().collect();
+        let mut copies: Copies = self.copies.drain().collect();
+        copies.extend(self.salvage_held());
         (children, copies)
     }
 

@@ -2,7 +2,7 @@
 //! restarts or moves, and how a child of a dead node comes back here (an active replica
 //! promoted in place, a standby copy promoted, or a restart from its start state).
 
-use super::{ChildHandle, Effect, Engine, LoggedCall, Salvaged};
+use super::{ChildHandle, Effect, Engine, LoggedCall, Salvaged, StandbyCopy};
 use crate::core::entry::{Entry, Role};
 use crate::core::item::{StartItem, StartOutcome};
 use crate::core::planner::{plan_with_targets, Command};
@@ -26,6 +26,10 @@ pub(crate) struct Restart {
     pub(crate) replay: Vec<LoggedCall>,
     /// The node it ran on.
     pub(crate) from: NodeId,
+    /// The copy promoted, kept until the instance runs: a start that fails (no lease
+    /// yet, a node just woken from a pause) gives it back as salvage, rather than lose
+    /// the only copy this node had.
+    pub(crate) fallback: Option<StandbyCopy>,
 }
 
 impl<C: ChildHandle> Engine<C> {
@@ -412,10 +416,14 @@ impl<C: ChildHandle> Engine<C> {
             None => match self.salvage_for(id) {
                 Salvaged::Here(c) => Some(c),
                 Salvaged::Fetching => return None,
+                // A holder of a copy that was downed and is heard again rejoins in a
+                // moment, and offers what it holds as its connection opens: wait.
+                Salvaged::None if self.holder_rejoining(&entry) => return None,
                 Salvaged::None => None,
             },
         };
         let promoted = copy.is_some();
+        let fallback = copy.clone();
         let (state, recent, replay) = match copy {
             Some(c) => (c.state, c.recent, c.calls),
             None => (
@@ -442,14 +450,37 @@ impl<C: ChildHandle> Engine<C> {
             recent,
             replay,
             from,
+            fallback,
         })
+    }
+
+    /// Whether a holder of a copy of `entry` (a replicated child's owner or standby)
+    /// was downed and is heard again: it learns so and rejoins, and its salvage offer
+    /// arrives before its registry (simulator seed 228, 5 nodes, pause,partition,crash:
+    /// the cut-off standby rejoined the very moment its copy's id restarted from the
+    /// start state elsewhere).
+    fn holder_rejoining(&self, entry: &Entry) -> bool {
+        let Some(standbys) = &entry.standbys else {
+            return false;
+        };
+        let mut holders = std::iter::once(entry.owner).chain(standbys.iter().copied());
+        let heard: Vec<NodeId> = self.view.downed_but_heard().collect();
+        !heard.is_empty() && holders.any(|h| heard.contains(&h))
     }
 
     /// A restart planned by [`Self::restart`] ended with `outcome`: reported; one that
     /// could not be carried out is unregistered everywhere.
-    pub(crate) fn restarted(&mut self, restart: &Restart, outcome: &StartOutcome) {
+    pub(crate) fn restarted(&mut self, mut restart: Restart, outcome: &StartOutcome) {
         self.dirty = true;
         let id = restart.item.id.as_str();
+        if !matches!(
+            outcome,
+            StartOutcome::Started { .. } | StartOutcome::AlreadyStarted { .. }
+        ) {
+            if let Some(copy) = restart.fallback.take() {
+                self.keep_salvage(id, copy);
+            }
+        }
         let from = restart.from;
         match outcome {
             StartOutcome::Started { epoch, .. } if restart.promoted => {

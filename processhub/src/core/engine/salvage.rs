@@ -77,6 +77,16 @@ impl<C: ChildHandle> Engine<C> {
         held.insert(Arc::from(id), (copy, until));
     }
 
+    /// What this node kept as salvage (taken, for a rejoin: a node downed twice keeps
+    /// what it salvaged the first time).
+    pub(crate) fn salvage_held(&mut self) -> Vec<(Arc<str>, StandbyCopy)> {
+        self.salvage
+            .held
+            .drain()
+            .map(|(id, (copy, _))| (id, copy))
+            .collect()
+    }
+
     /// Whether `type_name` keeps copies of its children (only those are salvaged:
     /// losing a plain child's state with its node is what a plain child promises).
     pub(crate) fn salvages(&self, type_name: &str) -> bool {

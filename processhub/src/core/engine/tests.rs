@@ -185,7 +185,7 @@ fn restarted_here(e: &mut super::Engine<TestChild>, id: &str, child: &TestChild)
     let epoch = e.admit(&r.item).unwrap();
     e.started(&r.item, epoch, Ok(child.clone()));
     e.restarted(
-        &r,
+        r,
         &StartOutcome::Started {
             node: node(1),
             epoch,
@@ -521,7 +521,7 @@ fn a_restart_that_cannot_be_carried_out_is_unregistered_and_reported() {
     e.take_output();
     let r = e.restart(&id, 2, node(2)).unwrap();
     let outcome = StartOutcome::UnknownType { node: node(1) };
-    e.restarted(&r, &outcome);
+    e.restarted(r, &outcome);
     assert_eq!(
         e.take_output(),
         out(
@@ -551,7 +551,7 @@ fn a_restart_from_the_start_state_is_reported_as_one() {
     let epoch = e.admit(&r.item).unwrap();
     e.started(&r.item, epoch, Ok(TestChild::new("c", "T")));
     e.restarted(
-        &r,
+        r,
         &StartOutcome::Started {
             node: node(1),
             epoch: 2,
@@ -728,13 +728,20 @@ fn a_standby_copy_holds_a_bounded_log_of_calls() {
     );
 }
 
+/// Node 1 of 3, holding a standby copy of `x` (primary 3, standbys 1 and 2): version
+/// (1, 5), state `[9]`, the reply `[42]` of write 7.
+fn copy_of_x() -> super::Engine<TestChild> {
+    let mut e = engine(1, &[1, 2, 3]);
+    e.push(node(3), upsert("x", replicated("R3", node(3), &[1, 2])));
+    e.keep_copy("x", "R3", (1, 5), vec![9], (vec![(7, vec![42])], false))
+        .unwrap();
+    e
+}
+
 #[test]
 fn a_promoted_copy_replays_the_writes_it_holds_as_calls() {
     let id = "x";
-    let mut e = engine(1, &[1, 2, 3]);
-    e.push(node(3), upsert(id, replicated("R3", node(3), &[1, 2])));
-    e.keep_copy(id, "R3", (1, 5), vec![9], (vec![(7, vec![42])], false))
-        .unwrap();
+    let mut e = copy_of_x();
     assert_eq!(
         e.keep_call(id, "R3", (1, 6), logged("add", &[2]), vec![(8, vec![43])]),
         Ok(true)
@@ -918,6 +925,44 @@ fn a_salvage_of_a_later_epoch_wins_and_offers_of_members_gone_are_not_fetched() 
     assert_eq!(r.item.state, vec![4]);
 }
 
+/// A node just woken from a pause promotes its copy while its lease has run out: the
+/// start is refused (`NoQuorum`), and the copy it took for it is kept as salvage, not
+/// lost with the refused instance (simulator seed 228, 5 nodes, pause,partition,crash).
+#[test]
+fn a_promotion_refused_keeps_its_copy_as_salvage() {
+    let id = "x";
+    let mut e = copy_of_x();
+    e.take_output();
+    e.gossip(gossip(&[1, 2]));
+    e.take_output();
+    let r: Restart = e.restart(id, 2, node(3)).unwrap();
+    assert!(r.promoted);
+    assert_eq!(e.standby_copy(id), None);
+    e.restarted(r, &StartOutcome::NoQuorum { node: node(1) });
+    assert_eq!(e.salvage_offers(), vec![(id.to_string(), 1, 5)]);
+    let r: Restart = e.restart(id, 2, node(3)).unwrap();
+    assert!(r.promoted, "the next try promotes it again");
+    assert_eq!(r.item.state, vec![9]);
+    assert_eq!(r.recent.get(7), Some(&vec![42]));
+}
+
+/// A standby that was downed and is heard again rejoins in a moment and offers its
+/// copy: the restart from the start state waits for it, and goes ahead once it is
+/// not heard any more.
+#[test]
+fn a_restart_from_the_start_state_waits_for_a_downed_holder_heard_again() {
+    let (mut e, id) = salvage_fixture();
+    e.gossip(gossip(&[1, 2, 3, 5]));
+    e.view.remove(node(5));
+    e.take_output();
+    assert!(e.restart(&id, 2, node(4)).is_none(), "node 5 rejoins: wait");
+    assert_eq!(e.take_output().effects, vec![]);
+    e.gossip(gossip(&[1, 2, 3]));
+    let r: Restart = e.restart(&id, 2, node(4)).unwrap();
+    assert!(!r.promoted);
+    assert_eq!(r.item.state, vec![1]);
+}
+
 #[test]
 fn a_rejoin_takes_the_primaries_of_replicated_children_and_the_copies_as_salvage() {
     let mut e = engine(1, &[1, 2]);
@@ -937,6 +982,11 @@ fn a_rejoin_takes_the_primaries_of_replicated_children_and_the_copies_as_salvage
     );
     assert_eq!(copies.len(), 1);
     assert_eq!((&*copies[0].0, copies[0].1.version), ("c", (4, 2)));
+    // What it salvaged in an earlier life goes along too (downed twice).
+    e.keep_salvage("s", salvaged((3, 1), 2));
+    let (children, copies) = e.take_for_rejoin();
+    assert!(children.is_empty());
+    assert_eq!((&*copies[0].0, copies[0].1.version), ("s", (3, 1)));
     assert!(e.local.is_empty() && e.copies.is_empty());
 }
 
