@@ -137,7 +137,7 @@ async fn node_main(seed: String) {
                 HubEvent::QuorumLost { .. } => println!("SAW quorum lost: serving nothing"),
                 HubEvent::QuorumRegained { .. } => println!("SAW quorum regained"),
                 HubEvent::Rejoined { old, new, dropped } => println!(
-                    "SAW downed by the others: rejoined as {new} (was {old}), {dropped} superseded copies dropped unpublished"
+                    "SAW downed by the others: rejoined as {new} (was {old}), {dropped} superseded instances stopped unpublished (the states of replicated ones kept aside, unserved, in case every other copy is gone)"
                 ),
                 _ => {}
             }
