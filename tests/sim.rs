@@ -334,6 +334,89 @@ fn a_child_whose_every_copy_holder_was_downed_or_crashed_keeps_its_acknowledged_
     );
 }
 
+/// A node started during a partition used to be on a side of its own for the
+/// simulator's failure detectors while its links to both sides stayed open, and the
+/// majority downed it (5 nodes, pause,partition,crash: seeds 239, 581, 598 lost writes
+/// of a plain counter moved to it). It is on side 0 now, its links cut as its failure
+/// detector has them. That exposed two flaws of the engine:
+/// - seed 42 (3 nodes, pause,partition,crash,delay): a node back from a pause and a
+///   joiner, neither ever reached by a node cut off meanwhile, made a majority and
+///   downed it; it held every registry entry, and every registry lost every one. A node
+///   now downs only members whose registry reached it (`Downing::knows`), and adopts
+///   the downing of the others from a peer that knew them.
+/// - seed 61 (same), under a stricter quorum rule tried and set aside (see the
+///   expected failure below; the seed passes without it too): a node woke from a pause
+///   with a registry that missed a restart of a child elsewhere, and assigned the child
+///   to a joiner at the same epoch; the tie-break of equal epochs let the joiner start
+///   a second instance, which a stop then hit while the first lived on. An assignment
+///   no longer takes a child over from another node's entry as new (engine test
+///   `children_re_assigned_to_a_joiner_are_told_to_it_and_it_starts_them`).
+#[test]
+fn a_node_that_joins_during_a_partition_and_the_majority_it_makes_keep_every_promise() {
+    assert_seeds_pass(
+        &five_nodes(&[FaultKind::Pause, FaultKind::Partition, FaultKind::Crash]),
+        [239, 581, 598],
+    );
+    assert_seeds_pass(&mixed(), [42, 61]);
+}
+
+/// Two fresh nodes join one side of a split of 3 (an autoscaler replacing what that
+/// side lost) some time after it began; the split heals 3 s later.
+fn fresh_nodes_join_one_side(
+    seed: u64,
+    minority: bool,
+    join_after: u64,
+) -> processhub::sim::Report {
+    let mut sim = Sim::new(seed, SimConfig::default());
+    let w = small();
+    let history = w.start(&mut sim);
+    sim.run_for(Duration::from_secs(1));
+    // Nodes that join are on side 0.
+    sim.partition(if minority { &[0, 1, 1] } else { &[1, 0, 0] });
+    sim.run_for(Duration::from_millis(join_after));
+    sim.add_node();
+    sim.add_node();
+    sim.run_for(Duration::from_secs(3));
+    sim.heal_partition();
+    sim.run_for(Duration::from_secs(3));
+    check(&mut sim, &w, &history)
+}
+
+/// Joiners on the majority's side of a split, or on the minority's within the failure
+/// detector's delay (before the split is seen): every promise holds.
+#[test]
+fn fresh_nodes_that_join_the_majority_of_a_split_keep_every_promise() {
+    for (seed, minority, join_after) in [(3, true, 100), (4, false, 700), (5, false, 1500)] {
+        let report = fresh_nodes_join_one_side(seed, minority, join_after);
+        assert!(
+            report.passed(),
+            "seed {seed}, minority {minority}, joined {join_after} ms in: {report:?}"
+        );
+    }
+}
+
+/// An expected failure, kept to be turned around: two fresh nodes that join the
+/// minority side of a split of 3 once the split is seen make it a majority of 5 in its
+/// own eyes, while the other side, which never saw them, is a majority of the 3 it
+/// knows: both sides serve the same counters, and a value is acknowledged twice.
+/// Counting a joiner only once the view is whole (Akka's rule) fixes it, but leaves a
+/// cluster whose majority crashed stuck until `Hub::reset_cluster_size`, even after
+/// fresh nodes replace the crashed ones (73 of 150 seeds of
+/// `--faults crash,quick-restart,delay,drop` then failed); the choice is for the
+/// project's steering.
+#[test]
+fn fresh_nodes_that_join_the_minority_of_a_split_make_a_second_majority_expected_failure() {
+    for (seed, join_after) in [(1, 700), (2, 1500)] {
+        let report = fresh_nodes_join_one_side(seed, true, join_after);
+        let single_writer = &report.checks[0];
+        assert_eq!(single_writer.name, "single-writer");
+        assert!(
+            matches!(&single_writer.verdict, processhub::sim::Verdict::Fail(why) if why.contains("acknowledged twice")),
+            "seed {seed}: fixed? turn this test around: {report:?}"
+        );
+    }
+}
+
 /// Turned around (it was an expected failure): one node cut off from the others for
 /// twice the detection time. The majority downs it and takes over after its lease ran
 /// out; the cut-off node fences itself (`NoQuorum`) and restarts nothing; on the heal it

@@ -14,6 +14,14 @@
 //! downed node that is heard again is a member again (duplicates are resolved after
 //! the heal).
 //!
+//! A node originates the downing of a member only once that member's registry reached it
+//! (its whole snapshot arrived, [`Downing::knows`]): a node that never heard which
+//! children a member owns cannot restart them, and one that joined or rejoined across a
+//! cut would down the only holder of every entry (simulator seed 42, 3 nodes,
+//! pause,partition,crash,delay: a rejoined node and a joiner, neither ever reached by the
+//! cut-off node, downed it, and every registry lost every entry). It still adopts the
+//! downing a peer that knew the member decided.
+//!
 //! ```text
 //!  gossip: X silent ─► X unreachable ─(stable_after, and a quorum reachable)─► down X
 //!      ─► Push::Down(X) to every peer ─► each downs X, says so ─► a quorum downed X
@@ -149,6 +157,9 @@ pub(crate) struct Downing {
     seen: BTreeMap<NodeId, Instant>,
     /// Downed nodes (never members again under a quorum strategy).
     downed: BTreeMap<NodeId, Downed>,
+    /// The members whose whole registry reached this life of this node: the ones it
+    /// may down on its own observation.
+    known: BTreeSet<NodeId>,
     now: Instant,
 }
 
@@ -162,8 +173,15 @@ impl Downing {
             largest: 1,
             seen: BTreeMap::new(),
             downed: BTreeMap::new(),
+            known: BTreeSet::new(),
             now,
         }
+    }
+
+    /// `node`'s whole registry reached this node (its snapshot): from now on this node
+    /// may down it on its own observation.
+    pub(crate) fn knows(&mut self, node: NodeId) {
+        self.known.insert(node);
     }
 
     /// The time now (the shell passes it in before every decision).
@@ -313,7 +331,9 @@ impl Downing {
         }
         if stable && !self.unreachable.is_empty() && self.has_quorum(reachable, members) {
             for n in self.unreachable.clone() {
-                if !self.downed.get(&n).is_some_and(|d| d.by.contains(&self.me)) {
+                if self.known.contains(&n)
+                    && !self.downed.get(&n).is_some_and(|d| d.by.contains(&self.me))
+                {
                     self.heard_down(self.me, n, false);
                     out.down.push(n);
                 }
@@ -375,7 +395,8 @@ impl Downing {
     pub(crate) fn next_due(&self) -> Option<Instant> {
         let undecided = self.unreachable.iter().any(|n| {
             !self.config.strategy.fences()
-                || !self.downed.get(n).is_some_and(|d| d.by.contains(&self.me))
+                || (self.known.contains(n)
+                    && !self.downed.get(n).is_some_and(|d| d.by.contains(&self.me)))
         });
         let stable = undecided
             .then(|| self.changed_at.map(|t| t + self.config.stable_after))
@@ -428,6 +449,8 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Downing::new(node(1), config(PartitionTolerance::MajorityQuorum), t0);
         let members = [node(1), node(2), node(3)];
+        d.knows(node(2));
+        d.knows(node(3));
         d.observe(&members, &[]);
         d.observe(&members, &[node(3)]);
         assert_eq!(d.settle(&members, 2), Settled::default(), "not stable yet");
@@ -467,6 +490,8 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Downing::new(node(1), config(PartitionTolerance::MajorityQuorum), t0);
         let members = [node(1), node(2), node(3)];
+        d.knows(node(2));
+        d.knows(node(3));
         d.observe(&members, &[node(2), node(3)]);
         d.set_now(t0 + Duration::from_secs(5));
         assert_eq!(d.settle(&members, 1), Settled::default(), "1 of 3");
@@ -478,6 +503,46 @@ mod tests {
         d.set_now(t0 + Duration::from_millis(6_200));
         assert_eq!(d.settle(&members, 2), Settled::default());
         d.set_now(t0 + Duration::from_millis(6_300));
+        assert_eq!(d.settle(&members, 2).down, vec![node(3)]);
+    }
+
+    /// A node that never received a member's registry (it joined, or rejoined, across
+    /// a cut that member is behind) does not down it on its own observation: it could
+    /// not restart what it owns, and it may be the only holder of every entry. It waits
+    /// for nothing on its account, and adopts the downing of a peer that knew it.
+    #[test]
+    fn a_member_whose_registry_never_arrived_is_downed_only_on_a_peers_word() {
+        let t0 = Instant::now();
+        let mut d = Downing::new(node(1), config(PartitionTolerance::MajorityQuorum), t0);
+        let members = [node(1), node(2), node(3)];
+        d.knows(node(2));
+        d.observe(&members, &[]);
+        d.observe(&members, &[node(3)]);
+        d.set_now(t0 + Duration::from_secs(5));
+        assert_eq!(
+            d.settle(&members, 2),
+            Settled::default(),
+            "never heard its registry"
+        );
+        assert_eq!(d.next_due(), None, "nothing due on its account");
+        assert!(d.grants(node(3)));
+        assert!(
+            d.heard_down(node(2), node(3), false),
+            "a peer's downing is adopted"
+        );
+        assert_eq!(
+            d.settle(&members, 2),
+            Settled::default(),
+            "2 of 3 downed it: from now"
+        );
+        d.set_now(t0 + Duration::from_secs(6));
+        assert_eq!(d.settle(&members, 2).remove, vec![node(3)]);
+        // Once its registry arrives, it is downed on this node's word alone.
+        let mut d = Downing::new(node(1), config(PartitionTolerance::MajorityQuorum), t0);
+        d.observe(&members, &[]);
+        d.observe(&members, &[node(3)]);
+        d.knows(node(3));
+        d.set_now(t0 + Duration::from_secs(5));
         assert_eq!(d.settle(&members, 2).down, vec![node(3)]);
     }
 

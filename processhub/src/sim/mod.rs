@@ -286,8 +286,15 @@ impl Sim {
             left: false,
         });
         self.views.push(None);
-        self.watch(self.nodes.len() - 1);
-        self.nodes.len() - 1
+        let new = self.nodes.len() - 1;
+        self.watch(new);
+        if self.partition.is_some() {
+            // A node started during a partition is on side 0 (see `side`): its links
+            // are cut as its failure detector has them, and its downing is excused.
+            self.suspects.insert(new);
+            self.apply_links();
+        }
+        new
     }
 
     /// Spawns `task` on node `i` (it runs as the node is driven; gone if it crashes).
@@ -433,9 +440,10 @@ impl Sim {
         self.suspects.insert(i);
     }
 
-    /// Splits the running nodes: `sides[i]` is the side of node `i`. Frames between
-    /// sides vanish (no reset: the connections stay up), and each side's failure
-    /// detectors take the other side for dead after the detection time.
+    /// Splits the running nodes: `sides[i]` is the side of node `i`; a node started
+    /// while the split lasts is on side 0. Frames between sides vanish (no reset: the
+    /// connections stay up), and each side's failure detectors take the other side for
+    /// dead after the detection time.
     pub fn partition(&mut self, sides: &[usize]) {
         self.partition = Some((sides.to_vec(), self.now));
         self.suspects.extend(0..sides.len().min(self.nodes.len()));
@@ -477,7 +485,7 @@ impl Sim {
                 }
                 let mut fault = self.links.get(&(a, b)).copied().unwrap_or_default();
                 if let Some((sides, _)) = &self.partition {
-                    fault.black_hole |= sides.get(a) != sides.get(b);
+                    fault.black_hole |= side(sides, a) != side(sides, b);
                 }
                 fault.black_hole |= self
                     .cuts
@@ -585,7 +593,7 @@ impl Sim {
             return false;
         }
         if let Some((sides, since)) = &self.partition {
-            if sides.get(a) != sides.get(b) && self.now >= *since + d {
+            if side(sides, a) != side(sides, b) && self.now >= *since + d {
                 return false;
             }
         }
@@ -630,4 +638,9 @@ impl Sim {
             }
         }
     }
+}
+
+/// The side of node `i` in a partition: nodes started after it began are on side 0.
+fn side(sides: &[usize], i: usize) -> usize {
+    sides.get(i).copied().unwrap_or(0)
 }

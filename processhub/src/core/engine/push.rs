@@ -76,6 +76,7 @@ impl<C: ChildHandle> Engine<C> {
                         }
                     }
                     self.synced.insert(from);
+                    self.downing.knows(from);
                 } else if last {
                     let snapshot = self.snapshots.remove(&from).unwrap_or_default();
                     // (A connection that opened after a split healed brings the other
@@ -85,6 +86,7 @@ impl<C: ChildHandle> Engine<C> {
                     }
                     self.registry.replace_origin(from, snapshot);
                     self.synced.insert(from);
+                    self.downing.knows(from);
                 }
             }
             Push::Assigned(entries) => {
@@ -94,6 +96,19 @@ impl<C: ChildHandle> Engine<C> {
                     // and not running here.
                     let gone = self.view.members().binary_search(&origin).is_err();
                     if entry.owner != self.me || !gone || self.runs_here(&id) {
+                        continue;
+                    }
+                    // Not over another node's instance as new (a teller whose registry
+                    // went stale missed that it was restarted there already: simulator
+                    // seed 61, 3 nodes, pause,partition,crash,delay, under a stricter
+                    // quorum rule since set aside, a node woke from a pause and assigned
+                    // a child another had restarted meanwhile, and the tie-break of
+                    // equal epochs let this node start a second one).
+                    let taken = self
+                        .registry
+                        .get(&id)
+                        .is_some_and(|e| e.owner != origin && e.epoch >= entry.epoch);
+                    if taken {
                         continue;
                     }
                     if self.registry.removed_since(&id, entry.epoch) {

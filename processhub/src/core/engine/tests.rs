@@ -427,6 +427,19 @@ fn children_re_assigned_to_a_joiner_are_told_to_it_and_it_starts_them() {
     // Told again (every survivor tells): nothing more.
     joiner.push(node(2), Push::Assigned(told.clone()));
     assert_eq!(joiner.take_output(), Output::default());
+    // Not over another node's instance of that epoch (restarted there by a node whose
+    // view was newer than the teller's, seed 61): nothing starts, the entry stays.
+    let mut restarted = engine(4, &[1, 2, 4]);
+    let elsewhere = crate::core::entry::Entry {
+        owner: node(2),
+        epoch: 2,
+        ..entry("T", node(3), 1)
+    };
+    restarted.push(node(2), upsert(&id, elsewhere.clone()));
+    restarted.take_output();
+    restarted.push(node(1), Push::Assigned(told.clone()));
+    assert_eq!(restarted.take_output(), Output::default());
+    assert_eq!(restarted.registry.get(&id), Some(&elsewhere));
     // Not for another node, nor of a node it sees alive.
     let mut other = engine(2, &[1, 2, 3]);
     other.push(node(1), Push::Assigned(told.clone()));
@@ -1751,6 +1764,44 @@ fn a_majority_downs_a_silent_member_once_stable_and_replaces_it_a_lease_after_a_
     assert_eq!(
         e.take_output().effects,
         vec![Effect::Peers(vec![node(1), node(2)])]
+    );
+}
+
+/// Simulator seed 42 (3 nodes, pause,partition,crash,delay): a rejoined node and a
+/// joiner, neither ever reached by a member cut off behind a partition, made a majority
+/// and downed it; it held every entry, so every registry lost every one. A node downs
+/// only members whose registry reached it, and adopts a peer's downing of the others.
+#[test]
+fn a_member_whose_registry_never_arrived_is_not_downed_on_this_nodes_word() {
+    use std::time::Duration;
+    let (mut e, t0) = majority_engine(1, &[1, 2]);
+    // Node 3 joins; its connection opens, but nothing of it arrives (a cut), and soon
+    // the failure detector stops hearing it.
+    e.gossip(gossip(&[1, 2, 3]));
+    e.gossip(gossip(&[1, 2]));
+    e.take_output();
+    e.set_now(t0 + Duration::from_secs(5));
+    e.refresh_members();
+    assert_eq!(
+        e.take_output(),
+        out(vec![], vec![], vec![]),
+        "not downed: its registry never arrived here"
+    );
+    assert!(
+        !e.downing_due(t0 + Duration::from_secs(60)),
+        "nothing waits"
+    );
+    // Node 2, which knew it, downs it: adopted (node 1 does not hear it either).
+    e.push(node(2), Push::Down(vec![node(3)]));
+    assert_eq!(
+        e.take_output(),
+        out(
+            vec![Push::Down(vec![node(3)])],
+            vec![],
+            vec![HubEvent::NodesDowned {
+                nodes: vec![node(3)]
+            }],
+        )
     );
 }
 
