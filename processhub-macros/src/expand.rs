@@ -780,8 +780,7 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
                     _: &mut #ph::__private::Context<Self, Self::Reply>,
                 ) -> Self::Reply {
                     #encode_call
-                    let cx = self.__context();
-                    let state = self.__state();
+                    let (cx, state) = self.__context();
                     let #msg(#(#arg_names,)* #phantom_pat) = msg;
                     let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(cx, async move { #call }).await;
                     #replicate_self
@@ -798,8 +797,7 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
         arms.push(quote! {
             #name_str => ::std::boxed::Box::pin(async move {
                 let #msg(#(#arg_names,)* #phantom_pat) = #ph::__private::decode_args::<#msg #turbofish>(args)?;
-                let cx = actor.__context();
-                let state = actor.__state();
+                let (cx, state) = actor.__context();
                 let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(cx, async move { #call }).await;
                 let reply: #ret = reply?;
                 #ph::__private::encode_reply(&reply)

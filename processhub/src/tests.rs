@@ -849,3 +849,72 @@ async fn requests_beyond_the_in_flight_limit_wait_and_are_all_answered() {
     still_serves(&hub).await;
     hub.shutdown().await.unwrap();
 }
+
+/// A batch of calls sent together is served by one actor message, and its replies go
+/// together after the last call. The lease is confirmed once more then: a lease lost
+/// while the batch ran (here, the node downed) answers none of its calls, not even the
+/// one that ran before it was lost and was confirmed after it (the fencing a reply of
+/// its own would have had at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_lease_is_lost_while_it_runs_acknowledges_none_of_it() {
+    use crate::child::erased::{ChildCtx, Responder};
+    use crate::child::lease::Lease;
+    use crate::core::downing::{PartitionTolerance, SafetyConfig};
+    use crate::core::entry::EpochCell;
+    use crate::net::wire::EncodedCall;
+    use std::sync::Arc;
+
+    let lease = Arc::new(Lease::new(SafetyConfig {
+        strategy: PartitionTolerance::MajorityQuorum,
+        stable_after: Duration::from_millis(300),
+        lease: Duration::from_secs(60),
+    }));
+    lease.renewed(Instant::now());
+    let node = NodeId::new("127.0.0.1:1".parse().unwrap(), 1);
+    let ctx = ChildCtx {
+        id: Arc::from("batch"),
+        node,
+        epoch: EpochCell::new(1),
+        events: crate::hooks::Events::new(16, crate::telemetry::Telemetry::new(false)),
+        replicator: None,
+        role: None,
+        recent: None,
+        awake: None,
+        lease: Some(Arc::clone(&lease)),
+    };
+    let child = crate::child::life::spawn_typed(Echo::default(), ctx);
+    let call = |method: &'static str, args: Vec<u8>| EncodedCall {
+        method: bytes::Bytes::from_static(method.as_bytes()),
+        args: bytes::Bytes::from(args),
+        call_id: 0,
+        trace: None,
+    };
+    let run = |calls: Vec<EncodedCall>| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let respond = Responder::new(move |replies| {
+            let _ = tx.send(replies);
+        });
+        tokio::spawn(Arc::clone(&child).call_batch(node, calls, respond));
+        rx
+    };
+    let echo = postcard::to_allocvec(&(vec![7u8],)).unwrap();
+    let nap = postcard::to_allocvec(&(300u64,)).unwrap();
+
+    // Under a lease: both answered.
+    let replies = run(vec![call("echo", echo.clone()), call("nap", nap.clone())])
+        .await
+        .unwrap()
+        .expect("served");
+    assert!(replies.iter().all(Result::is_ok), "{replies:?}");
+
+    // The echo runs at once, the nap for 300 ms; the node is downed meanwhile.
+    let replies = run(vec![call("echo", echo), call("nap", nap)]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lease.revoke();
+    let replies = replies.await.unwrap().expect("served");
+    assert_eq!(
+        replies,
+        vec![Err(CallError::NoQuorum), Err(CallError::NoQuorum)],
+        "no reply of the batch goes without a lease"
+    );
+}

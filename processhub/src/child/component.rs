@@ -168,6 +168,10 @@ pub struct ComponentActor<T> {
     /// Writes to apply before anything else runs: those a promoted standby copy held
     /// as calls (`ship = "calls"`).
     pub(crate) replay: Option<Replay<T>>,
+    /// Serving a batch of remote calls (`CallBatch`): the lease is confirmed once more
+    /// after the batch's last call, before any of its replies goes, rather than after
+    /// each call.
+    pub(crate) batching: bool,
 }
 
 /// How a message's method runs on an actor ([`Dispatch::apply`]).
@@ -204,12 +208,15 @@ impl<T> ComponentActor<T> {
 /// What [`ComponentActor::__guard`] needs of the actor (for generated code).
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct CallContext {
-    id: Arc<str>,
+pub struct CallContext<'a> {
+    id: &'a Arc<str>,
     node: NodeId,
     epoch: u64,
-    events: crate::hooks::Events,
-    lease: Option<Arc<crate::child::lease::Lease>>,
+    events: &'a crate::hooks::Events,
+    lease: Option<&'a crate::child::lease::Lease>,
+    /// Whether the lease is confirmed after the method ran (not when a batch's replies
+    /// wait for one confirmation after its last call).
+    confirm_after: bool,
 }
 
 impl<T> std::fmt::Debug for ComponentActor<T> {
@@ -233,12 +240,6 @@ impl<T: Component> Actor for ComponentActor<T> {
 }
 
 impl<T> ComponentActor<T> {
-    /// The user's state (for generated code).
-    #[doc(hidden)]
-    pub fn __state(&mut self) -> &mut T {
-        &mut self.state
-    }
-
     /// Runs a method's future, turning a panic into [`CallError::Panicked`]; the actor
     /// goes on with the state the panic left, and the hub reports a restart. The node's
     /// lease is checked before the method runs and again before its reply goes: a node
@@ -246,7 +247,7 @@ impl<T> ComponentActor<T> {
     /// ([`CallError::NoQuorum`]).
     #[doc(hidden)]
     pub async fn __guard<R>(
-        cx: CallContext,
+        cx: CallContext<'_>,
         fut: impl std::future::Future<Output = R>,
     ) -> Result<R, CallError> {
         let CallContext {
@@ -255,8 +256,9 @@ impl<T> ComponentActor<T> {
             epoch,
             events,
             lease,
+            confirm_after,
         } = cx;
-        if let Some(lease) = &lease {
+        if let Some(lease) = lease {
             lease.ready().await?;
         }
         let here = Instance {
@@ -270,8 +272,9 @@ impl<T> ComponentActor<T> {
         {
             Ok(r) => {
                 // Still confirmed once it ran: a node paused meanwhile may have been
-                // replaced, and must not acknowledge.
-                if let Some(lease) = &lease {
+                // replaced, and must not acknowledge. (In a batch, once after its last
+                // call: `CallBatch`.)
+                if let (Some(lease), true) = (lease, confirm_after) {
                     lease.ready().await?;
                 }
                 Ok(r)
@@ -302,16 +305,20 @@ impl<T> ComponentActor<T> {
             .map_or(self.epoch, |child| child.epoch())
     }
 
-    /// What [`Self::__guard`] needs besides the future (for generated code).
+    /// What [`Self::__guard`] needs besides the future, and the user's state that
+    /// future runs on (for generated code). Borrowed, not cloned: a call costs no
+    /// reference count.
     #[doc(hidden)]
-    pub fn __context(&self) -> CallContext {
-        CallContext {
-            id: self.id.clone(),
+    pub fn __context(&mut self) -> (CallContext<'_>, &mut T) {
+        let cx = CallContext {
+            id: &self.id,
             node: self.node,
             epoch: self.epoch(),
-            events: self.events.clone(),
-            lease: self.lease.clone(),
-        }
+            events: &self.events,
+            lease: self.lease.as_deref(),
+            confirm_after: !self.batching,
+        };
+        (cx, &mut self.state)
     }
 }
 
@@ -416,6 +423,7 @@ pub(crate) async fn read_copy<T: Dispatch>(
         recent: ctx.recent,
         lease: None,
         replay: None,
+        batching: false,
     };
     if !calls.is_empty() {
         actor

@@ -114,8 +114,8 @@ pub(crate) struct ChildCtx {
     /// Where it notes that it woke: the hub's sleep sweep visits those only, not every
     /// child (`None`: nobody puts it to sleep).
     pub(crate) awake: Option<Awake>,
-    /// The node's lease, checked before and after each call (`None`: not checked, as
-    /// for a read on a standby copy).
+    /// The node's lease, checked before each call and before its reply goes (`None`:
+    /// not checked, as for a read on a standby copy).
     pub(crate) lease: Option<Arc<crate::child::lease::Lease>>,
 }
 

@@ -85,6 +85,7 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
         _: &mut kameo::message::Context<Self, Self::Reply>,
     ) {
         let mut replies = Vec::with_capacity(batch.calls.len());
+        self.batching = true;
         for call in &batch.calls {
             let Ok(method) = std::str::from_utf8(&call.method) else {
                 replies.push(Err(unknown_method::<T>("(not UTF-8)")));
@@ -150,6 +151,18 @@ impl<T: Dispatch> Message<CallBatch<T>> for ComponentActor<T> {
                 }
             }
             replies.push(reply);
+        }
+        self.batching = false;
+        // Confirmed once more before any reply goes: a node paused or cut off while
+        // the batch ran may have been replaced meanwhile, and acknowledges none of it.
+        // (Each call was confirmed before it ran; the replies go together, after the
+        // last.)
+        if let (Some(lease), true) = (&self.lease, replies.iter().any(Result::is_ok)) {
+            if let Err(e) = lease.ready().await {
+                for reply in replies.iter_mut().filter(|r| r.is_ok()) {
+                    *reply = Err(e.clone());
+                }
+            }
         }
         batch.respond.answer(Some(replies));
     }
@@ -285,6 +298,7 @@ impl<T: Component> Child<T> {
             recent: self.ctx.recent.clone(),
             lease: self.ctx.lease.clone(),
             replay,
+            batching: false,
         });
         if let Some(awake) = &self.ctx.awake {
             awake

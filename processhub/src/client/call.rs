@@ -70,7 +70,9 @@ impl HandleCore {
         R: DeserializeOwned + Send + 'static,
         ComponentActor<T>: Message<M, Reply = Result<R, CallError>>,
     {
-        let began = std::time::Instant::now();
+        // One clock reading for the call's latency and its deadline (the runtime's
+        // clock: a simulated world's when simulated).
+        let began = tokio::time::Instant::now();
         let span = tracing::debug_span!(
             "processhub.call",
             r#type = T::TYPE_NAME,
@@ -85,7 +87,7 @@ impl HandleCore {
             trace
         });
         let result = tracing::Instrument::instrument(
-            self.call_routed::<T, M, R>(method, read, msg, trace),
+            self.call_routed::<T, M, R>(method, read, msg, trace, began),
             span,
         )
         .await;
@@ -102,13 +104,14 @@ impl HandleCore {
     }
 
     /// [`Self::call`], without its span and metrics; `trace` goes with it to another
-    /// node.
+    /// node; the call began at `began`.
     async fn call_routed<T, M, R>(
         &self,
         method: &'static str,
         read: bool,
         msg: M,
         trace: Option<u64>,
+        began: tokio::time::Instant,
     ) -> Result<R, CallError>
     where
         T: Dispatch,
@@ -118,7 +121,7 @@ impl HandleCore {
     {
         let inner = &self.hub.inner;
         let timeout = inner.call_timeout;
-        let mut retry = Retry::new(inner, &self.id);
+        let mut retry = Retry::new(inner, &self.id, began);
         let deadline = retry.deadline();
         let mut msg = Some(msg);
         // Whether an identified write went out to another node already.
@@ -146,7 +149,7 @@ impl HandleCore {
                 let args = postcard::to_allocvec(m).map_err(|e| CallError::Codec {
                     message: format!("arguments: {e}"),
                 })?;
-                let reply = read_copy::<T>((&copy, calls), ctx, method, &args).await?;
+                let reply = Box::pin(read_copy::<T>((&copy, calls), ctx, method, &args)).await?;
                 return postcard::from_bytes(&reply).map_err(|e| CallError::Codec {
                     message: format!("reply: {e}"),
                 });
@@ -233,12 +236,14 @@ impl HandleCore {
                         Some(trace) => Request::TracedCall(call, trace),
                         None => Request::Call(call),
                     };
-                    let sent = inner
-                        .transport
-                        .request_within(node, req, RECONNECT_WAIT, deadline);
+                    // Waiting for the standbys' word before the request goes (it is
+                    // sent when `request_within` is called), so that none is missed.
                     if call_id != 0 && held.is_none() {
                         held = Some(HeldWait::new(&inner.held, call_id));
                     }
+                    let sent = inner
+                        .transport
+                        .request_within(node, req, RECONNECT_WAIT, deadline);
                     let response = match held.as_mut() {
                         None => sent.await,
                         Some(held) => tokio::select! {

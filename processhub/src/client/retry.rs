@@ -26,9 +26,9 @@ pub(crate) struct Retry<'a> {
 }
 
 impl<'a> Retry<'a> {
-    /// Tries of `id` through `hub`, from now until its call timeout.
-    pub(crate) fn new(hub: &'a HubInner, id: &'a str) -> Self {
-        let deadline = Instant::now() + hub.call_timeout;
+    /// Tries of `id` through `hub`, from `now` until its call timeout.
+    pub(crate) fn new(hub: &'a HubInner, id: &'a str, now: Instant) -> Self {
+        let deadline = now + hub.call_timeout;
         Self {
             hub,
             id,

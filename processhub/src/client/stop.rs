@@ -30,7 +30,7 @@ pub async fn stop<T: Dispatch>(hub: &Hub, id: &str) -> Result<(), StopError> {
 
 /// Stops `id` wherever it runs, following the registry.
 async fn stop_routed(hub: &HubInner, id: &str, type_name: &str) -> Result<(), StopError> {
-    let mut retry = Retry::new(hub, id);
+    let mut retry = Retry::new(hub, id, tokio::time::Instant::now());
     let timed_out = || StopError::Timeout {
         id: id.to_string(),
         after: hub.call_timeout,

@@ -341,8 +341,8 @@ pub(crate) struct HubInner {
     membership: tokio::sync::Mutex<Option<Box<dyn Membership>>>,
     /// Every decision, and the state it decides over.
     pub(crate) engine: RwLock<Engine<Arc<dyn ErasedChild>>>,
-    /// Whether this node may serve writes now: checked by every child before and after
-    /// each call. One per life: a rejoin makes a new one, and the old life's instances
+    /// Whether this node may serve writes now: checked by every child before each call
+    /// and before its reply goes. One per life: a rejoin makes a new one, and the old life's instances
     /// keep the old one, revoked for good.
     lease: RwLock<Arc<crate::child::lease::Lease>>,
     pub(crate) events: crate::hooks::Events,

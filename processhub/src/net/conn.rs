@@ -226,16 +226,26 @@ impl Conn {
     }
 }
 
-/// Removes a request from the pending map when its caller stops waiting (answered,
-/// timed out, or the caller's future dropped).
-pub(super) struct ForgetOnDrop<'a> {
-    pub(super) conn: &'a Conn,
-    pub(super) rid: u64,
+/// Removes a request from the pending map when its caller stops waiting for it before
+/// it is answered (the caller's future dropped).
+pub(super) struct ForgetOnDrop {
+    pub(super) conn: Arc<Conn>,
+    /// The request; `None` once it was answered (the reader took its entry).
+    pub(super) rid: Option<u64>,
 }
 
-impl Drop for ForgetOnDrop<'_> {
+impl ForgetOnDrop {
+    /// Its response came: the reader removed its entry already, nothing to forget.
+    pub(super) fn answered(mut self) {
+        self.rid = None;
+    }
+}
+
+impl Drop for ForgetOnDrop {
     fn drop(&mut self) {
-        self.conn.pending.lock().unwrap().remove(&self.rid);
+        if let Some(rid) = self.rid {
+            self.conn.pending.lock().unwrap().remove(&rid);
+        }
     }
 }
 

@@ -336,14 +336,50 @@ impl Transport {
 
     /// Like [`Self::request`], but gives up with `NotConnected` if no connection is up by
     /// `connect_wait`: the caller re-resolves (the owner may have died) and tries again.
-    pub(crate) async fn request_within(
-        &self,
+    ///
+    /// With a connection up, the request is sent when this is called, and the future
+    /// returned only waits for its response: it holds neither the request nor a wait
+    /// for a connection, so a call's future stays small (futures are moved, and a
+    /// caller with many calls in flight copies each one: `perf` put those copies at a
+    /// tenth of a calling thread's time). Without one, the wait is boxed.
+    pub(crate) fn request_within<'a>(
+        &'a self,
         peer: NodeId,
-        req: Request<'_>,
+        req: Request<'a>,
         connect_wait: Duration,
         deadline: Instant,
-    ) -> Result<Response, TransportError> {
-        let conn = self.wait_conn(peer, connect_wait, deadline).await?;
+    ) -> impl std::future::Future<Output = Result<Response, TransportError>> + Send + 'a {
+        let sent = match self.conns.lock().unwrap().get(&peer).cloned() {
+            Some(conn) => Sent::Now(Self::send_request(conn, req, deadline, self.max_frame)),
+            None => Sent::Later(Box::pin(async move {
+                let conn = self.wait_conn(peer, connect_wait, deadline).await?;
+                Self::send_request(conn, req, deadline, self.max_frame)
+            })),
+        };
+        async move {
+            let (rx, forget) = match sent {
+                Sent::Now(sent) => sent?,
+                Sent::Later(sending) => sending.await?,
+            };
+            // Answered by the response, by the sweep at the deadline, or dropped (Lost)
+            // when the connection closes: each takes its entry.
+            let response = rx.await;
+            forget.answered();
+            match response {
+                Ok(r) => r,
+                Err(_) => Err(TransportError::Lost),
+            }
+        }
+    }
+
+    /// Sends `req` on `conn`: the receiver of its response, and the guard that forgets
+    /// it if no one waits any more.
+    fn send_request(
+        conn: Arc<Conn>,
+        req: Request<'_>,
+        deadline: Instant,
+        max_frame: usize,
+    ) -> Sending {
         let rid = conn.next_rid.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let alone = {
@@ -351,23 +387,22 @@ impl Transport {
             pending.insert(rid, Pending { deadline, tx });
             conn.note_in_flight(pending.len())
         };
-        match conn.send_frames([Frame::Request { rid, req }], alone, self.max_frame) {
-            Ok(true) => {}
+        match conn.send_frames([Frame::Request { rid, req }], alone, max_frame) {
+            Ok(true) => Ok((
+                rx,
+                ForgetOnDrop {
+                    conn,
+                    rid: Some(rid),
+                },
+            )),
             Ok(false) => {
                 conn.pending.lock().unwrap().remove(&rid);
-                return Err(TransportError::NotConnected);
+                Err(TransportError::NotConnected)
             }
             Err(e) => {
                 conn.pending.lock().unwrap().remove(&rid);
-                return Err(e);
+                Err(e)
             }
-        }
-        // Answered by the response, by the sweep at the deadline, or dropped (Lost)
-        // when the connection closes.
-        let _forget = ForgetOnDrop { conn: &conn, rid };
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(TransportError::Lost),
         }
     }
 
@@ -1011,4 +1046,15 @@ async fn next_body(frames: &mut FrameRead, within: Duration) -> Result<Bytes, Co
         Ok(Some(Err(e))) => Err(ConnError::BadFrame(e)),
         Ok(Some(Ok(body))) => Ok(body),
     }
+}
+/// The receiver of a request's response.
+type ResponseRx = oneshot::Receiver<Result<Response, TransportError>>;
+
+/// A request sent: its response's receiver, and the guard that forgets it.
+type Sending = Result<(ResponseRx, ForgetOnDrop), TransportError>;
+
+/// A request sent at once, or (no connection up yet) to be sent once one is.
+enum Sent<'a> {
+    Now(Sending),
+    Later(BoxFuture<'a, Sending>),
 }
