@@ -97,13 +97,12 @@ fn dispatch_impl(
                 actor: &'a mut #ph::__private::ComponentActor<Self>,
                 method: &'a str,
                 args: &'a [u8],
-            ) -> #ph::__private::BoxFuture<'a, ::core::result::Result<::std::vec::Vec<u8>, #ph::CallError>> {
-                let _ = (&actor, &args);
-                match method {
-                    #(#arms)*
-                    other => {
-                        let err = #ph::__private::unknown_method::<Self>(other);
-                        ::std::boxed::Box::pin(async move { ::core::result::Result::Err(err) })
+            ) -> impl ::core::future::Future<Output = ::core::result::Result<::std::vec::Vec<u8>, #ph::CallError>> + ::core::marker::Send + 'a {
+                async move {
+                    let _ = (&actor, &args);
+                    match method {
+                        #(#arms)*
+                        other => ::core::result::Result::Err(#ph::__private::unknown_method::<Self>(other)),
                     }
                 }
             }
@@ -795,13 +794,13 @@ fn expand_impl(item: &ItemImpl, ph: &TokenStream) -> syn::Result<TokenStream> {
             }
         });
         arms.push(quote! {
-            #name_str => ::std::boxed::Box::pin(async move {
+            #name_str => {
                 let #msg(#(#arg_names,)* #phantom_pat) = #ph::__private::decode_args::<#msg #turbofish>(args)?;
                 let (cx, state) = actor.__context();
                 let reply = #ph::__private::ComponentActor::<#self_ty>::__guard(cx, async move { #call }).await;
                 let reply: #ret = reply?;
                 #ph::__private::encode_reply(&reply)
-            }),
+            }
         });
     }
 

@@ -236,9 +236,9 @@ pub use crate::trace::current_trace_id;
 ///     }
 /// }
 /// impl Dispatch for Tally {              // remote calls, by method name
-///     fn apply(actor, method: &str, args: &[u8]) -> BoxFuture<..> {
+///     fn apply(actor, method: &str, args: &[u8]) -> impl Future<..> {
 ///         // decode the arguments, run `state.add(by)` as above, encode the reply
-///         match method { "add" => Box::pin(async move { .. }), .. }
+///         async move { match method { "add" => { .. }, .. } }
 ///     }
 /// }
 /// ```

@@ -123,12 +123,13 @@ pub trait Dispatch: Component {
     fn on_conflict(&mut self, _other: Self) {}
 
     /// Runs the remote call `method` with its encoded `args` on the actor's state and
-    /// encodes the reply; an unknown method or bad arguments give an error.
+    /// encodes the reply; an unknown method or bad arguments give an error. (Not
+    /// boxed: a batch of calls runs each in the batch's own future.)
     fn apply<'a>(
         actor: &'a mut ComponentActor<Self>,
         method: &'a str,
         args: &'a [u8],
-    ) -> BoxFuture<'a, Result<Vec<u8>, CallError>>;
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, CallError>> + Send + 'a;
 
     /// Whether `method` is a write (`&mut self`): after it, the standbys get the state.
     fn is_write(method: &str) -> bool;
@@ -180,6 +181,15 @@ pub(crate) type ApplyFn<T> = for<'a> fn(
     &'a str,
     &'a [u8],
 ) -> BoxFuture<'a, Result<Vec<u8>, CallError>>;
+
+/// [`Dispatch::apply`], boxed: an [`ApplyFn`].
+pub(crate) fn apply_boxed<'a, T: Dispatch>(
+    actor: &'a mut ComponentActor<T>,
+    method: &'a str,
+    args: &'a [u8],
+) -> BoxFuture<'a, Result<Vec<u8>, CallError>> {
+    Box::pin(T::apply(actor, method, args))
+}
 
 /// Writes a promoted copy held as calls, and how to run them.
 pub(crate) struct Replay<T> {
@@ -429,7 +439,7 @@ pub(crate) async fn read_copy<T: Dispatch>(
         actor
             .replay(Replay {
                 calls,
-                apply: T::apply,
+                apply: apply_boxed::<T>,
             })
             .await;
     }

@@ -639,7 +639,7 @@ pub(crate) fn spawn_replaying<T: Dispatch>(
         if let Life::Dormant(state) = std::mem::replace(&mut slot.life, Life::Stopped) {
             let replay = Replay {
                 calls,
-                apply: T::apply,
+                apply: crate::child::component::apply_boxed::<T>,
             };
             slot.life = child.activate(state, Some(replay));
         }
