@@ -331,9 +331,7 @@ impl Downing {
         }
         if stable && !self.unreachable.is_empty() && self.has_quorum(reachable, members) {
             for n in self.unreachable.clone() {
-                if self.known.contains(&n)
-                    && !self.downed.get(&n).is_some_and(|d| d.by.contains(&self.me))
-                {
+                if self.would_down(n) {
                     self.heard_down(self.me, n, false);
                     out.down.push(n);
                 }
@@ -391,13 +389,18 @@ impl Downing {
             .collect()
     }
 
+    /// Whether this node would down the unreachable `n` on its own observation once its
+    /// view is stable: it knows `n`'s registry and has not downed it yet.
+    fn would_down(&self, n: NodeId) -> bool {
+        self.known.contains(&n) && !self.downed.get(&n).is_some_and(|d| d.by.contains(&self.me))
+    }
+
     /// When something is due next (a stable view, a replacement), if anything waits.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        let undecided = self.unreachable.iter().any(|n| {
-            !self.config.strategy.fences()
-                || (self.known.contains(n)
-                    && !self.downed.get(n).is_some_and(|d| d.by.contains(&self.me)))
-        });
+        let undecided = self
+            .unreachable
+            .iter()
+            .any(|n| !self.config.strategy.fences() || self.would_down(*n));
         let stable = undecided
             .then(|| self.changed_at.map(|t| t + self.config.stable_after))
             .flatten();

@@ -1047,6 +1047,7 @@ async fn next_body(frames: &mut FrameRead, within: Duration) -> Result<Bytes, Co
         Ok(Some(Ok(body))) => Ok(body),
     }
 }
+
 /// The receiver of a request's response.
 type ResponseRx = oneshot::Receiver<Result<Response, TransportError>>;
 
