@@ -2080,12 +2080,17 @@ async fn a_real_partition_under_divergence_resolves_and_reports_every_duplicate(
 }
 
 /// Counts the ids of round `round` a node acknowledged the start of (its `RACED` line).
-async fn count_raced(node: &mut Node, round: usize, oks: &mut HashMap<String, usize>) {
+async fn count_raced(node: &mut Node, round: usize, oks: &mut Starts) {
     let line = node.expect_line("RACED").await;
     for i in line.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        *oks.entry(format!("race-{round}-{i}")).or_default() += 1;
+        oks.entry(format!("race-{round}-{i}"))
+            .or_default()
+            .push(node.id);
     }
 }
+
+/// Who acknowledged a start of each id (the node that was asked to start it).
+type Starts = HashMap<String, Vec<NodeId>>;
 
 /// The duplicates resolved so far on these node processes.
 async fn node_conflicts<'a>(nodes: impl Iterator<Item = &'a mut Node>) -> usize {
@@ -2116,11 +2121,10 @@ async fn duplicates_resolved<'a>(
 }
 
 /// Ids acknowledged more than once.
-fn acknowledged_twice(oks: &HashMap<String, usize>) -> Vec<&String> {
-    oks.iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, _)| id)
-        .collect()
+fn acknowledged_twice(oks: &Starts) -> Vec<(&String, &Vec<NodeId>)> {
+    let mut twice: Vec<_> = oks.iter().filter(|(_, by)| by.len() > 1).collect();
+    twice.sort();
+    twice
 }
 
 /// Four node processes start at the same moment and each starts the same 100 ids at
@@ -2134,14 +2138,14 @@ async fn racing_starts_from_four_fresh_nodes_acknowledge_one_start_per_id() {
     let seed = hub.listen_addr();
     let mut nodes = futures::future::join_all((0..4).map(|_| Node::spawn(seed))).await;
     futures::future::join_all(nodes.iter_mut().map(|n| n.say("race-start 0"))).await;
-    let mut oks: HashMap<String, usize> = HashMap::new();
+    let mut oks = Starts::new();
     for node in nodes.iter_mut() {
         count_raced(node, 0, &mut oks).await;
     }
     let twice = acknowledged_twice(&oks);
     assert!(
         twice.is_empty(),
-        "ids acknowledged more than once: {twice:?}"
+        "ids acknowledged more than once (by the nodes asked to start them): {twice:?}"
     );
     assert_eq!(oks.len(), 100, "every id started once");
     members(&hub, 5).await;
@@ -2169,7 +2173,7 @@ async fn starts_racing_a_join_acknowledge_one_start_per_id() {
     let mut nodes = futures::future::join_all((0..2).map(|_| Node::spawn(seed))).await;
     members(&hub, 3).await;
     let joining = tokio::spawn(Node::spawn(seed));
-    let mut oks: HashMap<String, usize> = HashMap::new();
+    let mut oks = Starts::new();
     let rounds = 30;
     for round in 0..rounds {
         let items = (0..100)
@@ -2182,7 +2186,9 @@ async fn starts_racing_a_join_acknowledge_one_start_per_id() {
         );
         for (i, r) in here.iter().enumerate() {
             if r.is_ok() {
-                *oks.entry(format!("race-{round}-{i}")).or_default() += 1;
+                oks.entry(format!("race-{round}-{i}"))
+                    .or_default()
+                    .push(hub.node_id());
             }
         }
         for node in nodes.iter_mut() {
@@ -2195,7 +2201,7 @@ async fn starts_racing_a_join_acknowledge_one_start_per_id() {
     let twice = acknowledged_twice(&oks);
     assert!(
         twice.is_empty(),
-        "ids acknowledged more than once: {twice:?}"
+        "ids acknowledged more than once (by the nodes asked to start them): {twice:?}"
     );
     assert_eq!(oks.len(), 100 * rounds, "every id started once");
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -93,7 +93,7 @@ impl HubInner {
     ) -> Vec<Result<u64, StartOutcome>> {
         let (plan, wait) = {
             let engine = self.engine.read().unwrap();
-            let mut plan: Option<(usize, Vec<NodeId>)> = None;
+            let mut plan: Option<Vec<NodeId>> = None;
             let mut claimed = Vec::new();
             for (k, (item, a)) in items.iter().zip(&admitted).enumerate() {
                 if a.is_err() {
@@ -107,7 +107,7 @@ impl HubInner {
             let lease = engine.downing.config.lease;
             (plan.map(|p| (p, claimed)), lease.max(MIN_CLAIM_WAIT))
         };
-        let Some(((needed, peers), claimed)) = plan else {
+        let Some((peers, claimed)) = plan else {
             return admitted;
         };
         let ids: Vec<String> = claimed.iter().map(|&k| items[k].id.clone()).collect();
@@ -115,23 +115,26 @@ impl HubInner {
         // downed) is not waited for longer: the grants of the others may be enough.
         // (At least MIN_CLAIM_WAIT: a very short lease must not fail starts on a busy
         // machine.)
-        let deadline = Instant::now() + wait;
-        let asks = peers.iter().map(|&peer| {
-            let ask = Request::Claim(ClaimAsk { ids: ids.clone() });
-            self.transport.request(peer, ask, deadline)
-        });
         let mut tallies = vec![Tally::default(); ids.len()];
-        for answer in futures_util::future::join_all(asks).await {
-            match answer {
-                Ok(Response::Claimed(answers)) if answers.len() == ids.len() => {
-                    for (t, a) in tallies.iter_mut().zip(answers) {
-                        t.count(a);
-                    }
-                }
-                other => tracing::debug!(me = %self.me(), "a claim went unanswered: {other:?}"),
-            }
+        let mut heard: Vec<NodeId> = Vec::new();
+        self.ask_claim(
+            &peers,
+            &ids,
+            Instant::now() + wait,
+            &mut tallies,
+            &mut heard,
+        )
+        .await;
+        // The answers named members this view lacks (a joiner's view fills as gossip
+        // brings them): the quorum counts them, and they are asked too, once.
+        let (_, more) = self.engine.read().unwrap().claim_heard(via, &peers, &heard);
+        if !more.is_empty() {
+            self.ask_claim(&more, &ids, Instant::now() + wait, &mut tallies, &mut heard)
+                .await;
         }
+        let asked: Vec<NodeId> = peers.iter().chain(&more).copied().collect();
         self.decide(|engine| {
+            let (needed, _) = engine.claim_heard(via, &asked, &heard);
             for (&k, tally) in claimed.iter().zip(&tallies) {
                 if let Err(outcome) = engine.claimed(items[k], needed, tally) {
                     admitted[k] = Err(outcome);
@@ -139,6 +142,33 @@ impl HubInner {
             }
         });
         admitted
+    }
+
+    /// Asks `peers` for the claim of `ids` at once, until `deadline`: their answers go
+    /// into `tallies` (one per id), the members they name into `heard`.
+    async fn ask_claim(
+        &self,
+        peers: &[NodeId],
+        ids: &[String],
+        deadline: Instant,
+        tallies: &mut [Tally],
+        heard: &mut Vec<NodeId>,
+    ) {
+        let asks = peers.iter().map(|&peer| {
+            let ask = Request::Claim(ClaimAsk { ids: ids.to_vec() });
+            self.transport.request(peer, ask, deadline)
+        });
+        for answer in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(Response::Claimed { answers, members }) if answers.len() == ids.len() => {
+                    for (t, a) in tallies.iter_mut().zip(answers) {
+                        t.count(a);
+                    }
+                    heard.extend(members);
+                }
+                other => tracing::debug!(me = %self.me(), "a claim went unanswered: {other:?}"),
+            }
+        }
     }
 
     /// Makes the instances of the admitted items (outside the engine's lock), then has

@@ -280,8 +280,9 @@ impl Inbound for HubInner {
             }) => Box::pin(async move { self.merge_here(&id, &type_name, state.into_vec()).await }),
             Command::Salvage(ids) => Box::pin(async move { self.give_salvage(&ids).await }),
             Command::Claim(ClaimAsk { ids }) => {
-                let answers = self.decide(|engine| engine.claim(from, &ids));
-                Box::pin(std::future::ready(Response::Claimed(answers)))
+                let (answers, members) = self
+                    .decide(|engine| (engine.claim(from, &ids), engine.view.members().to_vec()));
+                Box::pin(std::future::ready(Response::Claimed { answers, members }))
             }
             Command::ReplicateCall(call, ack) => {
                 let ReplicateCall {

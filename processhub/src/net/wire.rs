@@ -319,8 +319,12 @@ pub(crate) enum Response {
     },
     /// A duplicate's state was merged, or why not.
     Merged(Result<(), String>),
-    /// The answers to a claim, one per id in order.
-    Claimed(Vec<crate::core::item::ClaimAnswer>),
+    /// The answers to a claim, one per id in order, and the members of the answering
+    /// node's view (the claimant counts its quorum over them too).
+    Claimed {
+        answers: Vec<crate::core::item::ClaimAnswer>,
+        members: Vec<NodeId>,
+    },
     /// What became of a metadata update.
     MetaUpdated(crate::core::item::MetaOutcome),
     /// A write shipped as its call was not kept: the standby needs the state.

@@ -78,6 +78,11 @@ pub struct SimConfig {
     pub call_timeout: Duration,
     /// The hubs' partition strategy.
     pub partition_tolerance: crate::PartitionTolerance,
+    /// How unevenly the news of a node added after [`Sim::new`] spreads: each member hears
+    /// of it, and it of each member, at its own moment within this long of its start
+    /// (drawn from the seed), as gossip brings it. Zero: everyone at once, at the next
+    /// step.
+    pub join_spread: Duration,
 }
 
 impl Default for SimConfig {
@@ -89,6 +94,7 @@ impl Default for SimConfig {
             step: Duration::from_millis(1),
             call_timeout: Duration::from_secs(2),
             partition_tolerance: crate::PartitionTolerance::default(),
+            join_spread: Duration::ZERO,
         }
     }
 }
@@ -109,6 +115,8 @@ struct Node {
     crashed_at: Option<Duration>,
     /// It left gracefully: gone for everyone at once.
     left: bool,
+    /// When it was started.
+    added_at: Duration,
 }
 
 /// A simulated cluster. See the [module](self) for how it runs.
@@ -284,6 +292,7 @@ impl Sim {
             stale_until: Duration::ZERO,
             crashed_at: None,
             left: false,
+            added_at: self.now,
         });
         self.views.push(None);
         let new = self.nodes.len() - 1;
@@ -586,6 +595,10 @@ impl Sim {
         if self.now < na.stale_until + self.heard_again_after(a, b) {
             return false;
         }
+        let joined = na.added_at.max(nb.added_at);
+        if !joined.is_zero() && self.now < joined + self.heard_of_after(a, b) {
+            return false;
+        }
         if nb.left || nb.crashed_at.is_some_and(|t| self.now >= t + d) {
             return false;
         }
@@ -620,6 +633,18 @@ impl Sim {
         let round = (self.config.gossip_round.as_micros() as u64).max(1);
         let pair = ((a as u64) << 40) ^ ((b as u64) << 20) ^ stale.as_micros() as u64;
         Duration::from_micros(workload::Rng::new(self.seed ^ pair).next_u64() % round)
+    }
+
+    /// How long after the later of nodes `a` and `b` started `a` hears of `b` (see
+    /// [`SimConfig::join_spread`]): drawn from the seed for each ordered pair, so the
+    /// joiner's view and the members' views of it fill at moments of their own.
+    fn heard_of_after(&self, a: usize, b: usize) -> Duration {
+        let spread = self.config.join_spread.as_micros() as u64;
+        if spread == 0 {
+            return Duration::ZERO;
+        }
+        let pair = ((a as u64) << 40) ^ ((b as u64) << 20) ^ 0x6a6f_696e;
+        Duration::from_micros(workload::Rng::new(self.seed ^ pair).next_u64() % spread)
     }
 
     fn update_views(&mut self) {

@@ -5,17 +5,21 @@
 //! start to it, one that does not starts it itself. Without a check both would
 //! acknowledge. So a new start (epoch 0), once admitted here, is *claimed*: every other
 //! reachable member is asked, and each grants the id to the first claimant only, until
-//! that claimant's registry entry arrives (or it lets the claim go, or it leaves, or the
-//! grant ages out after [`CLAIM_TTL`]). The start goes ahead only with no refusal and
-//! at least a quorum of grants (this node counted). Two claims of one id therefore
-//! meet at a node that answers both (a member both ask, or one claimant asking the
-//! other) and at most one wins; a claimant that lost to a start still under way
+//! that claimant's registry entry arrives (or it lets the claim go, or it is gone from
+//! the granter's view, or the grant ages out after [`CLAIM_TTL`]; a claimant the
+//! granter has not heard of yet holds its grant). The start goes ahead only with no
+//! refusal and at least a quorum of grants (this node counted), the quorum counted over
+//! every member known: this node's view's and those the answers name
+//! ([`Engine::claim_heard`]). Two claims of one id therefore meet at a node that grants
+//! one of them only (a member both ask, or one claimant asking the other) and at most
+//! one wins; a claimant that lost to a start still under way
 //! releases its grants and tries again a moment later, when the winner's entry has
 //! usually arrived.
 //!
 //! ```text
 //!   admit(X) ─► Claim(X) to every reachable peer ─► each: claim(from, X)
-//!        Granted | Started(owner) | Pending(holder) | Abstain
+//!        Granted | Started(owner) | Pending(holder) | Abstain, and its view's members
+//!   claim_heard: members named that were not asked ─► Claim(X) to them too (once)
 //!   claimed(X, answers): a refusal or too few grants ─► release (Push::Unclaim), answer
 //!        AlreadyStarted / Contended (tried again) / NoQuorum
 //!                        else ─► make the instance ─► started(X) ─► Push::Upsert
@@ -27,6 +31,7 @@ use std::time::{Duration, Instant};
 use super::{ChildHandle, Engine};
 use crate::core::item::{ClaimAnswer, StartItem, StartOutcome};
 use crate::core::registry::Push;
+use crate::core::view::ClusterView;
 use crate::node::NodeId;
 
 /// How long a grant holds without news of its claimant: far longer than a claim takes,
@@ -64,55 +69,72 @@ pub(crate) struct Grant {
 }
 
 impl Grant {
-    /// Whether it still holds among `members` at `now`: its claimant is one, and it
-    /// has not aged out.
-    fn holds(&self, members: &[NodeId], now: Instant) -> bool {
-        members.binary_search(&self.to).is_ok()
-            && now.saturating_duration_since(self.at) < CLAIM_TTL
+    /// Whether it still holds in `view` at `now`: its claimant is not gone (a claimant
+    /// this view never counted as a member holds its grant too: a joiner the granter
+    /// does not see yet claims as any member does), and it has not aged out.
+    fn holds(&self, view: &ClusterView, now: Instant) -> bool {
+        !view.is_gone(self.to) && now.saturating_duration_since(self.at) < CLAIM_TTL
     }
 }
 
 impl<C: ChildHandle> Engine<C> {
     /// Whether the admitted start of `item` must be claimed before it goes ahead, and
-    /// from whom: `(grants needed, peers to ask)`. Only new children are claimed (a move
-    /// or restart carries an epoch, its fencing token) and only with other members.
+    /// from whom: the peers to ask (the grants needed: [`Self::claim_heard`], once they
+    /// answered). Only new children are claimed (a move or restart carries an epoch,
+    /// its fencing token) and only with other members.
     ///
     /// `via`: the node that forwarded the start here (it placed the id on this node).
     /// It is asked, and counted among the members, even where this node's view lacks
     /// it: a joiner that hears of nobody yet would otherwise start the id unclaimed
     /// while a node that does not see the joiner starts it too, and both acknowledge.
-    pub(crate) fn claim_peers(
-        &self,
-        item: &StartItem,
-        via: Option<NodeId>,
-    ) -> Option<(usize, Vec<NodeId>)> {
+    pub(crate) fn claim_peers(&self, item: &StartItem, via: Option<NodeId>) -> Option<Vec<NodeId>> {
         if item.epoch != 0 {
             return None;
         }
-        let members = self.view.members();
-        let mut peers: Vec<NodeId> = members
+        let mut peers: Vec<NodeId> = self
+            .view
+            .members()
             .iter()
             .copied()
-            .filter(|n| *n != self.me && self.view.is_alive(*n))
+            .chain(via)
+            .filter(|n| *n != self.me && (self.view.is_alive(*n) || Some(*n) == via))
             .collect();
-        let unknown = via.filter(|v| *v != self.me && members.binary_search(v).is_err());
-        if let Some(v) = via.filter(|v| *v != self.me && !peers.contains(v)) {
-            peers.push(v);
-            peers.sort();
-        }
-        if peers.is_empty() {
-            return None;
-        }
-        let quorum = match unknown {
-            None => self.downing.quorum(members),
-            Some(v) => {
-                let mut all = members.to_vec();
-                all.push(v);
-                all.sort();
-                self.downing.quorum(&all)
-            }
-        };
-        Some((quorum.saturating_sub(1), peers))
+        peers.sort();
+        peers.dedup();
+        (!peers.is_empty()).then_some(peers)
+    }
+
+    /// The claim's answers named `heard` as the members of their senders' views
+    /// (`asked`: the peers asked so far): the grants needed now, and the named members
+    /// not asked yet (to ask next).
+    ///
+    /// The quorum is counted over every member known: this view's, `via`, and the
+    /// members the peers named. A joiner that hears of few members yet (its view fills
+    /// as gossip brings them) would otherwise count a quorum of the few, while a member
+    /// that does not see the joiner yet counts one of the others: the two quorums need
+    /// not meet, and both starts would be acknowledged.
+    pub(crate) fn claim_heard(
+        &self,
+        via: Option<NodeId>,
+        asked: &[NodeId],
+        heard: &[NodeId],
+    ) -> (usize, Vec<NodeId>) {
+        let members = self.view.members();
+        // Named by a peer, and not a member here: not gone for this view either (a node
+        // gone here, downed or departed, is not counted again on a slower peer's word).
+        let mut named: Vec<NodeId> = via
+            .into_iter()
+            .chain(heard.iter().copied())
+            .filter(|n| members.binary_search(n).is_err() && !self.view.is_gone(*n))
+            .collect();
+        named.sort();
+        named.dedup();
+        let mut all = members.to_vec();
+        all.extend_from_slice(&named);
+        all.sort();
+        let needed = self.downing.quorum(&all).saturating_sub(1);
+        named.retain(|n| *n != self.me && !asked.contains(n));
+        (needed, named)
     }
 
     /// `from` claims these new ids: the answer for each, in order. A grant holds the
@@ -147,10 +169,9 @@ impl<C: ChildHandle> Engine<C> {
             .collect()
     }
 
-    /// Whether grant `g` still holds at `now`: its claimant is a member, and it has not
-    /// aged out.
+    /// Whether grant `g` still holds at `now` (see [`Grant::holds`]).
     fn holds(&self, g: &Grant, now: Instant) -> bool {
-        g.holds(self.view.members(), now)
+        g.holds(&self.view, now)
     }
 
     /// The node another start of `id` is granted to, if one is (checked at admission:
@@ -238,8 +259,8 @@ impl<C: ChildHandle> Engine<C> {
             return;
         }
         let now = self.downing.now();
-        let members = self.view.members();
-        self.claims.retain(|_, g| g.holds(members, now));
+        let view = &self.view;
+        self.claims.retain(|_, g| g.holds(view, now));
         shrink(&mut self.claims);
     }
 }

@@ -1983,10 +1983,15 @@ fn two_starts_of_a_new_id_on_views_that_differ_by_a_joiner_are_settled_before_ei
     assert_eq!(a.start_target(&jx, 0), Some(node(4)), "A forwards it to J");
     assert_eq!(b.admit(&bx), Ok(1));
     assert_eq!(j.admit(&jx), Ok(1));
-    assert_eq!(b.claim_peers(&bx, None), Some((1, vec![node(1), node(3)])));
+    assert_eq!(b.claim_peers(&bx, None), Some(vec![node(1), node(3)]));
+    assert_eq!(b.claim_heard(None, &[node(1), node(3)], &[]), (1, vec![]));
     assert_eq!(
         j.claim_peers(&jx, None),
-        Some((2, vec![node(1), node(2), node(3)]))
+        Some(vec![node(1), node(2), node(3)])
+    );
+    assert_eq!(
+        j.claim_heard(None, &[node(1), node(2), node(3)], &[]),
+        (2, vec![])
     );
     assert_eq!(
         b.claim_peers(&moved_item(&x, "T", 3), None),
@@ -2147,10 +2152,8 @@ fn a_claim_is_refused_where_the_id_runs_or_starts_and_a_downed_node_abstains() {
 fn a_claim_short_of_a_quorum_starts_nothing_and_a_failed_start_lets_its_claim_go() {
     let (mut e, _) = majority_engine(1, &[1, 2, 3]);
     let item = new_item("a", "T");
-    assert_eq!(
-        e.claim_peers(&item, None),
-        Some((1, vec![node(2), node(3)]))
-    );
+    assert_eq!(e.claim_peers(&item, None), Some(vec![node(2), node(3)]));
+    assert_eq!(e.claim_heard(None, &[node(2), node(3)], &[]), (1, vec![]));
     assert_eq!(e.admit(&item), Ok(1));
     assert_eq!(
         e.claimed(&item, 1, &tally(0, None, None)),
@@ -2176,12 +2179,20 @@ fn a_claim_short_of_a_quorum_starts_nothing_and_a_failed_start_lets_its_claim_go
     let (joiner, _) = majority_engine(4, &[4]);
     assert_eq!(
         joiner.claim_peers(&item, Some(node(1))),
-        Some((1, vec![node(1)]))
+        Some(vec![node(1)])
+    );
+    assert_eq!(
+        joiner.claim_heard(Some(node(1)), &[node(1)], &[]),
+        (1, vec![])
     );
     // One it knows counts once.
     assert_eq!(
         e.claim_peers(&item, Some(node(2))),
-        Some((1, vec![node(2), node(3)]))
+        Some(vec![node(2), node(3)])
+    );
+    assert_eq!(
+        e.claim_heard(Some(node(2)), &[node(2), node(3)], &[]),
+        (1, vec![])
     );
 }
 
@@ -2314,4 +2325,76 @@ fn removals_are_told_to_peers_but_under_divergence() {
     d.push(node(2), Push::Remove(vec![("p".into(), 1)]));
     assert!(d.registry.removed_since("p", 1));
     assert_eq!(d.removals_to_tell(), Vec::new());
+}
+
+#[test]
+fn a_joiner_that_hears_of_few_members_yet_counts_its_quorum_over_the_members_its_peers_name() {
+    use crate::core::item::ClaimAnswer::{Granted, Pending};
+    // J (4) joined through H (1) and hears of H alone yet; H sees every node. O (2) does
+    // not see J yet, and its failure detector does not hear H for a moment (H stays a
+    // member, unreachable): it asks N (3) alone. J and O claim x at once: the nodes they
+    // ask first do not overlap. (Before the quorum counted the members the answers
+    // name, both starts were acknowledged: J took one grant of its view {H, J} for a
+    // quorum.)
+    let x = "x".to_string();
+    let ids = [x.clone()];
+    let (mut h, _) = majority_engine(1, &[1, 2, 3, 4]);
+    let (mut o, _) = majority_engine(2, &[1, 2, 3]);
+    o.gossip(gossip(&[2, 3]));
+    o.take_output();
+    let (mut n, _) = majority_engine(3, &[1, 2, 3]);
+    let (mut j, _) = majority_engine(4, &[1, 4]);
+    let (ox, jx) = (new_item(&x, "T"), new_item(&x, "T"));
+    assert_eq!(o.admit(&ox), Ok(1));
+    assert_eq!(j.admit(&jx), Ok(1));
+    assert_eq!(o.claim_peers(&ox, None), Some(vec![node(3)]));
+    assert_eq!(j.claim_peers(&jx, Some(node(1))), Some(vec![node(1)]));
+    assert_eq!(n.claim(node(2), &ids), vec![Granted]);
+    assert_eq!(h.claim(node(4), &ids), vec![Granted]);
+    let named = |e: &super::Engine<TestChild>| e.view.members().to_vec();
+    // O's answer names O's own members: it needs one grant, and has it.
+    assert_eq!(
+        o.claim_heard(None, &[node(3)], &named(&n)),
+        (1, vec![]),
+        "an unreachable member of O's own view is not asked again"
+    );
+    assert_eq!(o.claimed(&ox, 1, &tally(1, None, None)), Ok(()));
+    // H named four members: J needs two grants, and asks the two it did not know.
+    let (needed, more) = j.claim_heard(Some(node(1)), &[node(1)], &named(&h));
+    assert_eq!((needed, more.clone()), (2, vec![node(2), node(3)]));
+    assert_eq!(o.claim(node(4), &ids), vec![Pending(node(2))]);
+    assert_eq!(n.claim(node(4), &ids), vec![Pending(node(2))]);
+    assert_eq!(
+        j.claimed(&jx, needed, &tally(1, None, Some(2))),
+        Err(StartOutcome::Contended { node: node(2) })
+    );
+}
+
+#[test]
+fn a_grant_to_a_claimant_the_granter_does_not_see_yet_holds() {
+    use crate::core::item::ClaimAnswer::{Granted, Pending};
+    // N (3) does not see the joiner J (4) yet; J's claim of x is granted there, and
+    // holds: another claim waits, and so does N's own start.
+    let ids = ["x".to_string()];
+    let (mut n, t0) = majority_engine(3, &[1, 2, 3]);
+    assert_eq!(n.claim(node(4), &ids), vec![Granted]);
+    assert_eq!(n.claim(node(2), &ids), vec![Pending(node(4))]);
+    assert_eq!(
+        n.admit(&new_item("x", "T")),
+        Err(StartOutcome::Contended { node: node(4) })
+    );
+    n.age_claims();
+    assert_eq!(
+        n.claim(node(2), &ids),
+        vec![Pending(node(4))],
+        "kept by a tick"
+    );
+    // A claimant that was a member and is gone lets it go; so does age.
+    n.set_now(t0 + super::claims::CLAIM_TTL);
+    assert_eq!(n.claim(node(2), &ids), vec![Granted]);
+    n.push(node(2), Push::Leaving);
+    n.gossip(gossip(&[1, 3]));
+    n.take_output();
+    assert_eq!(n.view.members(), &[node(1), node(3)]);
+    assert_eq!(n.claim(node(1), &ids), vec![Granted]);
 }
