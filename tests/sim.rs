@@ -323,6 +323,28 @@ fn five_nodes(faults: &[FaultKind]) -> Scenario {
 /// heard it was downed, downed a peer on its stale view, and its new life inherited
 /// that decision, refusing that peer's leases and hand-overs for good. A new life now
 /// forgets what its old one decided alone.
+/// Two seeds of the heavy 5-node mix (`pause,partition,one-way,crash,quick-restart,delay`)
+/// that restarted a replicated counter from its start state while its latest state
+/// lived on. Seed 208: a standby was promoted, and its resync reached one new standby
+/// while the other was cut off; the shipment was published only once every standby
+/// took it (or its deadline passed), the primary crashed before, and the restart knew
+/// only the old, dead standby. The nodes that took a shipment now join the published
+/// set at once. Seed 287: the cut-off primary, downed, was heard again as the child
+/// restarted; the wait for a rejoining holder's salvage looked at the entry's owner,
+/// which named the restarting node by then, not at the node it restarts from.
+#[test]
+fn a_copy_reached_by_an_unfinished_shipment_or_held_by_a_rejoining_primary_is_not_lost() {
+    let s = five_nodes(&[
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::OneWay,
+        FaultKind::Crash,
+        FaultKind::QuickRestart,
+        FaultKind::Delay,
+    ]);
+    assert_seeds_pass(&s, [208, 287]);
+}
+
 #[test]
 fn a_child_whose_every_copy_holder_was_downed_or_crashed_keeps_its_acknowledged_writes() {
     let s = five_nodes(&[FaultKind::Pause, FaultKind::Partition, FaultKind::Crash]);

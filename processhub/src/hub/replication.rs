@@ -172,6 +172,23 @@ impl HubInner {
                 self.decide(|engine| engine.shipped(&id, epoch, &current, took));
                 return all;
             }
+            // Those that took it hold the latest state: they join the published set now,
+            // not only once every standby took it (this node may die first, and the
+            // restart must find their copies: simulator seed 208, 5 nodes, the heavy
+            // mix, promoted a standby whose new standby took the state while the other
+            // was cut off; the primary crashed before its deadline, and the restart,
+            // which knew only the old dead standby, began from the start state). Those
+            // of the set that did not take it stay: they hold every write acknowledged
+            // so far, and this one is not yet.
+            let added: Vec<NodeId> = took
+                .iter()
+                .copied()
+                .filter(|n| !current.contains(n))
+                .collect();
+            if !added.is_empty() {
+                let widened: Vec<NodeId> = current.iter().copied().chain(added).collect();
+                self.decide(|engine| engine.shipped(&id, epoch, &current, widened));
+            }
             // A standby did not take it: its node may be downed and replaced meanwhile.
             tokio::time::sleep(RESHIP_PAUSE).await;
         }

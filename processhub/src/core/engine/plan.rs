@@ -418,7 +418,7 @@ impl<C: ChildHandle> Engine<C> {
                 Salvaged::Fetching => return None,
                 // A holder of a copy that was downed and is heard again rejoins in a
                 // moment, and offers what it holds as its connection opens: wait.
-                Salvaged::None if self.holder_rejoining(&entry) => return None,
+                Salvaged::None if self.holder_rejoining(&entry, from) => return None,
                 Salvaged::None => None,
             },
         };
@@ -459,11 +459,22 @@ impl<C: ChildHandle> Engine<C> {
     /// arrives before its registry (simulator seed 228, 5 nodes, pause,partition,crash:
     /// the cut-off standby rejoined the very moment its copy's id restarted from the
     /// start state elsewhere).
-    fn holder_rejoining(&self, entry: &Entry) -> bool {
-        let Some(standbys) = &entry.standbys else {
+    ///
+    /// `from`: the owner it is restarted from (the entry names this node by now). It
+    /// counts even where the standby set shrank to none (a shipment that reached no
+    /// standby: both had crashed), as its own state is salvaged (simulator seed 287, 5
+    /// nodes, the heavy mix: the primary, cut off, was downed, and the child restarted
+    /// from its start state the moment the cut healed, as the entry's owner was already
+    /// the restarting node). A plain child's owner does not count (it restarts from its
+    /// start state by design).
+    fn holder_rejoining(&self, entry: &Entry, from: NodeId) -> bool {
+        if entry.standbys.is_none() && self.replicas_of(&entry.type_name) <= 1 {
             return false;
-        };
-        let mut holders = std::iter::once(entry.owner).chain(standbys.iter().copied());
+        }
+        let standbys = entry.standbys.as_deref().unwrap_or_default();
+        let mut holders = [entry.owner, from]
+            .into_iter()
+            .chain(standbys.iter().copied());
         let heard: Vec<NodeId> = self.view.downed_but_heard().collect();
         !heard.is_empty() && holders.any(|h| heard.contains(&h))
     }
