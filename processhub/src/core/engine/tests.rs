@@ -976,6 +976,35 @@ fn a_restart_from_the_start_state_waits_for_a_downed_holder_heard_again() {
     assert_eq!(r.item.state, vec![1]);
 }
 
+/// The primary the child restarts from was downed and is heard again: it rejoins in a
+/// moment and offers its own state. The restart waits for it too, though the entry
+/// names this node as the owner by then (simulator seed 287, 5 nodes, the heavy mix).
+#[test]
+fn a_restart_from_the_start_state_waits_for_the_downed_primary_it_restarts_from() {
+    let id = id_owned_by(1, &[1, 2, 3]);
+    let (mut e, _) = majority_engine(1, &[1, 2, 3, 4, 5]);
+    e.push(node(4), upsert(&id, replicated("R3", node(4), &[5])));
+    e.take_output();
+    // Both holders downed; the primary is heard again, its standby is not.
+    e.view.remove(node(4));
+    e.view.remove(node(5));
+    e.gossip(gossip(&[1, 2, 3, 4]));
+    let plan = e.take_output();
+    assert!(plan.effects.contains(&Effect::Restart {
+        id: id.clone(),
+        epoch: 2,
+        from: node(4)
+    }));
+    assert_eq!(e.registry.get(&id).map(|x| x.owner), Some(node(1)));
+    assert!(e.restart(&id, 2, node(4)).is_none(), "node 4 rejoins: wait");
+    assert_eq!(e.take_output().effects, vec![]);
+    // Not heard any more: the start state.
+    e.gossip(gossip(&[1, 2, 3]));
+    e.take_output();
+    let r: Restart = e.restart(&id, 2, node(4)).unwrap();
+    assert!(!r.promoted);
+}
+
 #[test]
 fn a_rejoin_takes_the_primaries_of_replicated_children_and_the_copies_as_salvage() {
     let mut e = engine(1, &[1, 2]);
