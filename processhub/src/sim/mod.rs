@@ -630,21 +630,25 @@ impl Sim {
         if stale.is_zero() {
             return Duration::ZERO;
         }
-        let round = (self.config.gossip_round.as_micros() as u64).max(1);
-        let pair = ((a as u64) << 40) ^ ((b as u64) << 20) ^ stale.as_micros() as u64;
-        Duration::from_micros(workload::Rng::new(self.seed ^ pair).next_u64() % round)
+        self.pair_delay(a, b, stale.as_micros() as u64, self.config.gossip_round)
     }
 
     /// How long after the later of nodes `a` and `b` started `a` hears of `b` (see
     /// [`SimConfig::join_spread`]): drawn from the seed for each ordered pair, so the
     /// joiner's view and the members' views of it fill at moments of their own.
     fn heard_of_after(&self, a: usize, b: usize) -> Duration {
-        let spread = self.config.join_spread.as_micros() as u64;
-        if spread == 0 {
+        self.pair_delay(a, b, 0x6a6f_696e, self.config.join_spread)
+    }
+
+    /// A delay under `within` for the ordered pair of nodes (`a`, `b`), drawn from the
+    /// seed and `salt` (zero if `within` is).
+    fn pair_delay(&self, a: usize, b: usize, salt: u64, within: Duration) -> Duration {
+        let within = within.as_micros() as u64;
+        if within == 0 {
             return Duration::ZERO;
         }
-        let pair = ((a as u64) << 40) ^ ((b as u64) << 20) ^ 0x6a6f_696e;
-        Duration::from_micros(workload::Rng::new(self.seed ^ pair).next_u64() % spread)
+        let pair = ((a as u64) << 40) ^ ((b as u64) << 20) ^ salt;
+        Duration::from_micros(workload::Rng::new(self.seed ^ pair).next_u64() % within)
     }
 
     fn update_views(&mut self) {
