@@ -1346,6 +1346,81 @@ async fn writes_shipped_as_calls_after_the_reply_reach_the_copy_in_order() {
     }
 }
 
+/// A counter kept on two nodes whose state ships after the reply (`sync = "async"`),
+/// read on either.
+#[distributed(replicas = 2, sync = "async", reads = "any")]
+#[derive(Default, Debug, Serialize, Deserialize)]
+pub struct Lagging {
+    n: u64,
+}
+
+#[distributed]
+impl Lagging {
+    /// Adds one and returns the new value.
+    pub fn bump(&mut self) -> u64 {
+        self.n += 1;
+        self.n
+    }
+
+    /// The value.
+    pub fn value(&self) -> u64 {
+        self.n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asynchronous_writes_of_a_window_ship_together_after_it() {
+    const WINDOW: Duration = Duration::from_secs(3);
+    let windowed = |seeds: &[std::net::SocketAddr]| {
+        Hub::builder("window")
+            .cluster_key(common::KEY)
+            .seeds(seeds.iter().map(|s| s.to_string()))
+            .async_ship_window(WINDOW)
+            .start()
+    };
+    let first = windowed(&[]).await.unwrap();
+    let second = windowed(&[first.listen_addr()]).await.unwrap();
+    let hubs = vec![first, second];
+    wait_members(&hubs, 2).await;
+    Lagging::start(&hubs[0], "t", Lagging::default())
+        .await
+        .unwrap();
+    wait_until("a standby", Duration::from_secs(10), || async {
+        hubs[0].lookup("t").is_some_and(|i| i.standbys.len() == 1)
+    })
+    .await;
+    let info = hubs[0].lookup("t").unwrap();
+    let on = |node| hubs.iter().find(|h| h.node_id() == node).unwrap().clone();
+    let (primary, standby) = (on(info.owner), on(info.standbys[0]));
+    let started = std::time::Instant::now();
+    for i in 1..=50 {
+        assert_eq!(Lagging::handle(&primary, "t").bump().await.unwrap(), i);
+    }
+    let stale = Lagging::handle(&standby, "t").value().await.unwrap();
+    // Within the window none of its writes has shipped yet (50 local writes and a
+    // local read take milliseconds; the check means something only if they did).
+    if started.elapsed() < WINDOW / 2 {
+        assert_eq!(
+            stale, 0,
+            "the standby copy got a write before the window ended"
+        );
+    }
+    // After it, one shipment brings the copy every write of the window.
+    wait_until(
+        "the copy holds every write",
+        Duration::from_secs(20),
+        || async { Lagging::handle(&standby, "t").value().await.ok() == Some(50) },
+    )
+    .await;
+    assert!(
+        started.elapsed() >= WINDOW,
+        "the copy took the writes before the window ended"
+    );
+    for h in &hubs {
+        h.shutdown().await.unwrap();
+    }
+}
+
 /// A replicated component whose state can be larger than a frame.
 #[distributed(replicas = 3)]
 #[derive(Default, Debug, Serialize, Deserialize)]

@@ -48,8 +48,8 @@ pub trait Component: Serialize + DeserializeOwned + Send + 'static {
     /// before it is acknowledged, and a standby takes over if the primary's node dies.
     const REPLICAS: usize = 1;
     /// Whether a write waits for its standbys before it is acknowledged
-    /// (`sync = "sync"`, the default) or ships its state right after
-    /// (`sync = "async"`: faster; a crash may lose the last writes).
+    /// (`sync = "sync"`, the default) or ships its state soon after, the writes of a
+    /// window together (`sync = "async"`: faster; a crash may lose the last writes).
     const SYNC_REPLICATION: bool = true;
     /// Whether a write ships its call, replayed on the standbys (`ship = "calls"`: for
     /// large states; the write methods must be deterministic), instead of the whole
@@ -141,6 +141,12 @@ pub(crate) trait EpochOf: Send + Sync + 'static {
     /// Ships the child's whole state to its standbys soon (an asynchronous write's
     /// call that a standby could not take).
     fn reship(self: Arc<Self>) {}
+    /// After an asynchronous write: whether a shipment of the state is due that will
+    /// carry it (one made due now, after the hub's window, or one due already); false
+    /// if the state must ship now.
+    fn ship_soon(self: Arc<Self>) -> bool {
+        false
+    }
 }
 
 /// The home of an actor that runs no child (a read on a standby copy).
@@ -479,7 +485,7 @@ impl<T: Component> ComponentActor<T> {
         }
         let shipped = match args {
             Some(args) if T::SHIP_CALLS => self.ship_call(method, args, caller).await,
-            _ => self.ship_state(caller).await,
+            _ => self.ship_written(caller).await,
         };
         if !T::SYNC_REPLICATION || self.replicator.is_none() {
             return Ok(());
@@ -517,7 +523,7 @@ impl<T: Component> ComponentActor<T> {
         let id = self.id.clone();
         let Some(shipped) = r.ship_call(id, T::TYPE_NAME, epoch, (method, args), recent, caller)
         else {
-            return self.ship_state(caller).await;
+            return self.ship_written(caller).await;
         };
         if T::SYNC_REPLICATION {
             shipped.await || self.ship_state(caller).await
@@ -534,6 +540,19 @@ impl<T: Component> ComponentActor<T> {
             });
             true
         }
+    }
+
+    /// The state after a write: sent now ([`Self::ship_state`]), or, for `async`, by a
+    /// shipment due within the hub's window, which takes the state as it is then (the
+    /// writes of a window go in one shipment): true then.
+    async fn ship_written(&mut self, caller: Option<WriteCaller>) -> bool {
+        if !T::SYNC_REPLICATION
+            && self.replicator.is_some()
+            && self.home.upgrade().is_some_and(|home| home.ship_soon())
+        {
+            return true;
+        }
+        self.ship_state(caller).await
     }
 
     /// Sends the state to the standbys (or, active/active, makes the replicas run):

@@ -168,6 +168,26 @@ pub(crate) trait Replicator: Send + Sync + 'static {
         recent: SharedRecent,
         caller: Option<WriteCaller>,
     ) -> Option<BoxFuture<'static, bool>>;
+
+    /// When the state after an asynchronous write (`sync = "async"`) ships: now, with a
+    /// shipment already due (it takes the state as it is then), or after a window, from
+    /// a shipment the caller makes due now ([`Self::shipment_begins`] when it begins).
+    fn ship_when(&self) -> ShipWhen;
+
+    /// The shipment made due by [`Self::ship_when`] takes the state now: a write after
+    /// this makes another due.
+    fn shipment_begins(&self);
+}
+
+/// When an asynchronous write's state ships ([`Replicator::ship_when`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShipWhen {
+    /// Now, on its own (no window).
+    Now,
+    /// With the shipment already due.
+    Due,
+    /// After this window, in a shipment made due now.
+    After(std::time::Duration),
 }
 
 impl std::fmt::Debug for dyn Replicator {

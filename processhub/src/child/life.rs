@@ -7,7 +7,7 @@ use crate::child::component::{
 };
 use crate::child::erased::Sleeper;
 use crate::child::erased::{Arrival, ChildCtx, ErasedChild};
-use crate::child::erased::{Hook, Responder, WriteCaller};
+use crate::child::erased::{Hook, Responder, ShipWhen, WriteCaller};
 use crate::core::item::StartFailure;
 use crate::events::HubEvent;
 use crate::net::wire::EncodedCall;
@@ -410,6 +410,26 @@ impl<T: Component> EpochOf for Child<T> {
 
     fn reship(self: Arc<Self>) {
         tokio::spawn(self.resync_now());
+    }
+
+    fn ship_soon(self: Arc<Self>) -> bool {
+        let Some(r) = self.ctx.replicator.clone() else {
+            return false;
+        };
+        match r.ship_when() {
+            ShipWhen::Now => false,
+            ShipWhen::Due => true,
+            ShipWhen::After(window) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(window).await;
+                    // Writes from here on make another shipment due; this one takes the
+                    // state once the writes before it in the actor's mailbox ran.
+                    r.shipment_begins();
+                    self.resync_now().await;
+                });
+                true
+            }
+        }
     }
 }
 

@@ -13,7 +13,9 @@ use super::{
     DEFAULT_LEASE, DEFAULT_MAX_FRAME, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MOVE_TIMEOUT,
     DEFAULT_STABLE_AFTER, START_BATCH,
 };
-use super::{CLUSTER_KEY_ENV, DEFAULT_MAX_MOVE_DEFERRAL, MIN_CLUSTER_KEY};
+use super::{
+    CLUSTER_KEY_ENV, DEFAULT_ASYNC_SHIP_WINDOW, DEFAULT_MAX_MOVE_DEFERRAL, MIN_CLUSTER_KEY,
+};
 use crate::child::lease::Lease;
 use crate::child::types::{any_replicated, type_info};
 use crate::core::downing::{PartitionTolerance, SafetyConfig};
@@ -54,6 +56,7 @@ pub struct HubBuilder {
     hibernate_after: Option<Duration>,
     move_timeout: Duration,
     max_move_deferral: Duration,
+    async_ship_window: Duration,
     move_concurrency: usize,
     max_state_size: usize,
     join_timeout: Duration,
@@ -141,6 +144,7 @@ impl HubBuilder {
             hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
             move_timeout: DEFAULT_MOVE_TIMEOUT,
             max_move_deferral: DEFAULT_MAX_MOVE_DEFERRAL,
+            async_ship_window: DEFAULT_ASYNC_SHIP_WINDOW,
             move_concurrency: START_BATCH,
             max_state_size: 1 << 30,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
@@ -267,6 +271,17 @@ impl HubBuilder {
     /// [`MoveConsent::Defer`]: crate::MoveConsent::Defer
     pub fn max_move_deferral(mut self, max: Duration) -> Self {
         self.max_move_deferral = max;
+        self
+    }
+
+    /// How long the state of a child of a `sync = "async"` type waits after a write
+    /// before it ships to the standbys: the writes of that window go in one shipment
+    /// of the state as it is then, instead of one each. A crash of the primary may lose
+    /// the writes of the last window (and of a shipment in flight), as `sync = "async"`
+    /// allows. Zero ships after every write. Types shipping their calls
+    /// (`ship = "calls"`) ship each call at once either way. Default 1 ms.
+    pub fn async_ship_window(mut self, window: Duration) -> Self {
+        self.async_ship_window = window;
         self
     }
 
@@ -540,6 +555,7 @@ impl HubBuilder {
                 hibernate_after: self.hibernate_after,
                 move_timeout: self.move_timeout,
                 max_move_deferral: self.max_move_deferral,
+                async_ship_window: self.async_ship_window,
                 move_concurrency: self.move_concurrency,
                 max_state_size: self.max_state_size,
                 inline_decode: self.world.is_some(),

@@ -55,6 +55,8 @@ pub const MIN_CLUSTER_KEY: usize = 16;
 pub const CLUSTER_KEY_ENV: &str = "PROCESSHUB_CLUSTER_KEY";
 /// Default of [`HubBuilder::max_move_deferral`].
 pub(crate) const DEFAULT_MAX_MOVE_DEFERRAL: Duration = Duration::from_secs(5);
+/// [`HubBuilder::async_ship_window`]'s default.
+pub(crate) const DEFAULT_ASYNC_SHIP_WINDOW: Duration = Duration::from_millis(1);
 /// Default of [`HubBuilder::move_timeout`].
 pub(crate) const DEFAULT_MOVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a hub started with seeds waits for the cluster (`HubBuilder::join_timeout`).
@@ -322,6 +324,9 @@ pub(crate) struct HubInner {
     hibernate_after: Option<Duration>,
     move_timeout: Duration,
     max_move_deferral: Duration,
+    /// How long an asynchronous write's state waits for the writes after it
+    /// ([`HubBuilder::async_ship_window`]).
+    async_ship_window: Duration,
     move_concurrency: usize,
     max_state_size: usize,
     /// Decode arriving states on the serving task, not a blocking thread (a simulated
@@ -568,6 +573,7 @@ impl HubInner {
                 seq: AtomicU64::new(0),
                 in_step: Default::default(),
                 log: Default::default(),
+                due: Default::default(),
             }) as Arc<dyn Replicator>
         });
         let role = replicator

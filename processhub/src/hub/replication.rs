@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::HubInner;
 use crate::child::erased::Arrival;
-use crate::child::erased::{ChildCtx, Replicator, WriteCaller};
+use crate::child::erased::{ChildCtx, Replicator, ShipWhen, WriteCaller};
 use crate::child::types::vtable;
 use crate::core::engine::{Kept, ShipPlan};
 use crate::core::engine::{LoggedCall, MAX_LOGGED_CALLS};
@@ -418,6 +418,9 @@ pub(super) struct HubReplicator {
     pub(super) in_step: Arc<std::sync::Mutex<Vec<NodeId>>>,
     /// The calls shipped since the state last went (`ship = "calls"`).
     pub(super) log: Arc<std::sync::Mutex<CallLog>>,
+    /// A shipment of the state after asynchronous writes is due: it will take the state
+    /// as it is then ([`Replicator::ship_when`]).
+    pub(super) due: std::sync::atomic::AtomicBool,
 }
 
 /// What a replicated child's standbys hold past its last shipped state, as calls
@@ -540,5 +543,23 @@ impl Replicator for HubReplicator {
             }
             took
         }))
+    }
+
+    fn ship_when(&self) -> ShipWhen {
+        let window = self
+            .hub
+            .upgrade()
+            .map_or(std::time::Duration::ZERO, |hub| hub.async_ship_window);
+        if window.is_zero() {
+            ShipWhen::Now
+        } else if self.due.swap(true, Ordering::AcqRel) {
+            ShipWhen::Due
+        } else {
+            ShipWhen::After(window)
+        }
+    }
+
+    fn shipment_begins(&self) {
+        self.due.store(false, Ordering::Release);
     }
 }
