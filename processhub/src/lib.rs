@@ -47,6 +47,7 @@
 extern crate self as processhub;
 
 mod admin;
+mod changes;
 mod child;
 mod client;
 mod core;

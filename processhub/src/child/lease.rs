@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::core::downing::SafetyConfig;
@@ -43,7 +43,7 @@ pub(crate) struct Lease {
     /// Asks the renewer for a renewal now.
     wanted: Notify,
     /// Counts renewals (and refusals): waiters look again when it moves.
-    renewed: watch::Sender<u64>,
+    renewed: crate::changes::Changes,
     pub(crate) config: SafetyConfig,
 }
 
@@ -57,7 +57,7 @@ impl Lease {
             used: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             wanted: Notify::new(),
-            renewed: watch::channel(0).0,
+            renewed: Default::default(),
             config,
         }
     }
@@ -94,18 +94,18 @@ impl Lease {
             return Ok(());
         }
         let deadline = Instant::now() + self.config.lease * 2;
-        let mut renewed = self.renewed.subscribe();
         loop {
+            // Before looking: a change after the look ends the wait below.
+            let seen = self.renewed.seen();
             match self.state.load(Ordering::Acquire) {
                 PARTITIONED | DOWNED => return Err(CallError::NoQuorum),
                 _ => {}
             }
             self.wanted.notify_one();
-            renewed.mark_unchanged();
             if self.is_valid() {
                 return Ok(());
             }
-            if tokio::time::timeout_at(deadline, renewed.changed())
+            if tokio::time::timeout_at(deadline, self.renewed.after(seen))
                 .await
                 .is_err()
             {
@@ -143,13 +143,13 @@ impl Lease {
             self.until.fetch_max(until, Ordering::AcqRel);
         }
         self.failed.store(false, Ordering::Relaxed);
-        self.renewed.send_modify(|n| *n += 1);
+        self.renewed.mark();
     }
 
     /// A renewal found no quorum: waiters give up, and the renewer tries again.
     pub(crate) fn refused(&self) {
         self.failed.store(true, Ordering::Relaxed);
-        self.renewed.send_modify(|n| *n += 1);
+        self.renewed.mark();
     }
 
     /// Whether the last renewal found no quorum.
@@ -167,7 +167,7 @@ impl Lease {
             Ordering::Acquire,
         );
         if partitioned {
-            self.renewed.send_modify(|n| *n += 1);
+            self.renewed.mark();
         }
     }
 
@@ -181,7 +181,7 @@ impl Lease {
     /// Downed: nothing is served any more (until the node rejoins with a new lease).
     pub(crate) fn revoke(&self) {
         self.state.store(DOWNED, Ordering::Release);
-        self.renewed.send_modify(|n| *n += 1);
+        self.renewed.mark();
     }
 
     /// Whether it fences at all (a quorum strategy).

@@ -191,7 +191,13 @@ impl HandleCore {
                             .expect("the message is back after each failed try");
                         Some(ask(&entered.actor, m).await)
                     };
-                    let key = Arc::as_ptr(&child) as *const () as usize;
+                    // The id's hash, not the child's address: the list a call waits
+                    // in decides the order waiting calls wake at a tick, which must be
+                    // the same in every run of a simulated world's seed.
+                    let key = {
+                        use std::hash::BuildHasher;
+                        foldhash::fast::FixedState::default().hash_one(&*self.id) as usize
+                    };
                     match inner.ticks.within(key, deadline, local).await {
                         None => return Err(timed_out()),
                         Some(None) => {}

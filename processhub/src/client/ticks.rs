@@ -31,7 +31,7 @@ pub(crate) struct Ticks {
 
 impl Ticks {
     /// Runs `fut` until it is done (`Some`) or `deadline` passes (`None`). `key` picks
-    /// the list it waits in (the address of the child called, say).
+    /// the list it waits in (a hash of the id of the child called).
     pub(crate) async fn within<F: Future>(
         &self,
         key: usize,

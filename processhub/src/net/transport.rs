@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -172,7 +172,7 @@ pub(crate) struct Transport {
     tls_refusal: Mutex<Option<String>>,
     conns: Mutex<BTreeMap<NodeId, Arc<Conn>>>,
     /// Bumped whenever `conns` changes, to wake requests waiting for a connection.
-    version: watch::Sender<u64>,
+    version: crate::changes::Changes,
     /// Peers we should be connected to (the live members).
     wanted: Mutex<BTreeSet<NodeId>>,
     inbound: Weak<dyn Inbound>,
@@ -207,7 +207,7 @@ impl Transport {
             max_in_flight: limits.max_in_flight as u64,
             tls_refusal: Mutex::new(None),
             conns: Mutex::new(BTreeMap::new()),
-            version: watch::channel(0).0,
+            version: Default::default(),
             wanted: Mutex::new(BTreeSet::new()),
             inbound,
             network,
@@ -230,7 +230,7 @@ impl Transport {
         for (_, c) in conns {
             c.close();
         }
-        self.version.send_modify(|v| *v += 1);
+        self.version.mark();
     }
 
     /// The frame limit.
@@ -261,7 +261,7 @@ impl Transport {
         for (_, c) in conns {
             c.close();
         }
-        self.version.send_modify(|v| *v += 1);
+        self.version.mark();
     }
 
     /// Sets the peers to stay connected to; dials those this node must dial.
@@ -446,17 +446,19 @@ impl Transport {
         let deadline = Instant::now()
             .checked_add(wait)
             .map_or(deadline, |by| by.min(deadline));
-        let mut version = self.version.subscribe();
         loop {
+            let seen = self.version.seen();
             if self.shutdown.is_cancelled() {
                 return Err(TransportError::NotConnected);
             }
             if let Some(c) = self.conns.lock().unwrap().get(&peer) {
                 return Ok(c.clone());
             }
-            match tokio::time::timeout_at(deadline, version.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return Err(TransportError::NotConnected),
+            if tokio::time::timeout_at(deadline, self.version.after(seen))
+                .await
+                .is_err()
+            {
+                return Err(TransportError::NotConnected);
             }
         }
     }
@@ -771,7 +773,7 @@ impl Transport {
             if let Some(old) = old {
                 old.close();
             }
-            me.version.send_modify(|v| *v += 1);
+            me.version.mark();
         });
 
         let t = Arc::clone(self);
@@ -891,7 +893,7 @@ impl Transport {
         if conns.get(&conn.peer).is_some_and(|c| Arc::ptr_eq(c, conn)) {
             conns.remove(&conn.peer);
             drop(conns);
-            self.version.send_modify(|v| *v += 1);
+            self.version.mark();
         }
     }
 }
