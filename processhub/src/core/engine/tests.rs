@@ -1879,6 +1879,46 @@ fn a_minority_starts_stops_and_restarts_nothing_and_says_it_lost_its_quorum() {
 /// id missing from the next snapshot), children unknown here come in; what it changes
 /// of those known here does not count (seed 6: woken from a pause, it dropped a
 /// standby set on a stale view).
+/// Found by simulator seed 30 (5 nodes, pause,partition,one-way,crash,quick-restart,
+/// delay): node 1 downed node 3 alone, its push lost, and no quorum ever did. The restart
+/// node 1 predicted for node 3 (of a child of a node that left) stayed pending here for
+/// good: node 3's word on it changed an entry known here. It is the word this registry
+/// waits for, and changes no owner: it counts.
+#[test]
+fn a_node_downed_here_alone_confirms_the_restart_predicted_for_it() {
+    use std::time::Duration;
+    let (mut e, t0) = majority_engine(1, &[1, 2, 3, 4, 5]);
+    let id = id_owned_by(3, &[1, 2, 3, 5]);
+    e.push(node(4), upsert(&id, entry("T", node(4), 1)));
+    e.push(node(4), Push::Leaving);
+    e.refresh_members();
+    e.take_output();
+    assert_eq!(e.registry.pending_from(&id), Some(node(4)));
+    assert_eq!(
+        e.registry.get(&id).map(|e| (e.owner, e.epoch)),
+        Some((node(3), 2))
+    );
+    // Node 3 goes silent; node 1 (with nodes 2 and 5, a quorum of 4) downs it.
+    e.gossip(gossip(&[1, 2, 5]));
+    e.set_now(t0 + Duration::from_millis(300));
+    e.refresh_members();
+    assert_eq!(e.take_output().pushes, vec![Push::Down(vec![node(3)])]);
+    // Heard again, node 3 confirms the restart.
+    e.gossip(gossip(&[1, 2, 3, 5]));
+    e.take_output();
+    e.push(node(3), upsert(&id, entry("T", node(3), 2)));
+    assert_eq!(e.registry.pending_from(&id), None, "confirmed");
+    assert_eq!(
+        e.registry.get(&id).map(|e| (e.owner, e.epoch)),
+        Some((node(3), 2))
+    );
+    // A later change to it, known here and no longer awaited, does not count.
+    let mut changed = entry("T", node(3), 2);
+    changed.standbys = Some(Box::new([]));
+    e.push(node(3), upsert(&id, changed));
+    assert_eq!(e.registry.get(&id).map(|e| e.standbys.clone()), Some(None));
+}
+
 #[test]
 fn a_node_downed_here_alone_removes_and_adds_but_changes_nothing_known() {
     use std::time::Duration;
