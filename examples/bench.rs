@@ -746,32 +746,43 @@ async fn p1_p2(tls: bool) -> Vec<Row> {
 
     // For profiling: `BENCH_SOAK_P2=5` runs P2's processhub side alone for 5 seconds
     // first, and then its baseline for as long (attach `perf record -a` or `perf stat`
-    // once "soak" is printed).
+    // once "soak" is printed); each side's calls per second are printed after it,
+    // overall and per window of 100,000 calls.
     if let Some(secs) = std::env::var("BENCH_SOAK_P2")
         .ok()
         .and_then(|s| s.parse().ok())
     {
         println!("soak: processhub for {secs} s");
-        let until = Instant::now() + Duration::from_secs(secs);
+        let began = Instant::now();
         let mut calls = 0;
-        while Instant::now() < until {
-            windowed(WINDOW_CALLS, 64, || async {
-                c.add(1).await.unwrap();
-            })
-            .await;
+        let mut rates = Vec::new();
+        while began.elapsed() < Duration::from_secs(secs) {
+            rates.push(
+                windowed(WINDOW_CALLS, 64, || async {
+                    c.add(1).await.unwrap();
+                })
+                .await as u64,
+            );
             calls += WINDOW_CALLS;
         }
-        println!("soak: {calls} calls; baseline for {secs} s");
-        let until = Instant::now() + Duration::from_secs(secs);
+        let rate = calls as f64 / began.elapsed().as_secs_f64();
+        println!(
+            "soak: {calls} calls, {rate:.0}/s (each window: {rates:?}); baseline for {secs} s"
+        );
+        let began = Instant::now();
         let mut calls = 0;
-        while Instant::now() < until {
-            windowed(WINDOW_CALLS, 64, || async {
-                base.call(1).await;
-            })
-            .await;
+        let mut rates = Vec::new();
+        while began.elapsed() < Duration::from_secs(secs) {
+            rates.push(
+                windowed(WINDOW_CALLS, 64, || async {
+                    base.call(1).await;
+                })
+                .await as u64,
+            );
             calls += WINDOW_CALLS;
         }
-        println!("soak: {calls} calls");
+        let rate = calls as f64 / began.elapsed().as_secs_f64();
+        println!("soak: {calls} calls, {rate:.0}/s (each window: {rates:?}); done");
     }
     let (mut p50, mut p99, mut b50, mut b99, mut rate, mut brate, mut hrate) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
