@@ -1873,12 +1873,6 @@ fn a_minority_starts_stops_and_restarts_nothing_and_says_it_lost_its_quorum() {
     );
 }
 
-/// Found by soak seeds 1049, 1051 and 1133 (a one-way fault beside a partition): node 1
-/// downed node 3 alone, its push lost, and no quorum ever did. Node 3 still owns its
-/// children: what it stopped goes (a removal lost with a connection comes back as an
-/// id missing from the next snapshot), children unknown here come in; what it changes
-/// of those known here does not count (seed 6: woken from a pause, it dropped a
-/// standby set on a stale view).
 /// Found by simulator seed 30 (5 nodes, pause,partition,one-way,crash,quick-restart,
 /// delay): node 1 downed node 3 alone, its push lost, and no quorum ever did. The restart
 /// node 1 predicted for node 3 (of a child of a node that left) stayed pending here for
@@ -1919,6 +1913,12 @@ fn a_node_downed_here_alone_confirms_the_restart_predicted_for_it() {
     assert_eq!(e.registry.get(&id).map(|e| e.standbys.clone()), Some(None));
 }
 
+/// Found by soak seeds 1049, 1051 and 1133 (a one-way fault beside a partition): node 1
+/// downed node 3 alone, its push lost, and no quorum ever did. Node 3 still owns its
+/// children: what it stopped goes (a removal lost with a connection comes back as an
+/// id missing from the next snapshot), children unknown here come in; what it changes
+/// of those known here does not count (seed 6: woken from a pause, it dropped a
+/// standby set on a stale view).
 #[test]
 fn a_node_downed_here_alone_removes_and_adds_but_changes_nothing_known() {
     use std::time::Duration;
