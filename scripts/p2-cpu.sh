@@ -11,7 +11,13 @@ BENCH_SOAK_P2=6 BENCH_REPS=1 "$BIN" P2 >"$OUT" 2>&1 &
 BP=$!
 trap 'kill $BP 2>/dev/null || true; rm -f "$OUT"' EXIT
 cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }
-wait_for() { until grep -q "$1" "$OUT"; do sleep 0.05; done; }
+# Waits for the bench to print $1; if it ends first, shows what it printed.
+wait_for() {
+    until grep -q "$1" "$OUT"; do
+        kill -0 $BP 2>/dev/null || { cat "$OUT"; echo "the bench ended early" >&2; exit 1; }
+        sleep 0.05
+    done
+}
 
 wait_for 'soak: processhub'
 sleep 0.5
