@@ -9,7 +9,8 @@ BIN=${1:-target/release/examples/bench}
 OUT=$(mktemp)
 BENCH_SOAK_P2=6 BENCH_REPS=1 "$BIN" P2 >"$OUT" 2>&1 &
 BP=$!
-trap 'kill $BP 2>/dev/null || true; rm -f "$OUT"' EXIT
+# The bench's node and server processes first: killed, the bench cannot end them.
+trap 'pkill -P $BP 2>/dev/null || true; kill $BP 2>/dev/null || true; rm -f "$OUT"' EXIT
 cpu() { awk '{print $14, $15}' "/proc/$1/stat"; }
 # Waits for the bench to print $1; if it ends first, shows what it printed.
 wait_for() {
