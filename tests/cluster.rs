@@ -1371,17 +1371,7 @@ impl Lagging {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asynchronous_writes_of_a_window_ship_together_after_it() {
     const WINDOW: Duration = Duration::from_secs(3);
-    let windowed = |seeds: &[std::net::SocketAddr]| {
-        Hub::builder("window")
-            .cluster_key(common::KEY)
-            .seeds(seeds.iter().map(|s| s.to_string()))
-            .async_ship_window(WINDOW)
-            .start()
-    };
-    let first = windowed(&[]).await.unwrap();
-    let second = windowed(&[first.listen_addr()]).await.unwrap();
-    let hubs = vec![first, second];
-    wait_members(&hubs, 2).await;
+    let hubs = common::cluster_with("window", 2, |b| b.async_ship_window(WINDOW)).await;
     Lagging::start(&hubs[0], "t", Lagging::default())
         .await
         .unwrap();
@@ -1447,18 +1437,7 @@ impl BigKept {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_state_larger_than_a_frame_reaches_its_standbys_in_parts() {
-    let builder = |seeds: Vec<String>| {
-        Hub::builder("big-kept")
-            .cluster_key(common::KEY)
-            .seeds(seeds)
-            .max_frame_size(64 * 1024)
-    };
-    let a = builder(vec![]).start().await.unwrap();
-    let seeds = vec![a.listen_addr().to_string()];
-    let b = builder(seeds.clone()).start().await.unwrap();
-    let c = builder(seeds).start().await.unwrap();
-    let mut hubs = vec![a, b, c];
-    wait_members(&hubs, 3).await;
+    let mut hubs = common::cluster_with("big-kept", 3, |b| b.max_frame_size(64 * 1024)).await;
     BigKept::start(&hubs[0], "big", BigKept::default())
         .await
         .unwrap();

@@ -135,22 +135,38 @@ pub const KEY: &str = "integration-tests-cluster-key";
 
 /// A hub on a free loopback port, with the tests' cluster key.
 pub async fn hub(hub_id: &str, seeds: &[std::net::SocketAddr]) -> Hub {
-    Hub::builder(hub_id)
+    hub_with(hub_id, seeds, |b| b).await
+}
+
+/// [`hub`], its builder passed through `options` before it starts.
+pub async fn hub_with(
+    hub_id: &str,
+    seeds: &[std::net::SocketAddr],
+    options: impl Fn(processhub::HubBuilder) -> processhub::HubBuilder,
+) -> Hub {
+    let builder = Hub::builder(hub_id)
         .cluster_key(KEY)
         .listen("127.0.0.1:0")
-        .seeds(seeds.iter().map(|s| s.to_string()))
-        .start()
-        .await
-        .expect("hub starts")
+        .seeds(seeds.iter().map(|s| s.to_string()));
+    options(builder).start().await.expect("hub starts")
 }
 
 /// `n` hubs of one cluster, waiting until they all see each other.
 pub async fn cluster(hub_id: &str, n: usize) -> Vec<Hub> {
-    let first = hub(hub_id, &[]).await;
+    cluster_with(hub_id, n, |b| b).await
+}
+
+/// [`cluster`], each hub's builder passed through `options` before it starts.
+pub async fn cluster_with(
+    hub_id: &str,
+    n: usize,
+    options: impl Fn(processhub::HubBuilder) -> processhub::HubBuilder,
+) -> Vec<Hub> {
+    let first = hub_with(hub_id, &[], &options).await;
     let seed = first.listen_addr();
     let mut hubs = vec![first];
     for _ in 1..n {
-        hubs.push(hub(hub_id, &[seed]).await);
+        hubs.push(hub_with(hub_id, &[seed], &options).await);
     }
     wait_members(&hubs, n).await;
     hubs
